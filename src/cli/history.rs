@@ -1,0 +1,123 @@
+//! `recoup history`: validate a history and summarize it.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use crate::history::{load, summarize, LoadOptions, Summary};
+
+/// Inspect and validate payment-attempt history.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: HistoryCommand,
+}
+
+/// `recoup history` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum HistoryCommand {
+    /// Load a history (Parquet file, CSV file, or a directory of Parquet/CSV files,
+    /// hive partitions included), check it against contract v1 and print a summary.
+    #[command(after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check history.csv --skip-bad-rows --rejects rejects.csv\n  recoup history check exports/ --json | jq .decline_codes")]
+    Check(CheckArgs),
+}
+
+/// Arguments of `recoup history check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// History file or directory.
+    pub path: PathBuf,
+    /// Write rows that break the contract to the reject file and go on, instead of stopping at the first.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Where rejected rows go (CSV, with file, row, column, value and reason columns).
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    pub rejects: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `recoup history`.
+pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    match &args.command {
+        HistoryCommand::Check(a) => check(a, quiet),
+    }
+}
+
+fn check(a: &CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()) };
+    let started = std::time::Instant::now();
+    let history = load(&a.path, &opts).with_context(|| format!("checking history {}", a.path.display()))?;
+    let elapsed = started.elapsed();
+    let summary = summarize(&history);
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &summary)?;
+        writeln!(out)?;
+    } else if !quiet {
+        print_summary(&mut out, &summary, elapsed)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pct(n: u64, d: u64) -> f64 {
+    if d == 0 { 0.0 } else { 100.0 * n as f64 / d as f64 }
+}
+
+fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration) -> std::io::Result<()> {
+    let l = &s.load;
+    writeln!(out, "history: {} file(s), {} rows read in {:.2?}", l.files.len(), l.rows_read, elapsed)?;
+    writeln!(out, "  accepted   {:>10}", l.rows_accepted)?;
+    writeln!(out, "  rejected   {:>10}{}", l.rows_rejected, match &l.reject_file {
+        Some(p) => format!("  → {}", p.display()),
+        None => String::new(),
+    })?;
+    for (col, n) in &l.rejects_by_column {
+        writeln!(out, "    {col:<24} {n:>8}")?;
+    }
+    writeln!(out, "  payments   {:>10}   customers {}", s.payments, s.customers)?;
+    if let (Some(a), Some(b)) = (s.first_attempt, s.last_attempt) {
+        writeln!(out, "  from       {a}\n  to         {b}")?;
+    }
+    writeln!(out, "  failed payments {} · recovered {} ({:.1} %)", s.failed_payments, s.recovered_payments,
+        pct(s.recovered_payments, s.failed_payments))?;
+    writeln!(out, "outcomes:")?;
+    for (k, n) in &s.outcomes {
+        writeln!(out, "  {k:<32} {n:>10}  {:>5.1} %", pct(*n, s.rows))?;
+    }
+    writeln!(out, "payment methods:")?;
+    for (k, n) in &s.payment_methods {
+        writeln!(out, "  {k:<32} {n:>10}  {:>5.1} %", pct(*n, s.rows))?;
+    }
+    let failed: u64 = s.decline_codes.values().sum();
+    writeln!(out, "decline classes (failed attempts):")?;
+    for (k, n) in &s.decline_classes {
+        writeln!(out, "  {k:<32} {n:>10}  {:>5.1} %", pct(*n, failed))?;
+    }
+    writeln!(out, "decline codes (failed attempts):")?;
+    let mut codes: Vec<_> = s.decline_codes.iter().collect();
+    codes.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+    for (k, n) in codes {
+        writeln!(out, "  {k:<32} {n:>10}  {:>5.1} %", pct(*n, failed))?;
+    }
+    if l.derived_decline_codes > 0 {
+        writeln!(out, "  ({} decline codes derived from network/advice codes)", l.derived_decline_codes)?;
+    }
+    if !l.unknown_codes.is_empty() {
+        writeln!(out, "unknown codes mapped to `other`:")?;
+        for (k, n) in &l.unknown_codes {
+            writeln!(out, "  {k:<32} {n:>10}")?;
+        }
+    }
+    if l.defaulted_timezones > 0 {
+        writeln!(out, "time zone derived from country for {} rows", l.defaulted_timezones)?;
+    }
+    if !l.unknown_columns.is_empty() {
+        writeln!(out, "ignored columns not in the contract: {}", l.unknown_columns.join(", "))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! The `recoup` command line: one binary, one file per subcommand, each with a
+//! `run` function. Edge side: parses flags, sets up logging, calls the library
+//! and prints for humans (`--json` for machines).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod history;
+
+/// recoup: decide when to retry a failed recurring payment and how to tell the payer,
+/// learned from your own payment history. Open, transparent, measurable.
+#[derive(Debug, Parser)]
+#[command(name = "recoup", version, propagate_version = true, arg_required_else_help = true)]
+#[command(after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check exports/ --skip-bad-rows --rejects bad.csv")]
+pub struct Cli {
+    /// Print only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// More log output (-v info, -vv debug). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and validate payment-attempt history (contract v1).
+    History(history::Args),
+    /// Generate history from a simulated world with known ground truth. [not built yet]
+    Simulate(NotBuilt),
+    /// Train a success model on history and write a model artifact. [not built yet]
+    Train(NotBuilt),
+    /// Serve retry decisions over gRPC. [not built yet]
+    Serve(NotBuilt),
+    /// Decide the next retry of one failed payment from a JSON request. [not built yet]
+    Decide(NotBuilt),
+    /// Backtest retry strategies in the simulated world or on logged history. [not built yet]
+    Backtest(NotBuilt),
+    /// Export predicted recovery per open payment and per segment. [not built yet]
+    Export(NotBuilt),
+    /// List, show and promote model versions. [not built yet]
+    Models(NotBuilt),
+}
+
+/// Arguments of a subcommand that is not built yet (accepted and ignored).
+#[derive(Debug, clap::Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    args: Vec<String>,
+}
+
+/// Exit code of a subcommand that is not built yet.
+pub const EXIT_NOT_BUILT: u8 = 3;
+
+fn init_logging(cli: &Cli) {
+    let default = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Run a parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(&cli);
+    let name = match &cli.command {
+        Command::History(args) => return history::run(args, cli.quiet),
+        Command::Simulate(_) => ("simulate", 3),
+        Command::Train(_) => ("train", 4),
+        Command::Serve(_) => ("serve", 5),
+        Command::Decide(_) => ("decide", 5),
+        Command::Backtest(_) => ("backtest", 6),
+        Command::Export(_) => ("export", 7),
+        Command::Models(_) => ("models", 4),
+    };
+    eprintln!("recoup {}: not built yet (planned in issue #{}); see README.md for what works today", name.0, name.1);
+    Ok(ExitCode::from(EXIT_NOT_BUILT))
+}

@@ -1,0 +1,1009 @@
+//! History loading: reads payment-attempt history (contract v1) from Parquet,
+//! CSV or a directory of Parquet files (hive partitions included), validates
+//! every rule of the contract and yields typed [`Attempt`]s.
+//!
+//! Edge side of the boundary: this module does file I/O with polars and is the
+//! only place that turns untrusted text into domain types. It never drops a
+//! row silently: a bad row stops the load with an error naming file, row,
+//! column and value, or — with `skip_bad_rows` — goes to a reject file and is
+//! counted.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use hashbrown::HashTable;
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::calendar::default_timezone;
+use crate::declines::{normalize, NormalizedFrom};
+use crate::domain::{
+    Attempt, BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, CustomerIx, Money, Outcome,
+    PaymentIx, PaymentMethod, RawCode, SourceRow,
+};
+
+/// The contract's columns in contract order, with whether each is required.
+pub const CONTRACT_COLUMNS: &[(&str, bool)] = &[
+    ("attempt_id", true),
+    ("payment_id", true),
+    ("customer_id", true),
+    ("attempted_at", true),
+    ("attempt_number", true),
+    ("amount_minor", true),
+    ("currency", true),
+    ("payment_method", true),
+    ("card_brand", false),
+    ("card_funding", false),
+    ("country", true),
+    ("timezone", false),
+    ("outcome", true),
+    ("decline_code", false),
+    ("network_code", false),
+    ("advice_code", false),
+    ("channel", false),
+    ("payment_method_updated", false),
+    ("billing_interval", false),
+    ("tenure_days", false),
+    ("propensity", false),
+];
+
+// Column positions in CONTRACT_COLUMNS, used to index the accessors.
+const C_ATTEMPT_ID: usize = 0;
+const C_PAYMENT_ID: usize = 1;
+const C_CUSTOMER_ID: usize = 2;
+const C_ATTEMPTED_AT: usize = 3;
+const C_ATTEMPT_NUMBER: usize = 4;
+const C_AMOUNT: usize = 5;
+const C_CURRENCY: usize = 6;
+const C_METHOD: usize = 7;
+const C_BRAND: usize = 8;
+const C_FUNDING: usize = 9;
+const C_COUNTRY: usize = 10;
+const C_TIMEZONE: usize = 11;
+const C_OUTCOME: usize = 12;
+const C_DECLINE: usize = 13;
+const C_NETWORK: usize = 14;
+const C_ADVICE: usize = 15;
+const C_CHANNEL: usize = 16;
+const C_UPDATED: usize = 17;
+const C_INTERVAL: usize = 18;
+const C_TENURE: usize = 19;
+const C_PROPENSITY: usize = 20;
+
+/// One problem with one row: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowError {
+    /// The file the row is in.
+    pub file: PathBuf,
+    /// 1-based data row (the CSV header does not count).
+    pub row: u64,
+    /// True for CSV, where the line number (row + 1) is shown too.
+    pub csv: bool,
+    /// The contract column at fault.
+    pub column: &'static str,
+    /// The offending value as text (empty when missing).
+    pub value: String,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}", self.file.display(), self.row)?;
+        if self.csv {
+            write!(f, " (line {})", self.row + 1)?;
+        }
+        write!(f, ", column `{}`: {}", self.column, self.reason)?;
+        if !self.value.is_empty() {
+            write!(f, " (value {:?})", self.value)?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a history could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A file or directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    /// polars could not read or write a file.
+    #[error("{}: {source}", path.display())]
+    Polars { path: PathBuf, source: PolarsError },
+    /// A directory without Parquet or CSV files.
+    #[error("{}: no .parquet or .csv files found", path.display())]
+    NoFiles { path: PathBuf },
+    /// A file whose extension is neither .parquet nor .csv.
+    #[error("{}: unsupported file type (expected .parquet or .csv)", path.display())]
+    UnsupportedFile { path: PathBuf },
+    /// A required contract column is absent from a file.
+    #[error("{}: required column `{column}` is missing (history contract v1)", path.display())]
+    MissingColumn { path: PathBuf, column: &'static str },
+    /// A column has a type that cannot hold the contract's values.
+    #[error("{}: column `{column}` has type {dtype}, expected {expected}", path.display())]
+    ColumnType { path: PathBuf, column: &'static str, dtype: String, expected: &'static str },
+    /// A row breaks the contract (and bad rows are not being skipped).
+    #[error("{0} (use --skip-bad-rows to write such rows to a reject file and continue)")]
+    BadRow(Box<RowError>),
+}
+
+/// How to load.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Skip rows that break the contract instead of stopping; they go to `reject_path`.
+    pub skip_bad_rows: bool,
+    /// Where skipped rows are written (CSV). Defaults to `rejects.csv` in the current directory.
+    pub reject_path: Option<PathBuf>,
+}
+
+/// Counts and notes from one load, for `history check` and logs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    /// Files read, with their row counts.
+    pub files: Vec<(PathBuf, u64)>,
+    /// Rows read from all files.
+    pub rows_read: u64,
+    /// Rows accepted.
+    pub rows_accepted: u64,
+    /// Rows rejected (only with `skip_bad_rows`).
+    pub rows_rejected: u64,
+    /// The reject file, when rows were rejected.
+    pub reject_file: Option<PathBuf>,
+    /// Rejected rows by column at fault.
+    pub rejects_by_column: BTreeMap<String, u64>,
+    /// Extra columns that are not in the contract (ignored).
+    pub unknown_columns: Vec<String>,
+    /// Unknown codes mapped to `other`, as `column=value` → count.
+    pub unknown_codes: BTreeMap<String, u64>,
+    /// Failed rows whose `decline_code` was derived from `network_code`/`advice_code`.
+    pub derived_decline_codes: u64,
+    /// Rows whose time zone was derived from the country.
+    pub defaulted_timezones: u64,
+}
+
+/// A loaded, validated history: attempts grouped by payment, in attempt order.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Every accepted attempt, sorted by (payment, attempt_number).
+    pub attempts: Vec<Attempt>,
+    /// `attempt_id` values, indexed by [`Attempt::attempt_ix`].
+    pub attempt_ids: Vec<Box<str>>,
+    /// `payment_id` values, indexed by [`PaymentIx`].
+    pub payment_ids: Vec<Box<str>>,
+    /// `customer_id` values, indexed by [`CustomerIx`].
+    pub customer_ids: Vec<Box<str>>,
+    /// The files that were read, indexed by [`SourceRow::file`].
+    pub files: Vec<PathBuf>,
+    /// What the load found.
+    pub report: LoadReport,
+}
+
+impl History {
+    /// The attempts of each payment, one slice per payment, in attempt order.
+    pub fn payments(&self) -> impl Iterator<Item = &[Attempt]> {
+        self.attempts.chunk_by(|a, b| a.payment == b.payment)
+    }
+
+    /// The `attempt_id` of an attempt.
+    pub fn attempt_id(&self, a: &Attempt) -> &str {
+        &self.attempt_ids[a.attempt_ix as usize]
+    }
+
+    /// The `payment_id` of an attempt.
+    pub fn payment_id(&self, a: &Attempt) -> &str {
+        &self.payment_ids[a.payment.0 as usize]
+    }
+
+    /// The `customer_id` of an attempt.
+    pub fn customer_id(&self, a: &Attempt) -> &str {
+        &self.customer_ids[a.customer.0 as usize]
+    }
+}
+
+/// Interns strings to dense `u32` indices in first-seen order.
+#[derive(Debug, Default)]
+struct Interner {
+    names: Vec<Box<str>>,
+    table: HashTable<u32>,
+    hasher: foldhash::fast::FixedState,
+}
+
+impl Interner {
+    /// The index of `s` and whether it was new.
+    fn intern(&mut self, s: &str) -> (u32, bool) {
+        let hash = self.hasher.hash_one(s);
+        let names = &self.names;
+        if let Some(&ix) = self.table.find(hash, |&ix| &*names[ix as usize] == s) {
+            return (ix, false);
+        }
+        let ix = self.names.len() as u32;
+        self.names.push(s.into());
+        let (names, hasher) = (&self.names, &self.hasher);
+        self.table.insert_unique(hash, ix, |&i| hasher.hash_one(&*names[i as usize]));
+        (ix, true)
+    }
+}
+
+/// List the files a path stands for: itself, or every .parquet/.csv below a directory, sorted.
+pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    let io = |source| LoadError::Io { path: path.to_path_buf(), source };
+    let meta = std::fs::metadata(path).map_err(io)?;
+    if meta.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|source| LoadError::Io { path: dir.clone(), source })? {
+            let entry = entry.map_err(|source| LoadError::Io { path: dir.clone(), source })?;
+            let p = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') || name.starts_with('_') {
+                continue; // hidden files and Spark/Hive markers such as _SUCCESS
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else if matches!(file_kind(&p), Some(_)) {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(LoadError::NoFiles { path: path.to_path_buf() });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Parquet,
+    Csv,
+}
+
+fn file_kind(p: &Path) -> Option<FileKind> {
+    match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
+        "parquet" | "pq" => Some(FileKind::Parquet),
+        "csv" => Some(FileKind::Csv),
+        _ => None,
+    }
+}
+
+/// Load a history from a file or directory.
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
+    let files = list_files(path)?;
+    let mut loader = Loader::new(opts, &files);
+    for (file_ix, file) in files.iter().enumerate() {
+        let kind = file_kind(file).ok_or_else(|| LoadError::UnsupportedFile { path: file.clone() })?;
+        let df = read_frame(file, kind, &mut loader.unknown_columns)?;
+        loader.ingest(file, file_ix as u32, kind == FileKind::Csv, &df)?;
+    }
+    let history = loader.finish()?;
+    Ok(History { files, ..history })
+}
+
+/// Read one file into a DataFrame holding only the contract columns it has.
+fn read_frame(path: &Path, kind: FileKind, unknown: &mut Vec<String>) -> Result<DataFrame, LoadError> {
+    let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let known = |name: &str| CONTRACT_COLUMNS.iter().any(|(c, _)| *c == name);
+    let mut note_unknown = |names: &mut dyn Iterator<Item = String>| {
+        for n in names {
+            if !known(&n) && !unknown.contains(&n) {
+                unknown.push(n);
+            }
+        }
+    };
+    let mut df = match kind {
+        FileKind::Parquet => {
+            let f = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+            let mut reader = ParquetReader::new(f);
+            let schema = reader.schema().map_err(pe)?;
+            let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
+            note_unknown(&mut names.iter().cloned());
+            let keep: Vec<String> = names.into_iter().filter(|n| known(n)).collect();
+            reader.with_columns(Some(keep)).finish().map_err(pe)?
+        }
+        FileKind::Csv => {
+            // Every column as text: we parse and validate ourselves, so a bad
+            // value is reported with its row instead of failing the whole read.
+            let df = CsvReadOptions::default()
+                .with_has_header(true)
+                .with_infer_schema_length(Some(0))
+                .try_into_reader_with_file_path(Some(path.to_path_buf()))
+                .map_err(pe)?
+                .finish()
+                .map_err(pe)?;
+            note_unknown(&mut df.get_column_names().into_iter().map(|n| n.to_string()));
+            let keep: Vec<PlSmallStr> =
+                df.get_column_names().into_iter().filter(|n| known(n.as_str())).cloned().collect();
+            df.select(keep).map_err(pe)?
+        }
+    };
+    df.rechunk_mut();
+    Ok(df)
+}
+
+/// A typed view of one contract column of one file.
+enum Col {
+    Missing,
+    Text(StringChunked),
+    Int(Int64Chunked),
+    Float(Float64Chunked),
+    Bool(BooleanChunked),
+    Time(Int64Chunked, TimeUnit),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Text,
+    Int,
+    Float,
+    Bool,
+    Time,
+}
+
+const fn want(ix: usize) -> Want {
+    match ix {
+        C_ATTEMPTED_AT => Want::Time,
+        C_ATTEMPT_NUMBER | C_AMOUNT | C_TENURE => Want::Int,
+        C_PROPENSITY => Want::Float,
+        C_UPDATED => Want::Bool,
+        _ => Want::Text,
+    }
+}
+
+fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError> {
+    let (name, required) = CONTRACT_COLUMNS[ix];
+    let Ok(col) = df.column(name) else {
+        return if required {
+            Err(LoadError::MissingColumn { path: path.to_path_buf(), column: name })
+        } else {
+            Ok(Col::Missing)
+        };
+    };
+    let s = col.as_materialized_series();
+    let dtype = s.dtype().clone();
+    let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let type_err = |expected| LoadError::ColumnType {
+        path: path.to_path_buf(),
+        column: name,
+        dtype: dtype.to_string(),
+        expected,
+    };
+    let text = |s: &Series| -> Result<Col, LoadError> {
+        Ok(Col::Text(s.cast(&DataType::String).map_err(pe)?.str().map_err(pe)?.clone()))
+    };
+    match (want(ix), &dtype) {
+        (_, DataType::String) => text(s),
+        (Want::Text, d) if d.is_primitive_numeric() || d.is_bool() => text(s),
+        (Want::Text, _) => Err(type_err("text")),
+        (Want::Int, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
+        (Want::Int, _) => Err(type_err("an integer")),
+        (Want::Float, d) if d.is_primitive_numeric() => {
+            Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone()))
+        }
+        (Want::Float, _) => Err(type_err("a number")),
+        (Want::Bool, DataType::Boolean) => Ok(Col::Bool(s.bool().map_err(pe)?.clone())),
+        (Want::Bool, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
+        (Want::Bool, _) => Err(type_err("a boolean")),
+        (Want::Time, DataType::Datetime(unit, _)) => {
+            Ok(Col::Time(s.datetime().map_err(pe)?.physical().clone(), *unit))
+        }
+        (Want::Time, _) => Err(type_err("a timestamp (Parquet timestamp or RFC 3339 text)")),
+    }
+}
+
+/// A problem with one cell, before the file and row are attached.
+struct CellError {
+    column: usize,
+    value: String,
+    reason: String,
+}
+
+type Cell<T> = Result<T, CellError>;
+
+fn bad(column: usize, value: impl Into<String>, reason: impl Into<String>) -> CellError {
+    CellError { column, value: value.into(), reason: reason.into() }
+}
+
+impl Col {
+    /// Non-empty text, or `None`.
+    fn text(&self, i: usize) -> Option<&str> {
+        match self {
+            Col::Text(ca) => ca.get(i).map(str::trim).filter(|s| !s.is_empty()),
+            _ => None,
+        }
+    }
+
+    /// The raw value as text, for error messages and reject files.
+    fn raw(&self, i: usize) -> Option<String> {
+        match self {
+            Col::Missing => None,
+            Col::Text(ca) => ca.get(i).map(str::to_owned),
+            Col::Int(ca) => ca.get(i).map(|v| v.to_string()),
+            Col::Float(ca) => ca.get(i).map(|v| v.to_string()),
+            Col::Bool(ca) => ca.get(i).map(|v| v.to_string()),
+            Col::Time(ca, unit) => ca.get(i).map(|v| match timestamp(v, *unit) {
+                Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                None => v.to_string(),
+            }),
+        }
+    }
+
+    fn int(&self, i: usize, ix: usize) -> Cell<Option<i64>> {
+        match self {
+            Col::Int(ca) => Ok(ca.get(i)),
+            Col::Text(_) => match self.text(i) {
+                None => Ok(None),
+                Some(s) => s.parse::<i64>().map(Some).map_err(|_| bad(ix, s, "not an integer")),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn float(&self, i: usize, ix: usize) -> Cell<Option<f64>> {
+        match self {
+            Col::Float(ca) => Ok(ca.get(i)),
+            Col::Text(_) => match self.text(i) {
+                None => Ok(None),
+                Some(s) => s.parse::<f64>().map(Some).map_err(|_| bad(ix, s, "not a number")),
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn boolean(&self, i: usize, ix: usize) -> Cell<Option<bool>> {
+        match self {
+            Col::Bool(ca) => Ok(ca.get(i)),
+            Col::Int(ca) => match ca.get(i) {
+                None => Ok(None),
+                Some(0) => Ok(Some(false)),
+                Some(1) => Ok(Some(true)),
+                Some(v) => Err(bad(ix, v.to_string(), "not a boolean (true/false/1/0)")),
+            },
+            Col::Text(_) => match self.text(i) {
+                None => Ok(None),
+                Some(s) => match s.to_ascii_lowercase().as_str() {
+                    "true" | "1" | "t" | "yes" => Ok(Some(true)),
+                    "false" | "0" | "f" | "no" => Ok(Some(false)),
+                    _ => Err(bad(ix, s, "not a boolean (true/false/1/0)")),
+                },
+            },
+            _ => Ok(None),
+        }
+    }
+
+    fn time(&self, i: usize, ix: usize) -> Cell<Option<DateTime<Utc>>> {
+        match self {
+            Col::Time(ca, unit) => match ca.get(i) {
+                None => Ok(None),
+                Some(v) => timestamp(v, *unit).map(Some).ok_or_else(|| bad(ix, v.to_string(), "timestamp out of range")),
+            },
+            Col::Text(_) => match self.text(i) {
+                None => Ok(None),
+                Some(s) => DateTime::parse_from_rfc3339(s)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(|e| bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
+            },
+            _ => Ok(None),
+        }
+    }
+}
+
+fn timestamp(v: i64, unit: TimeUnit) -> Option<DateTime<Utc>> {
+    match unit {
+        TimeUnit::Nanoseconds => Some(DateTime::from_timestamp_nanos(v)),
+        TimeUnit::Microseconds => DateTime::from_timestamp_micros(v),
+        TimeUnit::Milliseconds => DateTime::from_timestamp_millis(v),
+    }
+}
+
+fn required<T>(v: Option<T>, ix: usize) -> Cell<T> {
+    v.ok_or_else(|| bad(ix, "", "required value is missing"))
+}
+
+fn vocab<T: std::str::FromStr>(cols: &[Col], i: usize, ix: usize, allowed: &str) -> Cell<Option<T>> {
+    match cols[ix].text(i) {
+        None => Ok(None),
+        Some(s) => s.parse::<T>().map(Some).map_err(|_| bad(ix, s, format!("unknown value; expected one of {allowed}"))),
+    }
+}
+
+/// The text fields of a parsed row that are interned after parsing.
+struct RowIds<'a> {
+    attempt_id: &'a str,
+    payment_id: &'a str,
+    customer_id: &'a str,
+}
+
+/// Notes from one parsed row for the load report.
+#[derive(Default)]
+struct RowNotes {
+    unknown_code: Option<String>,
+    derived: bool,
+    defaulted_tz: bool,
+}
+
+/// Parse and validate one row (everything that can be checked within the row).
+fn parse_row<'a>(cols: &'a [Col], i: usize, source: SourceRow) -> Cell<(RowIds<'a>, Attempt, RowNotes)> {
+    let mut notes = RowNotes::default();
+    let ids = RowIds {
+        attempt_id: required(cols[C_ATTEMPT_ID].text(i), C_ATTEMPT_ID)?,
+        payment_id: required(cols[C_PAYMENT_ID].text(i), C_PAYMENT_ID)?,
+        customer_id: required(cols[C_CUSTOMER_ID].text(i), C_CUSTOMER_ID)?,
+    };
+    let attempted_at = required(cols[C_ATTEMPTED_AT].time(i, C_ATTEMPTED_AT)?, C_ATTEMPTED_AT)?;
+    let attempt_number = required(cols[C_ATTEMPT_NUMBER].int(i, C_ATTEMPT_NUMBER)?, C_ATTEMPT_NUMBER)?;
+    let attempt_number = u32::try_from(attempt_number)
+        .map_err(|_| bad(C_ATTEMPT_NUMBER, attempt_number.to_string(), "must be 0 or a positive integer"))?;
+    let minor = required(cols[C_AMOUNT].int(i, C_AMOUNT)?, C_AMOUNT)?;
+    if minor < 0 {
+        return Err(bad(C_AMOUNT, minor.to_string(), "amount must not be negative"));
+    }
+    let currency_text = required(cols[C_CURRENCY].text(i), C_CURRENCY)?;
+    let currency: Currency = currency_text.parse().map_err(|e: crate::domain::CodeError| bad(C_CURRENCY, currency_text, e.to_string()))?;
+    let method: PaymentMethod = required(vocab(cols, i, C_METHOD, "card, sepa_debit, ach_debit")?, C_METHOD)?;
+    let card_brand: Option<CardBrand> = vocab(cols, i, C_BRAND, "visa, mastercard, amex, discover, other")?;
+    let card_funding: Option<CardFunding> = vocab(cols, i, C_FUNDING, "credit, debit, prepaid, unknown")?;
+    let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
+    let country: Country = country_text.parse().map_err(|e: crate::domain::CodeError| bad(C_COUNTRY, country_text, e.to_string()))?;
+    let timezone = match cols[C_TIMEZONE].text(i) {
+        Some(s) => s.parse::<Tz>().map_err(|_| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
+        None => {
+            notes.defaulted_tz = true;
+            default_timezone(country)
+        }
+    };
+    let outcome: Outcome = required(vocab(cols, i, C_OUTCOME, "succeeded, failed")?, C_OUTCOME)?;
+    let raw_code = |ix: usize| -> Cell<Option<RawCode>> {
+        match cols[ix].text(i) {
+            None => Ok(None),
+            Some(s) => s.parse::<RawCode>().map(Some).map_err(|e| bad(ix, s, e.to_string())),
+        }
+    };
+    let network_code = raw_code(C_NETWORK)?;
+    let advice_code = raw_code(C_ADVICE)?;
+    let decline_text = cols[C_DECLINE].text(i);
+    let decline = match outcome {
+        Outcome::Succeeded => {
+            if let Some(s) = decline_text {
+                return Err(bad(C_DECLINE, s, "must be empty when outcome is succeeded"));
+            }
+            None
+        }
+        Outcome::Failed => {
+            let n = normalize(decline_text, network_code, advice_code, method).ok_or_else(|| {
+                bad(C_DECLINE, "", "required when outcome is failed (or give network_code / advice_code to derive it)")
+            })?;
+            match n.source {
+                NormalizedFrom::DeclineCode => {}
+                NormalizedFrom::NetworkCode | NormalizedFrom::AdviceCode => notes.derived = true,
+                NormalizedFrom::Unknown => {
+                    notes.unknown_code = Some(match (decline_text, network_code, advice_code) {
+                        (Some(d), _, _) => format!("decline_code={d}"),
+                        (None, Some(n), _) => format!("network_code={n}"),
+                        (None, None, Some(a)) => format!("advice_code={a}"),
+                        (None, None, None) => "unknown".into(),
+                    });
+                }
+            }
+            Some(n.code)
+        }
+    };
+    let channel: Option<Channel> = vocab(cols, i, C_CHANNEL, "none, email, sms, in_app, push")?;
+    let payment_method_updated = cols[C_UPDATED].boolean(i, C_UPDATED)?;
+    let billing_interval: Option<BillingInterval> = vocab(cols, i, C_INTERVAL, "week, month, year")?;
+    let tenure_days = match cols[C_TENURE].int(i, C_TENURE)? {
+        None => None,
+        Some(v) => Some(u32::try_from(v).map_err(|_| bad(C_TENURE, v.to_string(), "must not be negative"))?),
+    };
+    let propensity = cols[C_PROPENSITY].float(i, C_PROPENSITY)?;
+    if let Some(p) = propensity {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(bad(C_PROPENSITY, p.to_string(), "must be in (0, 1]"));
+        }
+    }
+    let attempt = Attempt {
+        attempt_ix: 0,
+        payment: PaymentIx(0),
+        customer: CustomerIx(0),
+        attempted_at,
+        attempt_number,
+        amount: Money { minor, currency },
+        method,
+        card_brand,
+        card_funding,
+        country,
+        timezone,
+        outcome,
+        decline,
+        network_code,
+        advice_code,
+        channel,
+        payment_method_updated,
+        billing_interval,
+        tenure_days,
+        propensity,
+        source,
+    };
+    Ok((ids, attempt, notes))
+}
+
+/// Rows written to the reject file: where, why, and the row's contract columns as text.
+struct RejectSink {
+    path: PathBuf,
+    records: Vec<(RowError, Vec<Option<String>>)>,
+}
+
+impl RejectSink {
+    fn write(&mut self) -> Result<(), LoadError> {
+        let pe = |source| LoadError::Polars { path: self.path.clone(), source };
+        let n = self.records.len();
+        let mut cols: Vec<Column> = Vec::with_capacity(5 + CONTRACT_COLUMNS.len());
+        let meta = |name: &str, f: &dyn Fn(&RowError) -> String| {
+            Column::new(name.into(), self.records.iter().map(|(e, _)| f(e)).collect::<Vec<_>>())
+        };
+        cols.push(meta("_file", &|e| e.file.display().to_string()));
+        cols.push(Column::new("_row".into(), self.records.iter().map(|(e, _)| e.row).collect::<Vec<_>>()));
+        cols.push(meta("_column", &|e| e.column.to_string()));
+        cols.push(meta("_value", &|e| e.value.clone()));
+        cols.push(meta("_error", &|e| e.reason.clone()));
+        for (k, (name, _)) in CONTRACT_COLUMNS.iter().enumerate() {
+            let values: Vec<Option<&str>> = self.records.iter().map(|(_, f)| f[k].as_deref()).collect();
+            cols.push(Column::new((*name).into(), values));
+        }
+        let mut df = DataFrame::new(n, cols).map_err(pe)?;
+        let f = File::create(&self.path).map_err(|source| LoadError::Io { path: self.path.clone(), source })?;
+        CsvWriter::new(f).include_header(true).finish(&mut df).map_err(pe)?;
+        Ok(())
+    }
+}
+
+/// Accumulates accepted attempts across files.
+struct Loader<'o> {
+    opts: &'o LoadOptions,
+    files: &'o [PathBuf],
+    /// Source row of each interned attempt_id, to name the first of two duplicates.
+    first_seen: Vec<SourceRow>,
+    attempts: Vec<Attempt>,
+    attempt_ids: Interner,
+    payment_ids: Interner,
+    customer_ids: Interner,
+    report: LoadReport,
+    unknown_columns: Vec<String>,
+    rejects: Vec<(RowError, Vec<Option<String>>)>,
+}
+
+impl<'o> Loader<'o> {
+    fn new(opts: &'o LoadOptions, files: &'o [PathBuf]) -> Self {
+        Loader {
+            opts,
+            files,
+            first_seen: Vec::new(),
+            attempts: Vec::new(),
+            attempt_ids: Interner::default(),
+            payment_ids: Interner::default(),
+            customer_ids: Interner::default(),
+            report: LoadReport::default(),
+            unknown_columns: Vec::new(),
+            rejects: Vec::new(),
+        }
+    }
+
+    /// Record a bad row: an error in strict mode, a reject otherwise.
+    fn reject(&mut self, err: RowError, fields: Vec<Option<String>>) -> Result<(), LoadError> {
+        if !self.opts.skip_bad_rows {
+            return Err(LoadError::BadRow(Box::new(err)));
+        }
+        *self.report.rejects_by_column.entry(err.column.to_string()).or_default() += 1;
+        self.report.rows_rejected += 1;
+        self.rejects.push((err, fields));
+        Ok(())
+    }
+
+    fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, df: &DataFrame) -> Result<(), LoadError> {
+        let cols: Vec<Col> = (0..CONTRACT_COLUMNS.len()).map(|ix| column_view(path, df, ix)).collect::<Result<_, _>>()?;
+        let height = df.height();
+        self.report.files.push((path.to_path_buf(), height as u64));
+        self.report.rows_read += height as u64;
+        self.attempts.reserve(height);
+        let raw_fields = |i: usize| cols.iter().map(|c| c.raw(i)).collect::<Vec<_>>();
+        for i in 0..height {
+            let source = SourceRow { file: file_ix, row: (i + 1) as u32 };
+            let row_error = |column: usize, value: String, reason: String| RowError {
+                file: path.to_path_buf(),
+                row: (i + 1) as u64,
+                csv,
+                column: CONTRACT_COLUMNS[column].0,
+                value,
+                reason,
+            };
+            match parse_row(&cols, i, source) {
+                Err(e) => self.reject(row_error(e.column, e.value, e.reason), raw_fields(i))?,
+                Ok((ids, mut attempt, notes)) => {
+                    let (aix, new) = self.attempt_ids.intern(ids.attempt_id);
+                    if !new {
+                        let first = self.first_seen[aix as usize];
+                        let reason = format!(
+                            "duplicate attempt_id (first seen in {} row {})",
+                            self.files[first.file as usize].display(),
+                            first.row
+                        );
+                        self.reject(row_error(C_ATTEMPT_ID, ids.attempt_id.to_string(), reason), raw_fields(i))?;
+                        continue;
+                    }
+                    self.first_seen.push(source);
+                    attempt.attempt_ix = aix;
+                    attempt.payment = PaymentIx(self.payment_ids.intern(ids.payment_id).0);
+                    attempt.customer = CustomerIx(self.customer_ids.intern(ids.customer_id).0);
+                    if let Some(code) = notes.unknown_code {
+                        *self.report.unknown_codes.entry(code).or_default() += 1;
+                    }
+                    self.report.derived_decline_codes += notes.derived as u64;
+                    self.report.defaulted_timezones += notes.defaulted_tz as u64;
+                    self.attempts.push(attempt);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<History, LoadError> {
+        self.attempts.sort_by_key(|a| (a.payment, a.attempt_number, a.attempted_at));
+        self.check_sequences()?;
+        if !self.unknown_columns.is_empty() {
+            tracing::warn!(columns = %self.unknown_columns.join(", "), "ignoring columns that are not in history contract v1");
+        }
+        self.report.unknown_columns = std::mem::take(&mut self.unknown_columns);
+        self.report.rows_accepted = self.attempts.len() as u64;
+        if !self.rejects.is_empty() {
+            let path = self.opts.reject_path.clone().unwrap_or_else(|| PathBuf::from("rejects.csv"));
+            let mut sink = RejectSink { path: path.clone(), records: std::mem::take(&mut self.rejects) };
+            sink.records.sort_by(|a, b| (&a.0.file, a.0.row).cmp(&(&b.0.file, b.0.row)));
+            sink.write()?;
+            self.report.reject_file = Some(path);
+        }
+        Ok(History {
+            attempts: self.attempts,
+            attempt_ids: self.attempt_ids.names,
+            payment_ids: self.payment_ids.names,
+            customer_ids: self.customer_ids.names,
+            files: Vec::new(),
+            report: self.report,
+        })
+    }
+
+    /// Cross-row rules: within a payment, attempt_number and attempted_at both
+    /// increase, and at most one row succeeds, the last. A payment that breaks
+    /// them is rejected whole: its episode cannot be trusted in part.
+    fn check_sequences(&mut self) -> Result<(), LoadError> {
+        let files = self.files;
+        let mut bad_payments: Vec<(PaymentIx, RowError)> = Vec::new();
+        for group in self.attempts.chunk_by(|a, b| a.payment == b.payment) {
+            if let Some(err) = sequence_error(group, files) {
+                if !self.opts.skip_bad_rows {
+                    return Err(LoadError::BadRow(Box::new(err)));
+                }
+                bad_payments.push((group[0].payment, err));
+            }
+        }
+        if bad_payments.is_empty() {
+            return Ok(());
+        }
+        let mut keep = Vec::with_capacity(self.attempts.len());
+        let mut bad = bad_payments.into_iter().peekable();
+        for a in std::mem::take(&mut self.attempts) {
+            while bad.peek().is_some_and(|(p, _)| *p < a.payment) {
+                bad.next();
+            }
+            match bad.peek() {
+                Some((p, err)) if *p == a.payment => {
+                    let err = RowError {
+                        file: files[a.source.file as usize].clone(),
+                        row: a.source.row as u64,
+                        reason: format!("payment rejected whole: {}", err),
+                        ..err.clone()
+                    };
+                    let fields = self.attempt_fields(&a);
+                    self.reject(err, fields)?;
+                }
+                _ => keep.push(a),
+            }
+        }
+        self.attempts = keep;
+        Ok(())
+    }
+
+    /// An accepted attempt written back as contract text, for the reject file.
+    fn attempt_fields(&self, a: &Attempt) -> Vec<Option<String>> {
+        let s = |v: &str| Some(v.to_string());
+        vec![
+            s(&self.attempt_ids.names[a.attempt_ix as usize]),
+            s(&self.payment_ids.names[a.payment.0 as usize]),
+            s(&self.customer_ids.names[a.customer.0 as usize]),
+            Some(a.attempted_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            Some(a.attempt_number.to_string()),
+            Some(a.amount.minor.to_string()),
+            s(a.amount.currency.as_str()),
+            s(a.method.into()),
+            a.card_brand.map(|v| <&str>::from(v).to_string()),
+            a.card_funding.map(|v| <&str>::from(v).to_string()),
+            s(a.country.as_str()),
+            s(a.timezone.name()),
+            s(a.outcome.into()),
+            a.decline.map(|v| v.as_str().to_string()),
+            a.network_code.map(|v| v.to_string()),
+            a.advice_code.map(|v| v.to_string()),
+            a.channel.map(|v| <&str>::from(v).to_string()),
+            a.payment_method_updated.map(|v| v.to_string()),
+            a.billing_interval.map(|v| <&str>::from(v).to_string()),
+            a.tenure_days.map(|v| v.to_string()),
+            a.propensity.map(|v| v.to_string()),
+        ]
+    }
+}
+
+/// The first sequence rule a payment's attempts (sorted by attempt_number) break.
+fn sequence_error(group: &[Attempt], files: &[PathBuf]) -> Option<RowError> {
+    let at = |a: &Attempt, column: &'static str, value: String, reason: String| RowError {
+        file: files[a.source.file as usize].clone(),
+        row: a.source.row as u64,
+        csv: files[a.source.file as usize].extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+        column,
+        value,
+        reason,
+    };
+    for w in group.windows(2) {
+        let (prev, cur) = (&w[0], &w[1]);
+        if cur.attempt_number == prev.attempt_number {
+            return Some(at(cur, "attempt_number", cur.attempt_number.to_string(), format!(
+                "attempt_number repeats within the payment (also at row {})", prev.source.row)));
+        }
+        if cur.attempted_at <= prev.attempted_at {
+            return Some(at(cur, "attempted_at", cur.attempted_at.to_rfc3339(), format!(
+                "attempted_at must increase with attempt_number within a payment (attempt {} at row {} is at {})",
+                prev.attempt_number, prev.source.row, prev.attempted_at.to_rfc3339())));
+        }
+        if prev.outcome == Outcome::Succeeded {
+            return Some(at(prev, "outcome", "succeeded".into(), format!(
+                "a succeeded attempt must be the payment's last (attempt {} at row {} follows it)",
+                cur.attempt_number, cur.source.row)));
+        }
+    }
+    None
+}
+
+/// Summary of a history for `recoup history check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Rows accepted.
+    pub rows: u64,
+    /// Distinct payments.
+    pub payments: u64,
+    /// Distinct customers.
+    pub customers: u64,
+    /// Earliest attempt.
+    pub first_attempt: Option<DateTime<Utc>>,
+    /// Latest attempt.
+    pub last_attempt: Option<DateTime<Utc>>,
+    /// Rows per outcome.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Failed rows per normalized decline code.
+    pub decline_codes: BTreeMap<String, u64>,
+    /// Failed rows per decline class.
+    pub decline_classes: BTreeMap<String, u64>,
+    /// Payments whose first attempt failed.
+    pub failed_payments: u64,
+    /// Of those, payments recovered by a later attempt.
+    pub recovered_payments: u64,
+    /// Rows per payment method.
+    pub payment_methods: BTreeMap<String, u64>,
+    /// The load report.
+    pub load: LoadReport,
+}
+
+/// Summarize a loaded history.
+pub fn summarize(h: &History) -> Summary {
+    let mut outcomes = BTreeMap::new();
+    let mut decline_codes = BTreeMap::new();
+    let mut decline_classes = BTreeMap::new();
+    let mut payment_methods = BTreeMap::new();
+    for a in &h.attempts {
+        *outcomes.entry(<&str>::from(a.outcome).to_string()).or_insert(0) += 1;
+        *payment_methods.entry(<&str>::from(a.method).to_string()).or_insert(0) += 1;
+        if let Some(d) = a.decline {
+            *decline_codes.entry(d.as_str().to_string()).or_insert(0) += 1;
+            *decline_classes.entry(<&str>::from(d.class()).to_string()).or_insert(0) += 1;
+        }
+    }
+    let (mut failed_payments, mut recovered_payments, mut payments) = (0, 0, 0);
+    for p in h.payments() {
+        payments += 1;
+        if p[0].outcome == Outcome::Failed {
+            failed_payments += 1;
+            if p.last().is_some_and(|a| a.outcome == Outcome::Succeeded) {
+                recovered_payments += 1;
+            }
+        }
+    }
+    let mut customers = h.attempts.iter().map(|a| a.customer).collect::<Vec<_>>();
+    customers.sort_unstable();
+    customers.dedup();
+    Summary {
+        rows: h.attempts.len() as u64,
+        payments,
+        customers: customers.len() as u64,
+        first_attempt: h.attempts.iter().map(|a| a.attempted_at).min(),
+        last_attempt: h.attempts.iter().map(|a| a.attempted_at).max(),
+        outcomes,
+        decline_codes,
+        decline_classes,
+        failed_payments,
+        recovered_payments,
+        payment_methods,
+        load: h.report.clone(),
+    }
+}
+
+/// Write attempts back out in the contract format (CSV or Parquet by extension).
+/// Used by tests, benchmarks and, later, the simulator's sample data.
+pub fn write(h: &History, path: &Path) -> Result<(), LoadError> {
+    let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let mut df = to_frame(h).map_err(pe)?;
+    let f = File::create(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    match file_kind(path) {
+        Some(FileKind::Parquet) => ParquetWriter::new(f).finish(&mut df).map(|_| ()).map_err(pe),
+        Some(FileKind::Csv) => {
+            // RFC 3339 with an explicit UTC offset, as the contract asks of CSV.
+            CsvWriter::new(f)
+                .include_header(true)
+                .with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into()))
+                .finish(&mut df)
+                .map_err(pe)
+        }
+        None => Err(LoadError::UnsupportedFile { path: path.to_path_buf() }),
+    }
+}
+
+/// The attempts as a contract-typed DataFrame.
+pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
+    let a = &h.attempts;
+    let text = |name: &str, f: &dyn Fn(&Attempt) -> Option<String>| -> Column {
+        Column::new(name.into(), a.iter().map(f).collect::<Vec<_>>())
+    };
+    let name_of = |v: &'static str| Some(v.to_string());
+    let micros: Vec<i64> = a.iter().map(|x| x.attempted_at.timestamp_micros()).collect();
+    let attempted_at = Int64Chunked::from_vec("attempted_at".into(), micros)
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        .into_series()
+        .into_column();
+    let cols = vec![
+        text("attempt_id", &|x| Some(h.attempt_id(x).to_string())),
+        text("payment_id", &|x| Some(h.payment_id(x).to_string())),
+        text("customer_id", &|x| Some(h.customer_id(x).to_string())),
+        attempted_at,
+        Column::new("attempt_number".into(), a.iter().map(|x| x.attempt_number as i64).collect::<Vec<_>>()),
+        Column::new("amount_minor".into(), a.iter().map(|x| x.amount.minor).collect::<Vec<_>>()),
+        text("currency", &|x| Some(x.amount.currency.to_string())),
+        text("payment_method", &|x| name_of(x.method.into())),
+        text("card_brand", &|x| x.card_brand.map(|v| <&str>::from(v).to_string())),
+        text("card_funding", &|x| x.card_funding.map(|v| <&str>::from(v).to_string())),
+        text("country", &|x| Some(x.country.to_string())),
+        text("timezone", &|x| Some(x.timezone.name().to_string())),
+        text("outcome", &|x| name_of(x.outcome.into())),
+        text("decline_code", &|x| x.decline.map(|v| v.as_str().to_string())),
+        text("network_code", &|x| x.network_code.map(|v| v.to_string())),
+        text("advice_code", &|x| x.advice_code.map(|v| v.to_string())),
+        text("channel", &|x| x.channel.map(|v| <&str>::from(v).to_string())),
+        Column::new("payment_method_updated".into(), a.iter().map(|x| x.payment_method_updated).collect::<Vec<_>>()),
+        text("billing_interval", &|x| x.billing_interval.map(|v| <&str>::from(v).to_string())),
+        Column::new("tenure_days".into(), a.iter().map(|x| x.tenure_days.map(i64::from)).collect::<Vec<_>>()),
+        Column::new("propensity".into(), a.iter().map(|x| x.propensity).collect::<Vec<_>>()),
+    ];
+    DataFrame::new(a.len(), cols)
+}

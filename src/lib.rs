@@ -1,0 +1,22 @@
+//! recoup: an open, transparent, ML-assisted payment-retry optimizer.
+//!
+//! Code map, in reading order. The **core** has no I/O and never fails on
+//! outside input (it only receives typed values); the **edges** talk to files,
+//! the network and the terminal, and turn outside input into core types.
+//!
+//! Core (pure):
+//! - [`domain`]: plain types — payment methods, channels, money, the attempt record.
+//! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
+//! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
+//! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
+//!
+//! Edges:
+//! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
+//! - [`cli`]: the `recoup` subcommands.
+
+pub mod calendar;
+pub mod cli;
+pub mod declines;
+pub mod domain;
+pub mod history;
+pub mod rules;
