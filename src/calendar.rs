@@ -291,8 +291,39 @@ impl DateRule {
     }
 }
 
+/// Years whose holidays are memoized (computed once on first use).
+const MEMO_YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
+
+/// Memoized holiday lists: a pure cache of [`compute_holidays`], filled once.
+fn memo(country: Country, year: i32) -> Option<&'static [NaiveDate]> {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+    static MEMO: OnceLock<HashMap<(Country, i32), Vec<NaiveDate>>> = OnceLock::new();
+    if !MEMO_YEARS.contains(&year) {
+        return None;
+    }
+    let map = MEMO.get_or_init(|| {
+        let mut m = HashMap::new();
+        for c in ["US", "GB", "DE", "FR", "NL", "DK", "SE", "NO"] {
+            let c: Country = c.parse().expect("valid country literal");
+            for y in MEMO_YEARS {
+                m.insert((c, y), compute_holidays(c, y));
+            }
+        }
+        m
+    });
+    Some(map.get(&(country, year)).map(Vec::as_slice).unwrap_or(&[]))
+}
+
 /// All bank holidays of a country in a year (observed dates), sorted.
 pub fn holidays_in_year(country: Country, year: i32) -> Vec<NaiveDate> {
+    match memo(country, year) {
+        Some(days) => days.to_vec(),
+        None => compute_holidays(country, year),
+    }
+}
+
+fn compute_holidays(country: Country, year: i32) -> Vec<NaiveDate> {
     let mut out: Vec<NaiveDate> = Vec::new();
     let rules = holiday_rules(country);
     // Nominal dates first: substitute days must skip over other holidays
@@ -346,7 +377,10 @@ pub fn holidays_in_year(country: Country, year: i32) -> Vec<NaiveDate> {
 
 /// True when banks in `country` are closed on `date` for a holiday (weekends excluded).
 pub fn is_holiday(country: Country, date: NaiveDate) -> bool {
-    holidays_in_year(country, date.year()).contains(&date)
+    match memo(country, date.year()) {
+        Some(days) => days.contains(&date),
+        None => compute_holidays(country, date.year()).contains(&date),
+    }
 }
 
 /// True when `date` is neither a weekend nor a bank holiday in `country`.
@@ -383,20 +417,19 @@ pub enum PaySchedule {
 }
 
 impl PaySchedule {
-    /// Nominal (unadjusted) pay days whose month is within one month of `around`.
-    fn nominal_around(&self, around: NaiveDate) -> Vec<NaiveDate> {
-        let start = around - Days::new(45);
-        let end = around + Days::new(45);
+    /// Nominal (unadjusted) pay days from `from` to `to`, inclusive, plus whole months around them.
+    fn nominal_between(&self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
         let months = || {
-            let first = NaiveDate::from_ymd_opt(start.year(), start.month(), 1).expect("valid");
-            (0..5).filter_map(move |i| first.checked_add_months(Months::new(i)))
+            let first = NaiveDate::from_ymd_opt(from.year(), from.month(), 1).expect("valid");
+            let n = (to.year() - from.year()) * 12 + to.month() as i32 - from.month() as i32 + 1;
+            (0..n.max(0) as u32).filter_map(move |i| first.checked_add_months(Months::new(i)))
         };
         let every = |anchor: NaiveDate, step: i64| {
-            let offset = (start - anchor).num_days().rem_euclid(step);
-            let first = start + Days::new(((step - offset) % step) as u64);
+            let offset = (from - anchor).num_days().rem_euclid(step);
+            let first = from + Days::new(((step - offset) % step) as u64);
             (0..)
                 .map(move |k| first + Days::new((k * step) as u64))
-                .take_while(move |d| *d <= end)
+                .take_while(move |d| *d <= to)
                 .collect::<Vec<_>>()
         };
         match *self {
@@ -416,7 +449,7 @@ impl PaySchedule {
             PaySchedule::Biweekly { anchor } => every(anchor, 14),
             PaySchedule::FourWeekly { anchor } => every(anchor, 28),
             PaySchedule::Weekly { weekday } => {
-                let mut d = start;
+                let mut d = from;
                 while d.weekday() != weekday {
                     d = d.succ_opt().unwrap_or(d);
                 }
@@ -425,16 +458,22 @@ impl PaySchedule {
         }
     }
 
-    /// Actual pay days (moved to the previous business day) near `around`, sorted.
-    fn pay_days_around(&self, country: Country, around: NaiveDate) -> Vec<NaiveDate> {
+    /// Actual pay days (moved to the previous business day) whose nominal date is
+    /// between `from` and `to`, sorted. Pay days near the ends may fall slightly
+    /// outside the range; callers wanting a bracket should ask with a margin.
+    pub fn pay_days_between(&self, country: Country, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
         let mut v: Vec<NaiveDate> = self
-            .nominal_around(around)
+            .nominal_between(from, to)
             .into_iter()
             .map(|d| business_day_on_or_before(country, d))
             .collect();
         v.sort();
         v.dedup();
         v
+    }
+
+    fn pay_days_around(&self, country: Country, around: NaiveDate) -> Vec<NaiveDate> {
+        self.pay_days_between(country, around - Days::new(45), around + Days::new(45))
     }
 
     /// The first pay day strictly after `date`.

@@ -254,7 +254,7 @@ pub struct PaymentIx(pub u32);
 pub struct CustomerIx(pub u32);
 
 /// Where a row came from: file index into the load's file list, and 1-based data row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct SourceRow {
     /// Index into the list of files that were loaded.
     pub file: u32,

@@ -9,6 +9,7 @@
 //! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
 //! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
 //! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
+//! - [`sim`]: the simulated payment world with ground truth; runs any policy, writes history.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
@@ -20,3 +21,4 @@ pub mod declines;
 pub mod domain;
 pub mod history;
 pub mod rules;
+pub mod sim;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod history;
+pub mod simulate;
 
 /// recoup: decide when to retry a failed recurring payment and how to tell the payer,
 /// learned from your own payment history. Open, transparent, measurable.
@@ -29,8 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Inspect and validate payment-attempt history (contract v1).
     History(history::Args),
-    /// Generate history from a simulated world with known ground truth. [not built yet]
-    Simulate(NotBuilt),
+    /// Generate payment history from a simulated world with known ground truth.
+    Simulate(simulate::Args),
     /// Train a success model on history and write a model artifact. [not built yet]
     Train(NotBuilt),
     /// Serve retry decisions over gRPC. [not built yet]
@@ -72,7 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&cli);
     let name = match &cli.command {
         Command::History(args) => return history::run(args, cli.quiet),
-        Command::Simulate(_) => ("simulate", 3),
+        Command::Simulate(args) => return simulate::run(args, cli.quiet),
         Command::Train(_) => ("train", 4),
         Command::Serve(_) => ("serve", 5),
         Command::Decide(_) => ("decide", 5),

@@ -1,1 +1,5 @@
+//! The one integration-test binary (one link step on 2 cores).
 
+mod cli;
+mod history;
+mod support;

@@ -1,0 +1,14 @@
+//! The simulated payment world with ground truth.
+//!
+//! Core side of the boundary: no I/O. [`World`] draws payers, pay schedules,
+//! liquidity, declines and channel responsiveness from [`WorldConfig`] and a
+//! seed; any policy can be run inside it with [`World::step`], and
+//! [`World::true_success_probability`] gives the oracle its upper bound.
+//! [`generate`] writes the history a logging policy would have produced.
+
+pub mod config;
+pub mod generate;
+pub mod world;
+
+pub use config::WorldConfig;
+pub use world::{Action, Closed, Episode, EpisodeState, Payer, StepResult, World};

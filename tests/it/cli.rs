@@ -1,0 +1,78 @@
+//! The `recoup` binary as a user meets it.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+use crate::support::{recovered_payment, row, set, temp_file, varied_rows, write_csv};
+
+fn recoup() -> Command {
+    Command::cargo_bin("recoup").expect("binary built")
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = recoup().arg("--help").assert().success().get_output().stdout.clone();
+    let text = String::from_utf8(out).unwrap();
+    for sub in ["history", "simulate", "train", "serve", "decide", "backtest", "export", "models"] {
+        assert!(text.contains(sub), "--help mentions {sub}:\n{text}");
+    }
+}
+
+#[test]
+fn unbuilt_subcommands_say_so_and_fail() {
+    for sub in ["simulate", "train", "serve", "decide", "backtest", "export", "models"] {
+        recoup().args([sub, "--anything"]).assert().code(3).stderr(predicate::str::contains("not built yet"));
+    }
+}
+
+#[test]
+fn history_check_prints_a_summary() {
+    let (_dir, path) = temp_file("h.csv");
+    write_csv(&path, &varied_rows(50));
+    recoup()
+        .args(["history", "check"])
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("accepted").and(predicate::str::contains("insufficient_funds")).and(predicate::str::contains("recovered")));
+}
+
+#[test]
+fn history_check_json_is_machine_readable() {
+    let (_dir, path) = temp_file("h.csv");
+    write_csv(&path, &varied_rows(20));
+    let out = recoup().args(["history", "check", "--json"]).arg(&path).assert().success().get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+    assert_eq!(v["payments"], 20);
+    assert!(v["rows"].as_u64().unwrap() > 20);
+    assert_eq!(v["load"]["rows_rejected"], 0);
+}
+
+#[test]
+fn bad_row_is_one_clear_line_and_exit_code_2() {
+    let (_dir, path) = temp_file("h.csv");
+    let mut rows = recovered_payment("p1");
+    rows.push(set(row("x", "p2", 0, "2026-03-01T09:00:00Z", "refunded"), "decline_code", ""));
+    write_csv(&path, &rows);
+    let out = recoup().args(["history", "check"]).arg(&path).assert().code(2).get_output().stderr.clone();
+    let err = String::from_utf8(out).unwrap();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert!(err.contains("row 3 (line 4), column `outcome`") && err.contains("\"refunded\"") && err.contains("--skip-bad-rows"), "{err}");
+}
+
+#[test]
+fn skip_bad_rows_reports_the_reject_file() {
+    let (dir, path) = temp_file("h.csv");
+    let mut rows = recovered_payment("p1");
+    rows.push(set(row("x", "p2", 0, "2026-03-01T09:00:00Z", "failed"), "amount_minor", "-3"));
+    write_csv(&path, &rows);
+    let rejects = dir.path().join("bad.csv");
+    recoup()
+        .args(["history", "check", "--skip-bad-rows", "--rejects"])
+        .arg(&rejects)
+        .arg(&path)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("rejected").and(predicate::str::contains("bad.csv")));
+    assert!(rejects.exists());
+}

@@ -1,0 +1,308 @@
+//! The history loader against contract v1: every kind of violation is rejected
+//! with a message naming row and column; CSV and Parquet load to the same table.
+
+use recoup::declines::DeclineCode;
+use recoup::domain::{Channel, Outcome, PaymentMethod};
+use recoup::history::{load, to_frame, write, History, LoadError, LoadOptions};
+
+use crate::support::{recovered_payment, row, set, temp_file, varied_rows, write_csv};
+
+fn strict() -> LoadOptions {
+    LoadOptions::default()
+}
+
+fn load_rows(rows: &[Vec<(&'static str, String)>]) -> Result<History, LoadError> {
+    let (_dir, path) = temp_file("h.csv");
+    write_csv(&path, rows);
+    load(&path, &strict())
+}
+
+/// Load rows whose second payment's first row was changed by `f`; expect an
+/// error naming `column` at data row 3 (line 4).
+fn expect_rejected(column: &str, value: &str, reason_part: &str) {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    rows[2] = set(rows[2].clone(), column, value);
+    let err = load_rows(&rows).expect_err("must be rejected").to_string();
+    assert!(err.contains("row 3 (line 4)"), "names the row: {err}");
+    assert!(err.contains(&format!("column `{column}`")), "names the column: {err}");
+    assert!(err.contains(reason_part), "says why ({reason_part}): {err}");
+    if !value.is_empty() {
+        assert!(err.contains(&format!("{value:?}")), "quotes the value: {err}");
+    }
+}
+
+#[test]
+fn valid_history_loads_typed_and_grouped() {
+    let mut rows = recovered_payment("p1");
+    rows.push(row("x0", "p2", 0, "2026-03-02T10:00:00Z", "failed"));
+    let h = load_rows(&rows).expect("valid");
+    assert_eq!(h.attempts.len(), 3);
+    let payments: Vec<&[recoup::domain::Attempt]> = h.payments().collect();
+    assert_eq!(payments.len(), 2);
+    let p1 = payments[0];
+    assert_eq!(h.payment_id(&p1[0]), "p1");
+    assert_eq!(p1[0].decline, Some(DeclineCode::InsufficientFunds));
+    assert_eq!(p1[1].outcome, Outcome::Succeeded);
+    assert_eq!(p1[1].decline, None);
+    assert_eq!(p1[0].method, PaymentMethod::Card);
+    assert_eq!(p1[0].channel, Some(Channel::Email));
+    assert_eq!(p1[0].timezone, chrono_tz::Europe::Copenhagen);
+    assert_eq!(p1[0].propensity, Some(0.5));
+    assert_eq!(h.report.rows_rejected, 0);
+}
+
+#[test]
+fn missing_required_values_are_rejected() {
+    for column in ["attempt_id", "payment_id", "customer_id", "attempted_at", "attempt_number", "amount_minor",
+                   "currency", "payment_method", "country", "outcome"] {
+        expect_rejected(column, "", "required value is missing");
+    }
+}
+
+#[test]
+fn unparseable_timestamp_is_rejected() {
+    expect_rejected("attempted_at", "2026-03-01 9am", "RFC 3339");
+    expect_rejected("attempted_at", "2026-03-01T09:00:00", "RFC 3339"); // no offset: ambiguous
+}
+
+#[test]
+fn unknown_outcome_is_rejected() {
+    expect_rejected("outcome", "refunded", "unknown value");
+}
+
+#[test]
+fn negative_amount_is_rejected() {
+    expect_rejected("amount_minor", "-1", "must not be negative");
+    expect_rejected("amount_minor", "12.50", "not an integer");
+}
+
+#[test]
+fn propensity_outside_unit_interval_is_rejected() {
+    expect_rejected("propensity", "0", "(0, 1]");
+    expect_rejected("propensity", "1.5", "(0, 1]");
+    expect_rejected("propensity", "-0.2", "(0, 1]");
+    expect_rejected("propensity", "NaN", "(0, 1]");
+    let rows = vec![set(row("a", "p", 0, "2026-03-01T09:00:00Z", "failed"), "propensity", "1")];
+    assert_eq!(load_rows(&rows).expect("1 is allowed").attempts[0].propensity, Some(1.0));
+}
+
+#[test]
+fn vocabulary_and_code_columns_are_checked() {
+    expect_rejected("payment_method", "paypal", "unknown value");
+    expect_rejected("card_brand", "VISA", "unknown value");
+    expect_rejected("card_funding", "charge", "unknown value");
+    expect_rejected("channel", "letter", "unknown value");
+    expect_rejected("billing_interval", "quarter", "unknown value");
+    expect_rejected("payment_method_updated", "maybe", "not a boolean");
+    expect_rejected("country", "Denmark", "ISO 3166-1");
+    expect_rejected("currency", "eur", "ISO 4217");
+    expect_rejected("timezone", "Europe/Atlantis", "IANA");
+    expect_rejected("attempt_number", "-1", "0 or a positive integer");
+    expect_rejected("tenure_days", "-5", "must not be negative");
+    expect_rejected("network_code", "5-1", "letters or digits");
+}
+
+#[test]
+fn failed_row_needs_a_decline_reason_and_succeeded_row_must_not_have_one() {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    rows[2] = set(set(rows[2].clone(), "decline_code", ""), "network_code", "");
+    let err = load_rows(&rows).expect_err("no reason").to_string();
+    assert!(err.contains("row 3") && err.contains("`decline_code`") && err.contains("required when outcome is failed"), "{err}");
+
+    let mut rows = recovered_payment("p1");
+    rows[1] = set(rows[1].clone(), "decline_code", "do_not_honor");
+    let err = load_rows(&rows).expect_err("reason on success").to_string();
+    assert!(err.contains("row 2") && err.contains("must be empty when outcome is succeeded"), "{err}");
+}
+
+#[test]
+fn decline_code_is_derived_from_network_and_advice_codes() {
+    let rows = vec![
+        set(row("a", "p1", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), // 51
+        set(set(set(row("b", "p2", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", "R02"), "payment_method", "ach_debit"),
+        set(set(set(row("c", "p3", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", ""), "advice_code", "03"),
+        set(row("d", "p4", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", "card_melted"),
+        set(set(row("e", "p5", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", "Q7"),
+    ];
+    let h = load_rows(&rows).expect("valid");
+    let code = |id: &str| h.attempts.iter().find(|a| h.attempt_id(a) == id).and_then(|a| a.decline);
+    assert_eq!(code("a"), Some(DeclineCode::InsufficientFunds));
+    assert_eq!(code("b"), Some(DeclineCode::AccountClosed));
+    assert_eq!(code("c"), Some(DeclineCode::DoNotTryAgain));
+    assert_eq!(code("d"), Some(DeclineCode::Other));
+    assert_eq!(code("e"), Some(DeclineCode::Other));
+    assert_eq!(h.report.derived_decline_codes, 3);
+    assert_eq!(h.report.unknown_codes.get("decline_code=card_melted"), Some(&1));
+    assert_eq!(h.report.unknown_codes.get("network_code=Q7"), Some(&1));
+}
+
+#[test]
+fn duplicate_attempt_id_is_rejected_naming_both_rows() {
+    let mut rows = recovered_payment("p1");
+    rows.push(row("p1_a0", "p2", 0, "2026-03-02T10:00:00Z", "failed"));
+    let err = load_rows(&rows).expect_err("duplicate").to_string();
+    assert!(err.contains("row 3") && err.contains("`attempt_id`") && err.contains("duplicate attempt_id"), "{err}");
+    assert!(err.contains("row 1"), "names the first occurrence: {err}");
+}
+
+#[test]
+fn attempt_order_rules_within_a_payment() {
+    // attempted_at goes backwards while attempt_number increases
+    let rows = vec![
+        row("a0", "p", 0, "2026-03-05T09:00:00Z", "failed"),
+        row("a1", "p", 1, "2026-03-04T09:00:00Z", "failed"),
+    ];
+    let err = load_rows(&rows).expect_err("time order").to_string();
+    assert!(err.contains("`attempted_at`") && err.contains("must increase"), "{err}");
+
+    // attempt_number repeats
+    let rows = vec![row("a0", "p", 1, "2026-03-01T09:00:00Z", "failed"), row("a1", "p", 1, "2026-03-02T09:00:00Z", "failed")];
+    let err = load_rows(&rows).expect_err("repeat").to_string();
+    assert!(err.contains("`attempt_number`") && err.contains("repeats"), "{err}");
+
+    // a success followed by another attempt
+    let rows = vec![
+        row("a0", "p", 0, "2026-03-01T09:00:00Z", "failed"),
+        row("a1", "p", 1, "2026-03-02T09:00:00Z", "succeeded"),
+        row("a2", "p", 2, "2026-03-03T09:00:00Z", "failed"),
+    ];
+    let err = load_rows(&rows).expect_err("success not last").to_string();
+    assert!(err.contains("row 2") && err.contains("`outcome`") && err.contains("must be the payment's last"), "{err}");
+
+    // two successes
+    let rows = vec![row("a0", "p", 0, "2026-03-01T09:00:00Z", "succeeded"), row("a1", "p", 1, "2026-03-02T09:00:00Z", "succeeded")];
+    assert!(load_rows(&rows).is_err());
+
+    // rows out of file order are fine as long as each payment is consistent
+    let rows = vec![row("a1", "p", 1, "2026-03-02T09:00:00Z", "failed"), row("a0", "p", 0, "2026-03-01T09:00:00Z", "failed")];
+    assert_eq!(load_rows(&rows).expect("valid").attempts[0].attempt_number, 0);
+}
+
+#[test]
+fn missing_required_column_and_unknown_columns() {
+    let rows: Vec<_> = recovered_payment("p1").into_iter().map(|r| r.into_iter().filter(|(c, _)| *c != "currency").collect()).collect();
+    let err = load_rows(&rows).expect_err("no currency column").to_string();
+    assert!(err.contains("required column `currency` is missing"), "{err}");
+
+    let rows: Vec<_> = recovered_payment("p1")
+        .into_iter()
+        .map(|mut r| {
+            r.push(("merchant_note", "hello".into()));
+            r.retain(|(c, _)| *c != "propensity" && *c != "timezone");
+            r
+        })
+        .collect();
+    let h = load_rows(&rows).expect("optional columns may be absent");
+    assert_eq!(h.report.unknown_columns, ["merchant_note"]);
+    assert_eq!(h.report.defaulted_timezones, 2);
+    assert_eq!(h.attempts[0].timezone, chrono_tz::Europe::Copenhagen, "DK default");
+    assert_eq!(h.attempts[0].propensity, None);
+}
+
+#[test]
+fn skip_bad_rows_writes_rejects_and_keeps_the_rest() {
+    let (dir, path) = temp_file("h.csv");
+    let mut rows = recovered_payment("good");
+    rows.push(set(row("bad_amount", "p2", 0, "2026-03-01T09:00:00Z", "failed"), "amount_minor", "-5"));
+    rows.push(row("good_a0", "p3", 0, "2026-03-01T09:00:00Z", "failed")); // duplicate id
+    rows.push(row("s0", "seq", 0, "2026-03-05T09:00:00Z", "failed"));
+    rows.push(row("s1", "seq", 1, "2026-03-04T09:00:00Z", "failed")); // time goes back: whole payment out
+    write_csv(&path, &rows);
+    let rejects = dir.path().join("rejects.csv");
+    let h = load(&path, &LoadOptions { skip_bad_rows: true, reject_path: Some(rejects.clone()) }).expect("skips");
+    assert_eq!(h.attempts.len(), 2, "only the good payment remains");
+    assert_eq!(h.report.rows_read, 6);
+    assert_eq!(h.report.rows_rejected, 4);
+    assert_eq!(h.report.rows_read, h.report.rows_accepted + h.report.rows_rejected, "nothing lost silently");
+    assert_eq!(h.report.reject_file.as_deref(), Some(rejects.as_path()));
+    let text = std::fs::read_to_string(&rejects).expect("reject file");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "header + 4 rejects:\n{text}");
+    assert!(lines[0].starts_with("_file,_row,_column,_value,_error,attempt_id,"), "{}", lines[0]);
+    assert!(text.contains("bad_amount") && text.contains("must not be negative"));
+    assert!(text.contains("duplicate attempt_id"));
+    assert!(text.contains("s0") && text.contains("s1") && text.contains("payment rejected whole"));
+    // the reject file keeps the original values so it can be fixed and reloaded
+    assert!(text.contains(",-5,"), "{text}");
+}
+
+#[test]
+fn csv_and_parquet_round_trip_to_identical_tables() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("h.csv");
+    write_csv(&csv, &varied_rows(300));
+    let from_csv = load(&csv, &strict()).expect("csv loads");
+    assert!(from_csv.attempts.len() > 600);
+
+    let parquet = dir.path().join("h.parquet");
+    write(&from_csv, &parquet).expect("write parquet");
+    let from_parquet = load(&parquet, &strict()).expect("parquet loads");
+    let csv2 = dir.path().join("h2.csv");
+    write(&from_parquet, &csv2).expect("write csv");
+    let from_csv2 = load(&csv2, &strict()).expect("csv loads again");
+
+    for other in [&from_parquet, &from_csv2] {
+        assert_eq!(to_frame(&from_csv).unwrap(), to_frame(other).unwrap());
+        let strip = |h: &History| h.attempts.iter().map(|a| recoup::domain::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>();
+        assert_eq!(strip(&from_csv), strip(other));
+    }
+}
+
+#[test]
+fn hive_partitioned_parquet_directory_loads_every_part() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("all.csv");
+    let rows = varied_rows(120);
+    write_csv(&csv, &rows);
+    let all = load(&csv, &strict()).expect("loads");
+    // split by payment into two partitions
+    let root = dir.path().join("history");
+    for (k, part) in ["month=2026-01", "month=2026-02"].iter().enumerate() {
+        let sub: Vec<_> = rows.iter().filter(|r| {
+            let p: usize = r[1].1.trim_start_matches("pay_").parse().unwrap();
+            p % 2 == k
+        }).cloned().collect();
+        let tmp = dir.path().join(format!("part{k}.csv"));
+        write_csv(&tmp, &sub);
+        let h = load(&tmp, &strict()).expect("part loads");
+        std::fs::create_dir_all(root.join(part)).unwrap();
+        write(&h, &root.join(part).join("part-0.parquet")).expect("write part");
+    }
+    std::fs::write(root.join("_SUCCESS"), "").unwrap();
+    let h = load(&root, &strict()).expect("directory loads");
+    assert_eq!(h.files.len(), 2);
+    assert_eq!(h.attempts.len(), all.attempts.len());
+    let mut a: Vec<String> = h.attempts.iter().map(|x| h.attempt_id(x).to_string()).collect();
+    let mut b: Vec<String> = all.attempts.iter().map(|x| all.attempt_id(x).to_string()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn parquet_bad_values_name_row_and_column_too() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("h.csv");
+    write_csv(&csv, &varied_rows(10));
+    let h = load(&csv, &strict()).expect("loads");
+    let mut df = to_frame(&h).unwrap();
+    // make row 4's amount negative
+    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
+        .enumerate().map(|(i, v)| if i == 3 { -10 } else { v }).collect();
+    df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
+    let pq = dir.path().join("bad.parquet");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&pq).unwrap()).finish(&mut df).unwrap();
+    let err = load(&pq, &strict()).expect_err("negative").to_string();
+    assert!(err.contains("bad.parquet row 4, column `amount_minor`") && err.contains("-10"), "{err}");
+}
+
+#[test]
+fn empty_directory_and_wrong_types_give_clear_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let err = load(dir.path(), &strict()).expect_err("empty").to_string();
+    assert!(err.contains("no .parquet or .csv files"), "{err}");
+    let err = load(&dir.path().join("nope.csv"), &strict()).expect_err("missing").to_string();
+    assert!(err.contains("nope.csv"), "{err}");
+}
