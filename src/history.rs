@@ -20,7 +20,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::calendar::default_timezone;
-use crate::declines::{normalize, NormalizedFrom};
+use crate::declines::{normalize, DeclineCode, NormalizedFrom};
 use crate::domain::{
     Attempt, BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, CustomerIx, Money, Outcome,
     PaymentIx, PaymentMethod, RawCode, SourceRow,
@@ -973,35 +973,41 @@ pub fn write(h: &History, path: &Path) -> Result<(), LoadError> {
 /// The attempts as a contract-typed DataFrame.
 pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
     let a = &h.attempts;
-    let text = |name: &str, f: &dyn Fn(&Attempt) -> Option<String>| -> Column {
-        Column::new(name.into(), a.iter().map(f).collect::<Vec<_>>())
+    // Text cells borrow from the attempts and the id tables: no allocation per cell.
+    let text = |name: &str, f: &dyn for<'x> Fn(&'x Attempt) -> Option<&'x str>| -> Column {
+        Column::new(name.into(), a.iter().map(f).collect::<Vec<Option<&str>>>())
     };
-    let name_of = |v: &'static str| Some(v.to_string());
+    let ids = |name: &str, table: &[Box<str>], ix: &dyn Fn(&Attempt) -> u32| -> Column {
+        Column::new(name.into(), a.iter().map(|x| &*table[ix(x) as usize]).collect::<Vec<&str>>())
+    };
+    fn name<T: Into<&'static str>>(v: Option<T>) -> Option<&'static str> {
+        v.map(Into::into)
+    }
     let micros: Vec<i64> = a.iter().map(|x| x.attempted_at.timestamp_micros()).collect();
     let attempted_at = Int64Chunked::from_vec("attempted_at".into(), micros)
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         .into_series()
         .into_column();
     let cols = vec![
-        text("attempt_id", &|x| Some(h.attempt_id(x).to_string())),
-        text("payment_id", &|x| Some(h.payment_id(x).to_string())),
-        text("customer_id", &|x| Some(h.customer_id(x).to_string())),
+        ids("attempt_id", &h.attempt_ids, &|x| x.attempt_ix),
+        ids("payment_id", &h.payment_ids, &|x| x.payment.0),
+        ids("customer_id", &h.customer_ids, &|x| x.customer.0),
         attempted_at,
         Column::new("attempt_number".into(), a.iter().map(|x| x.attempt_number as i64).collect::<Vec<_>>()),
         Column::new("amount_minor".into(), a.iter().map(|x| x.amount.minor).collect::<Vec<_>>()),
-        text("currency", &|x| Some(x.amount.currency.to_string())),
-        text("payment_method", &|x| name_of(x.method.into())),
-        text("card_brand", &|x| x.card_brand.map(|v| <&str>::from(v).to_string())),
-        text("card_funding", &|x| x.card_funding.map(|v| <&str>::from(v).to_string())),
-        text("country", &|x| Some(x.country.to_string())),
-        text("timezone", &|x| Some(x.timezone.name().to_string())),
-        text("outcome", &|x| name_of(x.outcome.into())),
-        text("decline_code", &|x| x.decline.map(|v| v.as_str().to_string())),
-        text("network_code", &|x| x.network_code.map(|v| v.to_string())),
-        text("advice_code", &|x| x.advice_code.map(|v| v.to_string())),
-        text("channel", &|x| x.channel.map(|v| <&str>::from(v).to_string())),
+        text("currency", &|x| Some(x.amount.currency.as_str())),
+        text("payment_method", &|x| name(Some(x.method))),
+        text("card_brand", &|x| name(x.card_brand)),
+        text("card_funding", &|x| name(x.card_funding)),
+        text("country", &|x| Some(x.country.as_str())),
+        text("timezone", &|x| Some(x.timezone.name())),
+        text("outcome", &|x| name(Some(x.outcome))),
+        text("decline_code", &|x| x.decline.map(DeclineCode::as_str)),
+        text("network_code", &|x| x.network_code.as_ref().map(RawCode::as_str)),
+        text("advice_code", &|x| x.advice_code.as_ref().map(RawCode::as_str)),
+        text("channel", &|x| name(x.channel)),
         Column::new("payment_method_updated".into(), a.iter().map(|x| x.payment_method_updated).collect::<Vec<_>>()),
-        text("billing_interval", &|x| x.billing_interval.map(|v| <&str>::from(v).to_string())),
+        text("billing_interval", &|x| name(x.billing_interval)),
         Column::new("tenure_days".into(), a.iter().map(|x| x.tenure_days.map(i64::from)).collect::<Vec<_>>()),
         Column::new("propensity".into(), a.iter().map(|x| x.propensity).collect::<Vec<_>>()),
     ];

@@ -20,6 +20,30 @@ pub enum Format {
     Csv,
 }
 
+/// Parquet compression codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Compression {
+    /// Zstandard: smallest files.
+    Zstd,
+    /// Snappy: fast, larger files.
+    Snappy,
+    /// LZ4 (raw): fast, larger files.
+    Lz4,
+    /// No compression.
+    None,
+}
+
+impl From<Compression> for ParquetCompression {
+    fn from(c: Compression) -> Self {
+        match c {
+            Compression::Zstd => ParquetCompression::Zstd(None),
+            Compression::Snappy => ParquetCompression::Snappy,
+            Compression::Lz4 => ParquetCompression::Lz4Raw,
+            Compression::None => ParquetCompression::Uncompressed,
+        }
+    }
+}
+
 /// Generate payment history (contract v1) from a simulated world.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "The same seed and parameters give byte-identical output.\n\nExamples:\n  recoup simulate --payers 20000 --months 12 --seed 7 --out data/sample/history.parquet\n  recoup simulate --payers 1000 --months 3 --out h.csv --world world.toml\n\nThe world's parameters and their sources are documented in data/README.md;\nprint the defaults as a TOML file to start from with --print-world.")]
@@ -45,6 +69,9 @@ pub struct Args {
     /// Print the default world parameters as TOML and exit.
     #[arg(long)]
     pub print_world: bool,
+    /// Parquet compression: zstd (smallest files) or snappy / lz4 (faster), or none.
+    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+    pub compression: Compression,
     /// Payers per written chunk (bounds memory).
     #[arg(long, default_value_t = 20_000, hide = true)]
     pub chunk_payers: u32,
@@ -86,47 +113,30 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     // Write to a temporary name and rename at the end: no half-written history on failure.
     let tmp = out.with_extension(format!("partial.{}", if format == Format::Csv { "csv" } else { "parquet" }));
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut rows = 0usize;
-    let mut payments = 0usize;
     let step = a.chunk_payers.max(1);
-    let ranges = (0..a.payers).step_by(step as usize).map(|s| s..(s + step).min(a.payers));
-    enum Writer {
-        Parquet(polars::io::parquet::write::BatchedWriter<File>),
-        Csv(polars::io::csv::write::BatchedWriter<File>),
-    }
-    let mut writer: Option<Writer> = None;
-    let mut file = Some(file);
-    for range in ranges {
-        let n = range.len() as u64;
-        let c = chunk(&world, range);
-        rows += c.history.attempts.len();
-        payments += c.history.payment_ids.len();
-        let df = c.to_frame()?;
-        if writer.is_none() {
-            let f = file.take().expect("file used once");
-            writer = Some(match format {
-                Format::Parquet => Writer::Parquet(ParquetWriter::new(f).batched(df.schema())?),
-                Format::Csv => Writer::Csv(
-                    CsvWriter::new(f)
-                        .include_header(true)
-                        .with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into()))
-                        .batched(df.schema())?,
-                ),
-            });
+    let ranges: Vec<_> = (0..a.payers).step_by(step as usize).map(|s| s..(s + step).min(a.payers)).collect();
+    // Generation (parallel over payers) and writing overlap: a writer thread
+    // takes each chunk while the next one is generated. At most two chunks
+    // are in memory at once, so memory stays bounded whatever the size.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<DataFrame>(1);
+    let (rows, payments) = std::thread::scope(|scope| -> anyhow::Result<(usize, usize)> {
+        let compression = a.compression.into();
+        let writer = scope.spawn(move || write_frames(file, format, compression, rx));
+        let mut totals = (0usize, 0usize);
+        for range in ranges {
+            let n = range.len() as u64;
+            let c = chunk(&world, range);
+            totals.0 += c.history.attempts.len();
+            totals.1 += c.history.payment_ids.len();
+            if tx.send(c.to_frame()?).is_err() {
+                break; // the writer failed; its error is reported below
+            }
+            bar.inc(n);
         }
-        match writer.as_mut().expect("created above") {
-            Writer::Parquet(w) => w.write_batch(&df)?,
-            Writer::Csv(w) => w.write_batch(&df)?,
-        }
-        bar.inc(n);
-    }
-    match writer {
-        Some(Writer::Parquet(w)) => {
-            w.finish()?;
-        }
-        Some(Writer::Csv(mut w)) => w.finish()?,
-        None => {}
-    }
+        drop(tx);
+        writer.join().map_err(|_| anyhow::anyhow!("the writer thread panicked"))??;
+        Ok(totals)
+    })?;
     std::fs::rename(&tmp, out).with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     bar.finish_and_clear();
     if !quiet {
@@ -137,4 +147,31 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Write every frame received to one Parquet or CSV file.
+fn write_frames(file: File, format: Format, compression: ParquetCompression, rx: std::sync::mpsc::Receiver<DataFrame>) -> anyhow::Result<()> {
+    let Ok(first) = rx.recv() else { return Ok(()) };
+    match format {
+        Format::Parquet => {
+            let mut w = ParquetWriter::new(file).with_compression(compression).batched(first.schema())?;
+            w.write_batch(&first)?;
+            for df in rx {
+                w.write_batch(&df)?;
+            }
+            w.finish()?;
+        }
+        Format::Csv => {
+            let mut w = CsvWriter::new(file)
+                .include_header(true)
+                .with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into()))
+                .batched(first.schema())?;
+            w.write_batch(&first)?;
+            for df in rx {
+                w.write_batch(&df)?;
+            }
+            w.finish()?;
+        }
+    }
+    Ok(())
 }

@@ -136,9 +136,12 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             if st.closed.is_some() {
                 break;
             }
-            let last = st.last().past;
-            if logged.action.retry_at <= last.at {
+            if logged.action.retry_at <= st.last().past.at {
                 continue;
+            }
+            // Message first: the payer may update the card before the rules are checked.
+            if world.approach(&mut st, logged.action).is_some() {
+                break;
             }
             let verdict = check_retry(
                 st.facts(),
@@ -157,7 +160,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
                 }
                 continue;
             }
-            match world.step(&mut st, logged.action) {
+            match world.attempt(&mut st, logged.action.retry_at) {
                 StepResult::Attempted { .. } => propensities.push(logged.propensity),
                 StepResult::Cancelled | StepResult::OutsideWindow | StepResult::AlreadyClosed => break,
             }

@@ -145,6 +145,8 @@ pub struct EpisodeState {
     pub violations: u32,
     spontaneous_update_at: DateTime<Utc>,
     spontaneous_cancel_at: DateTime<Utc>,
+    /// Message sent by the last `approach`, recorded on the next attempt.
+    pending_channel: Channel,
     attempt_rng: ChaCha8Rng,
     message_rng: ChaCha8Rng,
 }
@@ -468,26 +470,38 @@ impl World {
             violations: 0,
             spontaneous_update_at,
             spontaneous_cancel_at,
+            pending_channel: Channel::None,
             attempt_rng: stream(self.seed, pid, cycle, Stream::Attempts),
             message_rng: stream(self.seed, pid, cycle, Stream::Messages),
         }
     }
 
-    /// Run one action of a policy inside the world: send the message, let time
-    /// pass (spontaneous updates and cancellations), check the network rules
-    /// (breaking one costs a penalty; the world still lets the issuer answer),
-    /// and draw the attempt's outcome from the true probability.
+    /// Run one action of a policy inside the world: [`World::approach`], then
+    /// [`World::attempt`].
     pub fn step(&self, st: &mut EpisodeState, action: Action) -> StepResult {
+        match self.approach(st, action) {
+            Some(ended) => ended,
+            None => self.attempt(st, action.retry_at),
+        }
+    }
+
+    /// Send the action's message (one `message_lead_hours` before the retry)
+    /// and let time pass to the retry time: the payer may act on the message,
+    /// update the card or cancel. Returns how the episode ended if it did.
+    /// A policy that must check the rules after the payer's reaction (an
+    /// expired card retried only once updated) calls this, checks, then
+    /// [`World::attempt`].
+    pub fn approach(&self, st: &mut EpisodeState, action: Action) -> Option<StepResult> {
         if st.closed.is_some() {
-            return StepResult::AlreadyClosed;
+            return Some(StepResult::AlreadyClosed);
         }
         if action.retry_at > st.episode.window_end {
-            return StepResult::OutsideWindow;
+            return Some(StepResult::OutsideWindow);
         }
         let send_at = action.retry_at - Duration::hours(self.cfg.logging.message_lead_hours);
         if st.spontaneous_cancel_at <= action.retry_at {
             st.closed = Some(Closed::Cancelled(st.spontaneous_cancel_at.max(st.last().past.at)));
-            return StepResult::Cancelled;
+            return Some(StepResult::Cancelled);
         }
         let class = st.episode.decline.class();
         // Two message draws whether or not a message is sent, so the k-th
@@ -499,7 +513,7 @@ impl World {
             st.messages_sent += 1;
             if u_cancel < cancel_p {
                 st.closed = Some(Closed::Cancelled(send_at));
-                return StepResult::Cancelled;
+                return Some(StepResult::Cancelled);
             }
             if u_act < st.payer.responsiveness[channel_ix(action.channel)] {
                 match class {
@@ -516,6 +530,19 @@ impl World {
         if class == DeclineClass::NeedsUpdate && st.spontaneous_update_at <= action.retry_at {
             st.updated_at.get_or_insert(st.spontaneous_update_at);
         }
+        st.pending_channel = action.channel;
+        None
+    }
+
+    /// Attempt the retry at `at` (after [`World::approach`]): check the
+    /// network rules (breaking one costs a penalty; the world still lets the
+    /// issuer answer) and draw the outcome from the true probability.
+    pub fn attempt(&self, st: &mut EpisodeState, at: DateTime<Utc>) -> StepResult {
+        if st.closed.is_some() {
+            return StepResult::AlreadyClosed;
+        }
+        let action = Action { retry_at: at, channel: std::mem::replace(&mut st.pending_channel, Channel::None) };
+        let class = st.episode.decline.class();
         let updated_since_last = st.updated_since_last(action.retry_at);
         let verdict = check_retry(
             st.facts(),

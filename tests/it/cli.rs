@@ -20,7 +20,7 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["simulate", "train", "serve", "decide", "backtest", "export", "models"] {
+    for sub in ["train", "serve", "decide", "backtest", "export", "models"] {
         recoup().args([sub, "--anything"]).assert().code(3).stderr(predicate::str::contains("not built yet"));
     }
 }
@@ -75,4 +75,43 @@ fn skip_bad_rows_reports_the_reject_file() {
         .success()
         .stdout(predicate::str::contains("rejected").and(predicate::str::contains("bad.csv")));
     assert!(rejects.exists());
+}
+
+#[test]
+fn simulate_then_check_as_a_new_user_would() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("h.parquet");
+    recoup()
+        .args(["simulate", "--payers", "200", "--months", "2", "--seed", "3", "--out"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("wrote").and(predicate::str::contains("attempts")));
+    recoup().args(["history", "check"]).arg(&out).assert().success().stdout(predicate::str::contains("rejected            0"));
+}
+
+#[test]
+fn simulate_rejects_bad_arguments_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    recoup().args(["simulate", "--payers", "0", "--out"]).arg(dir.path().join("h.parquet"))
+        .assert().code(2).stderr(predicate::str::contains("--payers"));
+    recoup().args(["simulate", "--out"]).arg(dir.path().join("h.txt"))
+        .assert().code(2).stderr(predicate::str::contains("cannot tell the format"));
+    let world = dir.path().join("w.toml");
+    std::fs::write(&world, "dunning_window_days = 0\n").unwrap();
+    recoup().args(["simulate", "--world"]).arg(&world).arg("--out").arg(dir.path().join("h.csv"))
+        .assert().code(2).stderr(predicate::str::contains("dunning_window_days"));
+    std::fs::write(&world, "dunning_windw_days = 10\n").unwrap();
+    recoup().args(["simulate", "--world"]).arg(&world).arg("--out").arg(dir.path().join("h.csv"))
+        .assert().code(2).stderr(predicate::str::contains("unknown field"));
+}
+
+#[test]
+fn print_world_round_trips_as_a_world_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = recoup().args(["simulate", "--print-world"]).assert().success().get_output().stdout.clone();
+    let world = dir.path().join("w.toml");
+    std::fs::write(&world, text).unwrap();
+    recoup().args(["simulate", "--payers", "50", "--months", "1", "-q", "--world"]).arg(&world)
+        .arg("--out").arg(dir.path().join("h.csv")).assert().success();
 }

@@ -2,4 +2,5 @@
 
 mod cli;
 mod history;
+mod sim;
 mod support;
