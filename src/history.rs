@@ -171,11 +171,11 @@ pub struct History {
     /// Every accepted attempt, sorted by (payment, attempt_number).
     pub attempts: Vec<Attempt>,
     /// `attempt_id` values, indexed by [`Attempt::attempt_ix`].
-    pub attempt_ids: Vec<Box<str>>,
+    pub attempt_ids: Ids,
     /// `payment_id` values, indexed by [`PaymentIx`].
-    pub payment_ids: Vec<Box<str>>,
+    pub payment_ids: Ids,
     /// `customer_id` values, indexed by [`CustomerIx`].
-    pub customer_ids: Vec<Box<str>>,
+    pub customer_ids: Ids,
     /// The files that were read, indexed by [`SourceRow::file`].
     pub files: Vec<PathBuf>,
     /// What the load found.
@@ -190,42 +190,94 @@ impl History {
 
     /// The `attempt_id` of an attempt.
     pub fn attempt_id(&self, a: &Attempt) -> &str {
-        &self.attempt_ids[a.attempt_ix as usize]
+        self.attempt_ids.get(a.attempt_ix)
     }
 
     /// The `payment_id` of an attempt.
     pub fn payment_id(&self, a: &Attempt) -> &str {
-        &self.payment_ids[a.payment.0 as usize]
+        self.payment_ids.get(a.payment.0)
     }
 
     /// The `customer_id` of an attempt.
     pub fn customer_id(&self, a: &Attempt) -> &str {
-        &self.customer_ids[a.customer.0 as usize]
+        self.customer_ids.get(a.customer.0)
+    }
+}
+
+/// A table of id strings stored back to back in one buffer, indexed by `u32`
+/// (5 million ids cost one allocation, not five million).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ids {
+    bytes: String,
+    ends: Vec<usize>,
+}
+
+impl Ids {
+    /// Append an id; returns its index.
+    pub fn push(&mut self, s: &str) -> u32 {
+        self.bytes.push_str(s);
+        self.ends.push(self.bytes.len());
+        (self.ends.len() - 1) as u32
+    }
+
+    /// Append an id written by `format_args!`, without an intermediate String.
+    pub fn push_fmt(&mut self, args: std::fmt::Arguments<'_>) -> u32 {
+        use std::fmt::Write;
+        // Writing into a String cannot fail.
+        let _ = self.bytes.write_fmt(args);
+        self.ends.push(self.bytes.len());
+        (self.ends.len() - 1) as u32
+    }
+
+    /// The id at `ix`.
+    pub fn get(&self, ix: u32) -> &str {
+        let ix = ix as usize;
+        let start = if ix == 0 { 0 } else { self.ends[ix - 1] };
+        &self.bytes[start..self.ends[ix]]
+    }
+
+    /// Number of ids.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// True when there are no ids.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Reserve room for `n` more ids of about `avg_len` bytes.
+    pub fn reserve(&mut self, n: usize, avg_len: usize) {
+        self.ends.reserve(n);
+        self.bytes.reserve(n * avg_len);
     }
 }
 
 /// Interns strings to dense `u32` indices in first-seen order.
 #[derive(Debug, Default)]
 struct Interner {
-    names: Vec<Box<str>>,
+    names: Ids,
     table: HashTable<u32>,
-    hasher: foldhash::fast::FixedState,
+}
+
+/// The hasher of every interner; rows hash their ids in parallel with it.
+fn id_hash(s: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x7265_636f_7570).hash_one(s)
 }
 
 impl Interner {
-    /// The index of `s` and whether it was new.
-    fn intern(&mut self, s: &str) -> (u32, bool) {
-        let hash = self.hasher.hash_one(s);
+    /// The index of `s` (whose [`id_hash`] is `hash`) and whether it was new.
+    fn intern(&mut self, s: &str, hash: u64) -> (u32, bool) {
         let names = &self.names;
-        if let Some(&ix) = self.table.find(hash, |&ix| &*names[ix as usize] == s) {
+        if let Some(&ix) = self.table.find(hash, |&ix| names.get(ix) == s) {
             return (ix, false);
         }
-        let ix = self.names.len() as u32;
-        self.names.push(s.into());
-        let (names, hasher) = (&self.names, &self.hasher);
-        self.table.insert_unique(hash, ix, |&i| hasher.hash_one(&*names[i as usize]));
+        let ix = self.names.push(s);
+        let names = &self.names;
+        self.table.insert_unique(hash, ix, |&i| id_hash(names.get(i)));
         (ix, true)
     }
+
 }
 
 /// List the files a path stands for: itself, or every .parquet/.csv below a directory, sorted.
@@ -266,6 +318,10 @@ enum FileKind {
     Csv,
 }
 
+fn is_csv(p: &Path) -> bool {
+    file_kind(p) == Some(FileKind::Csv)
+}
+
 fn file_kind(p: &Path) -> Option<FileKind> {
     match p.extension()?.to_str()?.to_ascii_lowercase().as_str() {
         "parquet" | "pq" => Some(FileKind::Parquet),
@@ -281,7 +337,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
     for (file_ix, file) in files.iter().enumerate() {
         let kind = file_kind(file).ok_or_else(|| LoadError::UnsupportedFile { path: file.clone() })?;
         let df = read_frame(file, kind, &mut loader.unknown_columns)?;
-        loader.ingest(file, file_ix as u32, kind == FileKind::Csv, &df)?;
+        loader.ingest(file, file_ix as u32, kind == FileKind::Csv, df)?;
     }
     let history = loader.finish()?;
     Ok(History { files, ..history })
@@ -298,7 +354,7 @@ fn read_frame(path: &Path, kind: FileKind, unknown: &mut Vec<String>) -> Result<
             }
         }
     };
-    let mut df = match kind {
+    let df = match kind {
         FileKind::Parquet => {
             let f = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
             let mut reader = ParquetReader::new(f);
@@ -324,7 +380,6 @@ fn read_frame(path: &Path, kind: FileKind, unknown: &mut Vec<String>) -> Result<
             df.select(keep).map_err(pe)?
         }
     };
-    df.rechunk_mut();
     Ok(df)
 }
 
@@ -514,13 +569,6 @@ fn vocab<T: std::str::FromStr>(cols: &[Col], i: usize, ix: usize, allowed: &str)
     }
 }
 
-/// The text fields of a parsed row that are interned after parsing.
-struct RowIds<'a> {
-    attempt_id: &'a str,
-    payment_id: &'a str,
-    customer_id: &'a str,
-}
-
 /// Notes from one parsed row for the load report.
 #[derive(Default)]
 struct RowNotes {
@@ -530,13 +578,12 @@ struct RowNotes {
 }
 
 /// Parse and validate one row (everything that can be checked within the row).
-fn parse_row<'a>(cols: &'a [Col], i: usize, source: SourceRow) -> Cell<(RowIds<'a>, Attempt, RowNotes)> {
+/// The ids are checked for presence here and read again when the row is merged.
+fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNotes)> {
     let mut notes = RowNotes::default();
-    let ids = RowIds {
-        attempt_id: required(cols[C_ATTEMPT_ID].text(i), C_ATTEMPT_ID)?,
-        payment_id: required(cols[C_PAYMENT_ID].text(i), C_PAYMENT_ID)?,
-        customer_id: required(cols[C_CUSTOMER_ID].text(i), C_CUSTOMER_ID)?,
-    };
+    for ix in [C_ATTEMPT_ID, C_PAYMENT_ID, C_CUSTOMER_ID] {
+        required(cols[ix].text(i), ix)?;
+    }
     let attempted_at = required(cols[C_ATTEMPTED_AT].time(i, C_ATTEMPTED_AT)?, C_ATTEMPTED_AT)?;
     let attempt_number = required(cols[C_ATTEMPT_NUMBER].int(i, C_ATTEMPT_NUMBER)?, C_ATTEMPT_NUMBER)?;
     let attempt_number = u32::try_from(attempt_number)
@@ -631,7 +678,7 @@ fn parse_row<'a>(cols: &'a [Col], i: usize, source: SourceRow) -> Cell<(RowIds<'
         propensity,
         source,
     };
-    Ok((ids, attempt, notes))
+    Ok((attempt, notes))
 }
 
 /// Rows written to the reject file: where, why, and the row's contract columns as text.
@@ -668,10 +715,8 @@ impl RejectSink {
 struct Loader<'o> {
     opts: &'o LoadOptions,
     files: &'o [PathBuf],
-    /// Source row of each interned attempt_id, to name the first of two duplicates.
-    first_seen: Vec<SourceRow>,
     attempts: Vec<Attempt>,
-    attempt_ids: Interner,
+    attempt_ids: Ids,
     payment_ids: Interner,
     customer_ids: Interner,
     report: LoadReport,
@@ -684,9 +729,8 @@ impl<'o> Loader<'o> {
         Loader {
             opts,
             files,
-            first_seen: Vec::new(),
             attempts: Vec::new(),
-            attempt_ids: Interner::default(),
+            attempt_ids: Ids::default(),
             payment_ids: Interner::default(),
             customer_ids: Interner::default(),
             report: LoadReport::default(),
@@ -706,55 +750,100 @@ impl<'o> Loader<'o> {
         Ok(())
     }
 
-    fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, df: &DataFrame) -> Result<(), LoadError> {
-        let cols: Vec<Col> = (0..CONTRACT_COLUMNS.len()).map(|ix| column_view(path, df, ix)).collect::<Result<_, _>>()?;
+    fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, mut df: DataFrame) -> Result<(), LoadError> {
         let height = df.height();
         self.report.files.push((path.to_path_buf(), height as u64));
         self.report.rows_read += height as u64;
         self.attempts.reserve(height);
+        self.attempt_ids.reserve(height, 20);
+        // Parsed rows of one block; reused so its pages are touched once.
+        let mut parsed: Vec<Cell<(Attempt, RowNotes)>> = Vec::new();
+        let mut offset = 0usize;
+        // One chunk (Parquet row group) at a time: zero-copy when the columns'
+        // chunks line up, and each column view is a single array.
+        for chunk in df.split_chunks() {
+            let cols: Vec<Col> =
+                (0..CONTRACT_COLUMNS.len()).map(|ix| column_view(path, &chunk, ix)).collect::<Result<_, _>>()?;
+            self.ingest_chunk(path, file_ix, csv, &cols, chunk.height(), offset, &mut parsed)?;
+            offset += chunk.height();
+        }
+        Ok(())
+    }
+
+    /// Parse a chunk's rows in parallel blocks, then merge them in order.
+    #[allow(clippy::too_many_arguments)]
+    fn ingest_chunk(
+        &mut self,
+        path: &Path,
+        file_ix: u32,
+        csv: bool,
+        cols: &[Col],
+        height: usize,
+        offset: usize,
+        parsed: &mut Vec<Cell<(Attempt, RowNotes)>>,
+    ) -> Result<(), LoadError> {
+        use rayon::prelude::*;
+        /// Rows parsed in parallel per block: bounds the memory of parsed rows.
+        const BLOCK: usize = 1 << 16;
         let raw_fields = |i: usize| cols.iter().map(|c| c.raw(i)).collect::<Vec<_>>();
-        for i in 0..height {
-            let source = SourceRow { file: file_ix, row: (i + 1) as u32 };
-            let row_error = |column: usize, value: String, reason: String| RowError {
-                file: path.to_path_buf(),
-                row: (i + 1) as u64,
-                csv,
-                column: CONTRACT_COLUMNS[column].0,
-                value,
-                reason,
-            };
-            match parse_row(&cols, i, source) {
-                Err(e) => self.reject(row_error(e.column, e.value, e.reason), raw_fields(i))?,
-                Ok((ids, mut attempt, notes)) => {
-                    let (aix, new) = self.attempt_ids.intern(ids.attempt_id);
-                    if !new {
-                        let first = self.first_seen[aix as usize];
-                        let reason = format!(
-                            "duplicate attempt_id (first seen in {} row {})",
-                            self.files[first.file as usize].display(),
-                            first.row
-                        );
-                        self.reject(row_error(C_ATTEMPT_ID, ids.attempt_id.to_string(), reason), raw_fields(i))?;
+        // The previous row's payment and customer: exports usually keep a
+        // payment's rows together, so most rows skip the hash-table probe.
+        let mut prev_payment: Option<(&str, u32)> = None;
+        let mut prev_customer: Option<(&str, u32)> = None;
+        for block in (0..height).step_by(BLOCK) {
+            (block..(block + BLOCK).min(height))
+                .into_par_iter()
+                .with_min_len(2048)
+                .map(|i| parse_row(cols, i, SourceRow { file: file_ix, row: (offset + i + 1) as u32 }))
+                .collect_into_vec(parsed);
+            for (k, row) in parsed.drain(..).enumerate() {
+                let i = block + k;
+                let (mut attempt, notes) = match row {
+                    Ok(row) => row,
+                    Err(e) => {
+                        let err = RowError {
+                            file: path.to_path_buf(),
+                            row: (offset + i + 1) as u64,
+                            csv,
+                            column: CONTRACT_COLUMNS[e.column].0,
+                            value: e.value,
+                            reason: e.reason,
+                        };
+                        self.reject(err, raw_fields(i))?;
                         continue;
                     }
-                    self.first_seen.push(source);
-                    attempt.attempt_ix = aix;
-                    attempt.payment = PaymentIx(self.payment_ids.intern(ids.payment_id).0);
-                    attempt.customer = CustomerIx(self.customer_ids.intern(ids.customer_id).0);
-                    if let Some(code) = notes.unknown_code {
-                        *self.report.unknown_codes.entry(code).or_default() += 1;
-                    }
-                    self.report.derived_decline_codes += notes.derived as u64;
-                    self.report.defaulted_timezones += notes.defaulted_tz as u64;
-                    self.attempts.push(attempt);
+                };
+                // Present: parse_row checked. Duplicates are found after all files are read.
+                let text = |ix: usize| cols[ix].text(i).unwrap_or_default();
+                let (attempt_id, payment_id, customer_id) = (text(C_ATTEMPT_ID), text(C_PAYMENT_ID), text(C_CUSTOMER_ID));
+                attempt.attempt_ix = self.attempt_ids.push(attempt_id);
+                let payment = match prev_payment {
+                    Some((s, ix)) if s == payment_id => ix,
+                    _ => self.payment_ids.intern(payment_id, id_hash(payment_id)).0,
+                };
+                prev_payment = Some((payment_id, payment));
+                let customer = match prev_customer {
+                    Some((s, ix)) if s == customer_id => ix,
+                    _ => self.customer_ids.intern(customer_id, id_hash(customer_id)).0,
+                };
+                prev_customer = Some((customer_id, customer));
+                attempt.payment = PaymentIx(payment);
+                attempt.customer = CustomerIx(customer);
+                if let Some(code) = notes.unknown_code {
+                    *self.report.unknown_codes.entry(code).or_default() += 1;
                 }
+                self.report.derived_decline_codes += notes.derived as u64;
+                self.report.defaulted_timezones += notes.defaulted_tz as u64;
+                self.attempts.push(attempt);
             }
         }
         Ok(())
     }
 
     fn finish(mut self) -> Result<History, LoadError> {
-        self.attempts.sort_by_key(|a| (a.payment, a.attempt_number, a.attempted_at));
+        self.reject_duplicate_ids()?;
+        // In place: a stable sort would allocate half the table again; attempt_ix makes the key total.
+        self.attempts.sort_unstable_by_key(|a| (a.payment, a.attempt_number, a.attempted_at, a.attempt_ix));
         self.check_sequences()?;
         if !self.unknown_columns.is_empty() {
             tracing::warn!(columns = %self.unknown_columns.join(", "), "ignoring columns that are not in history contract v1");
@@ -770,12 +859,64 @@ impl<'o> Loader<'o> {
         }
         Ok(History {
             attempts: self.attempts,
-            attempt_ids: self.attempt_ids.names,
+            attempt_ids: self.attempt_ids,
             payment_ids: self.payment_ids.names,
             customer_ids: self.customer_ids.names,
             files: Vec::new(),
             report: self.report,
         })
+    }
+
+    /// `attempt_id` must be unique across all files. Found by sorting
+    /// (hash, row) pairs in parallel — cache-friendly where probing a hash
+    /// table of millions of ids is not. The later of two rows is the duplicate.
+    fn reject_duplicate_ids(&mut self) -> Result<(), LoadError> {
+        use rayon::prelude::*;
+        let ids = &self.attempt_ids;
+        let mut keyed: Vec<(u64, SourceRow, u32)> =
+            self.attempts.par_iter().map(|a| (id_hash(ids.get(a.attempt_ix)), a.source, a.attempt_ix)).collect();
+        keyed.par_sort_unstable();
+        let mut duplicates: Vec<(SourceRow, u32, SourceRow)> = Vec::new();
+        for group in keyed.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+            // Equal hashes: compare the strings; each later row names its first twin.
+            for (k, later) in group.iter().enumerate().skip(1) {
+                if let Some(first) = group[..k].iter().find(|e| ids.get(e.2) == ids.get(later.2)) {
+                    duplicates.push((later.1, later.2, first.1));
+                }
+            }
+        }
+        if duplicates.is_empty() {
+            return Ok(());
+        }
+        duplicates.sort_unstable();
+        let files = self.files;
+        let error_at = |ids: &Ids, at: SourceRow, ix: u32, first: SourceRow| RowError {
+            file: files[at.file as usize].clone(),
+            row: at.row as u64,
+            csv: is_csv(&files[at.file as usize]),
+            column: "attempt_id",
+            value: ids.get(ix).to_string(),
+            reason: format!("duplicate attempt_id (first seen in {} row {})", files[first.file as usize].display(), first.row),
+        };
+        if !self.opts.skip_bad_rows {
+            let (at, ix, first) = duplicates[0];
+            return Err(LoadError::BadRow(Box::new(error_at(&self.attempt_ids, at, ix, first))));
+        }
+        let dup_ix: std::collections::HashMap<u32, (SourceRow, SourceRow)> =
+            duplicates.iter().map(|&(at, ix, first)| (ix, (at, first))).collect();
+        let mut keep = Vec::with_capacity(self.attempts.len());
+        for a in std::mem::take(&mut self.attempts) {
+            match dup_ix.get(&a.attempt_ix) {
+                Some(&(at, first)) => {
+                    let fields = self.attempt_fields(&a);
+                    let err = error_at(&self.attempt_ids, at, a.attempt_ix, first);
+                    self.reject(err, fields)?;
+                }
+                None => keep.push(a),
+            }
+        }
+        self.attempts = keep;
+        Ok(())
     }
 
     /// Cross-row rules: within a payment, attempt_number and attempted_at both
@@ -823,9 +964,9 @@ impl<'o> Loader<'o> {
     fn attempt_fields(&self, a: &Attempt) -> Vec<Option<String>> {
         let s = |v: &str| Some(v.to_string());
         vec![
-            s(&self.attempt_ids.names[a.attempt_ix as usize]),
-            s(&self.payment_ids.names[a.payment.0 as usize]),
-            s(&self.customer_ids.names[a.customer.0 as usize]),
+            s(self.attempt_ids.get(a.attempt_ix)),
+            s(self.payment_ids.names.get(a.payment.0)),
+            s(self.customer_ids.names.get(a.customer.0)),
             Some(a.attempted_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             Some(a.attempt_number.to_string()),
             Some(a.amount.minor.to_string()),
@@ -853,7 +994,7 @@ fn sequence_error(group: &[Attempt], files: &[PathBuf]) -> Option<RowError> {
     let at = |a: &Attempt, column: &'static str, value: String, reason: String| RowError {
         file: files[a.source.file as usize].clone(),
         row: a.source.row as u64,
-        csv: files[a.source.file as usize].extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")),
+        csv: is_csv(&files[a.source.file as usize]),
         column,
         value,
         reason,
@@ -977,8 +1118,8 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
     let text = |name: &str, f: &dyn for<'x> Fn(&'x Attempt) -> Option<&'x str>| -> Column {
         Column::new(name.into(), a.iter().map(f).collect::<Vec<Option<&str>>>())
     };
-    let ids = |name: &str, table: &[Box<str>], ix: &dyn Fn(&Attempt) -> u32| -> Column {
-        Column::new(name.into(), a.iter().map(|x| &*table[ix(x) as usize]).collect::<Vec<&str>>())
+    let ids = |name: &str, table: &Ids, ix: &dyn Fn(&Attempt) -> u32| -> Column {
+        Column::new(name.into(), a.iter().map(|x| table.get(ix(x))).collect::<Vec<&str>>())
     };
     fn name<T: Into<&'static str>>(v: Option<T>) -> Option<&'static str> {
         v.map(Into::into)

@@ -225,21 +225,19 @@ pub fn chunk(world: &World, payers: std::ops::Range<u32>) -> Chunk {
     let mut h = History::default();
     let n: usize = per_payer.iter().map(|(r, _)| r.len()).sum();
     h.attempts.reserve(n);
-    h.attempt_ids.reserve(n);
+    h.attempt_ids.reserve(n, 19);
     let mut timezone_missing = Vec::with_capacity(n);
     for (rows, tz_missing) in per_payer {
         let Some(first) = rows.first() else { continue };
-        let customer = h.customer_ids.len() as u32;
-        h.customer_ids.push(format!("cus_{:08}", first.customer.0).into());
+        let customer = h.customer_ids.push_fmt(format_args!("cus_{:08}", first.customer.0));
         let mut last_cycle = None;
         for mut a in rows {
             let cycle = a.payment.0;
             if last_cycle != Some(cycle) {
-                h.payment_ids.push(format!("pay_{:08}_{:03}", a.customer.0, cycle).into());
+                h.payment_ids.push_fmt(format_args!("pay_{:08}_{:03}", a.customer.0, cycle));
                 last_cycle = Some(cycle);
             }
-            h.attempt_ids.push(format!("att_{:08}_{:03}_{:02}", a.customer.0, cycle, a.attempt_number).into());
-            a.attempt_ix = (h.attempt_ids.len() - 1) as u32;
+            a.attempt_ix = h.attempt_ids.push_fmt(format_args!("att_{:08}_{:03}_{:02}", a.customer.0, cycle, a.attempt_number));
             a.payment = PaymentIx((h.payment_ids.len() - 1) as u32);
             a.customer = CustomerIx(customer);
             h.attempts.push(a);
