@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use hashbrown::HashTable;
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -246,6 +245,37 @@ impl Ids {
         self.ends.is_empty()
     }
 
+    /// For each id, the index of the first id with the same text. Found by a
+    /// parallel sort of (hash, index) pairs: cache-friendly where probing a
+    /// hash table of millions of ids is not.
+    pub fn canonical(&self) -> Vec<u32> {
+        use rayon::prelude::*;
+        let n = self.len() as u32;
+        let mut keyed: Vec<(u64, u32)> = (0..n).into_par_iter().map(|i| (id_hash(self.get(i)), i)).collect();
+        keyed.par_sort_unstable();
+        let mut canon: Vec<u32> = (0..n).collect();
+        for group in keyed.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
+            // Equal hashes, ascending index: compare the strings.
+            for (k, &(_, later)) in group.iter().enumerate().skip(1) {
+                if let Some(&(_, first)) = group[..k].iter().find(|&&(_, e)| self.get(e) == self.get(later)) {
+                    canon[later as usize] = canon[first as usize];
+                }
+            }
+        }
+        canon
+    }
+
+    /// The distinct ids in first-seen order, and for each id its index among them.
+    pub fn dedup(&self) -> (Ids, Vec<u32>) {
+        let canon = self.canonical();
+        let mut distinct = Ids::default();
+        let mut rank = vec![0u32; self.len()];
+        for (i, &c) in canon.iter().enumerate() {
+            rank[i] = if c as usize == i { distinct.push(self.get(c)) } else { rank[c as usize] };
+        }
+        (distinct, rank)
+    }
+
     /// Reserve room for `n` more ids of about `avg_len` bytes.
     pub fn reserve(&mut self, n: usize, avg_len: usize) {
         self.ends.reserve(n);
@@ -253,31 +283,9 @@ impl Ids {
     }
 }
 
-/// Interns strings to dense `u32` indices in first-seen order.
-#[derive(Debug, Default)]
-struct Interner {
-    names: Ids,
-    table: HashTable<u32>,
-}
-
-/// The hasher of every interner; rows hash their ids in parallel with it.
+/// Hash of an id, for grouping equal ids.
 fn id_hash(s: &str) -> u64 {
     foldhash::fast::FixedState::with_seed(0x7265_636f_7570).hash_one(s)
-}
-
-impl Interner {
-    /// The index of `s` (whose [`id_hash`] is `hash`) and whether it was new.
-    fn intern(&mut self, s: &str, hash: u64) -> (u32, bool) {
-        let names = &self.names;
-        if let Some(&ix) = self.table.find(hash, |&ix| names.get(ix) == s) {
-            return (ix, false);
-        }
-        let ix = self.names.push(s);
-        let names = &self.names;
-        self.table.insert_unique(hash, ix, |&i| id_hash(names.get(i)));
-        (ix, true)
-    }
-
 }
 
 /// List the files a path stands for: itself, or every .parquet/.csv below a directory, sorted.
@@ -336,51 +344,78 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
     let mut loader = Loader::new(opts, &files);
     for (file_ix, file) in files.iter().enumerate() {
         let kind = file_kind(file).ok_or_else(|| LoadError::UnsupportedFile { path: file.clone() })?;
-        let df = read_frame(file, kind, &mut loader.unknown_columns)?;
-        loader.ingest(file, file_ix as u32, kind == FileKind::Csv, df)?;
+        let rows = match kind {
+            FileKind::Parquet => {
+                // Slice by slice: only one slice of the decoded file is in memory at a time.
+                let (rows, keep) = parquet_layout(file, &mut loader.unknown_columns)?;
+                loader.attempts.reserve(rows);
+                for start in (0..rows).step_by(PARQUET_SLICE_ROWS) {
+                    let len = PARQUET_SLICE_ROWS.min(rows - start);
+                    let df = read_parquet_slice(file, &keep, start, len)?;
+                    loader.ingest(file, file_ix as u32, false, df, start)?;
+                }
+                rows
+            }
+            FileKind::Csv => {
+                let df = read_csv(file, &mut loader.unknown_columns)?;
+                let rows = df.height();
+                loader.ingest(file, file_ix as u32, true, df, 0)?;
+                rows
+            }
+        };
+        loader.report.files.push((file.clone(), rows as u64));
+        loader.report.rows_read += rows as u64;
     }
     let history = loader.finish()?;
     Ok(History { files, ..history })
 }
 
-/// Read one file into a DataFrame holding only the contract columns it has.
-fn read_frame(path: &Path, kind: FileKind, unknown: &mut Vec<String>) -> Result<DataFrame, LoadError> {
+/// Rows of a Parquet file read at once (whole row groups are decoded per slice).
+const PARQUET_SLICE_ROWS: usize = 1 << 19;
+
+fn is_contract_column(name: &str) -> bool {
+    CONTRACT_COLUMNS.iter().any(|(c, _)| *c == name)
+}
+
+fn note_unknown_columns(names: impl Iterator<Item = String>, unknown: &mut Vec<String>) {
+    for n in names {
+        if !is_contract_column(&n) && !unknown.contains(&n) {
+            unknown.push(n);
+        }
+    }
+}
+
+/// A Parquet file's row count and the contract columns it has (noting the others).
+fn parquet_layout(path: &Path, unknown: &mut Vec<String>) -> Result<(usize, Vec<String>), LoadError> {
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
-    let known = |name: &str| CONTRACT_COLUMNS.iter().any(|(c, _)| *c == name);
-    let mut note_unknown = |names: &mut dyn Iterator<Item = String>| {
-        for n in names {
-            if !known(&n) && !unknown.contains(&n) {
-                unknown.push(n);
-            }
-        }
-    };
-    let df = match kind {
-        FileKind::Parquet => {
-            let f = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
-            let mut reader = ParquetReader::new(f);
-            let schema = reader.schema().map_err(pe)?;
-            let names: Vec<String> = schema.iter_names().map(|n| n.to_string()).collect();
-            note_unknown(&mut names.iter().cloned());
-            let keep: Vec<String> = names.into_iter().filter(|n| known(n)).collect();
-            reader.with_columns(Some(keep)).finish().map_err(pe)?
-        }
-        FileKind::Csv => {
-            // Every column as text: we parse and validate ourselves, so a bad
-            // value is reported with its row instead of failing the whole read.
-            let df = CsvReadOptions::default()
-                .with_has_header(true)
-                .with_infer_schema_length(Some(0))
-                .try_into_reader_with_file_path(Some(path.to_path_buf()))
-                .map_err(pe)?
-                .finish()
-                .map_err(pe)?;
-            note_unknown(&mut df.get_column_names().into_iter().map(|n| n.to_string()));
-            let keep: Vec<PlSmallStr> =
-                df.get_column_names().into_iter().filter(|n| known(n.as_str())).cloned().collect();
-            df.select(keep).map_err(pe)?
-        }
-    };
-    Ok(df)
+    let f = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let mut reader = ParquetReader::new(f);
+    let names: Vec<String> = reader.schema().map_err(pe)?.iter_names().map(|n| n.to_string()).collect();
+    note_unknown_columns(names.iter().cloned(), unknown);
+    let rows = reader.num_rows().map_err(pe)?;
+    Ok((rows, names.into_iter().filter(|n| is_contract_column(n)).collect()))
+}
+
+fn read_parquet_slice(path: &Path, columns: &[String], start: usize, len: usize) -> Result<DataFrame, LoadError> {
+    let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let f = File::open(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    ParquetReader::new(f).with_columns(Some(columns.to_vec())).with_slice(Some((start, len))).finish().map_err(pe)
+}
+
+/// Read a CSV file with every column as text: we parse and validate
+/// ourselves, so a bad value is reported with its row instead of failing the read.
+fn read_csv(path: &Path, unknown: &mut Vec<String>) -> Result<DataFrame, LoadError> {
+    let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .map_err(pe)?
+        .finish()
+        .map_err(pe)?;
+    note_unknown_columns(df.get_column_names().into_iter().map(|n| n.to_string()), unknown);
+    let keep: Vec<PlSmallStr> = df.get_column_names().into_iter().filter(|n| is_contract_column(n.as_str())).cloned().collect();
+    df.select(keep).map_err(pe)
 }
 
 /// A typed view of one contract column of one file.
@@ -717,8 +752,10 @@ struct Loader<'o> {
     files: &'o [PathBuf],
     attempts: Vec<Attempt>,
     attempt_ids: Ids,
-    payment_ids: Interner,
-    customer_ids: Interner,
+    /// Payment ids as read (one entry per change from the previous row); made distinct in `finish`.
+    payment_ids: Ids,
+    /// Customer ids as read, likewise.
+    customer_ids: Ids,
     report: LoadReport,
     unknown_columns: Vec<String>,
     rejects: Vec<(RowError, Vec<Option<String>>)>,
@@ -731,8 +768,8 @@ impl<'o> Loader<'o> {
             files,
             attempts: Vec::new(),
             attempt_ids: Ids::default(),
-            payment_ids: Interner::default(),
-            customer_ids: Interner::default(),
+            payment_ids: Ids::default(),
+            customer_ids: Ids::default(),
             report: LoadReport::default(),
             unknown_columns: Vec::new(),
             rejects: Vec::new(),
@@ -750,15 +787,14 @@ impl<'o> Loader<'o> {
         Ok(())
     }
 
-    fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, mut df: DataFrame) -> Result<(), LoadError> {
+    /// Validate and take the rows of `df`, whose first row is data row `first_row + 1` of the file.
+    fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, mut df: DataFrame, first_row: usize) -> Result<(), LoadError> {
         let height = df.height();
-        self.report.files.push((path.to_path_buf(), height as u64));
-        self.report.rows_read += height as u64;
         self.attempts.reserve(height);
         self.attempt_ids.reserve(height, 20);
         // Parsed rows of one block; reused so its pages are touched once.
         let mut parsed: Vec<Cell<(Attempt, RowNotes)>> = Vec::new();
-        let mut offset = 0usize;
+        let mut offset = first_row;
         // One chunk (Parquet row group) at a time: zero-copy when the columns'
         // chunks line up, and each column view is a single array.
         for chunk in df.split_chunks() {
@@ -787,7 +823,7 @@ impl<'o> Loader<'o> {
         const BLOCK: usize = 1 << 16;
         let raw_fields = |i: usize| cols.iter().map(|c| c.raw(i)).collect::<Vec<_>>();
         // The previous row's payment and customer: exports usually keep a
-        // payment's rows together, so most rows skip the hash-table probe.
+        // payment's rows together, so most rows store no new id text.
         let mut prev_payment: Option<(&str, u32)> = None;
         let mut prev_customer: Option<(&str, u32)> = None;
         for block in (0..height).step_by(BLOCK) {
@@ -819,12 +855,12 @@ impl<'o> Loader<'o> {
                 attempt.attempt_ix = self.attempt_ids.push(attempt_id);
                 let payment = match prev_payment {
                     Some((s, ix)) if s == payment_id => ix,
-                    _ => self.payment_ids.intern(payment_id, id_hash(payment_id)).0,
+                    _ => self.payment_ids.push(payment_id),
                 };
                 prev_payment = Some((payment_id, payment));
                 let customer = match prev_customer {
                     Some((s, ix)) if s == customer_id => ix,
-                    _ => self.customer_ids.intern(customer_id, id_hash(customer_id)).0,
+                    _ => self.customer_ids.push(customer_id),
                 };
                 prev_customer = Some((customer_id, customer));
                 attempt.payment = PaymentIx(payment);
@@ -841,6 +877,14 @@ impl<'o> Loader<'o> {
     }
 
     fn finish(mut self) -> Result<History, LoadError> {
+        use rayon::prelude::*;
+        let (payments, payment_rank) = self.payment_ids.dedup();
+        let (customers, customer_rank) = self.customer_ids.dedup();
+        self.attempts.par_iter_mut().for_each(|a| {
+            a.payment = PaymentIx(payment_rank[a.payment.0 as usize]);
+            a.customer = CustomerIx(customer_rank[a.customer.0 as usize]);
+        });
+        (self.payment_ids, self.customer_ids) = (payments, customers);
         self.reject_duplicate_ids()?;
         // In place: a stable sort would allocate half the table again; attempt_ix makes the key total.
         self.attempts.sort_unstable_by_key(|a| (a.payment, a.attempt_number, a.attempted_at, a.attempt_ix));
@@ -860,31 +904,23 @@ impl<'o> Loader<'o> {
         Ok(History {
             attempts: self.attempts,
             attempt_ids: self.attempt_ids,
-            payment_ids: self.payment_ids.names,
-            customer_ids: self.customer_ids.names,
+            payment_ids: self.payment_ids,
+            customer_ids: self.customer_ids,
             files: Vec::new(),
             report: self.report,
         })
     }
 
-    /// `attempt_id` must be unique across all files. Found by sorting
-    /// (hash, row) pairs in parallel — cache-friendly where probing a hash
-    /// table of millions of ids is not. The later of two rows is the duplicate.
+    /// `attempt_id` must be unique across all files; the later of two rows is the duplicate.
     fn reject_duplicate_ids(&mut self) -> Result<(), LoadError> {
-        use rayon::prelude::*;
-        let ids = &self.attempt_ids;
-        let mut keyed: Vec<(u64, SourceRow, u32)> =
-            self.attempts.par_iter().map(|a| (id_hash(ids.get(a.attempt_ix)), a.source, a.attempt_ix)).collect();
-        keyed.par_sort_unstable();
-        let mut duplicates: Vec<(SourceRow, u32, SourceRow)> = Vec::new();
-        for group in keyed.chunk_by(|a, b| a.0 == b.0).filter(|g| g.len() > 1) {
-            // Equal hashes: compare the strings; each later row names its first twin.
-            for (k, later) in group.iter().enumerate().skip(1) {
-                if let Some(first) = group[..k].iter().find(|e| ids.get(e.2) == ids.get(later.2)) {
-                    duplicates.push((later.1, later.2, first.1));
-                }
-            }
-        }
+        // Accepted rows are in load order here: attempt_ix is the position.
+        let canon = self.attempt_ids.canonical();
+        let mut duplicates: Vec<(SourceRow, u32, SourceRow)> = self
+            .attempts
+            .iter()
+            .filter(|a| canon[a.attempt_ix as usize] != a.attempt_ix)
+            .map(|a| (a.source, a.attempt_ix, self.attempts[canon[a.attempt_ix as usize] as usize].source))
+            .collect();
         if duplicates.is_empty() {
             return Ok(());
         }
@@ -965,8 +1001,8 @@ impl<'o> Loader<'o> {
         let s = |v: &str| Some(v.to_string());
         vec![
             s(self.attempt_ids.get(a.attempt_ix)),
-            s(self.payment_ids.names.get(a.payment.0)),
-            s(self.customer_ids.names.get(a.customer.0)),
+            s(self.payment_ids.get(a.payment.0)),
+            s(self.customer_ids.get(a.customer.0)),
             Some(a.attempted_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
             Some(a.attempt_number.to_string()),
             Some(a.amount.minor.to_string()),
