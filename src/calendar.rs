@@ -294,25 +294,32 @@ impl DateRule {
 /// Years whose holidays are memoized (computed once on first use).
 const MEMO_YEARS: std::ops::RangeInclusive<i32> = 1990..=2100;
 
-/// Memoized holiday lists: a pure cache of [`compute_holidays`], filled once.
+/// Countries with holiday tables, in memo order.
+const MEMO_COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "NL", "DK", "SE", "NO"];
+
+/// Memoized holiday lists: a pure cache of [`compute_holidays`], filled once
+/// and indexed by (country, year) without hashing — business-day checks sit
+/// on the simulator's hot path.
 fn memo(country: Country, year: i32) -> Option<&'static [NaiveDate]> {
-    use std::collections::HashMap;
     use std::sync::OnceLock;
-    static MEMO: OnceLock<HashMap<(Country, i32), Vec<NaiveDate>>> = OnceLock::new();
+    static MEMO: OnceLock<Vec<Vec<NaiveDate>>> = OnceLock::new();
     if !MEMO_YEARS.contains(&year) {
         return None;
     }
-    let map = MEMO.get_or_init(|| {
-        let mut m = HashMap::new();
-        for c in ["US", "GB", "DE", "FR", "NL", "DK", "SE", "NO"] {
-            let c: Country = c.parse().expect("valid country literal");
-            for y in MEMO_YEARS {
-                m.insert((c, y), compute_holidays(c, y));
-            }
-        }
-        m
+    let Some(c) = MEMO_COUNTRIES.iter().position(|c| *c == country.as_str()) else {
+        return Some(&[]); // no holiday table: weekends only
+    };
+    let years = MEMO_YEARS.end() - MEMO_YEARS.start() + 1;
+    let table = MEMO.get_or_init(|| {
+        MEMO_COUNTRIES
+            .iter()
+            .flat_map(|c| {
+                let c: Country = c.parse().expect("valid country literal");
+                MEMO_YEARS.map(move |y| compute_holidays(c, y))
+            })
+            .collect()
     });
-    Some(map.get(&(country, year)).map(Vec::as_slice).unwrap_or(&[]))
+    Some(&table[c * years as usize + (year - MEMO_YEARS.start()) as usize])
 }
 
 /// All bank holidays of a country in a year (observed dates), sorted.

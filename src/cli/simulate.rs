@@ -8,7 +8,7 @@ use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use polars::prelude::*;
 
-use crate::sim::generate::chunk;
+use crate::sim::generate::frame;
 use crate::sim::{World, WorldConfig};
 
 /// Output format.
@@ -125,10 +125,10 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         let mut totals = (0usize, 0usize);
         for range in ranges {
             let n = range.len() as u64;
-            let c = chunk(&world, range);
-            totals.0 += c.history.attempts.len();
-            totals.1 += c.history.payment_ids.len();
-            if tx.send(c.to_frame()?).is_err() {
+            let (df, rows, payments) = frame(&world, range)?;
+            totals.0 += rows;
+            totals.1 += payments;
+            if tx.send(df).is_err() {
                 break; // the writer failed; its error is reported below
             }
             bar.inc(n);

@@ -14,6 +14,7 @@ use crate::domain::{
     Attempt, BillingInterval, Channel, CustomerIx, Money, Outcome, PaymentIx, SourceRow,
 };
 use crate::history::History;
+use polars::prelude::DataFrame;
 use crate::rules::{check_retry, Proposal, RuleViolation};
 
 /// The logging policy's choice for one retry, with its propensity.
@@ -76,7 +77,12 @@ fn next_charge(interval: BillingInterval, t: DateTime<Utc>) -> DateTime<Utc> {
 pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
     let payer = world.payer(payer_id);
     let cfg = &world.cfg;
-    let mut rows = Vec::new();
+    let cycles = match payer.interval {
+        BillingInterval::Week => (world.end - world.start).num_days() / 7,
+        BillingInterval::Month => (world.end - world.start).num_days() / 28,
+        BillingInterval::Year => 2,
+    };
+    let mut rows = Vec::with_capacity(cycles as usize + 8);
     let mut t = payer.first_charge;
     let mut cycle = 0u32;
     let mut rng = world.payer_rng(payer_id);
@@ -221,11 +227,51 @@ impl Chunk {
 /// depend on the number of threads).
 pub fn chunk(world: &World, payers: std::ops::Range<u32>) -> Chunk {
     use rayon::prelude::*;
-    let per_payer: Vec<(Vec<Attempt>, bool)> = payers.into_par_iter().map(|id| payer_rows(world, id)).collect();
+    assemble(payers.into_par_iter().map(|id| payer_rows(world, id)).collect())
+}
+
+/// The rows of a range of payers as one DataFrame, built in parallel from
+/// sub-ranges (generation and conversion both use every core). The result
+/// is the same as `chunk(world, payers).to_frame()`.
+pub fn frame(world: &World, payers: std::ops::Range<u32>) -> polars::prelude::PolarsResult<(DataFrame, usize, usize)> {
+    use rayon::prelude::*;
+    const SUB: u32 = 4096;
+    let subs: Vec<std::ops::Range<u32>> =
+        payers.clone().step_by(SUB as usize).map(|s| s..(s + SUB).min(payers.end)).collect();
+    let parts = subs
+        .into_par_iter()
+        .map(|r| {
+            let c = assemble(r.map(|id| payer_rows(world, id)).collect());
+            let counts = (c.history.attempts.len(), c.history.payment_ids.len());
+            c.to_frame().map(|df| (df, counts))
+        })
+        .collect::<polars::prelude::PolarsResult<Vec<_>>>()?;
+    let mut out: Option<DataFrame> = None;
+    let (mut rows, mut payments) = (0, 0);
+    for (df, (r, p)) in parts {
+        rows += r;
+        payments += p;
+        match out.as_mut() {
+            None => out = Some(df),
+            Some(o) => {
+                o.vstack_mut_owned(df)?;
+            }
+        }
+    }
+    // One contiguous chunk per column: the written file does not depend on how the work was split.
+    let mut out = out.unwrap_or_default();
+    out.rechunk_mut_par();
+    Ok((out, rows, payments))
+}
+
+/// Number the ids of per-payer rows, in payer order.
+fn assemble(per_payer: Vec<(Vec<Attempt>, bool)>) -> Chunk {
     let mut h = History::default();
     let n: usize = per_payer.iter().map(|(r, _)| r.len()).sum();
     h.attempts.reserve(n);
     h.attempt_ids.reserve(n, 19);
+    h.payment_ids.reserve(n, 16);
+    h.customer_ids.reserve(per_payer.len(), 12);
     let mut timezone_missing = Vec::with_capacity(n);
     for (rows, tz_missing) in per_payer {
         let Some(first) = rows.first() else { continue };

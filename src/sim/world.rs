@@ -639,17 +639,21 @@ impl World {
         // Funds declines happen when the money is short: weight them by the
         // payer's chance of not having it now (mean ≈ 1 over the population).
         let short = 1.6 * (1.0 - sigmoid(self.funds_logit(payer, at, 0)));
-        let weighted: Vec<(DeclineCode, f64)> = mix
-            .iter()
-            .map(|&(d, w)| (d, if d.class() == DeclineClass::SoftFunds { w * short } else { w }))
-            .collect();
+        let weight = |d: DeclineCode, w: f64| if d.class() == DeclineClass::SoftFunds { w * short } else { w };
         let base: f64 = mix.iter().map(|(_, w)| w).sum();
-        let now: f64 = weighted.iter().map(|(_, w)| w).sum();
+        let now: f64 = mix.iter().map(|&(d, w)| weight(d, w)).sum();
         let p_fail = (rate * now / base.max(1e-12)).min(1.0);
         if rng.random::<f64>() >= p_fail {
             return None;
         }
-        Some(pick(&mut rng, &weighted))
+        let mut u = rng.random::<f64>() * now;
+        for &(d, w) in mix {
+            u -= weight(d, w);
+            if u < 0.0 {
+                return Some(d);
+            }
+        }
+        mix.last().map(|(d, _)| *d)
     }
 
     /// The logging policy's random stream for an episode.
