@@ -137,6 +137,8 @@ pub struct LoadOptions {
     pub skip_bad_rows: bool,
     /// Where skipped rows are written (CSV). Defaults to `rejects.csv` in the current directory.
     pub reject_path: Option<PathBuf>,
+    /// Rows of a Parquet file decoded at a time (default [`PARQUET_SLICE_ROWS`]); bounds memory.
+    pub parquet_slice_rows: Option<usize>,
 }
 
 /// Counts and notes from one load, for `history check` and logs.
@@ -348,9 +350,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
             FileKind::Parquet => {
                 // Slice by slice: only one slice of the decoded file is in memory at a time.
                 let (rows, keep) = parquet_layout(file, &mut loader.unknown_columns)?;
+                let slice = opts.parquet_slice_rows.unwrap_or(PARQUET_SLICE_ROWS).max(1);
                 loader.attempts.reserve(rows);
-                for start in (0..rows).step_by(PARQUET_SLICE_ROWS) {
-                    let len = PARQUET_SLICE_ROWS.min(rows - start);
+                for start in (0..rows).step_by(slice) {
+                    let len = slice.min(rows - start);
                     let df = read_parquet_slice(file, &keep, start, len)?;
                     loader.ingest(file, file_ix as u32, false, df, start)?;
                 }
@@ -371,7 +374,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
 }
 
 /// Rows of a Parquet file read at once (whole row groups are decoded per slice).
-const PARQUET_SLICE_ROWS: usize = 1 << 19;
+pub const PARQUET_SLICE_ROWS: usize = 1 << 19;
 
 fn is_contract_column(name: &str) -> bool {
     CONTRACT_COLUMNS.iter().any(|(c, _)| *c == name)

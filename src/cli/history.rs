@@ -49,7 +49,7 @@ pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn check(a: &CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()) };
+    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() };
     let started = std::time::Instant::now();
     let history = load(&a.path, &opts).with_context(|| format!("checking history {}", a.path.display()))?;
     let elapsed = started.elapsed();

@@ -46,7 +46,7 @@ impl From<Compression> for ParquetCompression {
 
 /// Generate payment history (contract v1) from a simulated world.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The same seed and parameters give byte-identical output.\n\nExamples:\n  recoup simulate --payers 20000 --months 12 --seed 7 --out data/sample/history.parquet\n  recoup simulate --payers 1000 --months 3 --out h.csv --world world.toml\n\nThe world's parameters and their sources are documented in data/README.md;\nprint the defaults as a TOML file to start from with --print-world.")]
+#[command(after_help = "The same seed and parameters give the same rows (and the same bytes from the same build).\n\nExamples:\n  recoup simulate --payers 20000 --months 12 --seed 7 --out data/sample/history.parquet\n  recoup simulate --payers 1000 --months 3 --out h.csv --world world.toml\n\nThe world's parameters and their sources are documented in data/README.md;\nprint the defaults as a TOML file to start from with --print-world.")]
 pub struct Args {
     /// Number of payers (subscribers).
     #[arg(long, default_value_t = 10_000)]

@@ -211,7 +211,7 @@ fn skip_bad_rows_writes_rejects_and_keeps_the_rest() {
     rows.push(row("s1", "seq", 1, "2026-03-04T09:00:00Z", "failed")); // time goes back: whole payment out
     write_csv(&path, &rows);
     let rejects = dir.path().join("rejects.csv");
-    let h = load(&path, &LoadOptions { skip_bad_rows: true, reject_path: Some(rejects.clone()) }).expect("skips");
+    let h = load(&path, &LoadOptions { skip_bad_rows: true, reject_path: Some(rejects.clone()), ..LoadOptions::default() }).expect("skips");
     assert_eq!(h.attempts.len(), 2, "only the good payment remains");
     assert_eq!(h.report.rows_read, 6);
     assert_eq!(h.report.rows_rejected, 4);
@@ -305,4 +305,30 @@ fn empty_directory_and_wrong_types_give_clear_errors() {
     assert!(err.contains("no .parquet or .csv files"), "{err}");
     let err = load(&dir.path().join("nope.csv"), &strict()).expect_err("missing").to_string();
     assert!(err.contains("nope.csv"), "{err}");
+}
+
+#[test]
+fn parquet_read_in_small_slices_gives_the_same_history_and_row_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("h.csv");
+    write_csv(&csv, &varied_rows(200));
+    let whole = load(&csv, &strict()).expect("loads");
+    let pq = dir.path().join("h.parquet");
+    write(&whole, &pq).expect("write");
+    let sliced = LoadOptions { parquet_slice_rows: Some(7), ..LoadOptions::default() };
+    let h = load(&pq, &sliced).expect("loads in slices");
+    assert_eq!(to_frame(&whole).unwrap(), to_frame(&h).unwrap());
+    assert_eq!(h.report.rows_read, whole.report.rows_read);
+    assert_eq!(h.report.files.len(), 1, "one file, however many slices");
+
+    // a bad value in a later slice names its row in the file
+    let mut df = to_frame(&whole).unwrap();
+    let n = df.height();
+    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
+        .enumerate().map(|(i, v)| if i == n - 3 { -1 } else { v }).collect();
+    df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
+    let bad = dir.path().join("bad.parquet");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&bad).unwrap()).finish(&mut df).unwrap();
+    let err = load(&bad, &sliced).expect_err("negative").to_string();
+    assert!(err.contains(&format!("row {}, column `amount_minor`", n - 2)), "{err}");
 }
