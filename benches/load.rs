@@ -11,6 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+use common::vm_hwm_mib;
+
 use chrono::{Duration, TimeZone, Utc};
 use recoup::declines::DeclineCode;
 use recoup::domain::*;
@@ -46,17 +50,6 @@ fn main() {
     println!("  runs: {}", results.iter().map(|r| format!("{:.3} s", r.1)).collect::<Vec<_>>().join(", "));
     println!("  of which polars alone needs {read_secs:.3} s to decode the file into a DataFrame");
     println!("  peak RSS {peak_mb:.0} MiB, decoded table {decoded_mb:.0} MiB, ratio {:.2}×", peak_mb / decoded_mb);
-}
-
-fn vm_hwm_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
 }
 
 fn child(path: &Path) {

@@ -8,20 +8,13 @@
 
 use std::time::Instant;
 
+#[path = "common.rs"]
+mod common;
+use common::vm_hwm_mib;
+
 use clap::Parser;
 use polars::prelude::SerReader;
 use recoup::cli::{run, Cli};
-
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 fn main() {
     let payers: u32 = std::env::var("RECOUP_BENCH_PAYERS").ok().and_then(|s| s.parse().ok()).unwrap_or(400_000);

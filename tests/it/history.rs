@@ -5,7 +5,7 @@ use recoup::declines::DeclineCode;
 use recoup::domain::{Channel, Outcome, PaymentMethod};
 use recoup::history::{load, to_frame, write, History, LoadError, LoadOptions};
 
-use crate::support::{recovered_payment, row, set, temp_file, varied_rows, write_csv};
+use crate::support::{recovered_payment, row, set, temp_file, varied_rows, write_csv, write_parquet_with_amount};
 
 fn strict() -> LoadOptions {
     LoadOptions::default()
@@ -287,13 +287,8 @@ fn parquet_bad_values_name_row_and_column_too() {
     let csv = dir.path().join("h.csv");
     write_csv(&csv, &varied_rows(10));
     let h = load(&csv, &strict()).expect("loads");
-    let mut df = to_frame(&h).unwrap();
-    // make row 4's amount negative
-    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
-        .enumerate().map(|(i, v)| if i == 3 { -10 } else { v }).collect();
-    df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
     let pq = dir.path().join("bad.parquet");
-    polars::prelude::ParquetWriter::new(std::fs::File::create(&pq).unwrap()).finish(&mut df).unwrap();
+    write_parquet_with_amount(&h, &pq, 3, -10); // data row 4
     let err = load(&pq, &strict()).expect_err("negative").to_string();
     assert!(err.contains("bad.parquet row 4, column `amount_minor`") && err.contains("-10"), "{err}");
 }
@@ -322,13 +317,9 @@ fn parquet_read_in_small_slices_gives_the_same_history_and_row_numbers() {
     assert_eq!(h.report.files.len(), 1, "one file, however many slices");
 
     // a bad value in a later slice names its row in the file
-    let mut df = to_frame(&whole).unwrap();
-    let n = df.height();
-    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
-        .enumerate().map(|(i, v)| if i == n - 3 { -1 } else { v }).collect();
-    df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
+    let n = whole.attempts.len();
     let bad = dir.path().join("bad.parquet");
-    polars::prelude::ParquetWriter::new(std::fs::File::create(&bad).unwrap()).finish(&mut df).unwrap();
+    write_parquet_with_amount(&whole, &bad, n - 3, -1);
     let err = load(&bad, &sliced).expect_err("negative").to_string();
     assert!(err.contains(&format!("row {}, column `amount_minor`", n - 2)), "{err}");
 }

@@ -12,6 +12,8 @@ use recoup::history::{load, History, LoadOptions};
 use recoup::sim::world::pay_bracket;
 use recoup::sim::{Action, Episode, StepResult, World, WorldConfig};
 
+use crate::support::simulate_to;
+
 const SEED: u64 = 20261122;
 
 /// One shared simulated history (6,000 payers × 12 months), written to Parquet
@@ -152,11 +154,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |seed: &str, name: &str| {
         let out = dir.path().join(name);
-        assert_cmd::Command::cargo_bin("recoup").unwrap()
-            .args(["simulate", "--payers", "300", "--months", "3", "--seed", seed, "-q", "--out"])
-            .arg(&out)
-            .assert()
-            .success();
+        simulate_to(&["--payers", "300", "--months", "3", "--seed", seed], &out);
         std::fs::read(out).expect("written")
     };
     assert_eq!(run("5", "a.parquet"), run("5", "b.parquet"));
@@ -171,11 +169,7 @@ fn chunking_does_not_change_the_output() {
     let dir = tempfile::tempdir().expect("tempdir");
     let run = |chunk: &str, name: &str| {
         let out = dir.path().join(name);
-        assert_cmd::Command::cargo_bin("recoup").unwrap()
-            .args(["simulate", "--payers", "500", "--months", "2", "--seed", "9", "-q", "--chunk-payers", chunk, "--out"])
-            .arg(&out)
-            .assert()
-            .success();
+        simulate_to(&["--payers", "500", "--months", "2", "--seed", "9", "--chunk-payers", chunk], &out);
         load(&out, &LoadOptions::default()).expect("loads")
     };
     let (a, b) = (run("500", "a.parquet"), run("37", "b.parquet"));

@@ -121,3 +121,21 @@ pub fn varied_rows(payments: usize) -> Vec<Vec<(&'static str, String)>> {
     }
     rows
 }
+
+/// Write `h` to Parquet at `path` with row `row` (0-based) given amount `amount`:
+/// a contract violation that only a Parquet file can carry as a typed value.
+pub fn write_parquet_with_amount(h: &recoup::history::History, path: &Path, row: usize, amount: i64) {
+    let mut df = recoup::history::to_frame(h).expect("frame");
+    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
+        .enumerate().map(|(i, v)| if i == row { amount } else { v }).collect();
+    df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
+    polars::prelude::ParquetWriter::new(std::fs::File::create(path).unwrap()).finish(&mut df).unwrap();
+}
+
+/// Run `recoup simulate` with `args` into `out` and assert it succeeded.
+pub fn simulate_to(args: &[&str], out: &Path) {
+    assert_cmd::Command::cargo_bin("recoup").unwrap()
+        .arg("simulate").args(args).arg("-q").arg("--out").arg(out)
+        .assert()
+        .success();
+}
