@@ -221,11 +221,9 @@ impl Ids {
         (self.ends.len() - 1) as u32
     }
 
-    /// Append an id written by `format_args!`, without an intermediate String.
-    pub fn push_fmt(&mut self, args: std::fmt::Arguments<'_>) -> u32 {
-        use std::fmt::Write;
-        // Writing into a String cannot fail.
-        let _ = self.bytes.write_fmt(args);
+    /// Append an id written by `write` straight into the buffer, without an intermediate String.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut String)) -> u32 {
+        write(&mut self.bytes);
         self.ends.push(self.bytes.len());
         (self.ends.len() - 1) as u32
     }

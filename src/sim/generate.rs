@@ -86,6 +86,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
     let mut t = payer.first_charge;
     let mut cycle = 0u32;
     let mut rng = world.payer_rng(payer_id);
+    let mut charges = world.charges_rng(payer_id);
     let churn_per_cycle = match payer.interval {
         BillingInterval::Week => cfg.monthly_churn / 4.3,
         BillingInterval::Month => cfg.monthly_churn,
@@ -120,7 +121,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             propensity: Some(1.0),
             source: SourceRow::default(),
         };
-        let Some(decline) = world.charge_outcome(&payer, cycle, t) else {
+        let Some(decline) = world.charge_outcome(&payer, &mut charges, t) else {
             rows.push(base);
             t = next_charge(payer.interval, t);
             cycle += 1;
@@ -264,6 +265,28 @@ pub fn frame(world: &World, payers: std::ops::Range<u32>) -> polars::prelude::Po
     Ok((out, rows, payments))
 }
 
+/// Write `prefix` then each number zero-padded to its width, joined by `_`
+/// (`att_00000042_003_01`). Ids are written millions of times: no `fmt` machinery.
+fn id(buf: &mut String, prefix: &str, parts: &[(u32, usize)]) {
+    buf.push_str(prefix);
+    for (k, &(mut n, width)) in parts.iter().enumerate() {
+        if k > 0 {
+            buf.push('_');
+        }
+        let mut digits = [b'0'; 10];
+        let mut i = digits.len();
+        while n > 0 {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        let len = (digits.len() - i).max(width).min(digits.len());
+        for &d in &digits[digits.len() - len..] {
+            buf.push(d as char);
+        }
+    }
+}
+
 /// Number the ids of per-payer rows, in payer order.
 fn assemble(per_payer: Vec<(Vec<Attempt>, bool)>) -> Chunk {
     let mut h = History::default();
@@ -275,15 +298,16 @@ fn assemble(per_payer: Vec<(Vec<Attempt>, bool)>) -> Chunk {
     let mut timezone_missing = Vec::with_capacity(n);
     for (rows, tz_missing) in per_payer {
         let Some(first) = rows.first() else { continue };
-        let customer = h.customer_ids.push_fmt(format_args!("cus_{:08}", first.customer.0));
+        let payer = first.customer.0;
+        let customer = h.customer_ids.push_with(|b| id(b, "cus_", &[(payer, 8)]));
         let mut last_cycle = None;
         for mut a in rows {
             let cycle = a.payment.0;
             if last_cycle != Some(cycle) {
-                h.payment_ids.push_fmt(format_args!("pay_{:08}_{:03}", a.customer.0, cycle));
+                h.payment_ids.push_with(|b| id(b, "pay_", &[(payer, 8), (cycle, 3)]));
                 last_cycle = Some(cycle);
             }
-            a.attempt_ix = h.attempt_ids.push_fmt(format_args!("att_{:08}_{:03}_{:02}", a.customer.0, cycle, a.attempt_number));
+            a.attempt_ix = h.attempt_ids.push_with(|b| id(b, "att_", &[(payer, 8), (cycle, 3), (a.attempt_number, 2)]));
             a.payment = PaymentIx((h.payment_ids.len() - 1) as u32);
             a.customer = CustomerIx(customer);
             h.attempts.push(a);
@@ -291,4 +315,22 @@ fn assemble(per_payer: Vec<(Vec<Attempt>, bool)>) -> Chunk {
         }
     }
     Chunk { history: h, timezone_missing }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id;
+
+    #[test]
+    fn ids_are_zero_padded_like_format() {
+        let cases: &[(u32, u32, u32)] = &[(0, 0, 0), (42, 3, 1), (99_999_999, 999, 99), (123_456_789, 1000, 100)];
+        for &(p, c, k) in cases {
+            let mut s = String::new();
+            id(&mut s, "att_", &[(p, 8), (c, 3), (k, 2)]);
+            assert_eq!(s, format!("att_{p:08}_{c:03}_{k:02}"));
+        }
+        let mut s = String::new();
+        id(&mut s, "cus_", &[(u32::MAX, 8)]);
+        assert_eq!(s, format!("cus_{:08}", u32::MAX));
+    }
 }

@@ -330,15 +330,20 @@ impl World {
     /// The payer's liquidity in [0, 1] at `t`: 1 right after pay day, draining to 0 before the next,
     /// minus rent and bills early in the month.
     pub fn liquidity(&self, payer: &Payer, t: DateTime<Utc>) -> f64 {
+        self.liquidity_local(payer, t.with_timezone(&payer.timezone).naive_local())
+    }
+
+    /// [`World::liquidity`] at a time already in the payer's local time
+    /// (the conversion is the costly part; callers convert once).
+    fn liquidity_local(&self, payer: &Payer, local: chrono::NaiveDateTime) -> f64 {
         let b = &self.cfg.behaviour;
-        let local = t.with_timezone(&payer.timezone);
         // Pay-day money arrives at `pay_credit_hour`; before that the day still belongs to the old period.
         let hours = local.hour() as f64 + local.minute() as f64 / 60.0;
         let shifted = hours - b.pay_credit_hour as f64;
         let (date, frac) = if shifted < 0.0 {
-            (local.date_naive() - Days::new(1), (shifted + 24.0) / 24.0)
+            (local.date() - Days::new(1), (shifted + 24.0) / 24.0)
         } else {
-            (local.date_naive(), shifted / 24.0)
+            (local.date(), shifted / 24.0)
         };
         let (prev, next) = pay_bracket(payer, date);
         let period = (next - prev).num_days().max(1) as f64;
@@ -350,9 +355,9 @@ impl World {
         l.clamp(0.0, 1.0)
     }
 
-    fn hour_effect(&self, payer: &Payer, t: DateTime<Utc>) -> f64 {
+    fn hour_effect(&self, local: chrono::NaiveDateTime) -> f64 {
         let b = &self.cfg.behaviour;
-        match t.with_timezone(&payer.timezone).hour() {
+        match local.hour() {
             4..=8 => b.early_morning_bonus,
             22..=23 | 0..=3 => -b.night_penalty,
             _ => 0.0,
@@ -361,8 +366,9 @@ impl World {
 
     /// Log-odds that the payer has the money at `t` after `retries` earlier retries.
     fn funds_logit(&self, payer: &Payer, t: DateTime<Utc>, retries: u32) -> f64 {
-        let l = self.liquidity(payer, t);
-        payer.funds_logit + payer.payday_sensitivity * (2.0 * l - 1.0) + self.hour_effect(payer, t)
+        let local = t.with_timezone(&payer.timezone).naive_local();
+        let l = self.liquidity_local(payer, local);
+        payer.funds_logit + payer.payday_sensitivity * (2.0 * l - 1.0) + self.hour_effect(local)
             - self.cfg.behaviour.retry_decay * retries as f64
     }
 
@@ -389,10 +395,11 @@ impl World {
                 sigmoid(self.funds_logit(payer, at, retries) + lift)
             }
             DeclineClass::SoftIssuer => {
-                let l = self.liquidity(payer, at);
+                let local = at.with_timezone(&payer.timezone).naive_local();
+                let l = self.liquidity_local(payer, local);
                 let lift = if lifted { self.cfg.channels.issuer_lift } else { 0.0 };
                 sigmoid(b.issuer_soft_logit - 2.0 * b.retry_decay * retries as f64 + 0.6 * (2.0 * l - 1.0)
-                    + 0.5 * self.hour_effect(payer, at) + lift)
+                    + 0.5 * self.hour_effect(local) + lift)
             }
             DeclineClass::Technical => {
                 let hours = (at - last.past.at).num_minutes() as f64 / 60.0;
@@ -627,11 +634,16 @@ impl World {
         (network, advice)
     }
 
-    /// Draw the outcome of payer `payer`'s scheduled charge number `cycle` at `at`:
-    /// `None` when it succeeds, else the decline.
-    pub fn charge_outcome(&self, payer: &Payer, cycle: u32, at: DateTime<Utc>) -> Option<DeclineCode> {
+    /// The stream of a payer's scheduled-charge draws, consumed in cycle order by [`World::charge_outcome`].
+    pub fn charges_rng(&self, payer: u32) -> ChaCha8Rng {
+        stream(self.seed, payer, u32::MAX, Stream::Charges)
+    }
+
+    /// Draw the outcome of a scheduled charge of `payer` at `at` from the payer's
+    /// charges stream (two draws per charge): `None` when it succeeds, else the decline.
+    pub fn charge_outcome(&self, payer: &Payer, rng: &mut ChaCha8Rng, at: DateTime<Utc>) -> Option<DeclineCode> {
         let f = &self.cfg.failures;
-        let mut rng = stream(self.seed, payer.id, cycle, Stream::Charges);
+        let (u_fail, u_reason) = (rng.random::<f64>(), rng.random::<f64>());
         let (rate, mix) = match payer.method {
             PaymentMethod::Card => (f.card_failure_rate, &f.card_decline_mix),
             _ => (f.debit_failure_rate, &f.debit_decline_mix),
@@ -643,10 +655,10 @@ impl World {
         let base: f64 = mix.iter().map(|(_, w)| w).sum();
         let now: f64 = mix.iter().map(|&(d, w)| weight(d, w)).sum();
         let p_fail = (rate * now / base.max(1e-12)).min(1.0);
-        if rng.random::<f64>() >= p_fail {
+        if u_fail >= p_fail {
             return None;
         }
-        let mut u = rng.random::<f64>() * now;
+        let mut u = u_reason * now;
         for &(d, w) in mix {
             u -= weight(d, w);
             if u < 0.0 {
