@@ -1,5 +1,9 @@
 //! Helpers shared by the bench scripts (included with `#[path]`).
 
+/// The binary's allocator (see `src/main.rs`), so benches measure what `recoup` does.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Peak resident memory of this process so far (VmHWM), in MiB.
 pub fn vm_hwm_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")

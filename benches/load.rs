@@ -20,7 +20,7 @@ use recoup::declines::DeclineCode;
 use recoup::domain::*;
 use recoup::history::{load, write, History, LoadOptions};
 
-const RUNS: usize = 3;
+const RUNS: usize = 5;
 
 fn main() {
     let rows: usize = std::env::var("RECOUP_BENCH_ROWS").ok().and_then(|s| s.parse().ok()).unwrap_or(5_000_000);

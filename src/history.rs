@@ -308,7 +308,7 @@ pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
             }
             if p.is_dir() {
                 stack.push(p);
-            } else if matches!(file_kind(&p), Some(_)) {
+            } else if file_kind(&p).is_some() {
                 out.push(p);
             }
         }
@@ -350,11 +350,26 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
                 let (rows, keep) = parquet_layout(file, &mut loader.unknown_columns)?;
                 let slice = opts.parquet_slice_rows.unwrap_or(PARQUET_SLICE_ROWS).max(1);
                 loader.attempts.reserve(rows);
-                for start in (0..rows).step_by(slice) {
-                    let len = slice.min(rows - start);
-                    let df = read_parquet_slice(file, &keep, start, len)?;
-                    loader.ingest(file, file_ix as u32, false, df, start)?;
-                }
+                // Decode the next slice on a second thread while this one is validated:
+                // the merge into the id arenas is sequential, decoding fills that gap.
+                // At most one decoded slice waits in the channel.
+                std::thread::scope(|scope| -> Result<(), LoadError> {
+                    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                    let keep = &keep;
+                    scope.spawn(move || {
+                        for start in (0..rows).step_by(slice) {
+                            let df = read_parquet_slice(file, keep, start, slice.min(rows - start));
+                            let failed = df.is_err();
+                            if tx.send((start, df)).is_err() || failed {
+                                break;
+                            }
+                        }
+                    });
+                    for (start, df) in rx {
+                        loader.ingest(file, file_ix as u32, false, df?, start)?;
+                    }
+                    Ok(())
+                })?;
                 rows
             }
             FileKind::Csv => {
@@ -457,7 +472,8 @@ fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError>
             Ok(Col::Missing)
         };
     };
-    let s = col.as_materialized_series();
+    // One chunk per column view, so rows are read straight from the array.
+    let s = &col.as_materialized_series().rechunk();
     let dtype = s.dtype().clone();
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
     let type_err = |expected| LoadError::ColumnType {
@@ -506,7 +522,7 @@ impl Col {
     /// Non-empty text, or `None`.
     fn text(&self, i: usize) -> Option<&str> {
         match self {
-            Col::Text(ca) => ca.get(i).map(str::trim).filter(|s| !s.is_empty()),
+            Col::Text(ca) => ca.downcast_as_array().get(i).map(trim).filter(|s| !s.is_empty()),
             _ => None,
         }
     }
@@ -528,7 +544,7 @@ impl Col {
 
     fn int(&self, i: usize, ix: usize) -> Cell<Option<i64>> {
         match self {
-            Col::Int(ca) => Ok(ca.get(i)),
+            Col::Int(ca) => Ok(value(ca, i)),
             Col::Text(_) => match self.text(i) {
                 None => Ok(None),
                 Some(s) => s.parse::<i64>().map(Some).map_err(|_| bad(ix, s, "not an integer")),
@@ -539,7 +555,7 @@ impl Col {
 
     fn float(&self, i: usize, ix: usize) -> Cell<Option<f64>> {
         match self {
-            Col::Float(ca) => Ok(ca.get(i)),
+            Col::Float(ca) => Ok(value(ca, i)),
             Col::Text(_) => match self.text(i) {
                 None => Ok(None),
                 Some(s) => s.parse::<f64>().map(Some).map_err(|_| bad(ix, s, "not a number")),
@@ -550,8 +566,8 @@ impl Col {
 
     fn boolean(&self, i: usize, ix: usize) -> Cell<Option<bool>> {
         match self {
-            Col::Bool(ca) => Ok(ca.get(i)),
-            Col::Int(ca) => match ca.get(i) {
+            Col::Bool(ca) => Ok(ca.downcast_as_array().get(i)),
+            Col::Int(ca) => match value(ca, i) {
                 None => Ok(None),
                 Some(0) => Ok(Some(false)),
                 Some(1) => Ok(Some(true)),
@@ -571,7 +587,7 @@ impl Col {
 
     fn time(&self, i: usize, ix: usize) -> Cell<Option<DateTime<Utc>>> {
         match self {
-            Col::Time(ca, unit) => match ca.get(i) {
+            Col::Time(ca, unit) => match value(ca, i) {
                 None => Ok(None),
                 Some(v) => timestamp(v, *unit).map(Some).ok_or_else(|| bad(ix, v.to_string(), "timestamp out of range")),
             },
@@ -584,6 +600,40 @@ impl Col {
             _ => Ok(None),
         }
     }
+}
+
+/// Row `i` of a single-chunk numeric column (the column views are rechunked):
+/// direct array access instead of `ChunkedArray::get`'s chunk search.
+#[inline]
+fn value<T: PolarsNumericType>(ca: &ChunkedArray<T>, i: usize) -> Option<T::Native> {
+    let arr = ca.downcast_as_array();
+    arr.validity().is_none_or(|v| v.get_bit(i)).then(|| arr.value(i))
+}
+
+/// `str::trim`, with a fast path for the usual value that has nothing to trim.
+#[inline]
+fn trim(s: &str) -> &str {
+    let b = s.as_bytes();
+    match (b.first(), b.last()) {
+        (Some(&f), Some(&l)) if f > b' ' && f < 0x80 && l > b' ' && l < 0x80 => s,
+        _ => s.trim(),
+    }
+}
+
+/// Parse a time-zone name, remembering the thread's last one: rows of a payer
+/// come together and repeat the same zone.
+fn parse_tz(s: &str) -> Option<Tz> {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<Tz>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| match last.get() {
+        Some(tz) if tz.name() == s => Some(tz),
+        _ => {
+            let tz = s.parse::<Tz>().ok()?;
+            last.set(Some(tz));
+            Some(tz)
+        }
+    })
 }
 
 fn timestamp(v: i64, unit: TimeUnit) -> Option<DateTime<Utc>> {
@@ -636,7 +686,7 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
     let country: Country = country_text.parse().map_err(|e: crate::domain::CodeError| bad(C_COUNTRY, country_text, e.to_string()))?;
     let timezone = match cols[C_TIMEZONE].text(i) {
-        Some(s) => s.parse::<Tz>().map_err(|_| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
+        Some(s) => parse_tz(s).ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
         None => {
             notes.defaulted_tz = true;
             default_timezone(country)
@@ -1190,4 +1240,25 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
         Column::new("propensity".into(), a.iter().map(|x| x.propensity).collect::<Vec<_>>()),
     ];
     DataFrame::new(a.len(), cols)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{parse_tz, trim};
+
+    #[test]
+    fn trim_fast_path_agrees_with_str_trim() {
+        for s in ["", " ", "a", " a", "a ", "\ta\n", "Europe/Oslo", "\u{a0}x\u{a0}", "é", " é ", "x\u{2003}"] {
+            assert_eq!(trim(s), s.trim(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn remembered_time_zone_is_only_reused_for_the_same_name() {
+        assert_eq!(parse_tz("Europe/Oslo"), Some(chrono_tz::Europe::Oslo));
+        assert_eq!(parse_tz("Europe/Oslo"), Some(chrono_tz::Europe::Oslo));
+        assert_eq!(parse_tz("America/New_York"), Some(chrono_tz::America::New_York));
+        assert_eq!(parse_tz("Europe/Osl"), None);
+        assert_eq!(parse_tz("Europe/Oslo"), Some(chrono_tz::Europe::Oslo));
+    }
 }
