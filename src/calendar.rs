@@ -513,6 +513,63 @@ impl PaySchedule {
     }
 }
 
+/// A kind of pay schedule before its phase is fixed: what a country's mix lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleKind {
+    /// Every week on Friday.
+    WeeklyFriday,
+    /// Every other Friday (two possible phases).
+    BiweeklyFriday,
+    /// Every fourth Friday (four possible phases).
+    FourWeeklyFriday,
+    /// The 15th and the last day of the month.
+    SemiMonthly,
+    /// The last business day of the month.
+    LastBusinessDay,
+    /// A fixed day of the month.
+    MonthlyOnDay(u32),
+}
+
+/// Share of payers living on benefits paid on a fixed day of the month, in every
+/// country (US Social Security pays most recipients on the 3rd; SSA Monthly Statistical Snapshot).
+pub const BENEFITS_SHARE: f64 = 0.04;
+/// The day benefits arrive.
+pub const BENEFITS_DAY: u32 = 3;
+
+/// How salaried payers in a country are paid (shares sum to 1), as public sources report:
+/// US: BLS Current Employment Statistics 2023 (weekly 32 %, biweekly 37 %, semi-monthly 20 %,
+/// monthly 11 %, mostly on Fridays); UK: ONS/CIPP, mostly monthly on the last working day;
+/// DK: last banking day (collective agreements); SE: the 25th; NO: the 20th, state sector the
+/// 12th; NL: the 25th or 4-weekly ("4-wekelijks"); DE: end of month (some mid-month);
+/// FR: end of month. Other countries: last business day.
+pub fn schedule_mix(country: Country) -> &'static [(ScheduleKind, f64)] {
+    use ScheduleKind::*;
+    match country.as_str() {
+        "US" => &[(WeeklyFriday, 0.32), (BiweeklyFriday, 0.37), (SemiMonthly, 0.20), (LastBusinessDay, 0.11)],
+        "GB" => &[(LastBusinessDay, 0.75), (FourWeeklyFriday, 0.10), (WeeklyFriday, 0.15)],
+        "DK" => &[(LastBusinessDay, 0.92), (BiweeklyFriday, 0.08)],
+        "SE" => &[(MonthlyOnDay(25), 0.9), (LastBusinessDay, 0.1)],
+        "NO" => &[(MonthlyOnDay(20), 0.72), (MonthlyOnDay(12), 0.23), (BiweeklyFriday, 0.05)],
+        "NL" => &[(MonthlyOnDay(25), 0.65), (FourWeeklyFriday, 0.25), (LastBusinessDay, 0.10)],
+        "DE" => &[(LastBusinessDay, 0.85), (MonthlyOnDay(15), 0.15)],
+        "FR" => &[(LastBusinessDay, 0.8), (MonthlyOnDay(28), 0.2)],
+        _ => &[(LastBusinessDay, 1.0)],
+    }
+}
+
+/// The kind at cumulative share `u` in [0, 1) of a country's mix.
+pub fn schedule_kind_at(country: Country, u: f64) -> ScheduleKind {
+    let mix = schedule_mix(country);
+    let mut acc = 0.0;
+    for &(kind, share) in mix {
+        acc += share;
+        if u < acc {
+            return kind;
+        }
+    }
+    mix[mix.len() - 1].0
+}
+
 /// The time zone assumed for a payer whose `timezone` is absent: the
 /// country's capital or most populous zone; UTC for countries not listed.
 pub fn default_timezone(country: Country) -> Tz {

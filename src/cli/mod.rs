@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub mod history;
+pub mod models;
 pub mod simulate;
+pub mod train;
 
 /// recoup: decide when to retry a failed recurring payment and how to tell the payer,
 /// learned from your own payment history. Open, transparent, measurable.
@@ -32,8 +34,8 @@ pub enum Command {
     History(history::Args),
     /// Generate payment history from a simulated world with known ground truth.
     Simulate(simulate::Args),
-    /// Train a success model on history and write a model artifact. [not built yet]
-    Train(NotBuilt),
+    /// Train the retry-success model on history and write a model version.
+    Train(train::Args),
     /// Serve retry decisions over gRPC. [not built yet]
     Serve(NotBuilt),
     /// Decide the next retry of one failed payment from a JSON request. [not built yet]
@@ -42,8 +44,8 @@ pub enum Command {
     Backtest(NotBuilt),
     /// Export predicted recovery per open payment and per segment. [not built yet]
     Export(NotBuilt),
-    /// List, show and promote model versions. [not built yet]
-    Models(NotBuilt),
+    /// List, show and promote model versions.
+    Models(models::Args),
 }
 
 /// Arguments of a subcommand that is not built yet (accepted and ignored).
@@ -74,12 +76,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let name = match &cli.command {
         Command::History(args) => return history::run(args, cli.quiet),
         Command::Simulate(args) => return simulate::run(args, cli.quiet),
-        Command::Train(_) => ("train", 4),
+        Command::Train(args) => return train::run(args, cli.quiet),
+        Command::Models(args) => return models::run(args),
         Command::Serve(_) => ("serve", 5),
         Command::Decide(_) => ("decide", 5),
         Command::Backtest(_) => ("backtest", 6),
         Command::Export(_) => ("export", 7),
-        Command::Models(_) => ("models", 4),
     };
     eprintln!("recoup {}: not built yet (planned in issue #{}); see README.md for what works today", name.0, name.1);
     Ok(ExitCode::from(EXIT_NOT_BUILT))

@@ -723,14 +723,12 @@ pub fn raw_code_for(method: PaymentMethod, d: DeclineCode) -> Option<RawCode> {
     code.parse().ok()
 }
 
-/// Draw a pay schedule by country, as public sources report:
-/// US (BLS CES 2023): weekly 32 %, biweekly 37 %, semi-monthly 20 %, monthly 11 %, mostly Fridays;
-/// UK: mostly monthly on the last working day; DK: last banking day; SE: the 25th;
-/// NO: the 20th, state sector the 12th; NL: the 25th or 4-weekly; DE/FR: end of month;
-/// about 4 % of payers live on benefits paid on a fixed day (US Social Security: the 3rd).
+/// Draw a pay schedule by country from [`crate::calendar::schedule_mix`], after the
+/// benefits share ([`crate::calendar::BENEFITS_SHARE`]); phases of (bi/four-)weekly pay
+/// are one of the first two Fridays of the simulation.
 fn pay_schedule(rng: &mut ChaCha8Rng, country: Country, start: NaiveDate) -> PaySchedule {
+    use crate::calendar::{schedule_kind_at, ScheduleKind, BENEFITS_DAY, BENEFITS_SHARE};
     use chrono::Weekday::Fri;
-    use PaySchedule::*;
     let friday_anchor = |rng: &mut ChaCha8Rng| {
         let mut d = start;
         while d.weekday() != Fri {
@@ -738,36 +736,15 @@ fn pay_schedule(rng: &mut ChaCha8Rng, country: Country, start: NaiveDate) -> Pay
         }
         d + Days::new(if rng.random::<bool>() { 7 } else { 0 })
     };
-    if rng.random::<f64>() < 0.04 {
-        return MonthlyOnDay { day: 3 };
+    if rng.random::<f64>() < BENEFITS_SHARE {
+        return PaySchedule::MonthlyOnDay { day: BENEFITS_DAY };
     }
-    let u = rng.random::<f64>();
-    match country.as_str() {
-        "US" => match u {
-            u if u < 0.32 => Weekly { weekday: Fri },
-            u if u < 0.69 => Biweekly { anchor: friday_anchor(rng) },
-            u if u < 0.89 => SemiMonthly,
-            _ => LastBusinessDay,
-        },
-        "GB" => match u {
-            u if u < 0.75 => LastBusinessDay,
-            u if u < 0.85 => FourWeekly { anchor: friday_anchor(rng) },
-            _ => Weekly { weekday: Fri },
-        },
-        "DK" => if u < 0.92 { LastBusinessDay } else { Biweekly { anchor: friday_anchor(rng) } },
-        "SE" => if u < 0.9 { MonthlyOnDay { day: 25 } } else { LastBusinessDay },
-        "NO" => match u {
-            u if u < 0.72 => MonthlyOnDay { day: 20 },
-            u if u < 0.95 => MonthlyOnDay { day: 12 },
-            _ => Biweekly { anchor: friday_anchor(rng) },
-        },
-        "NL" => match u {
-            u if u < 0.65 => MonthlyOnDay { day: 25 },
-            u if u < 0.9 => FourWeekly { anchor: friday_anchor(rng) },
-            _ => LastBusinessDay,
-        },
-        "DE" => if u < 0.85 { LastBusinessDay } else { MonthlyOnDay { day: 15 } },
-        "FR" => if u < 0.8 { LastBusinessDay } else { MonthlyOnDay { day: 28 } },
-        _ => LastBusinessDay,
+    match schedule_kind_at(country, rng.random::<f64>()) {
+        ScheduleKind::WeeklyFriday => PaySchedule::Weekly { weekday: Fri },
+        ScheduleKind::BiweeklyFriday => PaySchedule::Biweekly { anchor: friday_anchor(rng) },
+        ScheduleKind::FourWeeklyFriday => PaySchedule::FourWeekly { anchor: friday_anchor(rng) },
+        ScheduleKind::SemiMonthly => PaySchedule::SemiMonthly,
+        ScheduleKind::LastBusinessDay => PaySchedule::LastBusinessDay,
+        ScheduleKind::MonthlyOnDay(day) => PaySchedule::MonthlyOnDay { day },
     }
 }

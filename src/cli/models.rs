@@ -1,0 +1,62 @@
+//! `recoup models`: list, show and promote model versions.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use crate::registry;
+
+/// Manage the model registry (`models/<version>/` and the `CURRENT` pointer).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Model registry directory.
+    #[arg(long, value_name = "DIR", default_value = "models/", global = true)]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: ModelsCommand,
+}
+
+/// `recoup models` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// List versions, oldest first; `*` marks the current one.
+    List,
+    /// Print a version's data, settings and held-out metrics (`current` for the current one).
+    Show { version: String },
+    /// Make a version the current one (the served model). Atomic; the model must load.
+    Promote { version: String },
+}
+
+/// Run `recoup models`.
+pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
+    match &a.command {
+        ModelsCommand::List => {
+            let current = registry::current(&a.dir).ok();
+            let versions = registry::list(&a.dir)?;
+            if versions.is_empty() {
+                eprintln!("no model versions in {} (train one with `recoup train`)", a.dir.display());
+            }
+            for v in versions {
+                let (m, r) = registry::describe(&a.dir, &v)?;
+                let mark = if current.as_deref() == Some(v.as_str()) { "*" } else { " " };
+                println!("{mark} {v}  {} retries  test log loss {:.4}  AUC {:.4}  ECE {:.4}  data {}", r.examples, r.model.log_loss, r.model.auc, r.model.ece, &m.data_fingerprint[..12]);
+            }
+        }
+        ModelsCommand::Show { version } => {
+            let v = if version == "current" { registry::current(&a.dir)? } else { version.clone() };
+            registry::describe(&a.dir, &v)?;
+            let card = std::fs::read_to_string(a.dir.join(&v).join("MODEL_CARD.md"))?;
+            print!("{card}");
+            match registry::load_version(&a.dir, &v) {
+                Ok(_) => println!("\nloads with this build: yes"),
+                Err(e) => println!("\nloads with this build: NO — {e}"),
+            }
+        }
+        ModelsCommand::Promote { version } => {
+            registry::promote(&a.dir, version)?;
+            println!("{version} is now the current model in {}", a.dir.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

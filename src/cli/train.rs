@@ -1,0 +1,87 @@
+//! `recoup train`: fit the success model on a history and write a model version.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::history::{load, LoadOptions};
+use crate::registry::{self, Manifest};
+use crate::train::{build, train, TrainConfig};
+
+/// Train the retry-success model on history, evaluate it on the latest months and
+/// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup models list")]
+pub struct Args {
+    /// History to learn from (Parquet/CSV file or directory, contract v1).
+    #[arg(long, value_name = "PATH", default_value = "data/sample/")]
+    pub history: PathBuf,
+    /// Model registry directory; the new version goes into a subdirectory.
+    #[arg(long, value_name = "DIR", default_value = "models/")]
+    pub out: PathBuf,
+    /// Also make the new version the current one.
+    #[arg(long)]
+    pub promote: bool,
+    /// Share of the latest retries held out for the test metrics.
+    #[arg(long, default_value_t = 0.25, value_parser = fraction)]
+    pub test_fraction: f64,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if v > 0.0 && v < 0.9 { Ok(v) } else { Err("must be in (0, 0.9)".into()) }
+}
+
+/// Run `recoup train`.
+pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    if let Some(n) = a.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        // Fails only if the pool was already built (e.g. in a test process): then it is reused.
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    }
+    let started = Instant::now();
+    let say = |msg: &str| {
+        if !quiet {
+            eprintln!("[{:>6.1}s] {msg}", started.elapsed().as_secs_f64());
+        }
+    };
+    let history = load(&a.history, &LoadOptions::default()).with_context(|| format!("loading history {}", a.history.display()))?;
+    say(&format!("loaded {} attempts from {}", history.attempts.len(), a.history.display()));
+    let fingerprint = registry::fingerprint(&history.files)?;
+    let set = build(&history);
+    say(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
+    let cfg = TrainConfig { test_fraction: a.test_fraction, ..TrainConfig::default() };
+    let trained = train(&set, &cfg, &mut |m| say(m))?;
+    let manifest = Manifest {
+        version: String::new(),
+        created_at: chrono::Utc::now(),
+        recoup_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_fingerprint: fingerprint,
+        data_files: history.files.iter().map(|f| f.display().to_string()).collect(),
+        data_rows: history.attempts.len() as u64,
+        config: cfg,
+    };
+    let dir = registry::write_version(&a.out, &trained.model, &trained.report, manifest)?;
+    let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if a.promote {
+        registry::promote(&a.out, &version)?;
+    }
+    let r = &trained.report;
+    println!("model {version} written to {}{}", dir.display(), if a.promote { " and promoted" } else { "" });
+    println!("test split: {} retries from {}", r.test_examples, r.test_from.map(|t| t.to_rfc3339()).unwrap_or_default());
+    println!("{:<44} {:>9} {:>7} {:>7} {:>7}", "", "log loss", "AUC", "Brier", "ECE");
+    for (name, m) in [
+        ("model", &r.model),
+        ("baseline: rate per decline code", &r.baseline_code),
+        ("baseline: code × days since pay day", &r.baseline_code_payday),
+    ] {
+        println!("{name:<44} {:>9.4} {:>7.4} {:>7.4} {:>7.4}", m.log_loss, m.auc, m.brier, m.ece);
+    }
+    say("done");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,516 @@
+//! The one feature definition: "retry payment P at time t after message c".
+//!
+//! Every feature is categorical (numbers are bucketed), so a feature vector is
+//! the list of active columns, one per group and one per cross of two groups,
+//! into a fixed [`Schema`]. A linear model's score is the sum of the weights
+//! of the active columns; the groups are split into **payment-level** ones
+//! (fixed while one failed payment waits for its next retry) and **candidate**
+//! ones (that change with the retry time and the channel), so scoring a grid of
+//! candidates adds the payment-level part once.
+//!
+//! Training builds [`PaymentState`] from history rows ([`crate::train`]) and
+//! scoring builds it from a request; both then call [`PaymentState::encode`].
+//! A test builds both for sampled rows and compares them value for value.
+
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Datelike, Days, NaiveDate, Timelike, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+use strum::VariantArray;
+
+use crate::declines::{DeclineClass, DeclineCode};
+use crate::domain::{BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, PaymentMethod, RawCode};
+use crate::payday::{infer, Evidence, PayDayEstimate};
+
+/// Bump when the meaning of any column changes: artifacts trained under another
+/// version are refused.
+pub const FEATURE_VERSION: u32 = 1;
+
+/// One earlier attempt of the payment being decided.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EarlierAttempt {
+    /// When it was attempted.
+    pub at: DateTime<Utc>,
+    /// Its normalized decline (every earlier attempt of a payment still open failed).
+    pub decline: DeclineCode,
+    /// Mastercard Merchant Advice Code, if any.
+    pub advice_code: Option<RawCode>,
+    /// Message sent before it (`None` when the column was empty).
+    pub channel: Option<Channel>,
+    /// The payer updated the payment method before it.
+    pub payment_method_updated: bool,
+}
+
+/// The facts about a payer and a failed payment that do not change while it waits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentFacts {
+    pub amount_minor: i64,
+    pub currency: Currency,
+    pub method: PaymentMethod,
+    pub card_brand: Option<CardBrand>,
+    pub card_funding: Option<CardFunding>,
+    pub country: Country,
+    pub timezone: Tz,
+    pub billing_interval: Option<BillingInterval>,
+    pub tenure_days: Option<u32>,
+}
+
+/// A failed payment ready to be scored at any candidate (time, channel).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentState {
+    facts: PaymentFacts,
+    first_at: DateTime<Utc>,
+    last_at: DateTime<Utc>,
+    last_decline: DeclineCode,
+    /// Retries already made (the candidate is retry number `retries + 1`).
+    retries: u32,
+    messages: u32,
+    updated: bool,
+    advice: usize,
+    payday: PayDayEstimate,
+    /// The inferred schedule's pay days around the dunning window, sorted.
+    pay_days: Vec<NaiveDate>,
+    /// Active columns of the payment-level groups and crosses.
+    fixed: Vec<u16>,
+}
+
+/// A candidate next retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Candidate {
+    /// When to retry.
+    pub at: DateTime<Utc>,
+    /// Message to send before it.
+    pub channel: Channel,
+}
+
+/// Pay days are computed this far around the first failure: covers any dunning window.
+const PAY_DAYS_BEFORE: u64 = 70;
+const PAY_DAYS_AFTER: u64 = 130;
+
+impl PaymentState {
+    /// The state of a failed payment after `earlier` attempts (at least the failed
+    /// original charge, in order), with the pay-day `evidence` from the payer's
+    /// payments before this one. `updated_now`: the payer updated the payment
+    /// method since the last attempt. `None` when `earlier` is empty.
+    pub fn new(
+        facts: PaymentFacts,
+        earlier: &[EarlierAttempt],
+        updated_now: bool,
+        evidence: &[Evidence],
+    ) -> Option<PaymentState> {
+        let payday = infer(facts.country, evidence);
+        PaymentState::with_payday(facts, earlier, updated_now, payday)
+    }
+
+    /// [`PaymentState::new`] with the pay-day inference already made (the batch
+    /// path infers once per payment, not once per retry).
+    pub fn with_payday(
+        facts: PaymentFacts,
+        earlier: &[EarlierAttempt],
+        updated_now: bool,
+        payday: PayDayEstimate,
+    ) -> Option<PaymentState> {
+        let first = earlier.first()?;
+        let last = earlier.last()?;
+        let first_day = first.at.with_timezone(&facts.timezone).date_naive();
+        let pay_days = payday.schedule.pay_days_between(
+            facts.country,
+            first_day - Days::new(PAY_DAYS_BEFORE),
+            first_day + Days::new(PAY_DAYS_AFTER),
+        );
+        let mut s = PaymentState {
+            first_at: first.at,
+            last_at: last.at,
+            last_decline: last.decline,
+            retries: earlier.len() as u32 - 1,
+            messages: earlier.iter().filter(|a| matches!(a.channel, Some(c) if c != Channel::None)).count() as u32,
+            updated: updated_now || earlier.iter().skip(1).any(|a| a.payment_method_updated),
+            advice: advice_level(last.advice_code),
+            payday,
+            pay_days,
+            facts,
+            fixed: Vec::new(),
+        };
+        s.fixed = s.fixed_columns();
+        Some(s)
+    }
+
+    /// The payer's inferred pay schedule.
+    pub fn payday(&self) -> &PayDayEstimate {
+        &self.payday
+    }
+
+    /// The decline the next retry answers.
+    pub fn last_decline(&self) -> DeclineCode {
+        self.last_decline
+    }
+
+    /// Payment-level active columns (the same for every candidate).
+    pub fn fixed(&self) -> &[u16] {
+        &self.fixed
+    }
+
+    fn fixed_levels(&self) -> [usize; N_FIXED] {
+        let f = &self.facts;
+        [
+            self.last_decline as usize,
+            self.last_decline.class() as usize,
+            (self.retries as usize).min(5),
+            amount_level(f.amount_minor, f.currency),
+            country_level(f.country),
+            f.method as usize,
+            f.card_brand.map_or(0, |b| b as usize + 1),
+            f.card_funding.map_or(0, |b| b as usize + 1),
+            f.billing_interval.map_or(0, |b| b as usize + 1),
+            tenure_level(f.tenure_days),
+            (self.messages as usize).min(2),
+            self.updated as usize,
+            self.advice,
+            confidence_level(self.payday.confidence),
+        ]
+    }
+
+    fn fixed_columns(&self) -> Vec<u16> {
+        let levels = self.fixed_levels();
+        let mut out = Vec::with_capacity(N_FIXED + FIXED_CROSSES.len());
+        for (g, &l) in levels.iter().enumerate() {
+            out.push(SCHEMA.column(g, l));
+        }
+        for (k, &(a, b)) in FIXED_CROSSES.iter().enumerate() {
+            out.push(SCHEMA.cross(k, levels[a], levels[b]));
+        }
+        out
+    }
+
+    /// The candidate-level active columns for `c`, appended to `out`.
+    pub fn candidate_columns(&self, c: &Candidate, out: &mut Vec<u16>) {
+        let fixed = self.fixed_levels();
+        let local = c.at.with_timezone(&self.facts.timezone).naive_local();
+        let day = local.date();
+        let i = self.pay_days.partition_point(|p| *p <= day);
+        let since = if i > 0 { (day - self.pay_days[i - 1]).num_days() } else { 99 };
+        let until = self.pay_days.get(i).map_or(99, |p| (*p - day).num_days());
+        let hours_since_last = (c.at - self.last_at).num_minutes() as f64 / 60.0;
+        let days_since_first = (c.at - self.first_at).num_minutes() as f64 / 1440.0;
+        let levels: [usize; N_CAND] = [
+            bucket(hours_since_last, &[2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0]),
+            bucket(days_since_first, &[1.0, 2.0, 4.0, 7.0, 14.0, 21.0]),
+            bucket(local.hour() as f64, &[4.0, 7.0, 10.0, 14.0, 18.0, 22.0]),
+            local.weekday().num_days_from_monday() as usize,
+            bucket(since as f64, &[1.0, 2.0, 3.0, 4.0, 7.0, 14.0]),
+            bucket(until as f64, &[2.0, 3.0, 4.0, 7.0, 14.0]),
+            bucket(day.day() as f64, &[6.0, 11.0, 16.0, 21.0, 26.0]),
+            c.channel as usize,
+        ];
+        for (g, &l) in levels.iter().enumerate() {
+            out.push(SCHEMA.column(N_FIXED + g, l));
+        }
+        let level = |g: usize| if g < N_FIXED { fixed[g] } else { levels[g - N_FIXED] };
+        for (k, &(a, b)) in CAND_CROSSES.iter().enumerate() {
+            out.push(SCHEMA.cross(FIXED_CROSSES.len() + k, level(a), level(b)));
+        }
+    }
+
+    /// All active columns for candidate `c`: the payment-level ones, then the candidate ones.
+    pub fn encode(&self, c: &Candidate) -> Vec<u16> {
+        let mut v = self.fixed.clone();
+        self.candidate_columns(c, &mut v);
+        v
+    }
+}
+
+/// Pay-day evidence from one earlier payment of the payer, given its attempts in
+/// order as (time, decline or `None` for the success): funds declines, and a
+/// recovery when a funds-declined payment went through. Dated in the payer's zone;
+/// each comes with the time it became known (to keep later evidence out of training).
+pub fn payment_evidence(tz: Tz, attempts: &[(DateTime<Utc>, Option<DeclineCode>)]) -> Vec<(DateTime<Utc>, Evidence)> {
+    let day = |t: DateTime<Utc>| t.with_timezone(&tz).date_naive();
+    let mut out = Vec::new();
+    let mut last_funds: Option<DateTime<Utc>> = None;
+    for &(at, decline) in attempts {
+        match decline {
+            Some(d) if d.class() == DeclineClass::SoftFunds => {
+                out.push((at, Evidence::FundsDecline(day(at))));
+                last_funds = Some(at);
+            }
+            Some(_) => {}
+            None => {
+                if let Some(f) = last_funds {
+                    out.push((at, Evidence::Recovered { declined: day(f), paid: day(at) }));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn advice_level(a: Option<RawCode>) -> usize {
+    match a.map(|a| crate::rules::advice_wait(a).map(|w| w.num_hours())) {
+        None => 0,
+        Some(Some(h)) if h <= 24 => 1,
+        Some(Some(_)) => 2,
+        Some(None) => 3,
+    }
+}
+
+/// Index of the first bound `x` is below (the last level when above all).
+fn bucket(x: f64, bounds: &[f64]) -> usize {
+    bounds.iter().position(|b| x < *b).unwrap_or(bounds.len())
+}
+
+/// Rough value of one major unit in US dollars, only to bucket amounts across currencies.
+fn usd_per_unit(c: Currency) -> (f64, i32) {
+    match c.as_str() {
+        "USD" => (1.0, 2),
+        "EUR" => (1.08, 2),
+        "GBP" => (1.27, 2),
+        "SEK" | "NOK" => (0.095, 2),
+        "DKK" => (0.145, 2),
+        "CHF" => (1.13, 2),
+        "JPY" => (0.0067, 0),
+        "KRW" => (0.00073, 0),
+        _ => (1.0, 2),
+    }
+}
+
+fn amount_level(minor: i64, c: Currency) -> usize {
+    let (rate, exp) = usd_per_unit(c);
+    let usd = minor as f64 / 10f64.powi(exp) * rate;
+    bucket(usd, &[5.0, 10.0, 20.0, 50.0, 100.0, 200.0])
+}
+
+const COUNTRIES: [&str; 8] = ["US", "GB", "DE", "FR", "NL", "DK", "SE", "NO"];
+
+fn country_level(c: Country) -> usize {
+    COUNTRIES.iter().position(|k| *k == c.as_str()).unwrap_or(COUNTRIES.len())
+}
+
+fn tenure_level(t: Option<u32>) -> usize {
+    match t {
+        None => 0,
+        Some(d) => 1 + bucket(d as f64, &[30.0, 90.0, 365.0, 730.0]),
+    }
+}
+
+fn confidence_level(p: f64) -> usize {
+    bucket(p, &[0.5, 0.8])
+}
+
+const N_FIXED: usize = 14;
+const N_CAND: usize = 8;
+
+// Group indices (payment-level 0..N_FIXED, candidate N_FIXED..).
+const G_CODE: usize = 0;
+const G_CLASS: usize = 1;
+const G_RETRIES: usize = 2;
+const G_METHOD: usize = 5;
+const G_FUNDING: usize = 7;
+const G_UPDATED: usize = 11;
+const G_ADVICE: usize = 12;
+const G_CONFIDENCE: usize = 13;
+const G_SINCE_LAST: usize = N_FIXED;
+const G_SINCE_FIRST: usize = N_FIXED + 1;
+const G_HOUR: usize = N_FIXED + 2;
+const G_WEEKDAY: usize = N_FIXED + 3;
+const G_SINCE_PAY: usize = N_FIXED + 4;
+const G_UNTIL_PAY: usize = N_FIXED + 5;
+const G_CHANNEL: usize = N_FIXED + 7;
+
+/// Crosses of payment-level groups.
+const FIXED_CROSSES: [(usize, usize); 4] =
+    [(G_CLASS, G_RETRIES), (G_CLASS, G_UPDATED), (G_METHOD, G_CLASS), (G_CODE, G_ADVICE)];
+/// Crosses involving a candidate group: how timing and messages work differ by decline class.
+const CAND_CROSSES: [(usize, usize); 10] = [
+    (G_CLASS, G_SINCE_PAY),
+    (G_CLASS, G_UNTIL_PAY),
+    (G_FUNDING, G_SINCE_PAY),
+    (G_CONFIDENCE, G_SINCE_PAY),
+    (G_CLASS, G_SINCE_LAST),
+    (G_CLASS, G_SINCE_FIRST),
+    (G_CLASS, G_HOUR),
+    (G_CLASS, G_WEEKDAY),
+    (G_CLASS, G_CHANNEL),
+    (G_RETRIES, G_CHANNEL),
+];
+
+/// The `days_since_payday` level of an encoded vector (for the baseline that buckets by it).
+pub fn days_since_payday_level(active: &[u16]) -> usize {
+    let c = active[N_FIXED + FIXED_CROSSES.len() + (G_SINCE_PAY - N_FIXED)] as usize;
+    c - SCHEMA.group_offset[G_SINCE_PAY]
+}
+
+/// Number of active columns in every vector.
+pub const ACTIVE: usize = N_FIXED + N_CAND + FIXED_CROSSES.len() + CAND_CROSSES.len();
+
+fn names<T: Into<&'static str> + Copy>(v: &[T]) -> Vec<String> {
+    v.iter().map(|x| (*x).into().to_string()).collect()
+}
+
+fn optional(mut v: Vec<String>) -> Vec<String> {
+    v.insert(0, "none".into());
+    v
+}
+
+fn bucket_names(bounds: &[&str]) -> Vec<String> {
+    bounds.iter().map(|s| s.to_string()).collect()
+}
+
+/// The feature groups: name and level names, in column order.
+fn groups() -> Vec<(&'static str, Vec<String>)> {
+    let mut countries: Vec<String> = COUNTRIES.iter().map(|s| s.to_string()).collect();
+    countries.push("other".into());
+    let g: Vec<(&'static str, Vec<String>)> = vec![
+        ("decline_code", names(DeclineCode::VARIANTS)),
+        ("decline_class", names(DeclineClass::VARIANTS)),
+        ("retries_before", bucket_names(&["0", "1", "2", "3", "4", "5+"])),
+        ("amount_usd", bucket_names(&["<5", "5-10", "10-20", "20-50", "50-100", "100-200", "200+"])),
+        ("country", countries),
+        ("payment_method", names(PaymentMethod::VARIANTS)),
+        ("card_brand", optional(names(CardBrand::VARIANTS))),
+        ("card_funding", optional(names(CardFunding::VARIANTS))),
+        ("billing_interval", optional(names(BillingInterval::VARIANTS))),
+        ("tenure_days", bucket_names(&["unknown", "<30", "30-90", "90-365", "365-730", "730+"])),
+        ("messages_before", bucket_names(&["0", "1", "2+"])),
+        ("method_updated", bucket_names(&["false", "true"])),
+        ("advice_hint", bucket_names(&["none", "wait<=24h", "wait>24h", "other"])),
+        ("payday_confidence", bucket_names(&["<0.5", "0.5-0.8", "0.8+"])),
+        ("hours_since_last", bucket_names(&["<2", "2-6", "6-12", "12-24", "24-48", "48-96", "96-168", "168+"])),
+        ("days_since_first", bucket_names(&["<1", "1-2", "2-4", "4-7", "7-14", "14-21", "21+"])),
+        ("local_hour", bucket_names(&["0-3", "4-6", "7-9", "10-13", "14-17", "18-21", "22-23"])),
+        ("local_weekday", bucket_names(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"])),
+        ("days_since_payday", bucket_names(&["0", "1", "2", "3", "4-6", "7-13", "14+"])),
+        ("days_until_payday", bucket_names(&["1", "2", "3", "4-6", "7-13", "14+"])),
+        ("day_of_month", bucket_names(&["1-5", "6-10", "11-15", "16-20", "21-25", "26-31"])),
+        ("channel", names(Channel::VARIANTS)),
+    ];
+    assert_eq!(g.len(), N_FIXED + N_CAND);
+    g
+}
+
+/// Column layout: every group's levels, then every cross's level pairs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Schema {
+    /// [`FEATURE_VERSION`] of the code that laid it out.
+    pub version: u32,
+    /// Column names in order: `group=level` and `a=x&b=y`.
+    pub columns: Vec<String>,
+    #[serde(skip)]
+    group_offset: Vec<usize>,
+    #[serde(skip)]
+    cross_offset: Vec<(usize, usize)>,
+}
+
+impl Schema {
+    fn build() -> Schema {
+        let groups = groups();
+        let mut columns = Vec::new();
+        let mut group_offset = Vec::new();
+        for (name, levels) in &groups {
+            group_offset.push(columns.len());
+            columns.extend(levels.iter().map(|l| format!("{name}={l}")));
+        }
+        let mut cross_offset = Vec::new();
+        for &(a, b) in FIXED_CROSSES.iter().chain(CAND_CROSSES.iter()) {
+            cross_offset.push((columns.len(), groups[b].1.len()));
+            for la in &groups[a].1 {
+                for lb in &groups[b].1 {
+                    columns.push(format!("{}={la}&{}={lb}", groups[a].0, groups[b].0));
+                }
+            }
+        }
+        assert!(columns.len() < u16::MAX as usize, "columns fit u16");
+        Schema { version: FEATURE_VERSION, columns, group_offset, cross_offset }
+    }
+
+    fn column(&self, group: usize, level: usize) -> u16 {
+        (self.group_offset[group] + level) as u16
+    }
+
+    fn cross(&self, k: usize, la: usize, lb: usize) -> u16 {
+        let (off, nb) = self.cross_offset[k];
+        (off + la * nb + lb) as u16
+    }
+
+    /// Number of columns.
+    pub fn len(&self) -> usize {
+        self.columns.len()
+    }
+
+    /// Never true; for clippy's `len` convention.
+    pub fn is_empty(&self) -> bool {
+        self.columns.is_empty()
+    }
+}
+
+/// The code's feature schema.
+pub static SCHEMA: LazyLock<Schema> = LazyLock::new(Schema::build);
+
+/// Column-group names, for reports ("which groups carry the signal").
+pub fn group_names() -> Vec<&'static str> {
+    groups().into_iter().map(|(n, _)| n).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::PaySchedule;
+    use chrono::TimeZone;
+
+    fn facts() -> PaymentFacts {
+        PaymentFacts {
+            amount_minor: 1299,
+            currency: "USD".parse().expect("USD"),
+            method: PaymentMethod::Card,
+            card_brand: Some(CardBrand::Visa),
+            card_funding: Some(CardFunding::Debit),
+            country: "US".parse().expect("US"),
+            timezone: chrono_tz::America::New_York,
+            billing_interval: Some(BillingInterval::Month),
+            tenure_days: Some(400),
+        }
+    }
+
+    #[test]
+    fn schema_names_every_column_once_and_vectors_hit_one_per_group() {
+        let s = &*SCHEMA;
+        let mut seen = std::collections::HashSet::new();
+        assert!(s.columns.iter().all(|c| seen.insert(c.clone())), "duplicate column names");
+        let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
+        let earlier = [EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false }];
+        let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
+        let v = st.encode(&Candidate { at: t0 + chrono::Duration::hours(50), channel: Channel::Email });
+        assert_eq!(v.len(), ACTIVE);
+        assert!(v.iter().all(|&c| (c as usize) < s.len()));
+        let named: Vec<&str> = v.iter().map(|&c| s.columns[c as usize].as_str()).collect();
+        for want in ["decline_code=insufficient_funds", "decline_class=soft_funds", "retries_before=0", "amount_usd=10-20",
+            "card_funding=debit", "hours_since_last=48-96", "days_since_first=2-4", "local_hour=10-13", "local_weekday=wed",
+            "channel=email", "decline_class=soft_funds&channel=email"] {
+            assert!(named.contains(&want), "{want} not in {named:?}");
+        }
+    }
+
+    #[test]
+    fn pay_cycle_columns_follow_the_schedule() {
+        // A US payer paid semi-monthly (evidence: declines before, recoveries after the 15th and month end).
+        let ny = chrono_tz::America::New_York;
+        let at = |m: u32, d: u32| ny.with_ymd_and_hms(2025, m, d, 9, 0, 0).unwrap().with_timezone(&Utc);
+        let mut ev = Vec::new();
+        for m in 1..=6 {
+            ev.extend(payment_evidence(ny, &[(at(m, 13), Some(DeclineCode::InsufficientFunds)), (at(m, 16), None)]));
+            ev.extend(payment_evidence(ny, &[(at(m, 27), Some(DeclineCode::InsufficientFunds)), (at(m + 1, 2), None)]));
+        }
+        let evidence: Vec<Evidence> = ev.into_iter().map(|(_, e)| e).collect();
+        let earlier = [EarlierAttempt { at: at(7, 14), decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false }];
+        let st = PaymentState::new(facts(), &earlier, false, &evidence).expect("state");
+        assert_eq!(st.payday().schedule, PaySchedule::SemiMonthly);
+        let cols = |d: u32| {
+            let v = st.encode(&Candidate { at: at(7, d), channel: Channel::None });
+            v.iter().map(|&c| SCHEMA.columns[c as usize].clone()).collect::<Vec<_>>()
+        };
+        // 2025-07-15 is a Tuesday pay day: 0 days since it on the 15th, 2 on the 17th.
+        assert!(cols(15).contains(&"days_since_payday=0".to_string()));
+        assert!(cols(17).contains(&"days_since_payday=2".to_string()));
+        assert!(cols(14).contains(&"days_until_payday=1".to_string()));
+    }
+}

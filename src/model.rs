@@ -1,0 +1,94 @@
+//! The success model: logistic regression over the one-hot columns and crosses
+//! of [`crate::features`], then Platt scaling fitted on later data.
+//!
+//! Scoring is a sum of weights: `z = intercept + Σ w[active]`, `p = σ(a·z + b)`.
+//! The payment-level part of `z` is computed once per failed payment
+//! ([`SuccessModel::fixed_logit`]) and each candidate adds only its own columns.
+
+use serde::{Deserialize, Serialize};
+
+use crate::features::{Candidate, PaymentState, Schema, SCHEMA};
+
+/// A fitted success model: what `models/<version>/model.json` holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SuccessModel {
+    /// The feature schema it was trained on (checked against the code's on load).
+    pub schema: Schema,
+    /// One weight per schema column.
+    pub weights: Vec<f64>,
+    /// Intercept of the logistic regression.
+    pub intercept: f64,
+    /// Platt scaling of the raw logit: `p = σ(platt_a · z + platt_b)`.
+    pub platt_a: f64,
+    pub platt_b: f64,
+}
+
+/// A model that does not fit the code that loads it.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaMismatch {
+    #[error("model was trained with feature version {model}, this build computes version {code}; retrain with this build (`recoup train`)")]
+    Version { model: u32, code: u32 },
+    #[error("model's feature schema differs from this build's at column {index}: model has {model:?}, code has {code:?}; retrain with this build")]
+    Column { index: usize, model: String, code: String },
+    #[error("model has {weights} weights for {columns} schema columns")]
+    Weights { weights: usize, columns: usize },
+}
+
+/// Logistic function.
+pub fn sigmoid(z: f64) -> f64 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+impl SuccessModel {
+    /// Refuse a model whose feature schema is not exactly the code's.
+    pub fn check_schema(&self) -> Result<(), SchemaMismatch> {
+        let code = &*SCHEMA;
+        if self.schema.version != code.version {
+            return Err(SchemaMismatch::Version { model: self.schema.version, code: code.version });
+        }
+        let n = self.schema.columns.len().max(code.columns.len());
+        for index in 0..n {
+            let (m, c) = (self.schema.columns.get(index), code.columns.get(index));
+            if m != c {
+                return Err(SchemaMismatch::Column {
+                    index,
+                    model: m.cloned().unwrap_or_else(|| "<none>".into()),
+                    code: c.cloned().unwrap_or_else(|| "<none>".into()),
+                });
+            }
+        }
+        if self.weights.len() != code.columns.len() {
+            return Err(SchemaMismatch::Weights { weights: self.weights.len(), columns: code.columns.len() });
+        }
+        Ok(())
+    }
+
+    /// Raw logit of a vector of active columns.
+    pub fn logit(&self, active: &[u16]) -> f64 {
+        self.intercept + active.iter().map(|&c| self.weights[c as usize]).sum::<f64>()
+    }
+
+    /// Calibrated probability from a raw logit.
+    pub fn calibrate(&self, z: f64) -> f64 {
+        sigmoid(self.platt_a * z + self.platt_b)
+    }
+
+    /// Calibrated probability of a vector of active columns.
+    pub fn predict(&self, active: &[u16]) -> f64 {
+        self.calibrate(self.logit(active))
+    }
+
+    /// The payment-level part of the logit (intercept included), computed once per payment.
+    pub fn fixed_logit(&self, state: &PaymentState) -> f64 {
+        self.logit(state.fixed())
+    }
+
+    /// Calibrated P(success) of `c`, given [`SuccessModel::fixed_logit`] of its payment;
+    /// `scratch` is reused between candidates.
+    pub fn score(&self, state: &PaymentState, fixed_logit: f64, c: &Candidate, scratch: &mut Vec<u16>) -> f64 {
+        scratch.clear();
+        state.candidate_columns(c, scratch);
+        let z = fixed_logit + scratch.iter().map(|&k| self.weights[k as usize]).sum::<f64>();
+        self.calibrate(z)
+    }
+}

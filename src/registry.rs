@@ -1,0 +1,218 @@
+//! Model artifacts and the registry: `models/<version>/` directories that never
+//! change once written, and `models/CURRENT`, the pointer to the version being
+//! served, replaced atomically.
+//!
+//! A version directory holds `model.json` (the fitted parameters and the
+//! feature schema), `metrics.json` (held-out evaluation), `manifest.json`
+//! (version, creation time, training-data fingerprint, settings) and
+//! `MODEL_CARD.md`. Everything except the creation time is a function of the
+//! training data and settings.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::SuccessModel;
+use crate::train::{Metrics, TrainConfig, TrainReport};
+
+/// The pointer file naming the current version.
+pub const CURRENT: &str = "CURRENT";
+
+/// `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub version: String,
+    pub created_at: DateTime<Utc>,
+    /// `recoup` build that trained it.
+    pub recoup_version: String,
+    /// SHA-256 over the history files (name and bytes, in load order).
+    pub data_fingerprint: String,
+    pub data_files: Vec<String>,
+    pub data_rows: u64,
+    pub config: TrainConfig,
+}
+
+/// Errors of the registry, naming the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: not a valid artifact file: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("model version {version:?} not found in {dir} (see `recoup models list --dir {dir}`)")]
+    NoSuchVersion { version: String, dir: PathBuf },
+    #[error("no current model in {dir}: train one (`recoup train --promote`) or promote a version (`recoup models promote V`)")]
+    NoCurrent { dir: PathBuf },
+    #[error("{path} already exists; model versions are immutable")]
+    Exists { path: PathBuf },
+    #[error("model {version}: {source}")]
+    Schema { version: String, source: crate::model::SchemaMismatch },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |source| RegistryError::Io { path: path.to_path_buf(), source }
+}
+
+/// SHA-256 over the files' names and bytes.
+pub fn fingerprint(files: &[PathBuf]) -> Result<String, RegistryError> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for f in files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        h.update(name.as_bytes());
+        h.update([0]);
+        let mut file = fs::File::open(f).map_err(io(f))?;
+        loop {
+            let k = file.read(&mut buf).map_err(io(f))?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+        }
+    }
+    Ok(h.finalize().iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    }))
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), RegistryError> {
+    let text = serde_json::to_string_pretty(v).map_err(|source| RegistryError::Json { path: path.to_path_buf(), source })?;
+    fs::write(path, text + "\n").map_err(io(path))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RegistryError> {
+    let text = fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text).map_err(|source| RegistryError::Json { path: path.to_path_buf(), source })
+}
+
+/// Write a new version into `dir`; returns its directory. The version name is the
+/// creation time plus a digest of the model, so two versions never collide.
+pub fn write_version(
+    dir: &Path,
+    model: &SuccessModel,
+    report: &TrainReport,
+    mut manifest: Manifest,
+) -> Result<PathBuf, RegistryError> {
+    let model_json = serde_json::to_string_pretty(model).map_err(|source| RegistryError::Json { path: dir.join("model.json"), source })? + "\n";
+    let digest = Sha256::digest(model_json.as_bytes());
+    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    manifest.version = format!("{}-{short}", manifest.created_at.format("%Y%m%d-%H%M%S"));
+    let final_dir = dir.join(&manifest.version);
+    if final_dir.exists() {
+        return Err(RegistryError::Exists { path: final_dir });
+    }
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    // Written under a temporary name, then renamed: a version directory is complete or absent.
+    let tmp = dir.join(format!(".{}.tmp", manifest.version));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+    fs::write(tmp.join("model.json"), &model_json).map_err(io(&tmp))?;
+    write_json(&tmp.join("metrics.json"), report)?;
+    fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report)).map_err(io(&tmp))?;
+    write_json(&tmp.join("manifest.json"), &manifest)?;
+    fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
+    Ok(final_dir)
+}
+
+/// Make `version` the current one (atomic rename of the pointer file). The model must load.
+pub fn promote(dir: &Path, version: &str) -> Result<(), RegistryError> {
+    load_version(dir, version)?;
+    let tmp = dir.join(format!(".{CURRENT}.tmp"));
+    fs::write(&tmp, format!("{version}\n")).map_err(io(&tmp))?;
+    fs::rename(&tmp, dir.join(CURRENT)).map_err(io(dir))
+}
+
+/// The current version's name.
+pub fn current(dir: &Path) -> Result<String, RegistryError> {
+    let path = dir.join(CURRENT);
+    match fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(_) => Err(RegistryError::NoCurrent { dir: dir.to_path_buf() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RegistryError::NoCurrent { dir: dir.to_path_buf() }),
+        Err(source) => Err(RegistryError::Io { path, source }),
+    }
+}
+
+/// Load a version's model, refusing one whose feature schema differs from the code's.
+pub fn load_version(dir: &Path, version: &str) -> Result<SuccessModel, RegistryError> {
+    let vdir = dir.join(version);
+    if version.is_empty() || version.contains(['/', '\\']) || !vdir.join("model.json").is_file() {
+        return Err(RegistryError::NoSuchVersion { version: version.to_string(), dir: dir.to_path_buf() });
+    }
+    let model: SuccessModel = read_json(&vdir.join("model.json"))?;
+    model.check_schema().map_err(|source| RegistryError::Schema { version: version.to_string(), source })?;
+    Ok(model)
+}
+
+/// Load the current model: (version, model).
+pub fn load_current(dir: &Path) -> Result<(String, SuccessModel), RegistryError> {
+    let v = current(dir)?;
+    let m = load_version(dir, &v)?;
+    Ok((v, m))
+}
+
+/// A version's manifest and metrics.
+pub fn describe(dir: &Path, version: &str) -> Result<(Manifest, TrainReport), RegistryError> {
+    let vdir = dir.join(version);
+    if !vdir.join("manifest.json").is_file() {
+        return Err(RegistryError::NoSuchVersion { version: version.to_string(), dir: dir.to_path_buf() });
+    }
+    Ok((read_json(&vdir.join("manifest.json"))?, read_json(&vdir.join("metrics.json"))?))
+}
+
+/// Version names in `dir`, oldest first.
+pub fn list(dir: &Path) -> Result<Vec<String>, RegistryError> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("manifest.json").is_file())
+        .filter_map(|e| e.file_name().to_str().map(str::to_string))
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn metrics_row(name: &str, m: &Metrics) -> String {
+    format!("| {name} | {:.4} | {:.4} | {:.4} | {:.4} |\n", m.log_loss, m.auc, m.brier, m.ece)
+}
+
+/// The human-readable model card.
+pub fn model_card(m: &Manifest, r: &TrainReport) -> String {
+    let mut s = String::new();
+    let d = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
+    let _ = writeln!(s, "# Model {}\n", m.version);
+    let _ = writeln!(s, "Success model for the next retry of a failed payment: P(the retry succeeds | features),");
+    let _ = writeln!(s, "logistic regression over one-hot features and crosses (L2 = {:e}, {} L-BFGS iterations),", r.l2, r.iterations);
+    let _ = writeln!(s, "Platt-scaled on later data. Trained by recoup {}.\n", m.recoup_version);
+    let _ = writeln!(s, "## Data\n");
+    let _ = writeln!(s, "- history: {} ({} rows), SHA-256 `{}`", m.data_files.join(", "), m.data_rows, m.data_fingerprint);
+    let _ = writeln!(s, "- retry examples: {} from {} to {}", r.examples, d(r.data_from), d(r.data_to));
+    let _ = writeln!(s, "- split by time: fit {}, calibration {}, test {} (test from {})\n", r.fit_examples, r.calibration_examples, r.test_examples, d(r.test_from));
+    let _ = writeln!(s, "## Held-out metrics (test split)\n");
+    let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");
+    s += &metrics_row("this model", &r.model);
+    s += &metrics_row("this model, before Platt scaling", &r.uncalibrated);
+    s += &metrics_row("baseline: rate per decline code", &r.baseline_code);
+    s += &metrics_row("baseline: rate per decline code × days since pay day", &r.baseline_code_payday);
+    let _ = writeln!(s, "\n## AUC by decline class\n\n| class | test examples | AUC |\n|---|---|---|");
+    for (c, n, a) in &r.model.auc_by_class {
+        let _ = writeln!(s, "| {c} | {n} | {a:.4} |");
+    }
+    let _ = writeln!(s, "\n## Calibration (test split, 10 bins)\n\n| predicted | examples | mean predicted | observed |\n|---|---|---|---|");
+    for (lo, k, mp, my) in &r.model.calibration {
+        let _ = writeln!(s, "| {:.1}–{:.1} | {k} | {mp:.3} | {my:.3} |", lo, lo + 0.1);
+    }
+    let _ = writeln!(s, "\n## Known limits\n");
+    let _ = writeln!(s, "- Learned from the retries the logging policy chose: times and channels it never tried are extrapolated.");
+    let _ = writeln!(s, "- Pay days are inferred from the payer's earlier funds declines and recoveries; with little history the country's most common schedule is assumed (`payday_confidence` feature).");
+    let _ = writeln!(s, "- Linear in the features and their listed crosses: interactions not listed are not learned.");
+    let _ = writeln!(s, "- Probabilities are per attempt; recovery over a whole dunning window is the decision engine's job.");
+    s
+}

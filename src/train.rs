@@ -1,0 +1,498 @@
+//! Training: the batch feature path over a whole history, the fit, the
+//! calibration and the honest, time-split evaluation.
+//!
+//! Every retry attempt (attempt_number ≥ 1) is one example: the payment's
+//! earlier attempts, the payer's pay-day evidence from *earlier* payments, and
+//! the retry's own time and channel are the features; its outcome is the label.
+//! Examples are split by time: the last `test_fraction` of retry times is the
+//! test set, and within the rest the last `calibration_fraction` calibrates.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::declines::{DeclineClass, DeclineCode};
+use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
+use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, ACTIVE, SCHEMA};
+use crate::history::History;
+use crate::model::{sigmoid, SuccessModel};
+use crate::payday::Evidence;
+
+/// The examples of a history, one per retry attempt, in time order.
+#[derive(Debug, Default, Clone)]
+pub struct TrainingSet {
+    /// Active columns, [`ACTIVE`] per example.
+    pub columns: Vec<u16>,
+    /// Whether the retry succeeded.
+    pub labels: Vec<bool>,
+    /// When the retry was made.
+    pub times: Vec<DateTime<Utc>>,
+    /// The decline the retry answered.
+    pub declines: Vec<DeclineCode>,
+    /// Index in [`History::attempts`] of the retry.
+    pub rows: Vec<u32>,
+}
+
+impl TrainingSet {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// True when there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The active columns of example `i`.
+    pub fn row(&self, i: usize) -> &[u16] {
+        &self.columns[i * ACTIVE..(i + 1) * ACTIVE]
+    }
+}
+
+/// The payment facts as of an attempt.
+pub fn facts_of(a: &Attempt) -> PaymentFacts {
+    PaymentFacts {
+        amount_minor: a.amount.minor,
+        currency: a.amount.currency,
+        method: a.method,
+        card_brand: a.card_brand,
+        card_funding: a.card_funding,
+        country: a.country,
+        timezone: a.timezone,
+        billing_interval: a.billing_interval,
+        tenure_days: a.tenure_days,
+    }
+}
+
+/// An attempt of an open payment as an earlier attempt (it failed: only a payment's last attempt may succeed).
+pub fn earlier_of(a: &Attempt) -> EarlierAttempt {
+    EarlierAttempt {
+        at: a.attempted_at,
+        decline: a.decline.unwrap_or(DeclineCode::Other),
+        advice_code: a.advice_code,
+        channel: a.channel,
+        payment_method_updated: a.payment_method_updated.unwrap_or(false),
+    }
+}
+
+/// Evidence known strictly before `cutoff`.
+pub fn evidence_before(events: &[(DateTime<Utc>, Evidence)], cutoff: DateTime<Utc>) -> Vec<Evidence> {
+    events.iter().filter(|(t, _)| *t < cutoff).map(|(_, e)| *e).collect()
+}
+
+/// Build the examples of `h` (the batch feature path), in parallel over payers.
+pub fn build(h: &History) -> TrainingSet {
+    // Payments grouped by payer, in the order of their first attempt.
+    let payments: Vec<&[Attempt]> = h.payments().collect();
+    let mut by_customer: HashMap<CustomerIx, Vec<usize>> = HashMap::new();
+    for (i, p) in payments.iter().enumerate() {
+        by_customer.entry(p[0].customer).or_default().push(i);
+    }
+    let mut customers: Vec<Vec<usize>> = by_customer.into_values().collect();
+    customers.sort_unstable_by_key(|ps| ps[0]);
+    let base = h.attempts.as_ptr() as usize;
+    let row_of = |a: &Attempt| ((a as *const Attempt as usize - base) / std::mem::size_of::<Attempt>()) as u32;
+    let parts: Vec<TrainingSet> = customers
+        .par_iter()
+        .map(|ps| {
+            let mut out = TrainingSet::default();
+            let mut ps: Vec<&[Attempt]> = ps.iter().map(|&i| payments[i]).collect();
+            ps.sort_by_key(|p| p[0].attempted_at);
+            let tz = ps[0][0].timezone;
+            let mut events: Vec<(DateTime<Utc>, Evidence)> = ps
+                .iter()
+                .flat_map(|p| payment_evidence(tz, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>()))
+                .collect();
+            events.sort_by_key(|(t, e)| (*t, *e));
+            for p in ps {
+                if p.len() < 2 {
+                    continue;
+                }
+                let evidence = evidence_before(&events, p[0].attempted_at);
+                let payday = crate::payday::infer(p[0].country, &evidence);
+                let earlier: Vec<EarlierAttempt> = p.iter().map(earlier_of).collect();
+                for k in 1..p.len() {
+                    let a = &p[k];
+                    let updated = a.payment_method_updated.unwrap_or(false);
+                    let Some(state) = PaymentState::with_payday(facts_of(&p[k - 1]), &earlier[..k], updated, payday) else {
+                        continue;
+                    };
+                    out.columns.extend_from_slice(state.fixed());
+                    state.candidate_columns(&Candidate { at: a.attempted_at, channel: a.channel.unwrap_or(Channel::None) }, &mut out.columns);
+                    out.labels.push(a.outcome == Outcome::Succeeded);
+                    out.times.push(a.attempted_at);
+                    out.declines.push(earlier[k - 1].decline);
+                    out.rows.push(row_of(a));
+                }
+            }
+            out
+        })
+        .collect();
+    // Merge, then order by time (ties by history row) so splits are by time and reproducible.
+    let mut all = TrainingSet::default();
+    for p in parts {
+        all.columns.extend(p.columns);
+        all.labels.extend(p.labels);
+        all.times.extend(p.times);
+        all.declines.extend(p.declines);
+        all.rows.extend(p.rows);
+    }
+    let mut order: Vec<usize> = (0..all.len()).collect();
+    order.par_sort_unstable_by_key(|&i| (all.times[i], all.rows[i]));
+    all.select(&order)
+}
+
+impl TrainingSet {
+    /// The examples at `ix`, in that order.
+    pub fn select(&self, ix: &[usize]) -> TrainingSet {
+        let mut columns = Vec::with_capacity(ix.len() * ACTIVE);
+        for &i in ix {
+            columns.extend_from_slice(self.row(i));
+        }
+        TrainingSet {
+            columns,
+            labels: ix.iter().map(|&i| self.labels[i]).collect(),
+            times: ix.iter().map(|&i| self.times[i]).collect(),
+            declines: ix.iter().map(|&i| self.declines[i]).collect(),
+            rows: ix.iter().map(|&i| self.rows[i]).collect(),
+        }
+    }
+
+    /// The examples in `range` (by time order).
+    pub fn range(&self, r: std::ops::Range<usize>) -> TrainingSet {
+        self.select(&r.collect::<Vec<_>>())
+    }
+}
+
+/// Training settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Share of the latest examples held out for testing.
+    pub test_fraction: f64,
+    /// Share of the latest training examples used to calibrate (Platt scaling).
+    pub calibration_fraction: f64,
+    /// L2 penalty candidates; the one with the best calibration-split log loss is kept.
+    pub l2: Vec<f64>,
+    /// L-BFGS iteration cap.
+    pub max_iterations: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { test_fraction: 0.25, calibration_fraction: 0.15, l2: vec![1e-5, 1e-4, 1e-3], max_iterations: 200 }
+    }
+}
+
+/// The sparse logistic-regression objective: mean log loss + l2/2 · |w|² (intercept unpenalized).
+struct Objective<'a> {
+    set: &'a TrainingSet,
+    l2: f64,
+}
+
+/// Examples per parallel chunk; chunk results are summed in order, so the fit is
+/// identical for any thread count.
+const CHUNK: usize = 1 << 15;
+
+impl Objective<'_> {
+    fn dim(&self) -> usize {
+        SCHEMA.len() + 1
+    }
+
+    /// (loss, gradient) at `w` (last element: intercept).
+    fn eval(&self, w: &[f64], want_grad: bool) -> (f64, Vec<f64>) {
+        let d = self.dim();
+        let n = self.set.len();
+        let parts: Vec<(f64, Vec<f64>)> = (0..n.div_ceil(CHUNK))
+            .into_par_iter()
+            .map(|c| {
+                let mut loss = 0.0;
+                let mut g = if want_grad { vec![0.0; d] } else { Vec::new() };
+                for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
+                    let row = self.set.row(i);
+                    let z = w[d - 1] + row.iter().map(|&k| w[k as usize]).sum::<f64>();
+                    let y = self.set.labels[i] as u8 as f64;
+                    // log(1 + e^z) − y·z, stably.
+                    loss += if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() } - y * z;
+                    if want_grad {
+                        let r = sigmoid(z) - y;
+                        for &k in row {
+                            g[k as usize] += r;
+                        }
+                        g[d - 1] += r;
+                    }
+                }
+                (loss, g)
+            })
+            .collect();
+        let mut loss = 0.0;
+        let mut grad = vec![0.0; if want_grad { d } else { 0 }];
+        for (l, g) in parts {
+            loss += l;
+            for (a, b) in grad.iter_mut().zip(g) {
+                *a += b;
+            }
+        }
+        let nf = n.max(1) as f64;
+        loss /= nf;
+        loss += 0.5 * self.l2 * w[..d - 1].iter().map(|x| x * x).sum::<f64>();
+        for (k, gk) in grad.iter_mut().enumerate() {
+            *gk /= nf;
+            if k < d - 1 {
+                *gk += self.l2 * w[k];
+            }
+        }
+        (loss, grad)
+    }
+}
+
+impl argmin::core::CostFunction for Objective<'_> {
+    type Param = ndarray::Array1<f64>;
+    type Output = f64;
+    fn cost(&self, w: &Self::Param) -> Result<f64, argmin::core::Error> {
+        Ok(self.eval(w.as_slice().expect("contiguous"), false).0)
+    }
+}
+
+impl argmin::core::Gradient for Objective<'_> {
+    type Param = ndarray::Array1<f64>;
+    type Gradient = ndarray::Array1<f64>;
+    fn gradient(&self, w: &Self::Param) -> Result<Self::Gradient, argmin::core::Error> {
+        Ok(ndarray::Array1::from(self.eval(w.as_slice().expect("contiguous"), true).1))
+    }
+}
+
+/// Fit the logistic regression on `set` with penalty `l2` (L-BFGS, argmin).
+/// Returns (weights, intercept, iterations).
+pub fn fit_logistic(set: &TrainingSet, l2: f64, max_iterations: u64) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+    use argmin::core::{Executor, State};
+    use argmin::solver::linesearch::MoreThuenteLineSearch;
+    use argmin::solver::quasinewton::LBFGS;
+    anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
+    let obj = Objective { set, l2 };
+    let d = obj.dim();
+    // Start at the base rate.
+    let rate = (set.labels.iter().filter(|&&y| y).count() as f64 + 0.5) / (set.len() as f64 + 1.0);
+    let mut init = ndarray::Array1::zeros(d);
+    init[d - 1] = (rate / (1.0 - rate)).ln();
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_grad(1e-7)?.with_tolerance_cost(1e-10)?;
+    let res = Executor::new(obj, solver).configure(|s| s.param(init).max_iters(max_iterations)).run()?;
+    let state = res.state();
+    let w = state.get_best_param().ok_or_else(|| anyhow::anyhow!("optimizer returned no parameters"))?;
+    let w = w.to_vec();
+    Ok((w[..d - 1].to_vec(), w[d - 1], state.get_iter()))
+}
+
+/// Platt scaling: fit `p = σ(a·z + b)` on raw logits `z` with linfa's logistic regression.
+pub fn fit_platt(z: &[f64], y: &[bool]) -> anyhow::Result<(f64, f64)> {
+    use linfa::prelude::*;
+    use linfa_logistic::LogisticRegression;
+    if y.iter().all(|&v| v) || y.iter().all(|&v| !v) {
+        // One class only: nothing to calibrate against; keep the raw logit.
+        return Ok((1.0, 0.0));
+    }
+    let x = ndarray::Array2::from_shape_vec((z.len(), 1), z.to_vec())?;
+    let t = ndarray::Array1::from_iter(y.iter().map(|&v| v as usize));
+    let ds = Dataset::new(x, t);
+    let fitted = LogisticRegression::default().alpha(0.0).max_iterations(200).fit(&ds)?;
+    let (a, b) = (fitted.params()[0], fitted.intercept());
+    // linfa orders the two classes itself: make the probability the one of success (1).
+    Ok(if fitted.labels().pos.class == 1 { (a, b) } else { (-a, -b) })
+}
+
+/// Held-out quality of a set of predictions.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Metrics {
+    pub examples: usize,
+    pub positives: usize,
+    pub log_loss: f64,
+    pub auc: f64,
+    pub brier: f64,
+    /// Expected calibration error over 10 equal-width bins.
+    pub ece: f64,
+    /// (bin lower edge, examples, mean predicted, observed rate).
+    pub calibration: Vec<(f64, usize, f64, f64)>,
+    /// AUC within each decline class (NaN-free: classes with one label only are left out).
+    pub auc_by_class: Vec<(String, usize, f64)>,
+}
+
+/// Area under the ROC curve (ties count half).
+pub fn auc(p: &[f64], y: &[bool]) -> f64 {
+    let mut ix: Vec<usize> = (0..p.len()).collect();
+    ix.sort_by(|&a, &b| p[a].total_cmp(&p[b]));
+    let (mut rank_sum, mut i) = (0.0, 0);
+    let pos = y.iter().filter(|&&v| v).count() as f64;
+    let neg = y.len() as f64 - pos;
+    while i < ix.len() {
+        let mut j = i;
+        while j < ix.len() && p[ix[j]] == p[ix[i]] {
+            j += 1;
+        }
+        let avg_rank = (i + j + 1) as f64 / 2.0; // ranks are 1-based
+        rank_sum += ix[i..j].iter().filter(|&&k| y[k]).count() as f64 * avg_rank;
+        i = j;
+    }
+    if pos == 0.0 || neg == 0.0 {
+        return f64::NAN;
+    }
+    (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg)
+}
+
+/// Metrics of predictions `p` for labels `y`, with the decline of each example.
+pub fn metrics(p: &[f64], y: &[bool], declines: &[DeclineCode]) -> Metrics {
+    let n = p.len();
+    let eps = 1e-12;
+    let log_loss = p
+        .iter()
+        .zip(y)
+        .map(|(&q, &t)| {
+            let q = q.clamp(eps, 1.0 - eps);
+            if t { -q.ln() } else { -(1.0 - q).ln() }
+        })
+        .sum::<f64>()
+        / n.max(1) as f64;
+    let brier = p.iter().zip(y).map(|(&q, &t)| (q - t as u8 as f64).powi(2)).sum::<f64>() / n.max(1) as f64;
+    let mut bins = vec![(0usize, 0.0f64, 0.0f64); 10];
+    for (&q, &t) in p.iter().zip(y) {
+        let b = ((q * 10.0) as usize).min(9);
+        bins[b].0 += 1;
+        bins[b].1 += q;
+        bins[b].2 += t as u8 as f64;
+    }
+    let calibration: Vec<(f64, usize, f64, f64)> = bins
+        .iter()
+        .enumerate()
+        .map(|(b, &(k, sp, sy))| (b as f64 / 10.0, k, if k > 0 { sp / k as f64 } else { 0.0 }, if k > 0 { sy / k as f64 } else { 0.0 }))
+        .collect();
+    let ece = calibration.iter().map(|&(_, k, mp, my)| k as f64 * (mp - my).abs()).sum::<f64>() / n.max(1) as f64;
+    let mut auc_by_class = Vec::new();
+    for class in <DeclineClass as strum::VariantArray>::VARIANTS {
+        let ix: Vec<usize> = (0..n).filter(|&i| declines[i].class() == *class).collect();
+        let (pc, yc): (Vec<f64>, Vec<bool>) = ix.iter().map(|&i| (p[i], y[i])).unzip();
+        let a = auc(&pc, &yc);
+        if a.is_finite() {
+            auc_by_class.push((<&str>::from(*class).to_string(), ix.len(), a));
+        }
+    }
+    Metrics {
+        examples: n,
+        positives: y.iter().filter(|&&v| v).count(),
+        log_loss,
+        auc: auc(p, y),
+        brier,
+        ece,
+        calibration,
+        auc_by_class,
+    }
+}
+
+/// A rate table baseline: success rate per key, shrunk toward the overall rate (m-estimate).
+pub fn rate_baseline<K: std::hash::Hash + Eq + Copy>(train_keys: &[K], train_y: &[bool], test_keys: &[K]) -> Vec<f64> {
+    const M: f64 = 20.0;
+    let overall = (train_y.iter().filter(|&&v| v).count() as f64 + 0.5) / (train_y.len() as f64 + 1.0);
+    let mut counts: HashMap<K, (f64, f64)> = HashMap::new();
+    for (k, &y) in train_keys.iter().zip(train_y) {
+        let e = counts.entry(*k).or_default();
+        e.0 += y as u8 as f64;
+        e.1 += 1.0;
+    }
+    test_keys
+        .iter()
+        .map(|k| {
+            let (s, n) = counts.get(k).copied().unwrap_or_default();
+            (s + M * overall) / (n + M)
+        })
+        .collect()
+}
+
+/// Everything a training run produces.
+#[derive(Debug, Clone)]
+pub struct Trained {
+    pub model: SuccessModel,
+    pub report: TrainReport,
+}
+
+/// What a training run measured: goes to `metrics.json` and the model card.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TrainReport {
+    pub examples: usize,
+    pub fit_examples: usize,
+    pub calibration_examples: usize,
+    pub test_examples: usize,
+    pub data_from: Option<DateTime<Utc>>,
+    pub data_to: Option<DateTime<Utc>>,
+    /// First retry time in the test set: everything before it trained or calibrated.
+    pub test_from: Option<DateTime<Utc>>,
+    /// (l2, calibration-split log loss) for every candidate penalty.
+    pub l2_search: Vec<(f64, f64)>,
+    pub l2: f64,
+    pub iterations: u64,
+    /// Test metrics of the model before Platt scaling (to show what calibration did).
+    pub uncalibrated: Metrics,
+    /// Test metrics of the model.
+    pub model: Metrics,
+    /// Base rate per decline code.
+    pub baseline_code: Metrics,
+    /// Base rate per decline code × days-since-pay-day bucket.
+    pub baseline_code_payday: Metrics,
+}
+
+/// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
+pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
+    let n = set.len();
+    anyhow::ensure!(n >= 100, "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)");
+    let test_start = n - ((n as f64 * cfg.test_fraction) as usize).clamp(1, n - 2);
+    let fit_end = test_start - ((test_start as f64 * cfg.calibration_fraction) as usize).clamp(1, test_start - 1);
+    let (fit, cal, test) = (set.range(0..fit_end), set.range(fit_end..test_start), set.range(test_start..n));
+    let logits = |w: &[f64], b: f64, s: &TrainingSet| -> Vec<f64> {
+        (0..s.len()).map(|i| b + s.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect()
+    };
+    let mut best: Option<(f64, Vec<f64>, f64, u64, f64)> = None;
+    let mut l2_search = Vec::new();
+    for &l2 in &cfg.l2 {
+        let t = std::time::Instant::now();
+        let (w, b, iters) = fit_logistic(&fit, l2, cfg.max_iterations)?;
+        let z = logits(&w, b, &cal);
+        let p: Vec<f64> = z.iter().map(|&z| sigmoid(z)).collect();
+        let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
+        progress(&format!("fit l2={l2:e}: {iters} iterations in {:.1?}, calibration-split log loss {ll:.5}", t.elapsed()));
+        l2_search.push((l2, ll));
+        if best.as_ref().is_none_or(|bst| ll < bst.4) {
+            best = Some((l2, w, b, iters, ll));
+        }
+    }
+    let (l2, weights, intercept, iterations, _) = best.ok_or_else(|| anyhow::anyhow!("no L2 penalty to try"))?;
+    let (platt_a, platt_b) = fit_platt(&logits(&weights, intercept, &cal), &cal.labels)?;
+    progress(&format!("calibrated (Platt): a={platt_a:.4}, b={platt_b:.4}"));
+    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b };
+    let z_test = logits(&model.weights, model.intercept, &test);
+    let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
+    let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
+    // Baselines learn from everything before the test period, like the model.
+    let before = set.range(0..test_start);
+    let code_key = |s: &TrainingSet| s.declines.clone();
+    let payday_key = |s: &TrainingSet| -> Vec<(DeclineCode, usize)> {
+        (0..s.len()).map(|i| (s.declines[i], crate::features::days_since_payday_level(s.row(i)))).collect()
+    };
+    let b1 = rate_baseline(&code_key(&before), &before.labels, &code_key(&test));
+    let b2 = rate_baseline(&payday_key(&before), &before.labels, &payday_key(&test));
+    let report = TrainReport {
+        examples: n,
+        fit_examples: fit.len(),
+        calibration_examples: cal.len(),
+        test_examples: test.len(),
+        data_from: set.times.first().copied(),
+        data_to: set.times.last().copied(),
+        test_from: test.times.first().copied(),
+        l2_search,
+        l2,
+        iterations,
+        uncalibrated: metrics(&raw_test, &test.labels, &test.declines),
+        model: metrics(&p_test, &test.labels, &test.declines),
+        baseline_code: metrics(&b1, &test.labels, &test.declines),
+        baseline_code_payday: metrics(&b2, &test.labels, &test.declines),
+    };
+    Ok(Trained { model, report })
+}
