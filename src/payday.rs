@@ -108,7 +108,8 @@ pub fn candidates(country: Country) -> Vec<(PaySchedule, f64)> {
 pub fn infer(country: Country, evidence: &[Evidence]) -> PayDayEstimate {
     let cands = candidates(country);
     let mut ev: Vec<Evidence> = evidence.to_vec();
-    ev.sort_by_key(|e| std::cmp::Reverse(e.last_day()));
+    // Most recent first; ties in a fixed order, so any input order gives the same subset.
+    ev.sort_by(|a, b| b.last_day().cmp(&a.last_day()).then(a.cmp(b)));
     ev.truncate(MAX_EVIDENCE);
     let Some(span) = span(&ev) else {
         let (schedule, prior) = cands.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).expect("candidates");

@@ -86,3 +86,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     eprintln!("recoup {}: not built yet (planned in issue #{}); see README.md for what works today", name.0, name.1);
     Ok(ExitCode::from(EXIT_NOT_BUILT))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_definition_is_consistent() {
+        // clap's own checks (unique argument names, valid defaults) for every subcommand.
+        <super::Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -23,9 +23,17 @@ pub enum ModelsCommand {
     /// List versions, oldest first; `*` marks the current one.
     List,
     /// Print a version's data, settings and held-out metrics (`current` for the current one).
-    Show { version: String },
+    Show {
+        /// Version name, or `current`.
+        #[arg(value_name = "VERSION")]
+        name: String,
+    },
     /// Make a version the current one (the served model). Atomic; the model must load.
-    Promote { version: String },
+    Promote {
+        /// Version name (see `recoup models list`).
+        #[arg(value_name = "VERSION")]
+        name: String,
+    },
 }
 
 /// Run `recoup models`.
@@ -43,8 +51,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 println!("{mark} {v}  {} retries  test log loss {:.4}  AUC {:.4}  ECE {:.4}  data {}", r.examples, r.model.log_loss, r.model.auc, r.model.ece, &m.data_fingerprint[..12]);
             }
         }
-        ModelsCommand::Show { version } => {
-            let v = if version == "current" { registry::current(&a.dir)? } else { version.clone() };
+        ModelsCommand::Show { name } => {
+            let v = if name == "current" { registry::current(&a.dir)? } else { name.clone() };
             registry::describe(&a.dir, &v)?;
             let card = std::fs::read_to_string(a.dir.join(&v).join("MODEL_CARD.md"))?;
             print!("{card}");
@@ -53,9 +61,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 Err(e) => println!("\nloads with this build: NO — {e}"),
             }
         }
-        ModelsCommand::Promote { version } => {
-            registry::promote(&a.dir, version)?;
-            println!("{version} is now the current model in {}", a.dir.display());
+        ModelsCommand::Promote { name } => {
+            registry::promote(&a.dir, name)?;
+            println!("{name} is now the current model in {}", a.dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

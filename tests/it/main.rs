@@ -4,3 +4,4 @@ mod cli;
 mod history;
 mod sim;
 mod support;
+mod train;

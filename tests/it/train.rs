@@ -1,0 +1,218 @@
+//! Training: no training/serving skew, pay-day inference against known truth,
+//! model quality against the baselines, determinism, and the registry.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Utc};
+use recoup::declines::DeclineCode;
+use recoup::domain::{Attempt, Channel};
+use recoup::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState};
+use recoup::history::{load, History, LoadOptions};
+use recoup::payday::{infer, same_pay_days};
+use recoup::sim::{World, WorldConfig};
+use recoup::train::{build, train, TrainConfig};
+
+use predicates::prelude::PredicateBooleanExt;
+
+const SEED: u64 = 77;
+
+/// A simulated history (4,000 payers × 12 months) written to Parquet and loaded back.
+fn shared() -> &'static (World, History, PathBuf) {
+    static H: OnceLock<(World, History, PathBuf)> = OnceLock::new();
+    H.get_or_init(|| {
+        let world = World::new(WorldConfig::default(), SEED, 12);
+        let dir = tempfile::tempdir().expect("tempdir").keep();
+        let path = dir.join("sim.parquet");
+        let mut df = recoup::sim::generate::chunk(&world, 0..4_000).to_frame().expect("frame");
+        polars::prelude::ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+        let h = load(&path, &LoadOptions::default()).expect("loads");
+        (world, h, path)
+    })
+}
+
+/// The scoring path: everything rebuilt from a request-shaped view of the history
+/// (the payment's earlier attempts and the payer's other payments, found by id text),
+/// not from the batch path's grouping.
+fn from_request(h: &History, retry: &Attempt) -> Vec<u16> {
+    let payment_id = h.payment_id(retry);
+    let customer_id = h.customer_id(retry);
+    let earlier: Vec<&Attempt> = h
+        .attempts
+        .iter()
+        .filter(|a| h.payment_id(a) == payment_id && a.attempt_number < retry.attempt_number)
+        .collect();
+    let first_at = earlier[0].attempted_at;
+    // Past payments of the payer, as (time, decline) lists.
+    let mut past: HashMap<&str, Vec<(DateTime<Utc>, Option<DeclineCode>)>> = HashMap::new();
+    for a in h.attempts.iter().filter(|a| h.customer_id(a) == customer_id && h.payment_id(a) != payment_id) {
+        past.entry(h.payment_id(a)).or_default().push((a.attempted_at, a.decline));
+    }
+    let mut evidence = Vec::new();
+    for (_, mut attempts) in past {
+        attempts.sort();
+        evidence.extend(payment_evidence(retry.timezone, &attempts).into_iter().filter(|(t, _)| *t < first_at).map(|(_, e)| e));
+    }
+    let last = earlier[earlier.len() - 1];
+    let facts = PaymentFacts {
+        amount_minor: last.amount.minor,
+        currency: last.amount.currency,
+        method: last.method,
+        card_brand: last.card_brand,
+        card_funding: last.card_funding,
+        country: last.country,
+        timezone: last.timezone,
+        billing_interval: last.billing_interval,
+        tenure_days: last.tenure_days,
+    };
+    let earlier: Vec<EarlierAttempt> = earlier
+        .iter()
+        .map(|a| EarlierAttempt {
+            at: a.attempted_at,
+            decline: a.decline.expect("earlier attempts failed"),
+            advice_code: a.advice_code,
+            channel: a.channel,
+            payment_method_updated: a.payment_method_updated == Some(true),
+        })
+        .collect();
+    let state = PaymentState::new(facts, &earlier, retry.payment_method_updated == Some(true), &evidence).expect("state");
+    state.encode(&Candidate { at: retry.attempted_at, channel: retry.channel.unwrap_or(Channel::None) })
+}
+
+#[test]
+fn batch_and_scoring_paths_build_identical_vectors() {
+    let (_, h, _) = shared();
+    let set = build(h);
+    assert!(set.len() > 5_000, "{} examples", set.len());
+    let mut checked = 0;
+    for i in (0..set.len()).step_by(37) {
+        let retry = &h.attempts[set.rows[i] as usize];
+        let v = from_request(h, retry);
+        assert_eq!(v.as_slice(), set.row(i), "example {i} (attempt {})", h.attempt_id(retry));
+        checked += 1;
+    }
+    assert!(checked > 100, "{checked}");
+}
+
+#[test]
+fn pay_day_inference_beats_the_country_prior_on_simulated_payers() {
+    let (world, h, _) = shared();
+    // Evidence per payer from everything they did.
+    let mut by_payer: HashMap<u32, Vec<&[Attempt]>> = HashMap::new();
+    for p in h.payments() {
+        let id: u32 = h.customer_id(&p[0]).trim_start_matches("cus_").parse().expect("cus_N");
+        by_payer.entry(id).or_default().push(p);
+    }
+    let (mut n, mut hit, mut prior_hit, mut n_ev, mut hit_ev, mut prior_hit_ev) = (0, 0, 0, 0, 0, 0);
+    for (id, payments) in by_payer {
+        let payer = world.payer(id);
+        let evidence: Vec<_> = payments
+            .iter()
+            .flat_map(|p| payment_evidence(payer.timezone, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>()))
+            .map(|(_, e)| e)
+            .collect();
+        let est = infer(payer.country, &evidence);
+        let prior = infer(payer.country, &[]);
+        let from = world.cfg.start;
+        let ok = same_pay_days(payer.country, &est.schedule, &payer.schedule, from);
+        let prior_ok = same_pay_days(payer.country, &prior.schedule, &payer.schedule, from);
+        n += 1;
+        hit += ok as u32;
+        prior_hit += prior_ok as u32;
+        if evidence.len() >= 3 {
+            n_ev += 1;
+            hit_ev += ok as u32;
+            prior_hit_ev += prior_ok as u32;
+        }
+    }
+    let pct = |a: u32, b: u32| 100.0 * a as f64 / b.max(1) as f64;
+    eprintln!(
+        "pay-day inference: all payers {:.1} % exact (prior alone {:.1} %, n={n}); with ≥3 pieces of evidence {:.1} % (prior {:.1} %, n={n_ev})",
+        pct(hit, n), pct(prior_hit, n), pct(hit_ev, n_ev), pct(prior_hit_ev, n_ev)
+    );
+    assert!(n_ev > 100, "{n_ev} payers with evidence");
+    assert!(hit >= prior_hit, "inference must not do worse than the prior overall");
+    assert!(pct(hit_ev, n_ev) > pct(prior_hit_ev, n_ev) + 5.0, "evidence must help where there is some");
+}
+
+#[test]
+fn model_beats_both_baselines_and_is_calibrated() {
+    let (_, h, _) = shared();
+    let set = build(h);
+    let t = train(&set, &TrainConfig::default(), &mut |_| {}).expect("trains");
+    let r = &t.report;
+    eprintln!("model {:?}\ncode {:?}\ncode×payday {:?}", (r.model.log_loss, r.model.auc, r.model.ece), (r.baseline_code.log_loss, r.baseline_code.auc), (r.baseline_code_payday.log_loss, r.baseline_code_payday.auc));
+    assert!(r.model.log_loss < r.baseline_code.log_loss && r.model.log_loss < r.baseline_code_payday.log_loss);
+    assert!(r.model.auc > r.baseline_code.auc && r.model.auc > r.baseline_code_payday.auc);
+    assert!(r.model.ece < 0.03, "ECE {}", r.model.ece);
+    // The time split: every test example is later than every training example.
+    let test_from = r.test_from.expect("test split");
+    assert!(set.times[..r.fit_examples + r.calibration_examples].iter().all(|t| *t <= test_from));
+    // Calibration table counts every test example once.
+    assert_eq!(r.model.calibration.iter().map(|b| b.1).sum::<usize>(), r.test_examples);
+    assert!(r.model.auc_by_class.iter().any(|(c, _, _)| c == "soft_funds"));
+}
+
+fn recoup() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("recoup").unwrap()
+}
+
+fn only_version(dir: &Path) -> String {
+    let v = recoup::registry::list(dir).expect("list");
+    assert_eq!(v.len(), 1, "{v:?}");
+    v[0].clone()
+}
+
+#[test]
+fn training_twice_gives_identical_artifacts_and_the_registry_promotes_atomically() {
+    let (_, _, path) = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (out, threads) in [(&a, "1"), (&b, "2")] {
+        recoup().args(["train", "-q", "--history"]).arg(path).arg("--out").arg(out).args(["--threads", threads]).assert().success();
+    }
+    let (va, vb) = (only_version(&a), only_version(&b));
+    for f in ["model.json", "metrics.json"] {
+        let (x, y) = (std::fs::read(a.join(&va).join(f)).unwrap(), std::fs::read(b.join(&vb).join(f)).unwrap());
+        assert!(x == y, "{f} differs between runs");
+    }
+    // Same model digest in the name; only the creation time differs.
+    assert_eq!(va.rsplit('-').next(), vb.rsplit('-').next());
+    // Nothing current until promoted; promote, list marks it, show prints the card.
+    recoup().args(["models", "show", "current", "--dir"]).arg(&a).assert().failure().stderr(predicates::str::contains("no current model"));
+    recoup().args(["models", "promote", &va, "--dir"]).arg(&a).assert().success();
+    assert_eq!(recoup::registry::current(&a).unwrap(), va);
+    recoup().args(["models", "list", "--dir"]).arg(&a).assert().success().stdout(predicates::str::contains(format!("* {va}")));
+    recoup().args(["models", "show", "current", "--dir"]).arg(&a).assert().success()
+        .stdout(predicates::str::contains("baseline: rate per decline code").and(predicates::str::contains("loads with this build: yes")));
+    recoup().args(["models", "promote", "nope", "--dir"]).arg(&a).assert().failure().stderr(predicates::str::contains("\"nope\" not found"));
+    assert_eq!(recoup::registry::current(&a).unwrap(), va, "a failed promote leaves the pointer alone");
+    // A model whose schema differs from the code's is refused with the column named.
+    let model_path = a.join(&va).join("model.json");
+    let text = std::fs::read_to_string(&model_path).unwrap().replacen("decline_code=insufficient_funds", "decline_code=broke", 1);
+    std::fs::write(&model_path, text).unwrap();
+    let err = recoup::registry::load_current(&a).unwrap_err().to_string();
+    assert!(err.contains("column 0") && err.contains("decline_code=broke") && err.contains("retrain"), "{err}");
+}
+
+#[test]
+fn too_little_history_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("h.csv");
+    std::fs::write(&csv, "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,country,outcome\n\
+        a1,p1,c1,2025-01-01T00:00:00Z,0,999,USD,card,US,succeeded\n").unwrap();
+    recoup().args(["train", "--history"]).arg(&csv).arg("--out").arg(tmp.path().join("m")).assert().failure()
+        .stderr(predicates::str::contains("training needs at least 100"));
+    assert!(!tmp.path().join("m").exists(), "no artifact on failure");
+}
+
+#[test]
+fn the_shipped_default_model_loads_with_this_build() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let (version, model) = recoup::registry::load_current(&dir)
+        .unwrap_or_else(|e| panic!("{e} (retrain it: cargo run --release -- train --promote, and commit models/)"));
+    let (_, report) = recoup::registry::describe(&dir, &version).expect("metrics");
+    assert_eq!(model.weights.len(), recoup::features::SCHEMA.len());
+    assert!(report.model.log_loss < report.baseline_code_payday.log_loss, "the default model beats the baselines");
+}
