@@ -10,9 +10,14 @@
 //! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
 //! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
 //! - [`sim`]: the simulated payment world with ground truth; runs any policy, writes history.
+//! - [`payday`]: pay-schedule inference from funds declines and recoveries.
+//! - [`features`]: the one feature definition shared by training and scoring.
+//! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
+//! - [`train`]: batch features, fit, time-split evaluation against baselines.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
+//! - [`registry`]: model versions on disk and the `CURRENT` pointer.
 //! - [`cli`]: the `recoup` subcommands.
 
 pub mod calendar;
