@@ -71,6 +71,8 @@ pub struct PaymentState {
     payday: PayDayEstimate,
     /// The inferred schedule's pay days around the dunning window, sorted.
     pay_days: Vec<NaiveDate>,
+    /// Levels of the payment-level groups (candidate crosses need them).
+    levels: [usize; N_FIXED],
     /// Active columns of the payment-level groups and crosses.
     fixed: Vec<u16>,
 }
@@ -130,8 +132,10 @@ impl PaymentState {
             payday,
             pay_days,
             facts,
+            levels: [0; N_FIXED],
             fixed: Vec::new(),
         };
+        s.levels = s.fixed_levels();
         s.fixed = s.fixed_columns();
         Some(s)
     }
@@ -172,7 +176,7 @@ impl PaymentState {
     }
 
     fn fixed_columns(&self) -> Vec<u16> {
-        let levels = self.fixed_levels();
+        let levels = self.levels;
         let mut out = Vec::with_capacity(N_FIXED + FIXED_CROSSES.len());
         for (g, &l) in levels.iter().enumerate() {
             out.push(SCHEMA.column(g, l));
@@ -185,7 +189,7 @@ impl PaymentState {
 
     /// The candidate-level active columns for `c`, appended to `out`.
     pub fn candidate_columns(&self, c: &Candidate, out: &mut Vec<u16>) {
-        let fixed = self.fixed_levels();
+        let fixed = &self.levels;
         let local = c.at.with_timezone(&self.facts.timezone).naive_local();
         let day = local.date();
         let i = self.pay_days.partition_point(|p| *p <= day);
