@@ -25,7 +25,7 @@ use crate::payday::{infer, Evidence, PayDayEstimate};
 
 /// Bump when the meaning of any column changes: artifacts trained under another
 /// version are refused.
-pub const FEATURE_VERSION: u32 = 1;
+pub const FEATURE_VERSION: u32 = 2;
 
 /// One earlier attempt of the payment being decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,6 +206,7 @@ impl PaymentState {
             bucket(until as f64, &[2.0, 3.0, 4.0, 7.0, 14.0]),
             bucket(day.day() as f64, &[6.0, 11.0, 16.0, 21.0, 26.0]),
             c.channel as usize,
+            cycle_level(since, until),
         ];
         for (g, &l) in levels.iter().enumerate() {
             out.push(SCHEMA.column(N_FIXED + g, l));
@@ -213,6 +214,9 @@ impl PaymentState {
         let level = |g: usize| if g < N_FIXED { fixed[g] } else { levels[g - N_FIXED] };
         for (k, &(a, b)) in CAND_CROSSES.iter().enumerate() {
             out.push(SCHEMA.cross(FIXED_CROSSES.len() + k, level(a), level(b)));
+        }
+        for (k, &(a, b, c)) in TRIPLES.iter().enumerate() {
+            out.push(SCHEMA.triple(k, level(a), level(b), level(c)));
         }
     }
 
@@ -297,19 +301,33 @@ fn tenure_level(t: Option<u32>) -> usize {
     }
 }
 
+/// How far through the pay period the day is: days since pay day over the
+/// period's length, in eighths-ish (level 0: no pay day known around it).
+fn cycle_level(since: i64, until: i64) -> usize {
+    if since >= 99 || until >= 99 {
+        return 0;
+    }
+    let period = (since + until).max(1) as f64;
+    1 + bucket(since as f64 / period, &[0.1, 0.2, 0.35, 0.5, 0.65, 0.8, 0.9])
+}
+
 fn confidence_level(p: f64) -> usize {
     bucket(p, &[0.5, 0.8])
 }
 
 const N_FIXED: usize = 14;
-const N_CAND: usize = 8;
+const N_CAND: usize = 9;
 
 // Group indices (payment-level 0..N_FIXED, candidate N_FIXED..).
 const G_CODE: usize = 0;
 const G_CLASS: usize = 1;
 const G_RETRIES: usize = 2;
+const G_AMOUNT: usize = 3;
+const G_COUNTRY: usize = 4;
 const G_METHOD: usize = 5;
 const G_FUNDING: usize = 7;
+const G_TENURE: usize = 9;
+const G_MESSAGES: usize = 10;
 const G_UPDATED: usize = 11;
 const G_ADVICE: usize = 12;
 const G_CONFIDENCE: usize = 13;
@@ -319,13 +337,25 @@ const G_HOUR: usize = N_FIXED + 2;
 const G_WEEKDAY: usize = N_FIXED + 3;
 const G_SINCE_PAY: usize = N_FIXED + 4;
 const G_UNTIL_PAY: usize = N_FIXED + 5;
+const G_DAY_OF_MONTH: usize = N_FIXED + 6;
 const G_CHANNEL: usize = N_FIXED + 7;
+/// Group index of the candidate's channel (for [`group_level`]).
+pub const CHANNEL_GROUP: usize = G_CHANNEL;
+const G_CYCLE: usize = N_FIXED + 8;
 
 /// Crosses of payment-level groups.
-const FIXED_CROSSES: [(usize, usize); 4] =
-    [(G_CLASS, G_RETRIES), (G_CLASS, G_UPDATED), (G_METHOD, G_CLASS), (G_CODE, G_ADVICE)];
+const FIXED_CROSSES: [(usize, usize); 8] = [
+    (G_CLASS, G_RETRIES),
+    (G_CLASS, G_UPDATED),
+    (G_METHOD, G_CLASS),
+    (G_CODE, G_ADVICE),
+    (G_CLASS, G_AMOUNT),
+    (G_CLASS, G_TENURE),
+    (G_CLASS, G_COUNTRY),
+    (G_CLASS, G_FUNDING),
+];
 /// Crosses involving a candidate group: how timing and messages work differ by decline class.
-const CAND_CROSSES: [(usize, usize); 10] = [
+const CAND_CROSSES: [(usize, usize); 22] = [
     (G_CLASS, G_SINCE_PAY),
     (G_CLASS, G_UNTIL_PAY),
     (G_FUNDING, G_SINCE_PAY),
@@ -336,16 +366,71 @@ const CAND_CROSSES: [(usize, usize); 10] = [
     (G_CLASS, G_WEEKDAY),
     (G_CLASS, G_CHANNEL),
     (G_RETRIES, G_CHANNEL),
+    // The pay cycle's shape: cycle length, country pay-day customs, rent early in the month.
+    (G_SINCE_PAY, G_UNTIL_PAY),
+    (G_COUNTRY, G_DAY_OF_MONTH),
+    (G_CLASS, G_DAY_OF_MONTH),
+    (G_WEEKDAY, G_DAY_OF_MONTH),
+    (G_CLASS, G_CYCLE),
+    (G_FUNDING, G_CYCLE),
+    (G_CONFIDENCE, G_CYCLE),
+    // Pay arrives during the pay day: the hour decides whether it is there yet.
+    (G_SINCE_PAY, G_HOUR),
+    (G_SINCE_PAY, G_DAY_OF_MONTH),
+    (G_CODE, G_SINCE_LAST),
+    // Message fatigue and who answers which channel.
+    (G_MESSAGES, G_CHANNEL),
+    (G_FUNDING, G_CHANNEL),
 ];
+
+/// The level of group `g` (index into [`group_names`]) in an encoded vector.
+pub fn group_level(active: &[u16], g: usize) -> usize {
+    let at = if g < N_FIXED { g } else { g + FIXED_CROSSES.len() };
+    active[at] as usize - SCHEMA.group_offset[g]
+}
+
+/// The vector `active` would be had its candidate's message gone through
+/// `channel` instead: every slot that involves the channel is re-encoded. The
+/// counterfactual behind the channel-lift report (what each channel adds over
+/// no message, same payment, same time).
+pub fn with_channel(active: &[u16], channel: Channel) -> Vec<u16> {
+    let mut v = active.to_vec();
+    let ch = channel as usize;
+    let level = |g: usize| if g == G_CHANNEL { ch } else { group_level(active, g) };
+    let fc = FIXED_CROSSES.len();
+    v[G_CHANNEL + fc] = SCHEMA.column(G_CHANNEL, ch);
+    let cross_base = N_FIXED + fc + N_CAND;
+    for (k, &(a, b)) in CAND_CROSSES.iter().enumerate() {
+        if a == G_CHANNEL || b == G_CHANNEL {
+            v[cross_base + k] = SCHEMA.cross(fc + k, level(a), level(b));
+        }
+    }
+    let triple_base = cross_base + CAND_CROSSES.len();
+    for (k, &(a, b, c)) in TRIPLES.iter().enumerate() {
+        if [a, b, c].contains(&G_CHANNEL) {
+            v[triple_base + k] = SCHEMA.triple(k, level(a), level(b), level(c));
+        }
+    }
+    v
+}
 
 /// The `days_since_payday` level of an encoded vector (for the baseline that buckets by it).
 pub fn days_since_payday_level(active: &[u16]) -> usize {
-    let c = active[N_FIXED + FIXED_CROSSES.len() + (G_SINCE_PAY - N_FIXED)] as usize;
-    c - SCHEMA.group_offset[G_SINCE_PAY]
+    group_level(active, G_SINCE_PAY)
 }
 
+/// Three-way crosses, all involving a candidate group: how money arrives during
+/// the pay period matters for funds declines only, and differs by card funding,
+/// by how sure the pay-day inference is, and by the hour on the pay day itself.
+const TRIPLES: [(usize, usize, usize); 4] = [
+    (G_CLASS, G_FUNDING, G_CYCLE),
+    (G_CLASS, G_CONFIDENCE, G_CYCLE),
+    (G_CLASS, G_SINCE_PAY, G_HOUR),
+    (G_CLASS, G_UPDATED, G_CYCLE),
+];
+
 /// Number of active columns in every vector.
-pub const ACTIVE: usize = N_FIXED + N_CAND + FIXED_CROSSES.len() + CAND_CROSSES.len();
+pub const ACTIVE: usize = N_FIXED + N_CAND + FIXED_CROSSES.len() + CAND_CROSSES.len() + TRIPLES.len();
 
 fn names<T: Into<&'static str> + Copy>(v: &[T]) -> Vec<String> {
     v.iter().map(|x| (*x).into().to_string()).collect()
@@ -387,6 +472,7 @@ fn groups() -> Vec<(&'static str, Vec<String>)> {
         ("days_until_payday", bucket_names(&["1", "2", "3", "4-6", "7-13", "14+"])),
         ("day_of_month", bucket_names(&["1-5", "6-10", "11-15", "16-20", "21-25", "26-31"])),
         ("channel", names(Channel::VARIANTS)),
+        ("pay_period_elapsed", bucket_names(&["unknown", "<0.1", "0.1-0.2", "0.2-0.35", "0.35-0.5", "0.5-0.65", "0.65-0.8", "0.8-0.9", "0.9+"])),
     ];
     assert_eq!(g.len(), N_FIXED + N_CAND);
     g
@@ -403,6 +489,8 @@ pub struct Schema {
     group_offset: Vec<usize>,
     #[serde(skip)]
     cross_offset: Vec<(usize, usize)>,
+    #[serde(skip)]
+    triple_offset: Vec<(usize, usize, usize)>,
 }
 
 impl Schema {
@@ -424,11 +512,50 @@ impl Schema {
             }
         }
         assert!(columns.len() < u16::MAX as usize, "columns fit u16");
-        Schema { version: FEATURE_VERSION, columns, group_offset, cross_offset }
+        let mut triple_offset = Vec::new();
+        for &(a, b, c) in &TRIPLES {
+            triple_offset.push((columns.len(), groups[b].1.len(), groups[c].1.len()));
+            for la in &groups[a].1 {
+                for lb in &groups[b].1 {
+                    for lc in &groups[c].1 {
+                        columns.push(format!("{}={la}&{}={lb}&{}={lc}", groups[a].0, groups[b].0, groups[c].0));
+                    }
+                }
+            }
+        }
+        Schema { version: FEATURE_VERSION, columns, group_offset, cross_offset, triple_offset }
     }
 
     fn column(&self, group: usize, level: usize) -> u16 {
         (self.group_offset[group] + level) as u16
+    }
+
+    /// Column range of every slot of an encoded vector, in vector order: each
+    /// example has exactly one active column in each range.
+    pub fn slot_ranges(&self) -> Vec<std::ops::Range<usize>> {
+        let groups = groups();
+        let g = |i: usize| self.group_offset[i]..self.group_offset[i] + groups[i].1.len();
+        let c = |k: usize| {
+            let (off, nb) = self.cross_offset[k];
+            let (a, _) = if k < FIXED_CROSSES.len() { FIXED_CROSSES[k] } else { CAND_CROSSES[k - FIXED_CROSSES.len()] };
+            off..off + groups[a].1.len() * nb
+        };
+        let t = |k: usize| {
+            let (off, nb, nc) = self.triple_offset[k];
+            off..off + groups[TRIPLES[k].0].1.len() * nb * nc
+        };
+        let mut out: Vec<_> = (0..N_FIXED).map(g).collect();
+        out.extend((0..FIXED_CROSSES.len()).map(c));
+        out.extend((N_FIXED..N_FIXED + N_CAND).map(g));
+        out.extend((FIXED_CROSSES.len()..FIXED_CROSSES.len() + CAND_CROSSES.len()).map(c));
+        out.extend((0..TRIPLES.len()).map(t));
+        assert_eq!(out.len(), ACTIVE);
+        out
+    }
+
+    fn triple(&self, k: usize, la: usize, lb: usize, lc: usize) -> u16 {
+        let (off, nb, nc) = self.triple_offset[k];
+        (off + (la * nb + lb) * nc + lc) as u16
     }
 
     fn cross(&self, k: usize, la: usize, lb: usize) -> u16 {
@@ -491,6 +618,27 @@ mod tests {
             "card_funding=debit", "hours_since_last=48-96", "days_since_first=2-4", "local_hour=10-13", "local_weekday=wed",
             "channel=email", "decline_class=soft_funds&channel=email"] {
             assert!(named.contains(&want), "{want} not in {named:?}");
+        }
+    }
+
+    #[test]
+    fn slots_and_channel_counterfactuals_match_the_encoding() {
+        let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
+        let earlier = [
+            EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false },
+            EarlierAttempt { at: t0 + chrono::Duration::hours(30), decline: DeclineCode::DoNotHonor, advice_code: None, channel: Some(Channel::Email), payment_method_updated: false },
+        ];
+        let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
+        let slots = SCHEMA.slot_ranges();
+        for h in [3, 40, 200] {
+            let at = t0 + chrono::Duration::hours(h);
+            let email = st.encode(&Candidate { at, channel: Channel::Email });
+            for (k, &c) in email.iter().enumerate() {
+                assert!(slots[k].contains(&(c as usize)), "slot {k}: column {c} outside {:?}", slots[k]);
+            }
+            for &ch in Channel::VARIANTS {
+                assert_eq!(with_channel(&email, ch), st.encode(&Candidate { at, channel: ch }), "{ch:?} at +{h}h");
+            }
         }
     }
 

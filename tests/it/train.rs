@@ -152,6 +152,13 @@ fn model_beats_both_baselines_and_is_calibrated() {
     // Calibration table counts every test example once.
     assert_eq!(r.model.calibration.iter().map(|b| b.1).sum::<usize>(), r.test_examples);
     assert!(r.model.auc_by_class.iter().any(|(c, _, _)| c == "soft_funds"));
+    // Channel response: the model's counterfactual lift agrees with the lift the
+    // randomized logging measured, wherever the data can tell (3 SE).
+    let checked: Vec<_> = r.channel_lift.iter().filter(|l| l.examples >= 300).collect();
+    assert!(checked.iter().any(|l| l.class == "soft_funds" && l.channel == "email"), "{:?}", r.channel_lift);
+    for l in checked {
+        assert!((l.predicted_lift - l.observed_lift).abs() <= 3.0 * l.observed_se, "{l:?}");
+    }
 }
 
 fn recoup() -> assert_cmd::Command {
