@@ -30,6 +30,11 @@ pub struct Args {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Also write the exact fit/calibration and test feature tables to
+    /// DIR/train.parquet and DIR/test.parquet, and this run's held-out metrics and
+    /// timings to DIR/recoup.json, for peer pipelines (benches/peer/).
+    #[arg(long, value_name = "DIR")]
+    pub export_features: Option<PathBuf>,
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
@@ -55,8 +60,26 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let fingerprint = registry::fingerprint(&history.files)?;
     let set = build(&history);
     say(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
+    let built_at = started.elapsed();
     let cfg = TrainConfig { test_fraction: a.test_fraction, ..TrainConfig::default() };
+    let fit_started = Instant::now();
     let trained = train(&set, &cfg, &mut |m| say(m))?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    if let Some(dir) = &a.export_features {
+        crate::train::export_features(&set, &cfg, dir)?;
+        let summary = serde_json::json!({
+            "pipeline": "recoup",
+            "examples": set.len(),
+            "threads": rayon::current_num_threads(),
+            "load_and_features_seconds": built_at.as_secs_f64(),
+            "fit_seconds": fit_seconds,
+            "fit_note": "three L-BFGS fits (L2 search) + Platt calibration + test evaluation",
+            "test": trained.report.model,
+        });
+        let path = dir.join("recoup.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        say(&format!("exported feature tables and recoup.json to {}", dir.display()));
+    }
     let manifest = Manifest {
         version: String::new(),
         created_at: chrono::Utc::now(),
