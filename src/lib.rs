@@ -14,15 +14,20 @@
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
+//! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
+//! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
+//! - [`serve`]: the tonic gRPC service: health, reflection, load shedding, hot reload, metrics.
 //! - [`cli`]: the `recoup` subcommands.
 
+pub mod api;
 pub mod calendar;
 pub mod cli;
 pub mod declines;
+pub mod engine;
 pub mod domain;
 pub mod features;
 pub mod history;
@@ -30,5 +35,6 @@ pub mod model;
 pub mod payday;
 pub mod registry;
 pub mod rules;
+pub mod serve;
 pub mod sim;
 pub mod train;

@@ -6,8 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod decide;
 pub mod history;
 pub mod models;
+pub mod serve;
 pub mod simulate;
 pub mod train;
 
@@ -36,10 +38,10 @@ pub enum Command {
     Simulate(simulate::Args),
     /// Train the retry-success model on history and write a model version.
     Train(train::Args),
-    /// Serve retry decisions over gRPC. [not built yet]
-    Serve(NotBuilt),
-    /// Decide the next retry of one failed payment from a JSON request. [not built yet]
-    Decide(NotBuilt),
+    /// Serve retry decisions over gRPC (health, reflection, hot model reload).
+    Serve(serve::Args),
+    /// Decide the next retry of one failed payment from a JSON request.
+    Decide(decide::Args),
     /// Backtest retry strategies in the simulated world or on logged history. [not built yet]
     Backtest(NotBuilt),
     /// Export predicted recovery per open payment and per segment. [not built yet]
@@ -78,8 +80,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Simulate(args) => return simulate::run(args, cli.quiet),
         Command::Train(args) => return train::run(args, cli.quiet),
         Command::Models(args) => return models::run(args),
-        Command::Serve(_) => ("serve", 5),
-        Command::Decide(_) => ("decide", 5),
+        Command::Serve(args) => return serve::run(args),
+        Command::Decide(args) => return decide::run(args),
         Command::Backtest(_) => ("backtest", 6),
         Command::Export(_) => ("export", 7),
     };

@@ -20,7 +20,7 @@ fn help_lists_every_subcommand() {
 
 #[test]
 fn unbuilt_subcommands_say_so_and_fail() {
-    for sub in ["serve", "decide", "backtest", "export"] {
+    for sub in ["backtest", "export"] {
         recoup().args([sub, "--anything"]).assert().code(3).stderr(predicate::str::contains("not built yet"));
     }
 }
@@ -114,4 +114,23 @@ fn print_world_round_trips_as_a_world_file() {
     std::fs::write(&world, text).unwrap();
     recoup().args(["simulate", "--payers", "50", "--months", "1", "-q", "--world"]).arg(&world)
         .arg("--out").arg(dir.path().join("h.csv")).assert().success();
+}
+
+#[test]
+fn decide_explains_the_example_and_names_a_bad_field() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    recoup()
+        .current_dir(root)
+        .args(["decide", "examples/decide.json"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("RETRY at").and(predicate::str::contains("reasons:")).and(predicate::str::contains("constraint:quiet_hours")));
+    let out = recoup().current_dir(root).args(["decide", "--json", "examples/decide.json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON decision");
+    assert_eq!(v["action"], "RETRY");
+    assert!(v["chosen"]["p_success"].as_f64().unwrap() > 0.0);
+    let bad = std::fs::read_to_string(format!("{root}/examples/decide.json")).unwrap().replace("\"USD\"", "\"usd\"");
+    let (_d, f) = temp_file("bad.json");
+    std::fs::write(&f, bad).unwrap();
+    recoup().current_dir(root).args(["decide"]).arg(&f).assert().code(2).stderr(predicate::str::contains("payment.currency"));
 }

@@ -1,0 +1,209 @@
+//! The `recoup.v1` protobuf API (`proto/recoup/v1/recoup.proto`): generated
+//! types, and the mapping between them and the engine's typed request and
+//! decision. Every conversion error names the request field, so the service
+//! can answer `INVALID_ARGUMENT` with it.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::declines::{normalize, DeclineCode};
+use crate::domain::{BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, Outcome, PaymentMethod, RawCode};
+use crate::engine::{self, Constraints, Decision, InvalidField, RequestAttempt};
+use crate::features::PaymentFacts;
+
+/// Generated `recoup.v1` messages, client and server.
+#[allow(clippy::all, missing_docs)]
+pub mod v1 {
+    tonic::include_proto!("recoup.v1");
+}
+
+/// Encoded file descriptor set of the protos (for server reflection).
+pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/recoup_descriptor.bin"));
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
+    InvalidField { field: field.into(), message: message.into() }
+}
+
+fn required<T: FromStr>(field: &str, value: &str, expected: &str) -> Result<T, InvalidField> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(bad(field, format!("is required ({expected})")));
+    }
+    v.parse().map_err(|_| bad(field, format!("unknown value {v:?}; expected {expected}")))
+}
+
+fn optional<T: FromStr>(field: &str, value: &str, expected: &str) -> Result<Option<T>, InvalidField> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| bad(field, format!("unknown value {v:?}; expected {expected}")))
+}
+
+fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, InvalidField> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}
+
+const METHODS: &str = "card, sepa_debit, ach_debit, wallet";
+const CHANNELS: &str = "none, email, sms, push, in_app";
+
+/// Turn a `DecideRequest` into the engine's request; `clock` is used when `now` is unset.
+pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::Request, InvalidField> {
+    let p = r.payment.as_ref().ok_or_else(|| bad("payment", "is required"))?;
+    let method: PaymentMethod = required("payment.payment_method", &p.payment_method, METHODS)?;
+    let country: Country = required("payment.country", &p.country, "an ISO 3166-1 alpha-2 code in upper case (US)")?;
+    let timezone: Tz = match optional::<Tz>("payment.timezone", &p.timezone, "an IANA time zone (America/New_York)")? {
+        Some(tz) => tz,
+        None => crate::calendar::default_timezone(country),
+    };
+    let facts = PaymentFacts {
+        amount_minor: p.amount_minor,
+        currency: required::<Currency>("payment.currency", &p.currency, "an ISO 4217 code in upper case (USD)")?,
+        method,
+        card_brand: optional::<CardBrand>("payment.card_brand", &p.card_brand, "visa, mastercard, amex, discover, other")?,
+        card_funding: optional::<CardFunding>("payment.card_funding", &p.card_funding, "credit, debit, prepaid")?,
+        country,
+        timezone,
+        billing_interval: optional::<BillingInterval>("payment.billing_interval", &p.billing_interval, "day, week, month, year")?,
+        tenure_days: p.tenure_days,
+    };
+    let mut attempts = Vec::with_capacity(r.attempts.len());
+    for (i, a) in r.attempts.iter().enumerate() {
+        let f = |name: &str| format!("attempts[{i}].{name}");
+        let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
+        let network_code = optional::<RawCode>(&f("network_code"), &a.network_code, "1 to 8 letters or digits")?;
+        let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
+        let dc = a.decline_code.trim();
+        if !dc.is_empty() && dc.parse::<DeclineCode>().is_err() {
+            return Err(bad(f("decline_code"), format!("unknown value {dc:?}; expected a contract decline code (insufficient_funds, do_not_honor, …)")));
+        }
+        let decline = normalize(Some(dc), network_code, advice_code, method)
+            .map(|n| n.code)
+            .ok_or_else(|| bad(f("decline_code"), "is required: give decline_code, network_code or advice_code"))?;
+        attempts.push(RequestAttempt {
+            at,
+            decline,
+            network_code,
+            advice_code,
+            channel: optional::<Channel>(&f("channel"), &a.channel, CHANNELS)?,
+            payment_method_updated: a.payment_method_updated,
+        });
+    }
+    let mut past_payments = Vec::with_capacity(r.past_payments.len());
+    for (i, pp) in r.past_payments.iter().enumerate() {
+        let mut v = Vec::with_capacity(pp.attempts.len());
+        for (j, a) in pp.attempts.iter().enumerate() {
+            let f = |name: &str| format!("past_payments[{i}].attempts[{j}].{name}");
+            let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
+            let outcome: Outcome = required(&f("outcome"), &a.outcome, "succeeded, failed")?;
+            let decline = match outcome {
+                Outcome::Succeeded => None,
+                Outcome::Failed => Some(optional::<DeclineCode>(&f("decline_code"), &a.decline_code, "a contract decline code")?.unwrap_or(DeclineCode::Other)),
+            };
+            v.push((at, decline));
+        }
+        past_payments.push(v);
+    }
+    let constraints = match &r.constraints {
+        None => Constraints::default(),
+        Some(c) => {
+            let quiet_hours = match (c.quiet_start_hour, c.quiet_end_hour) {
+                (None, None) => None,
+                (Some(s), Some(e)) => Some((s, e)),
+                _ => return Err(bad("constraints.quiet_start_hour", "quiet_start_hour and quiet_end_hour go together")),
+            };
+            let mut channels = Vec::new();
+            for (i, ch) in c.allowed_channels.iter().enumerate() {
+                channels.push(required::<Channel>(&format!("constraints.allowed_channels[{i}]"), ch, CHANNELS)?);
+            }
+            Constraints {
+                earliest: c.earliest.as_ref().map(|t| time("constraints.earliest", t)).transpose()?,
+                latest: c.latest.as_ref().map(|t| time("constraints.latest", t)).transpose()?,
+                quiet_hours,
+                skip_weekends: c.skip_weekends,
+                skip_holidays: c.skip_holidays,
+                max_retries: c.max_retries,
+                channels,
+            }
+        }
+    };
+    let req = engine::Request {
+        payment_id: p.payment_id.clone(),
+        facts,
+        attempts,
+        payment_method_updated: r.payment_method_updated,
+        past_payments,
+        now: r.now.as_ref().map(|t| time("now", t)).transpose()?.unwrap_or(clock),
+        constraints,
+    };
+    req.validate()?;
+    Ok(req)
+}
+
+fn channel(c: Channel) -> v1::Channel {
+    match c {
+        Channel::None => v1::Channel::None,
+        Channel::Email => v1::Channel::Email,
+        Channel::Sms => v1::Channel::Sms,
+        Channel::InApp => v1::Channel::InApp,
+        Channel::Push => v1::Channel::Push,
+    }
+}
+
+fn slot(s: &engine::Slot) -> v1::Slot {
+    v1::Slot {
+        retry_at: Some(timestamp(s.retry_at)),
+        channel: channel(s.channel) as i32,
+        send_at: s.send_at.map(timestamp),
+        p_success: s.p_success,
+        expected_value: s.expected_value,
+        value: s.value,
+    }
+}
+
+/// The response for a decision made with model `version`.
+pub fn to_response(d: &Decision, version: &str) -> v1::DecideResponse {
+    let c = d.chosen.as_ref();
+    v1::DecideResponse {
+        action: match d.action {
+            engine::Action::Retry => v1::Action::Retry,
+            engine::Action::DoNotRetry => v1::Action::DoNotRetry,
+        } as i32,
+        retry_at: c.map(|s| timestamp(s.retry_at)),
+        channel: c.map_or(v1::Channel::None, |s| channel(s.channel)) as i32,
+        send_at: c.and_then(|s| s.send_at).map(timestamp),
+        p_success: c.map_or(0.0, |s| s.p_success),
+        p_recovery: d.p_recovery,
+        expected_value: c.map_or(0.0, |s| s.expected_value),
+        alternatives: d.alternatives.iter().map(slot).collect(),
+        reasons: d.reasons.iter().map(|r| v1::Reason { code: r.code.clone(), detail: r.detail.clone() }).collect(),
+        model_version: version.to_string(),
+        propensity: d.propensity,
+        ask_channel: d.ask_channel.map_or(v1::Channel::Unspecified, channel) as i32,
+        terms: d.terms.iter().map(|t| v1::Term { feature: t.feature.clone(), weight: t.weight }).collect(),
+        pay_schedule: d.pay_schedule.clone(),
+        pay_schedule_confidence: d.pay_schedule_confidence,
+        candidates_scored: d.candidates_scored as u32,
+        candidates_removed: d.candidates_removed as u32,
+    }
+}
+
+/// Two uniforms in [0, 1) from the request's identity, for reproducible exploration.
+pub fn request_randomness(req: &engine::Request) -> (f64, f64) {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    let mut h = foldhash::fast::FixedState::with_seed(0x7265636f7570).build_hasher();
+    req.payment_id.hash(&mut h);
+    req.attempts.len().hash(&mut h);
+    req.now.timestamp().hash(&mut h);
+    let x = h.finish();
+    ((x >> 32) as f64 / 4294967296.0, (x & 0xffff_ffff) as f64 / 4294967296.0)
+}

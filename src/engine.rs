@@ -1,0 +1,490 @@
+//! The decision engine: when to retry a failed payment and which message to
+//! send first. Pure: no clock (the request says what "now" is), no I/O.
+//!
+//! 1. Validate the request ([`Request::validate`] names the offending field).
+//! 2. Hard declines and other permanent rule violations answer `DoNotRetry`
+//!    with the rule, and still recommend the channel to ask the payer for a new
+//!    payment method.
+//! 3. Build the candidate grid: every hour from the first allowed time over
+//!    the horizon (14 days by default, never past the dunning window), in the
+//!    payer's time zone, × every allowed channel.
+//! 4. Drop what the network rules ([`crate::rules::check_retry`]) or the
+//!    caller's constraints (earliest/latest, quiet hours, weekends, holidays,
+//!    maximum retries, channels) forbid, counting each reason.
+//! 5. Score every remaining (time, channel) with the success model: the
+//!    payment-level logit once, the candidate's own columns per candidate.
+//! 6. Value: `p × amount − attempt cost − message cost`, discounted per day of
+//!    delay, plus a one-step look-ahead: if this retry fails, the best later
+//!    slot (at least a day later) is still there, `(1 − p) × V(later)`.
+//! 7. Pick the best; with probability `exploration` pick uniformly among the
+//!    near-best alternatives instead, and report the propensity of the choice.
+
+use chrono::{DateTime, Datelike, Duration, DurationRound, Timelike, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+use strum::VariantArray;
+
+use crate::declines::{DeclineClass, DeclineCode};
+use crate::domain::{Channel, Outcome, RawCode};
+use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, SCHEMA};
+use crate::model::SuccessModel;
+use crate::payday::Evidence;
+use crate::rules::{self, PastAttempt, Proposal, RuleViolation, RulesConfig};
+
+/// One earlier attempt of the payment being decided (all failed: the payment is open).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestAttempt {
+    pub at: DateTime<Utc>,
+    /// Normalized decline.
+    pub decline: DeclineCode,
+    /// Issuer's raw response / return code.
+    pub network_code: Option<RawCode>,
+    /// Mastercard Merchant Advice Code.
+    pub advice_code: Option<RawCode>,
+    /// Message sent before this attempt.
+    pub channel: Option<Channel>,
+    /// The payer updated the payment method before this attempt.
+    pub payment_method_updated: bool,
+}
+
+/// An earlier payment of the payer, for pay-day inference: its attempts as
+/// (time, decline or `None` for the success), in order.
+pub type PastPayment = Vec<(DateTime<Utc>, Option<DeclineCode>)>;
+
+/// What the caller allows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Constraints {
+    /// Not before this time.
+    pub earliest: Option<DateTime<Utc>>,
+    /// Not after this time.
+    pub latest: Option<DateTime<Utc>>,
+    /// No retry and no message in these local hours: `[start, end)`, may wrap midnight (22→7).
+    pub quiet_hours: Option<(u32, u32)>,
+    /// No retry on Saturdays and Sundays (payer's local time).
+    pub skip_weekends: bool,
+    /// No retry on the bank holidays of the payer's country.
+    pub skip_holidays: bool,
+    /// Total retries allowed for this payment (the original charge not counted).
+    pub max_retries: Option<u32>,
+    /// Channels that may be used; empty: all. `none` (no message) is always allowed.
+    pub channels: Vec<Channel>,
+}
+
+impl Default for Constraints {
+    fn default() -> Self {
+        Constraints { earliest: None, latest: None, quiet_hours: None, skip_weekends: false, skip_holidays: false, max_retries: None, channels: Vec::new() }
+    }
+}
+
+/// One decision request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub payment_id: String,
+    pub facts: PaymentFacts,
+    /// The payment's attempts so far, original charge first, all failed.
+    pub attempts: Vec<RequestAttempt>,
+    /// The payer updated the payment method since the last attempt.
+    pub payment_method_updated: bool,
+    /// The payer's earlier payments (pay-day evidence).
+    pub past_payments: Vec<PastPayment>,
+    /// The decision time.
+    pub now: DateTime<Utc>,
+    pub constraints: Constraints,
+}
+
+/// A request field that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    /// Dotted path of the field, as named in the API (`attempts[2].at`).
+    pub field: String,
+    pub message: String,
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
+    InvalidField { field: field.into(), message: message.into() }
+}
+
+impl Request {
+    /// Check everything the engine relies on; the error names the field.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if self.payment_id.trim().is_empty() {
+            return Err(invalid("payment.payment_id", "must not be empty"));
+        }
+        if self.facts.amount_minor <= 0 {
+            return Err(invalid("payment.amount_minor", format!("must be positive, got {}", self.facts.amount_minor)));
+        }
+        if self.attempts.is_empty() {
+            return Err(invalid("attempts", "must hold at least the failed original charge"));
+        }
+        for (i, w) in self.attempts.windows(2).enumerate() {
+            if w[1].at <= w[0].at {
+                return Err(invalid(format!("attempts[{}].attempted_at", i + 1), "attempts must be in increasing time order"));
+            }
+        }
+        let last = self.attempts.last().expect("non-empty").at;
+        if self.now < last {
+            return Err(invalid("now", format!("{} is before the last attempt {}", self.now.to_rfc3339(), last.to_rfc3339())));
+        }
+        let c = &self.constraints;
+        if let (Some(e), Some(l)) = (c.earliest, c.latest) {
+            if l < e {
+                return Err(invalid("constraints.latest", "is before constraints.earliest"));
+            }
+        }
+        if let Some((s, e)) = c.quiet_hours {
+            if s > 23 || e > 23 {
+                return Err(invalid("constraints.quiet_hours", format!("hours must be 0..=23, got {s}→{e}")));
+            }
+        }
+        for (i, p) in self.past_payments.iter().enumerate() {
+            if p.windows(2).any(|w| w[1].0 < w[0].0) {
+                return Err(invalid(format!("past_payments[{i}]"), "attempts must be in time order"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Economics and behaviour of the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Hours the candidate grid covers from the first allowed time.
+    pub horizon_hours: i64,
+    /// Days after the original failure that dunning may last.
+    pub dunning_window_days: i64,
+    /// Fee per attempt, in minor units of the payment's currency.
+    pub attempt_cost_minor: f64,
+    /// Cost per message, per channel, in minor units.
+    pub message_cost_minor: Vec<(Channel, f64)>,
+    /// Value lost per day of delay (share of the amount: money later is worth less, and the payer may churn).
+    pub daily_discount: f64,
+    /// Hours between sending the message and the retry.
+    pub message_lead_hours: i64,
+    /// Chance of exploring a near-best alternative instead of the best.
+    pub exploration: f64,
+    /// Alternatives reported (and explored among).
+    pub top_k: usize,
+    /// Network rule settings.
+    pub rules: RulesConfig,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            horizon_hours: 14 * 24,
+            dunning_window_days: 21,
+            attempt_cost_minor: 8.0,
+            message_cost_minor: vec![(Channel::None, 0.0), (Channel::Email, 0.1), (Channel::Sms, 5.0), (Channel::Push, 0.05), (Channel::InApp, 0.0)],
+            daily_discount: 0.003,
+            message_lead_hours: 1,
+            exploration: 0.05,
+            top_k: 5,
+            rules: RulesConfig::default(),
+        }
+    }
+}
+
+impl EngineConfig {
+    fn message_cost(&self, c: Channel) -> f64 {
+        self.message_cost_minor.iter().find(|(k, _)| *k == c).map_or(0.0, |(_, v)| *v)
+    }
+}
+
+/// What to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Action {
+    Retry,
+    DoNotRetry,
+}
+
+/// A scored (time, channel).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Slot {
+    pub retry_at: DateTime<Utc>,
+    pub channel: Channel,
+    /// When to send the message (`None` for no message).
+    pub send_at: Option<DateTime<Utc>>,
+    /// Calibrated P(this retry succeeds).
+    pub p_success: f64,
+    /// Expected value of this retry alone, minor units, discounted.
+    pub expected_value: f64,
+    /// With the look-ahead: this retry, then the best later one if it fails.
+    pub value: f64,
+}
+
+/// Why the engine decided as it did. Stable codes for machines, details for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reason {
+    /// Stable snake_case code (`hard_decline`, `rule:visa_reattempt_cap`, `best_expected_value`…).
+    pub code: String,
+    pub detail: String,
+}
+
+fn reason(code: impl Into<String>, detail: impl Into<String>) -> Reason {
+    Reason { code: code.into(), detail: detail.into() }
+}
+
+/// The weight one feature column contributed to the chosen slot's logit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Term {
+    pub feature: String,
+    pub weight: f64,
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    /// The chosen retry (`None` when not retrying).
+    pub chosen: Option<Slot>,
+    /// Channel to ask the payer through (for a new payment method when not retrying).
+    pub ask_channel: Option<Channel>,
+    /// P(the payment is recovered over the rest of the window), following the
+    /// chosen slot and then the best later one (an estimate from the same model).
+    pub p_recovery: f64,
+    /// Best alternatives after the chosen one, best first.
+    pub alternatives: Vec<Slot>,
+    pub reasons: Vec<Reason>,
+    /// Probability with which this slot was chosen (1 − exploration + its share, when best).
+    pub propensity: f64,
+    /// Largest terms of the chosen slot's logit (why this time and channel).
+    pub terms: Vec<Term>,
+    /// Candidates scored / removed by rules or constraints.
+    pub candidates_scored: usize,
+    pub candidates_removed: usize,
+    /// The pay-day estimate used.
+    pub pay_schedule: String,
+    pub pay_schedule_confidence: f64,
+}
+
+/// Decide one request with `model`. `random` in [0, 1) drives exploration
+/// (callers pass a hash of the request for reproducible answers, or a random draw).
+pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {
+    req.validate()?;
+    let last = req.attempts.last().expect("validated");
+    let first = &req.attempts[0];
+    let past: Vec<PastAttempt> = req
+        .attempts
+        .iter()
+        .enumerate()
+        .map(|(i, a)| PastAttempt {
+            at: a.at,
+            attempt_number: i as u32,
+            outcome: Outcome::Failed,
+            decline: Some(a.decline),
+            network_code: a.network_code,
+            advice_code: a.advice_code,
+            payment_method_updated: a.payment_method_updated,
+        })
+        .collect();
+    let rule_facts = rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand };
+    let ask = best_ask_channel(&req.constraints, req.facts.card_brand.is_some());
+    let mut reasons = Vec::new();
+
+    // Permanent violations: probe at the earliest sensible time.
+    let probe = rules::check_retry(rule_facts, &past, Proposal { at: req.now.max(last.at) + Duration::days(1), payment_method_updated: req.payment_method_updated }, &cfg.rules);
+    let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
+    let earlier: Vec<EarlierAttempt> = req
+        .attempts
+        .iter()
+        .map(|a| EarlierAttempt { at: a.at, decline: a.decline, advice_code: a.advice_code, channel: a.channel, payment_method_updated: a.payment_method_updated })
+        .collect();
+    let state = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence).expect("attempts validated non-empty");
+    let schedule = format!("{:?}", state.payday().schedule);
+    let confidence = state.payday().confidence;
+    let not_retrying = |reasons: Vec<Reason>, scored, removed| Decision {
+        action: Action::DoNotRetry,
+        chosen: None,
+        ask_channel: Some(ask),
+        p_recovery: 0.0,
+        alternatives: Vec::new(),
+        reasons,
+        propensity: 1.0,
+        terms: Vec::new(),
+        candidates_scored: scored,
+        candidates_removed: removed,
+        pay_schedule: schedule.clone(),
+        pay_schedule_confidence: confidence,
+    };
+    if probe.is_permanent() {
+        for v in probe.violations.iter().filter(|v| v.is_permanent()) {
+            reasons.push(reason(format!("rule:{}", v.code()), describe(v)));
+        }
+        if last.decline.class() == DeclineClass::Hard {
+            reasons.insert(0, reason("hard_decline", format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str())));
+        }
+        reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
+        return Ok(not_retrying(reasons, 0, 0));
+    }
+    if let Some(max) = req.constraints.max_retries {
+        let used = req.attempts.len() as u32 - 1;
+        if used >= max {
+            reasons.push(reason("constraint:max_retries", format!("{used} retries made, the caller allows {max}")));
+            return Ok(not_retrying(reasons, 0, 0));
+        }
+    }
+
+    // The grid.
+    let window_end = first.at + Duration::days(cfg.dunning_window_days);
+    let c = &req.constraints;
+    let start = [Some(req.now), Some(last.at + Duration::minutes(cfg.rules.min_spacing_minutes)), c.earliest].into_iter().flatten().max().expect("now");
+    let start = ceil_hour(start);
+    let end = [Some(start + Duration::hours(cfg.horizon_hours)), Some(window_end), c.latest].into_iter().flatten().min().expect("some");
+    let channels: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch)).collect();
+    let tz = req.facts.timezone;
+    let fixed_logit = model.fixed_logit(&state);
+    let mut scratch = Vec::with_capacity(64);
+    let mut removed: Vec<(String, String, usize)> = Vec::new();
+    let mut count_removed = |code: String, detail: String, n: usize| match removed.iter_mut().find(|r| r.0 == code) {
+        Some(r) => r.2 += n,
+        None => removed.push((code, detail, n)),
+    };
+    let mut slots: Vec<Slot> = Vec::new();
+    let mut t = start;
+    let amount = req.facts.amount_minor as f64;
+    while t <= end {
+        let local = t.with_timezone(&tz);
+        let n = channels.len();
+        if let Some((qs, qe)) = c.quiet_hours {
+            if in_quiet(local.hour(), qs, qe) {
+                count_removed("constraint:quiet_hours".into(), format!("local hours {qs}:00–{qe}:00 are quiet"), n);
+                t += Duration::hours(1);
+                continue;
+            }
+        }
+        if c.skip_weekends && matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
+            count_removed("constraint:skip_weekends".into(), "no retries on weekends".into(), n);
+            t += Duration::hours(1);
+            continue;
+        }
+        if c.skip_holidays && crate::calendar::is_holiday(req.facts.country, local.date_naive()) {
+            count_removed("constraint:skip_holidays".into(), format!("bank holiday in {}", req.facts.country.as_str()), n);
+            t += Duration::hours(1);
+            continue;
+        }
+        let verdict = rules::check_retry(rule_facts, &past, Proposal { at: t, payment_method_updated: req.payment_method_updated }, &cfg.rules);
+        if !verdict.is_allowed() {
+            for v in &verdict.violations {
+                count_removed(format!("rule:{}", v.code()), describe(v), n);
+            }
+            t += Duration::hours(1);
+            continue;
+        }
+        let days = (t - req.now).num_minutes() as f64 / 1440.0;
+        let discount = (1.0 - cfg.daily_discount).powf(days.max(0.0));
+        for &ch in &channels {
+            let send_at = (ch != Channel::None).then(|| (t - Duration::hours(cfg.message_lead_hours)).max(req.now));
+            if let (Some(s), Some((qs, qe))) = (send_at, c.quiet_hours) {
+                if in_quiet(s.with_timezone(&tz).hour(), qs, qe) {
+                    count_removed("constraint:quiet_hours_message".into(), "the message would be sent in quiet hours".into(), 1);
+                    continue;
+                }
+            }
+            let p = model.score(&state, fixed_logit, &Candidate { at: t, channel: ch }, &mut scratch);
+            let ev = discount * p * amount - cfg.attempt_cost_minor - cfg.message_cost(ch);
+            slots.push(Slot { retry_at: t, channel: ch, send_at, p_success: p, expected_value: ev, value: ev });
+        }
+        t += Duration::hours(1);
+    }
+    let removed_total: usize = removed.iter().map(|r| r.2).sum();
+    for (code, detail, n) in &removed {
+        reasons.push(reason(code.clone(), format!("{detail} ({n} candidates removed)")));
+    }
+    if slots.is_empty() {
+        reasons.push(reason("no_allowed_slot", "no (time, channel) in the window is allowed by the rules and constraints"));
+        return Ok(not_retrying(reasons, 0, removed_total));
+    }
+
+    // One-step look-ahead: best expected value at least a day later (slots are in time order).
+    let mut suffix_best = vec![0.0f64; slots.len() + 1];
+    for i in (0..slots.len()).rev() {
+        suffix_best[i] = suffix_best[i + 1].max(slots[i].expected_value);
+    }
+    for i in 0..slots.len() {
+        let later = slots[i].retry_at + Duration::hours(24);
+        let j = slots.partition_point(|s| s.retry_at < later);
+        slots[i].value = slots[i].expected_value + (1.0 - slots[i].p_success) * suffix_best[j];
+    }
+    let scored = slots.len();
+    let mut order: Vec<usize> = (0..scored).collect();
+    order.sort_by(|&a, &b| slots[b].value.total_cmp(&slots[a].value).then(slots[a].retry_at.cmp(&slots[b].retry_at)).then((slots[a].channel as u8).cmp(&(slots[b].channel as u8))));
+    let best = &slots[order[0]];
+    if best.value <= 0.0 {
+        reasons.push(reason("not_worth_retrying", format!("best slot's expected value {:.1} (minor units) does not cover the attempt and message costs", best.value)));
+        return Ok(not_retrying(reasons, scored, removed_total));
+    }
+    // Exploration among near-best alternatives (distinct times or channels), at most top_k.
+    let near: Vec<usize> = order.iter().copied().take(cfg.top_k.max(1)).filter(|&i| slots[i].value >= 0.9 * best.value).collect();
+    let k = near.len();
+    let eps = if k > 1 { cfg.exploration.clamp(0.0, 1.0) } else { 0.0 };
+    let (explore, pick) = random;
+    let chosen_ix = if explore < eps { near[((pick * k as f64) as usize).min(k - 1)] } else { order[0] };
+    let propensity = if chosen_ix == order[0] { 1.0 - eps + eps / k as f64 } else { eps / k as f64 };
+    let chosen = slots[chosen_ix].clone();
+    if chosen_ix != order[0] {
+        reasons.push(reason("explored", format!("exploring a near-best alternative (exploration rate {:.0} %)", eps * 100.0)));
+    } else {
+        reasons.push(reason("best_expected_value", format!("highest expected value of {scored} allowed candidates")));
+    }
+    let p_next = suffix_best_p(&slots, &chosen);
+    let p_recovery = 1.0 - (1.0 - chosen.p_success) * (1.0 - p_next);
+    // Reasons in the data: pay day and channel.
+    let local = chosen.retry_at.with_timezone(&tz);
+    if state.last_decline().class() == DeclineClass::SoftFunds {
+        reasons.push(reason("pay_day", format!("funds decline: pay schedule {schedule} (confidence {:.0} %), retry on {} local", confidence * 100.0, local.format("%a %Y-%m-%d %H:%M"))));
+    }
+    let none_p = slots.iter().find(|s| s.retry_at == chosen.retry_at && s.channel == Channel::None).map(|s| s.p_success);
+    if let (true, Some(p0)) = (chosen.channel != Channel::None, none_p) {
+        reasons.push(reason("channel_lift", format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success)));
+    }
+    // The chosen slot's terms, largest first.
+    let mut cols = state.fixed().to_vec();
+    state.candidate_columns(&Candidate { at: chosen.retry_at, channel: chosen.channel }, &mut cols);
+    let mut terms: Vec<Term> = cols.iter().map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
+    terms.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
+    terms.truncate(8);
+    let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slots[i].clone()).collect();
+    Ok(Decision {
+        action: Action::Retry,
+        chosen: Some(chosen),
+        ask_channel: None,
+        p_recovery,
+        alternatives,
+        reasons,
+        propensity,
+        terms,
+        candidates_scored: scored,
+        candidates_removed: removed_total,
+        pay_schedule: schedule,
+        pay_schedule_confidence: confidence,
+    })
+}
+
+/// P(success) of the best-valued slot at least a day after `chosen` (0 if none).
+fn suffix_best_p(slots: &[Slot], chosen: &Slot) -> f64 {
+    let later = chosen.retry_at + Duration::hours(24);
+    slots.iter().filter(|s| s.retry_at >= later).max_by(|a, b| a.expected_value.total_cmp(&b.expected_value)).map_or(0.0, |s| s.p_success)
+}
+
+fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = t.duration_trunc(Duration::hours(1)).expect("hour truncation");
+    if floor == t { t } else { floor + Duration::hours(1) }
+}
+
+fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
+    if start <= end { hour >= start && hour < end } else { hour >= start || hour < end }
+}
+
+/// Channel to ask for a new payment method: email if allowed (cheap, carries a
+/// link), else the first allowed channel.
+fn best_ask_channel(c: &Constraints, _card: bool) -> Channel {
+    let allowed = |ch: Channel| c.channels.is_empty() || c.channels.contains(&ch);
+    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| allowed(ch)).unwrap_or(Channel::None)
+}
+
+fn describe(v: &RuleViolation) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| v.code().to_string())
+}
