@@ -1,0 +1,56 @@
+//! In-process decision latency: `engine::decide` with the shipped default model
+//! over the default 14-day hourly grid × 5 channels (1,685 candidates), on
+//! varied requests. Reports p50/p99/max over 20,000 decisions after a warm-up.
+//! (The gRPC throughput benchmark is not built yet.)
+//!
+//!     cargo bench --bench decide
+
+mod common;
+
+use chrono::{Duration, TimeZone, Utc};
+use recoup::api::{to_engine, v1};
+use recoup::engine::{decide, EngineConfig};
+
+fn main() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (version, model) = recoup::registry::load_current(&std::path::Path::new(root).join("models")).expect("shipped model");
+    let cfg = EngineConfig::default();
+    let codes = ["insufficient_funds", "do_not_honor", "try_again_later", "processing_error", "card_velocity_exceeded"];
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).unwrap();
+    let reqs: Vec<_> = (0..500)
+        .map(|i| {
+            let at = t0 + Duration::hours(i * 7);
+            let r = v1::DecideRequest {
+                payment: Some(v1::Payment {
+                    payment_id: format!("inv_{i}"),
+                    amount_minor: 500 + 97 * i,
+                    currency: "USD".into(),
+                    payment_method: "card".into(),
+                    card_brand: if i % 2 == 0 { "visa".into() } else { "mastercard".into() },
+                    card_funding: "debit".into(),
+                    country: "US".into(),
+                    ..Default::default()
+                }),
+                attempts: vec![v1::Attempt { attempted_at: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }), decline_code: codes[i as usize % codes.len()].into(), ..Default::default() }],
+                now: Some(prost_types::Timestamp { seconds: at.timestamp() + 60, nanos: 0 }),
+                ..Default::default()
+            };
+            to_engine(&r, at).expect("valid")
+        })
+        .collect();
+    let mut lat = Vec::with_capacity(20_000);
+    let mut scored = 0;
+    for k in 0..22_000 {
+        let r = &reqs[k % reqs.len()];
+        let t = std::time::Instant::now();
+        let d = decide(&model, &cfg, r, (0.5, 0.5)).expect("decides");
+        let e = t.elapsed();
+        if k >= 2_000 {
+            lat.push(e.as_secs_f64() * 1e6);
+            scored = scored.max(d.candidates_scored);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!("decide/in-process (model {version}, up to {scored} candidates): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; peak RSS {:.0} MiB", q(0.5), q(0.99), lat[lat.len() - 1], common::vm_hwm_mib());
+}
