@@ -264,6 +264,22 @@ impl argmin::core::Gradient for Objective<'_> {
     }
 }
 
+/// Where a fit starts: `warm` (weights, intercept) when given, else zero
+/// weights and the intercept at the (smoothed) base rate.
+fn start_point(set: &TrainingSet, warm: Option<(&[f64], f64)>) -> anyhow::Result<(Vec<f64>, f64)> {
+    let d = SCHEMA.len();
+    match warm {
+        Some((w, b)) => {
+            anyhow::ensure!(w.len() == d, "warm start has {} weights, the schema {d}", w.len());
+            Ok((w.to_vec(), b))
+        }
+        None => {
+            let rate = (set.labels.iter().filter(|&&y| y).count() as f64 + 0.5) / (set.len() as f64 + 1.0);
+            Ok((vec![0.0; d], (rate / (1.0 - rate)).ln()))
+        }
+    }
+}
+
 /// Fit the logistic regression on `set` with penalty `l2` by cyclic block
 /// coordinate Newton steps, the fast path training uses.
 ///
@@ -288,18 +304,8 @@ pub fn fit_logistic(
     anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
     let n = set.len();
     let nf = n as f64;
-    let d = SCHEMA.len();
     let slots = SCHEMA.slot_ranges();
-    let (mut w, mut b) = match warm {
-        Some((w, b)) => {
-            anyhow::ensure!(w.len() == d, "warm start has {} weights, the schema {d}", w.len());
-            (w.to_vec(), b)
-        }
-        None => {
-            let rate = (set.labels.iter().filter(|&&y| y).count() as f64 + 0.5) / (nf + 1.0);
-            (vec![0.0; d], (rate / (1.0 - rate)).ln())
-        }
-    };
+    let (mut w, mut b) = start_point(set, warm)?;
     let mut z: Vec<f64> = (0..n).into_par_iter().map(|i| b + set.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect();
     // Slot-major copy of the design, as offsets into the slot's range: a visit
     // reads two slots, not every row's whole vector (10× less memory traffic).
@@ -444,15 +450,9 @@ pub fn fit_logistic_lbfgs(
     anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
     let obj = Objective { set, l2 };
     let d = obj.dim();
-    // Start at the base rate.
-    let rate = (set.labels.iter().filter(|&&y| y).count() as f64 + 0.5) / (set.len() as f64 + 1.0);
-    let mut init = ndarray::Array1::zeros(d);
-    init[d - 1] = (rate / (1.0 - rate)).ln();
-    if let Some((w, b)) = warm {
-        anyhow::ensure!(w.len() == d - 1, "warm start has {} weights, the schema {}", w.len(), d - 1);
-        init.as_slice_mut().expect("contiguous")[..d - 1].copy_from_slice(w);
-        init[d - 1] = b;
-    }
+    let (mut init, b0) = start_point(set, warm)?;
+    init.push(b0);
+    let init = ndarray::Array1::from(init);
     // The cost tolerance stops once an iteration gains less than 1e-9 nats per
     // example: far below what the held-out log loss can tell apart.
     let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_grad(1e-7)?.with_tolerance_cost(1e-9)?;
