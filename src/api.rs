@@ -49,7 +49,8 @@ fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, Invali
     DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+/// A protobuf timestamp.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
@@ -195,6 +196,20 @@ pub fn to_response(d: &Decision, version: &str) -> v1::DecideResponse {
         candidates_scored: d.candidates_scored as u32,
         candidates_removed: d.candidates_removed as u32,
     }
+}
+
+/// Validate, decide and answer one request with `model` (version `version`);
+/// `clock` stands for an unset `now`. The path every gRPC call takes.
+pub fn decide(
+    model: &crate::model::SuccessModel,
+    version: &str,
+    cfg: &engine::EngineConfig,
+    r: &v1::DecideRequest,
+    clock: DateTime<Utc>,
+) -> Result<v1::DecideResponse, InvalidField> {
+    let er = to_engine(r, clock)?;
+    let d = engine::decide(model, cfg, &er, request_randomness(&er))?;
+    Ok(to_response(&d, version))
 }
 
 /// Two uniforms in [0, 1) from the request's identity, for reproducible exploration.

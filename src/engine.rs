@@ -51,7 +51,7 @@ pub struct RequestAttempt {
 pub type PastPayment = Vec<(DateTime<Utc>, Option<DeclineCode>)>;
 
 /// What the caller allows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Constraints {
     /// Not before this time.
@@ -68,12 +68,6 @@ pub struct Constraints {
     pub max_retries: Option<u32>,
     /// Channels that may be used; empty: all. `none` (no message) is always allowed.
     pub channels: Vec<Channel>,
-}
-
-impl Default for Constraints {
-    fn default() -> Self {
-        Constraints { earliest: None, latest: None, quiet_hours: None, skip_weekends: false, skip_holidays: false, max_retries: None, channels: Vec::new() }
-    }
 }
 
 /// One decision request.
@@ -281,7 +275,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         })
         .collect();
     let rule_facts = rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand };
-    let ask = best_ask_channel(&req.constraints, req.facts.card_brand.is_some());
+    let ask = best_ask_channel(&req.constraints);
     let mut reasons = Vec::new();
 
     // Permanent violations: probe at the earliest sensible time.
@@ -480,7 +474,7 @@ fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
 
 /// Channel to ask for a new payment method: email if allowed (cheap, carries a
 /// link), else the first allowed channel.
-fn best_ask_channel(c: &Constraints, _card: bool) -> Channel {
+fn best_ask_channel(c: &Constraints) -> Channel {
     let allowed = |ch: Channel| c.channels.is_empty() || c.channels.contains(&ch);
     [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| allowed(ch)).unwrap_or(Channel::None)
 }

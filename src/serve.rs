@@ -91,10 +91,8 @@ impl Decider {
     async fn decide_one(&self, req: v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
         let state = self.state.clone();
         let out = tokio::task::spawn_blocking(move || {
-            let er = api::to_engine(&req, chrono::Utc::now()).map_err(invalid_argument)?;
             let loaded = state.current();
-            let d = engine::decide(&loaded.model, &state.cfg, &er, api::request_randomness(&er)).map_err(invalid_argument)?;
-            Ok::<_, Status>(api::to_response(&d, &loaded.version))
+            api::decide(&loaded.model, &loaded.version, &state.cfg, &req, chrono::Utc::now()).map_err(invalid_argument)
         })
         .await
         .map_err(|e| Status::internal(format!("decision task failed: {e}")))?;
@@ -144,10 +142,9 @@ impl v1::retry_decider_server::RetryDecider for Decider {
             reqs.iter()
                 .enumerate()
                 .map(|(i, r)| {
-                    let res = api::to_engine(r, now).and_then(|er| engine::decide(&loaded.model, &state.cfg, &er, api::request_randomness(&er)));
                     v1::DecideBatchItem {
-                        result: Some(match res {
-                            Ok(d) => v1::decide_batch_item::Result::Decision(api::to_response(&d, &loaded.version)),
+                        result: Some(match api::decide(&loaded.model, &loaded.version, &state.cfg, r, now) {
+                            Ok(d) => v1::decide_batch_item::Result::Decision(d),
                             Err(e) => v1::decide_batch_item::Result::Error(format!("requests[{i}].{e}")),
                         }),
                     }
@@ -178,7 +175,6 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     pub reload_every: Duration,
     pub request_timeout: Duration,
-    pub engine: EngineConfig,
 }
 
 /// Watch `CURRENT` and swap in promoted models.

@@ -7,7 +7,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
-use crate::api::{self, v1};
+use crate::api::{self, timestamp as ts, v1};
 use crate::engine::{self, Action};
 
 /// Decide the next retry of one failed payment from a JSON request and print the
@@ -104,10 +104,6 @@ struct Constraints {
     max_retries: Option<u32>,
     #[serde(default)]
     allowed_channels: Vec<String>,
-}
-
-fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
 fn to_proto(r: Req) -> v1::DecideRequest {

@@ -59,7 +59,6 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         max_in_flight: a.max_in_flight.unwrap_or(4 * cores),
         reload_every: Duration::from_secs_f64(a.reload_every),
         request_timeout: Duration::from_secs_f64(a.timeout),
-        engine: engine.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -50,7 +50,6 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
         max_in_flight,
         reload_every: Duration::from_millis(50),
         request_timeout: Duration::from_secs(10),
-        engine: engine.clone(),
     };
     let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -310,6 +309,6 @@ async fn health_reflection_and_load_shedding() {
     }
     assert!(codes.iter().any(|c| c.is_ok()));
     assert!(codes.iter().all(|c| matches!(c, Ok(()) | Err(tonic::Code::ResourceExhausted))), "{codes:?}");
-    assert!(codes.iter().any(|c| *c == Err(tonic::Code::ResourceExhausted)), "no call was shed with one permit and 32 at once");
+    assert!(codes.contains(&Err(tonic::Code::ResourceExhausted)), "no call was shed with one permit and 32 at once");
     s.stop().await;
 }
