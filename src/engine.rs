@@ -25,7 +25,7 @@ use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome, RawCode};
-use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, SCHEMA};
+use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA};
 use crate::model::SuccessModel;
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt, Proposal, RuleViolation, RulesConfig};
@@ -327,65 +327,85 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let start = [Some(req.now), Some(last.at + Duration::minutes(cfg.rules.min_spacing_minutes)), c.earliest].into_iter().flatten().max().expect("now");
     let start = ceil_hour(start);
     let end = [Some(start + Duration::hours(cfg.horizon_hours)), Some(window_end), c.latest].into_iter().flatten().min().expect("some");
-    let channels: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch)).collect();
     let tz = req.facts.timezone;
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
-    let mut removed: Vec<(String, String, usize)> = Vec::new();
-    let mut count_removed = |code: String, detail: String, n: usize| match removed.iter_mut().find(|r| r.0 == code) {
+    // Allowed channels with their logit terms and costs (the same at every hour).
+    let channels: Vec<(Channel, f64, f64)> = Channel::VARIANTS
+        .iter()
+        .copied()
+        .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
+        .map(|ch| (ch, model.channel_logit(&state, ch, &mut scratch), cfg.attempt_cost_minor + cfg.message_cost(ch)))
+        .collect();
+    let lead = Duration::hours(cfg.message_lead_hours);
+    let send_time = |t: DateTime<Utc>| (t - lead).max(req.now);
+    // Removed candidates by reason: (kind, code), the first occurrence's detail, count.
+    // Details are built once per reason, not once per hour.
+    let mut removed: Vec<((&str, &str), String, usize)> = Vec::new();
+    let mut count_removed = |key: (&'static str, &'static str), detail: &dyn Fn() -> String, n: usize| match removed.iter_mut().find(|r| r.0 == key) {
         Some(r) => r.2 += n,
-        None => removed.push((code, detail, n)),
+        None => removed.push((key, detail(), n)),
     };
-    let mut slots: Vec<Slot> = Vec::new();
-    let mut t = start;
+    let last_hour = if end >= start { (end - start).num_hours() } else { -1 };
+    let most = (last_hour + 1).max(0) as usize * channels.len();
+    // Scored candidates, compact (a `Slot` is built only for those reported).
+    let mut slots: Vec<Scored> = Vec::with_capacity(most);
+    let mut cached: Option<(TimeLevels, f64)> = None;
     let amount = req.facts.amount_minor as f64;
-    while t <= end {
-        let local = t.with_timezone(&tz);
+    let needs_local = c.quiet_hours.is_some() || c.skip_weekends || c.skip_holidays;
+    let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
+    let first_discount = (1.0 - cfg.daily_discount).powf(((start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
+    let grid_levels = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
+    let mut discount = first_discount / hourly_discount;
+    for hour in 0..=last_hour {
+        let t = start + Duration::hours(hour);
+        discount *= hourly_discount;
         let n = channels.len();
-        if let Some((qs, qe)) = c.quiet_hours {
-            if in_quiet(local.hour(), qs, qe) {
-                count_removed("constraint:quiet_hours".into(), format!("local hours {qs}:00–{qe}:00 are quiet"), n);
-                t += Duration::hours(1);
+        if needs_local {
+            let local = t.with_timezone(&tz);
+            if let Some((qs, qe)) = c.quiet_hours {
+                if in_quiet(local.hour(), qs, qe) {
+                    count_removed(("constraint", "quiet_hours"), &|| format!("local hours {qs}:00–{qe}:00 are quiet"), n);
+                    continue;
+                }
+            }
+            if c.skip_weekends && matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
+                count_removed(("constraint", "skip_weekends"), &|| "no retries on weekends".into(), n);
                 continue;
             }
-        }
-        if c.skip_weekends && matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
-            count_removed("constraint:skip_weekends".into(), "no retries on weekends".into(), n);
-            t += Duration::hours(1);
-            continue;
-        }
-        if c.skip_holidays && crate::calendar::is_holiday(req.facts.country, local.date_naive()) {
-            count_removed("constraint:skip_holidays".into(), format!("bank holiday in {}", req.facts.country.as_str()), n);
-            t += Duration::hours(1);
-            continue;
+            if c.skip_holidays && crate::calendar::is_holiday(req.facts.country, local.date_naive()) {
+                count_removed(("constraint", "skip_holidays"), &|| format!("bank holiday in {}", req.facts.country.as_str()), n);
+                continue;
+            }
         }
         let verdict = rules::check_retry(rule_facts, &past, Proposal { at: t, payment_method_updated: req.payment_method_updated }, &cfg.rules);
         if !verdict.is_allowed() {
             for v in &verdict.violations {
-                count_removed(format!("rule:{}", v.code()), describe(v), n);
+                count_removed(("rule", v.code()), &|| describe(v), n);
             }
-            t += Duration::hours(1);
             continue;
         }
-        let days = (t - req.now).num_minutes() as f64 / 1440.0;
-        let discount = (1.0 - cfg.daily_discount).powf(days.max(0.0));
-        for &ch in &channels {
-            let send_at = (ch != Channel::None).then(|| (t - Duration::hours(cfg.message_lead_hours)).max(req.now));
-            if let (Some(s), Some((qs, qe))) = (send_at, c.quiet_hours) {
-                if in_quiet(s.with_timezone(&tz).hour(), qs, qe) {
-                    count_removed("constraint:quiet_hours_message".into(), "the message would be sent in quiet hours".into(), 1);
-                    continue;
-                }
-            }
-            let p = model.score(&state, fixed_logit, &Candidate { at: t, channel: ch }, &mut scratch);
-            let ev = discount * p * amount - cfg.attempt_cost_minor - cfg.message_cost(ch);
-            slots.push(Slot { retry_at: t, channel: ch, send_at, p_success: p, expected_value: ev, value: ev });
+        // Consecutive hours mostly share their time levels (same hour bucket, same day):
+        // the time part of the logit is recomputed only when they change.
+        let levels = grid_levels[hour as usize];
+        if cached.is_none_or(|(l, _)| l != levels) {
+            cached = Some((levels, fixed_logit + model.time_logit(&state, &levels, &mut scratch)));
         }
-        t += Duration::hours(1);
+        let time_logit = cached.map_or(fixed_logit, |(_, z)| z);
+        let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_time(t).with_timezone(&tz).hour(), qs, qe));
+        for &(ch, channel_logit, cost) in &channels {
+            if message_quiet && ch != Channel::None {
+                count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
+                continue;
+            }
+            let p = model.calibrate(time_logit + channel_logit);
+            let ev = discount * p * amount - cost;
+            slots.push(Scored { hour, channel: ch, p, ev, value: ev });
+        }
     }
     let removed_total: usize = removed.iter().map(|r| r.2).sum();
-    for (code, detail, n) in &removed {
-        reasons.push(reason(code.clone(), format!("{detail} ({n} candidates removed)")));
+    for ((kind, code), detail, n) in &removed {
+        reasons.push(reason(format!("{kind}:{code}"), format!("{detail} ({n} candidates removed)")));
     }
     if slots.is_empty() {
         reasons.push(reason("no_allowed_slot", "no (time, channel) in the window is allowed by the rules and constraints"));
@@ -395,16 +415,31 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // One-step look-ahead: best expected value at least a day later (slots are in time order).
     let mut suffix_best = vec![0.0f64; slots.len() + 1];
     for i in (0..slots.len()).rev() {
-        suffix_best[i] = suffix_best[i + 1].max(slots[i].expected_value);
+        suffix_best[i] = suffix_best[i + 1].max(slots[i].ev);
     }
+    let mut j = 0;
     for i in 0..slots.len() {
-        let later = slots[i].retry_at + Duration::hours(24);
-        let j = slots.partition_point(|s| s.retry_at < later);
-        slots[i].value = slots[i].expected_value + (1.0 - slots[i].p_success) * suffix_best[j];
+        while j < slots.len() && slots[j].hour < slots[i].hour + 24 {
+            j += 1;
+        }
+        slots[i].value = slots[i].ev + (1.0 - slots[i].p) * suffix_best[j];
     }
     let scored = slots.len();
-    let mut order: Vec<usize> = (0..scored).collect();
-    order.sort_by(|&a, &b| slots[b].value.total_cmp(&slots[a].value).then(slots[a].retry_at.cmp(&slots[b].retry_at)).then((slots[a].channel as u8).cmp(&(slots[b].channel as u8))));
+    // Best first; ties go to the earlier time, then the cheaper channel (a total order,
+    // so the partial selection below is deterministic). Only the top k + 1 are ordered.
+    let better = |a: &usize, b: &usize| {
+        let (x, y) = (&slots[*a], &slots[*b]);
+        y.value.total_cmp(&x.value).then(x.hour.cmp(&y.hour)).then((x.channel as u8).cmp(&(y.channel as u8)))
+    };
+    let head = cfg.top_k + 1;
+    let mut order: Vec<usize> = Vec::with_capacity(head + 1);
+    for i in 0..scored {
+        if order.len() < head || better(&i, &order[head - 1]).is_lt() {
+            let at = order.partition_point(|o| better(o, &i).is_lt());
+            order.insert(at, i);
+            order.truncate(head);
+        }
+    }
     let best = &slots[order[0]];
     if best.value <= 0.0 {
         reasons.push(reason("not_worth_retrying", format!("best slot's expected value {:.1} (minor units) does not cover the attempt and message costs", best.value)));
@@ -417,30 +452,36 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let (explore, pick) = random;
     let chosen_ix = if explore < eps { near[((pick * k as f64) as usize).min(k - 1)] } else { order[0] };
     let propensity = if chosen_ix == order[0] { 1.0 - eps + eps / k as f64 } else { eps / k as f64 };
-    let chosen = slots[chosen_ix].clone();
+    let slot = |s: &Scored| {
+        let retry_at = start + Duration::hours(s.hour);
+        let send_at = (s.channel != Channel::None).then(|| send_time(retry_at));
+        Slot { retry_at, channel: s.channel, send_at, p_success: s.p, expected_value: s.ev, value: s.value }
+    };
+    let picked = slots[chosen_ix];
+    let chosen = slot(&picked);
     if chosen_ix != order[0] {
         reasons.push(reason("explored", format!("exploring a near-best alternative (exploration rate {:.0} %)", eps * 100.0)));
     } else {
         reasons.push(reason("best_expected_value", format!("highest expected value of {scored} allowed candidates")));
     }
-    let p_next = suffix_best_p(&slots, &chosen);
+    // If the chosen retry fails: the best-valued slot at least a day later.
+    let p_next = slots.iter().filter(|s| s.hour >= picked.hour + 24).max_by(|a, b| a.ev.total_cmp(&b.ev)).map_or(0.0, |s| s.p);
     let p_recovery = 1.0 - (1.0 - chosen.p_success) * (1.0 - p_next);
     // Reasons in the data: pay day and channel.
     let local = chosen.retry_at.with_timezone(&tz);
     if state.last_decline().class() == DeclineClass::SoftFunds {
         reasons.push(reason("pay_day", format!("funds decline: pay schedule {schedule} (confidence {:.0} %), retry on {} local", confidence * 100.0, local.format("%a %Y-%m-%d %H:%M"))));
     }
-    let none_p = slots.iter().find(|s| s.retry_at == chosen.retry_at && s.channel == Channel::None).map(|s| s.p_success);
+    let none_p = slots.iter().find(|s| s.hour == picked.hour && s.channel == Channel::None).map(|s| s.p);
     if let (true, Some(p0)) = (chosen.channel != Channel::None, none_p) {
         reasons.push(reason("channel_lift", format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success)));
     }
     // The chosen slot's terms, largest first.
     let mut cols = state.fixed().to_vec();
     state.candidate_columns(&Candidate { at: chosen.retry_at, channel: chosen.channel }, &mut cols);
-    let mut terms: Vec<Term> = cols.iter().map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
-    terms.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
-    terms.truncate(8);
-    let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slots[i].clone()).collect();
+    cols.sort_by(|&a, &b| model.weights[b as usize].abs().total_cmp(&model.weights[a as usize].abs()));
+    let terms: Vec<Term> = cols.iter().take(8).map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
+    let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slot(&slots[i])).collect();
     Ok(Decision {
         action: Action::Retry,
         chosen: Some(chosen),
@@ -457,10 +498,15 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     })
 }
 
-/// P(success) of the best-valued slot at least a day after `chosen` (0 if none).
-fn suffix_best_p(slots: &[Slot], chosen: &Slot) -> f64 {
-    let later = chosen.retry_at + Duration::hours(24);
-    slots.iter().filter(|s| s.retry_at >= later).max_by(|a, b| a.expected_value.total_cmp(&b.expected_value)).map_or(0.0, |s| s.p_success)
+/// A scored candidate: hours after the grid's start, channel, P(success), expected
+/// value of this retry alone, and with the look-ahead.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    hour: i64,
+    channel: Channel,
+    p: f64,
+    ev: f64,
+    value: f64,
 }
 
 fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -481,4 +527,81 @@ fn best_ask_channel(c: &Constraints) -> Channel {
 
 fn describe(v: &RuleViolation) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| v.code().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{BillingInterval, CardBrand, CardFunding, PaymentMethod};
+    use chrono::TimeZone;
+
+    /// A model with arbitrary (deterministic) weights: every column matters.
+    fn model() -> SuccessModel {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let weights = (0..SCHEMA.len())
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x % 2001) as f64 / 1000.0 - 1.0
+            })
+            .collect();
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1 }
+    }
+
+    fn request() -> Request {
+        let t0 = Utc.with_ymd_and_hms(2026, 3, 5, 14, 20, 0).unwrap(); // the US switches to DST on 2026-03-08
+        Request {
+            payment_id: "inv_1".into(),
+            facts: PaymentFacts {
+                amount_minor: 4_999,
+                currency: "USD".parse().expect("USD"),
+                method: PaymentMethod::Card,
+                card_brand: Some(CardBrand::Mastercard),
+                card_funding: Some(CardFunding::Debit),
+                country: "US".parse().expect("US"),
+                timezone: chrono_tz::America::Chicago,
+                billing_interval: Some(BillingInterval::Month),
+                tenure_days: Some(200),
+            },
+            attempts: vec![RequestAttempt { at: t0, decline: DeclineCode::InsufficientFunds, network_code: None, advice_code: None, channel: None, payment_method_updated: false }],
+            payment_method_updated: false,
+            past_payments: Vec::new(),
+            now: t0 + Duration::minutes(5),
+            constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
+        let (m, req) = (model(), request());
+        let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!(d.action, Action::Retry);
+        let earlier = [EarlierAttempt { at: req.attempts[0].at, decline: req.attempts[0].decline, advice_code: None, channel: None, payment_method_updated: false }];
+        let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
+        let chosen = d.chosen.clone().expect("chosen");
+        let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
+        assert_eq!(all.len(), 13);
+        for s in &all {
+            let full = m.predict(&state.encode(&Candidate { at: s.retry_at, channel: s.channel }));
+            assert!((s.p_success - full).abs() < 1e-12, "{s:?}: grid {} vs full {full}", s.p_success);
+            let local = s.retry_at.with_timezone(&chrono_tz::America::Chicago).hour();
+            assert!(!in_quiet(local, 22, 7), "{s:?} in quiet hours");
+        }
+        // Best first, by the look-ahead value; ties by time then channel.
+        for w in all.windows(2) {
+            assert!(w[0].value >= w[1].value, "{:?} before {:?}", w[0], w[1]);
+        }
+        // The partial selection keeps exactly the head of the full order.
+        let every = decide(&m, &EngineConfig { top_k: 100_000, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!(every.alternatives.len() + 1, d.candidates_scored);
+        assert_eq!(every.chosen, d.chosen);
+        assert_eq!(every.alternatives[..12], d.alternatives[..]);
+        // The discount is per day of delay from now.
+        let days = (chosen.retry_at - req.now).num_minutes() as f64 / 1440.0;
+        let cost = cfg.attempt_cost_minor + cfg.message_cost(chosen.channel);
+        let ev = (1.0 - cfg.daily_discount).powf(days) * chosen.p_success * 4_999.0 - cost;
+        assert!((chosen.expected_value - ev).abs() < 1e-6, "{} vs {ev}", chosen.expected_value);
+    }
 }

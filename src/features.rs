@@ -14,7 +14,7 @@
 
 use std::sync::LazyLock;
 
-use chrono::{DateTime, Datelike, Days, NaiveDate, Timelike, Utc};
+use chrono::{DateTime, Datelike, Days, NaiveDate, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
@@ -84,6 +84,25 @@ pub struct Candidate {
     pub at: DateTime<Utc>,
     /// Message to send before it.
     pub channel: Channel,
+}
+
+/// The time-dependent candidate levels at one retry time (see [`PaymentState::time_levels`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeLevels([u8; N_CAND]);
+
+/// Days since and until the payer's pay days, and the day of month, of one local day.
+struct DayLevels {
+    since: i64,
+    until: i64,
+    day_of_month: u32,
+}
+
+/// Which candidate columns [`PaymentState::columns_at`] writes.
+#[derive(Clone, Copy)]
+enum Part {
+    All,
+    TimeOnly,
+    ChannelOnly,
 }
 
 /// Pay days are computed this far around the first failure: covers any dunning window.
@@ -189,34 +208,109 @@ impl PaymentState {
 
     /// The candidate-level active columns for `c`, appended to `out`.
     pub fn candidate_columns(&self, c: &Candidate, out: &mut Vec<u16>) {
-        let fixed = &self.levels;
-        let local = c.at.with_timezone(&self.facts.timezone).naive_local();
-        let day = local.date();
+        self.columns_at(&self.time_levels(c.at), c.channel, Part::All, out);
+    }
+
+    /// The candidate levels that depend only on the retry time (one tz conversion
+    /// and pay-day lookup), shared by every channel at that time.
+    pub fn time_levels(&self, at: DateTime<Utc>) -> TimeLevels {
+        let local = at.with_timezone(&self.facts.timezone).naive_local();
+        let day = self.day_levels(local.date());
+        self.assemble(at - self.last_at, at - self.first_at, local.hour(), local.weekday().num_days_from_monday(), &day)
+    }
+
+    /// [`PaymentState::time_levels`] at `start`, `start + 1 h`, … (`hours` times),
+    /// value for value, for a decision grid: per hour one UTC-offset lookup and
+    /// integer arithmetic, calendar work once per local day (a test holds the two
+    /// equal across DST changes).
+    pub fn hourly_levels(&self, start: DateTime<Utc>, hours: usize) -> Vec<TimeLevels> {
+        let tz = self.facts.timezone;
+        let (since_last, since_first) = (start - self.last_at, start - self.first_at);
+        let start_secs = start.timestamp();
+        let mut day: Option<(i64, DayLevels)> = None;
+        (0..hours as i64)
+            .map(|h| {
+                let secs = start_secs + 3600 * h;
+                let utc = DateTime::from_timestamp(secs, 0).expect("grid times are in range").naive_utc();
+                let local_secs = secs + tz.offset_from_utc_datetime(&utc).fix().local_minus_utc() as i64;
+                let local_day = local_secs.div_euclid(86_400);
+                if day.as_ref().is_none_or(|(d, _)| *d != local_day) {
+                    // 1970-01-01 is day 719,163 from the common era.
+                    let date = NaiveDate::from_num_days_from_ce_opt((local_day + 719_163) as i32).expect("grid dates are in range");
+                    day = Some((local_day, self.day_levels(date)));
+                }
+                let hour = (local_secs.rem_euclid(86_400) / 3600) as u32;
+                let weekday = (local_day + 3).rem_euclid(7) as u32; // 1970-01-01 was a Thursday
+                let step = chrono::TimeDelta::hours(h);
+                self.assemble(since_last + step, since_first + step, hour, weekday, &day.as_ref().expect("set above").1)
+            })
+            .collect()
+    }
+
+    /// Pay-cycle and calendar facts of a local day.
+    fn day_levels(&self, day: NaiveDate) -> DayLevels {
         let i = self.pay_days.partition_point(|p| *p <= day);
         let since = if i > 0 { (day - self.pay_days[i - 1]).num_days() } else { 99 };
         let until = self.pay_days.get(i).map_or(99, |p| (*p - day).num_days());
-        let hours_since_last = (c.at - self.last_at).num_minutes() as f64 / 60.0;
-        let days_since_first = (c.at - self.first_at).num_minutes() as f64 / 1440.0;
-        let levels: [usize; N_CAND] = [
+        DayLevels { since, until, day_of_month: day.day() }
+    }
+
+    fn assemble(&self, since_last: chrono::TimeDelta, since_first: chrono::TimeDelta, hour: u32, weekday: u32, day: &DayLevels) -> TimeLevels {
+        let hours_since_last = since_last.num_minutes() as f64 / 60.0;
+        let days_since_first = since_first.num_minutes() as f64 / 1440.0;
+        let levels = [
             bucket(hours_since_last, &[2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0]),
             bucket(days_since_first, &[1.0, 2.0, 4.0, 7.0, 14.0, 21.0]),
-            bucket(local.hour() as f64, &[4.0, 7.0, 10.0, 14.0, 18.0, 22.0]),
-            local.weekday().num_days_from_monday() as usize,
-            bucket(since as f64, &[1.0, 2.0, 3.0, 4.0, 7.0, 14.0]),
-            bucket(until as f64, &[2.0, 3.0, 4.0, 7.0, 14.0]),
-            bucket(day.day() as f64, &[6.0, 11.0, 16.0, 21.0, 26.0]),
-            c.channel as usize,
-            cycle_level(since, until),
+            bucket(hour as f64, &[4.0, 7.0, 10.0, 14.0, 18.0, 22.0]),
+            weekday as usize,
+            bucket(day.since as f64, &[1.0, 2.0, 3.0, 4.0, 7.0, 14.0]),
+            bucket(day.until as f64, &[2.0, 3.0, 4.0, 7.0, 14.0]),
+            bucket(day.day_of_month as f64, &[6.0, 11.0, 16.0, 21.0, 26.0]),
+            0, // the channel's slot: filled per channel
+            cycle_level(day.since, day.until),
         ];
+        // Every candidate group has fewer than 256 levels (checked by the schema test).
+        TimeLevels(levels.map(|l| l as u8))
+    }
+
+    /// The candidate columns at `t` that do not involve the channel (scored once per hour).
+    pub fn time_columns(&self, t: &TimeLevels, out: &mut Vec<u16>) {
+        self.columns_at(t, Channel::None, Part::TimeOnly, out);
+    }
+
+    /// The columns that involve `channel`: the channel group and its crosses. They
+    /// depend on the payment, never on the retry time (see [`CHANNEL_TERMS_ARE_TIMELESS`]),
+    /// so a grid computes them once per channel.
+    pub fn channel_columns(&self, channel: Channel, out: &mut Vec<u16>) {
+        self.columns_at(&TimeLevels([0; N_CAND]), channel, Part::ChannelOnly, out);
+    }
+
+    /// Candidate columns in vector order, keeping those `part` asks for.
+    fn columns_at(&self, t: &TimeLevels, channel: Channel, part: Part, out: &mut Vec<u16>) {
+        let schema = &*SCHEMA;
+        let fixed = &self.levels;
+        let mut levels = t.0.map(usize::from);
+        levels[G_CHANNEL - N_FIXED] = channel as usize;
+        let keep = |involves_channel: bool| match part {
+            Part::All => true,
+            Part::TimeOnly => !involves_channel,
+            Part::ChannelOnly => involves_channel,
+        };
         for (g, &l) in levels.iter().enumerate() {
-            out.push(SCHEMA.column(N_FIXED + g, l));
+            if keep(N_FIXED + g == G_CHANNEL) {
+                out.push(schema.column(N_FIXED + g, l));
+            }
         }
         let level = |g: usize| if g < N_FIXED { fixed[g] } else { levels[g - N_FIXED] };
         for (k, &(a, b)) in CAND_CROSSES.iter().enumerate() {
-            out.push(SCHEMA.cross(FIXED_CROSSES.len() + k, level(a), level(b)));
+            if keep(a == G_CHANNEL || b == G_CHANNEL) {
+                out.push(schema.cross(FIXED_CROSSES.len() + k, level(a), level(b)));
+            }
         }
         for (k, &(a, b, c)) in TRIPLES.iter().enumerate() {
-            out.push(SCHEMA.triple(k, level(a), level(b), level(c)));
+            if keep([a, b, c].contains(&G_CHANNEL)) {
+                out.push(schema.triple(k, level(a), level(b), level(c)));
+            }
         }
     }
 
@@ -382,6 +476,32 @@ const CAND_CROSSES: [(usize, usize); 22] = [
     (G_MESSAGES, G_CHANNEL),
     (G_FUNDING, G_CHANNEL),
 ];
+
+/// Every cross with the channel pairs it with payment-level groups only, so a
+/// channel's columns are the same at every retry time and a grid of H hours × C
+/// channels costs H time encodings plus C channel encodings. Checked at compile
+/// time: a cross of the channel with a time group needs the grid scorer changed.
+pub const CHANNEL_TERMS_ARE_TIMELESS: bool = {
+    let mut ok = true;
+    let mut k = 0;
+    while k < CAND_CROSSES.len() {
+        let (a, b) = CAND_CROSSES[k];
+        if (a == G_CHANNEL && b >= N_FIXED) || (b == G_CHANNEL && a >= N_FIXED) {
+            ok = false;
+        }
+        k += 1;
+    }
+    let mut k = 0;
+    while k < TRIPLES.len() {
+        let (a, b, c) = TRIPLES[k];
+        if a == G_CHANNEL || b == G_CHANNEL || c == G_CHANNEL {
+            ok = false;
+        }
+        k += 1;
+    }
+    ok
+};
+const _: () = assert!(CHANNEL_TERMS_ARE_TIMELESS, "a cross of the channel with a time group: score channels per hour in engine::decide");
 
 /// The level of group `g` (index into [`group_names`]) in an encoded vector.
 pub fn group_level(active: &[u16], g: usize) -> usize {
@@ -607,6 +727,7 @@ mod tests {
         let s = &*SCHEMA;
         let mut seen = std::collections::HashSet::new();
         assert!(s.columns.iter().all(|c| seen.insert(c.clone())), "duplicate column names");
+        assert!(groups().iter().all(|(_, levels)| levels.len() <= 256), "TimeLevels stores levels as u8");
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
         let earlier = [EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false }];
         let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
@@ -636,8 +757,45 @@ mod tests {
             for (k, &c) in email.iter().enumerate() {
                 assert!(slots[k].contains(&(c as usize)), "slot {k}: column {c} outside {:?}", slots[k]);
             }
+            let levels = st.time_levels(at);
+            let mut time = Vec::new();
+            st.time_columns(&levels, &mut time);
             for &ch in Channel::VARIANTS {
-                assert_eq!(with_channel(&email, ch), st.encode(&Candidate { at, channel: ch }), "{ch:?} at +{h}h");
+                let full = st.encode(&Candidate { at, channel: ch });
+                assert_eq!(with_channel(&email, ch), full, "{ch:?} at +{h}h");
+                // The grid's split: fixed + time-only + channel-only is the same set of columns.
+                let mut split = st.fixed().to_vec();
+                split.extend(&time);
+                st.channel_columns(ch, &mut split);
+                let mut want = full.clone();
+                want.sort_unstable();
+                split.sort_unstable();
+                assert_eq!(split, want, "{ch:?} at +{h}h");
+            }
+            // Only the channel columns differ between channels; the time-only ones never mention a channel.
+            assert!(time.iter().all(|&c| !SCHEMA.columns[c as usize].contains("channel=")), "{time:?}");
+        }
+    }
+
+    #[test]
+    fn hourly_grid_levels_equal_the_per_time_levels_across_dst_changes() {
+        // Spring forward and fall back in New York, Sydney (southern hemisphere), and a
+        // zone at a half-hour offset; starts off the hour and at awkward minutes.
+        for (tz, y, m, d) in [(chrono_tz::America::New_York, 2026, 3, 1), (chrono_tz::America::New_York, 2026, 10, 25),
+            (chrono_tz::Australia::Sydney, 2026, 3, 30), (chrono_tz::Australia::Sydney, 2026, 9, 28), (chrono_tz::Asia::Kolkata, 2026, 12, 24)]
+        {
+            let t0 = Utc.with_ymd_and_hms(y, m, d, 21, 17, 42).unwrap();
+            let earlier = [
+                EarlierAttempt { at: t0 - chrono::Duration::days(3), decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false },
+                EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: Some(Channel::Sms), payment_method_updated: false },
+            ];
+            let st = PaymentState::new(PaymentFacts { timezone: tz, ..facts() }, &earlier, false, &[]).expect("state");
+            for start in [t0 + chrono::Duration::minutes(43), t0 + chrono::Duration::seconds(1)] {
+                let grid = st.hourly_levels(start, 14 * 24 + 1);
+                for (h, got) in grid.iter().enumerate() {
+                    let at = start + chrono::Duration::hours(h as i64);
+                    assert_eq!(*got, st.time_levels(at), "{tz} at {at}");
+                }
             }
         }
     }

@@ -3,11 +3,14 @@
 //!
 //! Scoring is a sum of weights: `z = intercept + Σ w[active]`, `p = σ(a·z + b)`.
 //! The payment-level part of `z` is computed once per failed payment
-//! ([`SuccessModel::fixed_logit`]) and each candidate adds only its own columns.
+//! ([`SuccessModel::fixed_logit`]), the time-dependent part once per candidate
+//! hour ([`SuccessModel::time_logit`]) and the channel part once per channel
+//! ([`SuccessModel::channel_logit`]): a candidate is then one addition and a sigmoid.
 
 use serde::{Deserialize, Serialize};
 
-use crate::features::{Candidate, PaymentState, Schema, SCHEMA};
+use crate::domain::Channel;
+use crate::features::{PaymentState, Schema, TimeLevels, SCHEMA};
 
 /// A fitted success model: what `models/<version>/model.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -83,12 +86,22 @@ impl SuccessModel {
         self.logit(state.fixed())
     }
 
-    /// Calibrated P(success) of `c`, given [`SuccessModel::fixed_logit`] of its payment;
-    /// `scratch` is reused between candidates.
-    pub fn score(&self, state: &PaymentState, fixed_logit: f64, c: &Candidate, scratch: &mut Vec<u16>) -> f64 {
+    /// The part of the logit that depends on the retry time but not the channel:
+    /// a grid adds it once per hour, then [`SuccessModel::channel_logit`] per channel.
+    pub fn time_logit(&self, state: &PaymentState, t: &TimeLevels, scratch: &mut Vec<u16>) -> f64 {
         scratch.clear();
-        state.candidate_columns(c, scratch);
-        let z = fixed_logit + scratch.iter().map(|&k| self.weights[k as usize]).sum::<f64>();
-        self.calibrate(z)
+        state.time_columns(t, scratch);
+        self.sum(scratch)
+    }
+
+    /// The part of the logit that involves `channel` (the same at every retry time).
+    pub fn channel_logit(&self, state: &PaymentState, channel: Channel, scratch: &mut Vec<u16>) -> f64 {
+        scratch.clear();
+        state.channel_columns(channel, scratch);
+        self.sum(scratch)
+    }
+
+    fn sum(&self, columns: &[u16]) -> f64 {
+        columns.iter().map(|&k| self.weights[k as usize]).sum()
     }
 }

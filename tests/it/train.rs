@@ -5,8 +5,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use chrono::{DateTime, Utc};
-use recoup::declines::DeclineCode;
 use recoup::domain::{Attempt, Channel};
 use recoup::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState};
 use recoup::history::{load, History, LoadOptions};
@@ -45,7 +43,7 @@ fn from_request(h: &History, retry: &Attempt) -> Vec<u16> {
         .collect();
     let first_at = earlier[0].attempted_at;
     // Past payments of the payer, as (time, decline) lists.
-    let mut past: HashMap<&str, Vec<(DateTime<Utc>, Option<DeclineCode>)>> = HashMap::new();
+    let mut past: HashMap<&str, recoup::engine::PastPayment> = HashMap::new();
     for a in h.attempts.iter().filter(|a| h.customer_id(a) == customer_id && h.payment_id(a) != payment_id) {
         past.entry(h.payment_id(a)).or_default().push((a.attempted_at, a.decline));
     }
