@@ -31,6 +31,7 @@ pub mod engine;
 pub mod domain;
 pub mod features;
 pub mod history;
+pub mod metrics;
 pub mod model;
 pub mod payday;
 pub mod registry;

@@ -35,6 +35,7 @@ fn registry() -> (tempfile::TempDir, PathBuf) {
 
 struct Server {
     client: RetryDeciderClient<Channel>,
+    metrics_addr: std::net::SocketAddr,
     channel: Channel,
     state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -53,11 +54,29 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
     };
     let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, cfg, state.clone(), async move {
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let task = tokio::spawn(serve(listener, Some(metrics), cfg, state.clone(), async move {
         let _ = rx.await;
     }));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Server { client: RetryDeciderClient::new(channel.clone()), channel, state, stop: Some(tx), task }
+    Server { client: RetryDeciderClient::new(channel.clone()), metrics_addr, channel, state, stop: Some(tx), task }
+}
+
+/// GET /metrics over plain HTTP/1.0: the status line and the body.
+async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut text = String::new();
+    c.read_to_string(&mut text).await.unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    (head.lines().next().unwrap_or_default().to_string(), body.to_string())
+}
+
+/// The value of the sample `line_start` (metric name with its labels) in a scrape.
+fn sample(body: &str, line_start: &str) -> f64 {
+    body.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
 impl Server {
@@ -172,7 +191,23 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     let m = s.client.get_model(v1::GetModelRequest {}).await.unwrap().into_inner();
     assert_eq!(m.feature_columns, recoup::features::SCHEMA.columns);
     assert!(m.metrics_json.contains("log_loss"));
-    assert!(s.state.invalid.load(Ordering::Relaxed) >= 19);
+
+    // The metrics endpoint counted all of it, in Prometheus text format.
+    let (status, body) = scrape(s.metrics_addr).await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="Decide"}"#), 19.0, "{body}");
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 6.0);
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="DecideBatch"}"#), 1.0);
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="GetModel"}"#), 1.0);
+    // 1 + 1 (batch) retries; 5 + 1 (batch) hard declines.
+    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 6.0);
+    let retries: f64 = body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
+    assert_eq!(retries, 2.0, "{body}");
+    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 25.0);
+    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 25.0);
+    let version = std::fs::read_to_string(models.join("CURRENT")).unwrap().trim().to_string();
+    assert_eq!(sample(&body, &format!(r#"recoup_model_info{{version="{version}"}}"#)), 1.0);
+    assert_eq!(sample(&body, "recoup_in_flight"), 0.0);
     s.stop().await;
 }
 
@@ -277,6 +312,12 @@ async fn hot_reload_under_load_drops_nothing_and_refuses_a_broken_model() {
     assert_eq!(failed.load(Ordering::Relaxed), 0, "calls failed during the reload");
     assert!(ok.load(Ordering::Relaxed) > 50);
     assert!(saw_new.load(Ordering::Relaxed), "no call answered with the new model");
+    let (_, body) = scrape(s.metrics_addr).await;
+    assert_eq!(sample(&body, &format!(r#"recoup_model_info{{version="{new}"}}"#)), 1.0, "{body}");
+    assert!(!body.contains(&format!(r#"version="{old}""#)), "the old version is still reported serving");
+    assert_eq!(sample(&body, r#"recoup_model_reloads_total{result="ok"}"#), 1.0);
+    // Refused once, not again at every poll while CURRENT stays broken.
+    assert_eq!(sample(&body, r#"recoup_model_reloads_total{result="refused"}"#), 1.0);
     s.stop().await;
 }
 
