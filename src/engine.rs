@@ -19,7 +19,7 @@
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
 
-use chrono::{DateTime, Datelike, Duration, DurationRound, Timelike, Utc, Weekday};
+use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
@@ -350,33 +350,31 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let most = (last_hour + 1).max(0) as usize * channels.len();
     // Scored candidates, compact (a `Slot` is built only for those reported).
     let mut slots: Vec<Scored> = Vec::with_capacity(most);
-    let mut cached: Option<(TimeLevels, f64)> = None;
+    // The time columns and logit of the last scored hour, walked hour to hour.
+    let (mut walked, mut time_cols, mut time_logit): (Option<TimeLevels>, Vec<u16>, f64) = (None, Vec::with_capacity(64), 0.0);
     let amount = req.facts.amount_minor as f64;
-    let needs_local = c.quiet_hours.is_some() || c.skip_weekends || c.skip_holidays;
     let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
     let first_discount = (1.0 - cfg.daily_discount).powf(((start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
-    let grid_levels = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
+    let grid = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
     let mut discount = first_discount / hourly_discount;
     for hour in 0..=last_hour {
         let t = start + Duration::hours(hour);
         discount *= hourly_discount;
         let n = channels.len();
-        if needs_local {
-            let local = t.with_timezone(&tz);
-            if let Some((qs, qe)) = c.quiet_hours {
-                if in_quiet(local.hour(), qs, qe) {
-                    count_removed(("constraint", "quiet_hours"), &|| format!("local hours {qs}:00–{qe}:00 are quiet"), n);
-                    continue;
-                }
-            }
-            if c.skip_weekends && matches!(local.weekday(), Weekday::Sat | Weekday::Sun) {
-                count_removed(("constraint", "skip_weekends"), &|| "no retries on weekends".into(), n);
+        let here = grid[hour as usize];
+        if let Some((qs, qe)) = c.quiet_hours {
+            if in_quiet(here.local_hour, qs, qe) {
+                count_removed(("constraint", "quiet_hours"), &|| format!("local hours {qs}:00–{qe}:00 are quiet"), n);
                 continue;
             }
-            if c.skip_holidays && crate::calendar::is_holiday(req.facts.country, local.date_naive()) {
-                count_removed(("constraint", "skip_holidays"), &|| format!("bank holiday in {}", req.facts.country.as_str()), n);
-                continue;
-            }
+        }
+        if c.skip_weekends && here.weekday >= 5 {
+            count_removed(("constraint", "skip_weekends"), &|| "no retries on weekends".into(), n);
+            continue;
+        }
+        if c.skip_holidays && crate::calendar::is_holiday(req.facts.country, here.local_date) {
+            count_removed(("constraint", "skip_holidays"), &|| format!("bank holiday in {}", req.facts.country.as_str()), n);
+            continue;
         }
         let verdict = rules::check_retry(rule_facts, &past, Proposal { at: t, payment_method_updated: req.payment_method_updated }, &cfg.rules);
         if !verdict.is_allowed() {
@@ -385,14 +383,21 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             }
             continue;
         }
-        // Consecutive hours mostly share their time levels (same hour bucket, same day):
-        // the time part of the logit is recomputed only when they change.
-        let levels = grid_levels[hour as usize];
-        if cached.is_none_or(|(l, _)| l != levels) {
-            cached = Some((levels, fixed_logit + model.time_logit(&state, &levels, &mut scratch)));
+        // Consecutive hours mostly share their time levels (same hour bucket, same
+        // day): the time part of the logit changes only by the columns that moved.
+        let levels = here.levels;
+        match walked {
+            None => time_logit = fixed_logit + model.time_logit(&state, &levels, &mut time_cols),
+            Some(prev) if prev != levels => state.update_time_columns(&prev, &levels, &mut time_cols, |old, new| time_logit += model.weights[new as usize] - model.weights[old as usize]),
+            Some(_) => {}
         }
-        let time_logit = cached.map_or(fixed_logit, |(_, z)| z);
-        let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_time(t).with_timezone(&tz).hour(), qs, qe));
+        walked = Some(levels);
+        // The message goes out `lead` hours before: on the grid when that is not before its start.
+        let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {
+            Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
+            _ => send_time(t).with_timezone(&tz).hour(),
+        };
+        let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
         for &(ch, channel_logit, cost) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
@@ -588,7 +593,12 @@ mod tests {
             assert!((s.p_success - full).abs() < 1e-12, "{s:?}: grid {} vs full {full}", s.p_success);
             let local = s.retry_at.with_timezone(&chrono_tz::America::Chicago).hour();
             assert!(!in_quiet(local, 22, 7), "{s:?} in quiet hours");
+            if let Some(send) = s.send_at {
+                assert!(!in_quiet(send.with_timezone(&chrono_tz::America::Chicago).hour(), 22, 7), "{s:?}: message in quiet hours");
+            }
         }
+        // 07:00 local is allowed for the retry, but its message would go out at 06:00.
+        assert!(d.reasons.iter().any(|r| r.code == "constraint:quiet_hours_message"), "{:?}", d.reasons);
         // Best first, by the look-ahead value; ties by time then channel.
         for w in all.windows(2) {
             assert!(w[0].value >= w[1].value, "{:?} before {:?}", w[0], w[1]);

@@ -90,6 +90,70 @@ pub struct Candidate {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeLevels([u8; N_CAND]);
 
+/// The UTC offset, in seconds, of `tz` at `start + h` hours (Unix seconds) for
+/// `h` in `0..hours`. Looked up every [`OFFSET_STEP_HOURS`] hours and at the
+/// last hour; between two lookups that agree, every hour shares their offset,
+/// and between two that differ each hour is looked up. (tzdb never moves a
+/// zone's offset and back within six hours; a test compares every hour against
+/// a direct lookup across DST changes.)
+fn hourly_offsets(tz: Tz, start: i64, hours: usize) -> Vec<i32> {
+    let at = |h: usize| {
+        let utc = DateTime::from_timestamp(start + 3600 * h as i64, 0).expect("grid times are in range").naive_utc();
+        tz.offset_from_utc_datetime(&utc).fix().local_minus_utc()
+    };
+    let mut out = Vec::with_capacity(hours);
+    let mut h = 0;
+    while h < hours {
+        let end = (h + OFFSET_STEP_HOURS).min(hours - 1);
+        let (a, b) = (at(h), at(end));
+        out.push(a);
+        for k in h + 1..end {
+            out.push(if a == b { a } else { at(k) });
+        }
+        if end > h {
+            out.push(b);
+        }
+        h = end + 1;
+    }
+    out
+}
+
+/// A time column's slot: a candidate group, a cross (index among all crosses), a triple.
+#[derive(Clone, Copy)]
+enum TimeSlot {
+    Group(usize),
+    Cross(usize, usize, usize),
+    Triple(usize, usize, usize, usize),
+}
+
+/// The time columns' slots in [`PaymentState::time_columns`] order, each with the
+/// bit mask of the candidate groups it depends on.
+static TIME_SLOTS: LazyLock<Vec<(TimeSlot, u32)>> = LazyLock::new(|| {
+    let bit = |g: usize| if g >= N_FIXED { 1u32 << (g - N_FIXED) } else { 0 };
+    let mut out: Vec<(TimeSlot, u32)> = (N_FIXED..N_FIXED + N_CAND).filter(|&g| g != G_CHANNEL).map(|g| (TimeSlot::Group(g), bit(g))).collect();
+    for (k, &(a, b)) in CAND_CROSSES.iter().enumerate().filter(|(_, &(a, b))| a != G_CHANNEL && b != G_CHANNEL) {
+        out.push((TimeSlot::Cross(FIXED_CROSSES.len() + k, a, b), bit(a) | bit(b)));
+    }
+    for (k, &(a, b, c)) in TRIPLES.iter().enumerate().filter(|(_, t)| ![t.0, t.1, t.2].contains(&G_CHANNEL)) {
+        out.push((TimeSlot::Triple(k, a, b, c), bit(a) | bit(b) | bit(c)));
+    }
+    out
+});
+
+/// Hours between UTC-offset lookups of a decision grid (see [`hourly_offsets`]).
+const OFFSET_STEP_HOURS: usize = 6;
+
+/// One hour of a decision grid: its time levels and its local clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GridHour {
+    pub levels: TimeLevels,
+    /// Local hour, 0–23.
+    pub local_hour: u32,
+    /// Local weekday, Monday = 0.
+    pub weekday: u32,
+    pub local_date: NaiveDate,
+}
+
 /// Days since and until the payer's pay days, and the day of month, of one local day.
 struct DayLevels {
     since: i64,
@@ -216,33 +280,36 @@ impl PaymentState {
     pub fn time_levels(&self, at: DateTime<Utc>) -> TimeLevels {
         let local = at.with_timezone(&self.facts.timezone).naive_local();
         let day = self.day_levels(local.date());
-        self.assemble(at - self.last_at, at - self.first_at, local.hour(), local.weekday().num_days_from_monday(), &day)
+        self.assemble((at - self.last_at).num_minutes(), (at - self.first_at).num_minutes(), local.hour(), local.weekday().num_days_from_monday(), &day)
     }
 
     /// [`PaymentState::time_levels`] at `start`, `start + 1 h`, … (`hours` times),
     /// value for value, for a decision grid: per hour one UTC-offset lookup and
     /// integer arithmetic, calendar work once per local day (a test holds the two
     /// equal across DST changes).
-    pub fn hourly_levels(&self, start: DateTime<Utc>, hours: usize) -> Vec<TimeLevels> {
-        let tz = self.facts.timezone;
+    pub fn hourly_levels(&self, start: DateTime<Utc>, hours: usize) -> Vec<GridHour> {
         let (since_last, since_first) = (start - self.last_at, start - self.first_at);
+        // Minutes since an earlier time, `h` hours after `start`, exactly as
+        // `TimeDelta::num_minutes` truncates (integer arithmetic when non-negative).
+        let minutes = |d: chrono::TimeDelta, h: i64| if d >= chrono::TimeDelta::zero() { (d.num_seconds() + 3600 * h) / 60 } else { (d + chrono::TimeDelta::hours(h)).num_minutes() };
         let start_secs = start.timestamp();
-        let mut day: Option<(i64, DayLevels)> = None;
+        let offsets = hourly_offsets(self.facts.timezone, start_secs, hours);
+        let mut day: Option<(i64, NaiveDate, DayLevels)> = None;
+        // 1970-01-01 is day 719,163 from the common era.
+        let local_date = |d: i64| NaiveDate::from_num_days_from_ce_opt((d + 719_163) as i32).expect("grid dates are in range");
         (0..hours as i64)
             .map(|h| {
-                let secs = start_secs + 3600 * h;
-                let utc = DateTime::from_timestamp(secs, 0).expect("grid times are in range").naive_utc();
-                let local_secs = secs + tz.offset_from_utc_datetime(&utc).fix().local_minus_utc() as i64;
+                let local_secs = start_secs + 3600 * h + offsets[h as usize] as i64;
                 let local_day = local_secs.div_euclid(86_400);
-                if day.as_ref().is_none_or(|(d, _)| *d != local_day) {
-                    // 1970-01-01 is day 719,163 from the common era.
-                    let date = NaiveDate::from_num_days_from_ce_opt((local_day + 719_163) as i32).expect("grid dates are in range");
-                    day = Some((local_day, self.day_levels(date)));
+                if day.as_ref().is_none_or(|(d, _, _)| *d != local_day) {
+                    let date = local_date(local_day);
+                    day = Some((local_day, date, self.day_levels(date)));
                 }
                 let hour = (local_secs.rem_euclid(86_400) / 3600) as u32;
                 let weekday = (local_day + 3).rem_euclid(7) as u32; // 1970-01-01 was a Thursday
-                let step = chrono::TimeDelta::hours(h);
-                self.assemble(since_last + step, since_first + step, hour, weekday, &day.as_ref().expect("set above").1)
+                let (_, date, levels) = day.as_ref().expect("set above");
+                let levels = self.assemble(minutes(since_last, h), minutes(since_first, h), hour, weekday, levels);
+                GridHour { levels, local_hour: hour, weekday, local_date: *date }
             })
             .collect()
     }
@@ -255,9 +322,9 @@ impl PaymentState {
         DayLevels { since, until, day_of_month: day.day() }
     }
 
-    fn assemble(&self, since_last: chrono::TimeDelta, since_first: chrono::TimeDelta, hour: u32, weekday: u32, day: &DayLevels) -> TimeLevels {
-        let hours_since_last = since_last.num_minutes() as f64 / 60.0;
-        let days_since_first = since_first.num_minutes() as f64 / 1440.0;
+    fn assemble(&self, minutes_since_last: i64, minutes_since_first: i64, hour: u32, weekday: u32, day: &DayLevels) -> TimeLevels {
+        let hours_since_last = minutes_since_last as f64 / 60.0;
+        let days_since_first = minutes_since_first as f64 / 1440.0;
         let levels = [
             bucket(hours_since_last, &[2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0]),
             bucket(days_since_first, &[1.0, 2.0, 4.0, 7.0, 14.0, 21.0]),
@@ -283,6 +350,33 @@ impl PaymentState {
     /// so a grid computes them once per channel.
     pub fn channel_columns(&self, channel: Channel, out: &mut Vec<u16>) {
         self.columns_at(&TimeLevels([0; N_CAND]), channel, Part::ChannelOnly, out);
+    }
+
+    /// Move `cols`, the time columns at levels `from` (as [`PaymentState::time_columns`]
+    /// wrote them), to those at `to`, recomputing only the columns whose groups
+    /// changed and calling `changed(old, new)` for each column that differs. A grid
+    /// walks hour to hour this way: most hours change one or two groups.
+    pub fn update_time_columns(&self, from: &TimeLevels, to: &TimeLevels, cols: &mut [u16], mut changed: impl FnMut(u16, u16)) {
+        let moved = (0..N_CAND).filter(|&i| from.0[i] != to.0[i]).fold(0u32, |m, i| m | 1 << i);
+        if moved == 0 {
+            return;
+        }
+        let schema = &*SCHEMA;
+        let level = |g: usize| if g < N_FIXED { self.levels[g] } else { usize::from(to.0[g - N_FIXED]) };
+        for (i, (slot, mask)) in TIME_SLOTS.iter().enumerate() {
+            if mask & moved == 0 {
+                continue;
+            }
+            let c = match *slot {
+                TimeSlot::Group(g) => schema.column(g, level(g)),
+                TimeSlot::Cross(k, a, b) => schema.cross(k, level(a), level(b)),
+                TimeSlot::Triple(k, a, b, c) => schema.triple(k, level(a), level(b), level(c)),
+            };
+            if c != cols[i] {
+                changed(cols[i], c);
+                cols[i] = c;
+            }
+        }
     }
 
     /// Candidate columns in vector order, keeping those `part` asks for.
@@ -772,6 +866,14 @@ mod tests {
                 split.sort_unstable();
                 assert_eq!(split, want, "{ch:?} at +{h}h");
             }
+            // Walking from another hour's time columns to these recomputes the same columns.
+            let other = st.time_levels(t0 + chrono::Duration::hours(h + 29));
+            let mut walked = Vec::new();
+            st.time_columns(&other, &mut walked);
+            let mut diffs = 0;
+            st.update_time_columns(&other, &levels, &mut walked, |_, _| diffs += 1);
+            assert_eq!(walked, time, "+{h}h");
+            assert!(diffs > 0 && diffs < time.len(), "{diffs} columns changed");
             // Only the channel columns differ between channels; the time-only ones never mention a channel.
             assert!(time.iter().all(|&c| !SCHEMA.columns[c as usize].contains("channel=")), "{time:?}");
         }
@@ -792,9 +894,14 @@ mod tests {
             let st = PaymentState::new(PaymentFacts { timezone: tz, ..facts() }, &earlier, false, &[]).expect("state");
             for start in [t0 + chrono::Duration::minutes(43), t0 + chrono::Duration::seconds(1)] {
                 let grid = st.hourly_levels(start, 14 * 24 + 1);
+                for n in [0, 1, 2, 6, 7, 8, 13] {
+                    assert_eq!(st.hourly_levels(start, n)[..], grid[..n], "{tz}: a grid of {n} hours");
+                }
                 for (h, got) in grid.iter().enumerate() {
                     let at = start + chrono::Duration::hours(h as i64);
-                    assert_eq!(*got, st.time_levels(at), "{tz} at {at}");
+                    assert_eq!(got.levels, st.time_levels(at), "{tz} at {at}");
+                    let local = at.with_timezone(&tz);
+                    assert_eq!((got.local_hour, got.weekday, got.local_date), (local.hour(), local.weekday().num_days_from_monday(), local.date_naive()), "{tz} at {at}");
                 }
             }
         }
