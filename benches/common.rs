@@ -1,4 +1,5 @@
-//! Helpers shared by the bench scripts (included with `#[path]`).
+//! Helpers shared by the bench scripts (each bench uses some of them).
+#![allow(dead_code)]
 
 /// The binary's allocator (see `src/main.rs`), so benches measure what `recoup` does.
 #[global_allocator]
@@ -14,4 +15,38 @@ pub fn vm_hwm_mib() -> f64 {
         .and_then(|kb| kb.parse::<f64>().ok())
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
+}
+
+fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
+    let t = chrono::DateTime::parse_from_rfc3339(rfc3339).expect("timestamp");
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+/// The README's example request (examples/decide.json) as a protobuf message.
+pub fn readme_request() -> recoup::api::v1::DecideRequest {
+    recoup::api::v1::DecideRequest {
+        payment: Some(recoup::api::v1::Payment {
+            payment_id: "inv_1001".into(),
+            customer_id: "cus_42".into(),
+            amount_minor: 1299,
+            currency: "USD".into(),
+            payment_method: "card".into(),
+            card_brand: "visa".into(),
+            card_funding: "debit".into(),
+            country: "US".into(),
+            timezone: "America/Chicago".into(),
+            billing_interval: "month".into(),
+            tenure_days: Some(400),
+        }),
+        attempts: vec![recoup::api::v1::Attempt { attempted_at: ts("2026-11-20T14:05:00Z"), network_code: "51".into(), ..Default::default() }],
+        past_payments: vec![recoup::api::v1::PastPayment {
+            attempts: vec![
+                recoup::api::v1::PastAttempt { attempted_at: ts("2026-10-20T14:05:00Z"), outcome: "failed".into(), decline_code: "insufficient_funds".into() },
+                recoup::api::v1::PastAttempt { attempted_at: ts("2026-10-23T12:00:00Z"), outcome: "succeeded".into(), decline_code: String::new() },
+            ],
+        }],
+        now: ts("2026-11-20T14:06:00Z"),
+        constraints: Some(recoup::api::v1::Constraints { quiet_start_hour: Some(22), quiet_end_hour: Some(7), ..Default::default() }),
+        ..Default::default()
+    }
 }

@@ -55,6 +55,11 @@ fn main() {
             decide(&model, &cfg, &reqs[k % reqs.len()], (0.5, 0.5)).expect("decides")
         })
     });
+    // The README's example through the whole API path (protobuf in, protobuf out):
+    // pay-day evidence, quiet hours, reasons and terms.
+    let readme = common::readme_request();
+    let clock = chrono::Utc::now();
+    c.bench_function("decide/api_readme_example", |b| b.iter(|| recoup::api::decide(&model, &version, &cfg, &readme, clock).expect("decides")));
     c.final_summary();
 
     let mut lat = Vec::with_capacity(20_000);

@@ -19,6 +19,25 @@ pub mod v1 {
     tonic::include_proto!("recoup.v1");
 }
 
+/// The benchmark-only echo service (`recoup serve --echo-service`).
+pub mod bench {
+    tonic::include_proto!("recoup.bench.v1");
+
+    /// Encoded file descriptor set of the echo service (for reflection, when served).
+    pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/bench_descriptor.bin"));
+
+    /// Answers every call with its request: a gRPC call with no work in it.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct EchoService;
+
+    #[tonic::async_trait]
+    impl echo_server::Echo for EchoService {
+        async fn echo(&self, request: tonic::Request<EchoMessage>) -> Result<tonic::Response<EchoMessage>, tonic::Status> {
+            Ok(tonic::Response::new(request.into_inner()))
+        }
+    }
+}
+
 /// Encoded file descriptor set of the protos (for server reflection).
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/recoup_descriptor.bin"));
 

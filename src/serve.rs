@@ -216,6 +216,8 @@ pub struct ServeConfig {
     pub max_in_flight: usize,
     pub reload_every: Duration,
     pub request_timeout: Duration,
+    /// Also serve `recoup.bench.v1.Echo` (the load benchmark's ceiling).
+    pub echo_service: bool,
 }
 
 /// Watch `CURRENT` and swap in promoted models.
@@ -293,19 +295,25 @@ pub async fn serve(
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<v1::retry_decider_server::RetryDeciderServer<Decider>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
+    let mut reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(api::DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    if cfg.echo_service {
+        reflection = reflection.register_encoded_file_descriptor_set(api::bench::DESCRIPTOR_SET);
+    }
+    let reflection = reflection.build_v1()?;
     let watcher = tokio::spawn(watch(state.clone(), cfg.models.clone(), cfg.reload_every));
     let decider = v1::retry_decider_server::RetryDeciderServer::new(Decider { state: state.clone() })
         .max_decoding_message_size(64 << 20);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle: a unary answer is one small write that must not wait for an ACK
+    // (with Nagle on, loopback calls stall ~40 ms on delayed ACKs).
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = tonic::transport::Server::builder()
         .timeout(cfg.request_timeout)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(decider)
+        .add_optional_service(cfg.echo_service.then(|| api::bench::echo_server::EchoServer::new(api::bench::EchoService)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;
             tracing::info!("shutting down: finishing calls in flight");

@@ -35,6 +35,9 @@ pub struct Args {
     /// Address of the Prometheus metrics endpoint (GET /metrics); `off` to disable.
     #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
     pub metrics_addr: MetricsAddr,
+    /// Also serve recoup.bench.v1.Echo, a call with no work in it (for load benchmarks).
+    #[arg(long)]
+    pub echo_service: bool,
     /// Engine settings (TOML: costs, horizon, exploration…); fields not given keep their defaults.
     #[arg(long, value_name = "TOML")]
     pub engine: Option<PathBuf>,
@@ -74,6 +77,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         max_in_flight: a.max_in_flight.unwrap_or(64 * cores),
         reload_every: Duration::from_secs_f64(a.reload_every),
         request_timeout: Duration::from_secs_f64(a.timeout),
+        echo_service: a.echo_service,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -51,6 +51,7 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
         max_in_flight,
         reload_every: Duration::from_millis(50),
         request_timeout: Duration::from_secs(10),
+        echo_service: false,
     };
     let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

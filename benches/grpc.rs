@@ -1,0 +1,174 @@
+//! gRPC load benchmark: the release `recoup serve` on loopback, driven by h2load
+//! (Debian's nghttp2-client, a load generator that shares no code with the
+//! server) with pre-framed unary calls.
+//!
+//! 1. Echo (`--echo-service`, a call with no work in it): the ceiling.
+//! 2. Decide, closed loop: the most decisions per second this machine gives.
+//! 3. Decide at a fixed offered rate (default 15,000/s): achieved rate and the
+//!    latency percentiles at that load.
+//!
+//! Each request is the README's example (card, funds decline, pay-day evidence,
+//! quiet hours): a 14-day hourly grid × 5 channels scored per call. Latency
+//! percentiles come from h2load's per-request log; that every call answered
+//! `OK` comes from the server's own /metrics (h2load cannot see gRPC trailers).
+//! Server and load generator share the machine's cores.
+//!
+//!     apt-get install -y nghttp2-client      # h2load
+//!     cargo bench --bench grpc
+//!
+//! Settings (environment): RECOUP_LOAD_SECONDS (10), RECOUP_LOAD_RATE (15000),
+//! RECOUP_LOAD_CLIENTS (4), RECOUP_LOAD_STREAMS (32 per client).
+
+mod common;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use prost::Message;
+use recoup::api::bench;
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
+}
+
+/// A gRPC length-prefixed message: no compression flag, 4-byte big-endian length, bytes.
+fn frame(msg: &impl Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut f = vec![0u8];
+    f.extend((body.len() as u32).to_be_bytes());
+    f.extend(body);
+    f
+}
+
+struct Run {
+    name: String,
+    rate: f64,
+    succeeded: u64,
+    failed: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// The load shape shared by every run.
+#[derive(Clone, Copy)]
+struct Load {
+    port: u16,
+    seconds: u64,
+    clients: u64,
+    streams: u64,
+}
+
+/// Run h2load against `path` with the framed body `body`; `rps` per client if given.
+fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Option<u64>) -> Run {
+    let Load { port, seconds, clients, streams } = *load;
+    let log = std::env::temp_dir().join(format!("recoup-h2load-{}-{name}.log", std::process::id()));
+    let mut cmd = Command::new("h2load");
+    cmd.args(["-t", "1", "-c", &clients.to_string(), "-m", &streams.to_string()])
+        .args(["-D", &seconds.to_string(), "--warm-up-time", "2"])
+        .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+        .arg("-d")
+        .arg(body)
+        .arg(format!("--log-file={}", log.display()));
+    if let Some(r) = rps {
+        cmd.arg(format!("--rps={r}"));
+    }
+    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    let out = cmd.output().expect("h2load runs (apt-get install -y nghttp2-client)");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "h2load failed: {text}{}", String::from_utf8_lossy(&out.stderr));
+    // "finished in 10.00s, 14998.90 req/s, 4.26MB/s"
+    let rate = text.lines().find(|l| l.starts_with("finished in")).and_then(|l| l.split(", ").nth(1)).and_then(|r| r.trim_end_matches(" req/s").parse().ok()).unwrap_or(f64::NAN);
+    // "requests: 150000 total, 150000 started, 150000 done, 150000 succeeded, 0 failed, 0 errored, 0 timeout"
+    let count = |what: &str| -> u64 {
+        text.lines().find(|l| l.starts_with("requests:")).and_then(|l| l.split(", ").find(|p| p.ends_with(what))).and_then(|p| p.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+    };
+    let mut lat: Vec<f64> = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split('\t').nth(2)?.parse::<f64>().ok())
+        .map(|us| us / 1000.0)
+        .collect();
+    let _ = std::fs::remove_file(&log);
+    lat.sort_by(f64::total_cmp);
+    let q = |p: f64| if lat.is_empty() { f64::NAN } else { lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] };
+    Run { name: name.into(), rate, succeeded: count("succeeded"), failed: count("failed") + count("errored") + count("timeout"), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.last().copied().unwrap_or(f64::NAN) }
+}
+
+/// The server's /metrics body.
+fn scrape(port: u16) -> String {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).expect("metrics endpoint");
+    c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").expect("request");
+    let mut text = String::new();
+    c.read_to_string(&mut text).expect("answer");
+    text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn sum_samples(body: &str, prefix: &str) -> f64 {
+    body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() {
+    if Command::new("h2load").arg("--version").output().is_err() {
+        eprintln!("grpc bench: h2load not found; install it with `apt-get install -y nghttp2-client`");
+        std::process::exit(1);
+    }
+    let (seconds, rate, clients, streams) = (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 32));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let decide_body = dir.path().join("decide.bin");
+    let echo_body = dir.path().join("echo.bin");
+    let req = common::readme_request();
+    std::fs::write(&decide_body, frame(&req)).expect("write frame");
+    std::fs::write(&echo_body, frame(&bench::EchoMessage { payload: req.encode_to_vec() })).expect("write frame");
+
+    let (port, metrics_port) = (free_port(), free_port());
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let server = Server(
+        Command::new(env!("CARGO_BIN_EXE_recoup"))
+            .args(["-q", "serve", "--echo-service", "--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .arg("--models")
+            .arg(&models)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start recoup serve"),
+    );
+    let up = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(up.elapsed() < Duration::from_secs(30), "recoup serve did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let load = Load { port, seconds, clients, streams };
+    let echo = h2load("echo", &load, "/recoup.bench.v1.Echo/Echo", &echo_body, None);
+    let max = h2load("decide-max", &load, "/recoup.v1.RetryDecider/Decide", &decide_body, None);
+    let fixed = h2load(&format!("decide-at-{rate}"), &load, "/recoup.v1.RetryDecider/Decide", &decide_body, Some(rate.div_ceil(clients)));
+    let metrics = scrape(metrics_port);
+    drop(server);
+
+    let ok = sum_samples(&metrics, r#"recoup_requests_total{code="OK",rpc="Decide"}"#);
+    let not_ok = sum_samples(&metrics, "recoup_requests_total{") - ok;
+    let decided = sum_samples(&metrics, "recoup_decisions_total{");
+    println!("grpc load (h2load -t 1 -c {clients} -m {streams}, {seconds} s after 2 s warm-up; server and load generator on {} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("{:<16} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9}", "run", "req/s", "succeeded", "failed", "p50 ms", "p99 ms", "max ms");
+    for r in [&echo, &max, &fixed] {
+        println!("{:<16} {:>10.0} {:>10} {:>7} {:>9.2} {:>9.2} {:>9.2}", r.name, r.rate, r.succeeded, r.failed, r.p50_ms, r.p99_ms, r.max_ms);
+    }
+    println!("decide/echo throughput ratio: {:.2}", max.rate / echo.rate);
+    println!("server /metrics: {ok:.0} Decide calls answered OK, {not_ok:.0} not OK, {decided:.0} decisions counted");
+}
