@@ -129,9 +129,11 @@ fn main() {
         std::process::exit(1);
     }
     let (seconds, rate, clients, streams) = (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 32));
-    let dir = tempfile::tempdir().expect("temp dir");
-    let decide_body = dir.path().join("decide.bin");
-    let echo_body = dir.path().join("echo.bin");
+    // Kept under target/ so a run can be repeated by hand with the h2load line printed below.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/grpc-bench");
+    std::fs::create_dir_all(&dir).expect("target/grpc-bench");
+    let decide_body = dir.join("decide.bin");
+    let echo_body = dir.join("echo.bin");
     let req = common::readme_request();
     std::fs::write(&decide_body, frame(&req)).expect("write frame");
     std::fs::write(&echo_body, frame(&bench::EchoMessage { payload: req.encode_to_vec() })).expect("write frame");
@@ -169,6 +171,10 @@ fn main() {
     for r in [&echo, &max, &fixed] {
         println!("{:<16} {:>10.0} {:>10} {:>7} {:>9.2} {:>9.2} {:>9.2}", r.name, r.rate, r.succeeded, r.failed, r.p50_ms, r.p99_ms, r.max_ms);
     }
+    println!(
+        "by hand: h2load -t 1 -c {clients} -m {streams} -D {seconds} -H 'content-type: application/grpc' -H 'te: trailers' -d {} http://127.0.0.1:50051/recoup.v1.RetryDecider/Decide",
+        decide_body.display()
+    );
     println!("decide/echo throughput ratio: {:.2}", max.rate / echo.rate);
     println!("server /metrics: {ok:.0} Decide calls answered OK, {not_ok:.0} not OK, {decided:.0} decisions counted");
 }

@@ -331,11 +331,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
     // Allowed channels with their logit terms and costs (the same at every hour).
-    let channels: Vec<(Channel, f64, f64)> = Channel::VARIANTS
+    let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
         .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
-        .map(|ch| (ch, model.channel_logit(&state, ch, &mut scratch), cfg.attempt_cost_minor + cfg.message_cost(ch)))
+        .map(|ch| {
+            let logit = model.channel_logit(&state, ch, &mut scratch);
+            (ch, logit, model.odds_against(logit, false), cfg.attempt_cost_minor + cfg.message_cost(ch))
+        })
         .collect();
     let lead = Duration::hours(cfg.message_lead_hours);
     let send_time = |t: DateTime<Utc>| (t - lead).max(req.now);
@@ -356,6 +359,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
     let first_discount = (1.0 - cfg.daily_discount).powf(((start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
     let grid = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
+    // The rules' verdict changes only at a few times fixed by the history: checked once per stretch.
+    let mut checker = rules::RetryChecker::new(rule_facts, &past, req.payment_method_updated, &cfg.rules);
     let mut discount = first_discount / hourly_discount;
     for hour in 0..=last_hour {
         let t = start + Duration::hours(hour);
@@ -376,7 +381,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             count_removed(("constraint", "skip_holidays"), &|| format!("bank holiday in {}", req.facts.country.as_str()), n);
             continue;
         }
-        let verdict = rules::check_retry(rule_facts, &past, Proposal { at: t, payment_method_updated: req.payment_method_updated }, &cfg.rules);
+        let verdict = checker.check(t);
         if !verdict.is_allowed() {
             for v in &verdict.violations {
                 count_removed(("rule", v.code()), &|| describe(v), n);
@@ -398,12 +403,16 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             _ => send_time(t).with_timezone(&tz).hour(),
         };
         let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
-        for &(ch, channel_logit, cost) in &channels {
+        let hour_odds = model.odds_against(time_logit, true);
+        for &(ch, channel_logit, channel_odds, cost) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
                 continue;
             }
-            let p = model.calibrate(time_logit + channel_logit);
+            // One exp per hour and per channel, not per candidate; the direct form where
+            // the product is not a number (inf · 0 at absurd logits).
+            let odds = hour_odds * channel_odds;
+            let p = if odds.is_nan() { model.calibrate(time_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
             let ev = discount * p * amount - cost;
             slots.push(Scored { hour, channel: ch, p, ev, value: ev });
         }

@@ -76,6 +76,13 @@ impl SuccessModel {
         sigmoid(self.platt_a * z + self.platt_b)
     }
 
+    /// `exp(-(platt_a·z + platt_b))` split in two: `calibrate(z1 + z2) = 1 / (1 + o1·o2)`
+    /// with `o1 = odds_against(z1, true)` and `o2 = odds_against(z2, false)`, so a grid
+    /// of hours × channels takes one `exp` per hour and one per channel.
+    pub fn odds_against(&self, z: f64, with_offset: bool) -> f64 {
+        (-(self.platt_a * z + if with_offset { self.platt_b } else { 0.0 })).exp()
+    }
+
     /// Calibrated probability of a vector of active columns.
     pub fn predict(&self, active: &[u16]) -> f64 {
         self.calibrate(self.logit(active))

@@ -292,6 +292,62 @@ pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Propo
     Verdict { violations: v }
 }
 
+/// [`check_retry`] for many proposed times of one payment, answered from a
+/// cache where the verdict cannot have changed.
+///
+/// Every rule compares the proposal's time with a time fixed by the history
+/// (an attempt, an attempt plus a window, the last attempt plus a wait), so the
+/// verdict is constant between consecutive such times. The checker lists them
+/// once; a proposal that falls strictly between the same two as the previous
+/// one gets the previous verdict, and one that falls exactly on such a time is
+/// checked afresh. Keep [`RetryChecker::changes`] in step with the rules: the
+/// test `checker_agrees_with_check_retry_everywhere` walks every rule.
+pub struct RetryChecker<'a> {
+    facts: PaymentFacts,
+    history: &'a [PastAttempt],
+    cfg: RulesConfig,
+    payment_method_updated: bool,
+    changes: Vec<DateTime<Utc>>,
+    cached: Option<(usize, Verdict)>,
+}
+
+impl<'a> RetryChecker<'a> {
+    pub fn new(facts: PaymentFacts, history: &'a [PastAttempt], payment_method_updated: bool, cfg: &RulesConfig) -> Self {
+        let mut changes = Self::changes(history, cfg);
+        changes.sort_unstable();
+        changes.dedup();
+        RetryChecker { facts, history, cfg: *cfg, payment_method_updated, changes, cached: None }
+    }
+
+    /// Every time at which some rule's answer may change.
+    fn changes(history: &[PastAttempt], cfg: &RulesConfig) -> Vec<DateTime<Utc>> {
+        let windows = [Duration::days(VISA_WINDOW_DAYS), Duration::hours(24), Duration::days(30), Duration::days(SEPA_WINDOW_DAYS)];
+        let mut at: Vec<DateTime<Utc>> = history.iter().flat_map(|a| std::iter::once(a.at).chain(windows.iter().map(move |w| a.at + *w))).collect();
+        if let Some(last) = history.last() {
+            at.push(last.at + Duration::minutes(cfg.min_spacing_minutes));
+            if let Some(wait) = last.advice_code.and_then(advice_wait) {
+                at.push(last.at + wait);
+            }
+        }
+        if let Some(original) = history.iter().find(|a| a.attempt_number == 0).or(history.first()) {
+            at.push(original.at + Duration::days(ACH_WINDOW_DAYS));
+        }
+        at
+    }
+
+    /// The verdict for a retry at `at`: the same as `check_retry` would give.
+    pub fn check(&mut self, at: DateTime<Utc>) -> &Verdict {
+        let interval = self.changes.partition_point(|c| *c < at);
+        let on_change = self.changes.get(interval) == Some(&at);
+        if on_change || self.cached.as_ref().is_none_or(|(i, _)| *i != interval) {
+            let verdict = check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            // A verdict on a change time holds only there: cache it under no interval.
+            self.cached = Some((if on_change { usize::MAX } else { interval }, verdict));
+        }
+        &self.cached.as_ref().expect("just set").1
+    }
+}
+
 fn check_card(
     brand: Option<CardBrand>,
     history: &[PastAttempt],
@@ -611,6 +667,62 @@ mod tests {
                    [RuleViolation::SepaRetryCap { used: 2, limit: 2 }]);
         // after 42 days the first retry has left the window
         assert!(check_retry(SEPA, &three, at(72 + 42 * 24 + 1), &cfg).is_allowed());
+    }
+
+    #[test]
+    fn checker_agrees_with_check_retry_everywhere() {
+        use rand::{seq::SliceRandom, Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let declines = [FUNDS, DeclineCode::ExpiredCard, DeclineCode::ProcessingError, DeclineCode::DoNotHonor, DeclineCode::LostCard];
+        let advice = [None, Some("24"), Some("25"), Some("27"), Some("30"), Some("03")];
+        let network = [None, Some("R01"), Some("R03"), Some("AM04"), Some("MD06")];
+        let facts = [
+            card(CardBrand::Visa),
+            card(CardBrand::Mastercard),
+            card(CardBrand::Amex),
+            PaymentFacts { method: PaymentMethod::Card, card_brand: None },
+            PaymentFacts { method: PaymentMethod::AchDebit, card_brand: None },
+            PaymentFacts { method: PaymentMethod::SepaDebit, card_brand: None },
+        ];
+        let mut checked = 0;
+        for case in 0..150 {
+            // Dense histories (minutes apart) reach the daily caps; sparse ones the 30-day windows.
+            let step_minutes: i64 = if case % 3 == 0 { rng.random_range(1..180) } else { rng.random_range(60..4 * 1440) };
+            let n = rng.random_range(1..40);
+            let mut t = t0();
+            let history: Vec<PastAttempt> = (0..n)
+                .map(|i| {
+                    t += Duration::minutes(rng.random_range(1..=2 * step_minutes));
+                    PastAttempt {
+                        at: t,
+                        attempt_number: i,
+                        outcome: Outcome::Failed,
+                        decline: Some(declines[rng.random_range(0..declines.len())]),
+                        network_code: network[rng.random_range(0..network.len())].map(raw),
+                        advice_code: advice[rng.random_range(0..advice.len())].map(raw),
+                        payment_method_updated: false,
+                    }
+                })
+                .collect();
+            let f = facts[case % facts.len()];
+            let cfg = RulesConfig { visa_cap: if case % 2 == 0 { VisaCap::Pre2025 } else { VisaCap::Rules2025 }, min_spacing_minutes: rng.random_range(0..180) };
+            let updated = rng.random_bool(0.3);
+            let mut checker = RetryChecker::new(f, &history, updated, &cfg);
+            // Hourly from before the first attempt to past every window, then each
+            // change time and a second either side of it, then a random order.
+            let mut times: Vec<DateTime<Utc>> = (-24..24 * 200).map(|h| history[0].at + Duration::hours(h) + Duration::minutes(case as i64)).collect();
+            for c in checker.changes.clone() {
+                times.extend([c - Duration::seconds(1), c, c + Duration::seconds(1)]);
+            }
+            let mut shuffled = times.clone();
+            shuffled.shuffle(&mut rng);
+            for at in times.into_iter().chain(shuffled) {
+                let fresh = check_retry(f, &history, Proposal { at, payment_method_updated: updated }, &cfg);
+                assert_eq!(checker.check(at), &fresh, "case {case} at {at}: {history:?}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 500_000, "{checked}");
     }
 
     #[test]
