@@ -17,7 +17,8 @@
 //!     cargo bench --bench grpc
 //!
 //! Settings (environment): RECOUP_LOAD_SECONDS (10), RECOUP_LOAD_RATE (15000),
-//! RECOUP_LOAD_CLIENTS (4), RECOUP_LOAD_STREAMS (32 per client).
+//! RECOUP_LOAD_CLIENTS (4), RECOUP_LOAD_STREAMS (16 per client: at most
+//! 64 calls in flight, as a billing platform's worker pool would keep).
 
 mod common;
 
@@ -128,7 +129,7 @@ fn main() {
         eprintln!("grpc bench: h2load not found; install it with `apt-get install -y nghttp2-client`");
         std::process::exit(1);
     }
-    let (seconds, rate, clients, streams) = (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 32));
+    let (seconds, rate, clients, streams) = (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 16));
     // Kept under target/ so a run can be repeated by hand with the h2load line printed below.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/grpc-bench");
     std::fs::create_dir_all(&dir).expect("target/grpc-bench");

@@ -359,11 +359,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
     let first_discount = (1.0 - cfg.daily_discount).powf(((start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
     let grid = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
+    let start_ts = start.timestamp();
     // The rules' verdict changes only at a few times fixed by the history: checked once per stretch.
     let mut checker = rules::RetryChecker::new(rule_facts, &past, req.payment_method_updated, &cfg.rules);
     let mut discount = first_discount / hourly_discount;
+    // Best expected value of each hour (over its channels), for the look-ahead.
+    let mut hour_best = vec![f64::NEG_INFINITY; (last_hour + 1).max(0) as usize];
     for hour in 0..=last_hour {
-        let t = start + Duration::hours(hour);
+        let t = start_ts + 3600 * hour;
         discount *= hourly_discount;
         let n = channels.len();
         let here = grid[hour as usize];
@@ -381,7 +384,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             count_removed(("constraint", "skip_holidays"), &|| format!("bank holiday in {}", req.facts.country.as_str()), n);
             continue;
         }
-        let verdict = checker.check(t);
+        let verdict = checker.check_timestamp(t);
         if !verdict.is_allowed() {
             for v in &verdict.violations {
                 count_removed(("rule", v.code()), &|| describe(v), n);
@@ -400,7 +403,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         // The message goes out `lead` hours before: on the grid when that is not before its start.
         let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {
             Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
-            _ => send_time(t).with_timezone(&tz).hour(),
+            _ => send_time(start + Duration::hours(hour)).with_timezone(&tz).hour(),
         };
         let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
         let hour_odds = model.odds_against(time_logit, true);
@@ -414,6 +417,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             let odds = hour_odds * channel_odds;
             let p = if odds.is_nan() { model.calibrate(time_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
             let ev = discount * p * amount - cost;
+            hour_best[hour as usize] = hour_best[hour as usize].max(ev);
             slots.push(Scored { hour, channel: ch, p, ev, value: ev });
         }
     }
@@ -426,17 +430,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         return Ok(not_retrying(reasons, 0, removed_total));
     }
 
-    // One-step look-ahead: best expected value at least a day later (slots are in time order).
-    let mut suffix_best = vec![0.0f64; slots.len() + 1];
-    for i in (0..slots.len()).rev() {
-        suffix_best[i] = suffix_best[i + 1].max(slots[i].ev);
+    // One-step look-ahead: if this retry fails, the best expected value at least a
+    // day later (0 when none: not retrying is always possible).
+    let mut later_best = vec![0.0f64; hour_best.len() + 1];
+    for h in (0..hour_best.len()).rev() {
+        later_best[h] = later_best[h + 1].max(hour_best[h]);
     }
-    let mut j = 0;
-    for i in 0..slots.len() {
-        while j < slots.len() && slots[j].hour < slots[i].hour + 24 {
-            j += 1;
-        }
-        slots[i].value = slots[i].ev + (1.0 - slots[i].p) * suffix_best[j];
+    for s in &mut slots {
+        s.value = s.ev + (1.0 - s.p) * later_best[(s.hour as usize + 24).min(hour_best.len())];
     }
     let scored = slots.len();
     // Best first; ties go to the earlier time, then the cheaper channel (a total order,

@@ -307,13 +307,14 @@ pub struct RetryChecker<'a> {
     history: &'a [PastAttempt],
     cfg: RulesConfig,
     payment_method_updated: bool,
-    changes: Vec<DateTime<Utc>>,
+    /// Change times as Unix seconds, sorted (rule times are whole seconds).
+    changes: Vec<i64>,
     cached: Option<(usize, Verdict)>,
 }
 
 impl<'a> RetryChecker<'a> {
     pub fn new(facts: PaymentFacts, history: &'a [PastAttempt], payment_method_updated: bool, cfg: &RulesConfig) -> Self {
-        let mut changes = Self::changes(history, cfg);
+        let mut changes: Vec<i64> = Self::changes(history, cfg).iter().map(DateTime::timestamp).collect();
         changes.sort_unstable();
         changes.dedup();
         RetryChecker { facts, history, cfg: *cfg, payment_method_updated, changes, cached: None }
@@ -337,9 +338,21 @@ impl<'a> RetryChecker<'a> {
 
     /// The verdict for a retry at `at`: the same as `check_retry` would give.
     pub fn check(&mut self, at: DateTime<Utc>) -> &Verdict {
+        if at.timestamp_subsec_nanos() != 0 {
+            // Between whole seconds: no rule time is here, but be exact rather than clever.
+            self.cached = None;
+            let verdict = check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            return &self.cached.insert((usize::MAX, verdict)).1;
+        }
+        self.check_timestamp(at.timestamp())
+    }
+
+    /// [`RetryChecker::check`] at a whole Unix second (a decision grid's hours).
+    pub fn check_timestamp(&mut self, at: i64) -> &Verdict {
         let interval = self.changes.partition_point(|c| *c < at);
         let on_change = self.changes.get(interval) == Some(&at);
         if on_change || self.cached.as_ref().is_none_or(|(i, _)| *i != interval) {
+            let at = DateTime::from_timestamp(at, 0).expect("a grid time is in chrono's range");
             let verdict = check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
             // A verdict on a change time holds only there: cache it under no interval.
             self.cached = Some((if on_change { usize::MAX } else { interval }, verdict));
@@ -712,7 +725,8 @@ mod tests {
             // change time and a second either side of it, then a random order.
             let mut times: Vec<DateTime<Utc>> = (-24..24 * 200).map(|h| history[0].at + Duration::hours(h) + Duration::minutes(case as i64)).collect();
             for c in checker.changes.clone() {
-                times.extend([c - Duration::seconds(1), c, c + Duration::seconds(1)]);
+                let c = DateTime::from_timestamp(c, 0).expect("in range");
+                times.extend([c - Duration::seconds(1), c, c + Duration::seconds(1), c + Duration::milliseconds(300)]);
             }
             let mut shuffled = times.clone();
             shuffled.shuffle(&mut rng);
