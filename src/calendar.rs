@@ -423,6 +423,20 @@ pub enum PaySchedule {
     Weekly { weekday: Weekday },
 }
 
+/// For people and API answers: "weekly on Fri", "monthly on day 25", "every 14 days from 2026-10-23 (Fri)"…
+impl std::fmt::Display for PaySchedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PaySchedule::MonthlyOnDay { day } => write!(f, "monthly on day {day}"),
+            PaySchedule::LastBusinessDay => f.write_str("monthly on the last business day"),
+            PaySchedule::SemiMonthly => f.write_str("semi-monthly on the 15th and the last day"),
+            PaySchedule::Biweekly { anchor } => write!(f, "every 14 days from {anchor} ({})", anchor.weekday()),
+            PaySchedule::FourWeekly { anchor } => write!(f, "every 28 days from {anchor} ({})", anchor.weekday()),
+            PaySchedule::Weekly { weekday } => write!(f, "weekly on {weekday}"),
+        }
+    }
+}
+
 impl PaySchedule {
     /// Nominal (unadjusted) pay days from `from` to `to`, inclusive, plus whole months around them.
     fn nominal_between(&self, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
@@ -616,6 +630,29 @@ mod tests {
     }
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).expect("date")
+    }
+
+    #[test]
+    fn schedules_read_as_words() {
+        let shown: Vec<String> = [
+            PaySchedule::MonthlyOnDay { day: 25 },
+            PaySchedule::LastBusinessDay,
+            PaySchedule::SemiMonthly,
+            PaySchedule::Biweekly { anchor: d(2026, 10, 23) },
+            PaySchedule::FourWeekly { anchor: d(2026, 10, 26) },
+            PaySchedule::Weekly { weekday: Weekday::Fri },
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, [
+            "monthly on day 25",
+            "monthly on the last business day",
+            "semi-monthly on the 15th and the last day",
+            "every 14 days from 2026-10-23 (Fri)",
+            "every 28 days from 2026-10-26 (Mon)",
+            "weekly on Fri",
+        ]);
     }
 
     #[test]

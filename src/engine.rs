@@ -287,7 +287,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         .map(|a| EarlierAttempt { at: a.at, decline: a.decline, advice_code: a.advice_code, channel: a.channel, payment_method_updated: a.payment_method_updated })
         .collect();
     let state = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence).expect("attempts validated non-empty");
-    let schedule = format!("{:?}", state.payday().schedule);
+    let schedule = state.payday().schedule.to_string();
     let confidence = state.payday().confidence;
     let not_retrying = |reasons: Vec<Reason>, scored, removed| Decision {
         action: Action::DoNotRetry,

@@ -295,13 +295,18 @@ pub async fn serve(
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<v1::retry_decider_server::RetryDeciderServer<Decider>>().await;
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(api::DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    if cfg.echo_service {
-        reflection = reflection.register_encoded_file_descriptor_set(api::bench::DESCRIPTOR_SET);
-    }
-    let reflection = reflection.build_v1()?;
+    // Reflection v1 and v1alpha: grpcurl before 1.9 and many other tools speak only v1alpha.
+    let reflection = || {
+        let b = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(api::DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+        if cfg.echo_service {
+            b.register_encoded_file_descriptor_set(api::bench::DESCRIPTOR_SET)
+        } else {
+            b
+        }
+    };
+    let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
     let watcher = tokio::spawn(watch(state.clone(), cfg.models.clone(), cfg.reload_every));
     let decider = v1::retry_decider_server::RetryDeciderServer::new(Decider { state: state.clone() })
         .max_decoding_message_size(64 << 20);
@@ -312,6 +317,7 @@ pub async fn serve(
         .timeout(cfg.request_timeout)
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(decider)
         .add_optional_service(cfg.echo_service.then(|| api::bench::echo_server::EchoServer::new(api::bench::EchoService)))
         .serve_with_incoming_shutdown(incoming, async move {

@@ -338,6 +338,20 @@ async fn health_reflection_and_load_shedding() {
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else { panic!("not a service list") };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.contains(&"recoup.v1.RetryDecider".to_string()) && names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    // The older v1alpha protocol (grpcurl before 1.9) resolves the service's methods.
+    {
+        use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+        let mut refl = ServerReflectionClient::new(s.channel.clone());
+        let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("recoup.v1.RetryDecider".into())) };
+        let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+        let resp = stream.message().await.unwrap().expect("a v1alpha reflection answer");
+        let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else { panic!("not a file descriptor: {resp:?}") };
+        use prost::Message;
+        let file = prost_types::FileDescriptorProto::decode(&files.file_descriptor_proto[0][..]).expect("a file descriptor");
+        assert_eq!(file.package(), "recoup.v1");
+        let methods: Vec<&str> = file.service.iter().flat_map(|s| s.method.iter().map(|m| m.name())).collect();
+        assert_eq!(methods, ["Decide", "DecideBatch", "GetModel"], "{file:?}");
+    }
 
     // One permit: a burst of concurrent calls sheds some with RESOURCE_EXHAUSTED, none waits forever.
     let mut calls = Vec::new();
