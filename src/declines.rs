@@ -256,6 +256,75 @@ pub const SEPA_REASON: &[(&str, DeclineCode)] = {
     ]
 };
 
+/// Payment gateways' own decline codes that are not contract codes, written in
+/// lower case with `_` for spaces (see [`from_gateway_code`]). Sources: Stripe's
+/// "Decline codes" and "Error codes" references (most Stripe decline codes *are*
+/// contract codes and parse directly); Adyen's "Refusal reasons" list.
+pub const GATEWAY: &[(&str, DeclineCode)] = {
+    use DeclineCode::*;
+    &[
+        // Stripe error codes and decline codes outside the contract vocabulary.
+        ("card_declined", GenericDecline),
+        ("call_issuer", DoNotHonor),
+        ("no_action_taken", DoNotHonor),
+        ("approve_with_id", TryAgainLater),
+        ("reenter_transaction", TryAgainLater),
+        ("new_account_information_available", ExpiredCard),
+        ("invalid_expiry_month", ExpiredCard),
+        ("invalid_expiry_year", ExpiredCard),
+        ("invalid_number", IncorrectNumber),
+        ("incorrect_zip", IncorrectCvc),
+        ("invalid_cvc", IncorrectCvc),
+        ("card_not_supported", TransactionNotAllowed),
+        ("currency_not_supported", TransactionNotAllowed),
+        ("not_permitted", TransactionNotAllowed),
+        ("service_not_allowed", TransactionNotAllowed),
+        ("invalid_amount", TransactionNotAllowed),
+        ("security_violation", RestrictedCard),
+        ("merchant_blacklist", Fraudulent),
+        ("no_account", InvalidAccount),
+        ("duplicate_transaction", GenericDecline),
+        ("offline_pin_required", AuthenticationRequired),
+        ("online_or_offline_pin_required", AuthenticationRequired),
+        ("pin_try_exceeded", CardVelocityExceeded),
+        ("insufficient_funds_in_account", InsufficientFunds),
+        // Adyen refusal reasons (the text, lower-cased, spaces as `_`).
+        ("refused", GenericDecline),
+        ("not_enough_balance", InsufficientFunds),
+        ("blocked_card", RestrictedCard),
+        ("acquirer_error", ProcessingError),
+        ("issuer_unavailable", IssuerNotAvailable),
+        ("invalid_card_number", IncorrectNumber),
+        ("cvc_declined", IncorrectCvc),
+        ("fraud", Fraudulent),
+        ("issuer_suspected_fraud", Fraudulent),
+        ("card_absent_fraud", Fraudulent),
+        ("not_supported", TransactionNotAllowed),
+        ("transaction_not_permitted", TransactionNotAllowed),
+        ("withdrawal_count_exceeded", WithdrawalCountLimitExceeded),
+        ("withdrawal_amount_exceeded", CardVelocityExceeded),
+        ("revocation_of_auth", RevocationOfAuthorization),
+        ("declined_non_generic", GenericDecline),
+        ("3d_not_authenticated", AuthenticationRequired),
+        ("shopper_cancelled", GenericDecline),
+    ]
+};
+
+/// Normalize a payment gateway's error code: a contract code as is
+/// (`insufficient_funds`), a known gateway code (`card_declined`, `Not enough
+/// balance`), or an ISO 8583 response code (`51`). Case, spaces and hyphens
+/// do not matter. `None` when unknown.
+pub fn from_gateway_code(text: &str) -> Option<DeclineCode> {
+    let key: String = text.trim().chars().map(|c| if c == ' ' || c == '-' { '_' } else { c.to_ascii_lowercase() }).collect();
+    if key.is_empty() {
+        return None;
+    }
+    key.parse::<DeclineCode>()
+        .ok()
+        .or_else(|| lookup(GATEWAY, &key))
+        .or_else(|| key.parse::<RawCode>().ok().and_then(|raw| from_network_code(CodeFamily::Iso8583, raw)))
+}
+
 fn lookup(table: &[(&str, DeclineCode)], code: &str) -> Option<DeclineCode> {
     table.iter().find(|(k, _)| *k == code).map(|(_, v)| *v)
 }
@@ -343,6 +412,33 @@ mod tests {
     use strum::VariantArray;
     use DeclineClass::*;
     use DeclineCode::*;
+
+    #[test]
+    fn gateway_codes_map_through_the_taxonomy() {
+        for (text, want) in [
+            ("insufficient_funds", InsufficientFunds),
+            ("Insufficient_Funds", InsufficientFunds),
+            ("card_declined", GenericDecline),
+            ("expired_card", ExpiredCard),
+            ("Not enough balance", InsufficientFunds),
+            ("Expired Card", ExpiredCard),
+            ("Issuer Unavailable", IssuerNotAvailable),
+            ("stolen_card", StolenCard),
+            ("51", InsufficientFunds),
+            ("05", DoNotHonor),
+            ("54", ExpiredCard),
+            ("43", StolenCard),
+        ] {
+            assert_eq!(from_gateway_code(text), Some(want), "{text}");
+        }
+        assert_eq!(from_gateway_code("no_such_code"), None);
+        assert_eq!(from_gateway_code("  "), None);
+        // Every gateway key is written the way lookups normalize it, and no key is a contract code.
+        for (k, _) in GATEWAY {
+            assert_eq!(k.to_ascii_lowercase().replace([' ', '-'], "_"), *k);
+            assert!(k.parse::<DeclineCode>().is_err(), "{k} is a contract code already");
+        }
+    }
 
     fn raw(s: &str) -> RawCode {
         s.parse().expect("valid raw code")

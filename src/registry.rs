@@ -50,6 +50,8 @@ pub enum RegistryError {
     NoCurrent { dir: PathBuf },
     #[error("{path} already exists; model versions are immutable")]
     Exists { path: PathBuf },
+    #[error("{message}")]
+    BadName { message: String },
     #[error("model {version}: {source}")]
     Schema { version: String, source: crate::model::SchemaMismatch },
 }
@@ -91,8 +93,19 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RegistryErr
     serde_json::from_str(&text).map_err(|source| RegistryError::Json { path: path.to_path_buf(), source })
 }
 
-/// Write a new version into `dir`; returns its directory. The version name is the
-/// creation time plus a digest of the model, so two versions never collide.
+/// Check a caller-chosen version name: 1–64 characters of `A–Z a–z 0–9 . _ -`,
+/// not starting with a dot (it becomes a directory name).
+pub fn check_version_name(name: &str) -> Result<(), String> {
+    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') || name == CURRENT {
+        return Err(format!("{name:?} is not a valid model version name: use 1–64 characters of A–Z a–z 0–9 . _ -, not starting with a dot"));
+    }
+    Ok(())
+}
+
+/// Write a new version into `dir`; returns its directory. The version is
+/// `manifest.version` when set (see [`check_version_name`]), else the creation
+/// time plus a digest of the model, so two versions never collide.
 pub fn write_version(
     dir: &Path,
     model: &SuccessModel,
@@ -100,9 +113,13 @@ pub fn write_version(
     mut manifest: Manifest,
 ) -> Result<PathBuf, RegistryError> {
     let model_json = serde_json::to_string_pretty(model).map_err(|source| RegistryError::Json { path: dir.join("model.json"), source })? + "\n";
-    let digest = Sha256::digest(model_json.as_bytes());
-    let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    manifest.version = format!("{}-{short}", manifest.created_at.format("%Y%m%d-%H%M%S"));
+    if manifest.version.is_empty() {
+        let digest = Sha256::digest(model_json.as_bytes());
+        let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+        manifest.version = format!("{}-{short}", manifest.created_at.format("%Y%m%d-%H%M%S"));
+    } else if let Err(message) = check_version_name(&manifest.version) {
+        return Err(RegistryError::BadName { message });
+    }
     let final_dir = dir.join(&manifest.version);
     if final_dir.exists() {
         return Err(RegistryError::Exists { path: final_dir });

@@ -13,7 +13,7 @@ use crate::train::{build, train, TrainConfig};
 /// Train the retry-success model on history, evaluate it on the latest months and
 /// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup models list")]
+#[command(after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --name 2026-11-churn-fix\n  recoup models list")]
 pub struct Args {
     /// History to learn from (Parquet/CSV file or directory, contract v1).
     #[arg(long, value_name = "PATH", default_value = "data/sample/")]
@@ -24,6 +24,9 @@ pub struct Args {
     /// Also make the new version the current one.
     #[arg(long)]
     pub promote: bool,
+    /// Name of the new version (1–64 of A–Z a–z 0–9 . _ -); default: creation time + model digest.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
     /// Share of the latest retries held out for the test metrics.
     #[arg(long, default_value_t = 0.25, value_parser = fraction)]
     pub test_fraction: f64,
@@ -55,47 +58,17 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             eprintln!("[{:>6.1}s] {msg}", started.elapsed().as_secs_f64());
         }
     };
-    let history = load(&a.history, &LoadOptions::default()).with_context(|| format!("loading history {}", a.history.display()))?;
-    say(&format!("loaded {} attempts from {}", history.attempts.len(), a.history.display()));
-    let fingerprint = registry::fingerprint(&history.files)?;
-    let set = build(&history);
-    say(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
-    let built_at = started.elapsed();
-    let cfg = TrainConfig { test_fraction: a.test_fraction, ..TrainConfig::default() };
-    let fit_started = Instant::now();
-    let trained = train(&set, &cfg, &mut |m| say(m))?;
-    let fit_seconds = fit_started.elapsed().as_secs_f64();
-    if let Some(dir) = &a.export_features {
-        crate::train::export_features(&set, &cfg, dir)?;
-        let summary = serde_json::json!({
-            "pipeline": "recoup",
-            "examples": set.len(),
-            "threads": rayon::current_num_threads(),
-            "load_and_features_seconds": built_at.as_secs_f64(),
-            "fit_seconds": fit_seconds,
-            "fit_note": "three L-BFGS fits (L2 search) + Platt calibration + test evaluation",
-            "test": trained.report.model,
-        });
-        let path = dir.join("recoup.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
-        say(&format!("exported feature tables and recoup.json to {}", dir.display()));
-    }
-    let manifest = Manifest {
-        version: String::new(),
-        created_at: chrono::Utc::now(),
-        recoup_version: env!("CARGO_PKG_VERSION").to_string(),
-        data_fingerprint: fingerprint,
-        data_files: history.files.iter().map(|f| f.display().to_string()).collect(),
-        data_rows: history.attempts.len() as u64,
-        config: cfg,
+    let job = Job {
+        history: a.history.clone(),
+        out: a.out.clone(),
+        version: a.name.clone(),
+        promote: a.promote,
+        cfg: TrainConfig { test_fraction: a.test_fraction, ..TrainConfig::default() },
+        export_features: a.export_features.clone(),
     };
-    let dir = registry::write_version(&a.out, &trained.model, &trained.report, manifest)?;
-    let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    if a.promote {
-        registry::promote(&a.out, &version)?;
-    }
-    let r = &trained.report;
-    println!("model {version} written to {}{}", dir.display(), if a.promote { " and promoted" } else { "" });
+    let done = to_registry(&job, &mut |m| say(m))?;
+    let r = &done.report;
+    println!("model {} written to {}{}", done.version, done.dir.display(), if a.promote { " and promoted" } else { "" });
     println!("test split: {} retries from {}", r.test_examples, r.test_from.map(|t| t.to_rfc3339()).unwrap_or_default());
     println!("{:<44} {:>9} {:>7} {:>7} {:>7}", "", "log loss", "AUC", "Brier", "ECE");
     for (name, m) in [
@@ -107,4 +80,74 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     say("done");
     Ok(ExitCode::SUCCESS)
+}
+
+/// One training run into a registry (what `recoup train` and the trainer service do).
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub history: PathBuf,
+    pub out: PathBuf,
+    /// Version name; `None`: creation time + model digest.
+    pub version: Option<String>,
+    pub promote: bool,
+    pub cfg: TrainConfig,
+    pub export_features: Option<PathBuf>,
+}
+
+/// A version written by [`to_registry`].
+#[derive(Debug)]
+pub struct Written {
+    pub version: String,
+    pub dir: PathBuf,
+    pub report: crate::train::TrainReport,
+}
+
+/// Load the history, fit, evaluate and write a new version (promoting it if
+/// asked), reporting each step to `progress`.
+pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Written> {
+    if let Some(v) = &job.version {
+        registry::check_version_name(v).map_err(anyhow::Error::msg)?;
+        let dir = job.out.join(v);
+        anyhow::ensure!(!dir.exists(), "{} already exists; model versions are immutable", dir.display());
+    }
+    let started = Instant::now();
+    let history = load(&job.history, &LoadOptions::default()).with_context(|| format!("loading history {}", job.history.display()))?;
+    progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
+    let fingerprint = registry::fingerprint(&history.files)?;
+    let set = build(&history);
+    progress(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
+    let built_at = started.elapsed();
+    let fit_started = Instant::now();
+    let trained = train(&set, &job.cfg, progress)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
+    if let Some(dir) = &job.export_features {
+        crate::train::export_features(&set, &job.cfg, dir)?;
+        let summary = serde_json::json!({
+            "pipeline": "recoup",
+            "examples": set.len(),
+            "threads": rayon::current_num_threads(),
+            "load_and_features_seconds": built_at.as_secs_f64(),
+            "fit_seconds": fit_seconds,
+            "fit_note": "three L-BFGS fits (L2 search) + Platt calibration + test evaluation",
+            "test": trained.report.model,
+        });
+        let path = dir.join("recoup.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        progress(&format!("exported feature tables and recoup.json to {}", dir.display()));
+    }
+    let manifest = Manifest {
+        version: job.version.clone().unwrap_or_default(),
+        created_at: chrono::Utc::now(),
+        recoup_version: env!("CARGO_PKG_VERSION").to_string(),
+        data_fingerprint: fingerprint,
+        data_files: history.files.iter().map(|f| f.display().to_string()).collect(),
+        data_rows: history.attempts.len() as u64,
+        config: job.cfg.clone(),
+    };
+    let dir = registry::write_version(&job.out, &trained.model, &trained.report, manifest)?;
+    let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if job.promote {
+        registry::promote(&job.out, &version)?;
+    }
+    Ok(Written { version, dir, report: trained.report })
 }
