@@ -20,6 +20,7 @@
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
+//! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
 //! - [`serve`]: the tonic gRPC service: health, reflection, load shedding, hot reload, metrics.
 //! - [`cli`]: the `recoup` subcommands.
 
@@ -31,6 +32,7 @@ pub mod engine;
 pub mod domain;
 pub mod features;
 pub mod history;
+pub mod hyperswitch;
 pub mod metrics;
 pub mod model;
 pub mod payday;

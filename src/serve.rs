@@ -27,6 +27,7 @@ use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
 use crate::api::{self, v1};
+use crate::hyperswitch;
 use crate::engine::{self, EngineConfig};
 use crate::metrics::Metrics;
 use crate::model::SuccessModel;
@@ -108,7 +109,7 @@ impl Decider {
         self.state.metrics.decision(r.action().as_str_name(), r.channel().as_str_name());
     }
 
-    fn permit(&self, n: u32) -> Result<InFlight, Status> {
+    pub(crate) fn permit(&self, n: u32) -> Result<InFlight, Status> {
         match self.state.permits.clone().try_acquire_many_owned(n) {
             Ok(p) => Ok(InFlight::new(p, &self.state.metrics)),
             Err(_) => Err(Status::resource_exhausted("too many decisions in flight; retry with backoff")),
@@ -116,14 +117,14 @@ impl Decider {
     }
 
     /// Count `rpc`'s answer and latency.
-    fn answered<T>(&self, rpc: &str, started: Instant, out: &Result<T, Status>) {
+    pub(crate) fn answered<T>(&self, rpc: &str, started: Instant, out: &Result<T, Status>) {
         let code = out.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok);
         self.state.metrics.call(rpc, code, started.elapsed());
     }
 }
 
 /// A held concurrency permit, counted in the `recoup_in_flight` gauge while held.
-struct InFlight {
+pub(crate) struct InFlight {
     _permit: tokio::sync::OwnedSemaphorePermit,
     gauge: prometheus::IntGauge,
 }
@@ -208,6 +209,44 @@ impl Decider {
     }
 }
 
+/// hyperswitch's `decider.Decider` (see [`crate::hyperswitch`]), sharing the
+/// model, the concurrency limit and the metrics with `recoup.v1`.
+#[derive(Clone)]
+pub struct HyperswitchDecider {
+    inner: Decider,
+    /// The server's engine settings without exploration.
+    cfg: EngineConfig,
+    default_country: crate::domain::Country,
+}
+
+#[tonic::async_trait]
+impl hyperswitch::decider::decider_server::Decider for HyperswitchDecider {
+    async fn decide(&self, request: Request<hyperswitch::decider::DeciderRequest>) -> Result<Response<hyperswitch::decider::DeciderResponse>, Status> {
+        let started = Instant::now();
+        let out = match self.inner.permit(1) {
+            Ok(_permit) => {
+                tokio::task::yield_now().await;
+                let r = request.into_inner();
+                let loaded = self.inner.state.current();
+                match hyperswitch::decide(&loaded.model, &self.cfg, &r, chrono::Utc::now(), self.default_country) {
+                    Ok(a) => {
+                        self.inner.state.metrics.decision(a.action, "CHANNEL_NONE");
+                        tracing::debug!(payment_id = r.payment_id.as_deref().unwrap_or(""), merchant_id = r.merchant_id.as_deref().unwrap_or(""), action = a.action, reason = %a.reason, threshold = ?a.response.decision_threshold, previous_threshold = ?r.previous_threshold, model = %loaded.version, "hyperswitch decision");
+                        Ok(a.response)
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, "invalid hyperswitch request");
+                        Err(invalid_argument(e))
+                    }
+                }
+            }
+            Err(s) => Err(s),
+        };
+        self.inner.answered("decider.Decide", started, &out);
+        out.map(Response::new)
+    }
+}
+
 /// Settings of `recoup serve`.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -218,6 +257,10 @@ pub struct ServeConfig {
     pub request_timeout: Duration,
     /// Also serve `recoup.bench.v1.Echo` (the load benchmark's ceiling).
     pub echo_service: bool,
+    /// The payer country assumed when hyperswitch sends no `billing_country`.
+    pub hyperswitch_country: crate::domain::Country,
+    /// Serve hyperswitch's `trainer.TrainerService` with these settings.
+    pub trainer: Option<hyperswitch::TrainerConfig>,
 }
 
 /// Watch `CURRENT` and swap in promoted models.
@@ -295,16 +338,20 @@ pub async fn serve(
     });
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<v1::retry_decider_server::RetryDeciderServer<Decider>>().await;
+    health.set_serving::<hyperswitch::decider::decider_server::DeciderServer<HyperswitchDecider>>().await;
     // Reflection v1 and v1alpha: grpcurl before 1.9 and many other tools speak only v1alpha.
     let reflection = || {
-        let b = tonic_reflection::server::Builder::configure()
+        let mut b = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(api::DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(hyperswitch::decider::DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-        if cfg.echo_service {
-            b.register_encoded_file_descriptor_set(api::bench::DESCRIPTOR_SET)
-        } else {
-            b
+        if cfg.trainer.is_some() {
+            b = b.register_encoded_file_descriptor_set(hyperswitch::trainer::DESCRIPTOR_SET);
         }
+        if cfg.echo_service {
+            b = b.register_encoded_file_descriptor_set(api::bench::DESCRIPTOR_SET);
+        }
+        b
     };
     let (reflection, reflection_alpha) = (reflection().build_v1()?, reflection().build_v1alpha()?);
     let watcher = tokio::spawn(watch(state.clone(), cfg.models.clone(), cfg.reload_every));
@@ -319,6 +366,12 @@ pub async fn serve(
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(decider)
+        .add_service(hyperswitch::decider::decider_server::DeciderServer::new(HyperswitchDecider {
+            inner: Decider { state: state.clone() },
+            cfg: hyperswitch::engine_config(&state.cfg),
+            default_country: cfg.hyperswitch_country,
+        }))
+        .add_optional_service(cfg.trainer.clone().map(|t| hyperswitch::trainer::trainer_service_server::TrainerServiceServer::new(hyperswitch::Trainer::new(t))))
         .add_optional_service(cfg.echo_service.then(|| api::bench::echo_server::EchoServer::new(api::bench::EchoService)))
         .serve_with_incoming_shutdown(incoming, async move {
             shutdown.await;

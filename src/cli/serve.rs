@@ -10,11 +10,11 @@ use anyhow::Context;
 use crate::engine::EngineConfig;
 use crate::serve::{load_current, serve, shutdown_signal, ServeConfig, State};
 
-/// Serve retry decisions over gRPC (`recoup.v1.RetryDecider`, with grpc.health.v1
-/// and server reflection) using the registry's current model; a promoted model is
-/// picked up without a restart.
+/// Serve retry decisions over gRPC (`recoup.v1.RetryDecider` and hyperswitch's
+/// `decider.Decider`, with grpc.health.v1 and server reflection) using the
+/// registry's current model; a promoted model is picked up without a restart.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n  recoup serve --addr 0.0.0.0:50051 --max-in-flight 256 --log-format json\n  grpcurl -plaintext 127.0.0.1:50051 list\n  curl -s 127.0.0.1:9464/metrics")]
+#[command(after_help = "Examples:\n  recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n  recoup serve --addr 0.0.0.0:50051 --max-in-flight 256 --log-format json\n  recoup serve --train-history exports/ --promote-trained   # also hyperswitch's trainer\n  grpcurl -plaintext 127.0.0.1:50051 list\n  curl -s 127.0.0.1:9464/metrics")]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:50051")]
@@ -38,6 +38,17 @@ pub struct Args {
     /// Also serve recoup.bench.v1.Echo, a call with no work in it (for load benchmarks).
     #[arg(long)]
     pub echo_service: bool,
+    /// Payer country assumed for hyperswitch decider calls without billing_country
+    /// (its holidays and time zone).
+    #[arg(long, value_name = "CC", default_value = "US")]
+    pub hyperswitch_default_country: crate::domain::Country,
+    /// Serve hyperswitch's trainer.TrainerService: TriggerTraining trains on this
+    /// history (contract v1) into --models in the background.
+    #[arg(long, value_name = "PATH")]
+    pub train_history: Option<PathBuf>,
+    /// Promote a version the trainer service finished (the server then hot-reloads it).
+    #[arg(long, requires = "train_history")]
+    pub promote_trained: bool,
     /// Engine settings (TOML: costs, horizon, exploration…); fields not given keep their defaults.
     #[arg(long, value_name = "TOML")]
     pub engine: Option<PathBuf>,
@@ -78,6 +89,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         reload_every: Duration::from_secs_f64(a.reload_every),
         request_timeout: Duration::from_secs_f64(a.timeout),
         echo_service: a.echo_service,
+        hyperswitch_country: a.hyperswitch_default_country,
+        trainer: a.train_history.as_ref().map(|h| crate::hyperswitch::TrainerConfig { history: h.clone(), models: a.models.clone(), promote: a.promote_trained }),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -90,7 +103,15 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             Some(l) => format!("; metrics on http://{}/metrics", l.local_addr()?),
             None => String::new(),
         };
-        eprintln!("recoup serve: model {} on {} (health, reflection{metrics_at}; Ctrl-C or SIGTERM to stop)", loaded.version, listener.local_addr()?);
+        let trainer = match &cfg.trainer {
+            Some(t) => format!("; trainer.TrainerService on {}", t.history.display()),
+            None => String::new(),
+        };
+        eprintln!(
+            "recoup serve: model {} on {} (recoup.v1, hyperswitch decider.Decider{trainer}, health, reflection{metrics_at}; Ctrl-C or SIGTERM to stop)",
+            loaded.version,
+            listener.local_addr()?
+        );
         tracing::info!(model = %loaded.version, addr = %cfg.addr, max_in_flight = cfg.max_in_flight, "serving");
         let state = State::new(loaded, engine, cfg.max_in_flight);
         serve(listener, metrics, cfg, state, shutdown_signal()).await

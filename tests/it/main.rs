@@ -2,6 +2,7 @@
 
 mod cli;
 mod history;
+mod hyperswitch;
 mod serve;
 mod sim;
 mod support;

@@ -26,23 +26,28 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 /// A copy of the shipped registry (tests promote in it).
-fn registry() -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn registry() -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let models = d.path().join("models");
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"), &models);
     (d, models)
 }
 
-struct Server {
-    client: RetryDeciderClient<Channel>,
-    metrics_addr: std::net::SocketAddr,
-    channel: Channel,
-    state: Arc<State>,
+pub(crate) struct Server {
+    pub(crate) client: RetryDeciderClient<Channel>,
+    pub(crate) metrics_addr: std::net::SocketAddr,
+    pub(crate) channel: Channel,
+    pub(crate) state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Server {
+    start_with(models, max_in_flight, engine, None).await
+}
+
+/// A server on a free loopback port; `trainer` also serves hyperswitch's trainer.
+pub(crate) async fn start_with(models: &Path, max_in_flight: usize, engine: EngineConfig, trainer: Option<recoup::hyperswitch::TrainerConfig>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let cfg = ServeConfig {
@@ -52,6 +57,8 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
         reload_every: Duration::from_millis(50),
         request_timeout: Duration::from_secs(10),
         echo_service: false,
+        hyperswitch_country: "US".parse().unwrap(),
+        trainer,
     };
     let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -65,7 +72,7 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
 }
 
 /// GET /metrics over plain HTTP/1.0: the status line and the body.
-async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
+pub(crate) async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n").await.unwrap();
@@ -76,12 +83,12 @@ async fn scrape(addr: std::net::SocketAddr) -> (String, String) {
 }
 
 /// The value of the sample `line_start` (metric name with its labels) in a scrape.
-fn sample(body: &str, line_start: &str) -> f64 {
+pub(crate) fn sample(body: &str, line_start: &str) -> f64 {
     body.lines().find(|l| l.starts_with(line_start)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
 impl Server {
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
     }

@@ -1,0 +1,461 @@
+//! recoup as hyperswitch's revenue-recovery decider and trainer: the
+//! `decider.Decider` and `trainer.TrainerService` gRPC contracts
+//! (`proto/hyperswitch/`), mapped onto recoup's engine and registry.
+//!
+//! Edge side: turns hyperswitch's request (many optional fields, error codes
+//! as the gateway and network sent them, retry counts per hour) into an
+//! [`engine::Request`], and the decision into `retry_flag` / `retry_time` /
+//! `decision_threshold`. Every conversion error names the request field.
+//!
+//! How a `DeciderRequest` becomes an engine request:
+//! - the original attempt is at `invoice_start_time` (else `first_error_msg_time`,
+//!   else the earliest retry in `hourly_retry_history`, else now), declined with
+//!   the `first_*` codes (else the latest ones);
+//! - every retry counted in `hourly_retry_history` after it is an earlier
+//!   attempt, declined with the latest codes (`network_advice_code`,
+//!   `network_error_code`, `pg_error_code`, through [`crate::declines`]); retries
+//!   before it belong to the card's earlier invoices and are left to
+//!   hyperswitch's `retry_count_left`;
+//! - `retry_count_left <= 0` answers no retry; `wait_time` is the earliest time;
+//! - the payer's calendar and time zone come from `billing_country`;
+//! - no message channel (the contract schedules retries only) and no
+//!   exploration (hyperswitch does not log propensities).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+
+use crate::declines::{advice_forbids_retry, from_advice_code, from_gateway_code, from_network_code, CodeFamily, DeclineCode};
+use crate::domain::{CardBrand, CardFunding, Channel, Country, Currency, PaymentMethod, RawCode};
+use crate::engine::{self, Action, Constraints, EngineConfig, InvalidField, RequestAttempt};
+use crate::features::PaymentFacts;
+use crate::model::SuccessModel;
+
+/// Generated `decider` messages, client and server (hyperswitch's contract).
+#[allow(clippy::all, missing_docs)]
+pub mod decider {
+    tonic::include_proto!("decider");
+    /// Encoded file descriptor set (for reflection).
+    pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/decider_descriptor.bin"));
+}
+
+/// Generated `trainer` messages, client and server (hyperswitch's contract).
+#[allow(clippy::all, missing_docs)]
+pub mod trainer {
+    tonic::include_proto!("trainer");
+    /// Encoded file descriptor set (for reflection).
+    pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trainer_descriptor.bin"));
+}
+
+fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
+    InvalidField { field: field.into(), message: message.into() }
+}
+
+fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, InvalidField> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
+    }
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))
+}
+
+fn text(v: &Option<String>) -> Option<&str> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("none") && !s.eq_ignore_ascii_case("null"))
+}
+
+/// hyperswitch's `CardNetwork` names (and common spellings) as a card brand;
+/// `None` for a missing network, so the rules apply both Visa's and Mastercard's caps.
+fn brand(network: Option<&str>) -> Option<CardBrand> {
+    let key: String = network?.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
+    Some(match key.as_str() {
+        "visa" => CardBrand::Visa,
+        "mastercard" | "mc" => CardBrand::Mastercard,
+        "americanexpress" | "amex" => CardBrand::Amex,
+        "discover" => CardBrand::Discover,
+        _ => CardBrand::Other,
+    })
+}
+
+fn method(field: &str, v: Option<&str>) -> Result<PaymentMethod, InvalidField> {
+    let Some(v) = v else { return Ok(PaymentMethod::Card) };
+    match v.to_ascii_lowercase().replace('-', "_").as_str() {
+        "card" | "credit" | "debit" | "card_redirect" => Ok(PaymentMethod::Card),
+        "ach" | "ach_debit" | "ach_bank_debit" => Ok(PaymentMethod::AchDebit),
+        "sepa" | "sepa_debit" | "sepa_bank_debit" => Ok(PaymentMethod::SepaDebit),
+        other => Err(bad(field, format!("unsupported payment method {other:?}; recoup decides card, ach and sepa retries"))),
+    }
+}
+
+/// One failure's decline from its three codes. Mastercard advice 03/21 first
+/// (they forbid retries whatever else was said), then the network's response
+/// code, then the gateway's code, then any other advice code; `other` when no
+/// code is known (a soft decline: the rules and the model still apply).
+fn decline(family: CodeFamily, pg: Option<&str>, network: Option<RawCode>, advice: Option<RawCode>) -> DeclineCode {
+    if let Some(code) = advice.filter(|a| advice_forbids_retry(*a)).and_then(from_advice_code) {
+        return code;
+    }
+    network
+        .and_then(|n| from_network_code(family, n))
+        .or_else(|| pg.and_then(from_gateway_code))
+        .or_else(|| advice.and_then(from_advice_code))
+        .unwrap_or(DeclineCode::Other)
+}
+
+fn raw(field: &str, v: Option<&str>) -> Result<Option<RawCode>, InvalidField> {
+    v.map(|s| s.parse::<RawCode>().map_err(|_| bad(field, format!("{s:?} is not a network code (1 to 8 letters or digits)")))).transpose()
+}
+
+/// A key of `hourly_retry_history`: "YYYY-MM-DD HH:MM:SS[.f]" (UTC, as hyperswitch
+/// writes it), "YYYY-MM-DDTHH:MM:SS[.f][Z]", or a day "YYYY-MM-DD".
+fn history_key(key: &str) -> Option<DateTime<Utc>> {
+    let k = key.trim().trim_end_matches('Z');
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(k, fmt) {
+            return Some(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(k, "%Y-%m-%d").ok().and_then(|d| d.and_hms_opt(0, 0, 0)).map(|t| t.and_utc())
+}
+
+/// What the request asks, before the engine: a decision request, or an answer
+/// that needs no model (the card's retry budget is spent).
+pub enum Mapped {
+    Decide(Box<engine::Request>),
+    BudgetExhausted,
+}
+
+/// Map a `DeciderRequest` onto the engine. `clock` is now; `default_country` stands
+/// for a missing `billing_country`.
+pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_country: Country) -> Result<Mapped, InvalidField> {
+    if let Some(left) = r.retry_count_left {
+        if left <= 0 {
+            return Ok(Mapped::BudgetExhausted);
+        }
+    }
+    let method = method("payment_method_type", text(&r.payment_method_type))?;
+    let family = CodeFamily::of(method);
+    let amount_minor = match (r.invoice_amount, r.attempt_amount) {
+        (Some(a), _) if a > 0 => a,
+        (None | Some(0), Some(a)) if a > 0 => a,
+        (Some(a), _) if a < 0 => return Err(bad("invoice_amount", format!("must be positive (minor units), got {a}"))),
+        (_, Some(a)) if a < 0 => return Err(bad("attempt_amount", format!("must be positive (minor units), got {a}"))),
+        _ => return Err(bad("invoice_amount", "is required: the amount due in minor units (or attempt_amount)")),
+    };
+    let currency = match text(&r.invoice_currency).map(|c| ("invoice_currency", c)).or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c))) {
+        Some((field, c)) => c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?,
+        None => "USD".parse().expect("USD is a currency"),
+    };
+    let country = match text(&r.billing_country) {
+        Some(c) => c.to_ascii_uppercase().parse::<Country>().map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
+        None => default_country,
+    };
+    let card_funding = text(&r.card_funding).and_then(|f| f.to_ascii_lowercase().parse::<CardFunding>().ok());
+    let facts = PaymentFacts {
+        amount_minor,
+        currency,
+        method,
+        card_brand: if method == PaymentMethod::Card { brand(text(&r.card_network)) } else { None },
+        card_funding,
+        country,
+        timezone: crate::calendar::default_timezone(country),
+        billing_interval: None,
+        tenure_days: None,
+    };
+
+    // The latest failure's codes, and the first failure's (falling back to the latest).
+    let latest_advice = raw("network_advice_code", text(&r.network_advice_code))?;
+    let latest_network = raw("network_error_code", text(&r.network_error_code))?;
+    let latest = decline(family, text(&r.pg_error_code), latest_network, latest_advice);
+    let first_advice = raw("first_network_advice_code", text(&r.first_network_advice_code))?;
+    let first_network = raw("first_network_error_code", text(&r.first_network_error_code))?;
+    let first_codes_given = first_advice.is_some() || first_network.is_some() || text(&r.first_pg_error_code).is_some();
+    let (first, first_network, first_advice) = if first_codes_given {
+        (decline(family, text(&r.first_pg_error_code), first_network, first_advice), first_network, first_advice)
+    } else {
+        (latest, latest_network, latest_advice)
+    };
+
+    // Retries per hour; a count of n becomes n attempts spread over the hour.
+    let mut retries: Vec<DateTime<Utc>> = Vec::new();
+    let mut keys: Vec<(&String, &i32)> = r.hourly_retry_history.iter().collect();
+    keys.sort();
+    for (key, &count) in keys {
+        let field = || format!("hourly_retry_history[{key:?}]");
+        let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
+        if count < 0 {
+            return Err(bad(field(), format!("count must not be negative, got {count}")));
+        }
+        if at > clock {
+            return Err(bad(field(), format!("is in the future (now is {})", clock.to_rfc3339_opts(SecondsFormat::Secs, true))));
+        }
+        let step = 3600 / i64::from(count.max(1));
+        retries.extend((0..i64::from(count)).map(|k| at + chrono::Duration::seconds(k * step)));
+    }
+    retries.sort();
+    // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
+    for i in 1..retries.len() {
+        if retries[i] <= retries[i - 1] {
+            retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
+        }
+    }
+    let started = [r.invoice_start_time.as_ref().map(|t| ("invoice_start_time", t)), r.first_error_msg_time.as_ref().map(|t| ("first_error_msg_time", t))]
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|(field, t)| time(field, t))
+        .transpose()?
+        .or_else(|| retries.first().map(|t| *t - chrono::Duration::seconds(1)))
+        .unwrap_or(clock)
+        .min(clock);
+    let attempt = |at, decline, network_code, advice_code| RequestAttempt { at, decline, network_code, advice_code, channel: None, payment_method_updated: false };
+    let mut attempts = vec![attempt(started, first, first_network, first_advice)];
+    attempts.extend(retries.into_iter().filter(|t| *t > started).map(|t| attempt(t, latest, latest_network, latest_advice)));
+
+    let earliest = r.wait_time.as_ref().map(|t| time("wait_time", t)).transpose()?;
+    let req = engine::Request {
+        payment_id: text(&r.payment_id).unwrap_or("hyperswitch").to_string(),
+        facts,
+        attempts,
+        payment_method_updated: false,
+        past_payments: Vec::new(),
+        now: clock,
+        constraints: Constraints { earliest, channels: vec![Channel::None], ..Constraints::default() },
+    };
+    req.validate()?;
+    Ok(Mapped::Decide(Box::new(req)))
+}
+
+/// The engine settings for hyperswitch: the server's, without exploration
+/// (hyperswitch logs no propensities, so exploring would only cost).
+pub fn engine_config(cfg: &EngineConfig) -> EngineConfig {
+    EngineConfig { exploration: 0.0, ..cfg.clone() }
+}
+
+/// The answer, and what to log and count about it.
+pub struct Answer {
+    pub response: decider::DeciderResponse,
+    /// `RETRY` or `DO_NOT_RETRY`.
+    pub action: &'static str,
+    /// The first reason code (why not, or why this slot).
+    pub reason: String,
+}
+
+/// Decide one hyperswitch request with `model`; `cfg` from [`engine_config`].
+pub fn decide(model: &SuccessModel, cfg: &EngineConfig, r: &decider::DeciderRequest, clock: DateTime<Utc>, default_country: Country) -> Result<Answer, InvalidField> {
+    let req = match to_engine(r, clock, default_country)? {
+        Mapped::BudgetExhausted => {
+            let response = decider::DeciderResponse { retry_flag: false, retry_time: None, decision_threshold: None };
+            return Ok(Answer { response, action: "DO_NOT_RETRY", reason: "retry_count_left_exhausted".into() });
+        }
+        Mapped::Decide(req) => req,
+    };
+    let d = engine::decide(model, cfg, &req, crate::api::request_randomness(&req))?;
+    let reason = d.reasons.iter().find(|r| !r.code.starts_with("constraint:")).or(d.reasons.first()).map(|r| r.code.clone()).unwrap_or_default();
+    let chosen = d.chosen.as_ref().filter(|_| d.action == Action::Retry);
+    let response = decider::DeciderResponse {
+        retry_flag: chosen.is_some(),
+        retry_time: chosen.map(|c| crate::api::timestamp(c.retry_at)),
+        decision_threshold: chosen.and_then(|c| threshold(cfg, c)),
+    };
+    Ok(Answer { response, action: if chosen.is_some() { "RETRY" } else { "DO_NOT_RETRY" }, reason })
+}
+
+/// The success probability at which a retry at the chosen slot just pays for
+/// itself: cost / (amount × delay discount). The slot's expected value is
+/// discount × P × amount − cost, so the discounted amount is (EV + cost) / P.
+fn threshold(cfg: &EngineConfig, chosen: &engine::Slot) -> Option<f64> {
+    let cost = cfg.attempt_cost_minor;
+    let discounted_amount = (chosen.expected_value + cost) / chosen.p_success;
+    (chosen.p_success > 0.0 && discounted_amount > 0.0).then(|| (cost / discounted_amount).clamp(0.0, 1.0))
+}
+
+// ---------------------------------------------------------------------------
+// Training jobs.
+
+/// Settings of the trainer service.
+#[derive(Debug, Clone)]
+pub struct TrainerConfig {
+    /// History to train on (contract v1).
+    pub history: PathBuf,
+    /// The registry new versions go to.
+    pub models: PathBuf,
+    /// Promote a finished job's version (the server then hot-reloads it).
+    pub promote: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    tag: String,
+    merchant_id: String,
+    status: trainer::JobStatus,
+    message: String,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Background training jobs: one runs at a time (training uses every core),
+/// the others wait as `PENDING`; one job per tag. Jobs live in memory: a
+/// restart forgets them (the versions they wrote stay in the registry).
+#[derive(Clone)]
+pub struct Trainer {
+    cfg: TrainerConfig,
+    jobs: Arc<Mutex<(u64, HashMap<String, Job>)>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl Trainer {
+    pub fn new(cfg: TrainerConfig) -> Trainer {
+        Trainer { cfg, jobs: Arc::new(Mutex::new((0, HashMap::new()))), gate: Arc::new(tokio::sync::Semaphore::new(1)) }
+    }
+
+    fn update(&self, id: &str, status: Option<trainer::JobStatus>, message: String) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(j) = jobs.1.get_mut(id) {
+            if let Some(s) = status {
+                j.status = s;
+            }
+            j.message = message;
+            j.updated_at = Utc::now();
+        }
+    }
+
+    /// Start (or find) the job for `tag`.
+    pub fn trigger(&self, tag: &str, merchant_id: &str) -> Result<trainer::TriggerTrainingResponse, tonic::Status> {
+        let tag = tag.trim();
+        if !tag.is_empty() {
+            crate::registry::check_version_name(tag).map_err(|m| tonic::Status::invalid_argument(format!("model_version_tag: {m}")))?;
+            if self.cfg.models.join(tag).exists() {
+                return Err(tonic::Status::already_exists(format!("model_version_tag: version {tag:?} already exists in {}; versions are immutable", self.cfg.models.display())));
+            }
+        }
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let active = |j: &Job| matches!(j.status, trainer::JobStatus::Pending | trainer::JobStatus::Running);
+        if !tag.is_empty() {
+            if let Some((id, _)) = jobs.1.iter().find(|(_, j)| j.tag == tag && active(j)) {
+                return Ok(trainer::TriggerTrainingResponse { job_id: id.clone(), message: format!("already training {tag:?} as job {id}") });
+            }
+        }
+        jobs.0 += 1;
+        let now = Utc::now();
+        let id = format!("train-{}-{}", now.format("%Y%m%dT%H%M%SZ"), jobs.0);
+        let job = Job { tag: tag.to_string(), merchant_id: merchant_id.to_string(), status: trainer::JobStatus::Pending, message: "waiting for a running job to finish".into(), created_at: now, updated_at: now };
+        jobs.1.insert(id.clone(), job);
+        drop(jobs);
+        tracing::info!(job = %id, tag, merchant_id, history = %self.cfg.history.display(), "training job accepted");
+        let this = self.clone();
+        let job_id = id.clone();
+        let tag = tag.to_string();
+        tokio::spawn(async move {
+            let _turn = this.gate.clone().acquire_owned().await;
+            this.update(&job_id, Some(trainer::JobStatus::Running), "starting".into());
+            let job = crate::cli::train::Job {
+                history: this.cfg.history.clone(),
+                out: this.cfg.models.clone(),
+                version: (!tag.is_empty()).then(|| tag.clone()),
+                promote: this.cfg.promote,
+                cfg: crate::train::TrainConfig::default(),
+                export_features: None,
+            };
+            let (me, id) = (this.clone(), job_id.clone());
+            let result = tokio::task::spawn_blocking(move || crate::cli::train::to_registry(&job, &mut |m| me.update(&id, None, m.to_string()))).await;
+            match result {
+                Ok(Ok(w)) => {
+                    let m = &w.report.model;
+                    let message = format!(
+                        "wrote model {}{}: test log loss {:.4}, AUC {:.4}, ECE {:.4} on {} held-out retries",
+                        w.version,
+                        if this.cfg.promote { " and promoted it" } else { " (not promoted: `recoup models promote` it)" },
+                        m.log_loss,
+                        m.auc,
+                        m.ece,
+                        w.report.test_examples
+                    );
+                    tracing::info!(job = %job_id, version = %w.version, "training job succeeded");
+                    this.set_version(&job_id, &w.version);
+                    this.update(&job_id, Some(trainer::JobStatus::Succeeded), message);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(job = %job_id, error = %format!("{e:#}"), "training job failed");
+                    this.update(&job_id, Some(trainer::JobStatus::Failed), format!("{e:#}"));
+                }
+                Err(e) => {
+                    tracing::error!(job = %job_id, error = %e, "training task panicked");
+                    this.update(&job_id, Some(trainer::JobStatus::Failed), format!("training task failed: {e}"));
+                }
+            }
+        });
+        Ok(trainer::TriggerTrainingResponse { job_id: id, message: "started".into() })
+    }
+
+    fn set_version(&self, id: &str, version: &str) {
+        if let Some(j) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).1.get_mut(id) {
+            j.tag = version.to_string();
+        }
+    }
+
+    /// A job's state.
+    pub fn status(&self, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, tonic::Status> {
+        let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        let j = jobs.1.get(id.trim()).ok_or_else(|| tonic::Status::not_found(format!("job_id: no training job {id:?} (jobs are kept in memory until the server restarts)")))?;
+        Ok(trainer::GetTrainingJobStatusResponse {
+            job_id: id.trim().to_string(),
+            status: j.status as i32,
+            message: if j.merchant_id.is_empty() { j.message.clone() } else { format!("{} (requested for merchant {})", j.message, j.merchant_id) },
+            model_version_tag: j.tag.clone(),
+            created_at: rfc3339(j.created_at),
+            updated_at: rfc3339(j.updated_at),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl trainer::trainer_service_server::TrainerService for Trainer {
+    async fn trigger_training(&self, request: tonic::Request<trainer::TriggerTrainingRequest>) -> Result<tonic::Response<trainer::TriggerTrainingResponse>, tonic::Status> {
+        let r = request.into_inner();
+        self.trigger(&r.model_version_tag, &r.merchant_id).map(tonic::Response::new)
+    }
+
+    async fn get_training_job_status(&self, request: tonic::Request<trainer::GetTrainingJobStatusRequest>) -> Result<tonic::Response<trainer::GetTrainingJobStatusResponse>, tonic::Status> {
+        self.status(&request.into_inner().job_id).map(tonic::Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keys_in_hyperswitch_formats() {
+        let t = |s: &str| history_key(s).map(|t| t.to_rfc3339());
+        assert_eq!(t("2026-11-20 14:00:00.0"), Some("2026-11-20T14:00:00+00:00".into()));
+        assert_eq!(t("2026-11-20 14:00:00"), Some("2026-11-20T14:00:00+00:00".into()));
+        assert_eq!(t("2026-11-20T14:00:00Z"), Some("2026-11-20T14:00:00+00:00".into()));
+        assert_eq!(t("2026-11-20"), Some("2026-11-20T00:00:00+00:00".into()));
+        assert_eq!(t("20.11.2026"), None);
+    }
+
+    #[test]
+    fn networks_and_declines_map_through_the_taxonomy() {
+        assert_eq!(brand(Some("Visa")), Some(CardBrand::Visa));
+        assert_eq!(brand(Some("Mastercard")), Some(CardBrand::Mastercard));
+        assert_eq!(brand(Some("AmericanExpress")), Some(CardBrand::Amex));
+        assert_eq!(brand(Some("RuPay")), Some(CardBrand::Other));
+        assert_eq!(brand(None), None);
+        let r = |s: &str| s.parse::<RawCode>().ok();
+        let f = CodeFamily::Iso8583;
+        // The network's response code wins over the gateway's code…
+        assert_eq!(decline(f, Some("card_declined"), r("51"), None), DeclineCode::InsufficientFunds);
+        // …advice 03 over both…
+        assert_eq!(decline(f, Some("insufficient_funds"), r("51"), r("03")), DeclineCode::DoNotTryAgain);
+        // …the gateway's code stands alone, and nothing known is `other`.
+        assert_eq!(decline(f, Some("Not enough balance"), None, None), DeclineCode::InsufficientFunds);
+        assert_eq!(decline(f, Some("stolen_card"), None, None), DeclineCode::StolenCard);
+        assert_eq!(decline(f, None, None, None), DeclineCode::Other);
+        assert_eq!(decline(f, Some("mystery"), r("Z9"), None), DeclineCode::Other);
+    }
+}
