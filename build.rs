@@ -11,7 +11,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     for (package, file) in [("recoup.v1", "recoup"), ("recoup.bench.v1", "bench"), ("decider", "decider"), ("trainer", "trainer")] {
-        let files = fds.file.iter().filter(|f| f.package() == package).cloned().collect();
+        // The package's files and, transitively, the files they import (google/protobuf/timestamp.proto):
+        // reflection clients resolve every dependency through the server.
+        let mut names: Vec<String> = fds.file.iter().filter(|f| f.package() == package).map(|f| f.name().to_string()).collect();
+        let mut i = 0;
+        while i < names.len() {
+            let deps = fds.file.iter().find(|f| f.name() == names[i]).map(|f| f.dependency.clone()).unwrap_or_default();
+            names.extend(deps.into_iter().filter(|d| !names.contains(d)).collect::<Vec<_>>());
+            i += 1;
+        }
+        let files = fds.file.iter().filter(|f| names.iter().any(|n| n == f.name())).cloned().collect();
         std::fs::write(out.join(format!("{file}_descriptor.bin")), prost_types::FileDescriptorSet { file: files }.encode_to_vec())?;
     }
     tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;

@@ -178,6 +178,16 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
     let h = health.check(tonic_health::pb::HealthCheckRequest { service: "decider.Decider".into() }).await.unwrap().into_inner();
     assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    // Reflection resolves the service and what it imports (grpcurl needs both).
+    {
+        use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+        let mut refl = ServerReflectionClient::new(s.channel.clone());
+        for ask in [MessageRequest::FileContainingSymbol("decider.Decider".into()), MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into())] {
+            let req = ServerReflectionRequest { host: String::new(), message_request: Some(ask.clone()) };
+            let resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner().message().await.unwrap().expect("an answer");
+            assert!(matches!(resp.message_response, Some(MessageResponse::FileDescriptorResponse(_))), "{ask:?}: {resp:?}");
+        }
+    }
     let (_, body) = scrape(s.metrics_addr).await;
     assert!(body.contains(r#"recoup_requests_total{code="OK",rpc="decider.Decide"} 12"#), "{body}");
     assert!(body.contains(r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="decider.Decide"} 9"#), "{body}");
