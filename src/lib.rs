@@ -16,6 +16,8 @@
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
 //! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
 //!
+//! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
+//!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
@@ -25,6 +27,7 @@
 //! - [`cli`]: the `recoup` subcommands.
 
 pub mod api;
+pub mod backtest;
 pub mod calendar;
 pub mod cli;
 pub mod declines;

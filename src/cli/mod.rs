@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod backtest;
 pub mod decide;
 pub mod history;
 pub mod models;
@@ -45,8 +46,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Decide the next retry of one failed payment from a JSON request.
     Decide(decide::Args),
-    /// Backtest retry strategies in the simulated world or on logged history. [not built yet]
-    Backtest(NotBuilt),
+    /// Backtest retry strategies side by side in the simulated world.
+    Backtest(backtest::Args),
     /// Export predicted recovery per open payment and per segment. [not built yet]
     Export(NotBuilt),
     /// List, show and promote model versions.
@@ -99,7 +100,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Models(args) => return models::run(args),
         Command::Serve(args) => return serve::run(args),
         Command::Decide(args) => return decide::run(args),
-        Command::Backtest(_) => ("backtest", 6),
+        Command::Backtest(args) => return backtest::run(args, cli.quiet),
         Command::Export(_) => ("export", 7),
     };
     eprintln!("recoup {}: not built yet (planned in issue #{}); see README.md for what works today", name.0, name.1);

@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link step on 2 cores).
 
+mod backtest;
 mod cli;
 mod history;
 mod hyperswitch;

@@ -1,0 +1,534 @@
+//! Backtesting retry strategies inside the simulated world (`recoup backtest`).
+//!
+//! Every strategy dunns the same failed payments: each payer's first failed
+//! charge in the world's period, started afresh per strategy with the same
+//! random streams (common random numbers: the k-th attempt and the k-th
+//! message of every strategy draw the same numbers), so differences between
+//! strategies are not noise. Every proposed retry goes through the network
+//! retry rules before the world sees it: a strategy's forbidden retry is
+//! skipped (or ends dunning if the rule is permanent), never attempted.
+//!
+//! Confidence intervals are a paired bootstrap over payments: the same
+//! resampled payments for every strategy.
+//!
+//! Not built yet (issue #6): off-policy estimates on logged history, the HTML
+//! report with plots.
+
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use strum::VariantArray;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::declines::{DeclineClass, DeclineCode};
+use crate::domain::{Channel, Outcome};
+use crate::engine::{self, EngineConfig, RequestAttempt};
+use crate::features::PaymentFacts;
+use crate::model::SuccessModel;
+use crate::rules::{check_retry, Proposal, RuleViolation};
+use crate::sim::world::{Action, Closed, Episode, EpisodeState, Payer, StepResult, World};
+
+/// A failed payment to dunn, with what a policy may know about the payer.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub payer: Payer,
+    pub episode: Episode,
+    pub network_code: Option<crate::domain::RawCode>,
+    pub advice_code: Option<crate::domain::RawCode>,
+    /// The payer's earlier charges in the world (all succeeded): pay-day evidence.
+    pub past_payments: Vec<engine::PastPayment>,
+}
+
+/// The first failed charge of each of `payers` payers (payers without one are skipped).
+pub fn cases(world: &World, payers: std::ops::Range<u32>) -> Vec<Case> {
+    payers.into_par_iter().filter_map(|id| first_failure(world, id)).collect()
+}
+
+fn first_failure(world: &World, id: u32) -> Option<Case> {
+    let payer = world.payer(id);
+    let mut charges = world.charges_rng(id);
+    let mut rng = world.payer_rng(id);
+    let mut t = payer.first_charge;
+    let mut past = Vec::new();
+    let mut cycle = 0;
+    while t < world.end {
+        if let Some(decline) = world.charge_outcome(&payer, &mut charges, t) {
+            let (network_code, advice_code) = world.codes_for(&payer, decline, t, rng.random(), rng.random());
+            let episode = Episode { cycle, amount_minor: payer.price_minor, failed_at: t, decline, window_end: t + Duration::days(world.cfg.dunning_window_days) };
+            return Some(Case { payer, episode, network_code, advice_code, past_payments: past });
+        }
+        past.push(vec![(t, None)]);
+        t = match payer.interval {
+            crate::domain::BillingInterval::Week => t + Duration::days(7),
+            crate::domain::BillingInterval::Month => t.checked_add_months(chrono::Months::new(1)).unwrap_or(t + Duration::days(30)),
+            crate::domain::BillingInterval::Year => t.checked_add_months(chrono::Months::new(12)).unwrap_or(t + Duration::days(365)),
+        };
+        cycle += 1;
+    }
+    None
+}
+
+/// What a strategy sees: the world (only the oracle may read its truth), the
+/// payment so far, and the earliest time it may propose (after a skipped retry).
+pub struct View<'a> {
+    pub world: &'a World,
+    pub case: &'a Case,
+    pub state: &'a EpisodeState,
+    /// Propose a retry strictly after this time.
+    pub not_before: DateTime<Utc>,
+}
+
+/// A retry strategy: the next retry (time and message) of a payment in dunning, or none.
+pub trait Strategy: Sync {
+    fn name(&self) -> String;
+    fn next(&self, v: &View) -> Option<Action>;
+}
+
+// ---------------------------------------------------------------------------
+// Fixed schedules.
+
+/// A fixed schedule: retries `days` after the failure at `hour`:00 local time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    pub name: String,
+    pub days: Vec<i64>,
+    pub hour: u32,
+    #[serde(default = "no_channel")]
+    pub channel: Channel,
+}
+
+fn no_channel() -> Channel {
+    Channel::None
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleFile {
+    schedule: Vec<Schedule>,
+}
+
+/// The shipped schedules (`data/strategies.toml`).
+pub const DEFAULT_SCHEDULES: &str = include_str!("../data/strategies.toml");
+
+/// Parse a schedules file; errors name the schedule.
+pub fn parse_schedules(text: &str) -> anyhow::Result<Vec<Schedule>> {
+    let f: ScheduleFile = toml::from_str(text)?;
+    anyhow::ensure!(!f.schedule.is_empty(), "no [[schedule]] in the file");
+    for s in &f.schedule {
+        anyhow::ensure!(s.hour < 24, "schedule {:?}: hour must be 0..=23, got {}", s.name, s.hour);
+        anyhow::ensure!(!s.days.is_empty() && s.days.iter().all(|d| *d >= 0), "schedule {:?}: days must be a non-empty list of days ≥ 0", s.name);
+        anyhow::ensure!(s.days.windows(2).all(|w| w[0] < w[1]), "schedule {:?}: days must increase", s.name);
+    }
+    Ok(f.schedule)
+}
+
+/// `days` after `from`'s local date, at `hour`:00 local (the next valid time across a DST gap).
+fn local_at(tz: chrono_tz::Tz, from: DateTime<Utc>, days: i64, hour: u32) -> DateTime<Utc> {
+    let date = from.with_timezone(&tz).date_naive() + Duration::days(days);
+    let naive = date.and_time(NaiveTime::from_hms_opt(hour, 0, 0).expect("hour < 24"));
+    (0..3)
+        .find_map(|h| tz.from_local_datetime(&(naive + Duration::hours(h))).earliest())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(|| naive.and_utc())
+}
+
+impl Strategy for Schedule {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        let after = v.not_before.max(v.state.last().past.at);
+        let tz = v.case.payer.timezone;
+        self.days
+            .iter()
+            .map(|&d| local_at(tz, v.case.episode.failed_at, d, self.hour))
+            .find(|t| *t > after)
+            .map(|retry_at| Action { retry_at, channel: self.channel })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pay-day heuristic.
+
+/// What a careful analyst would write by hand: technical declines within hours,
+/// funds declines the morning after the payer's inferred pay day, the rest on
+/// days 1, 3 and 7; an email before each retry; at most four retries.
+pub struct PayDayHeuristic;
+
+impl Strategy for PayDayHeuristic {
+    fn name(&self) -> String {
+        "pay-day heuristic".into()
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        let st = v.state;
+        if st.attempts.len() > 4 {
+            return None;
+        }
+        let after = v.not_before.max(st.last().past.at);
+        let tz = v.case.payer.timezone;
+        let failed = v.case.episode.failed_at;
+        let retry_at = match st.episode.decline.class() {
+            DeclineClass::Technical => [2, 6, 24, 72].iter().map(|h| failed + Duration::hours(*h)).find(|t| *t > after)?,
+            DeclineClass::SoftFunds => {
+                let evidence: Vec<_> = v.case.past_payments.iter().flat_map(|p| crate::features::payment_evidence(tz, p)).map(|(_, e)| e).collect();
+                let estimate = crate::payday::infer(v.case.payer.country, &evidence);
+                let from = after.with_timezone(&tz).date_naive();
+                let pay_days = estimate.schedule.pay_days_between(v.case.payer.country, from - Duration::days(1), from + Duration::days(45));
+                pay_days.iter().map(|d| local_at(tz, d.and_hms_opt(12, 0, 0).expect("noon").and_utc(), 1, 8)).find(|t| *t > after)?
+            }
+            _ => [1, 3, 7].iter().map(|d| local_at(tz, failed, *d, 9)).find(|t| *t > after)?,
+        };
+        Some(Action { retry_at, channel: Channel::Email })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Random floor.
+
+/// A retry 1–4 days after the last attempt at a random hour, a random message;
+/// at most four retries. Seeded by the payment, so reruns agree.
+pub struct RandomPolicy;
+
+impl Strategy for RandomPolicy {
+    fn name(&self) -> String {
+        "random".into()
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        let st = v.state;
+        if st.attempts.len() > 4 {
+            return None;
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(v.world.seed ^ (u64::from(v.case.payer.id) << 20) ^ st.attempts.len() as u64 ^ 0x5eed);
+        let after = v.not_before.max(st.last().past.at);
+        let retry_at = after + Duration::hours(rng.random_range(24..=96));
+        Some(Action { retry_at, channel: Channel::VARIANTS[rng.random_range(0..Channel::VARIANTS.len())] })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The learned policy.
+
+/// recoup's decision engine with a model version, deciding after every failure.
+pub struct Learned {
+    pub model: SuccessModel,
+    pub version: String,
+    pub cfg: EngineConfig,
+    /// Channels it may use; empty: all.
+    pub channels: Vec<Channel>,
+}
+
+impl Learned {
+    fn request(&self, v: &View) -> engine::Request {
+        let p = &v.case.payer;
+        let st = v.state;
+        let facts = PaymentFacts {
+            amount_minor: st.episode.amount_minor,
+            currency: p.currency,
+            method: p.method,
+            card_brand: p.card_brand,
+            card_funding: p.card_funding,
+            country: p.country,
+            timezone: p.timezone,
+            billing_interval: Some(p.interval),
+            tenure_days: Some((st.episode.failed_at.date_naive() - p.first_payment).num_days().max(0) as u32),
+        };
+        let attempts = st
+            .attempts
+            .iter()
+            .filter(|a| a.past.outcome == Outcome::Failed)
+            .map(|a| RequestAttempt {
+                at: a.past.at,
+                decline: a.past.decline.unwrap_or(DeclineCode::Other),
+                network_code: a.past.network_code,
+                advice_code: a.past.advice_code,
+                channel: Some(a.channel),
+                payment_method_updated: a.past.payment_method_updated,
+            })
+            .collect();
+        let now = v.not_before.max(st.last().past.at);
+        engine::Request {
+            payment_id: format!("pay_{}_{}", p.id, st.episode.cycle),
+            facts,
+            attempts,
+            // The policy cannot see an update before the next attempt reveals it.
+            payment_method_updated: false,
+            past_payments: v.case.past_payments.clone(),
+            now,
+            constraints: engine::Constraints { latest: Some(st.episode.window_end), channels: self.channels.clone(), ..Default::default() },
+        }
+    }
+}
+
+impl Strategy for Learned {
+    fn name(&self) -> String {
+        format!("learned ({})", self.version)
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        let req = self.request(v);
+        let d = engine::decide(&self.model, &self.cfg, &req, (1.0, 0.0)).ok()?;
+        let c = d.chosen.filter(|_| d.action == engine::Action::Retry)?;
+        Some(Action { retry_at: c.retry_at, channel: c.channel })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The oracle.
+
+/// Knows the world's true success probabilities: every hour of the next 14
+/// days × every channel, valued like the engine (P × amount − costs, plus the
+/// best slot a day later if this one fails), with the true probabilities.
+pub struct Oracle;
+
+impl Strategy for Oracle {
+    fn name(&self) -> String {
+        "oracle".into()
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        let (w, st) = (v.world, v.state);
+        let after = v.not_before.max(st.last().past.at);
+        let start = DateTime::from_timestamp((after.timestamp() / 3600 + 1) * 3600, 0)?;
+        let end = st.episode.window_end.min(start + Duration::days(14));
+        let hours = (end - start).num_hours().max(-1) + 1;
+        if hours <= 0 {
+            return None;
+        }
+        let amount = st.episode.amount_minor as f64;
+        let past = st.past();
+        let mut slots: Vec<(i64, Channel, f64, f64)> = Vec::new(); // hour, channel, p, ev
+        let mut hour_best = vec![f64::NEG_INFINITY; hours as usize];
+        for h in 0..hours {
+            let t = start + Duration::hours(h);
+            // The oracle knows whether the card will have been updated by then.
+            let proposal = Proposal { at: t, payment_method_updated: st.updated_at.is_some_and(|u| u > st.last().past.at && u <= t) };
+            if !check_retry(st.facts(), &past, proposal, &w.rules).is_allowed() {
+                continue;
+            }
+            for &ch in Channel::VARIANTS {
+                let p = w.true_success_probability(st, t, ch);
+                let ev = p * amount - w.cfg.costs.attempt - w.message_cost(ch);
+                hour_best[h as usize] = hour_best[h as usize].max(ev);
+                slots.push((h, ch, p, ev));
+            }
+        }
+        let mut later = vec![0.0f64; hours as usize + 1];
+        for h in (0..hours as usize).rev() {
+            later[h] = later[h + 1].max(hour_best[h]);
+        }
+        let best = slots
+            .iter()
+            .map(|&(h, ch, p, ev)| (h, ch, ev + (1.0 - p) * later[(h as usize + 24).min(hours as usize)]))
+            .max_by(|a, b| a.2.total_cmp(&b.2).then(b.0.cmp(&a.0)))?;
+        (best.2 > 0.0).then(|| Action { retry_at: start + Duration::hours(best.0), channel: best.1 })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running.
+
+/// How one payment's dunning ended under one strategy.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Outcome1 {
+    pub recovered: bool,
+    pub revenue: f64,
+    pub days_to_recovery: Option<f64>,
+    pub attempts: u32,
+    pub messages: u32,
+    pub cost: f64,
+    pub cancelled: bool,
+    pub violations: u32,
+    /// Retries the strategy proposed that the rules forbade (skipped, not attempted).
+    pub forbidden_proposals: u32,
+}
+
+/// Dunn one payment with one strategy.
+pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
+    let mut st = world.start_episode(case.payer.clone(), case.episode.clone(), case.network_code, case.advice_code);
+    let mut not_before = st.last().past.at;
+    let mut forbidden = 0u32;
+    for _ in 0..64 {
+        if st.closed.is_some() {
+            break;
+        }
+        let Some(action) = strategy.next(&View { world, case, state: &st, not_before }) else { break };
+        if action.retry_at <= not_before || action.retry_at > st.episode.window_end {
+            break;
+        }
+        if world.approach(&mut st, action).is_some() {
+            break;
+        }
+        let proposal = Proposal { at: action.retry_at, payment_method_updated: st.updated_since_last(action.retry_at) };
+        let verdict = check_retry(st.facts(), &st.past(), proposal, &world.rules);
+        if !verdict.is_allowed() {
+            forbidden += 1;
+            let hopeless = verdict.violations.iter().any(|v| v.is_permanent() && !matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
+            if hopeless {
+                break;
+            }
+            not_before = action.retry_at;
+            continue;
+        }
+        match world.attempt(&mut st, action.retry_at) {
+            StepResult::Attempted { .. } => not_before = action.retry_at,
+            _ => break,
+        }
+    }
+    let (recovered, days) = match st.closed {
+        Some(Closed::Recovered(t)) => (true, Some((t - case.episode.failed_at).num_minutes() as f64 / 1440.0)),
+        _ => (false, None),
+    };
+    Outcome1 {
+        recovered,
+        revenue: if recovered { case.episode.amount_minor as f64 } else { 0.0 },
+        days_to_recovery: days,
+        attempts: st.attempts.len() as u32 - 1,
+        messages: st.messages_sent,
+        cost: st.cost,
+        cancelled: matches!(st.closed, Some(Closed::Cancelled(_))),
+        violations: st.violations,
+        forbidden_proposals: forbidden,
+    }
+}
+
+/// Every strategy on every case: `out[s][c]`.
+pub fn run_all(world: &World, cases: &[Case], strategies: &[&dyn Strategy], progress: &(dyn Fn(usize) + Sync)) -> Vec<Vec<Outcome1>> {
+    let per_case: Vec<Vec<Outcome1>> = cases
+        .par_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if i % 1000 == 0 {
+                progress(i);
+            }
+            strategies.iter().map(|s| run(world, c, *s)).collect()
+        })
+        .collect();
+    (0..strategies.len()).map(|s| per_case.iter().map(|o| o[s]).collect()).collect()
+}
+
+/// A point estimate with its bootstrap 95 % interval.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Estimate {
+    pub value: f64,
+    pub lo: f64,
+    pub hi: f64,
+}
+
+/// One strategy's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub strategy: String,
+    pub payments: usize,
+    pub recovery_rate: Estimate,
+    /// Revenue recovered per payment (minor units, mixed currencies).
+    pub revenue_per_payment: Estimate,
+    /// Revenue recovered minus attempt, message and penalty costs, per payment.
+    pub net_per_payment: Estimate,
+    pub median_days_to_recovery: Option<f64>,
+    pub attempts_per_payment: f64,
+    pub messages_per_payment: f64,
+    pub cost_per_payment: f64,
+    pub cancellation_rate: Estimate,
+    pub rule_violations: u64,
+    pub forbidden_proposals: u64,
+    /// (strategy − best fixed) / (oracle − best fixed), net revenue; with its interval.
+    pub oracle_uplift_share: Option<Estimate>,
+}
+
+fn mean(x: impl Iterator<Item = f64>) -> f64 {
+    let (s, n) = x.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 { f64::NAN } else { s / n as f64 }
+}
+
+fn interval(mut v: Vec<f64>, point: f64) -> Estimate {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    Estimate { value: point, lo: q(0.025), hi: q(0.975) }
+}
+
+/// Summaries with paired-bootstrap intervals (`resamples` resamples of the
+/// payments, the same for every strategy). `fixed` marks the fixed schedules
+/// and `oracle` the oracle, for the uplift share.
+pub fn summarize(names: &[String], out: &[Vec<Outcome1>], fixed: &[usize], oracle: Option<usize>, resamples: usize, seed: u64) -> Vec<Summary> {
+    let n = out.first().map_or(0, Vec::len);
+    let metric = |o: &Outcome1, k: usize| match k {
+        0 => f64::from(u8::from(o.recovered)),
+        1 => o.revenue,
+        2 => o.revenue - o.cost,
+        _ => f64::from(u8::from(o.cancelled)),
+    };
+    // Per resample: the mean of each metric for each strategy.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let draws: Vec<Vec<usize>> = (0..resamples).map(|_| (0..n).map(|_| rng.random_range(0..n.max(1))).collect()).collect();
+    let boot: Vec<Vec<[f64; 4]>> = draws
+        .par_iter()
+        .map(|ix| out.iter().map(|o| std::array::from_fn(|k| mean(ix.iter().map(|&i| metric(&o[i], k))))).collect())
+        .collect();
+    let best_fixed = |means: &dyn Fn(usize) -> f64| fixed.iter().map(|&s| means(s)).fold(f64::NEG_INFINITY, f64::max);
+    names
+        .iter()
+        .enumerate()
+        .map(|(s, name)| {
+            let o = &out[s];
+            let point = |k: usize| mean(o.iter().map(|x| metric(x, k)));
+            let est = |k: usize| interval(boot.iter().map(|b| b[s][k]).collect(), point(k));
+            let mut days: Vec<f64> = o.iter().filter_map(|x| x.days_to_recovery).collect();
+            days.sort_by(f64::total_cmp);
+            let share = |net: &dyn Fn(usize) -> f64| {
+                let bf = best_fixed(net);
+                oracle.map(|or| (net(s) - bf) / (net(or) - bf))
+            };
+            let oracle_uplift_share = oracle.filter(|_| !fixed.is_empty()).and_then(|_| {
+                let point_share = share(&|x| mean(out[x].iter().map(|y| metric(y, 2))))?;
+                let v: Vec<f64> = boot.iter().filter_map(|b| share(&|x| b[x][2])).filter(|x| x.is_finite()).collect();
+                (!v.is_empty() && point_share.is_finite()).then(|| interval(v, point_share))
+            });
+            Summary {
+                strategy: name.clone(),
+                payments: o.len(),
+                recovery_rate: est(0),
+                revenue_per_payment: est(1),
+                net_per_payment: est(2),
+                median_days_to_recovery: days.get(days.len() / 2).copied(),
+                attempts_per_payment: mean(o.iter().map(|x| f64::from(x.attempts))),
+                messages_per_payment: mean(o.iter().map(|x| f64::from(x.messages))),
+                cost_per_payment: mean(o.iter().map(|x| x.cost)),
+                cancellation_rate: est(3),
+                rule_violations: o.iter().map(|x| u64::from(x.violations)).sum(),
+                forbidden_proposals: o.iter().map(|x| u64::from(x.forbidden_proposals)).sum(),
+                oracle_uplift_share,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_schedules_parse_and_bad_ones_are_named() {
+        let s = parse_schedules(DEFAULT_SCHEDULES).unwrap();
+        assert_eq!(s.iter().map(|x| x.days.len()).collect::<Vec<_>>(), [4, 4, 4, 8]);
+        let e = parse_schedules("[[schedule]]\nname = \"late\"\ndays = [3, 1]\nhour = 9\n").unwrap_err().to_string();
+        assert!(e.contains("\"late\"") && e.contains("increase"), "{e}");
+        let e = parse_schedules("[[schedule]]\nname = \"x\"\ndays = [1]\nhour = 25\n").unwrap_err().to_string();
+        assert!(e.contains("hour"), "{e}");
+    }
+
+    #[test]
+    fn local_times_respect_the_payer_zone_across_dst() {
+        let tz = chrono_tz::America::New_York;
+        let failed = Utc.with_ymd_and_hms(2026, 3, 7, 15, 0, 0).unwrap(); // Sat, EST
+        assert_eq!(local_at(tz, failed, 1, 9), Utc.with_ymd_and_hms(2026, 3, 8, 13, 0, 0).unwrap()); // Sun 09:00 EDT
+        assert_eq!(local_at(tz, failed, 0, 9), Utc.with_ymd_and_hms(2026, 3, 7, 14, 0, 0).unwrap()); // Sat 09:00 EST
+        // 02:00 does not exist on 2026-03-08 in New York: the next valid hour, 03:00 EDT.
+        let t = local_at(tz, failed, 1, 2);
+        assert_eq!(t, Utc.with_ymd_and_hms(2026, 3, 8, 7, 0, 0).unwrap(), "{t}");
+    }
+}

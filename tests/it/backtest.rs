@@ -1,0 +1,107 @@
+//! Backtests inside the simulated world: common random numbers, rules never
+//! broken, the oracle on top, fixed schedules at their local hour, intervals.
+
+use chrono::Timelike;
+use recoup::backtest::{self, Learned, Oracle, PayDayHeuristic, RandomPolicy, Schedule, Strategy, View};
+use recoup::engine::EngineConfig;
+use recoup::sim::{World, WorldConfig};
+
+fn world() -> World {
+    // A seed other than the sample's and the training tests'.
+    World::new(WorldConfig::default(), 23, 12)
+}
+
+fn learned() -> Learned {
+    let (version, model) = recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).unwrap();
+    Learned { model, version, cfg: EngineConfig::default(), channels: Vec::new() }
+}
+
+#[test]
+fn strategies_share_random_numbers_break_no_rule_and_the_oracle_leads() {
+    let w = world();
+    let cases = backtest::cases(&w, 0..600);
+    assert!(cases.len() > 250, "{} failed payments", cases.len());
+    let schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).unwrap();
+    let learned = learned();
+    let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();
+    strategies.extend([&PayDayHeuristic as &dyn Strategy, &learned, &Oracle, &RandomPolicy]);
+    let out = backtest::run_all(&w, &cases, &strategies, &|_| {});
+
+    // Same world, same strategy, same payments: the same outcomes, payment for payment.
+    let again = backtest::run_all(&w, &cases, &strategies[..1], &|_| {});
+    assert!(again[0].iter().zip(&out[0]).all(|(a, b)| a.recovered == b.recovered && a.attempts == b.attempts && a.cost == b.cost));
+
+    // Every strategy goes through the rules: nothing the world counts as a violation.
+    for (s, o) in strategies.iter().zip(&out) {
+        assert_eq!(o.iter().map(|x| x.violations).sum::<u32>(), 0, "{}", s.name());
+    }
+    // Hard declines are never recovered, by anyone.
+    for (i, c) in cases.iter().enumerate() {
+        if c.episode.decline.class() == recoup::declines::DeclineClass::Hard {
+            assert!(out.iter().all(|o| !o[i].recovered && o[i].attempts == 0), "payment {i} ({:?})", c.episode.decline);
+        }
+    }
+
+    let names: Vec<String> = strategies.iter().map(|s| s.name()).collect();
+    let fixed: Vec<usize> = (0..schedules.len()).collect();
+    let oracle = strategies.len() - 2;
+    let sums = backtest::summarize(&names, &out, &fixed, Some(oracle), 200, 1);
+    let net = |i: usize| sums[i].net_per_payment.value;
+    for (i, s) in sums.iter().enumerate() {
+        assert!(s.recovery_rate.lo <= s.recovery_rate.value && s.recovery_rate.value <= s.recovery_rate.hi, "{s:?}");
+        assert!(s.net_per_payment.lo < s.net_per_payment.hi, "{s:?}");
+        if i != oracle {
+            assert!(net(oracle) > net(i), "the oracle nets {} < {} for {}", net(oracle), net(i), s.strategy);
+        }
+    }
+    // The uplift share is 100 % for the oracle and 0 % for the best fixed schedule, by definition.
+    let best_fixed = *fixed.iter().max_by(|a, b| net(**a).total_cmp(&net(**b))).unwrap();
+    assert!((sums[oracle].oracle_uplift_share.unwrap().value - 1.0).abs() < 1e-9);
+    assert!(sums[best_fixed].oracle_uplift_share.unwrap().value.abs() < 1e-9);
+    // The learned policy beats the random floor.
+    assert!(net(oracle - 1) > net(strategies.len() - 1), "learned {} vs random {}", net(oracle - 1), net(strategies.len() - 1));
+}
+
+#[test]
+fn fixed_schedules_retry_on_their_days_at_the_local_hour() {
+    let w = world();
+    let cases = backtest::cases(&w, 0..200);
+    let s = Schedule { name: "t".into(), days: vec![1, 3], hour: 9, channel: recoup::domain::Channel::Email };
+    let mut seen = 0;
+    for c in &cases {
+        let st = w.start_episode(c.payer.clone(), c.episode.clone(), c.network_code, c.advice_code);
+        let v = View { world: &w, case: c, state: &st, not_before: c.episode.failed_at };
+        let a = s.next(&v).expect("a first retry");
+        let local = a.retry_at.with_timezone(&c.payer.timezone);
+        assert_eq!((local.hour(), local.minute()), (9, 0), "{} in {}", a.retry_at, c.payer.timezone);
+        let day = (local.date_naive() - c.episode.failed_at.with_timezone(&c.payer.timezone).date_naive()).num_days();
+        assert_eq!(day, 1);
+        // After a skipped day-1 retry, the next proposal is day 3; then nothing.
+        let v = View { not_before: a.retry_at, ..v };
+        let b = s.next(&v).expect("day 3");
+        assert_eq!((b.retry_at.with_timezone(&c.payer.timezone).date_naive() - local.date_naive()).num_days(), 2);
+        assert!(s.next(&View { not_before: b.retry_at, ..v }).is_none());
+        seen += 1;
+    }
+    assert!(seen > 50);
+}
+
+#[test]
+fn backtest_command_prints_every_strategy_as_json() {
+    let out = assert_cmd::Command::cargo_bin("recoup")
+        .unwrap()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-q", "backtest", "--payers", "150", "--seed", "5", "--resamples", "50", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let doc: serde_json::Value = serde_json::from_slice(&out).expect("JSON");
+    let names: Vec<&str> = doc["strategies"].as_array().unwrap().iter().map(|s| s["strategy"].as_str().unwrap()).collect();
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(names.contains(&"oracle") && names.contains(&"random") && names.iter().any(|n| n.starts_with("learned")), "{names:?}");
+    assert!(doc["payments"].as_u64().unwrap() > 30);
+    let bad = assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(env!("CARGO_MANIFEST_DIR")).args(["backtest", "--payers", "0"]).assert().failure();
+    assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("--payers"));
+}
