@@ -31,7 +31,7 @@ fn main() {
     let dunned = t1.elapsed();
     let names: Vec<String> = strategies.iter().map(|s| s.name()).collect();
     let t2 = Instant::now();
-    let sums = backtest::summarize(&names, &out, &[0, 1, 2, 3], Some(5), 500, 1);
+    let sums = backtest::summarize(&backtest::Lineup { names, fixed: vec![0, 1, 2, 3], oracle: Some(5) }, &out, 500, 1);
     let boot = t2.elapsed();
     println!(
         "backtest: {} strategies × {} failed payments on {} threads: find {:.1} s, dunn {:.1} s, bootstrap (500) {:.1} s, total {:.1} s; peak RSS {:.0} MiB",

@@ -255,8 +255,8 @@ impl Learned {
             payment_id: format!("pay_{}_{}", p.id, st.episode.cycle),
             facts,
             attempts,
-            // The policy cannot see an update before the next attempt reveals it.
-            payment_method_updated: false,
+            // A billing platform learns of a card update when it happens.
+            payment_method_updated: st.updated_since_last(now),
             past_payments: v.case.past_payments.clone(),
             now,
             constraints: engine::Constraints { latest: Some(st.episode.window_end), channels: self.channels.clone(), ..Default::default() },
@@ -272,8 +272,23 @@ impl Strategy for Learned {
     fn next(&self, v: &View) -> Option<Action> {
         let req = self.request(v);
         let d = engine::decide(&self.model, &self.cfg, &req, (1.0, 0.0)).ok()?;
-        let c = d.chosen.filter(|_| d.action == engine::Action::Retry)?;
-        Some(Action { retry_at: c.retry_at, channel: c.channel })
+        if let Some(c) = d.chosen.filter(|_| d.action == engine::Action::Retry) {
+            return Some(Action { retry_at: c.retry_at, channel: c.channel });
+        }
+        // "Ask for a new payment method": as an integration does it, send the ask and
+        // retry as soon as the card is updated (here: right after the message, if the
+        // payer acted on it; the runner checks the rules after the payer's reaction).
+        // At most three asks, two days apart.
+        let ask = d.ask_channel.filter(|ch| *ch != Channel::None)?;
+        let needs_update = req.attempts.last().is_some_and(|a| a.decline.class() == DeclineClass::NeedsUpdate);
+        let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
+        if !needs_update || hard || req.payment_method_updated || v.state.messages_sent >= 3 {
+            return None;
+        }
+        let wait = if v.state.messages_sent == 0 { Duration::zero() } else { Duration::days(2) };
+        let now = req.now + wait + Duration::hours(self.cfg.message_lead_hours.max(0));
+        let retry_at = DateTime::from_timestamp((now.timestamp() / 3600 + 1) * 3600, 0)?;
+        Some(Action { retry_at, channel: ask })
     }
 }
 
@@ -305,12 +320,18 @@ impl Strategy for Oracle {
         let mut hour_best = vec![f64::NEG_INFINITY; hours as usize];
         for h in 0..hours {
             let t = start + Duration::hours(h);
-            // The oracle knows whether the card will have been updated by then.
-            let proposal = Proposal { at: t, payment_method_updated: st.updated_at.is_some_and(|u| u > st.last().past.at && u <= t) };
-            if !check_retry(st.facts(), &past, proposal, &w.rules).is_allowed() {
+            // The oracle knows whether the card will have been updated by then; a
+            // message may still get it updated (its true probability counts that).
+            let updated = st.updated_at.is_some_and(|u| u > st.last().past.at && u <= t);
+            let verdict = check_retry(st.facts(), &past, Proposal { at: t, payment_method_updated: updated }, &w.rules);
+            let only_needs_update = !verdict.is_allowed() && verdict.violations.iter().all(|v| matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
+            if !verdict.is_allowed() && !only_needs_update {
                 continue;
             }
             for &ch in Channel::VARIANTS {
+                if only_needs_update && ch == Channel::None {
+                    continue;
+                }
                 let p = w.true_success_probability(st, t, ch);
                 let ev = p * amount - w.cfg.costs.attempt - w.message_cost(ch);
                 hour_best[h as usize] = hour_best[h as usize].max(ev);
@@ -451,10 +472,19 @@ fn interval(mut v: Vec<f64>, point: f64) -> Estimate {
     Estimate { value: point, lo: q(0.025), hi: q(0.975) }
 }
 
+/// The strategies compared: their names, which are fixed schedules and which
+/// is the oracle (for the uplift share), in the order of `run_all`'s output.
+#[derive(Debug, Clone)]
+pub struct Lineup {
+    pub names: Vec<String>,
+    pub fixed: Vec<usize>,
+    pub oracle: Option<usize>,
+}
+
 /// Summaries with paired-bootstrap intervals (`resamples` resamples of the
-/// payments, the same for every strategy). `fixed` marks the fixed schedules
-/// and `oracle` the oracle, for the uplift share.
-pub fn summarize(names: &[String], out: &[Vec<Outcome1>], fixed: &[usize], oracle: Option<usize>, resamples: usize, seed: u64) -> Vec<Summary> {
+/// payments, the same for every strategy).
+pub fn summarize(lineup: &Lineup, out: &[Vec<Outcome1>], resamples: usize, seed: u64) -> Vec<Summary> {
+    let (names, fixed, oracle) = (&lineup.names, &lineup.fixed, lineup.oracle);
     let n = out.first().map_or(0, Vec::len);
     let metric = |o: &Outcome1, k: usize| match k {
         0 => f64::from(u8::from(o.recovered)),
@@ -505,6 +535,68 @@ pub fn summarize(names: &[String], out: &[Vec<Outcome1>], fixed: &[usize], oracl
             }
         })
         .collect()
+}
+
+/// What payments are grouped by in per-segment results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SegmentBy {
+    /// The failed charge's decline class.
+    DeclineClass,
+    Country,
+    PaymentMethod,
+    CardFunding,
+}
+
+impl SegmentBy {
+    /// Every segmentation.
+    pub const ALL: [SegmentBy; 4] = [SegmentBy::DeclineClass, SegmentBy::Country, SegmentBy::PaymentMethod, SegmentBy::CardFunding];
+
+    /// The name used in output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SegmentBy::DeclineClass => "decline_class",
+            SegmentBy::Country => "country",
+            SegmentBy::PaymentMethod => "payment_method",
+            SegmentBy::CardFunding => "card_funding",
+        }
+    }
+
+    /// The segment of a payment.
+    pub fn of(self, c: &Case) -> String {
+        match self {
+            SegmentBy::DeclineClass => c.episode.decline.class().to_string(),
+            SegmentBy::Country => c.payer.country.to_string(),
+            SegmentBy::PaymentMethod => c.payer.method.to_string(),
+            SegmentBy::CardFunding => c.payer.card_funding.map_or("none".into(), |f| f.to_string()),
+        }
+    }
+}
+
+/// One segment's summaries.
+#[derive(Debug, Clone, Serialize)]
+pub struct Segment {
+    pub by: SegmentBy,
+    pub value: String,
+    pub payments: usize,
+    pub strategies: Vec<Summary>,
+}
+
+/// [`summarize`] within each segment of `by` (segments in decreasing size).
+pub fn summarize_segments(by: SegmentBy, cases: &[Case], lineup: &Lineup, out: &[Vec<Outcome1>], resamples: usize, seed: u64) -> Vec<Segment> {
+    let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
+    for (i, c) in cases.iter().enumerate() {
+        groups.entry(by.of(c)).or_default().push(i);
+    }
+    let mut segments: Vec<Segment> = groups
+        .into_iter()
+        .map(|(value, ix)| {
+            let sub: Vec<Vec<Outcome1>> = out.iter().map(|o| ix.iter().map(|&i| o[i]).collect()).collect();
+            Segment { by, value, payments: ix.len(), strategies: summarize(lineup, &sub, resamples, seed) }
+        })
+        .collect();
+    segments.sort_by(|a, b| b.payments.cmp(&a.payments).then(a.value.cmp(&b.value)));
+    segments
 }
 
 #[cfg(test)]

@@ -46,6 +46,9 @@ pub struct Args {
     /// push, in_app); default: all.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub learned_channels: Vec<crate::domain::Channel>,
+    /// Also report per segment (comma-separated; default with --json: all of them).
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub by: Vec<backtest::SegmentBy>,
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 500)]
     pub resamples: usize,
@@ -92,7 +95,10 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let out = backtest::run_all(&world, &cases, &strategies, &|i| bar.set_position(i as u64));
     bar.finish_and_clear();
     say("dunned every payment with every strategy");
-    let summaries = backtest::summarize(&names, &out, &fixed, Some(oracle), a.resamples, a.seed);
+    let lineup = backtest::Lineup { names, fixed, oracle: Some(oracle) };
+    let summaries = backtest::summarize(&lineup, &out, a.resamples, a.seed);
+    let by: Vec<backtest::SegmentBy> = if a.by.is_empty() && a.json { backtest::SegmentBy::ALL.to_vec() } else { a.by.clone() };
+    let segments: Vec<backtest::Segment> = by.iter().flat_map(|b| backtest::summarize_segments(*b, &cases, &lineup, &out, a.resamples.min(200), a.seed)).collect();
     say("bootstrap done");
 
     if a.json {
@@ -104,6 +110,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             "resamples": a.resamples,
             "money": "minor units of each payment's currency, summed across currencies",
             "strategies": summaries,
+            "segments": segments,
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -124,7 +131,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             "{:<26} {:>21} {:>27} {:>8} {:>6.2} {:>6.2} {:>11} {:>5} {:>17}",
             s.strategy.split(" (").next().unwrap_or_default(),
             pct(&s.recovery_rate),
-            format!("{:.1} [{:.1}, {:.1}]", s.net_per_payment.value, s.net_per_payment.lo, s.net_per_payment.hi),
+            format!("{:.1} [{:.1}, {:.1}]", s.net_per_payment.value + 0.0, s.net_per_payment.lo + 0.0, s.net_per_payment.hi + 0.0),
             s.median_days_to_recovery.map_or("–".into(), |d| format!("{d:.1}")),
             s.attempts_per_payment,
             s.messages_per_payment,
@@ -132,6 +139,25 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             s.rule_violations,
             share,
         );
+    }
+    if !segments.is_empty() {
+        println!("\nper segment: best fixed schedule | learned | oracle — recovered / net per payment [95 %]");
+    }
+    for seg in &segments {
+        let best_fixed = lineup.fixed.iter().copied().max_by(|x, y| seg.strategies[*x].net_per_payment.value.total_cmp(&seg.strategies[*y].net_per_payment.value)).unwrap_or(0);
+        let show = |i: usize| {
+            let s = &seg.strategies[i];
+            format!(
+                "{} {:.1} % / {:.0} [{:.0}, {:.0}]",
+                s.strategy.split(" (").next().unwrap_or_default(),
+                100.0 * s.recovery_rate.value,
+                s.net_per_payment.value + 0.0,
+                s.net_per_payment.lo + 0.0,
+                s.net_per_payment.hi + 0.0
+            )
+        };
+        let learned_ix = oracle - 1;
+        println!("{:<13} {:<12} n={:<7} {} | {} | {}", seg.by.as_str(), seg.value, seg.payments, show(best_fixed), show(learned_ix), show(oracle));
     }
     Ok(ExitCode::SUCCESS)
 }

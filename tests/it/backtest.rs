@@ -45,7 +45,8 @@ fn strategies_share_random_numbers_break_no_rule_and_the_oracle_leads() {
     let names: Vec<String> = strategies.iter().map(|s| s.name()).collect();
     let fixed: Vec<usize> = (0..schedules.len()).collect();
     let oracle = strategies.len() - 2;
-    let sums = backtest::summarize(&names, &out, &fixed, Some(oracle), 200, 1);
+    let lineup = backtest::Lineup { names, fixed: fixed.clone(), oracle: Some(oracle) };
+    let sums = backtest::summarize(&lineup, &out, 200, 1);
     let net = |i: usize| sums[i].net_per_payment.value;
     for (i, s) in sums.iter().enumerate() {
         assert!(s.recovery_rate.lo <= s.recovery_rate.value && s.recovery_rate.value <= s.recovery_rate.hi, "{s:?}");
@@ -58,6 +59,15 @@ fn strategies_share_random_numbers_break_no_rule_and_the_oracle_leads() {
     let best_fixed = *fixed.iter().max_by(|a, b| net(**a).total_cmp(&net(**b))).unwrap();
     assert!((sums[oracle].oracle_uplift_share.unwrap().value - 1.0).abs() < 1e-9);
     assert!(sums[best_fixed].oracle_uplift_share.unwrap().value.abs() < 1e-9);
+    // Segments partition the payments; nobody recovers a hard decline.
+    for by in backtest::SegmentBy::ALL {
+        let segs = backtest::summarize_segments(by, &cases, &lineup, &out, 100, 1);
+        assert_eq!(segs.iter().map(|s| s.payments).sum::<usize>(), cases.len(), "{by:?}");
+        if by == backtest::SegmentBy::DeclineClass {
+            let hard = segs.iter().find(|s| s.value == "hard").expect("hard declines among 600 payers");
+            assert!(hard.strategies.iter().all(|s| s.recovery_rate.value == 0.0), "{hard:?}");
+        }
+    }
     // The learned policy beats the random floor.
     assert!(net(oracle - 1) > net(strategies.len() - 1), "learned {} vs random {}", net(oracle - 1), net(strategies.len() - 1));
 }
