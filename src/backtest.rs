@@ -11,8 +11,7 @@
 //! Confidence intervals are a paired bootstrap over payments: the same
 //! resampled payments for every strategy.
 //!
-//! Not built yet (issue #6): off-policy estimates on logged history, the HTML
-//! report with plots.
+//! Not built yet (issue #6): off-policy estimates on logged history.
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use strum::VariantArray;

@@ -20,6 +20,7 @@
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
+//! - [`report`]: the backtest's HTML report with SVG plots.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
 //! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod model;
 pub mod payday;
 pub mod registry;
+pub mod report;
 pub mod rules;
 pub mod serve;
 pub mod sim;

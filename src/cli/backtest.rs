@@ -19,7 +19,7 @@ use crate::sim::{World, WorldConfig};
 /// --model), the oracle (true probabilities) and a random floor. Off-policy
 /// estimates on logged history are not built yet (issue #6).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --schedules my-schedules.toml --model 20261123-050007-e30fde4c")]
+#[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-050007-e30fde4c")]
 pub struct Args {
     /// Payers to simulate; each one's first failed charge is dunned by every strategy.
     #[arg(long, default_value_t = 20_000)]
@@ -52,6 +52,10 @@ pub struct Args {
     /// Bootstrap resamples for the intervals.
     #[arg(long, default_value_t = 500)]
     pub resamples: usize,
+    /// Also write an HTML report with plots (recovery curves, by decline class, by
+    /// pay day) to DIR/index.html (segments: all of them unless --by says).
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
@@ -97,9 +101,15 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     say("dunned every payment with every strategy");
     let lineup = backtest::Lineup { names, fixed, oracle: Some(oracle) };
     let summaries = backtest::summarize(&lineup, &out, a.resamples, a.seed);
-    let by: Vec<backtest::SegmentBy> = if a.by.is_empty() && a.json { backtest::SegmentBy::ALL.to_vec() } else { a.by.clone() };
+    let by: Vec<backtest::SegmentBy> = if a.by.is_empty() && (a.json || a.report.is_some()) { backtest::SegmentBy::ALL.to_vec() } else { a.by.clone() };
     let segments: Vec<backtest::Segment> = by.iter().flat_map(|b| backtest::summarize_segments(*b, &cases, &lineup, &out, a.resamples.min(200), a.seed)).collect();
     say("bootstrap done");
+    if let Some(dir) = &a.report {
+        let title = format!("recoup backtest: {} failed payments, world seed {}, learned = model {}", cases.len(), a.seed, learned.version);
+        let report = crate::report::Report { title, lineup: &lineup, cases: &cases, out: &out, summaries: &summaries, segments: &segments, window_days: world.cfg.dunning_window_days };
+        let path = crate::report::write(dir, &report)?;
+        say(&format!("report written to {}", path.display()));
+    }
 
     if a.json {
         let doc = serde_json::json!({
@@ -140,10 +150,10 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             share,
         );
     }
-    if !segments.is_empty() {
+    if !a.by.is_empty() {
         println!("\nper segment: best fixed schedule | learned | oracle — recovered / net per payment [95 %]");
     }
-    for seg in &segments {
+    for seg in segments.iter().filter(|s| a.by.contains(&s.by)) {
         let best_fixed = lineup.fixed.iter().copied().max_by(|x, y| seg.strategies[*x].net_per_payment.value.total_cmp(&seg.strategies[*y].net_per_payment.value)).unwrap_or(0);
         let show = |i: usize| {
             let s = &seg.strategies[i];

@@ -112,6 +112,25 @@ fn backtest_command_prints_every_strategy_as_json() {
     assert_eq!(names.len(), 8, "{names:?}");
     assert!(names.contains(&"oracle") && names.contains(&"random") && names.iter().any(|n| n.starts_with("learned")), "{names:?}");
     assert!(doc["payments"].as_u64().unwrap() > 30);
+    // The HTML report: a table row per strategy and the three plots, inline and as files.
+    let dir = tempfile::tempdir().unwrap();
+    assert_cmd::Command::cargo_bin("recoup")
+        .unwrap()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-q", "backtest", "--payers", "150", "--seed", "5", "--resamples", "50", "--report"])
+        .arg(dir.path())
+        .assert()
+        .success();
+    let html = std::fs::read_to_string(dir.path().join("index.html")).unwrap();
+    for n in &names {
+        assert!(html.contains(&format!("<tr><td>{n}</td>")), "no row for {n}");
+    }
+    assert_eq!(html.matches("<svg").count(), 3, "three inline plots");
+    assert!(html.contains("by decline_class") && html.contains("by card_funding"));
+    for f in ["recovery_curve.svg", "recovery_by_decline_class.svg", "recovery_by_pay_day.svg"] {
+        let svg = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.contains("<polyline"), "{f}");
+    }
     let bad = assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(env!("CARGO_MANIFEST_DIR")).args(["backtest", "--payers", "0"]).assert().failure();
     assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("--payers"));
 }
