@@ -49,6 +49,9 @@ pub mod trainer {
     pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/trainer_descriptor.bin"));
 }
 
+/// Minutes a `hourly_retry_history` key may lie after recoup's clock (hosts' clocks differ).
+pub const CLOCK_SKEW_MINUTES: i64 = 5;
+
 fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
     InvalidField { field: field.into(), message: message.into() }
 }
@@ -186,11 +189,19 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         if count < 0 {
             return Err(bad(field(), format!("count must not be negative, got {count}")));
         }
-        if at > clock {
+        // A few minutes of clock skew between hyperswitch and recoup are tolerated.
+        if at > clock + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
             return Err(bad(field(), format!("is in the future (now is {})", clock.to_rfc3339_opts(SecondsFormat::Secs, true))));
         }
-        let step = 3600 / i64::from(count.max(1));
-        retries.extend((0..i64::from(count)).map(|k| at + chrono::Duration::seconds(k * step)));
+        // Spread over the part of the hour that has passed (the current hour's bucket
+        // is still filling); when too little has, end the spread at the key's time.
+        let n = i64::from(count);
+        let span = (clock - at).num_seconds().clamp(0, 3600);
+        if span >= n {
+            retries.extend((0..n).map(|k| at + chrono::Duration::seconds(k * (span / n))));
+        } else {
+            retries.extend((0..n).map(|k| at - chrono::Duration::seconds(n - 1 - k)));
+        }
     }
     retries.sort();
     // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
@@ -213,13 +224,15 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     attempts.extend(retries.into_iter().filter(|t| *t > started).map(|t| attempt(t, latest, latest_network, latest_advice)));
 
     let earliest = r.wait_time.as_ref().map(|t| time("wait_time", t)).transpose()?;
+    let last = attempts.last().map_or(clock, |a| a.at);
     let req = engine::Request {
         payment_id: text(&r.payment_id).unwrap_or("hyperswitch").to_string(),
         facts,
         attempts,
         payment_method_updated: false,
         past_payments: Vec::new(),
-        now: clock,
+        // Within the tolerated skew the latest retry may be a little after our clock.
+        now: clock.max(last),
         constraints: Constraints { earliest, channels: vec![Channel::None], ..Constraints::default() },
     };
     req.validate()?;

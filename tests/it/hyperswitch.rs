@@ -144,6 +144,18 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     assert!(counted < 10, "retry at {at} would be attempt {} within 24 h", counted + 1);
     assert!(at >= now + D::hours(4), "{at}: the 24 h window has not rolled yet");
 
+    // The current hour's bucket (still filling) with several retries, and a key a
+    // minute ahead of our clock (hosts' clocks differ): accepted, the rules applied.
+    let mut q = as_hyperswitch_sends(started, &retries);
+    q.hourly_retry_history.insert(key(hour()), 3);
+    let r = c.decide(q).await.unwrap().into_inner();
+    assert!(r.retry_flag && time(r.retry_time.as_ref().unwrap()) > Utc::now(), "{r:?}");
+    let mut q = as_hyperswitch_sends(started, &retries);
+    let ahead = (Utc::now() + D::minutes(1)).duration_trunc(D::seconds(1)).unwrap();
+    q.hourly_retry_history.insert(ahead.format("%Y-%m-%d %H:%M:%S.0").to_string(), 1);
+    let r = c.decide(q).await.unwrap().into_inner();
+    assert!(r.retry_flag && time(r.retry_time.as_ref().unwrap()) >= ahead + D::hours(1), "spacing after the latest retry: {r:?}");
+
     // Missing fields are tolerated as hyperswitch may send them: only an amount.
     let bare = DeciderRequest { first_error_message: "None".into(), invoice_amount: Some(1_500), ..Default::default() };
     let r = c.decide(bare).await.unwrap().into_inner();
@@ -189,7 +201,7 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
         }
     }
     let (_, body) = scrape(s.metrics_addr).await;
-    assert!(body.contains(r#"recoup_requests_total{code="OK",rpc="decider.Decide"} 12"#), "{body}");
+    assert!(body.contains(r#"recoup_requests_total{code="OK",rpc="decider.Decide"} 14"#), "{body}");
     assert!(body.contains(r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="decider.Decide"} 9"#), "{body}");
     s.stop().await;
 }
