@@ -491,12 +491,15 @@ pub fn summarize(lineup: &Lineup, out: &[Vec<Outcome1>], resamples: usize, seed:
         2 => o.revenue - o.cost,
         _ => f64::from(u8::from(o.cancelled)),
     };
-    // Per resample: the mean of each metric for each strategy.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let draws: Vec<Vec<usize>> = (0..resamples).map(|_| (0..n).map(|_| rng.random_range(0..n.max(1))).collect()).collect();
-    let boot: Vec<Vec<[f64; 4]>> = draws
-        .par_iter()
-        .map(|ix| out.iter().map(|o| std::array::from_fn(|k| mean(ix.iter().map(|&i| metric(&o[i], k))))).collect())
+    // Per resample: the mean of each metric for each strategy. Each resample's
+    // payment indices come from its own seeded stream (drawn, used, dropped).
+    let boot: Vec<Vec<[f64; 4]>> = (0..resamples)
+        .into_par_iter()
+        .map(|r| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (r as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let ix: Vec<usize> = (0..n).map(|_| rng.random_range(0..n.max(1))).collect();
+            out.iter().map(|o| std::array::from_fn(|k| mean(ix.iter().map(|&i| metric(&o[i], k))))).collect()
+        })
         .collect();
     let best_fixed = |means: &dyn Fn(usize) -> f64| fixed.iter().map(|&s| means(s)).fold(f64::NEG_INFINITY, f64::max);
     names

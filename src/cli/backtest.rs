@@ -158,7 +158,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         let show = |i: usize| {
             let s = &seg.strategies[i];
             format!(
-                "{} {:.1} % / {:.0} [{:.0}, {:.0}]",
+                "{} {:.1} % / {:.1} [{:.1}, {:.1}]",
                 s.strategy.split(" (").next().unwrap_or_default(),
                 100.0 * s.recovery_rate.value,
                 s.net_per_payment.value + 0.0,
