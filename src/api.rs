@@ -41,7 +41,7 @@ pub mod bench {
 /// Encoded file descriptor set of the protos (for server reflection).
 pub const DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/recoup_descriptor.bin"));
 
-fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
+pub(crate) fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
     InvalidField { field: field.into(), message: message.into() }
 }
 
@@ -61,7 +61,8 @@ fn optional<T: FromStr>(field: &str, value: &str, expected: &str) -> Result<Opti
     v.parse().map(Some).map_err(|_| bad(field, format!("unknown value {v:?}; expected {expected}")))
 }
 
-fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, InvalidField> {
+/// A protobuf timestamp as a time; the error names `field`.
+pub(crate) fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, InvalidField> {
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
     }

@@ -27,6 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
+use crate::api::{bad, time};
 use crate::declines::{advice_forbids_retry, from_advice_code, from_gateway_code, from_network_code, CodeFamily, DeclineCode};
 use crate::domain::{CardBrand, CardFunding, Channel, Country, Currency, PaymentMethod, RawCode};
 use crate::engine::{self, Action, Constraints, EngineConfig, InvalidField, RequestAttempt};
@@ -51,17 +52,6 @@ pub mod trainer {
 
 /// Minutes a `hourly_retry_history` key may lie after recoup's clock (hosts' clocks differ).
 pub const CLOCK_SKEW_MINUTES: i64 = 5;
-
-fn bad(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
-    InvalidField { field: field.into(), message: message.into() }
-}
-
-fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<Utc>, InvalidField> {
-    if !(0..1_000_000_000).contains(&t.nanos) {
-        return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
-    }
-    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))
-}
 
 fn text(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("none") && !s.eq_ignore_ascii_case("null"))
