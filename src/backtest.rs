@@ -58,11 +58,7 @@ fn first_failure(world: &World, id: u32) -> Option<Case> {
             return Some(Case { payer, episode, network_code, advice_code, past_payments: past });
         }
         past.push(vec![(t, None)]);
-        t = match payer.interval {
-            crate::domain::BillingInterval::Week => t + Duration::days(7),
-            crate::domain::BillingInterval::Month => t.checked_add_months(chrono::Months::new(1)).unwrap_or(t + Duration::days(30)),
-            crate::domain::BillingInterval::Year => t.checked_add_months(chrono::Months::new(12)).unwrap_or(t + Duration::days(365)),
-        };
+        t = crate::sim::generate::next_charge(payer.interval, t);
         cycle += 1;
     }
     None
@@ -76,6 +72,18 @@ pub struct View<'a> {
     pub state: &'a EpisodeState,
     /// Propose a retry strictly after this time.
     pub not_before: DateTime<Utc>,
+}
+
+impl View<'_> {
+    /// The earliest moment a proposal must follow: the last attempt, or a skipped proposal.
+    pub fn after(&self) -> DateTime<Utc> {
+        self.not_before.max(self.state.last().past.at)
+    }
+}
+
+/// The first whole hour strictly after `t`.
+fn next_hour(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp((t.timestamp() / 3600 + 1) * 3600, 0)
 }
 
 /// A retry strategy: the next retry (time and message) of a payment in dunning, or none.
@@ -139,7 +147,7 @@ impl Strategy for Schedule {
     }
 
     fn next(&self, v: &View) -> Option<Action> {
-        let after = v.not_before.max(v.state.last().past.at);
+        let after = v.after();
         let tz = v.case.payer.timezone;
         self.days
             .iter()
@@ -167,7 +175,7 @@ impl Strategy for PayDayHeuristic {
         if st.attempts.len() > 4 {
             return None;
         }
-        let after = v.not_before.max(st.last().past.at);
+        let after = v.after();
         let tz = v.case.payer.timezone;
         let failed = v.case.episode.failed_at;
         let retry_at = match st.episode.decline.class() {
@@ -203,7 +211,7 @@ impl Strategy for RandomPolicy {
             return None;
         }
         let mut rng = ChaCha8Rng::seed_from_u64(v.world.seed ^ (u64::from(v.case.payer.id) << 20) ^ st.attempts.len() as u64 ^ 0x5eed);
-        let after = v.not_before.max(st.last().past.at);
+        let after = v.after();
         let retry_at = after + Duration::hours(rng.random_range(24..=96));
         Some(Action { retry_at, channel: Channel::VARIANTS[rng.random_range(0..Channel::VARIANTS.len())] })
     }
@@ -249,7 +257,7 @@ impl Learned {
                 payment_method_updated: a.past.payment_method_updated,
             })
             .collect();
-        let now = v.not_before.max(st.last().past.at);
+        let now = v.after();
         engine::Request {
             payment_id: format!("pay_{}_{}", p.id, st.episode.cycle),
             facts,
@@ -286,7 +294,7 @@ impl Strategy for Learned {
         }
         let wait = if v.state.messages_sent == 0 { Duration::zero() } else { Duration::days(2) };
         let now = req.now + wait + Duration::hours(self.cfg.message_lead_hours.max(0));
-        let retry_at = DateTime::from_timestamp((now.timestamp() / 3600 + 1) * 3600, 0)?;
+        let retry_at = next_hour(now)?;
         Some(Action { retry_at, channel: ask })
     }
 }
@@ -306,8 +314,7 @@ impl Strategy for Oracle {
 
     fn next(&self, v: &View) -> Option<Action> {
         let (w, st) = (v.world, v.state);
-        let after = v.not_before.max(st.last().past.at);
-        let start = DateTime::from_timestamp((after.timestamp() / 3600 + 1) * 3600, 0)?;
+        let start = next_hour(v.after())?;
         let end = st.episode.window_end.min(start + Duration::days(14));
         let hours = (end - start).num_hours().max(-1) + 1;
         if hours <= 0 {

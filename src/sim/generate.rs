@@ -64,7 +64,8 @@ pub fn logging_schedule(world: &World, st: &EpisodeState, rng: &mut ChaCha8Rng) 
     out
 }
 
-fn next_charge(interval: BillingInterval, t: DateTime<Utc>) -> DateTime<Utc> {
+/// The next scheduled charge after one at `t`.
+pub(crate) fn next_charge(interval: BillingInterval, t: DateTime<Utc>) -> DateTime<Utc> {
     match interval {
         BillingInterval::Week => t + Duration::days(7),
         BillingInterval::Month => t.checked_add_months(Months::new(1)).unwrap_or(t + Duration::days(30)),
