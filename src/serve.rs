@@ -3,7 +3,7 @@
 //!
 //! - Requests are validated by [`crate::api::to_engine`]; a bad field answers
 //!   `INVALID_ARGUMENT` naming it. Handlers never panic on input.
-//! - A `Decide` is scored on the async worker that received it (about 70 µs);
+//! - A `Decide` is scored on the async worker that received it (about 50 µs);
 //!   `DecideBatch` runs on the blocking pool. At most `max_in_flight` calls are
 //!   accepted at once and the rest are shed at once with `RESOURCE_EXHAUSTED`,
 //!   never queued without bound.
@@ -87,7 +87,7 @@ fn invalid_argument(e: engine::InvalidField) -> Status {
 
 impl Decider {
     /// Decide one request (already holding a permit). A decision takes well under
-    /// a millisecond (about 70 µs for a 14-day grid), so it runs on the async
+    /// a millisecond (about 50 µs for a 14-day grid), so it runs on the async
     /// worker: a hop to the blocking pool would cost more than it saves.
     async fn decide_one(&self, req: v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
         // Let the other calls that arrived with this one be accepted first, so the

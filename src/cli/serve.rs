@@ -23,7 +23,7 @@ pub struct Args {
     #[arg(long, value_name = "DIR", default_value = "models/")]
     pub models: PathBuf,
     /// Calls accepted at once; more are refused with RESOURCE_EXHAUSTED at once instead of
-    /// queueing (default: 64 × cores: at ~70 µs a decision, a full queue waits under 5 ms).
+    /// queueing (default: 64 × cores: at ~50 µs a decision, a full queue waits under 5 ms).
     #[arg(long)]
     pub max_in_flight: Option<usize>,
     /// How often to check models/CURRENT for a promoted model, in seconds.
