@@ -33,6 +33,7 @@ pub mod calendar;
 pub mod cli;
 pub mod declines;
 pub mod engine;
+pub mod export;
 pub mod domain;
 pub mod features;
 pub mod history;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 pub mod backtest;
 pub mod decide;
+pub mod export;
 pub mod history;
 pub mod models;
 pub mod serve;
@@ -48,21 +49,11 @@ pub enum Command {
     Decide(decide::Args),
     /// Backtest retry strategies side by side in the simulated world.
     Backtest(backtest::Args),
-    /// Export predicted recovery per open payment and per segment. [not built yet]
-    Export(NotBuilt),
+    /// Export predicted recovery of every open payment, or per segment (finance's forecast).
+    Export(export::Args),
     /// List, show and promote model versions.
     Models(models::Args),
 }
-
-/// Arguments of a subcommand that is not built yet (accepted and ignored).
-#[derive(Debug, clap::Args)]
-pub struct NotBuilt {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    args: Vec<String>,
-}
-
-/// Exit code of a subcommand that is not built yet.
-pub const EXIT_NOT_BUILT: u8 = 3;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -93,18 +84,16 @@ fn init_logging(cli: &Cli) {
 /// Run a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     init_logging(&cli);
-    let name = match &cli.command {
-        Command::History(args) => return history::run(args, cli.quiet),
-        Command::Simulate(args) => return simulate::run(args, cli.quiet),
-        Command::Train(args) => return train::run(args, cli.quiet),
-        Command::Models(args) => return models::run(args),
-        Command::Serve(args) => return serve::run(args),
-        Command::Decide(args) => return decide::run(args),
-        Command::Backtest(args) => return backtest::run(args, cli.quiet),
-        Command::Export(_) => ("export", 7),
-    };
-    eprintln!("recoup {}: not built yet (planned in issue #{}); see README.md for what works today", name.0, name.1);
-    Ok(ExitCode::from(EXIT_NOT_BUILT))
+    match &cli.command {
+        Command::History(args) => history::run(args, cli.quiet),
+        Command::Simulate(args) => simulate::run(args, cli.quiet),
+        Command::Train(args) => train::run(args, cli.quiet),
+        Command::Models(args) => models::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Decide(args) => decide::run(args),
+        Command::Backtest(args) => backtest::run(args, cli.quiet),
+        Command::Export(args) => export::run(args, cli.quiet),
+    }
 }
 
 #[cfg(test)]

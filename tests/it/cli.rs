@@ -19,11 +19,6 @@ fn help_lists_every_subcommand() {
 }
 
 #[test]
-fn unbuilt_subcommands_say_so_and_fail() {
-    recoup().args(["export", "--anything"]).assert().code(3).stderr(predicate::str::contains("not built yet"));
-}
-
-#[test]
 fn history_check_prints_a_summary() {
     let (_dir, path) = temp_file("h.csv");
     write_csv(&path, &varied_rows(50));

@@ -2,6 +2,7 @@
 
 mod backtest;
 mod cli;
+mod export;
 mod history;
 mod hyperswitch;
 mod serve;

@@ -1,0 +1,415 @@
+//! `recoup export`: predicted recovery of every payment open at a cut-off, per
+//! payment or per segment, for finance's MRR forecast.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use polars::prelude::*;
+use rayon::prelude::*;
+
+use crate::engine::EngineConfig;
+use crate::export::{open_payments, request, Forecast, Forecaster, Next, Open, Payers};
+use crate::history::{load, History, LoadOptions};
+
+/// Predict, for every payment still open at --as-of (failed, not recovered,
+/// inside its dunning window), the probability that the serving policy recovers
+/// it over the rest of its window, the expected recovered amount, and the next
+/// retry time and channel. With --by, write totals per segment and currency instead.
+///
+/// The probability comes from rolling the engine out over the rest of the window
+/// with the model (each retry, if it fails, followed by the engine's next one).
+/// Payments waiting for a new payment method are recovered only if the payer
+/// updates it: that rate is measured in the same history (payments whose window
+/// closed before --as-of). Only attempts at or before --as-of are read.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  recoup export --history data/sample/ --as-of 2026-06-01 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the rollout\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit.")]
+pub struct Args {
+    /// History (Parquet/CSV file or directory, contract v1).
+    #[arg(long, value_name = "PATH")]
+    pub history: PathBuf,
+    /// The cut-off: RFC 3339 (2026-06-01T12:00:00Z) or a date (midnight UTC).
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
+    pub as_of: DateTime<Utc>,
+    /// Output file (.parquet or .csv, or say --format).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Output format (default: from the --out extension).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Model registry.
+    #[arg(long, value_name = "DIR", default_value = "models/")]
+    pub models: PathBuf,
+    /// Model version (default: the current one, i.e. the serving policy).
+    #[arg(long, value_name = "VERSION")]
+    pub model: Option<String>,
+    /// Write totals per segment (comma-separated) and currency to --out instead of one row per payment.
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    pub by: Vec<Segment>,
+    /// With --by: also write the per-payment rows here (format from its extension).
+    #[arg(long, value_name = "FILE", requires = "by")]
+    pub payments_out: Option<PathBuf>,
+    /// Closed payments (the latest) on which the forecast is calibrated.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub calibration_payments: usize,
+    /// Write history rows that break the contract to the reject file and go on.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Where rejected rows go.
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    pub rejects: PathBuf,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Parquet,
+    Csv,
+}
+
+/// A segment to total by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Segment {
+    /// Class of the last decline (hard, needs_update, soft_funds, soft_issuer, technical).
+    DeclineClass,
+    /// Payer's country.
+    Country,
+    /// card, sepa_debit, ach_debit.
+    PaymentMethod,
+    /// ISO 4217 currency (totals are always per currency as well).
+    Currency,
+    /// Month of the first failure (YYYY-MM, UTC).
+    Month,
+}
+
+impl Segment {
+    fn column(self) -> &'static str {
+        match self {
+            Segment::DeclineClass => "decline_class",
+            Segment::Country => "country",
+            Segment::PaymentMethod => "payment_method",
+            Segment::Currency => "currency_segment",
+            Segment::Month => "month",
+        }
+    }
+
+    fn of(self, r: &Row) -> String {
+        match self {
+            Segment::DeclineClass => r.decline_class.into(),
+            Segment::Country => r.country.clone(),
+            Segment::PaymentMethod => r.payment_method.into(),
+            Segment::Currency => r.currency.clone(),
+            Segment::Month => r.first_failed_at.format("%Y-%m").to_string(),
+        }
+    }
+}
+
+fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    match NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        Ok(d) => Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc()),
+        Err(_) => Err(format!("{s:?} is neither RFC 3339 (2026-06-01T12:00:00Z) nor a date (2026-06-01)")),
+    }
+}
+
+fn format_of(path: &Path, given: Option<Format>) -> anyhow::Result<Format> {
+    if let Some(f) = given {
+        return Ok(f);
+    }
+    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+        Some("parquet" | "pq") => Ok(Format::Parquet),
+        Some("csv") => Ok(Format::Csv),
+        _ => bail!("{}: cannot tell the format from the extension; name it .parquet or .csv, or pass --format", path.display()),
+    }
+}
+
+/// One open payment's exported row.
+struct Row {
+    payment_id: String,
+    customer_id: String,
+    currency: String,
+    amount_minor: i64,
+    payment_method: &'static str,
+    card_brand: Option<&'static str>,
+    card_funding: Option<&'static str>,
+    country: String,
+    decline_code: &'static str,
+    decline_class: &'static str,
+    first_failed_at: DateTime<Utc>,
+    window_end: DateTime<Utc>,
+    attempts: u32,
+    f: Forecast,
+}
+
+impl Row {
+    fn expected_recovered(&self) -> f64 {
+        self.f.p_recovery * self.amount_minor as f64
+    }
+}
+
+/// Open payments handled per output batch (bounds the rows held in memory).
+const BATCH: usize = 32_768;
+
+/// Run `recoup export`.
+pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
+        }
+    };
+    let out_format = format_of(&a.out, a.format)?;
+    let payments_format = a.payments_out.as_deref().map(|p| format_of(p, None)).transpose()?;
+    let (version, model) = match &a.model {
+        Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
+        None => crate::registry::load_current(&a.models)?,
+    };
+    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() };
+    let h = load(&a.history, &opts).with_context(|| format!("loading history {}", a.history.display()))?;
+    if h.report.rows_rejected > 0 {
+        tracing::warn!(rows = h.report.rows_rejected, file = %a.rejects.display(), "rows broke the contract and were written to the reject file");
+    }
+    say(&format!("loaded {} attempts of {} payments from {}", h.attempts.len(), h.payment_ids.len(), a.history.display()));
+    let cfg = EngineConfig::default();
+    let open = open_payments(&h, a.as_of, cfg.dunning_window_days);
+    say(&format!("{} payments open at {}", open.len(), a.as_of.to_rfc3339()));
+    let payers = Payers::new(&h);
+    let fc = Forecaster::fit(&h, &payers, model, cfg, a.as_of, a.calibration_payments)?;
+    say(&format!(
+        "payers updated their payment method on {:.1} % of {} needs-update payments closed by then; calibrated on {} closed payments",
+        100.0 * fc.updates.overall(),
+        fc.updates.payments,
+        fc.calibration.classes.iter().map(|c| c.forecasts).sum::<usize>()
+    ));
+    for m in &fc.calibration.classes {
+        tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
+    }
+    if fc.updates.payments == 0 {
+        tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
+    }
+    if fc.calibration.classes.is_empty() {
+        tracing::warn!("no failed payment closed before --as-of: the forecast is the model's rollout, uncalibrated");
+    }
+    let write_payments = if a.by.is_empty() { Some((a.out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
+    let mut writer = write_payments.map(|(p, f)| Writer::create(p, f)).transpose()?;
+    let mut totals: BTreeMap<Vec<String>, Total> = BTreeMap::new();
+    let mut invalid = 0usize;
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(open.len() as u64) };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} open payments {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    for chunk in open.chunks(BATCH) {
+        let rows: Vec<Row> = chunk.par_iter().map(|p| row(&h, &payers, p, a.as_of, &fc)).collect();
+        invalid += rows.iter().filter(|r| r.f.reason.starts_with("invalid:")).count();
+        for r in &rows {
+            let mut key: Vec<String> = a.by.iter().map(|s| s.of(r)).collect();
+            key.push(r.currency.clone());
+            totals.entry(key).or_default().add(r);
+        }
+        if let Some(w) = writer.as_mut() {
+            w.write(&payment_frame(&rows, a.as_of, &version)?)?;
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    if open.is_empty() {
+        tracing::warn!(as_of = %a.as_of.to_rfc3339(), "no payment is open at --as-of: the export has a header and no rows");
+        if let Some(w) = writer.as_mut() {
+            w.write(&payment_frame(&[], a.as_of, &version)?)?;
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    if invalid > 0 {
+        tracing::warn!(payments = invalid, "payments could not be forecast (their row says why in `reason`); forecast at 0");
+    }
+    if !a.by.is_empty() {
+        let mut w = Writer::create(&a.out, out_format)?;
+        w.write(&segment_frame(&a.by, &totals, a.as_of, &version)?)?;
+        w.finish()?;
+    }
+    say(&format!("wrote {}{}", a.out.display(), a.payments_out.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()));
+
+    // The headline per currency on the terminal.
+    let mut per_currency: BTreeMap<&str, Total> = BTreeMap::new();
+    for (k, t) in &totals {
+        per_currency.entry(k.last().expect("currency").as_str()).or_default().merge(t);
+    }
+    println!("{} open payments at {}, model {}", open.len(), a.as_of.to_rfc3339(), version);
+    println!("{:<8} {:>9} {:>18} {:>22} {:>9}", "currency", "payments", "amount open", "expected recovered", "rate");
+    for (c, t) in &per_currency {
+        println!("{c:<8} {:>9} {:>18} {:>22.0} {:>8.1} %", t.payments, t.amount, t.expected, 100.0 * t.rate());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn row(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>, fc: &Forecaster) -> Row {
+    let req = request(h, payers, p, as_of);
+    let last_decline = p.last().decline.unwrap_or(crate::declines::DeclineCode::Other);
+    let f = fc.forecast(&req).unwrap_or_else(|e| Forecast {
+        next: Next::Stop,
+        retry_at: None,
+        channel: None,
+        send_at: None,
+        p_next_success: 0.0,
+        p_recovery: 0.0,
+        p_recovery_model: 0.0,
+        retries_if_all_fail: 0,
+        reason: format!("invalid: {e}"),
+    });
+    let last = p.last();
+    Row {
+        payment_id: req.payment_id,
+        customer_id: h.customer_id(last).to_string(),
+        currency: last.amount.currency.as_str().to_string(),
+        amount_minor: last.amount.minor,
+        payment_method: last.method.into(),
+        card_brand: last.card_brand.map(Into::into),
+        card_funding: last.card_funding.map(Into::into),
+        country: last.country.as_str().to_string(),
+        decline_code: last_decline.as_str(),
+        decline_class: last_decline.class().into(),
+        first_failed_at: p.first().attempted_at,
+        window_end: p.first().attempted_at + Duration::days(fc.cfg.dunning_window_days),
+        attempts: p.attempts.len() as u32,
+        f,
+    }
+}
+
+/// Totals of one segment × currency.
+#[derive(Debug, Default, Clone)]
+struct Total {
+    payments: u64,
+    amount: i64,
+    expected: f64,
+    sum_p: f64,
+}
+
+impl Total {
+    fn add(&mut self, r: &Row) {
+        self.payments += 1;
+        self.amount += r.amount_minor;
+        self.expected += r.expected_recovered();
+        self.sum_p += r.f.p_recovery;
+    }
+    fn merge(&mut self, o: &Total) {
+        self.payments += o.payments;
+        self.amount += o.amount;
+        self.expected += o.expected;
+        self.sum_p += o.sum_p;
+    }
+    fn rate(&self) -> f64 {
+        if self.amount > 0 { self.expected / self.amount as f64 } else { 0.0 }
+    }
+}
+
+fn times(name: &str, v: impl Iterator<Item = Option<DateTime<Utc>>>) -> Column {
+    Int64Chunked::from_iter_options(name.into(), v.map(|t| t.map(|t| t.timestamp_micros())))
+        .into_datetime(TimeUnit::Microseconds, Some(polars::prelude::TimeZone::UTC))
+        .into_series()
+        .into_column()
+}
+
+fn payment_frame(rows: &[Row], as_of: DateTime<Utc>, version: &str) -> PolarsResult<DataFrame> {
+    let text = |name: &str, f: &dyn Fn(&Row) -> Option<&str>| Column::new(name.into(), rows.iter().map(f).collect::<Vec<Option<&str>>>());
+    let cols = vec![
+        text("payment_id", &|r| Some(&r.payment_id)),
+        text("customer_id", &|r| Some(&r.customer_id)),
+        times("as_of", rows.iter().map(|_| Some(as_of))),
+        Column::new("model_version".into(), vec![version; rows.len()]),
+        text("currency", &|r| Some(&r.currency)),
+        Column::new("amount_minor".into(), rows.iter().map(|r| r.amount_minor).collect::<Vec<_>>()),
+        text("payment_method", &|r| Some(r.payment_method)),
+        text("card_brand", &|r| r.card_brand),
+        text("card_funding", &|r| r.card_funding),
+        text("country", &|r| Some(&r.country)),
+        text("decline_code", &|r| Some(r.decline_code)),
+        text("decline_class", &|r| Some(r.decline_class)),
+        times("first_failed_at", rows.iter().map(|r| Some(r.first_failed_at))),
+        Column::new("month".into(), rows.iter().map(|r| r.first_failed_at.format("%Y-%m").to_string()).collect::<Vec<_>>()),
+        times("window_end", rows.iter().map(|r| Some(r.window_end))),
+        Column::new("attempts".into(), rows.iter().map(|r| r.attempts).collect::<Vec<_>>()),
+        text("next_action", &|r| Some(r.f.next.into())),
+        times("next_retry_at", rows.iter().map(|r| r.f.retry_at)),
+        text("next_channel", &|r| r.f.channel.map(Into::into)),
+        times("next_send_at", rows.iter().map(|r| r.f.send_at)),
+        Column::new("p_next_success".into(), rows.iter().map(|r| r.f.p_next_success).collect::<Vec<_>>()),
+        Column::new("p_recovery".into(), rows.iter().map(|r| r.f.p_recovery).collect::<Vec<_>>()),
+        Column::new("p_recovery_model".into(), rows.iter().map(|r| r.f.p_recovery_model).collect::<Vec<_>>()),
+        Column::new("expected_recovered_minor".into(), rows.iter().map(Row::expected_recovered).collect::<Vec<_>>()),
+        Column::new("retries_if_all_fail".into(), rows.iter().map(|r| r.f.retries_if_all_fail).collect::<Vec<_>>()),
+        text("reason", &|r| Some(&r.f.reason)),
+    ];
+    DataFrame::new(rows.len(), cols)
+}
+
+fn segment_frame(by: &[Segment], totals: &BTreeMap<Vec<String>, Total>, as_of: DateTime<Utc>, version: &str) -> PolarsResult<DataFrame> {
+    let n = totals.len();
+    let mut cols: Vec<Column> = by
+        .iter()
+        .enumerate()
+        .map(|(i, s)| Column::new(s.column().into(), totals.keys().map(|k| k[i].as_str()).collect::<Vec<_>>()))
+        .collect();
+    let t: Vec<&Total> = totals.values().collect();
+    cols.extend([
+        Column::new("currency".into(), totals.keys().map(|k| k.last().expect("currency").as_str()).collect::<Vec<_>>()),
+        Column::new("payments".into(), t.iter().map(|t| t.payments).collect::<Vec<_>>()),
+        Column::new("amount_minor".into(), t.iter().map(|t| t.amount).collect::<Vec<_>>()),
+        Column::new("expected_recovered_minor".into(), t.iter().map(|t| t.expected).collect::<Vec<_>>()),
+        Column::new("expected_recovery_rate".into(), t.iter().map(|t| t.rate()).collect::<Vec<_>>()),
+        Column::new("mean_p_recovery".into(), t.iter().map(|t| t.sum_p / t.payments.max(1) as f64).collect::<Vec<_>>()),
+        times("as_of", (0..n).map(|_| Some(as_of))),
+        Column::new("model_version".into(), vec![version; n]),
+    ]);
+    DataFrame::new(n, cols)
+}
+
+/// Writes frames one batch at a time to Parquet or CSV; the first batch gives the schema.
+struct Writer {
+    path: PathBuf,
+    format: Format,
+    file: Option<File>,
+    open: Option<Batched>,
+}
+
+enum Batched {
+    Parquet(polars::io::parquet::write::BatchedWriter<File>),
+    Csv(polars::io::csv::write::BatchedWriter<File>),
+}
+
+impl Writer {
+    fn create(path: &Path, format: Format) -> anyhow::Result<Writer> {
+        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(Writer { path: path.to_path_buf(), format, file: Some(f), open: None })
+    }
+
+    fn write(&mut self, df: &DataFrame) -> anyhow::Result<()> {
+        let path = self.path.display().to_string();
+        let ctx = |e: PolarsError| anyhow::anyhow!("writing {path}: {e}");
+        if let Some(f) = self.file.take() {
+            self.open = Some(match self.format {
+                Format::Parquet => Batched::Parquet(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(df.schema()).map_err(ctx)?),
+                Format::Csv => Batched::Csv(CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).batched(df.schema()).map_err(ctx)?),
+            });
+        }
+        match self.open.as_mut().expect("opened by the first batch") {
+            Batched::Parquet(w) => w.write_batch(df).map_err(ctx),
+            Batched::Csv(w) => w.write_batch(df).map_err(ctx),
+        }
+    }
+
+    fn finish(self) -> anyhow::Result<()> {
+        let path = self.path.display().to_string();
+        let ctx = |e: PolarsError| anyhow::anyhow!("finishing {path}: {e}");
+        match self.open {
+            Some(Batched::Parquet(w)) => w.finish().map(|_| ()).map_err(ctx),
+            Some(Batched::Csv(mut w)) => w.finish().map_err(ctx),
+            None => bail!("{}: nothing was written", self.path.display()),
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! `recoup export`: the forecast of open payments, calibrated against what the
+//! history then shows.
+
+use std::collections::HashMap;
+
+use chrono::{Duration, Months};
+use recoup::domain::Outcome;
+use recoup::engine::EngineConfig;
+use recoup::export::{open_payments, request, Forecaster, Payers};
+use recoup::history::{self, LoadOptions};
+use recoup::sim::{generate, World, WorldConfig};
+
+/// Predicted vs realised per segment, for payments open at two cut-offs of a
+/// simulated history: the export reads only what was known at the cut-off; the
+/// rest of the history says what happened. The realised count must lie within
+/// the range implied by the predictions (a sum of independent Bernoullis).
+#[test]
+fn export_forecasts_match_recovery_realised_in_the_history() {
+    let n = 40_000;
+    // A world seed other than the sample's (1) and the backtests' (2, 11, 23).
+    let w = World::new(WorldConfig::default(), 29, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.parquet");
+    // Through the file and the loader, as the CLI reads it (codes given only raw are derived there).
+    history::write(&generate::chunk(&w, 0..n).history, &path).unwrap();
+    let h = history::load(&path, &LoadOptions::default()).unwrap();
+    let full: HashMap<&str, &[recoup::domain::Attempt]> = h.payments().map(|p| (h.payment_id(&p[0]), p)).collect();
+    let payers = Payers::new(&h);
+    let (_, model) = recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).unwrap();
+    let cfg = EngineConfig::default();
+    let mut seg: HashMap<String, (f64, f64, f64, f64, usize)> = HashMap::new();
+    for months in [7, 10] {
+        let as_of = w.start.checked_add_months(Months::new(months)).unwrap() + Duration::hours(13);
+        let fc = Forecaster::fit(&h, &payers, model.clone(), cfg.clone(), as_of, 20_000).unwrap();
+        for p in open_payments(&h, as_of, cfg.dunning_window_days) {
+            let f = fc.forecast(&request(&h, &payers, &p, as_of)).unwrap();
+            let all = full[h.payment_id(p.first())];
+            assert!(all.len() >= p.attempts.len() && all[p.attempts.len() - 1].attempted_at <= as_of);
+            let real = all.last().unwrap().outcome == Outcome::Succeeded;
+            let class = p.last().decline.unwrap().class();
+            for key in [format!("class={class}"), format!("method={}", <&str>::from(p.first().method)), format!("country={}", p.first().country.as_str()), format!("month={}", p.first().attempted_at.format("%Y-%m")), "all".into()] {
+                let e = seg.entry(key).or_default();
+                e.0 += f.p_recovery;
+                e.1 += f.p_recovery * (1.0 - f.p_recovery);
+                e.2 += real as u8 as f64;
+                e.3 += f.p_recovery_model;
+                e.4 += 1;
+            }
+        }
+    }
+    assert!(seg["all"].4 > 1000, "{} open payments", seg["all"].4);
+    let mut keys: Vec<_> = seg.keys().cloned().collect();
+    keys.sort();
+    let mut tested = 0;
+    for k in keys {
+        let (p, v, r, raw, n) = seg[&k];
+        let z = (r - p) / v.sqrt().max(1e-9);
+        eprintln!("{k:<24} n {n:>5} predicted {:.3} (rollout {:.3}) realised {:.3} z {z:.2}", p / n as f64, raw / n as f64, r / n as f64);
+        if n >= 30 && v > 0.0 {
+            // The whole and each decline class within their 95 % range; with some
+            // 25 segments in all, each within its 99.8 % range (Bonferroni: 95 % for the family).
+            let bound = if k == "all" || k.starts_with("class=") { 1.96 } else { 3.09 };
+            assert!(z.abs() < bound, "{k}: {r} recovered of {n}, predicted {p:.1} ± {:.1}", bound * v.sqrt());
+            tested += 1;
+        } else if v == 0.0 {
+            assert_eq!(r, p, "{k}: certain forecasts");
+        }
+    }
+    assert!(tested >= 12, "{tested} segments tested");
+}
+
+/// The CLI end to end on the bundled sample: per payment (Parquet) and per
+/// segment (CSV), the same totals, named model and cut-off.
+#[test]
+fn export_writes_payments_and_segments_that_agree() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let (seg, pay) = (dir.path().join("seg.csv"), dir.path().join("open.parquet"));
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |args: &[&str]| assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root).args(args).assert().success();
+    let out = run(&["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", seg.to_str().unwrap(), "--by", "decline-class,month", "--payments-out", pay.to_str().unwrap(), "--calibration-payments", "3000"]);
+    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    assert!(text.contains("open payments at 2025-10-15T00:00:00+00:00"), "{text}");
+    let current = std::fs::read_to_string(format!("{root}/models/CURRENT")).unwrap().trim().to_string();
+
+    let p = ParquetReader::new(std::fs::File::open(&pay).unwrap()).finish().unwrap();
+    assert!(p.height() > 100, "{} open payments", p.height());
+    let s = CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(seg.clone())).unwrap().finish().unwrap();
+    let sum = |df: &DataFrame, c: &str| df.column(c).unwrap().as_materialized_series().cast(&DataType::Float64).unwrap().f64().unwrap().sum().unwrap();
+    assert_eq!(sum(&s, "payments") as usize, p.height());
+    assert!((sum(&s, "expected_recovered_minor") - sum(&p, "expected_recovered_minor")).abs() < 1e-3 * sum(&p, "expected_recovered_minor"));
+    assert_eq!(sum(&s, "amount_minor"), sum(&p, "amount_minor"));
+    for df in [&p, &s] {
+        let v = df.column("model_version").unwrap().str().unwrap().get(0).unwrap().to_string();
+        assert_eq!(v, current);
+    }
+    // Every row: a probability, the expected amount it implies, a next step that fits it.
+    let prob = p.column("p_recovery").unwrap().f64().unwrap();
+    let amount = p.column("amount_minor").unwrap().i64().unwrap();
+    let expected = p.column("expected_recovered_minor").unwrap().f64().unwrap();
+    let action = p.column("next_action").unwrap().str().unwrap();
+    let retry_at = p.column("next_retry_at").unwrap().datetime().unwrap().clone();
+    let window_end = p.column("window_end").unwrap().datetime().unwrap().clone();
+    let class = p.column("decline_class").unwrap().str().unwrap();
+    for i in 0..p.height() {
+        let (pr, a, e) = (prob.get(i).unwrap(), amount.get(i).unwrap(), expected.get(i).unwrap());
+        assert!((0.0..=1.0).contains(&pr));
+        assert!((e - pr * a as f64).abs() < 1e-6);
+        match action.get(i).unwrap() {
+            "retry" => assert!(retry_at.physical().get(i).unwrap() <= window_end.physical().get(i).unwrap()),
+            "ask_for_update" => assert_eq!(class.get(i), Some("needs_update")),
+            "stop" => assert!(retry_at.physical().get(i).is_none()),
+            other => panic!("next_action {other}"),
+        }
+        if class.get(i) == Some("hard") {
+            assert_eq!(pr, 0.0, "a hard decline is never recovered");
+        }
+    }
+}
+
+#[test]
+fn export_errors_name_the_problem() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cmd = || {
+        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
+        c.current_dir(root);
+        c
+    };
+    cmd().args(["export", "--history", "data/sample/", "--as-of", "yesterday", "--out", "x.csv"]).assert().code(2).stderr(predicates::str::contains("neither RFC 3339"));
+    cmd().args(["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", "x.xlsx"]).assert().failure().stderr(predicates::str::contains("--format"));
+    cmd().args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", "/tmp/x.csv"]).assert().failure().stderr(predicates::str::contains("no/such/dir"));
+}
