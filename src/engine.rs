@@ -236,9 +236,13 @@ pub struct Decision {
     pub chosen: Option<Slot>,
     /// Channel to ask the payer through (for a new payment method when not retrying).
     pub ask_channel: Option<Channel>,
-    /// P(the payment is recovered over the rest of the window), following the
-    /// chosen slot and then the best later one (an estimate from the same model).
+    /// P(the payment is recovered over the rest of the window): the chosen
+    /// retry, then, each time the last one failed, the best-valued slot at least
+    /// a day later, as long as one is worth its cost (retries' outcomes taken as
+    /// independent given their features; an estimate from the same model).
     pub p_recovery: f64,
+    /// Retries on that path if every one of them fails (0 when not retrying).
+    pub planned_retries: u32,
     /// Best alternatives after the chosen one, best first.
     pub alternatives: Vec<Slot>,
     pub reasons: Vec<Reason>,
@@ -294,6 +298,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         chosen: None,
         ask_channel: Some(ask),
         p_recovery: 0.0,
+        planned_retries: 0,
         alternatives: Vec::new(),
         reasons,
         propensity: 1.0,
@@ -363,8 +368,9 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // The rules' verdict changes only at a few times fixed by the history: checked once per stretch.
     let mut checker = rules::RetryChecker::new(rule_facts, &past, req.payment_method_updated, &cfg.rules);
     let mut discount = first_discount / hourly_discount;
-    // Best expected value of each hour (over its channels), for the look-ahead.
+    // Best expected value of each hour (over its channels) and its P(success), for the look-ahead.
     let mut hour_best = vec![f64::NEG_INFINITY; (last_hour + 1).max(0) as usize];
+    let mut hour_best_p = vec![0.0f64; hour_best.len()];
     for hour in 0..=last_hour {
         let t = start_ts + 3600 * hour;
         discount *= hourly_discount;
@@ -417,7 +423,10 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             let odds = hour_odds * channel_odds;
             let p = if odds.is_nan() { model.calibrate(time_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
             let ev = discount * p * amount - cost;
-            hour_best[hour as usize] = hour_best[hour as usize].max(ev);
+            if ev > hour_best[hour as usize] {
+                hour_best[hour as usize] = ev;
+                hour_best_p[hour as usize] = p;
+            }
             slots.push(Scored { hour, channel: ch, p, ev, value: ev });
         }
     }
@@ -432,9 +441,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
 
     // One-step look-ahead: if this retry fails, the best expected value at least a
     // day later (0 when none: not retrying is always possible).
+    // `later_best[h]`: the best expected value from hour h on, and the hour it is at.
     let mut later_best = vec![0.0f64; hour_best.len() + 1];
+    let mut later_at = vec![usize::MAX; hour_best.len() + 1];
     for h in (0..hour_best.len()).rev() {
-        later_best[h] = later_best[h + 1].max(hour_best[h]);
+        (later_best[h], later_at[h]) = if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
     }
     for s in &mut slots {
         s.value = s.ev + (1.0 - s.p) * later_best[(s.hour as usize + 24).min(hour_best.len())];
@@ -479,9 +490,15 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     } else {
         reasons.push(reason("best_expected_value", format!("highest expected value of {scored} allowed candidates")));
     }
-    // If the chosen retry fails: the best-valued slot at least a day later.
-    let p_next = slots.iter().filter(|s| s.hour >= picked.hour + 24).max_by(|a, b| a.ev.total_cmp(&b.ev)).map_or(0.0, |s| s.p);
-    let p_recovery = 1.0 - (1.0 - chosen.p_success) * (1.0 - p_next);
+    // Each time the last retry fails: the best-valued slot at least a day later, while one is worth it.
+    let (mut fail_all, mut planned_retries, mut h) = (1.0 - chosen.p_success, 1u32, picked.hour as usize + 24);
+    let retries_left = req.constraints.max_retries.map_or(u32::MAX, |m| m.saturating_sub(req.attempts.len() as u32 - 1));
+    while let Some(&at) = later_at.get(h).filter(|&&at| at != usize::MAX && planned_retries < retries_left) {
+        fail_all *= 1.0 - hour_best_p[at];
+        planned_retries += 1;
+        h = at + 24;
+    }
+    let p_recovery = 1.0 - fail_all;
     // Reasons in the data: pay day and channel.
     let local = chosen.retry_at.with_timezone(&tz);
     if state.last_decline().class() == DeclineClass::SoftFunds {
@@ -502,6 +519,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         chosen: Some(chosen),
         ask_channel: None,
         p_recovery,
+        planned_retries,
         alternatives,
         reasons,
         propensity,
@@ -623,5 +641,29 @@ mod tests {
         let cost = cfg.attempt_cost_minor + cfg.message_cost(chosen.channel);
         let ev = (1.0 - cfg.daily_discount).powf(days) * chosen.p_success * 4_999.0 - cost;
         assert!((chosen.expected_value - ev).abs() < 1e-6, "{} vs {ev}", chosen.expected_value);
+    }
+
+    #[test]
+    fn recovery_follows_the_best_slot_a_day_after_each_failure() {
+        let (m, req) = (model(), request());
+        let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let chosen = d.chosen.clone().expect("chosen");
+        // Brute force over every scored slot: the best expected value at least 24 h after
+        // the last retry, while one is worth its cost.
+        let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
+        let (mut fail, mut at, mut n) = (1.0 - chosen.p_success, chosen.retry_at, 1);
+        while let Some(next) = all.iter().filter(|s| s.retry_at >= at + Duration::hours(24) && s.expected_value > 0.0).max_by(|a, b| a.expected_value.total_cmp(&b.expected_value)) {
+            fail *= 1.0 - next.p_success;
+            at = next.retry_at;
+            n += 1;
+        }
+        assert!(n >= 3, "a 14-day grid holds more than two retries a day apart ({n})");
+        assert_eq!(d.planned_retries, n);
+        assert!((d.p_recovery - (1.0 - fail)).abs() < 1e-12, "{} vs {}", d.p_recovery, 1.0 - fail);
+        // The caller's retry budget ends the path: one retry left, one planned.
+        let capped = Request { constraints: Constraints { max_retries: Some(1), ..req.constraints.clone() }, ..req.clone() };
+        let d1 = decide(&m, &cfg, &capped, (0.5, 0.5)).expect("decides");
+        assert_eq!((d1.planned_retries, d1.p_recovery), (1, d1.chosen.expect("chosen").p_success));
     }
 }

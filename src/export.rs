@@ -1,27 +1,28 @@
 //! Predicted recovery of open payments, for finance's MRR forecast.
 //!
 //! For a payment still open at `as_of` (failed, not recovered, inside its
-//! dunning window), [`forecast`] rolls the serving policy out over the rest of
-//! the window: the engine decides the next retry (no exploration); if that
-//! retry fails (it is recorded as a failure with the same decline) the engine
-//! decides again from there, until it stops retrying or the window ends. The
-//! policy is deterministic along that all-failures path, so
-//! `P(recovery) = Σₖ pₖ · Πⱼ<ₖ (1 − pⱼ)` exactly, under the success model.
+//! dunning window), [`forecast`] asks the engine for its next retry (no
+//! exploration) and takes the engine's own look-ahead over the rest of the
+//! window: that retry, then, each time the last one fails, the best-valued
+//! slot at least a day later, while one is worth its cost:
+//! `P(recovery) = 1 − Πₖ (1 − pₖ)`, one decision per payment.
 //!
 //! Payments the engine will not retry until the payer updates the payment
 //! method (expired card, wrong number…) are recovered only if the payer does
 //! update: the success model cannot say how likely that is, so [`UpdateRates`]
 //! measures it in the history (the share of such payments whose payer updated
-//! within the window, given the time already passed), and the rollout then
+//! within the window, given the time already passed), and the engine then
 //! continues from the update with the updated method.
 //!
-//! The rollout treats the retries' outcomes as independent given their
-//! features; real failures are correlated (a payer without funds tends to stay
-//! without), so raw rollouts over-predict. [`Calibration`] corrects that the
-//! way a forecaster backtests: the same forecast is made for payments of the
-//! history whose window had closed by the cut-off, at one of their failed
-//! attempts, and a Platt map per decline class is fitted from the raw
-//! probability to what was realised. The export reports both.
+//! That path treats the retries' outcomes as independent given their
+//! features (and scores later retries with today's attempt count); real
+//! failures are correlated (a payer without funds tends to stay without), so
+//! the raw figure over-predicts. [`Calibration`] corrects that the way a
+//! forecaster backtests: the same forecast is made at the same moment of
+//! earlier months for the payments open then (their windows have closed by
+//! the cut-off), and a logistic map per decline class is fitted from the raw
+//! probability and the days already gone to what was realised. The export
+//! reports both figures.
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
@@ -60,7 +61,7 @@ pub struct Forecast {
     pub p_next_success: f64,
     /// P(the payment is recovered over the rest of its window), calibrated on the history.
     pub p_recovery: f64,
-    /// The same from the model's rollout alone, before calibration.
+    /// The same from the model's look-ahead alone, before calibration.
     pub p_recovery_model: f64,
     /// Retries the policy would make if every one of them failed.
     pub retries_if_all_fail: u32,
@@ -118,67 +119,45 @@ impl UpdateRates {
     }
 }
 
-/// At most this many engine decisions along one path (a 21-day window holds far fewer retries).
-const MAX_STEPS: usize = 48;
-
-/// Roll the serving policy out from `req` (see the module documentation).
+/// The serving policy's forecast for `req` (see the module documentation).
 /// `cfg.exploration` is ignored: the forecast follows the best slot.
 pub fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &UpdateRates) -> Result<Forecast, InvalidField> {
     let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg.clone() };
-    let (first, p_recovery, retries) = rollout(model, &cfg, req.clone(), updates, true)?;
-    Ok(Forecast { p_recovery, p_recovery_model: p_recovery, retries_if_all_fail: retries, ..first.expect("the first decision is always made") })
-}
-
-/// The first step's forecast (when `want_first`), P(recovery), and the retries on the all-failures path.
-fn rollout(model: &SuccessModel, cfg: &EngineConfig, mut req: Request, updates: &UpdateRates, want_first: bool) -> Result<(Option<Forecast>, f64, u32), InvalidField> {
-    let (mut survive, mut p_recovery, mut retries) = (1.0f64, 0.0f64, 0u32);
-    let mut first: Option<Forecast> = None;
-    for step in 0..MAX_STEPS {
-        let d = engine::decide(model, cfg, &req, (1.0, 0.0))?;
-        let chosen = d.chosen.as_ref().filter(|_| d.action == Action::Retry);
-        let last = req.attempts.last().expect("validated").clone();
-        let needs_update = last.decline.class() == DeclineClass::NeedsUpdate && !req.payment_method_updated;
-        let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
-        let ask = d.ask_channel.filter(|c| *c != Channel::None && needs_update && !hard && want_first && step == 0);
-        if step == 0 && want_first {
-            let reason = main_reason(&d, chosen.is_some());
-            first = Some(match chosen {
-                Some(s) => Forecast { next: Next::Retry, retry_at: Some(s.retry_at), channel: Some(s.channel), send_at: s.send_at, p_next_success: s.p_success, p_recovery: 0.0, p_recovery_model: 0.0, retries_if_all_fail: 0, reason },
-                None if ask.is_some() => Forecast { next: Next::AskForUpdate, retry_at: None, channel: ask, send_at: Some(req.now), p_next_success: 0.0, p_recovery: 0.0, p_recovery_model: 0.0, retries_if_all_fail: 0, reason: "ask_for_new_payment_method".into() },
-                None => Forecast { next: Next::Stop, retry_at: None, channel: None, send_at: None, p_next_success: 0.0, p_recovery: 0.0, p_recovery_model: 0.0, retries_if_all_fail: 0, reason },
-            });
-        }
-        let Some(s) = chosen else {
-            // Not retrying. A payment waiting for a new payment method (asked once, at the
-            // start) is recovered if the payer updates: at the rate measured in history.
-            if needs_update && !hard && step == 0 && want_first {
-                let failed_at = req.attempts.iter().rev().find(|a| a.decline.class() == DeclineClass::NeedsUpdate).map_or(last.at, |a| a.at);
-                let elapsed = (req.now - failed_at).num_minutes() as f64 / 1440.0;
-                if let Some((p_update, at_days)) = updates.after(elapsed) {
-                    let at = (failed_at + Duration::minutes((at_days * 1440.0) as i64)).max(req.now);
-                    if p_update > 0.0 && at < req.attempts[0].at + Duration::days(cfg.dunning_window_days) {
-                        let mut after = req.clone();
-                        after.now = at;
-                        after.payment_method_updated = true;
-                        let (_, p, _) = rollout(model, cfg, after, updates, false)?;
-                        p_recovery += survive * p_update * p;
-                    }
-                }
-            }
-            break;
-        };
-        p_recovery += survive * s.p_success;
-        survive *= 1.0 - s.p_success;
-        retries += 1;
-        if survive < 1e-6 {
-            break;
-        }
-        // The retry failed: the same decline again.
-        req.attempts.push(RequestAttempt { at: s.retry_at, channel: Some(s.channel), payment_method_updated: req.payment_method_updated, ..last });
-        req.now = s.retry_at;
-        req.payment_method_updated = false;
+    let d = engine::decide(model, &cfg, req, (1.0, 0.0))?;
+    let reason = main_reason(&d, d.action == Action::Retry);
+    if let Some(s) = d.chosen.as_ref().filter(|_| d.action == Action::Retry) {
+        return Ok(Forecast {
+            next: Next::Retry,
+            retry_at: Some(s.retry_at),
+            channel: Some(s.channel),
+            send_at: s.send_at,
+            p_next_success: s.p_success,
+            p_recovery: d.p_recovery,
+            p_recovery_model: d.p_recovery,
+            retries_if_all_fail: d.planned_retries,
+            reason,
+        });
     }
-    Ok((first, p_recovery.clamp(0.0, 1.0), retries))
+    let stop = Forecast { next: Next::Stop, retry_at: None, channel: None, send_at: None, p_next_success: 0.0, p_recovery: 0.0, p_recovery_model: 0.0, retries_if_all_fail: 0, reason };
+    // Not retrying. A payment waiting for a new payment method is recovered if
+    // the payer updates it: at the rate measured in history, when the payers who
+    // did so updated, and then as the engine retries an updated method.
+    let last = req.attempts.last().expect("validated");
+    let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
+    let Some(ask) = d.ask_channel.filter(|c| *c != Channel::None && last.decline.class() == DeclineClass::NeedsUpdate && !hard && !req.payment_method_updated) else {
+        return Ok(stop);
+    };
+    let failed_at = req.attempts.iter().find(|a| a.decline.class() == DeclineClass::NeedsUpdate).map_or(last.at, |a| a.at);
+    let mut p_recovery = 0.0;
+    if let Some((p_update, at_days)) = updates.after((req.now - failed_at).num_minutes() as f64 / 1440.0) {
+        let at = (failed_at + Duration::minutes((at_days * 1440.0) as i64)).max(req.now);
+        if p_update > 0.0 && at < req.attempts[0].at + Duration::days(cfg.dunning_window_days) {
+            let after = Request { now: at, payment_method_updated: true, ..req.clone() };
+            let u = engine::decide(model, &cfg, &after, (1.0, 0.0))?;
+            p_recovery = p_update * u.p_recovery;
+        }
+    }
+    Ok(Forecast { next: Next::AskForUpdate, channel: Some(ask), send_at: Some(req.now), p_recovery, p_recovery_model: p_recovery, reason: "ask_for_new_payment_method".into(), ..stop })
 }
 
 /// The reason code that explains a decision in one word: the verdict when not retrying.
@@ -284,7 +263,7 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
 // ---------------------------------------------------------------------------
 // Calibration on the history.
 
-/// A logistic map per decline class (of the last attempt) from the rollout's
+/// A logistic map per decline class (of the last attempt) from the look-ahead's
 /// raw P(recovery) and the days already gone since the first failure (in
 /// buckets: what is left of a schedule changes by steps) to the realised
 /// rate: `σ(a · logit(p) + by_days[bucket] + b)`; raw forecasts of exactly 0
@@ -328,11 +307,6 @@ fn logit(p: f64) -> f64 {
 }
 
 impl Calibration {
-    /// No correction.
-    pub fn identity() -> Calibration {
-        Calibration { classes: Vec::new() }
-    }
-
     /// Apply to a raw P(recovery) of a payment whose last decline is of `class`, `elapsed_days` after its first failure.
     pub fn apply(&self, class: DeclineClass, raw: f64, elapsed_days: f64) -> f64 {
         match self.classes.iter().find(|c| c.class == class) {

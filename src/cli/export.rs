@@ -17,17 +17,19 @@ use crate::export::{open_payments, request, Forecast, Forecaster, Next, Open, Pa
 use crate::history::{load, History, LoadOptions};
 
 /// Predict, for every payment still open at --as-of (failed, not recovered,
-/// inside its dunning window), the probability that the serving policy recovers
-/// it over the rest of its window, the expected recovered amount, and the next
-/// retry time and channel. With --by, write totals per segment and currency instead.
+/// inside its dunning window), the probability that it is recovered over the
+/// rest of its window, the expected recovered amount, and the serving policy's
+/// next retry time and channel. With --by, write totals per segment and
+/// currency instead.
 ///
-/// The probability comes from rolling the engine out over the rest of the window
-/// with the model (each retry, if it fails, followed by the engine's next one).
-/// Payments waiting for a new payment method are recovered only if the payer
-/// updates it: that rate is measured in the same history (payments whose window
-/// closed before --as-of). Only attempts at or before --as-of are read.
+/// The probability starts from the engine's look-ahead with the model (the next
+/// retry, then the best slot a day after each failure); payments waiting for a
+/// new payment method count on the update rate measured in the same history.
+/// It is then calibrated by backtesting the same forecast at the same moment of
+/// earlier months against what happened (p_recovery_model is the figure before).
+/// Only attempts at or before --as-of are read.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup export --history data/sample/ --as-of 2026-06-01 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the rollout\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit.")]
+#[command(after_help = "A payment is open at --as-of when it has attempts at or before it, none succeeded,\nand its window has not ended; only attempts up to --as-of are read.\n\np_recovery starts from the engine's look-ahead with the model (the next retry, then\nthe best slot a day after each failure); payments waiting for a new payment method\ncount on the update rate measured in the same history. It is then calibrated by\nbacktesting the same forecast at the same moment of earlier months (--as-of minus\n1, 2, ... months) against what happened; p_recovery_model is the figure before.\n\nExamples:\n  recoup export --history data/sample/ --as-of 2025-10-15 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the model look-ahead\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit.")]
 pub struct Args {
     /// History (Parquet/CSV file or directory, contract v1).
     #[arg(long, value_name = "PATH")]
@@ -194,7 +196,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
     }
     if fc.calibration.classes.is_empty() {
-        tracing::warn!("no failed payment closed before --as-of: the forecast is the model's rollout, uncalibrated");
+        tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
     }
     let write_payments = if a.by.is_empty() { Some((a.out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
     let mut writer = write_payments.map(|(p, f)| Writer::create(p, f)).transpose()?;
@@ -378,7 +380,7 @@ struct Writer {
 }
 
 enum Batched {
-    Parquet(polars::io::parquet::write::BatchedWriter<File>),
+    Parquet(Box<polars::io::parquet::write::BatchedWriter<File>>),
     Csv(polars::io::csv::write::BatchedWriter<File>),
 }
 
@@ -393,7 +395,7 @@ impl Writer {
         let ctx = |e: PolarsError| anyhow::anyhow!("writing {path}: {e}");
         if let Some(f) = self.file.take() {
             self.open = Some(match self.format {
-                Format::Parquet => Batched::Parquet(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(df.schema()).map_err(ctx)?),
+                Format::Parquet => Batched::Parquet(Box::new(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(df.schema()).map_err(ctx)?)),
                 Format::Csv => Batched::Csv(CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).batched(df.schema()).map_err(ctx)?),
             });
         }
