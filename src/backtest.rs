@@ -147,13 +147,45 @@ impl Strategy for Schedule {
     }
 
     fn next(&self, v: &View) -> Option<Action> {
-        let after = v.after();
-        let tz = v.case.payer.timezone;
-        self.days
-            .iter()
-            .map(|&d| local_at(tz, v.case.episode.failed_at, d, self.hour))
-            .find(|t| *t > after)
-            .map(|retry_at| Action { retry_at, channel: self.channel })
+        self.next_after(v.case.payer.timezone, v.case.episode.failed_at, v.after())
+    }
+}
+
+impl Schedule {
+    /// The first retry of the schedule strictly after `after`, for a payment that failed at `failed`.
+    pub fn next_after(&self, tz: chrono_tz::Tz, failed: DateTime<Utc>, after: DateTime<Utc>) -> Option<Action> {
+        self.days.iter().map(|&d| local_at(tz, failed, d, self.hour)).find(|t| *t > after).map(|retry_at| Action { retry_at, channel: self.channel })
+    }
+}
+
+/// A schedule counted in hours from the failure (not at a local hour): the
+/// shape of a randomized logging policy with its jitter removed, so logged
+/// history supports it (off-policy tests use it). Technical declines follow
+/// `technical_hours` when given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offsets {
+    pub name: String,
+    pub hours: Vec<i64>,
+    #[serde(default)]
+    pub technical_hours: Vec<i64>,
+    pub channel: Channel,
+}
+
+impl Offsets {
+    /// The first retry strictly after `after`, for a payment that failed at `failed` with `class`.
+    pub fn next_after(&self, class: DeclineClass, failed: DateTime<Utc>, after: DateTime<Utc>) -> Option<Action> {
+        let hours = if class == DeclineClass::Technical && !self.technical_hours.is_empty() { &self.technical_hours } else { &self.hours };
+        hours.iter().map(|h| failed + Duration::hours(*h)).find(|t| *t > after).map(|retry_at| Action { retry_at, channel: self.channel })
+    }
+}
+
+impl Strategy for Offsets {
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn next(&self, v: &View) -> Option<Action> {
+        self.next_after(v.case.episode.decline.class(), v.case.episode.failed_at, v.after())
     }
 }
 
@@ -171,20 +203,33 @@ impl Strategy for PayDayHeuristic {
     }
 
     fn next(&self, v: &View) -> Option<Action> {
-        let st = v.state;
-        if st.attempts.len() > 4 {
+        let p = &v.case.payer;
+        PayDayHeuristic::next_after(p.timezone, p.country, v.case.episode.failed_at, v.state.episode.decline.class(), v.state.attempts.len(), &v.case.past_payments, v.after())
+    }
+}
+
+impl PayDayHeuristic {
+    /// The next retry strictly after `after` of a payment that failed at `failed`
+    /// with `class` and has `attempts` attempts so far; `past` is the payer's earlier payments.
+    pub fn next_after(
+        tz: chrono_tz::Tz,
+        country: crate::domain::Country,
+        failed: DateTime<Utc>,
+        class: DeclineClass,
+        attempts: usize,
+        past: &[engine::PastPayment],
+        after: DateTime<Utc>,
+    ) -> Option<Action> {
+        if attempts > 4 {
             return None;
         }
-        let after = v.after();
-        let tz = v.case.payer.timezone;
-        let failed = v.case.episode.failed_at;
-        let retry_at = match st.episode.decline.class() {
+        let retry_at = match class {
             DeclineClass::Technical => [2, 6, 24, 72].iter().map(|h| failed + Duration::hours(*h)).find(|t| *t > after)?,
             DeclineClass::SoftFunds => {
-                let evidence: Vec<_> = v.case.past_payments.iter().flat_map(|p| crate::features::payment_evidence(tz, p)).map(|(_, e)| e).collect();
-                let estimate = crate::payday::infer(v.case.payer.country, &evidence);
+                let evidence: Vec<_> = past.iter().flat_map(|p| crate::features::payment_evidence(tz, p)).map(|(_, e)| e).collect();
+                let estimate = crate::payday::infer(country, &evidence);
                 let from = after.with_timezone(&tz).date_naive();
-                let pay_days = estimate.schedule.pay_days_between(v.case.payer.country, from - Duration::days(1), from + Duration::days(45));
+                let pay_days = estimate.schedule.pay_days_between(country, from - Duration::days(1), from + Duration::days(45));
                 pay_days.iter().map(|d| local_at(tz, d.and_hms_opt(12, 0, 0).expect("noon").and_utc(), 1, 8)).find(|t| *t > after)?
             }
             _ => [1, 3, 7].iter().map(|d| local_at(tz, failed, *d, 9)).find(|t| *t > after)?,
@@ -363,6 +408,8 @@ impl Strategy for Oracle {
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Outcome1 {
     pub recovered: bool,
+    /// Recovered by the first retry.
+    pub first_retry_success: bool,
     pub revenue: f64,
     pub days_to_recovery: Option<f64>,
     pub attempts: u32,
@@ -412,6 +459,7 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
     };
     Outcome1 {
         recovered,
+        first_retry_success: st.attempts.get(1).is_some_and(|a| a.past.outcome == Outcome::Succeeded),
         revenue: if recovered { case.episode.amount_minor as f64 } else { 0.0 },
         days_to_recovery: days,
         attempts: st.attempts.len() as u32 - 1,

@@ -40,6 +40,7 @@ pub mod history;
 pub mod hyperswitch;
 pub mod metrics;
 pub mod model;
+pub mod offpolicy;
 pub mod payday;
 pub mod registry;
 pub mod report;

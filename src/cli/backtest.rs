@@ -16,8 +16,13 @@ use crate::sim::{World, WorldConfig};
 ///
 /// Strategies: the fixed schedules (data/strategies.toml or --schedules), a
 /// pay-day heuristic, the learned policy (the registry's current model or
-/// --model), the oracle (true probabilities) and a random floor. Off-policy
-/// estimates on logged history are not built yet (issue #6).
+/// --model), the oracle (true probabilities) and a random floor.
+///
+/// With --history, off-policy instead: the fixed schedules, the pay-day heuristic
+/// and the learned policy estimated on a logged history from its `propensity`
+/// column (replay, IPS, self-normalized IPS and doubly robust for the first
+/// retry; per-decision IS and sequential doubly robust for recovery), with
+/// episode-bootstrap intervals, effective sample sizes and support warnings.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-050007-e30fde4c")]
 pub struct Args {
@@ -59,6 +64,13 @@ pub struct Args {
     /// Print the results as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Off-policy instead: estimate the strategies on this logged history (Parquet/CSV
+    /// file or directory, contract v1, with `propensity`), not in the simulated world.
+    #[arg(long, value_name = "PATH")]
+    pub history: Option<PathBuf>,
+    /// With --history: only each payer's first failed payment.
+    #[arg(long, requires = "history")]
+    pub first_per_payer: bool,
 }
 
 /// Run `recoup backtest`.
@@ -85,6 +97,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         None => crate::registry::load_current(&a.models)?,
     };
     let learned = Learned { model, version, cfg: crate::engine::EngineConfig::default(), channels: a.learned_channels.clone() };
+    if let Some(path) = &a.history {
+        return off_policy(a, path, &schedules, &learned, quiet);
+    }
     let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();
     let fixed: Vec<usize> = (0..schedules.len()).collect();
     strategies.extend([&PayDayHeuristic as &dyn Strategy, &learned, &Oracle, &RandomPolicy]);
@@ -169,5 +184,46 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         let learned_ix = oracle - 1;
         println!("{:<13} {:<12} n={:<7} {} | {} | {}", seg.by.as_str(), seg.value, seg.payments, show(best_fixed), show(learned_ix), show(oracle));
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `recoup backtest --history`: off-policy estimates on a logged history.
+fn off_policy(a: &Args, path: &std::path::Path, schedules: &[backtest::Schedule], learned: &Learned, quiet: bool) -> anyhow::Result<ExitCode> {
+    use crate::offpolicy::{self, LoggedStrategy};
+    let started = Instant::now();
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
+        }
+    };
+    let h = crate::history::load(path, &crate::history::LoadOptions::default()).with_context(|| format!("loading history {}", path.display()))?;
+    let logged = h.attempts.iter().filter(|x| x.attempt_number > 0).count();
+    let with_propensity = h.attempts.iter().filter(|x| x.attempt_number > 0 && x.propensity.is_some()).count();
+    anyhow::ensure!(with_propensity > 0, "{}: no retry has a `propensity`: off-policy estimates need the logging policy's propensities (history contract v1, optional column)", path.display());
+    say(&format!("loaded {} attempts; {with_propensity} of {logged} retries carry a propensity", h.attempts.len()));
+    let mut strategies: Vec<&dyn LoggedStrategy> = schedules.iter().map(|s| s as &dyn LoggedStrategy).collect();
+    strategies.extend([&PayDayHeuristic as &dyn LoggedStrategy, learned]);
+    let opts = offpolicy::Options { first_per_payer: a.first_per_payer, resamples: a.resamples, seed: a.seed, ..offpolicy::Options::default() };
+    let (coverage, est) = offpolicy::estimate(&h, &learned.model, &strategies, &opts, &|i| say(&format!("strategy {}/{}", i + 1, strategies.len())));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "history": path, "coverage": coverage, "strategies": est }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "off-policy on {}: {} failed payments ({} needs-update payments left out: the log retries them only after an update; {} without propensities); 95 % episode-bootstrap intervals",
+        path.display(),
+        coverage.episodes,
+        coverage.needs_update_left_out,
+        coverage.without_propensity
+    );
+    println!("\n{:<26} {:>8} {:>7} {:>21} {:>21} {:>21} {:>21}", "strategy", "matched", "ESS", "first retry: SNIPS", "first retry: DR", "recovery: PDIS", "recovery: seq. DR");
+    let pct = |e: &backtest::Estimate| if e.value.is_finite() { format!("{:.1} % [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi) } else { "–".into() };
+    for e in &est {
+        println!("{:<26} {:>8} {:>7.0} {:>21} {:>21} {:>21} {:>21}", e.strategy, e.matched_first, e.ess_first, pct(&e.first_retry_snips), pct(&e.first_retry_dr), pct(&e.recovery_pdis), pct(&e.recovery_sdr));
+    }
+    for e in est.iter().filter(|e| e.warning.is_some()) {
+        println!("warning: {}: {}", e.strategy, e.warning.as_deref().unwrap_or_default());
+    }
+    println!("\nreplay and plain IPS are in --json. After the log's last retry nothing is observed: strategies that dunn longer than the log did are estimated low.");
     Ok(ExitCode::SUCCESS)
 }

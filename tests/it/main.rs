@@ -5,6 +5,7 @@ mod cli;
 mod export;
 mod history;
 mod hyperswitch;
+mod offpolicy;
 mod serve;
 mod sim;
 mod support;
