@@ -139,6 +139,16 @@ pub struct LoadOptions {
     pub reject_path: Option<PathBuf>,
     /// Rows of a Parquet file decoded at a time (default [`PARQUET_SLICE_ROWS`]); bounds memory.
     pub parquet_slice_rows: Option<usize>,
+    /// `Some((k, n))`: keep only the payers whose `customer_id` hashes to shard k of n
+    /// (see [`shard_of`]); every row of a payer lands in the same shard, so n loads
+    /// with k = 0..n see every payer once, each with 1/n of the memory. Rows of
+    /// other shards are counted as read but not validated.
+    pub shard: Option<(u64, u64)>,
+}
+
+/// The shard of `n` that a payer's rows belong to.
+pub fn shard_of(customer_id: &str, n: u64) -> u64 {
+    id_hash(customer_id) % n.max(1)
 }
 
 /// Counts and notes from one load, for `history check` and logs.
@@ -844,7 +854,7 @@ impl<'o> Loader<'o> {
         self.attempts.reserve(height);
         self.attempt_ids.reserve(height, 20);
         // Parsed rows of one block; reused so its pages are touched once.
-        let mut parsed: Vec<Cell<(Attempt, RowNotes)>> = Vec::new();
+        let mut parsed: Vec<Option<Cell<(Attempt, RowNotes)>>> = Vec::new();
         let mut offset = first_row;
         // One chunk (Parquet row group) at a time: zero-copy when the columns'
         // chunks line up, and each column view is a single array.
@@ -867,7 +877,7 @@ impl<'o> Loader<'o> {
         cols: &[Col],
         height: usize,
         offset: usize,
-        parsed: &mut Vec<Cell<(Attempt, RowNotes)>>,
+        parsed: &mut Vec<Option<Cell<(Attempt, RowNotes)>>>,
     ) -> Result<(), LoadError> {
         use rayon::prelude::*;
         /// Rows parsed in parallel per block: bounds the memory of parsed rows.
@@ -881,10 +891,15 @@ impl<'o> Loader<'o> {
             (block..(block + BLOCK).min(height))
                 .into_par_iter()
                 .with_min_len(2048)
-                .map(|i| parse_row(cols, i, SourceRow { file: file_ix, row: (offset + i + 1) as u32 }))
+                .map(|i| {
+                    // Another shard's payer: skipped unread (a row without a customer id is shard 0's, to be reported once).
+                    let theirs = self.opts.shard.is_some_and(|(k, n)| cols[C_CUSTOMER_ID].text(i).map_or(0, |c| shard_of(c, n)) != k);
+                    (!theirs).then(|| parse_row(cols, i, SourceRow { file: file_ix, row: (offset + i + 1) as u32 }))
+                })
                 .collect_into_vec(parsed);
             for (k, row) in parsed.drain(..).enumerate() {
                 let i = block + k;
+                let Some(row) = row else { continue };
                 let (mut attempt, notes) = match row {
                     Ok(row) => row,
                     Err(e) => {

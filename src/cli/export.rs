@@ -58,6 +58,11 @@ pub struct Args {
     /// Closed payments (the latest) on which the forecast is calibrated.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub calibration_payments: usize,
+    /// Read the history this many times, each time only the payers of one shard (a
+    /// hash of customer_id): peak memory shrinks about N-fold, reading takes N times
+    /// as long. Rows come out shard by shard; the calibration is fitted on the first.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub passes: u64,
     /// Write history rows that break the contract to the reject file and go on.
     #[arg(long)]
     pub skip_bad_rows: bool,
@@ -172,52 +177,72 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
         None => crate::registry::load_current(&a.models)?,
     };
-    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() };
-    let h = load(&a.history, &opts).with_context(|| format!("loading history {}", a.history.display()))?;
-    if h.report.rows_rejected > 0 {
-        tracing::warn!(rows = h.report.rows_rejected, file = %a.rejects.display(), "rows broke the contract and were written to the reject file");
-    }
-    say(&format!("loaded {} attempts of {} payments from {}", h.attempts.len(), h.payment_ids.len(), a.history.display()));
-    let cfg = EngineConfig::default();
-    let open = open_payments(&h, a.as_of, cfg.dunning_window_days);
-    say(&format!("{} payments open at {}", open.len(), a.as_of.to_rfc3339()));
-    let payers = Payers::new(&h);
-    let fc = Forecaster::fit(&h, &payers, model, cfg, a.as_of, a.calibration_payments)?;
-    say(&format!(
-        "payers updated their payment method on {:.1} % of {} needs-update payments closed by then; calibrated on {} closed payments",
-        100.0 * fc.updates.overall(),
-        fc.updates.payments,
-        fc.calibration.classes.iter().map(|c| c.forecasts).sum::<usize>()
-    ));
-    for m in &fc.calibration.classes {
-        tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
-    }
-    if fc.updates.payments == 0 {
-        tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
-    }
-    if fc.calibration.classes.is_empty() {
-        tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
-    }
+    anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
     let write_payments = if a.by.is_empty() { Some((a.out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
     let mut writer = write_payments.map(|(p, f)| Writer::create(p, f)).transpose()?;
     let mut totals: BTreeMap<Vec<String>, Total> = BTreeMap::new();
-    let mut invalid = 0usize;
-    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(open.len() as u64) };
+    let (mut invalid, mut open_total) = (0usize, 0usize);
+    let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
     bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} open payments {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
-    for chunk in open.chunks(BATCH) {
-        let rows: Vec<Row> = chunk.par_iter().map(|p| row(&h, &payers, p, a.as_of, &fc)).collect();
-        invalid += rows.iter().filter(|r| r.f.reason.starts_with("invalid:")).count();
-        for r in &rows {
-            let mut key: Vec<String> = a.by.iter().map(|s| s.of(r)).collect();
-            key.push(r.currency.clone());
-            totals.entry(key).or_default().add(r);
+    let mut forecaster: Option<Forecaster> = None;
+    for pass in 0..a.passes {
+        let shard = (a.passes > 1).then_some((pass, a.passes));
+        // With passes, memory is what matters: decode smaller slices too.
+        let parquet_slice_rows = (a.passes > 1).then_some(1 << 17);
+        let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), shard, parquet_slice_rows };
+        let h = load(&a.history, &opts).with_context(|| format!("loading history {}", a.history.display()))?;
+        if h.report.rows_rejected > 0 {
+            tracing::warn!(rows = h.report.rows_rejected, file = %a.rejects.display(), "rows broke the contract and were written to the reject file");
         }
-        if let Some(w) = writer.as_mut() {
-            w.write(&payment_frame(&rows, a.as_of, &version)?)?;
+        let which = if a.passes > 1 { format!(" (pass {} of {}: the payers of that shard)", pass + 1, a.passes) } else { String::new() };
+        bar.suspend(|| say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), a.history.display())));
+        let cfg = EngineConfig::default();
+        let open = open_payments(&h, a.as_of, cfg.dunning_window_days);
+        open_total += open.len();
+        bar.inc_length(open.len() as u64);
+        let payers = Payers::new(&h);
+        // Fitted once, on the first pass's payers (a random shard of them): every
+        // payment is scored by the same calibration.
+        let fc: &Forecaster = match &forecaster {
+            Some(fc) => fc,
+            None => {
+                let fc = Forecaster::fit(&h, &payers, model.clone(), cfg, a.as_of, a.calibration_payments)?;
+                bar.suspend(|| {
+                    say(&format!(
+                        "payers updated their payment method on {:.1} % of {} needs-update payments closed by then; calibrated on {} forecasts",
+                        100.0 * fc.updates.overall(),
+                        fc.updates.payments,
+                        fc.calibration.classes.iter().map(|c| c.forecasts).sum::<usize>()
+                    ))
+                });
+                for m in &fc.calibration.classes {
+                    tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
+                }
+                if fc.updates.payments == 0 {
+                    tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
+                }
+                if fc.calibration.classes.is_empty() {
+                    tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
+                }
+                forecaster.insert(fc)
+            }
+        };
+        bar.suspend(|| say(&format!("{} payments open at {}", open.len(), a.as_of.to_rfc3339())));
+        for chunk in open.chunks(BATCH) {
+            let rows: Vec<Row> = chunk.par_iter().map(|p| row(&h, &payers, p, a.as_of, fc)).collect();
+            invalid += rows.iter().filter(|r| r.f.reason.starts_with("invalid:")).count();
+            for r in &rows {
+                let mut key: Vec<String> = a.by.iter().map(|s| s.of(r)).collect();
+                key.push(r.currency.clone());
+                totals.entry(key).or_default().add(r);
+            }
+            if let Some(w) = writer.as_mut() {
+                w.write(&payment_frame(&rows, a.as_of, &version)?)?;
+            }
+            bar.inc(chunk.len() as u64);
         }
-        bar.inc(chunk.len() as u64);
     }
-    if open.is_empty() {
+    if open_total == 0 {
         tracing::warn!(as_of = %a.as_of.to_rfc3339(), "no payment is open at --as-of: the export has a header and no rows");
         if let Some(w) = writer.as_mut() {
             w.write(&payment_frame(&[], a.as_of, &version)?)?;
@@ -242,7 +267,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     for (k, t) in &totals {
         per_currency.entry(k.last().expect("currency").as_str()).or_default().merge(t);
     }
-    println!("{} open payments at {}, model {}", open.len(), a.as_of.to_rfc3339(), version);
+    println!("{} open payments at {}, model {}", open_total, a.as_of.to_rfc3339(), version);
     println!("{:<8} {:>9} {:>18} {:>22} {:>9}", "currency", "payments", "amount open", "expected recovered", "rate");
     for (c, t) in &per_currency {
         println!("{c:<8} {:>9} {:>18} {:>22.0} {:>8.1} %", t.payments, t.amount, t.expected, 100.0 * t.rate());

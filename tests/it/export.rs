@@ -130,3 +130,30 @@ fn export_errors_name_the_problem() {
     cmd().args(["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", "x.xlsx"]).assert().failure().stderr(predicates::str::contains("--format"));
     cmd().args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", "/tmp/x.csv"]).assert().failure().stderr(predicates::str::contains("no/such/dir"));
 }
+
+/// `--passes 3` reads the payers in three shards: the same open payments, and the
+/// same model figures for every payment that does not wait for a new card (those
+/// use the update rate, measured on the first shard's payers only).
+#[test]
+fn export_in_passes_covers_the_same_payments() {
+    use polars::prelude::*;
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let read = |passes: &str| {
+        let out = dir.path().join(format!("open-{passes}.csv"));
+        assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root)
+            .args(["export", "-q", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", out.to_str().unwrap(), "--calibration-payments", "2000", "--passes", passes])
+            .assert().success();
+        let df = CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(out)).unwrap().finish().unwrap();
+        let (ids, class, p) = (df.column("payment_id").unwrap().str().unwrap().clone(), df.column("decline_class").unwrap().str().unwrap().clone(), df.column("p_recovery_model").unwrap().f64().unwrap().clone());
+        (0..df.height()).map(|i| (ids.get(i).unwrap().to_string(), (class.get(i).unwrap().to_string(), p.get(i).unwrap()))).collect::<std::collections::BTreeMap<_, _>>()
+    };
+    let (one, three) = (read("1"), read("3"));
+    assert!(one.len() > 100);
+    assert_eq!(one.keys().collect::<Vec<_>>(), three.keys().collect::<Vec<_>>());
+    for (id, (class, p)) in &one {
+        if class != "needs_update" {
+            assert!((p - three[id].1).abs() < 1e-9, "{id}: {p} vs {}", three[id].1);
+        }
+    }
+}

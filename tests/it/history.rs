@@ -323,3 +323,26 @@ fn parquet_read_in_small_slices_gives_the_same_history_and_row_numbers() {
     let err = load(&bad, &sliced).expect_err("negative").to_string();
     assert!(err.contains(&format!("row {}, column `amount_minor`", n - 2)), "{err}");
 }
+
+/// Shards split a history by payer: every row in exactly one shard, every
+/// payer's rows together.
+#[test]
+fn shards_partition_the_payers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample/history.parquet");
+    let full = load(&path, &LoadOptions::default()).unwrap();
+    let mut rows = 0;
+    let mut customers = std::collections::HashSet::new();
+    for k in 0..3 {
+        let h = load(&path, &LoadOptions { shard: Some((k, 3)), ..LoadOptions::default() }).unwrap();
+        assert_eq!(h.report.rows_read, full.report.rows_read, "every pass reads every row");
+        assert!(h.attempts.len() > full.attempts.len() / 5, "shard {k}: {} rows", h.attempts.len());
+        rows += h.attempts.len();
+        for a in &h.attempts {
+            let c = h.customer_id(a);
+            assert_eq!(recoup::history::shard_of(c, 3), k);
+            customers.insert(c.to_string());
+        }
+    }
+    assert_eq!(rows, full.attempts.len());
+    assert_eq!(customers.len(), full.customer_ids.len());
+}
