@@ -433,3 +433,34 @@ impl Forecaster {
         Ok(f)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_rate_is_conditional_on_the_days_already_gone() {
+        // Five needs-update payments; three payers updated, after 1, 2 and 5 days.
+        let r = UpdateRates { delays: vec![1.0, 2.0, 5.0], payments: 5 };
+        assert_eq!(r.overall(), 0.6);
+        assert_eq!(r.after(0.0), Some((0.6, 2.0)));
+        // A day and a half on, one payer has updated: 2 of the 4 left will, the later one's median at day 5.
+        assert_eq!(r.after(1.5), Some((0.5, 5.0)));
+        assert_eq!(r.after(6.0), Some((0.0, 6.0)));
+        assert_eq!(UpdateRates::default().after(0.0), None);
+    }
+
+    #[test]
+    fn calibration_maps_by_class_and_days_gone() {
+        let m = ClassMap { class: DeclineClass::SoftFunds, a: 1.0, by_days: vec![0.0, 0.0, 0.0, 0.0, -1.0, -2.0], b: 0.0, rate_at_zero: 0.1, forecasts: 10, realised: 0.5 };
+        let c = Calibration { classes: vec![m] };
+        // a = 1, no offset: the identity in the first days.
+        assert!((c.apply(DeclineClass::SoftFunds, 0.3, 0.5) - 0.3).abs() < 1e-9);
+        // Day 9 (bucket 8–14): logit − 1.
+        assert!((c.apply(DeclineClass::SoftFunds, 0.5, 9.0) - crate::model::sigmoid(-1.0)).abs() < 1e-9);
+        assert!((c.apply(DeclineClass::SoftFunds, 0.5, 20.0) - crate::model::sigmoid(-2.0)).abs() < 1e-9);
+        // A raw 0 gets the class's realised rate at 0; a class without a map is left as it is.
+        assert_eq!(c.apply(DeclineClass::SoftFunds, 0.0, 3.0), 0.1);
+        assert_eq!(c.apply(DeclineClass::Technical, 0.42, 3.0), 0.42);
+    }
+}

@@ -142,7 +142,8 @@ pub struct LoadOptions {
     /// `Some((k, n))`: keep only the payers whose `customer_id` hashes to shard k of n
     /// (see [`shard_of`]); every row of a payer lands in the same shard, so n loads
     /// with k = 0..n see every payer once, each with 1/n of the memory. Rows of
-    /// other shards are counted as read but not validated.
+    /// other shards are counted as read but not validated, and checks across
+    /// payers (duplicate `attempt_id`s) hold within a shard only.
     pub shard: Option<(u64, u64)>,
 }
 
@@ -851,8 +852,10 @@ impl<'o> Loader<'o> {
     /// Validate and take the rows of `df`, whose first row is data row `first_row + 1` of the file.
     fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, mut df: DataFrame, first_row: usize) -> Result<(), LoadError> {
         let height = df.height();
-        self.attempts.reserve(height);
-        self.attempt_ids.reserve(height, 20);
+        // A shard keeps about 1/n of the rows.
+        let expected = height / self.opts.shard.map_or(1, |(_, n)| n.max(1) as usize);
+        self.attempts.reserve(expected);
+        self.attempt_ids.reserve(expected, 20);
         // Parsed rows of one block; reused so its pages are touched once.
         let mut parsed: Vec<Option<Cell<(Attempt, RowNotes)>>> = Vec::new();
         let mut offset = first_row;

@@ -21,6 +21,10 @@
 //!   decisions after the reward) and sequential doubly robust (Jiang & Li 2016,
 //!   `Dₖ = q̂(sₖ, π) + ρₖ (rₖ + (1 − rₖ) Dₖ₊₁ − q̂(sₖ, aₖ))`).
 //!
+//! The direct part is one retry's success, not the rest of the window: where
+//! the strategy leaves the log's path, sequential DR credits only the model's
+//! P(that retry succeeds), so with little support it understates recovery.
+//!
 //! Intervals: percentile bootstrap over episodes. Support: the effective
 //! sample size of the first-retry weights, `(Σρ)² / Σρ²`; a strategy whose
 //! proposals the log rarely contains gets a warning instead of a confident number.
@@ -279,6 +283,10 @@ fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &Su
         let q_logged = q_hat(model, e, k, logged, updated);
         let q_target = target.map_or(0.0, |t| q_hat(model, e, k, t, updated));
         steps.push((rho, r, q_logged, q_target));
+        if rho == 0.0 {
+            // Off the strategy's path: later retries weigh nothing in either recovery estimator.
+            break;
+        }
     }
     let Some(&(rho1, r1, q1, v1)) = steps.first() else {
         // No logged retry (a hard decline, or the payer left first): nothing recovered, whatever the strategy.
@@ -386,7 +394,7 @@ fn summarize(strategy: String, c: &[Contribution], opts: &Options) -> OffPolicy 
     let ess_first = if s2 > 0.0 { s1 * s1 / s2 } else { 0.0 };
     let matched_first = c.iter().filter(|x| x.retried && x.matched).count();
     let warning = (ess_first < opts.min_ess).then(|| {
-        format!("little support in the log: effective sample size {ess_first:.0} of {n} episodes ({matched_first} first retries match); the IS estimates are noise and the DR ones mostly the model's own (direct method)")
+        format!("little support in the log: effective sample size {ess_first:.0} of {n} episodes ({matched_first} first retries match); the IS estimates are noise and the DR ones mostly the model's own P(first retry succeeds), which understates recovery")
     });
     OffPolicy {
         strategy,
