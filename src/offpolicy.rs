@@ -225,19 +225,7 @@ fn hour_slot(failed: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
 fn projected(s: &dyn LoggedStrategy, v: &mut LoggedView, window_end: DateTime<Utc>, rules_cfg: &RulesConfig) -> Option<Action> {
     let last = v.seen.last()?;
     let facts = rules::PaymentFacts { method: last.method, card_brand: last.card_brand };
-    let past: Vec<rules::PastAttempt> = v
-        .seen
-        .iter()
-        .map(|a| rules::PastAttempt {
-            at: a.attempted_at,
-            attempt_number: a.attempt_number,
-            outcome: a.outcome,
-            decline: a.decline,
-            network_code: a.network_code,
-            advice_code: a.advice_code,
-            payment_method_updated: a.method_updated(),
-        })
-        .collect();
+    let past: Vec<rules::PastAttempt> = v.seen.iter().map(rules::PastAttempt::from).collect();
     for _ in 0..64 {
         let a = s.propose(v)?;
         if a.retry_at <= v.after || a.retry_at > window_end {
