@@ -163,6 +163,8 @@ pub struct LoadReport {
     pub rows_accepted: u64,
     /// Rows rejected (only with `skip_bad_rows`).
     pub rows_rejected: u64,
+    /// Rows of other payers' shards (only when loading a shard), neither read nor judged.
+    pub rows_other_shards: u64,
     /// The reject file, when rows were rejected.
     pub reject_file: Option<PathBuf>,
     /// Rejected rows by column at fault.
@@ -902,7 +904,10 @@ impl<'o> Loader<'o> {
                 .collect_into_vec(parsed);
             for (k, row) in parsed.drain(..).enumerate() {
                 let i = block + k;
-                let Some(row) = row else { continue };
+                let Some(row) = row else {
+                    self.report.rows_other_shards += 1;
+                    continue;
+                };
                 let (mut attempt, notes) = match row {
                     Ok(row) => row,
                     Err(e) => {

@@ -17,6 +17,8 @@
 //! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
 //!
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
+//! - [`offpolicy`]: the same strategies estimated on logged history from its propensities.
+//! - [`export`]: the calibrated recovery forecast of payments open at a cut-off.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.

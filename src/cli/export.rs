@@ -66,7 +66,7 @@ pub struct Args {
     /// Write history rows that break the contract to the reject file and go on.
     #[arg(long)]
     pub skip_bad_rows: bool,
-    /// Where rejected rows go.
+    /// Where rejected rows go (with --passes: one file per pass, FILE.passK.csv).
     #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
     pub rejects: PathBuf,
 }
@@ -113,6 +113,13 @@ impl Segment {
             Segment::Month => r.first_failed_at.format("%Y-%m").to_string(),
         }
     }
+}
+
+/// `rejects.csv` → `rejects.pass2.csv` (1-based pass).
+fn per_pass(path: &Path, pass: u64) -> PathBuf {
+    let stem = path.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+    path.with_file_name(format!("{stem}.pass{}{ext}", pass + 1))
 }
 
 fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
@@ -189,10 +196,12 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         let shard = (a.passes > 1).then_some((pass, a.passes));
         // With passes, memory is what matters: decode smaller slices too.
         let parquet_slice_rows = (a.passes > 1).then_some(1 << 17);
-        let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), shard, parquet_slice_rows };
+        // One reject file per pass: each pass judges only its own payers' rows.
+        let rejects = if a.passes > 1 { per_pass(&a.rejects, pass) } else { a.rejects.clone() };
+        let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(rejects.clone()), shard, parquet_slice_rows };
         let h = load(&a.history, &opts).with_context(|| format!("loading history {}", a.history.display()))?;
         if h.report.rows_rejected > 0 {
-            tracing::warn!(rows = h.report.rows_rejected, file = %a.rejects.display(), "rows broke the contract and were written to the reject file");
+            tracing::warn!(rows = h.report.rows_rejected, file = %rejects.display(), "rows broke the contract and were written to the reject file");
         }
         let which = if a.passes > 1 { format!(" (pass {} of {}: the payers of that shard)", pass + 1, a.passes) } else { String::new() };
         bar.suspend(|| say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), a.history.display())));
@@ -438,5 +447,23 @@ impl Writer {
             Some(Batched::Csv(mut w)) => w.finish().map_err(ctx),
             None => bail!("{}: nothing was written", self.path.display()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_pass_has_its_own_reject_file() {
+        assert_eq!(per_pass(Path::new("out/rejects.csv"), 0), PathBuf::from("out/rejects.pass1.csv"));
+        assert_eq!(per_pass(Path::new("bad"), 2), PathBuf::from("bad.pass3"));
+    }
+
+    #[test]
+    fn as_of_takes_rfc3339_or_a_date() {
+        assert_eq!(parse_as_of("2026-06-01").unwrap().to_rfc3339(), "2026-06-01T00:00:00+00:00");
+        assert_eq!(parse_as_of("2026-06-01T12:30:00+02:00").unwrap().to_rfc3339(), "2026-06-01T10:30:00+00:00");
+        assert!(parse_as_of("June 1st").unwrap_err().contains("neither RFC 3339"));
     }
 }

@@ -335,6 +335,7 @@ fn shards_partition_the_payers() {
     for k in 0..3 {
         let h = load(&path, &LoadOptions { shard: Some((k, 3)), ..LoadOptions::default() }).unwrap();
         assert_eq!(h.report.rows_read, full.report.rows_read, "every pass reads every row");
+        assert_eq!(h.report.rows_read, h.report.rows_accepted + h.report.rows_rejected + h.report.rows_other_shards, "{:?}", h.report);
         assert!(h.attempts.len() > full.attempts.len() / 5, "shard {k}: {} rows", h.attempts.len());
         rows += h.attempts.len();
         for a in &h.attempts {
