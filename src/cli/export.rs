@@ -405,12 +405,24 @@ fn segment_frame(by: &[Segment], totals: &BTreeMap<Vec<String>, Total>, as_of: D
     DataFrame::new(n, cols)
 }
 
-/// Writes frames one batch at a time to Parquet or CSV; the first batch gives the schema.
+/// Writes frames one batch at a time to Parquet or CSV; the first batch gives the
+/// schema. Rows go to `FILE.partial`, renamed to FILE when finished: a run that
+/// fails half-way leaves no file that looks complete (and removes the partial one).
 struct Writer {
     path: PathBuf,
+    partial: PathBuf,
     format: Format,
     file: Option<File>,
     open: Option<Batched>,
+    done: bool,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
 }
 
 enum Batched {
@@ -420,8 +432,11 @@ enum Batched {
 
 impl Writer {
     fn create(path: &Path, format: Format) -> anyhow::Result<Writer> {
-        let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        Ok(Writer { path: path.to_path_buf(), format, file: Some(f), open: None })
+        let mut name = path.file_name().with_context(|| format!("{}: not a file name", path.display()))?.to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        let f = File::create(&partial).with_context(|| format!("creating {}", partial.display()))?;
+        Ok(Writer { path: path.to_path_buf(), partial, format, file: Some(f), open: None, done: false })
     }
 
     fn write(&mut self, df: &DataFrame) -> anyhow::Result<()> {
@@ -439,14 +454,17 @@ impl Writer {
         }
     }
 
-    fn finish(self) -> anyhow::Result<()> {
+    fn finish(mut self) -> anyhow::Result<()> {
         let path = self.path.display().to_string();
         let ctx = |e: PolarsError| anyhow::anyhow!("finishing {path}: {e}");
-        match self.open {
-            Some(Batched::Parquet(w)) => w.finish().map(|_| ()).map_err(ctx),
-            Some(Batched::Csv(mut w)) => w.finish().map_err(ctx),
+        match self.open.take() {
+            Some(Batched::Parquet(w)) => w.finish().map(|_| ()).map_err(ctx)?,
+            Some(Batched::Csv(mut w)) => w.finish().map_err(ctx)?,
             None => bail!("{}: nothing was written", self.path.display()),
         }
+        std::fs::rename(&self.partial, &self.path).with_context(|| format!("renaming {} to {}", self.partial.display(), self.path.display()))?;
+        self.done = true;
+        Ok(())
     }
 }
 

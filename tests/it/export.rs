@@ -81,6 +81,9 @@ fn export_writes_payments_and_segments_that_agree() {
     let out = run(&["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", seg.to_str().unwrap(), "--by", "decline-class,month", "--payments-out", pay.to_str().unwrap(), "--calibration-payments", "3000"]);
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(text.contains("open payments at 2025-10-15T00:00:00+00:00"), "{text}");
+    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["open.parquet", "seg.csv"], "finished files only, no .partial");
     let current = std::fs::read_to_string(format!("{root}/models/CURRENT")).unwrap().trim().to_string();
 
     let p = ParquetReader::new(std::fs::File::open(&pay).unwrap()).finish().unwrap();
@@ -128,7 +131,11 @@ fn export_errors_name_the_problem() {
     };
     cmd().args(["export", "--history", "data/sample/", "--as-of", "yesterday", "--out", "x.csv"]).assert().code(2).stderr(predicates::str::contains("neither RFC 3339"));
     cmd().args(["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", "x.xlsx"]).assert().failure().stderr(predicates::str::contains("--format"));
-    cmd().args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", "/tmp/x.csv"]).assert().failure().stderr(predicates::str::contains("no/such/dir"));
+    // A run that fails leaves no output behind (rows go to FILE.partial until the end).
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.csv");
+    cmd().args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", out.to_str().unwrap()]).assert().failure().stderr(predicates::str::contains("no/such/dir"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files left behind");
 }
 
 /// `--passes 3` reads the payers in three shards: the same open payments, and the
