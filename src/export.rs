@@ -119,11 +119,11 @@ impl UpdateRates {
     }
 }
 
-/// The serving policy's forecast for `req` (see the module documentation).
-/// `cfg.exploration` is ignored: the forecast follows the best slot.
-pub fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &UpdateRates) -> Result<Forecast, InvalidField> {
-    let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg.clone() };
-    let d = engine::decide(model, &cfg, req, (1.0, 0.0))?;
+/// The serving policy's uncalibrated forecast for `req` (see the module
+/// documentation), with `cfg` as [`Forecaster`] keeps it: no exploration, so
+/// the forecast follows the best slot.
+fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &UpdateRates) -> Result<Forecast, InvalidField> {
+    let d = engine::decide(model, cfg, req, (1.0, 0.0))?;
     let reason = main_reason(&d, d.action == Action::Retry);
     if let Some(s) = d.chosen.as_ref().filter(|_| d.action == Action::Retry) {
         return Ok(Forecast {
@@ -153,7 +153,7 @@ pub fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates
         let at = (failed_at + Duration::minutes((at_days * 1440.0) as i64)).max(req.now);
         if p_update > 0.0 && at < req.attempts[0].at + Duration::days(cfg.dunning_window_days) {
             let after = Request { now: at, payment_method_updated: true, ..req.clone() };
-            let u = engine::decide(model, &cfg, &after, (1.0, 0.0))?;
+            let u = engine::decide(model, cfg, &after, (1.0, 0.0))?;
             p_recovery = p_update * u.p_recovery;
         }
     }
@@ -193,14 +193,14 @@ impl Open<'_> {
 /// none of those succeeded, and `as_of` is before the end of the window
 /// (`window_days` after the first attempt). In history order.
 pub fn open_payments(h: &History, as_of: DateTime<Utc>, window_days: i64) -> Vec<Open<'_>> {
-    h.payments()
-        .filter_map(|p| {
-            let n = p.partition_point(|a| a.attempted_at <= as_of);
-            let seen = &p[..n];
-            let open = n > 0 && seen.iter().all(|a| a.outcome == Outcome::Failed) && as_of < p[0].attempted_at + Duration::days(window_days);
-            open.then_some(Open { attempts: seen })
-        })
-        .collect()
+    h.payments().filter_map(|p| open_part(p, as_of, window_days)).map(|attempts| Open { attempts }).collect()
+}
+
+/// The attempts of payment `p` known at `as_of`, when it is open then.
+fn open_part(p: &[Attempt], as_of: DateTime<Utc>, window_days: i64) -> Option<&[Attempt]> {
+    let seen = &p[..p.partition_point(|a| a.attempted_at <= as_of)];
+    let open = !seen.is_empty() && seen.iter().all(|a| a.outcome == Outcome::Failed) && as_of < p[0].attempted_at + Duration::days(window_days);
+    open.then_some(seen)
 }
 
 /// Every payer's payments (first attempts' order), for pay-day evidence.
@@ -376,11 +376,6 @@ pub struct Forecaster {
 /// Months back at most that the calibration backtests the forecast.
 const CALIBRATION_MONTHS: u32 = 12;
 
-/// Index of an attempt of `h` in `h.attempts`.
-fn attempt_row(h: &History, a: &Attempt) -> usize {
-    (a as *const Attempt as usize - h.attempts.as_ptr() as usize) / std::mem::size_of::<Attempt>()
-}
-
 /// Lower edges (days since the first failure) of the calibration's day buckets.
 const DAY_BUCKETS: [f64; 6] = [0.0, 1.0, 3.0, 5.0, 8.0, 14.0];
 
@@ -401,6 +396,8 @@ impl Forecaster {
     /// the month, pay days and hour), with what then happened to them.
     pub fn fit(h: &History, payers: &Payers, model: SuccessModel, cfg: EngineConfig, as_of: DateTime<Utc>, max_points: usize) -> anyhow::Result<Forecaster> {
         use rayon::prelude::*;
+        // The forecast follows the best slot: no exploration, no alternatives to report.
+        let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg };
         let updates = UpdateRates::from_history(h, as_of, cfg.dunning_window_days);
         let start = h.attempts.iter().map(|a| a.attempted_at).min();
         let mut points: Vec<Point> = Vec::new();
@@ -409,14 +406,13 @@ impl Forecaster {
             if start.is_none_or(|s| cut < s) || points.len() >= max_points {
                 break;
             }
-            let open = open_payments(h, cut, cfg.dunning_window_days);
-            points.par_extend(open.par_iter().filter_map(|p| {
+            // Each payment open at the cut-off, with all of it: what happened after.
+            let open: Vec<(&[Attempt], Open)> = h.payments().filter_map(|p| open_part(p, cut, cfg.dunning_window_days).map(|attempts| (p, Open { attempts }))).collect();
+            points.par_extend(open.par_iter().filter_map(|(payment, p)| {
                 let req = request(h, payers, p, cut);
                 let f = forecast(&model, &cfg, &req, &updates).ok()?;
                 let class = p.last().decline.unwrap_or(DeclineCode::Other).class();
-                // The rest of the payment, in the full history: recovered or not.
-                let rest = h.attempts.get(attempt_row(h, p.last())..)?;
-                let recovered = rest.iter().take_while(|a| a.payment == p.first().payment).any(|a| a.outcome == Outcome::Succeeded);
+                let recovered = payment.last().is_some_and(|a| a.outcome == Outcome::Succeeded);
                 Some(Point { class, raw: f.p_recovery_model, elapsed_days: days_since(p.first().attempted_at, cut), recovered })
             }));
         }
