@@ -441,8 +441,7 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         let verdict = check_retry(st.facts(), &st.past(), proposal, &world.rules);
         if !verdict.is_allowed() {
             forbidden += 1;
-            let hopeless = verdict.violations.iter().any(|v| v.is_permanent() && !matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
-            if hopeless {
+            if verdict.is_hopeless() {
                 break;
             }
             not_before = action.retry_at;
@@ -520,9 +519,11 @@ fn mean(x: impl Iterator<Item = f64>) -> f64 {
     if n == 0 { f64::NAN } else { s / n as f64 }
 }
 
-fn interval(mut v: Vec<f64>, point: f64) -> Estimate {
+/// A point estimate with the 2.5 % and 97.5 % quantiles of its bootstrap values
+/// (not a number when there are none).
+pub(crate) fn interval(mut v: Vec<f64>, point: f64) -> Estimate {
     v.sort_by(f64::total_cmp);
-    let q = |p: f64| v[((v.len() as f64 - 1.0) * p).round() as usize];
+    let q = |p: f64| if v.is_empty() { f64::NAN } else { v[((v.len() as f64 - 1.0) * p).round() as usize] };
     Estimate { value: point, lo: q(0.025), hi: q(0.975) }
 }
 

@@ -42,7 +42,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::backtest::{Estimate, Learned, Offsets, PayDayHeuristic, Schedule};
+use crate::backtest::{interval, Estimate, Learned, Offsets, PayDayHeuristic, Schedule};
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, Outcome};
 use crate::engine::{self, PastPayment};
@@ -243,13 +243,10 @@ fn projected(s: &dyn LoggedStrategy, v: &mut LoggedView, window_end: DateTime<Ut
     None
 }
 
-/// q̂: the success model's P(success) of retrying at `a` after `seen`.
-fn q_hat(model: &SuccessModel, e: &LoggedEpisode, k: usize, a: Action, updated: bool) -> f64 {
+/// The payment's state before retry `k` (what q̂ scores a retry from).
+fn state_before(e: &LoggedEpisode, k: usize, updated: bool) -> Option<PaymentState> {
     let earlier: Vec<EarlierAttempt> = e.attempts[..k].iter().map(earlier_of).collect();
-    match PaymentState::with_payday(facts_of(&e.attempts[k - 1]), &earlier, updated, e.state_payday) {
-        Some(st) => model.predict(&st.encode(&Candidate { at: a.retry_at, channel: a.channel })),
-        None => 0.0,
-    }
+    PaymentState::with_payday(facts_of(&e.attempts[k - 1]), &earlier, updated, e.state_payday)
 }
 
 fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &SuccessModel, rules_cfg: &RulesConfig, window_days: i64, e: &LoggedEpisode) -> Contribution {
@@ -267,9 +264,10 @@ fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &Su
         let propensity = p[k].propensity.unwrap_or(1.0).max(1e-9);
         let rho = if matched { 1.0 / propensity } else { 0.0 };
         let r = (p[k].outcome == Outcome::Succeeded) as u8 as f64;
-        let updated = p[k].method_updated();
-        let q_logged = q_hat(model, e, k, logged, updated);
-        let q_target = target.map_or(0.0, |t| q_hat(model, e, k, t, updated));
+        // q̂: the success model's P(success) of a retry from the state before retry k.
+        let state = state_before(e, k, p[k].method_updated());
+        let q_hat = |a: Action| state.as_ref().map_or(0.0, |st| model.predict(&st.encode(&Candidate { at: a.retry_at, channel: a.channel })));
+        let (q_logged, q_target) = (q_hat(logged), target.map_or(0.0, q_hat));
         steps.push((rho, r, q_logged, q_target));
         if rho == 0.0 {
             // Off the strategy's path: later retries weigh nothing in either recovery estimator.
@@ -369,14 +367,7 @@ fn summarize(strategy: String, c: &[Contribution], opts: &Options) -> OffPolicy 
     let mut all = Sums::default();
     c.iter().for_each(|x| all.add(x));
     let point = all.estimates();
-    let est: Vec<Estimate> = (0..6)
-        .map(|j| {
-            let mut b: Vec<f64> = boot.iter().map(|e| e[j]).filter(|v| v.is_finite()).collect();
-            b.sort_by(f64::total_cmp);
-            let q = |p: f64| if b.is_empty() { f64::NAN } else { b[((p * (b.len() - 1) as f64).round() as usize).min(b.len() - 1)] };
-            Estimate { value: point[j], lo: q(0.025), hi: q(0.975) }
-        })
-        .collect();
+    let est: Vec<Estimate> = (0..6).map(|j| interval(boot.iter().map(|e| e[j]).filter(|v| v.is_finite()).collect(), point[j])).collect();
     // Support among the episodes with a logged first retry.
     let (s1, s2) = c.iter().filter(|x| x.retried).fold((0.0, 0.0), |(a, b), x| (a + x.rho1, b + x.rho1 * x.rho1));
     let ess_first = if s2 > 0.0 { s1 * s1 / s2 } else { 0.0 };

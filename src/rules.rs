@@ -221,6 +221,12 @@ impl Verdict {
     pub fn is_permanent(&self) -> bool {
         self.violations.iter().any(RuleViolation::is_permanent)
     }
+
+    /// True when some violation can be lifted neither by waiting nor by the
+    /// payer updating the payment method: dunning is over.
+    pub fn is_hopeless(&self) -> bool {
+        self.violations.iter().any(|v| v.is_permanent() && !matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }))
+    }
 }
 
 /// Mastercard advice codes 24–30: "retry after" delays.

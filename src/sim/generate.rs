@@ -15,7 +15,7 @@ use crate::domain::{
 };
 use crate::history::History;
 use polars::prelude::DataFrame;
-use crate::rules::{check_retry, Proposal, RuleViolation};
+use crate::rules::{check_retry, Proposal};
 
 /// The logging policy's choice for one retry, with its propensity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,11 +159,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             );
             if !verdict.is_allowed() {
                 // Waiting may lift a needs-update or time rule; anything else permanent ends dunning.
-                let hopeless = verdict
-                    .violations
-                    .iter()
-                    .any(|v| v.is_permanent() && !matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
-                if hopeless {
+                if verdict.is_hopeless() {
                     break;
                 }
                 continue;
