@@ -98,7 +98,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     };
     let learned = Learned { model, version, cfg: crate::engine::EngineConfig::default(), channels: a.learned_channels.clone() };
     if let Some(path) = &a.history {
-        return off_policy(a, path, &schedules, &learned, quiet);
+        return off_policy(a, path, &schedules, &learned, &say);
     }
     let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();
     let fixed: Vec<usize> = (0..schedules.len()).collect();
@@ -188,14 +188,8 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 /// `recoup backtest --history`: off-policy estimates on a logged history.
-fn off_policy(a: &Args, path: &std::path::Path, schedules: &[backtest::Schedule], learned: &Learned, quiet: bool) -> anyhow::Result<ExitCode> {
+fn off_policy(a: &Args, path: &std::path::Path, schedules: &[backtest::Schedule], learned: &Learned, say: &(dyn Fn(&str) + Sync)) -> anyhow::Result<ExitCode> {
     use crate::offpolicy::{self, LoggedStrategy};
-    let started = Instant::now();
-    let say = |m: &str| {
-        if !quiet {
-            eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
-        }
-    };
     let h = crate::history::load(path, &crate::history::LoadOptions::default()).with_context(|| format!("loading history {}", path.display()))?;
     let logged = h.attempts.iter().filter(|x| x.attempt_number > 0).count();
     let with_propensity = h.attempts.iter().filter(|x| x.attempt_number > 0 && x.propensity.is_some()).count();

@@ -71,12 +71,7 @@ pub struct Args {
     pub rejects: PathBuf,
 }
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    Parquet,
-    Csv,
-}
+pub use super::Format;
 
 /// A segment to total by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -132,17 +127,6 @@ fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
     }
 }
 
-fn format_of(path: &Path, given: Option<Format>) -> anyhow::Result<Format> {
-    if let Some(f) = given {
-        return Ok(f);
-    }
-    match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-        Some("parquet" | "pq") => Ok(Format::Parquet),
-        Some("csv") => Ok(Format::Csv),
-        _ => bail!("{}: cannot tell the format from the extension; name it .parquet or .csv, or pass --format", path.display()),
-    }
-}
-
 /// One open payment's exported row.
 struct Row {
     payment_id: String,
@@ -178,8 +162,8 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
         }
     };
-    let out_format = format_of(&a.out, a.format)?;
-    let payments_format = a.payments_out.as_deref().map(|p| format_of(p, None)).transpose()?;
+    let out_format = Format::of(&a.out, a.format)?;
+    let payments_format = a.payments_out.as_deref().map(|p| Format::of(p, None)).transpose()?;
     let (version, model) = match &a.model {
         Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
         None => crate::registry::load_current(&a.models)?,

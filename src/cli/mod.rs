@@ -55,6 +55,29 @@ pub enum Command {
     Models(models::Args),
 }
 
+/// Format of a table the CLI writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Apache Parquet (preferred by the contract).
+    Parquet,
+    /// CSV with a header row, RFC 3339 timestamps.
+    Csv,
+}
+
+impl Format {
+    /// `given`, or the format `path`'s extension names (.parquet, .pq, .csv).
+    pub fn of(path: &std::path::Path, given: Option<Format>) -> anyhow::Result<Format> {
+        if let Some(f) = given {
+            return Ok(f);
+        }
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("csv") => Ok(Format::Csv),
+            Some("parquet" | "pq") => Ok(Format::Parquet),
+            _ => anyhow::bail!("cannot tell the format of {}: use a .parquet or .csv name, or --format", path.display()),
+        }
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {

@@ -11,14 +11,7 @@ use polars::prelude::*;
 use crate::sim::generate::frame;
 use crate::sim::{World, WorldConfig};
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// Apache Parquet (preferred by the contract).
-    Parquet,
-    /// CSV with a header row, RFC 3339 timestamps.
-    Csv,
-}
+pub use super::Format;
 
 /// Parquet compression codec.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,14 +88,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     if a.months == 0 || a.months > 120 {
         bail!("--months must be between 1 and 120, got {}", a.months);
     }
-    let format = match a.format {
-        Some(f) => f,
-        None => match out.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
-            Some("csv") => Format::Csv,
-            Some("parquet" | "pq") => Format::Parquet,
-            _ => bail!("cannot tell the format of {}: use a .parquet or .csv name, or --format", out.display()),
-        },
-    };
+    let format = Format::of(out, a.format)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
