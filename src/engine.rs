@@ -13,9 +13,11 @@
 //!    maximum retries, channels) forbid, counting each reason.
 //! 5. Score every remaining (time, channel) with the success model: the
 //!    payment-level logit once, the candidate's own columns per candidate.
-//! 6. Value: `p × amount − attempt cost − message cost`, discounted per day of
-//!    delay, plus a one-step look-ahead: if this retry fails, the best later
-//!    slot (at least a day later) is still there, `(1 − p) × V(later)`.
+//! 6. Value: `(1 − a) × (p × amount − attempt cost) − message cost`, where `a`
+//!    is the share of payers the message loses (the model's message
+//!    attrition; 0 without a message), discounted per day of delay, plus a
+//!    one-step look-ahead: if the payer stays and this retry fails, the best
+//!    later slot (at least a day later) is still there, `(1 − a)(1 − p) × V(later)`.
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
 
@@ -201,9 +203,14 @@ pub struct Slot {
     pub channel: Channel,
     /// When to send the message (`None` for no message).
     pub send_at: Option<DateTime<Utc>>,
-    /// Calibrated P(this retry succeeds).
+    /// Calibrated P(this retry succeeds), if it happens.
     pub p_success: f64,
-    /// Expected value of this retry alone, minor units, discounted.
+    /// P(the message makes the payer cancel before the retry): the model's
+    /// estimate of message attrition (0 without a message).
+    #[serde(default)]
+    pub attrition: f64,
+    /// Expected value of this retry alone, minor units, discounted:
+    /// `(1 − attrition) × (p × amount − attempt cost) − message cost`.
     pub expected_value: f64,
     /// With the look-ahead: this retry, then the best later one if it fails.
     pub value: f64,
@@ -335,14 +342,16 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let tz = req.facts.timezone;
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
-    // Allowed channels with their logit terms and costs (the same at every hour).
-    let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
+    // Messages already sent in this dunning: each one makes the next more likely to lose the payer.
+    let messages_before = req.attempts.iter().filter(|a| a.channel.is_some_and(|ch| ch != Channel::None)).count() as u32;
+    // Allowed channels with their logit terms, message cost and attrition (the same at every hour).
+    let channels: Vec<(Channel, f64, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
         .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
         .map(|ch| {
             let logit = model.channel_logit(&state, ch, &mut scratch);
-            (ch, logit, model.odds_against(logit, false), cfg.attempt_cost_minor + cfg.message_cost(ch))
+            (ch, logit, model.odds_against(logit, false), cfg.message_cost(ch), model.attrition.rate(ch, messages_before))
         })
         .collect();
     let lead = Duration::hours(cfg.message_lead_hours);
@@ -368,9 +377,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // The rules' verdict changes only at a few times fixed by the history: checked once per stretch.
     let mut checker = rules::RetryChecker::new(rule_facts, &past, req.payment_method_updated, &cfg.rules);
     let mut discount = first_discount / hourly_discount;
-    // Best expected value of each hour (over its channels) and its P(success), for the look-ahead.
+    // Best expected value of each hour (over its channels), its P(success) and
+    // attrition, for the look-ahead.
     let mut hour_best = vec![f64::NEG_INFINITY; (last_hour + 1).max(0) as usize];
     let mut hour_best_p = vec![0.0f64; hour_best.len()];
+    let mut hour_best_a = vec![0.0f64; hour_best.len()];
     for hour in 0..=last_hour {
         let t = start_ts + 3600 * hour;
         discount *= hourly_discount;
@@ -413,7 +424,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         };
         let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
         let hour_odds = model.odds_against(time_logit, true);
-        for &(ch, channel_logit, channel_odds, cost) in &channels {
+        for &(ch, channel_logit, channel_odds, message_cost, attrition) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
                 continue;
@@ -422,12 +433,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             // the product is not a number (inf · 0 at absurd logits).
             let odds = hour_odds * channel_odds;
             let p = if odds.is_nan() { model.calibrate(time_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
-            let ev = discount * p * amount - cost;
+            // The message is paid for; the retry happens only if the payer stays.
+            let ev = (1.0 - attrition) * (discount * p * amount - cfg.attempt_cost_minor) - message_cost;
             if ev > hour_best[hour as usize] {
                 hour_best[hour as usize] = ev;
                 hour_best_p[hour as usize] = p;
+                hour_best_a[hour as usize] = attrition;
             }
-            slots.push(Scored { hour, channel: ch, p, ev, value: ev });
+            slots.push(Scored { hour, channel: ch, p, attrition, ev, value: ev });
         }
     }
     let removed_total: usize = removed.iter().map(|r| r.2).sum();
@@ -448,7 +461,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         (later_best[h], later_at[h]) = if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
     }
     for s in &mut slots {
-        s.value = s.ev + (1.0 - s.p) * later_best[(s.hour as usize + 24).min(hour_best.len())];
+        s.value = s.ev + (1.0 - s.attrition) * (1.0 - s.p) * later_best[(s.hour as usize + 24).min(hour_best.len())];
     }
     let scored = slots.len();
     // Best first; ties go to the earlier time, then the cheaper channel (a total order,
@@ -481,7 +494,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let slot = |s: &Scored| {
         let retry_at = start + Duration::hours(s.hour);
         let send_at = (s.channel != Channel::None).then(|| send_time(retry_at));
-        Slot { retry_at, channel: s.channel, send_at, p_success: s.p, expected_value: s.ev, value: s.value }
+        Slot { retry_at, channel: s.channel, send_at, p_success: s.p, attrition: s.attrition, expected_value: s.ev, value: s.value }
     };
     let picked = slots[chosen_ix];
     let chosen = slot(&picked);
@@ -490,15 +503,19 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     } else {
         reasons.push(reason("best_expected_value", format!("highest expected value of {scored} allowed candidates")));
     }
-    // Each time the last retry fails: the best-valued slot at least a day later, while one is worth it.
-    let (mut fail_all, mut planned_retries, mut h) = (1.0 - chosen.p_success, 1u32, picked.hour as usize + 24);
+    // Each time the last retry fails: the best-valued slot at least a day later, while one
+    // is worth it. A retry recovers if the payer is still there (its message did not lose
+    // them) and it succeeds.
+    let (mut reach, mut p_recovery) = ((1.0 - picked.attrition) * (1.0 - picked.p), (1.0 - picked.attrition) * picked.p);
+    let (mut planned_retries, mut h) = (1u32, picked.hour as usize + 24);
     let retries_left = req.constraints.max_retries.map_or(u32::MAX, |m| m.saturating_sub(req.attempts.len() as u32 - 1));
     while let Some(&at) = later_at.get(h).filter(|&&at| at != usize::MAX && planned_retries < retries_left) {
-        fail_all *= 1.0 - hour_best_p[at];
+        reach *= 1.0 - hour_best_a[at];
+        p_recovery += reach * hour_best_p[at];
+        reach *= 1.0 - hour_best_p[at];
         planned_retries += 1;
         h = at + 24;
     }
-    let p_recovery = 1.0 - fail_all;
     // Reasons in the data: pay day and channel.
     let local = chosen.retry_at.with_timezone(&tz);
     if state.last_decline().class() == DeclineClass::SoftFunds {
@@ -507,6 +524,12 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let none_p = slots.iter().find(|s| s.hour == picked.hour && s.channel == Channel::None).map(|s| s.p);
     if let (true, Some(p0)) = (chosen.channel != Channel::None, none_p) {
         reasons.push(reason("channel_lift", format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success)));
+    }
+    if chosen.attrition > 0.0 {
+        reasons.push(reason(
+            "message_attrition",
+            format!("a {} message after {messages_before} earlier ones loses an estimated {:.1} % of payers; the value counts the retry only for those who stay", <&str>::from(chosen.channel), 100.0 * chosen.attrition),
+        ));
     }
     // The chosen slot's terms, largest first.
     let mut cols = state.fixed().to_vec();
@@ -538,6 +561,8 @@ struct Scored {
     hour: i64,
     channel: Channel,
     p: f64,
+    /// P(its message makes the payer cancel).
+    attrition: f64,
     ev: f64,
     value: f64,
 }
@@ -579,7 +604,7 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1 }
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default() }
     }
 
     fn request() -> Request {

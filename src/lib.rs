@@ -14,6 +14,7 @@
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
+//! - [`attrition`]: how many payers a message loses, from the log's randomized channels.
 //! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
 //!
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
@@ -30,6 +31,7 @@
 //! - [`cli`]: the `recoup` subcommands.
 
 pub mod api;
+pub mod attrition;
 pub mod backtest;
 pub mod calendar;
 pub mod cli;

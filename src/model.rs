@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::attrition::Attrition;
 use crate::domain::Channel;
 use crate::features::{PaymentState, Schema, TimeLevels, SCHEMA};
 
@@ -24,6 +25,11 @@ pub struct SuccessModel {
     /// Platt scaling of the raw logit: `p = σ(platt_a · z + platt_b)`.
     pub platt_a: f64,
     pub platt_b: f64,
+    /// Share of payers a message on each channel loses (estimated from the
+    /// history's randomized channels; empty for models trained before it
+    /// existed or on histories without randomized channels: nothing priced).
+    #[serde(default, skip_serializing_if = "Attrition::is_empty")]
+    pub attrition: Attrition,
 }
 
 /// A model that does not fit the code that loads it.

@@ -17,6 +17,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::attrition::Attrition;
 use crate::model::SuccessModel;
 use crate::train::{Metrics, TrainConfig, TrainReport};
 
@@ -131,7 +132,7 @@ pub fn write_version(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     fs::write(tmp.join("model.json"), &model_json).map_err(io(&tmp))?;
     write_json(&tmp.join("metrics.json"), report)?;
-    fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report)).map_err(io(&tmp))?;
+    fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report, &model.attrition)).map_err(io(&tmp))?;
     write_json(&tmp.join("manifest.json"), &manifest)?;
     fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
@@ -201,7 +202,7 @@ fn metrics_row(name: &str, m: &Metrics) -> String {
 }
 
 /// The human-readable model card.
-pub fn model_card(m: &Manifest, r: &TrainReport) -> String {
+pub fn model_card(m: &Manifest, r: &TrainReport, attrition: &Attrition) -> String {
     let mut s = String::new();
     let d = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(s, "# Model {}\n", m.version);
@@ -233,6 +234,25 @@ pub fn model_card(m: &Manifest, r: &TrainReport) -> String {
     let _ = writeln!(s, "| class | channel | logged retries | model lift | observed lift |\n|---|---|---|---|---|");
     for l in &r.channel_lift {
         let _ = writeln!(s, "| {} | {} | {} | {:+.3} | {:+.3} ± {:.3} |", l.class, l.channel, l.examples, l.predicted_lift, l.observed_lift, 1.96 * l.observed_se);
+    }
+    let _ = writeln!(s, "\n## Message attrition (whole history)\n");
+    if attrition.is_empty() {
+        let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");
+        let _ = writeln!(s, "The engine does not charge a message for the payers it may lose.");
+    } else {
+        let _ = writeln!(s, "Share of payers a message makes cancel, from {} logged retries after soft declines: a channel is", attrition.retries);
+        let _ = writeln!(s, "under-represented among logged retries by the share of its messages that ended the dunning");
+        let _ = writeln!(s, "(1 − W_channel / W_none, W = Σ 1/propensity), per message already sent, each bucket shrunk toward the other channels (DerSimonian–Laird), then a line in the messages sent; the engine multiplies a");
+        let _ = writeln!(s, "slot's value by (1 − attrition) and keeps the message's cost.\n");
+        let _ = writeln!(s, "| channel | base | per earlier message | by messages before: raw rate ± 1.96 SE → pooled over channels (retries) |\n|---|---|---|---|");
+        for c in &attrition.channels {
+            let raw: Vec<String> = c.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1} → {:.1} % ({})", b.messages_before, 100.0 * b.rate, 196.0 * b.se, 100.0 * b.pooled, b.retries)).collect();
+            let _ = writeln!(s, "| {} | {:.2} % | {:.2} % | {} |", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message, raw.join("; "));
+        }
+        if let Some(o) = &attrition.other {
+            let raw: Vec<String> = o.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1}", b.messages_before, 100.0 * b.rate, 196.0 * b.se)).collect();
+            let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.2} % | {:.2} % | {} |", 100.0 * o.base, 100.0 * o.per_message, raw.join("; "));
+        }
     }
     let _ = writeln!(s, "\n## Known limits\n");
     let _ = writeln!(s, "- Learned from the retries the logging policy chose: times and channels it never tried are extrapolated.");

@@ -118,7 +118,15 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
     progress(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
     let built_at = started.elapsed();
     let fit_started = Instant::now();
-    let trained = train(&set, &job.cfg, progress)?;
+    let mut trained = train(&set, &job.cfg, progress)?;
+    trained.model.attrition = crate::attrition::estimate(&history);
+    if trained.model.attrition.is_empty() {
+        progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; messages are not charged for the payers they lose");
+    } else {
+        let a = &trained.model.attrition;
+        let rates: Vec<String> = a.channels.iter().map(|c| format!("{} {:.1} % + {:.1} %/earlier message", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message)).collect();
+        progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
+    }
     let fit_seconds = fit_started.elapsed().as_secs_f64();
     if let Some(dir) = &job.export_features {
         crate::train::export_features(&set, &job.cfg, dir)?;

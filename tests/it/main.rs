@@ -1,5 +1,6 @@
 //! The one integration-test binary (one link step on 2 cores).
 
+mod attrition;
 mod backtest;
 mod cli;
 mod export;

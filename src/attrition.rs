@@ -1,0 +1,271 @@
+//! Message attrition: the share of payers a dunning message loses.
+//!
+//! A message can bring a payment back (the payer tops up, calls the bank,
+//! updates the card) and it can end the dunning: the payer, reminded, cancels.
+//! The success model sees only the first effect (it learns from retries that
+//! happened); a retry that never happened because its message made the payer
+//! cancel leaves no row. Contract v1 has no cancellation event either.
+//!
+//! The loss is still measurable where the logging policy drew the channel at
+//! random (`propensity` < 1), with `none` among its choices. The channel is
+//! drawn before the message goes out, independently of everything else that
+//! decides whether the retry happens, so among the retries that *were*
+//! logged, a channel is under-represented exactly by the share of its
+//! messages that ended the dunning. With weight 1 / propensity, the logged
+//! retries of channel c estimate (planned retries) × (1 − a_c), and those of
+//! `none` estimate (planned retries) × 1, on the same planned retries:
+//!
+//! ```text
+//! a_c = 1 − W_c / W_none,   W_c = Σ over logged retries on c of 1 / propensity
+//! ```
+//!
+//! per number of messages already sent in the dunning (fatigue), then a line
+//! `a_c(m) = base + per_message · m` fitted by weighted least squares over
+//! those buckets.
+//!
+//! Only retries after a soft decline (funds, issuer, technical) count: after
+//! a needs-update decline the message changes whether the retry is allowed at
+//! all (the payer may update the card), which is not attrition.
+
+use serde::{Deserialize, Serialize};
+use strum::VariantArray;
+
+use crate::declines::DeclineClass;
+use crate::domain::Channel;
+use crate::history::History;
+
+/// Buckets of messages already sent: 0, 1, 2, 3, 4 or more.
+pub const BUCKETS: usize = 5;
+
+/// The estimated attrition per channel. The default (no channels) prices none.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Attrition {
+    /// One entry per message channel that could be estimated.
+    pub channels: Vec<ChannelAttrition>,
+    /// Retries the estimate used (soft declines, channel and propensity < 1 logged).
+    pub retries: usize,
+    /// For a channel the log never randomized: the mean over the estimated
+    /// channels (random-effects mean per bucket, then the line). A message the
+    /// history cannot price is assumed to lose payers like an average one.
+    pub other: Option<ChannelAttrition>,
+}
+
+/// One channel's attrition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelAttrition {
+    pub channel: Channel,
+    /// P(a message on this channel ends the dunning) when no message was sent before.
+    pub base: f64,
+    /// Added per message already sent in the dunning.
+    pub per_message: f64,
+    /// The raw estimate per bucket of messages already sent (0, 1, 2, 3, 4+).
+    pub buckets: Vec<Bucket>,
+}
+
+/// The raw estimate for one (channel, messages already sent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    pub messages_before: u32,
+    /// Logged retries on this channel.
+    pub retries: usize,
+    /// Logged retries with no message, same bucket.
+    pub retries_none: usize,
+    /// 1 − W_c / W_none.
+    pub rate: f64,
+    /// Its standard error (delta method).
+    pub se: f64,
+    /// After shrinkage toward the other channels' (what the line is fitted to).
+    pub pooled: f64,
+    pub pooled_se: f64,
+}
+
+impl Attrition {
+    /// P(a message on `channel` ends the dunning) after `messages_before`
+    /// messages. 0 for `none` and for channels without an estimate.
+    pub fn rate(&self, channel: Channel, messages_before: u32) -> f64 {
+        if channel == Channel::None {
+            return 0.0;
+        }
+        self.channels
+            .iter()
+            .find(|c| c.channel == channel)
+            .or(self.other.as_ref())
+            .map_or(0.0, |c| (c.base + c.per_message * messages_before as f64).clamp(0.0, 1.0))
+    }
+
+    /// Whether anything is priced.
+    pub fn is_empty(&self) -> bool {
+        self.channels.is_empty()
+    }
+}
+
+/// Weighted counts for one (channel, bucket): Σ w, Σ w², rows.
+#[derive(Debug, Clone, Copy, Default)]
+struct Sums {
+    w: f64,
+    w2: f64,
+    n: usize,
+}
+
+/// Estimate attrition from a history whose channels were randomized.
+/// Empty when the history has no randomized retries with `none` among the choices.
+pub fn estimate(h: &History) -> Attrition {
+    let mut sums = [[Sums::default(); BUCKETS]; Channel::VARIANTS.len()];
+    let mut retries = 0usize;
+    for payment in h.payments() {
+        let mut messages = 0u32;
+        for (k, a) in payment.iter().enumerate().skip(1) {
+            let Some(channel) = a.channel else { continue };
+            let prev = payment[k - 1].decline.map(|d| d.class());
+            let soft = matches!(prev, Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer | DeclineClass::Technical));
+            if let (true, Some(p)) = (soft, a.propensity.filter(|p| *p > 0.0 && *p < 1.0)) {
+                let s = &mut sums[channel as usize][(messages as usize).min(BUCKETS - 1)];
+                s.w += 1.0 / p;
+                s.w2 += 1.0 / (p * p);
+                s.n += 1;
+                retries += 1;
+            }
+            if channel != Channel::None {
+                messages += 1;
+            }
+        }
+    }
+    let none = sums[Channel::None as usize];
+    let mut raw: Vec<(Channel, Vec<Bucket>)> = Vec::new();
+    for &channel in Channel::VARIANTS.iter().filter(|c| **c != Channel::None) {
+        let buckets: Vec<Bucket> = (0..BUCKETS)
+            .filter_map(|m| {
+                let (c, z) = (sums[channel as usize][m], none[m]);
+                if c.n < 30 || z.n < 30 {
+                    return None;
+                }
+                let ratio = c.w / z.w;
+                // Var(ln W) ≈ Σw² / (Σw)² for a sum of independent weighted indicators.
+                let se = ratio * (c.w2 / (c.w * c.w) + z.w2 / (z.w * z.w)).sqrt();
+                Some(Bucket { messages_before: m as u32, retries: c.n, retries_none: z.n, rate: 1.0 - ratio, se, pooled: 1.0 - ratio, pooled_se: se })
+            })
+            .collect();
+        if !buckets.is_empty() {
+            raw.push((channel, buckets));
+        }
+    }
+    // A channel with few logged retries has a noisy estimate: each bucket is pulled
+    // toward the mean over channels as far as the channels' spread allows.
+    let mut means = Vec::new();
+    for m in 0..BUCKETS as u32 {
+        let mut here: Vec<&mut Bucket> = raw.iter_mut().filter_map(|(_, b)| b.iter_mut().find(|b| b.messages_before == m)).collect();
+        let estimates: Vec<(f64, f64)> = here.iter().map(|b| (b.rate, b.se)).collect();
+        let (mean, each) = shrink(&estimates);
+        for (b, (pooled, se)) in here.iter_mut().zip(each) {
+            (b.pooled, b.pooled_se) = (pooled, se);
+        }
+        if let Some((rate, se)) = mean {
+            let (retries, retries_none) = (here.iter().map(|b| b.retries).sum(), here[0].retries_none);
+            means.push(Bucket { messages_before: m, retries, retries_none, rate, se, pooled: rate, pooled_se: se });
+        }
+    }
+    let other = (!means.is_empty()).then(|| {
+        let (base, per_message) = fit_line(&means);
+        ChannelAttrition { channel: Channel::None, base, per_message, buckets: means }
+    });
+    let channels = raw
+        .into_iter()
+        .map(|(channel, buckets)| {
+            let (base, per_message) = fit_line(&buckets);
+            ChannelAttrition { channel, base, per_message, buckets }
+        })
+        .collect();
+    Attrition { channels, retries, other }
+}
+
+/// Random-effects shrinkage (DerSimonian–Laird) of estimates `(value, se)` of the
+/// same quantity on different channels: each moves toward the random-effects mean
+/// by its share of noise, `1/se² : 1/τ²`, where τ² is the between-channel variance
+/// beyond noise (0: all become the pooled mean). The channels' estimates share the
+/// `none` denominator, so they are not independent; the method treats them as if
+/// they were, which understates τ² a little (more pooling).
+/// Returns the random-effects mean with its standard error, and each estimate shrunk.
+fn shrink(est: &[(f64, f64)]) -> (Option<(f64, f64)>, Vec<(f64, f64)>) {
+    if est.len() < 2 {
+        return (est.first().copied(), est.to_vec());
+    }
+    let w: Vec<f64> = est.iter().map(|(_, se)| 1.0 / se.max(1e-9).powi(2)).collect();
+    let sw: f64 = w.iter().sum();
+    let fixed = est.iter().zip(&w).map(|((x, _), w)| w * x).sum::<f64>() / sw;
+    let q: f64 = est.iter().zip(&w).map(|((x, _), w)| w * (x - fixed).powi(2)).sum();
+    let c = sw - w.iter().map(|w| w * w).sum::<f64>() / sw;
+    let tau2 = ((q - (est.len() - 1) as f64) / c).max(0.0);
+    let wr: Vec<f64> = est.iter().map(|(_, se)| 1.0 / (se.powi(2) + tau2)).collect();
+    let mean = est.iter().zip(&wr).map(|((x, _), w)| w * x).sum::<f64>() / wr.iter().sum::<f64>();
+    let mean_var = 1.0 / wr.iter().sum::<f64>();
+    let each = est
+        .iter()
+        .map(|&(x, se)| {
+            if tau2 == 0.0 {
+                return (mean, mean_var.sqrt());
+            }
+            let (a, b) = (1.0 / se.max(1e-9).powi(2), 1.0 / tau2);
+            ((a * x + b * mean) / (a + b), (1.0 / (a + b)).sqrt())
+        })
+        .collect();
+    (Some((mean, mean_var.sqrt())), each)
+}
+
+/// Weighted least squares of the pooled rate on messages before (weights 1 / se²), with
+/// both coefficients kept ≥ 0: a message never makes a payer more likely to
+/// stay, and fatigue does not make the next one safer.
+fn fit_line(b: &[Bucket]) -> (f64, f64) {
+    let w: Vec<f64> = b.iter().map(|x| 1.0 / x.pooled_se.max(1e-6).powi(2)).collect();
+    let sw: f64 = w.iter().sum();
+    let mean = |f: &dyn Fn(&Bucket) -> f64| b.iter().zip(&w).map(|(x, w)| w * f(x)).sum::<f64>() / sw;
+    let level = mean(&|x| x.pooled).max(0.0);
+    if b.len() < 2 {
+        return (level, 0.0);
+    }
+    let (mx, my) = (mean(&|x| x.messages_before as f64), mean(&|x| x.pooled));
+    let sxx: f64 = b.iter().zip(&w).map(|(x, w)| w * (x.messages_before as f64 - mx).powi(2)).sum();
+    let sxy: f64 = b.iter().zip(&w).map(|(x, w)| w * (x.messages_before as f64 - mx) * (x.pooled - my)).sum();
+    let slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+    let base = my - slope * mx;
+    if base >= 0.0 {
+        return (base, slope);
+    }
+    // The line crosses zero before the first bucket: through the origin instead.
+    let sxx0: f64 = b.iter().zip(&w).map(|(x, w)| w * (x.messages_before as f64).powi(2)).sum();
+    let sxy0: f64 = b.iter().zip(&w).map(|(x, w)| w * x.messages_before as f64 * x.pooled).sum();
+    (0.0, if sxx0 > 0.0 { (sxy0 / sxx0).max(0.0) } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(m: u32, rate: f64, se: f64) -> Bucket {
+        Bucket { messages_before: m, retries: 100, retries_none: 100, rate, se, pooled: rate, pooled_se: se }
+    }
+
+    #[test]
+    fn the_line_goes_through_exact_points_and_keeps_its_signs() {
+        let exact: Vec<Bucket> = (0..4).map(|m| bucket(m, 0.01 + 0.015 * m as f64, 0.01)).collect();
+        let (a, b) = fit_line(&exact);
+        assert!((a - 0.01).abs() < 1e-12 && (b - 0.015).abs() < 1e-12, "{a} {b}");
+        // Falling rates: no negative fatigue; the level is the weighted mean.
+        let (a, b) = fit_line(&[bucket(0, 0.04, 0.01), bucket(1, 0.02, 0.01)]);
+        assert_eq!(b, 0.0);
+        assert!((a - 0.03).abs() < 1e-12);
+        // A steep line through a negative intercept is refitted through the origin.
+        let (a, b) = fit_line(&[bucket(1, 0.0, 0.01), bucket(2, 0.05, 0.01)]);
+        assert_eq!(a, 0.0);
+        assert!(b > 0.0);
+        let line = |channel, base, per_message| ChannelAttrition { channel, base, per_message, buckets: vec![] };
+        let mut model = Attrition { channels: vec![line(Channel::Sms, 0.02, 0.5)], retries: 0, other: None };
+        assert_eq!(model.rate(Channel::None, 3), 0.0);
+        assert_eq!(model.rate(Channel::Email, 3), 0.0);
+        model.other = Some(line(Channel::None, 0.01, 0.01));
+        assert!((model.rate(Channel::Email, 3) - 0.04).abs() < 1e-12, "an unestimated channel is priced like the average");
+        assert_eq!(model.rate(Channel::None, 3), 0.0, "no message loses no payer");
+        assert!((model.rate(Channel::Sms, 1) - 0.52).abs() < 1e-12);
+        assert_eq!(model.rate(Channel::Sms, 4), 1.0);
+    }
+}
