@@ -179,6 +179,9 @@ pub fn estimate(h: &History) -> Attrition {
     Attrition { channels, retries, other }
 }
 
+/// An estimate and its standard error.
+type Estimate = (f64, f64);
+
 /// Random-effects shrinkage (DerSimonian–Laird) of estimates `(value, se)` of the
 /// same quantity on different channels: each moves toward the random-effects mean
 /// by its share of noise, `1/se² : 1/τ²`, where τ² is the between-channel variance
@@ -186,7 +189,7 @@ pub fn estimate(h: &History) -> Attrition {
 /// `none` denominator, so they are not independent; the method treats them as if
 /// they were, which understates τ² a little (more pooling).
 /// Returns the random-effects mean with its standard error, and each estimate shrunk.
-fn shrink(est: &[(f64, f64)]) -> (Option<(f64, f64)>, Vec<(f64, f64)>) {
+fn shrink(est: &[Estimate]) -> (Option<Estimate>, Vec<Estimate>) {
     if est.len() < 2 {
         return (est.first().copied(), est.to_vec());
     }
