@@ -24,7 +24,7 @@ use crate::sim::{World, WorldConfig};
 /// retry; per-decision IS and sequential doubly robust for recovery), with
 /// episode-bootstrap intervals, effective sample sizes and support warnings.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-050007-e30fde4c")]
+#[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-144759-d1f5aa63")]
 pub struct Args {
     /// Payers to simulate; each one's first failed charge is dunned by every strategy.
     #[arg(long, default_value_t = 20_000)]
