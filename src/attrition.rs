@@ -222,11 +222,11 @@ fn fit_line(b: &[Bucket]) -> (f64, f64) {
     let w: Vec<f64> = b.iter().map(|x| 1.0 / x.pooled_se.max(1e-6).powi(2)).collect();
     let sw: f64 = w.iter().sum();
     let mean = |f: &dyn Fn(&Bucket) -> f64| b.iter().zip(&w).map(|(x, w)| w * f(x)).sum::<f64>() / sw;
-    let level = mean(&|x| x.pooled).max(0.0);
+    let my = mean(&|x| x.pooled);
     if b.len() < 2 {
-        return (level, 0.0);
+        return (my.max(0.0), 0.0);
     }
-    let (mx, my) = (mean(&|x| x.messages_before as f64), mean(&|x| x.pooled));
+    let mx = mean(&|x| x.messages_before as f64);
     let sxx: f64 = b.iter().zip(&w).map(|(x, w)| w * (x.messages_before as f64 - mx).powi(2)).sum();
     let sxy: f64 = b.iter().zip(&w).map(|(x, w)| w * (x.messages_before as f64 - mx) * (x.pooled - my)).sum();
     let slope = if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };

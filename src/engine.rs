@@ -343,7 +343,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
     // Messages already sent in this dunning: each one makes the next more likely to lose the payer.
-    let messages_before = req.attempts.iter().filter(|a| a.channel.is_some_and(|ch| ch != Channel::None)).count() as u32;
+    let messages_before = state.messages();
     // Allowed channels with their logit terms, message cost and attrition (the same at every hour).
     let channels: Vec<(Channel, f64, f64, f64, f64)> = Channel::VARIANTS
         .iter()

@@ -233,6 +233,11 @@ impl PaymentState {
         self.last_decline
     }
 
+    /// Messages sent before the earlier attempts of this payment.
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
     /// Payment-level active columns (the same for every candidate).
     pub fn fixed(&self) -> &[u16] {
         &self.fixed

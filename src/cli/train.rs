@@ -119,6 +119,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
     let built_at = started.elapsed();
     let fit_started = Instant::now();
     let mut trained = train(&set, &job.cfg, progress)?;
+    let fit_seconds = fit_started.elapsed().as_secs_f64();
     trained.model.attrition = crate::attrition::estimate(&history);
     if trained.model.attrition.is_empty() {
         progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; messages are not charged for the payers they lose");
@@ -127,7 +128,6 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         let rates: Vec<String> = a.channels.iter().map(|c| format!("{} {:.1} % + {:.1} %/earlier message", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message)).collect();
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
-    let fit_seconds = fit_started.elapsed().as_secs_f64();
     if let Some(dir) = &job.export_features {
         crate::train::export_features(&set, &job.cfg, dir)?;
         let summary = serde_json::json!({
