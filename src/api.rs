@@ -134,6 +134,13 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         }
         past_payments.push(v);
     }
+    let mut asks = Vec::with_capacity(r.asks.len());
+    for (i, a) in r.asks.iter().enumerate() {
+        let f = |name: &str| format!("asks[{i}].{name}");
+        let at = time(&f("sent_at"), a.sent_at.as_ref().ok_or_else(|| bad(f("sent_at"), "is required"))?)?;
+        let channel: Channel = required(&f("channel"), &a.channel, "email, sms, push, in_app")?;
+        asks.push(engine::SentAsk { at, channel });
+    }
     let constraints = match &r.constraints {
         None => Constraints::default(),
         Some(c) => {
@@ -162,6 +169,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         facts,
         attempts,
         payment_method_updated: r.payment_method_updated,
+        asks,
         past_payments,
         now: r.now.as_ref().map(|t| time("now", t)).transpose()?.unwrap_or(clock),
         constraints,
@@ -188,6 +196,7 @@ fn slot(s: &engine::Slot) -> v1::Slot {
         p_success: s.p_success,
         expected_value: s.expected_value,
         value: s.value,
+        attrition: s.attrition,
     }
 }
 
@@ -215,6 +224,16 @@ pub fn to_response(d: &Decision, version: &str) -> v1::DecideResponse {
         pay_schedule_confidence: d.pay_schedule_confidence,
         candidates_scored: d.candidates_scored as u32,
         candidates_removed: d.candidates_removed as u32,
+        ask: d.ask.as_ref().map(|a| v1::AskPlan {
+            channel: channel(a.channel) as i32,
+            send_at: Some(timestamp(a.send_at)),
+            p_update: a.p_update,
+            attrition: a.attrition,
+            p_success_after: a.p_success_after,
+            value: a.value,
+            value_without_asking: a.value_without_asking,
+            planned_asks: a.planned_asks,
+        }),
     }
 }
 

@@ -303,7 +303,16 @@ impl Learned {
             })
             .collect();
         let now = v.after();
+        // Messages no retry followed: asks for a new payment method.
+        let lead = Duration::hours(v.world.cfg.logging.message_lead_hours);
+        let asks = st
+            .messages
+            .iter()
+            .filter(|(t, _)| !st.attempts.iter().any(|a| a.past.at == *t + lead))
+            .map(|&(at, channel)| engine::SentAsk { at, channel })
+            .collect();
         engine::Request {
+            asks,
             payment_id: format!("pay_{}_{}", p.id, st.episode.cycle),
             facts,
             attempts,
@@ -330,7 +339,14 @@ impl Strategy for Learned {
         // "Ask for a new payment method": as an integration does it, send the ask and
         // retry as soon as the card is updated (here: right after the message, if the
         // payer acted on it; the runner checks the rules after the payer's reaction).
-        // At most three asks, two days apart.
+        // The engine plans the asks when the model has an ask response: whether, when
+        // and on which channel.
+        if let Some(plan) = &d.ask {
+            let ask = d.ask_channel.filter(|ch| *ch != Channel::None && plan.channel == *ch)?;
+            let retry_at = next_hour(plan.send_at + Duration::hours(v.world.cfg.logging.message_lead_hours) - Duration::seconds(1))?;
+            return Some(Action { retry_at, channel: ask });
+        }
+        // A model without one: at most three asks, two days apart, on the suggested channel.
         let ask = d.ask_channel.filter(|ch| *ch != Channel::None)?;
         let needs_update = req.attempts.last().is_some_and(|a| a.decline.class() == DeclineClass::NeedsUpdate);
         let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);

@@ -48,6 +48,13 @@ pub struct RequestAttempt {
     pub payment_method_updated: bool,
 }
 
+/// A message asking the payer for a new payment method that no retry followed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SentAsk {
+    pub at: DateTime<Utc>,
+    pub channel: Channel,
+}
+
 /// An earlier payment of the payer, for pay-day inference: its attempts as
 /// (time, decline or `None` for the success), in order.
 pub type PastPayment = Vec<(DateTime<Utc>, Option<DeclineCode>)>;
@@ -81,6 +88,10 @@ pub struct Request {
     pub attempts: Vec<RequestAttempt>,
     /// The payer updated the payment method since the last attempt.
     pub payment_method_updated: bool,
+    /// Asks for a new payment method sent in this dunning that no retry
+    /// followed, in time order (they count toward message fatigue and space
+    /// the next ask).
+    pub asks: Vec<SentAsk>,
     /// The payer's earlier payments (pay-day evidence).
     pub past_payments: Vec<PastPayment>,
     /// The decision time.
@@ -133,6 +144,17 @@ impl Request {
                 return Err(invalid("constraints.quiet_hours", format!("hours must be 0..=23, got {s}→{e}")));
             }
         }
+        for (i, a) in self.asks.iter().enumerate() {
+            if a.at > self.now {
+                return Err(invalid(format!("asks[{i}].sent_at"), format!("{} is after now {}", a.at.to_rfc3339(), self.now.to_rfc3339())));
+            }
+            if i > 0 && a.at < self.asks[i - 1].at {
+                return Err(invalid(format!("asks[{i}].sent_at"), "asks must be in time order"));
+            }
+            if a.channel == Channel::None {
+                return Err(invalid(format!("asks[{i}].channel"), "an ask is a message: email, sms, push or in_app"));
+            }
+        }
         for (i, p) in self.past_payments.iter().enumerate() {
             if p.windows(2).any(|w| w[1].0 < w[0].0) {
                 return Err(invalid(format!("past_payments[{i}]"), "attempts must be in time order"));
@@ -162,6 +184,8 @@ pub struct EngineConfig {
     pub exploration: f64,
     /// Alternatives reported (and explored among).
     pub top_k: usize,
+    /// Hours between two asks for a new payment method (at most one a day by default).
+    pub ask_spacing_hours: i64,
     /// Network rule settings.
     pub rules: RulesConfig,
 }
@@ -177,6 +201,7 @@ impl Default for EngineConfig {
             message_lead_hours: 1,
             exploration: 0.05,
             top_k: 5,
+            ask_spacing_hours: 24,
             rules: RulesConfig::default(),
         }
     }
@@ -235,14 +260,45 @@ pub struct Term {
     pub weight: f64,
 }
 
+/// When only a new payment method allows the next retry: whether and how to
+/// ask for one now, valued over the rest of the window (see `plan_ask`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AskPlan {
+    /// Channel of the next planned ask; `none`: no ask is worth it (wait for the payer).
+    pub channel: Channel,
+    /// When to send it: now, or later when waiting for an update the payer may
+    /// make anyway is worth more than asking at once (asks are at least
+    /// `ask_spacing_hours` apart, outside quiet hours).
+    pub send_at: DateTime<Utc>,
+    /// P(the payer provides a new payment method after it): the model's ask
+    /// response, plus updates that happen anyway.
+    pub p_update: f64,
+    /// P(the ask makes the payer cancel) (message attrition).
+    pub attrition: f64,
+    /// Calibrated P(the retry succeeds once the method is updated).
+    pub p_success_after: f64,
+    /// Value of the plan (the best choice, ask or wait, at each opportunity
+    /// while unanswered), minor units.
+    pub value: f64,
+    /// Value of never asking (only the updates that happen anyway).
+    pub value_without_asking: f64,
+    /// Asks on the plan, this one included, if every one goes unanswered.
+    pub planned_asks: u32,
+}
+
 /// The engine's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub action: Action,
     /// The chosen retry (`None` when not retrying).
     pub chosen: Option<Slot>,
-    /// Channel to ask the payer through (for a new payment method when not retrying).
+    /// Channel to ask the payer through (for a new payment method when not
+    /// retrying); `None` when the plan says an ask is not worth it now.
     pub ask_channel: Option<Channel>,
+    /// The valued ask, when only a new payment method allows the next retry
+    /// and the model has an ask response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ask: Option<AskPlan>,
     /// P(the payment is recovered over the rest of the window): the chosen
     /// retry, then, each time the last one failed, the best-valued slot at least
     /// a day later, as long as one is worth its cost (retries' outcomes taken as
@@ -304,6 +360,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         action: Action::DoNotRetry,
         chosen: None,
         ask_channel: Some(ask),
+        ask: None,
         p_recovery: 0.0,
         planned_retries: 0,
         alternatives: Vec::new(),
@@ -322,8 +379,41 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         if last.decline.class() == DeclineClass::Hard {
             reasons.insert(0, reason("hard_decline", format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str())));
         }
-        reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
-        return Ok(not_retrying(reasons, 0, 0));
+        let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &earlier, &evidence, state.messages() + req.asks.len() as u32)).flatten();
+        let Some((plan, p_recovery)) = plan else {
+            reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
+            return Ok(not_retrying(reasons, 0, 0));
+        };
+        let pct = |x: f64| 100.0 * x;
+        if plan.channel == Channel::None {
+            reasons.push(reason(
+                "ask_not_worth_it",
+                format!("no ask is worth it: each would lose more payers or cost more than it brings back (waiting for the payer is worth {:.1})", plan.value_without_asking),
+            ));
+        } else {
+            reasons.push(reason(
+                "ask_for_new_payment_method",
+                format!(
+                    "ask by {} at {}: P(new payment method) {:.1} %, then P(retry succeeds) {:.3}, P(payer cancels) {:.1} %; the plan is worth {:.1} against {:.1} without asking; {} asks planned at least {} h apart while unanswered, P(recovery) {:.3} (each ask taken as likely to work as the first)",
+                    <&str>::from(plan.channel),
+                    plan.send_at.to_rfc3339(),
+                    pct(plan.p_update),
+                    plan.p_success_after,
+                    pct(plan.attrition),
+                    plan.value,
+                    plan.value_without_asking,
+                    plan.planned_asks,
+                    cfg.ask_spacing_hours.max(1),
+                    p_recovery
+                ),
+            ));
+        }
+        return Ok(Decision {
+            ask_channel: (plan.channel != Channel::None).then_some(plan.channel),
+            p_recovery,
+            ask: Some(plan),
+            ..not_retrying(reasons, 0, 0)
+        });
     }
     if let Some(max) = req.constraints.max_retries {
         let used = req.attempts.len() as u32 - 1;
@@ -342,8 +432,9 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let tz = req.facts.timezone;
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
-    // Messages already sent in this dunning: each one makes the next more likely to lose the payer.
-    let messages_before = state.messages();
+    // Messages already sent in this dunning (before retries, and asks): each one makes
+    // the next more likely to lose the payer.
+    let messages_before = state.messages() + req.asks.len() as u32;
     // Allowed channels with their logit terms, message cost and attrition (the same at every hour).
     let channels: Vec<(Channel, f64, f64, f64, f64)> = Channel::VARIANTS
         .iter()
@@ -541,6 +632,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         action: Action::Retry,
         chosen: Some(chosen),
         ask_channel: None,
+        ask: None,
         p_recovery,
         planned_retries,
         alternatives,
@@ -576,6 +668,124 @@ fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
     if start <= end { hour >= start && hour < end } else { hour >= start || hour < end }
 }
 
+/// Plan the ask for a new payment method when only an update allows the next
+/// retry: a finite-horizon dynamic programme over the ask opportunities left
+/// in the window (one every `ask_spacing_hours`, outside quiet hours), in
+/// state (opportunity, asks sent on the plan). At each opportunity: ask on
+/// channel c, worth `(1 − a_c(m)) (q_c G_c + (1 − q_c) V(next, m + 1)) − cost_c`,
+/// or wait, worth `s G + (1 − s) V(next, m)`, where `q_c = ρ_c + (1 − ρ_c) s`
+/// is P(update) with the ask (ρ_c the model's ask response, s the updates
+/// that happen anyway over the spacing), `a_c(m)` the message attrition after
+/// m messages, and `G = P(retry succeeds once updated) × amount, discounted,
+/// − attempt cost`. Returns the plan and P(recovery) along it. `None` when
+/// the model has no ask response or no opportunity is left. `messages_before`:
+/// messages already sent in this dunning (before retries, and asks).
+fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[EarlierAttempt], evidence: &[Evidence], messages_before: u32) -> Option<(AskPlan, f64)> {
+    let response = &model.asks;
+    if response.is_empty() {
+        return None;
+    }
+    let c = &req.constraints;
+    let lead = Duration::hours(cfg.message_lead_hours.max(0));
+    let spacing = Duration::hours(cfg.ask_spacing_hours.max(1));
+    let window_end = req.attempts[0].at + Duration::days(cfg.dunning_window_days);
+    let latest = c.latest.map_or(window_end, |l| l.min(window_end));
+    let tz = req.facts.timezone;
+    let quiet = |t: DateTime<Utc>| c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
+    let mut t = [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");
+    let mut times = Vec::new();
+    while times.len() < 64 {
+        let mut steps = 0;
+        while quiet(t) && steps < 24 {
+            t = ceil_hour(t + Duration::minutes(1));
+            steps += 1;
+        }
+        if t + lead > latest || quiet(t) {
+            break;
+        }
+        times.push(t);
+        t += spacing;
+    }
+    if times.is_empty() {
+        return None;
+    }
+    // The retry once the method is updated, scored as the log shows it: updated, after the ask's channel.
+    let updated = PaymentState::new(req.facts.clone(), earlier, true, evidence)?;
+    let p_after = |ch: Channel| model.predict(&updated.encode(&Candidate { at: times[0] + lead, channel: ch }));
+    let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
+        .iter()
+        .copied()
+        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)) && response.rate(ch) > 0.0)
+        .map(|ch| (ch, response.rate(ch), p_after(ch), cfg.message_cost(ch)))
+        .collect();
+    let p_quiet = p_after(Channel::None);
+    let s = 1.0 - (-response.spontaneous_per_day.max(0.0) * spacing.num_minutes() as f64 / 1440.0).exp();
+    let amount = req.facts.amount_minor as f64;
+    let gain = |k: usize, p: f64| {
+        let days = ((times[k] + lead - req.now).num_minutes() as f64 / 1440.0).max(0.0);
+        ((1.0 - cfg.daily_discount).powf(days) * p * amount - cfg.attempt_cost_minor).max(0.0)
+    };
+    // value[k][j], choice[k][j]: at opportunity k after j asks on the plan (index into channels, or none).
+    let n = times.len();
+    let mut value = vec![vec![0.0f64; n + 2]; n + 1];
+    let mut choice = vec![vec![None::<usize>; n + 1]; n];
+    for k in (0..n).rev() {
+        for j in 0..=k {
+            let mut best = s * gain(k, p_quiet) + (1.0 - s) * value[k + 1][j];
+            for (i, &(ch, rho, p, cost)) in channels.iter().enumerate() {
+                let (a, q) = (model.attrition.rate(ch, messages_before + j as u32), rho + (1.0 - rho) * s);
+                let v = (1.0 - a) * (q * gain(k, p) + (1.0 - q) * value[k + 1][j + 1]) - cost;
+                if v > best {
+                    (best, choice[k][j]) = (v, Some(i));
+                }
+            }
+            value[k][j] = best;
+        }
+    }
+    // Follow the plan while every ask goes unanswered.
+    let (mut reach, mut p_recovery, mut planned, mut j, mut first) = (1.0, 0.0, 0u32, 0usize, None);
+    for (k, row) in choice.iter().enumerate() {
+        match row[j] {
+            Some(i) => {
+                first = first.or(Some((k, i)));
+                let (ch, rho, p, _) = channels[i];
+                let (a, q) = (model.attrition.rate(ch, messages_before + j as u32), rho + (1.0 - rho) * s);
+                p_recovery += reach * (1.0 - a) * q * p;
+                reach *= (1.0 - a) * (1.0 - q);
+                planned += 1;
+                j += 1;
+            }
+            None => {
+                p_recovery += reach * s * p_quiet;
+                reach *= 1.0 - s;
+            }
+        }
+    }
+    // Never asking: only the updates that happen anyway.
+    let (mut never, mut left) = (0.0, 1.0);
+    for k in 0..n {
+        never += left * s * gain(k, p_quiet);
+        left *= 1.0 - s;
+    }
+    let plan = match first {
+        Some((k, i)) => {
+            let (ch, rho, p, _) = channels[i];
+            AskPlan {
+                channel: ch,
+                send_at: times[k],
+                p_update: rho + (1.0 - rho) * s,
+                attrition: model.attrition.rate(ch, messages_before),
+                p_success_after: p,
+                value: value[0][0],
+                value_without_asking: never,
+                planned_asks: planned,
+            }
+        }
+        None => AskPlan { channel: Channel::None, send_at: times[0], p_update: s, attrition: 0.0, p_success_after: p_quiet, value: value[0][0], value_without_asking: never, planned_asks: 0 },
+    };
+    Some((plan, p_recovery))
+}
+
 /// Channel to ask for a new payment method: email if allowed (cheap, carries a
 /// link), else the first allowed channel.
 fn best_ask_channel(c: &Constraints) -> Channel {
@@ -604,7 +814,7 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default() }
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default() }
     }
 
     fn request() -> Request {
@@ -624,6 +834,7 @@ mod tests {
             },
             attempts: vec![RequestAttempt { at: t0, decline: DeclineCode::InsufficientFunds, network_code: None, advice_code: None, channel: None, payment_method_updated: false }],
             payment_method_updated: false,
+            asks: Vec::new(),
             past_payments: Vec::new(),
             now: t0 + Duration::minutes(5),
             constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
@@ -690,5 +901,91 @@ mod tests {
         let capped = Request { constraints: Constraints { max_retries: Some(1), ..req.constraints.clone() }, ..req.clone() };
         let d1 = decide(&m, &cfg, &capped, (0.5, 0.5)).expect("decides");
         assert_eq!((d1.planned_retries, d1.p_recovery), (1, d1.chosen.expect("chosen").p_success));
+    }
+
+    /// A model whose every retry has the same P(success), with an ask response
+    /// (SMS 30 %, email 20 %, 2 %/day on their own) and the given attrition lines.
+    fn asking_model(email: (f64, f64), sms: (f64, f64)) -> SuccessModel {
+        use crate::asks::{AskResponse, ChannelResponse};
+        use crate::attrition::{Attrition, ChannelAttrition};
+        let line = |channel, (base, per_message)| ChannelAttrition { channel, base, per_message, buckets: vec![] };
+        let response = |channel, rate| ChannelResponse { channel, rate, se: 0.01, retries: 100 };
+        SuccessModel {
+            schema: SCHEMA.clone(),
+            weights: vec![0.0; SCHEMA.len()],
+            intercept: 0.5,
+            platt_a: 1.0,
+            platt_b: 0.0,
+            attrition: Attrition { channels: vec![line(Channel::Email, email), line(Channel::Sms, sms)], retries: 100, other: None },
+            asks: AskResponse {
+                channels: vec![response(Channel::Email, 0.2), response(Channel::Sms, 0.3)],
+                spontaneous_per_day: 0.02,
+                payments: 100,
+                first_retry_days: (0.75, 1.25),
+                other: None,
+            },
+        }
+    }
+
+    #[test]
+    fn an_expired_card_gets_a_valued_plan_of_asks() {
+        let p = crate::model::sigmoid(0.5);
+        let mut req = request();
+        req.attempts[0].decline = DeclineCode::ExpiredCard;
+        req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
+        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, ..Default::default() };
+        // Messages that lose nobody and cost nothing: ask on the most responsive channel at
+        // every opportunity, once a day from now to the end of the window.
+        let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!(d.action, Action::DoNotRetry);
+        let plan = d.ask.clone().expect("a plan");
+        assert_eq!((plan.channel, d.ask_channel, plan.send_at), (Channel::Sms, Some(Channel::Sms), req.now));
+        let left = (req.attempts[0].at + Duration::days(free.dunning_window_days) - Duration::hours(free.message_lead_hours) - req.now).num_hours() / 24 + 1;
+        assert_eq!(plan.planned_asks as i64, left);
+        let s = 1.0 - (-0.02f64).exp();
+        let q = 0.3 + 0.7 * s;
+        assert!((plan.p_update - q).abs() < 1e-12 && (plan.p_success_after - p).abs() < 1e-12, "{plan:?}");
+        let recovery = p * (1.0 - (1.0 - q).powi(left as i32));
+        assert!((d.p_recovery - recovery).abs() < 1e-12, "{} vs {recovery}", d.p_recovery);
+        let gain = p * 4_999.0 - free.attempt_cost_minor;
+        assert!((plan.value - gain * (1.0 - (1.0 - q).powi(left as i32))).abs() < 1e-6, "{plan:?}");
+        assert!(plan.value > plan.value_without_asking && d.reasons.iter().any(|r| r.code == "ask_for_new_payment_method"));
+
+        // SMS loses half the payers it reaches: email instead, and fewer asks as fatigue grows.
+        // When delay costs nothing, the plan first waits for the updates that come anyway
+        // (each ask spent loses payers), then asks.
+        let fatigue = asking_model((0.01, 0.05), (0.5, 0.0));
+        let d = decide(&fatigue, &free, &req, (0.5, 0.5)).expect("decides");
+        let plan = d.ask.clone().expect("a plan");
+        assert_eq!(plan.channel, Channel::Email);
+        assert!(plan.planned_asks > 1 && (plan.planned_asks as i64) < left, "{plan:?}");
+        assert!((plan.attrition - 0.01).abs() < 1e-12);
+        assert!(plan.send_at > req.now, "{plan:?}");
+        // When the payer may leave meanwhile (5 % of the value a day), it asks at once.
+        let impatient = EngineConfig { daily_discount: 0.05, ..free.clone() };
+        let now = decide(&fatigue, &impatient, &req, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+        assert_eq!((now.channel, now.send_at), (Channel::Email, req.now));
+
+        // Two asks already sent, the last an hour ago: the next waits out the spacing, and
+        // its attrition counts them.
+        let mut asked = req.clone();
+        asked.asks = vec![SentAsk { at: req.now - Duration::hours(30), channel: Channel::Email }, SentAsk { at: req.now - Duration::hours(1), channel: Channel::Email }];
+        let later = decide(&fatigue, &impatient, &asked, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+        assert_eq!(later.send_at, req.now + Duration::hours(23));
+        assert!((later.attrition - 0.11).abs() < 1e-12, "{later:?}");
+
+        // Every ask loses more than it brings: none, and the reason says so.
+        let d = decide(&asking_model((0.99, 0.0), (0.99, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!((d.ask_channel, d.ask.as_ref().map(|a| a.channel)), (None, Some(Channel::None)));
+        assert!(d.reasons.iter().any(|r| r.code == "ask_not_worth_it"), "{:?}", d.reasons);
+
+        // A model without an ask response: no plan, the channel suggestion as before.
+        let d = decide(&model(), &free, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!((d.ask, d.ask_channel), (None, Some(Channel::Email)));
+
+        // An ask from the future is refused, naming the field.
+        let mut bad = req.clone();
+        bad.asks = vec![SentAsk { at: req.now + Duration::hours(1), channel: Channel::Email }];
+        assert_eq!(decide(&model(), &free, &bad, (0.5, 0.5)).unwrap_err().field, "asks[0].sent_at");
     }
 }

@@ -1,7 +1,7 @@
 //! Predicted recovery of open payments, for finance's MRR forecast.
 //!
 //! For a payment still open at `as_of` (failed, not recovered, inside its
-//! dunning window), [`forecast`] asks the engine for its next retry (no
+//! dunning window), `forecast` asks the engine for its next retry (no
 //! exploration) and takes the engine's own look-ahead over the rest of the
 //! window: that retry, then, each time the last one fails, the best-valued
 //! slot at least a day later, while one is worth its cost:
@@ -157,7 +157,9 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
             p_recovery = p_update * u.p_recovery;
         }
     }
-    Ok(Forecast { next: Next::AskForUpdate, channel: Some(ask), send_at: Some(req.now), p_recovery, p_recovery_model: p_recovery, reason: "ask_for_new_payment_method".into(), ..stop })
+    // With a model that values asks, its plan says when to ask and what it expects.
+    let (send_at, p_recovery_model) = d.ask.as_ref().map_or((req.now, p_recovery), |a| (a.send_at, d.p_recovery));
+    Ok(Forecast { next: Next::AskForUpdate, channel: Some(ask), send_at: Some(send_at), p_recovery, p_recovery_model, reason: "ask_for_new_payment_method".into(), ..stop })
 }
 
 /// The reason code that explains a decision in one word: the verdict when not retrying.
@@ -249,6 +251,7 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
         })
         .collect();
     Request {
+        asks: Vec::new(),
         payment_id: h.payment_id(p.first()).to_string(),
         facts: facts_of(p.last()),
         attempts,

@@ -216,6 +216,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     let earliest = r.wait_time.as_ref().map(|t| time("wait_time", t)).transpose()?;
     let last = attempts.last().map_or(clock, |a| a.at);
     let req = engine::Request {
+        asks: Vec::new(),
         payment_id: text(&r.payment_id).unwrap_or("hyperswitch").to_string(),
         facts,
         attempts,

@@ -15,6 +15,7 @@
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
 //! - [`attrition`]: how many payers a message loses, from the log's randomized channels.
+//! - [`asks`]: how likely a payer asked for a new payment method provides one, per channel.
 //! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
 //!
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
@@ -31,6 +32,7 @@
 //! - [`cli`]: the `recoup` subcommands.
 
 pub mod api;
+pub mod asks;
 pub mod attrition;
 pub mod backtest;
 pub mod calendar;

@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::asks::AskResponse;
 use crate::attrition::Attrition;
 use crate::domain::Channel;
 use crate::features::{PaymentState, Schema, TimeLevels, SCHEMA};
@@ -30,6 +31,11 @@ pub struct SuccessModel {
     /// existed or on histories without randomized channels: nothing priced).
     #[serde(default, skip_serializing_if = "Attrition::is_empty")]
     pub attrition: Attrition,
+    /// P(a payer asked for a new payment method on each channel provides one)
+    /// (estimated from the history's randomized channels; empty when it could
+    /// not be: the engine then values no ask).
+    #[serde(default, skip_serializing_if = "AskResponse::is_empty")]
+    pub asks: AskResponse,
 }
 
 /// A model that does not fit the code that loads it.

@@ -17,7 +17,6 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::attrition::Attrition;
 use crate::model::SuccessModel;
 use crate::train::{Metrics, TrainConfig, TrainReport};
 
@@ -132,7 +131,7 @@ pub fn write_version(
     fs::create_dir_all(&tmp).map_err(io(&tmp))?;
     fs::write(tmp.join("model.json"), &model_json).map_err(io(&tmp))?;
     write_json(&tmp.join("metrics.json"), report)?;
-    fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report, &model.attrition)).map_err(io(&tmp))?;
+    fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report, model)).map_err(io(&tmp))?;
     write_json(&tmp.join("manifest.json"), &manifest)?;
     fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
@@ -202,7 +201,8 @@ fn metrics_row(name: &str, m: &Metrics) -> String {
 }
 
 /// The human-readable model card.
-pub fn model_card(m: &Manifest, r: &TrainReport, attrition: &Attrition) -> String {
+pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String {
+    let attrition = &model.attrition;
     let mut s = String::new();
     let d = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(s, "# Model {}\n", m.version);
@@ -252,6 +252,25 @@ pub fn model_card(m: &Manifest, r: &TrainReport, attrition: &Attrition) -> Strin
         if let Some(o) = &attrition.other {
             let raw: Vec<String> = o.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1}", b.messages_before, 100.0 * b.rate, 196.0 * b.se)).collect();
             let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.2} % | {:.2} % | {} |", 100.0 * o.base, 100.0 * o.per_message, raw.join("; "));
+        }
+    }
+    let _ = writeln!(s, "\n## Asking for a new payment method (whole history)\n");
+    let asks = &model.asks;
+    if asks.is_empty() {
+        let _ = writeln!(s, "Not estimated: the history has too few needs-update payments whose first retry's channel was drawn at random");
+        let _ = writeln!(s, "with `none` among the choices. The engine does not value asks; it still names the channel to ask through.");
+    } else {
+        let _ = writeln!(s, "P(the payer provides a new payment method when asked), from {} needs-update payments: among those", asks.payments);
+        let _ = writeln!(s, "retried at the logging policy's first retry time ({:.2}–{:.2} days after the decline, as for soft declines), the share", asks.first_retry_days.0, asks.first_retry_days.1);
+        let _ = writeln!(s, "updated by then per channel drawn, corrected for the channel's attrition and for the updates that happen");
+        let _ = writeln!(s, "without a message ({:.2} % per day). The engine assumes every ask has this chance: the log cannot show", 100.0 * asks.spontaneous_per_day);
+        let _ = writeln!(s, "whether a payer who ignored one ask answers the next.\n");
+        let _ = writeln!(s, "| channel | P(update when asked) ± 1.96 SE | first retries logged |\n|---|---|---|");
+        for c in &asks.channels {
+            let _ = writeln!(s, "| {} | {:.1} % ± {:.1} | {} |", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se, c.retries);
+        }
+        if let Some(o) = &asks.other {
+            let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.1} % ± {:.1} | {} |", 100.0 * o.rate, 196.0 * o.se, o.retries);
         }
     }
     let _ = writeln!(s, "\n## Known limits\n");

@@ -758,7 +758,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
     let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| anyhow::anyhow!("no L2 penalty to try"))?;
     let (platt_a, platt_b) = fit_platt(&logits(&weights, intercept, &cal), &cal.labels)?;
     progress(&format!("calibrated (Platt): a={platt_a:.4}, b={platt_b:.4}"));
-    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b, attrition: Default::default() };
+    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b, attrition: Default::default(), asks: Default::default() };
     let z_test = logits(&model.weights, model.intercept, &test);
     let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();

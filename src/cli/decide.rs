@@ -39,6 +39,8 @@ struct Req {
     payment_method_updated: bool,
     #[serde(default)]
     past_payments: Vec<Vec<PastAttempt>>,
+    #[serde(default)]
+    asks: Vec<Ask>,
     now: Option<DateTime<Utc>>,
     #[serde(default)]
     constraints: Option<Constraints>,
@@ -79,6 +81,13 @@ struct Attempt {
     channel: String,
     #[serde(default)]
     payment_method_updated: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Ask {
+    sent_at: DateTime<Utc>,
+    channel: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -142,6 +151,7 @@ fn to_proto(r: Req) -> v1::DecideRequest {
                 attempts: p.into_iter().map(|a| v1::PastAttempt { attempted_at: Some(ts(a.attempted_at)), outcome: a.outcome, decline_code: a.decline_code }).collect(),
             })
             .collect(),
+        asks: r.asks.into_iter().map(|a| v1::Ask { sent_at: Some(ts(a.sent_at)), channel: a.channel }).collect(),
         now: r.now.map(ts),
         constraints: r.constraints.map(|c| v1::Constraints {
             earliest: c.earliest.map(ts),
@@ -186,8 +196,17 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         }
         _ => {
             println!("DO_NOT_RETRY");
-            if let Some(c) = d.ask_channel {
-                println!("  ask for a new payment method by {}", <&str>::from(c));
+            match (&d.ask, d.ask_channel) {
+                (Some(a), Some(c)) => {
+                    println!("  ask for a new payment method by {} at {}", <&str>::from(c), a.send_at.to_rfc3339());
+                    println!(
+                        "  P(update) {:.3}, then P(success) {:.3}; P(payer cancels) {:.3}; P(recovery over the window) {:.3}; value {:.1} vs {:.1} without asking; {} asks planned",
+                        a.p_update, a.p_success_after, a.attrition, d.p_recovery, a.value, a.value_without_asking, a.planned_asks
+                    );
+                }
+                (Some(a), None) => println!("  do not ask: no ask is worth it (waiting for the payer is worth {:.1})", a.value_without_asking),
+                (None, Some(c)) => println!("  ask for a new payment method by {}", <&str>::from(c)),
+                (None, None) => {}
             }
         }
     }

@@ -133,6 +133,8 @@ pub struct EpisodeState {
     pub attempts: Vec<WorldAttempt>,
     /// Messages sent so far.
     pub messages_sent: u32,
+    /// The messages sent, (time, channel), in order.
+    pub messages: Vec<(DateTime<Utc>, Channel)>,
     /// When the payer updated the payment method, if they did.
     pub updated_at: Option<DateTime<Utc>>,
     /// Until when a message the payer acted on lifts success.
@@ -470,6 +472,7 @@ impl World {
             episode,
             attempts: vec![first],
             messages_sent: 0,
+            messages: Vec::new(),
             updated_at: None,
             lift_until: None,
             closed: None,
@@ -518,6 +521,7 @@ impl World {
             st.cost += self.message_cost(action.channel);
             let cancel_p = self.message_cancel_probability(st, action.channel);
             st.messages_sent += 1;
+            st.messages.push((send_at, action.channel));
             if u_cancel < cancel_p {
                 st.closed = Some(Closed::Cancelled(send_at));
                 return Some(StepResult::Cancelled);

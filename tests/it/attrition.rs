@@ -1,15 +1,24 @@
-//! Message attrition estimated on a simulated log against the world's true cancellation rates.
+//! Message attrition and the response to asks for a new payment method,
+//! estimated on a simulated log against the world's truth.
+
+use std::sync::OnceLock;
 
 use recoup::attrition;
 use recoup::domain::Channel;
+use recoup::history::History;
 use recoup::sim::{generate, World, WorldConfig};
+
+/// A 100,000-payer log of world seed 37 (channels drawn at random), built once.
+fn log() -> &'static History {
+    static LOG: OnceLock<History> = OnceLock::new();
+    LOG.get_or_init(|| generate::chunk(&World::new(WorldConfig::default(), 37, 12), 0..100_000).history)
+}
 
 #[test]
 fn attrition_on_a_randomized_log_matches_the_worlds_cancellation_rates() {
     let cfg = WorldConfig::default();
     let (base, fatigue, intrusive) = (cfg.channels.cancel_base, cfg.channels.fatigue, cfg.channels.intrusive_factor);
-    let w = World::new(cfg, 37, 12);
-    let mut h = generate::chunk(&w, 0..100_000).history;
+    let mut h = log().clone();
     let a = attrition::estimate(&h);
     assert!(a.retries > 100_000, "{} randomized retries", a.retries);
     let truth = |ch: Channel, m: u32| (base + fatigue * m as f64) * if matches!(ch, Channel::Sms | Channel::Push) { intrusive } else { 1.0 };
@@ -36,4 +45,37 @@ fn attrition_on_a_randomized_log_matches_the_worlds_cancellation_rates() {
     }
     let none = attrition::estimate(&h);
     assert!(none.is_empty() && none.other.is_none() && none.rate(Channel::Email, 2) == 0.0);
+}
+
+#[test]
+fn ask_response_on_a_randomized_log_matches_the_payers_responsiveness() {
+    let cfg = WorldConfig::default();
+    let h = log();
+    let a = attrition::estimate(h);
+    let asks = recoup::asks::estimate(h, &a);
+    assert!(asks.payments > 3_000, "{} needs-update payments", asks.payments);
+    // The logging policy's first retry is day 1 ± 6 hours.
+    let (lo, hi) = asks.first_retry_days;
+    assert!(lo >= 0.7 && hi <= 1.3 && lo < hi, "{lo}..{hi}");
+    // An ask's true chance is the mean of the payers' responsiveness on the channel, Beta(a, b).
+    for c in &asks.channels {
+        let (_, al, be) = cfg.channels.responsiveness.iter().find(|r| r.0 == c.channel).copied().expect("configured");
+        let truth = al / (al + be);
+        let z = (c.rate - truth) / c.se;
+        assert!(z.abs() < 3.5, "{:?}: {:.4} ± {:.4}, truth {truth:.4} (z {z:.1})", c.channel, c.rate, c.se);
+    }
+    assert!(asks.channels.iter().any(|c| c.channel == Channel::Email) && asks.channels.iter().any(|c| c.channel == Channel::Sms));
+    // On their own: the world's daily hazard, within the noise of ~1,000 unasked payments.
+    let s = asks.spontaneous_per_day;
+    assert!((s - cfg.behaviour.spontaneous_update_per_day).abs() < 0.01, "spontaneous {s}");
+    // in_app is never logged: it gets the channels' mean, not zero.
+    assert!(asks.rate(Channel::InApp) > 0.1);
+    assert_eq!(asks.rate(Channel::None), 0.0);
+
+    // A log without randomized channels says nothing.
+    let mut fixed = h.clone();
+    for at in &mut fixed.attempts {
+        at.propensity = Some(1.0);
+    }
+    assert!(recoup::asks::estimate(&fixed, &a).is_empty());
 }

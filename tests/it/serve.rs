@@ -150,6 +150,15 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
         assert_ne!(r.ask_channel, v1::Channel::Unspecified as i32);
     }
 
+    // An expired card: no retry until the payer updates it; the shipped model values the ask.
+    let r = s.client.decide(request("visa", "expired_card")).await.expect("decides").into_inner();
+    assert_eq!(r.action, v1::Action::DoNotRetry as i32);
+    let plan = r.ask.expect("the shipped model has an ask response: a valued plan");
+    assert_eq!(plan.channel, r.ask_channel);
+    assert!(plan.channel != v1::Channel::None as i32 && plan.p_update > 0.05 && plan.p_success_after > 0.0 && plan.planned_asks >= 1, "{plan:?}");
+    assert!(plan.value > plan.value_without_asking && r.p_recovery > 0.0, "{plan:?}");
+    assert!(r.reasons.iter().any(|x| x.code == "ask_for_new_payment_method"), "{:?}", r.reasons);
+
     // Every class of invalid field answers INVALID_ARGUMENT naming the field.
     type Breaker = fn(&mut v1::DecideRequest);
     let cases: Vec<(&str, Breaker)> = vec![
@@ -175,6 +184,8 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
         ("constraints.quiet_hours", |r| r.constraints = Some(v1::Constraints { quiet_start_hour: Some(25), quiet_end_hour: Some(7), ..Default::default() })),
         ("constraints.allowed_channels[0]", |r| r.constraints = Some(v1::Constraints { allowed_channels: vec!["pigeon".into()], ..Default::default() })),
         ("constraints.latest", |r| r.constraints = Some(v1::Constraints { earliest: ts(at(9, 1)), latest: ts(at(5, 1)), ..Default::default() })),
+        ("asks[0].sent_at", |r| r.asks = vec![v1::Ask { sent_at: None, channel: "email".into() }]),
+        ("asks[0].channel", |r| r.asks = vec![v1::Ask { sent_at: ts(at(2, 15)), channel: "none".into() }]),
         ("past_payments[0].attempts[0].outcome", |r| {
             r.past_payments = vec![v1::PastPayment { attempts: vec![v1::PastAttempt { attempted_at: ts(at(1, 1)), outcome: "maybe".into(), decline_code: String::new() }] }]
         }),
@@ -203,16 +214,16 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     // The metrics endpoint counted all of it, in Prometheus text format.
     let (status, body) = scrape(s.metrics_addr).await;
     assert!(status.contains("200"), "{status}");
-    assert_eq!(sample(&body, r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="Decide"}"#), 19.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 6.0);
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="Decide"}"#), 21.0, "{body}");
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 7.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="DecideBatch"}"#), 1.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="GetModel"}"#), 1.0);
-    // 1 + 1 (batch) retries; 5 + 1 (batch) hard declines.
-    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 6.0);
+    // 1 + 1 (batch) retries; 5 + 1 (batch) hard declines and an expired card.
+    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 7.0);
     let retries: f64 = body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
     assert_eq!(retries, 2.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 25.0);
-    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 25.0);
+    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 28.0);
+    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 28.0);
     let version = std::fs::read_to_string(models.join("CURRENT")).unwrap().trim().to_string();
     assert_eq!(sample(&body, &format!(r#"recoup_model_info{{version="{version}"}}"#)), 1.0);
     assert_eq!(sample(&body, "recoup_in_flight"), 0.0);
