@@ -260,8 +260,8 @@ pub struct Term {
     pub weight: f64,
 }
 
-/// When only a new payment method allows the next retry: whether and how to
-/// ask for one now, valued over the rest of the window (see `plan_ask`).
+/// When only a new payment method allows the next retry: whether, when and
+/// on which channel to ask for one, valued over the rest of the window (see `plan_ask`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AskPlan {
     /// Channel of the next planned ask; `none`: no ask is worth it (wait for the payer).
@@ -293,7 +293,7 @@ pub struct Decision {
     /// The chosen retry (`None` when not retrying).
     pub chosen: Option<Slot>,
     /// Channel to ask the payer through (for a new payment method when not
-    /// retrying); `None` when the plan says an ask is not worth it now.
+    /// retrying); `None` when the ask plan finds no ask worth it.
     pub ask_channel: Option<Channel>,
     /// The valued ask, when only a new payment method allows the next retry
     /// and the model has an ask response.
