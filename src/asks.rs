@@ -105,7 +105,6 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
     let days = |a: &Attempt, b: &Attempt| (b.attempted_at - a.attempted_at).num_minutes() as f64 / 1440.0;
     let randomized = |a: &Attempt| a.propensity.is_some_and(|p| p > 0.0 && p < 1.0) && a.channel.is_some();
     let mut soft: Vec<f64> = Vec::new();
-    // Σ propensity and rows per channel at that time (for π_c).
     let end = h.payments().flat_map(|p| p.iter().map(|a| a.attempted_at)).max();
     for p in h.payments() {
         let first = p[0].decline.map(|d| d.class());
@@ -120,6 +119,7 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
     // time (a rule forbade the first one), so not up to the 99th percentile.
     let (lo, mid) = (q(0.01), q(0.5));
     let hi = mid + (mid - lo);
+    // Σ propensity and rows per channel at that time (for π_c); first retries there per channel.
     let mut prop = [(0.0f64, 0usize); Channel::VARIANTS.len()];
     let mut count = [0usize; Channel::VARIANTS.len()];
     let (mut payments, mut delay_sum, mut delay_n) = (0usize, 0.0, 0usize);
