@@ -104,13 +104,16 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
     // The first planned retry: delays (days) of first retries after soft declines.
     let days = |a: &Attempt, b: &Attempt| (b.attempted_at - a.attempted_at).num_minutes() as f64 / 1440.0;
     let randomized = |a: &Attempt| a.propensity.is_some_and(|p| p > 0.0 && p < 1.0) && a.channel.is_some();
+    // A soft decline's first retry, when its channel was drawn at random.
+    let soft_first = |p: &[Attempt]| {
+        let soft = matches!(p[0].decline.map(|d| d.class()), Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer));
+        p.get(1).filter(|a| soft && randomized(a)).map(|a| days(&p[0], a))
+    };
     let mut soft: Vec<f64> = Vec::new();
-    let end = h.payments().flat_map(|p| p.iter().map(|a| a.attempted_at)).max();
+    let mut end = None;
     for p in h.payments() {
-        let first = p[0].decline.map(|d| d.class());
-        if matches!(first, Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer)) && p.len() > 1 && randomized(&p[1]) {
-            soft.push(days(&p[0], &p[1]));
-        }
+        end = end.max(p.iter().map(|a| a.attempted_at).max());
+        soft.extend(soft_first(p));
     }
     let (Some(end), false) = (end, soft.len() < MIN_ROWS) else { return AskResponse::default() };
     soft.sort_by(f64::total_cmp);
@@ -119,25 +122,24 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
     // time (a rule forbade the first one), so not up to the 99th percentile.
     let (lo, mid) = (q(0.01), q(0.5));
     let hi = mid + (mid - lo);
+    let at_first = |d: f64| (lo..=hi).contains(&d);
     // Σ propensity and rows per channel at that time (for π_c); first retries there per channel.
     let mut prop = [(0.0f64, 0usize); Channel::VARIANTS.len()];
     let mut count = [0usize; Channel::VARIANTS.len()];
     let (mut payments, mut delay_sum, mut delay_n) = (0usize, 0.0, 0usize);
     for p in h.payments() {
-        let first = p[0].decline.map(|d| d.class());
-        let at_first = |a: &Attempt| (lo..=hi).contains(&days(&p[0], a));
         // π_c: propensities of the logged first retries at the first planned time (soft declines).
-        if matches!(first, Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer)) && p.len() > 1 && randomized(&p[1]) && at_first(&p[1]) {
+        if soft_first(p).is_some_and(at_first) {
             let c = p[1].channel.expect("randomized") as usize;
             prop[c].0 += p[1].propensity.expect("randomized");
             prop[c].1 += 1;
         }
         // Needs-update payments that had their first planned retry inside the history.
-        if first != Some(DeclineClass::NeedsUpdate) || p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) > end {
+        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) || p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) > end {
             continue;
         }
         payments += 1;
-        if p.len() > 1 && randomized(&p[1]) && at_first(&p[1]) {
+        if p.get(1).is_some_and(|a| randomized(a) && at_first(days(&p[0], a))) {
             count[p[1].channel.expect("randomized") as usize] += 1;
             delay_sum += days(&p[0], &p[1]);
             delay_n += 1;

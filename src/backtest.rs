@@ -350,10 +350,10 @@ impl Strategy for Learned {
         let ask = d.ask_channel.filter(|ch| *ch != Channel::None)?;
         let needs_update = req.attempts.last().is_some_and(|a| a.decline.class() == DeclineClass::NeedsUpdate);
         let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
-        if !needs_update || hard || req.payment_method_updated || v.state.messages_sent >= 3 {
+        if !needs_update || hard || req.payment_method_updated || v.state.messages_sent() >= 3 {
             return None;
         }
-        let wait = if v.state.messages_sent == 0 { Duration::zero() } else { Duration::days(2) };
+        let wait = if v.state.messages_sent() == 0 { Duration::zero() } else { Duration::days(2) };
         let now = req.now + wait + Duration::hours(self.cfg.message_lead_hours.max(0));
         let retry_at = next_hour(now)?;
         Some(Action { retry_at, channel: ask })
@@ -478,7 +478,7 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         revenue: if recovered { case.episode.amount_minor as f64 } else { 0.0 },
         days_to_recovery: days,
         attempts: st.attempts.len() as u32 - 1,
-        messages: st.messages_sent,
+        messages: st.messages_sent(),
         cost: st.cost,
         cancelled: matches!(st.closed, Some(Closed::Cancelled(_))),
         violations: st.violations,

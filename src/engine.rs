@@ -354,6 +354,9 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         .map(|a| EarlierAttempt { at: a.at, decline: a.decline, advice_code: a.advice_code, channel: a.channel, payment_method_updated: a.payment_method_updated })
         .collect();
     let state = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence).expect("attempts validated non-empty");
+    // Messages already sent in this dunning (before retries, and asks): each one makes
+    // the next more likely to lose the payer.
+    let messages_before = state.messages() + req.asks.len() as u32;
     let schedule = state.payday().schedule.to_string();
     let confidence = state.payday().confidence;
     let not_retrying = |reasons: Vec<Reason>, scored, removed| Decision {
@@ -379,7 +382,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         if last.decline.class() == DeclineClass::Hard {
             reasons.insert(0, reason("hard_decline", format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str())));
         }
-        let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &earlier, &evidence, state.messages() + req.asks.len() as u32)).flatten();
+        let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &earlier, &evidence, messages_before)).flatten();
         let Some((plan, p_recovery)) = plan else {
             reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
             return Ok(not_retrying(reasons, 0, 0));
@@ -432,9 +435,6 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let tz = req.facts.timezone;
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
-    // Messages already sent in this dunning (before retries, and asks): each one makes
-    // the next more likely to lose the payer.
-    let messages_before = state.messages() + req.asks.len() as u32;
     // Allowed channels with their logit terms, message cost and attrition (the same at every hour).
     let channels: Vec<(Channel, f64, f64, f64, f64)> = Channel::VARIANTS
         .iter()
@@ -712,19 +712,22 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     // The retry once the method is updated, scored as the log shows it: updated, after the ask's channel.
     let updated = PaymentState::new(req.facts.clone(), earlier, true, evidence)?;
     let p_after = |ch: Channel| model.predict(&updated.encode(&Candidate { at: times[0] + lead, channel: ch }));
+    let s = 1.0 - (-response.spontaneous_per_day.max(0.0) * spacing.num_minutes() as f64 / 1440.0).exp();
+    // Per allowed channel: P(update) with the ask (q), P(success once updated), message cost.
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
         .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)) && response.rate(ch) > 0.0)
-        .map(|ch| (ch, response.rate(ch), p_after(ch), cfg.message_cost(ch)))
+        .map(|ch| {
+            let rho = response.rate(ch);
+            (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch))
+        })
         .collect();
     let p_quiet = p_after(Channel::None);
-    let s = 1.0 - (-response.spontaneous_per_day.max(0.0) * spacing.num_minutes() as f64 / 1440.0).exp();
     let amount = req.facts.amount_minor as f64;
-    let gain = |k: usize, p: f64| {
-        let days = ((times[k] + lead - req.now).num_minutes() as f64 / 1440.0).max(0.0);
-        ((1.0 - cfg.daily_discount).powf(days) * p * amount - cfg.attempt_cost_minor).max(0.0)
-    };
+    let discount: Vec<f64> = times.iter().map(|t| (1.0 - cfg.daily_discount).powf(((*t + lead - req.now).num_minutes() as f64 / 1440.0).max(0.0))).collect();
+    let gain = |k: usize, p: f64| (discount[k] * p * amount - cfg.attempt_cost_minor).max(0.0);
+    let attrition = |ch: Channel, j: usize| model.attrition.rate(ch, messages_before + j as u32);
     // value[k][j], choice[k][j]: at opportunity k after j asks on the plan (index into channels, or none).
     let n = times.len();
     let mut value = vec![vec![0.0f64; n + 2]; n + 1];
@@ -732,8 +735,8 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     for k in (0..n).rev() {
         for j in 0..=k {
             let mut best = s * gain(k, p_quiet) + (1.0 - s) * value[k + 1][j];
-            for (i, &(ch, rho, p, cost)) in channels.iter().enumerate() {
-                let (a, q) = (model.attrition.rate(ch, messages_before + j as u32), rho + (1.0 - rho) * s);
+            for (i, &(ch, q, p, cost)) in channels.iter().enumerate() {
+                let a = attrition(ch, j);
                 let v = (1.0 - a) * (q * gain(k, p) + (1.0 - q) * value[k + 1][j + 1]) - cost;
                 if v > best {
                     (best, choice[k][j]) = (v, Some(i));
@@ -748,8 +751,8 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
         match row[j] {
             Some(i) => {
                 first = first.or(Some((k, i)));
-                let (ch, rho, p, _) = channels[i];
-                let (a, q) = (model.attrition.rate(ch, messages_before + j as u32), rho + (1.0 - rho) * s);
+                let (ch, q, p, _) = channels[i];
+                let a = attrition(ch, j);
                 p_recovery += reach * (1.0 - a) * q * p;
                 reach *= (1.0 - a) * (1.0 - q);
                 planned += 1;
@@ -769,12 +772,12 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     }
     let plan = match first {
         Some((k, i)) => {
-            let (ch, rho, p, _) = channels[i];
+            let (ch, q, p, _) = channels[i];
             AskPlan {
                 channel: ch,
                 send_at: times[k],
-                p_update: rho + (1.0 - rho) * s,
-                attrition: model.attrition.rate(ch, messages_before),
+                p_update: q,
+                attrition: attrition(ch, 0),
                 p_success_after: p,
                 value: value[0][0],
                 value_without_asking: never,

@@ -131,8 +131,6 @@ pub struct EpisodeState {
     pub episode: Episode,
     /// Attempts so far, the original failed charge first.
     pub attempts: Vec<WorldAttempt>,
-    /// Messages sent so far.
-    pub messages_sent: u32,
     /// The messages sent, (time, channel), in order.
     pub messages: Vec<(DateTime<Utc>, Channel)>,
     /// When the payer updated the payment method, if they did.
@@ -167,6 +165,11 @@ impl EpisodeState {
     /// The last attempt.
     pub fn last(&self) -> &WorldAttempt {
         self.attempts.last().expect("an episode starts with its failed charge")
+    }
+
+    /// Messages sent so far in this dunning.
+    pub fn messages_sent(&self) -> u32 {
+        self.messages.len() as u32
     }
 
     /// True when the payer updated the payment method after the last attempt and by `at`.
@@ -413,7 +416,7 @@ impl World {
     fn message_cancel_probability(&self, st: &EpisodeState, channel: Channel) -> f64 {
         let c = &self.cfg.channels;
         let intrusive = if matches!(channel, Channel::Sms | Channel::Push) { c.intrusive_factor } else { 1.0 };
-        ((c.cancel_base + c.fatigue * st.messages_sent as f64) * intrusive).clamp(0.0, 1.0)
+        ((c.cancel_base + c.fatigue * st.messages_sent() as f64) * intrusive).clamp(0.0, 1.0)
     }
 
     /// The true probability that retrying at `at` after sending `channel` one
@@ -471,7 +474,6 @@ impl World {
             payer,
             episode,
             attempts: vec![first],
-            messages_sent: 0,
             messages: Vec::new(),
             updated_at: None,
             lift_until: None,
@@ -520,7 +522,6 @@ impl World {
         if action.channel != Channel::None {
             st.cost += self.message_cost(action.channel);
             let cancel_p = self.message_cancel_probability(st, action.channel);
-            st.messages_sent += 1;
             st.messages.push((send_at, action.channel));
             if u_cancel < cancel_p {
                 st.closed = Some(Closed::Cancelled(send_at));
