@@ -92,6 +92,16 @@ impl AskResponse {
         self.channels.iter().find(|c| c.channel == channel).or(self.other.as_ref()).map_or(0.0, |c| c.rate)
     }
 
+    /// [`AskResponse::rate`] less `sds` standard errors (never below 0), as the
+    /// engine values it. With `sds > 0` a channel the history never randomized
+    /// (valued at the other channels' mean) is 0: nothing shows how its payers answer.
+    pub fn rate_discounted(&self, channel: Channel, sds: f64) -> f64 {
+        if sds <= 0.0 {
+            return self.rate(channel);
+        }
+        self.channels.iter().find(|c| c.channel == channel).map_or(0.0, |c| (c.rate - sds * c.se).max(0.0))
+    }
+
     /// Whether anything is estimated.
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()

@@ -186,6 +186,12 @@ pub struct EngineConfig {
     pub top_k: usize,
     /// Hours between two asks for a new payment method (at most one a day by default).
     pub ask_spacing_hours: i64,
+    /// Standard deviations by which a channel's estimated lift over no message is
+    /// discounted before it is valued (never below no lift). Picking the best of
+    /// several noisy lifts favours the one overestimated most; a channel the
+    /// history rarely or never shows has a wide lift and is not trusted. 0: the
+    /// estimates as they are.
+    pub channel_pessimism: f64,
     /// Network rule settings.
     pub rules: RulesConfig,
 }
@@ -202,6 +208,7 @@ impl Default for EngineConfig {
             exploration: 0.05,
             top_k: 5,
             ask_spacing_hours: 24,
+            channel_pessimism: 2.0,
             rules: RulesConfig::default(),
         }
     }
@@ -435,13 +442,25 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let tz = req.facts.timezone;
     let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
-    // Allowed channels with their logit terms, message cost and attrition (the same at every hour).
+    // Allowed channels with their logit terms, message cost and attrition (the same at
+    // every hour). A positive lift over no message is discounted by its uncertainty.
+    let none_logit = model.channel_logit(&state, Channel::None, &mut scratch);
+    let mut discounted: Vec<(Channel, f64, f64)> = Vec::new();
     let channels: Vec<(Channel, f64, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
         .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
         .map(|ch| {
-            let logit = model.channel_logit(&state, ch, &mut scratch);
+            let mut logit = model.channel_logit(&state, ch, &mut scratch);
+            let lift = logit - none_logit;
+            if lift > 0.0 && cfg.channel_pessimism > 0.0 {
+                let sd = model.channel_lift_sd(&state, ch, &mut scratch);
+                let kept = (lift - cfg.channel_pessimism * sd).max(0.0);
+                if kept < lift {
+                    discounted.push((ch, lift, kept));
+                }
+                logit = none_logit + kept;
+            }
             (ch, logit, model.odds_against(logit, false), cfg.message_cost(ch), model.attrition.rate(ch, messages_before))
         })
         .collect();
@@ -616,6 +635,20 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     if let (true, Some(p0)) = (chosen.channel != Channel::None, none_p) {
         reasons.push(reason("channel_lift", format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success)));
     }
+    if !discounted.is_empty() {
+        let each: Vec<String> = discounted
+            .iter()
+            .map(|(ch, lift, kept)| format!("{} {lift:+.3} → {kept:+.3}", <&str>::from(*ch)))
+            .collect();
+        reasons.push(reason(
+            "channel_lift_discounted",
+            format!(
+                "estimated lifts over no message (logit) discounted by {} standard deviation(s) of their uncertainty before valuing: {}",
+                cfg.channel_pessimism,
+                each.join(", ")
+            ),
+        ));
+    }
     if chosen.attrition > 0.0 {
         reasons.push(reason(
             "message_attrition",
@@ -717,9 +750,10 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)) && response.rate(ch) > 0.0)
-        .map(|ch| {
-            let rho = response.rate(ch);
+        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)))
+        .map(|ch| (ch, response.rate_discounted(ch, cfg.channel_pessimism)))
+        .filter(|&(_, rho)| rho > 0.0)
+        .map(|(ch, rho)| {
             (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch))
         })
         .collect();
@@ -817,7 +851,7 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default() }
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new() }
     }
 
     fn request() -> Request {
@@ -927,6 +961,7 @@ mod tests {
                 first_retry_days: (0.75, 1.25),
                 other: None,
             },
+            weight_variances: Vec::new(),
         }
     }
 
@@ -936,7 +971,7 @@ mod tests {
         let mut req = request();
         req.attempts[0].decline = DeclineCode::ExpiredCard;
         req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
-        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, ..Default::default() };
+        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, channel_pessimism: 0.0, ..Default::default() };
         // Messages that lose nobody and cost nothing: ask on the most responsive channel at
         // every opportunity, once a day from now to the end of the window.
         let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
@@ -986,9 +1021,59 @@ mod tests {
         let d = decide(&model(), &free, &req, (0.5, 0.5)).expect("decides");
         assert_eq!((d.ask, d.ask_channel), (None, Some(Channel::Email)));
 
+        // Valued pessimistically, each response rate is two standard errors lower, and a
+        // channel the history never randomized (valued at the others' mean) gets no ask.
+        let mut other = asking_model((0.0, 0.0), (0.0, 0.0));
+        other.asks.other = Some(crate::asks::ChannelResponse { channel: Channel::InApp, rate: 0.9, se: 0.01, retries: 0 });
+        let any = Request { constraints: Constraints { channels: vec![Channel::Email, Channel::Sms, Channel::InApp], ..Default::default() }, ..req.clone() };
+        let open = EngineConfig { channel_pessimism: 0.0, ..impatient.clone() };
+        let plan = decide(&other, &open, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+        assert_eq!((plan.channel, plan.send_at), (Channel::InApp, req.now), "{plan:?}");
+        let careful = EngineConfig { channel_pessimism: 2.0, ..open };
+        let plan = decide(&other, &careful, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+        assert_eq!(plan.channel, Channel::Sms);
+        assert!((plan.p_update - (0.28 + 0.72 * s)).abs() < 1e-12, "{plan:?}");
+
         // An ask from the future is refused, naming the field.
         let mut bad = req.clone();
         bad.asks = vec![SentAsk { at: req.now + Duration::hours(1), channel: Channel::Email }];
         assert_eq!(decide(&model(), &free, &bad, (0.5, 0.5)).unwrap_err().field, "asks[0].sent_at");
+    }
+
+    #[test]
+    fn a_noisy_channel_lift_is_discounted_by_its_uncertainty() {
+        // Every weight 0 but SMS's own column: SMS lifts the logit by 0.5 over no message.
+        let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+        let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+        m.weights[sms] = 0.5;
+        let mut req = request();
+        req.constraints.channels = vec![Channel::Sms];
+        let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 2.0, ..Default::default() };
+        let discounted = |d: &Decision| d.reasons.iter().find(|r| r.code == "channel_lift_discounted").map(|r| r.detail.clone());
+        // No variances (an older model): the lift as estimated.
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let chosen = d.chosen.clone().expect("a retry");
+        assert_eq!(chosen.channel, Channel::Sms);
+        assert!((chosen.p_success - m.calibrate(m.intercept + 0.5)).abs() < 1e-12);
+        assert_eq!(discounted(&d), None);
+        // A lift known to ± 0.2: two standard deviations off leaves 0.1.
+        m.weight_variances = vec![0.0; SCHEMA.len()];
+        m.weight_variances[sms] = 0.04;
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let chosen = d.chosen.clone().expect("a retry");
+        assert_eq!(chosen.channel, Channel::Sms);
+        assert!((chosen.p_success - m.calibrate(m.intercept + 0.1)).abs() < 1e-12, "{chosen:?}");
+        assert!(discounted(&d).is_some_and(|t| t.contains("sms +0.500 → +0.100")), "{:?}", d.reasons);
+        // Known to ± 0.3: nothing is left, and the SMS's cost makes no message better.
+        m.weight_variances[sms] = 0.09;
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!(d.chosen.expect("a retry").channel, Channel::None);
+        // Pessimism off: the estimate again.
+        let d = decide(&m, &EngineConfig { channel_pessimism: 0.0, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!(d.chosen.expect("a retry").channel, Channel::Sms);
+        // A channel that looks worse than no message is left as it is.
+        m.weights[sms] = -0.5;
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        assert_eq!((d.chosen.as_ref().expect("a retry").channel, discounted(&d)), (Channel::None, None));
     }
 }

@@ -36,6 +36,12 @@ pub struct SuccessModel {
     /// not be: the engine then values no ask).
     #[serde(default, skip_serializing_if = "AskResponse::is_empty")]
     pub asks: AskResponse,
+    /// Posterior variance of each weight (diagonal Laplace approximation of the
+    /// penalized fit: 1 / (Σ p(1 − p) over the fit examples with the column
+    /// active + n · l2)). The engine discounts a channel's lift by its
+    /// uncertainty; empty for models trained before it existed (no discount).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weight_variances: Vec<f64>,
 }
 
 /// A model that does not fit the code that loads it.
@@ -47,6 +53,8 @@ pub enum SchemaMismatch {
     Column { index: usize, model: String, code: String },
     #[error("model has {weights} weights for {columns} schema columns")]
     Weights { weights: usize, columns: usize },
+    #[error("model has {variances} weight variances for {columns} schema columns")]
+    Variances { variances: usize, columns: usize },
 }
 
 /// Logistic function.
@@ -74,6 +82,9 @@ impl SuccessModel {
         }
         if self.weights.len() != code.columns.len() {
             return Err(SchemaMismatch::Weights { weights: self.weights.len(), columns: code.columns.len() });
+        }
+        if !self.weight_variances.is_empty() && self.weight_variances.len() != code.columns.len() {
+            return Err(SchemaMismatch::Variances { variances: self.weight_variances.len(), columns: code.columns.len() });
         }
         Ok(())
     }
@@ -118,6 +129,19 @@ impl SuccessModel {
         scratch.clear();
         state.channel_columns(channel, scratch);
         self.sum(scratch)
+    }
+
+    /// Standard deviation of `channel`'s lift over no message (the difference of
+    /// their channel terms), from the weights' variances as if independent; 0 when
+    /// the model has none.
+    pub fn channel_lift_sd(&self, state: &PaymentState, channel: Channel, scratch: &mut Vec<u16>) -> f64 {
+        if self.weight_variances.is_empty() || channel == Channel::None {
+            return 0.0;
+        }
+        scratch.clear();
+        state.channel_columns(channel, scratch);
+        state.channel_columns(Channel::None, scratch);
+        scratch.iter().map(|&k| self.weight_variances[k as usize]).sum::<f64>().sqrt()
     }
 
     fn sum(&self, columns: &[u16]) -> f64 {

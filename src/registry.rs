@@ -235,6 +235,12 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     for l in &r.channel_lift {
         let _ = writeln!(s, "| {} | {} | {} | {:+.3} | {:+.3} ± {:.3} |", l.class, l.channel, l.examples, l.predicted_lift, l.observed_lift, 1.96 * l.observed_se);
     }
+    if !model.weight_variances.is_empty() {
+        let _ = writeln!(s, "\nThe model keeps each weight's posterior variance (diagonal Laplace approximation). The engine values a");
+        let _ = writeln!(s, "channel's estimated lift over no message less `channel_pessimism` (default 2) standard deviations, never");
+        let _ = writeln!(s, "below none, and ask response rates less as many standard errors: the best of several noisy lifts is the");
+        let _ = writeln!(s, "one overestimated most, and a channel this history rarely or never randomized is not trusted.");
+    }
     let _ = writeln!(s, "\n## Message attrition (whole history)\n");
     if attrition.is_empty() {
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");

@@ -435,6 +435,35 @@ pub fn fit_logistic(
     Ok((w, b, sweeps))
 }
 
+/// Posterior variance of each weight of a fit on `set` with penalty `l2`, by
+/// the diagonal Laplace approximation: the objective is n · (mean log loss) +
+/// n · l2/2 · |w|² up to the prior's scale, so a column's precision is
+/// Σ p(1 − p) over the examples where it is active, plus n · l2. A column no
+/// example has gets the prior's variance 1 / (n · l2): the data says nothing.
+pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64) -> Vec<f64> {
+    let d = w.len();
+    let parts: Vec<Vec<f64>> = (0..set.len().div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let mut h = vec![0.0; d];
+            for i in c * CHUNK..((c + 1) * CHUNK).min(set.len()) {
+                let row = set.row(i);
+                let p = sigmoid(b + row.iter().map(|&k| w[k as usize]).sum::<f64>());
+                for &k in row {
+                    h[k as usize] += p * (1.0 - p);
+                }
+            }
+            h
+        })
+        .collect();
+    let prior = set.len() as f64 * l2;
+    let mut h = vec![prior; d];
+    for part in parts {
+        h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
+    h.into_iter().map(|x| 1.0 / x.max(f64::MIN_POSITIVE)).collect()
+}
+
 /// Fit the logistic regression on `set` with penalty `l2` (L-BFGS, argmin).
 /// Starts from `warm` (weights, intercept) when given, else from the base rate.
 /// Returns (weights, intercept, iterations).
@@ -689,8 +718,9 @@ pub fn split_points(n: usize, cfg: &TrainConfig) -> (usize, usize) {
 /// (`benches/peer/`): `train.parquet` (the fit and calibration examples, column
 /// `split` = `fit`/`calibration`) and `test.parquet`. One small-integer column
 /// per feature group holds its level (Int32) (see the schema for level names; crosses
-/// are left to the peer to learn), then `label` and `retry_at`.
-pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, dir: &std::path::Path) -> anyhow::Result<()> {
+/// are left to the peer to learn), then `recoup_logit` (`model`'s raw logit, for
+/// stacking experiments; not a feature), `label` and `retry_at`.
+pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessModel, dir: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
     use polars::prelude::*;
     anyhow::ensure!(set.len() >= 100, "only {} retry examples; nothing worth exporting", set.len());
@@ -711,6 +741,7 @@ pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, dir: &std::path::Pa
             let split: Vec<&str> = range.clone().map(|i| if i < fit_end { "fit" } else { "calibration" }).collect();
             cols.push(Column::new("split".into(), split));
         }
+        cols.push(Column::new("recoup_logit".into(), range.clone().map(|i| model.logit(set.row(i))).collect::<Vec<f64>>()));
         cols.push(Column::new("label".into(), range.clone().map(|i| set.labels[i]).collect::<Vec<_>>()));
         let ms: Vec<i64> = range.clone().map(|i| set.times[i].timestamp_millis()).collect();
         let t = Column::new("retry_at".into(), ms).cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?;
@@ -758,7 +789,8 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
     let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| anyhow::anyhow!("no L2 penalty to try"))?;
     let (platt_a, platt_b) = fit_platt(&logits(&weights, intercept, &cal), &cal.labels)?;
     progress(&format!("calibrated (Platt): a={platt_a:.4}, b={platt_b:.4}"));
-    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b, attrition: Default::default(), asks: Default::default() };
+    let weight_variances = weight_variances(&fit, &weights, intercept, l2);
+    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b, attrition: Default::default(), asks: Default::default(), weight_variances };
     let z_test = logits(&model.weights, model.intercept, &test);
     let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
@@ -852,5 +884,38 @@ mod tests {
         let (ww, cw, sweeps) = fit_logistic(&set, 1e-4, 200, Some((w, *c))).expect("warm fit");
         assert!(sweeps <= 2, "a warm start at the optimum took {sweeps} sweeps");
         assert!((objective(&set, &ww, cw, 1e-4) - objective(&set, w, *c, 1e-4)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn weight_variances_are_the_inverse_diagonal_precision() {
+        let set = synthetic(4_000, 9);
+        let l2 = 1e-3;
+        let (w, b, _) = fit_logistic(&set, l2, 100, None).expect("fits");
+        let v = weight_variances(&set, &w, b, l2);
+        assert_eq!(v.len(), w.len());
+        // Column by column, the long way round.
+        let n = set.len() as f64;
+        let mut seen = 0;
+        for (k, &vk) in v.iter().enumerate().take(400) {
+            let h: f64 = (0..set.len())
+                .filter(|&i| set.row(i).contains(&(k as u16)))
+                .map(|i| {
+                    let p = sigmoid(b + set.row(i).iter().map(|&c| w[c as usize]).sum::<f64>());
+                    p * (1.0 - p)
+                })
+                .sum();
+            seen += (h > 0.0) as usize;
+            assert!((vk - 1.0 / (h + n * l2)).abs() <= 1e-9 * vk, "column {k}: {vk} vs {}", 1.0 / (h + n * l2));
+        }
+        assert!(seen > 50, "the synthetic set should use many of the first columns");
+        // A column no example has keeps the prior's variance; more data, less variance.
+        let few = set.range(0..50);
+        let unseen = (0..w.len()).find(|&k| !few.columns.contains(&(k as u16))).expect("an unused column");
+        assert!((weight_variances(&few, &w, b, l2)[unseen] - 1.0 / (50.0 * l2)).abs() < 1e-9);
+        let more = synthetic(16_000, 9);
+        let (w2, b2, _) = fit_logistic(&more, l2, 100, None).expect("fits");
+        let v2 = weight_variances(&more, &w2, b2, l2);
+        let used = set.row(0)[0] as usize;
+        assert!(v2[used] < 0.5 * v[used], "{} vs {}", v2[used], v[used]);
     }
 }

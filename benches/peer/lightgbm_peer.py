@@ -54,7 +54,7 @@ def main():
 
     train = pl.read_parquet(a.dir / "train.parquet")
     test = pl.read_parquet(a.dir / "test.parquet")
-    features = [c for c in test.columns if c not in ("label", "retry_at")]
+    features = [c for c in test.columns if c not in ("label", "retry_at", "recoup_logit")]
     fit = train.filter(pl.col("split") == "fit")
     cal = train.filter(pl.col("split") == "calibration")
     xs = {k: df.select(features).to_numpy() for k, df in (("fit", fit), ("cal", cal), ("test", test))}

@@ -51,6 +51,10 @@ pub struct Args {
     /// push, in_app); default: all.
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     pub learned_channels: Vec<crate::domain::Channel>,
+    /// Engine settings of the learned policy (TOML), as for `recoup serve`, e.g.
+    /// `channel_pessimism = 0` to value channel lifts as estimated.
+    #[arg(long, value_name = "TOML")]
+    pub engine: Option<PathBuf>,
     /// Also report per segment (comma-separated; default with --json: all of them).
     #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
     pub by: Vec<backtest::SegmentBy>,
@@ -96,7 +100,8 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
         None => crate::registry::load_current(&a.models)?,
     };
-    let learned = Learned { model, version, cfg: crate::engine::EngineConfig::default(), channels: a.learned_channels.clone() };
+    let engine = crate::cli::serve::engine_config(a.engine.as_ref())?;
+    let learned = Learned { model, version, cfg: engine, channels: a.learned_channels.clone() };
     if let Some(path) = &a.history {
         return off_policy(a, path, &schedules, &learned, &say);
     }

@@ -137,14 +137,14 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         progress(&format!("response to an ask for a new payment method, from {} needs-update payments: {}; on their own {:.2} %/day", asks.payments, rates.join(", "), 100.0 * asks.spontaneous_per_day));
     }
     if let Some(dir) = &job.export_features {
-        crate::train::export_features(&set, &job.cfg, dir)?;
+        crate::train::export_features(&set, &job.cfg, &trained.model, dir)?;
         let summary = serde_json::json!({
             "pipeline": "recoup",
             "examples": set.len(),
             "threads": rayon::current_num_threads(),
             "load_and_features_seconds": built_at.as_secs_f64(),
             "fit_seconds": fit_seconds,
-            "fit_note": "three L-BFGS fits (L2 search) + Platt calibration + test evaluation",
+            "fit_note": "coordinate-Newton fits along the L2 path (search on the calibration split) + weight variances + Platt calibration + test evaluation",
             "test": trained.report.model,
         });
         let path = dir.join("recoup.json");
