@@ -10,6 +10,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     let cli = recoup::cli::Cli::parse();
+    // `recoup models list | head`: a closed pipe ends the program quietly, as it
+    // does any Unix filter, instead of a panic in println!. Not for the server,
+    // whose sockets must see EPIPE as an error, not a signal.
+    if !matches!(cli.command, recoup::cli::Command::Serve(_)) {
+        sigpipe::reset();
+    }
     match recoup::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {

@@ -10,8 +10,8 @@ use crate::registry;
 /// Manage the model registry (`models/<version>/` and the `CURRENT` pointer).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model registry directory.
-    #[arg(long, value_name = "DIR", default_value = "models/", global = true)]
+    /// Model registry directory (`--models`, as the other subcommands spell it, works too).
+    #[arg(long, visible_alias = "models", value_name = "DIR", default_value = "models/", global = true)]
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: ModelsCommand,

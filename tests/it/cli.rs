@@ -127,3 +127,26 @@ fn decide_explains_the_example_and_names_a_bad_field() {
     std::fs::write(&f, bad).unwrap();
     recoup().current_dir(root).args(["decide"]).arg(&f).assert().code(2).stderr(predicate::str::contains("payment.currency"));
 }
+
+/// `recoup models show current | head -1`: the reader has gone, and the program
+/// ends quietly (SIGPIPE, as any Unix filter) instead of panicking in println!.
+#[test]
+#[cfg(unix)]
+fn a_closed_pipe_ends_output_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    for registry_flag in ["--dir", "--models"] {
+        let (reader, writer) = std::io::pipe().expect("a pipe");
+        drop(reader);
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
+            .args(["models", "show", "current", registry_flag])
+            .arg(&models)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {:?} {stderr}", out.status);
+    }
+}
