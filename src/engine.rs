@@ -215,6 +215,39 @@ impl Default for EngineConfig {
 }
 
 impl EngineConfig {
+    /// Refuse settings no decision can be made with, naming the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let bad = |field: &str, why: &str| Err(format!("{field}: {why}"));
+        if self.horizon_hours < 1 {
+            return bad("horizon_hours", "must be at least 1");
+        }
+        if self.dunning_window_days < 1 {
+            return bad("dunning_window_days", "must be at least 1");
+        }
+        if !(self.attempt_cost_minor >= 0.0 && self.attempt_cost_minor.is_finite()) {
+            return bad("attempt_cost_minor", "must be a non-negative number");
+        }
+        if let Some((c, _)) = self.message_cost_minor.iter().find(|(_, v)| !(*v >= 0.0 && v.is_finite())) {
+            return bad("message_cost_minor", &format!("{}'s cost must be a non-negative number", <&str>::from(*c)));
+        }
+        if !(0.0..1.0).contains(&self.daily_discount) {
+            return bad("daily_discount", "must be in [0, 1)");
+        }
+        if self.message_lead_hours < 0 {
+            return bad("message_lead_hours", "must not be negative");
+        }
+        if !(0.0..=1.0).contains(&self.exploration) {
+            return bad("exploration", "must be in [0, 1]");
+        }
+        if self.ask_spacing_hours < 1 {
+            return bad("ask_spacing_hours", "must be at least 1");
+        }
+        if !(self.channel_pessimism >= 0.0 && self.channel_pessimism.is_finite()) {
+            return bad("channel_pessimism", "must be a non-negative number of standard deviations (0: lifts as estimated)");
+        }
+        Ok(())
+    }
+
     fn message_cost(&self, c: Channel) -> f64 {
         self.message_cost_minor.iter().find(|(k, _)| *k == c).map_or(0.0, |(_, v)| *v)
     }
@@ -278,7 +311,8 @@ pub struct AskPlan {
     /// `ask_spacing_hours` apart, outside quiet hours).
     pub send_at: DateTime<Utc>,
     /// P(the payer provides a new payment method after it): the model's ask
-    /// response, plus updates that happen anyway.
+    /// response less `channel_pessimism` standard errors, plus updates that
+    /// happen anyway.
     pub p_update: f64,
     /// P(the ask makes the payer cancel) (message attrition).
     pub attrition: f64,

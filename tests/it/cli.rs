@@ -150,3 +150,22 @@ fn a_closed_pipe_ends_output_quietly() {
         assert_eq!(out.status.signal(), Some(13), "ended by SIGPIPE: {:?} {stderr}", out.status);
     }
 }
+
+#[test]
+fn engine_settings_out_of_range_are_refused_naming_the_field() {
+    let (_dir, path) = temp_file("engine.toml");
+    std::fs::write(&path, "channel_pessimism = -1\n").unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json");
+    recoup()
+        .args(["decide", "--engine"])
+        .arg(&path)
+        .arg("--models")
+        .arg(&models)
+        .arg(&example)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("engine.toml").and(predicate::str::contains("channel_pessimism: must be a non-negative")));
+    std::fs::write(&path, "channel_pessimism = 0\n").unwrap();
+    recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().success();
+}
