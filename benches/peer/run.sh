@@ -7,7 +7,9 @@
 # `cargo bench --bench train` (it simulates target/bench-data/train-961538-payers.parquet)
 # or `recoup simulate --payers 961538 --months 12 --seed 3 --out big.parquet`.
 # Builds release, trains with --export-features into target/peer/, installs the
-# pinned Python packages into target/peer-venv/ and runs lightgbm_peer.py.
+# pinned Python packages into target/peer-venv/ and runs lightgbm_peer.py. Then
+# `target/peer-venv/bin/python benches/peer/stacking.py target/peer`
+# shows what trees add on top of recoup's own logit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 history="${1:-data/sample/}"
