@@ -440,10 +440,11 @@ pub fn fit_logistic(
 }
 
 /// Posterior variance of each weight of a fit on `set` with penalty `l2`, by
-/// the diagonal Laplace approximation: the objective is n · (mean log loss) +
-/// n · l2/2 · |w|² up to the prior's scale, so a column's precision is
-/// Σ p(1 − p) over the examples where it is active, plus n · l2. A column no
-/// example has gets the prior's variance 1 / (n · l2): the data says nothing.
+/// the diagonal Laplace approximation: n × the objective (Σ log loss +
+/// n · l2/2 · |w|²) is the negative log posterior under a Gaussian prior, so a
+/// column's precision is Σ p(1 − p) over the examples where it is active, plus
+/// n · l2. A column no example has gets the prior's variance 1 / (n · l2): the
+/// data says nothing.
 pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64) -> Vec<f64> {
     let d = w.len();
     let parts: Vec<Vec<f64>> = (0..set.len().div_ceil(CHUNK))
@@ -762,10 +763,11 @@ pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessMode
 }
 
 /// A starting point for fitting `fit` with penalty `l2`: a cold start crawls for
-/// tens of sweeps on its way to the optimum, so fit a strided sixteenth (say) of
-/// the examples cold, then a quarter from there, each subset at least `min_part`
-/// examples; the full fit from the result only polishes (the objective is convex:
-/// the same optimum either way). `None` when `fit` is too small to bother.
+/// tens of sweeps on its way to the optimum, so fit the smallest strided subset
+/// (every 4^k-th example) that still has `min_part` examples cold, then every
+/// 4^(k−1)-th from there, and so on up to a quarter; the full fit from the result
+/// only polishes (the objective is convex: the same optimum either way). `None`
+/// when `fit` has fewer than 4 × `min_part` examples.
 pub fn warm_up(fit: &TrainingSet, l2: f64, max_sweeps: u64, min_part: usize, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Option<(Vec<f64>, f64)>> {
     let mut stride = 1;
     while fit.len() / (stride * 4) >= min_part.max(1) {

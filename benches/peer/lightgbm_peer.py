@@ -43,6 +43,16 @@ def ece(p, y, bins=10):
     return float(total / len(y))
 
 
+NOT_FEATURES = ("label", "retry_at", "recoup_logit")
+
+
+def load(d):
+    """The exported tables and their feature columns (recoup's logit and the label are not features)."""
+    train = pl.read_parquet(d / "train.parquet")
+    test = pl.read_parquet(d / "test.parquet")
+    return train, test, [c for c in test.columns if c not in NOT_FEATURES]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir", type=pathlib.Path)
@@ -52,9 +62,7 @@ def main():
     ap.add_argument("--learning-rate", type=float, default=0.1)
     a = ap.parse_args()
 
-    train = pl.read_parquet(a.dir / "train.parquet")
-    test = pl.read_parquet(a.dir / "test.parquet")
-    features = [c for c in test.columns if c not in ("label", "retry_at", "recoup_logit")]
+    train, test, features = load(a.dir)
     fit = train.filter(pl.col("split") == "fit")
     cal = train.filter(pl.col("split") == "calibration")
     xs = {k: df.select(features).to_numpy() for k, df in (("fit", fit), ("cal", cal), ("test", test))}

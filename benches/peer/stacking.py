@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from lightgbm_peer import auc, log_loss  # noqa: E402  (the same metric definitions)
+from lightgbm_peer import auc, load, log_loss  # noqa: E402  (the same tables and metric definitions)
 
 PAYMENT = ["decline_code", "decline_class", "retries_before", "amount_usd", "country", "payment_method",
            "card_brand", "card_funding", "billing_interval", "tenure_days", "messages_before",
@@ -41,9 +41,7 @@ def main():
     ap.add_argument("--leaves", type=int, default=31)
     a = ap.parse_args()
 
-    train = pl.read_parquet(a.dir / "train.parquet")
-    test = pl.read_parquet(a.dir / "test.parquet")
-    everything = [c for c in test.columns if c not in ("label", "retry_at", "recoup_logit")]
+    train, test, everything = load(a.dir)
     missing = [c for c in PAYMENT if c not in everything]
     assert not missing, f"export lacks {missing}"
     sets = {"payment": PAYMENT, "no-channel": [c for c in everything if c != "channel"], "all": everything}
