@@ -485,16 +485,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         .copied()
         .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
         .map(|ch| {
-            let mut logit = model.channel_logit(&state, ch, &mut scratch);
-            let lift = logit - none_logit;
-            if lift > 0.0 && cfg.channel_pessimism > 0.0 {
-                let sd = model.channel_lift_sd(&state, ch, &mut scratch);
-                let kept = (lift - cfg.channel_pessimism * sd).max(0.0);
-                if kept < lift {
-                    discounted.push((ch, lift, kept));
-                }
-                logit = none_logit + kept;
-            }
+            let (logit, cut) = valued_channel_logit(model, cfg, &state, ch, none_logit, &mut scratch);
+            discounted.extend(cut.map(|(lift, kept)| (ch, lift, kept)));
             (ch, logit, model.odds_against(logit, false), cfg.message_cost(ch), model.attrition.rate(ch, messages_before))
         })
         .collect();
@@ -776,9 +768,17 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     if times.is_empty() {
         return None;
     }
-    // The retry once the method is updated, scored as the log shows it: updated, after the ask's channel.
+    // The retry once the method is updated, scored as the log shows it: updated, after the
+    // ask's channel, whose lift is valued as the grid values it.
     let updated = PaymentState::new(req.facts.clone(), earlier, true, evidence)?;
-    let p_after = |ch: Channel| model.predict(&updated.encode(&Candidate { at: times[0] + lead, channel: ch }));
+    let mut scratch = Vec::with_capacity(64);
+    let none_logit = model.channel_logit(&updated, Channel::None, &mut scratch);
+    let mut p_after = |ch: Channel| {
+        let z = model.logit(&updated.encode(&Candidate { at: times[0] + lead, channel: ch }));
+        let raw = model.channel_logit(&updated, ch, &mut scratch);
+        let (valued, _) = valued_channel_logit(model, cfg, &updated, ch, none_logit, &mut scratch);
+        model.calibrate(z - raw + valued)
+    };
     let s = 1.0 - (-response.spontaneous_per_day.max(0.0) * spacing.num_minutes() as f64 / 1440.0).exp();
     // Per allowed channel: P(update) with the ask (q), P(success once updated), message cost.
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
@@ -855,6 +855,20 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
         None => AskPlan { channel: Channel::None, send_at: times[0], p_update: s, attrition: 0.0, p_success_after: p_quiet, value: value[0][0], value_without_asking: never, planned_asks: 0 },
     };
     Some((plan, p_recovery))
+}
+
+/// `channel`'s logit terms as the engine values them: a lift over no message
+/// (`none_logit`) that is positive loses `channel_pessimism` standard deviations
+/// of its uncertainty, never going below none. Also (estimated lift, lift kept)
+/// when it was cut, for the reasons.
+fn valued_channel_logit(model: &SuccessModel, cfg: &EngineConfig, state: &PaymentState, channel: Channel, none_logit: f64, scratch: &mut Vec<u16>) -> (f64, Option<(f64, f64)>) {
+    let logit = model.channel_logit(state, channel, scratch);
+    let lift = logit - none_logit;
+    if lift <= 0.0 || cfg.channel_pessimism <= 0.0 {
+        return (logit, None);
+    }
+    let kept = (lift - cfg.channel_pessimism * model.channel_lift_sd(state, channel, scratch)).max(0.0);
+    (none_logit + kept, (kept < lift).then_some((lift, kept)))
 }
 
 /// Channel to ask for a new payment method: email if allowed (cheap, carries a
@@ -1105,6 +1119,16 @@ mod tests {
         // Pessimism off: the estimate again.
         let d = decide(&m, &EngineConfig { channel_pessimism: 0.0, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
         assert_eq!(d.chosen.expect("a retry").channel, Channel::Sms);
+        // The ask plan values the retry after an SMS ask with the same discount.
+        let mut asking = asking_model((0.0, 0.0), (0.0, 0.0));
+        asking.weights[sms] = 0.5;
+        asking.weight_variances = m.weight_variances.clone();
+        asking.weight_variances[sms] = 0.04;
+        let mut expired = req.clone();
+        expired.attempts[0].decline = DeclineCode::ExpiredCard;
+        let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+        assert_eq!(plan.channel, Channel::Sms);
+        assert!((plan.p_success_after - asking.calibrate(asking.intercept + 0.1)).abs() < 1e-12, "{plan:?}");
         // A channel that looks worse than no message is left as it is.
         m.weights[sms] = -0.5;
         let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
