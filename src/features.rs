@@ -87,8 +87,15 @@ pub struct Candidate {
 }
 
 /// The time-dependent candidate levels at one retry time (see [`PaymentState::time_levels`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TimeLevels([u8; N_CAND]);
+
+impl TimeLevels {
+    /// Whether both have the same level in every [`DAY_GROUPS`] group.
+    pub fn same_day_levels(&self, other: &TimeLevels) -> bool {
+        (0..N_CAND).all(|i| DAY_GROUPS >> (N_FIXED + i) & 1 == 0 || self.0[i] == other.0[i])
+    }
+}
 
 /// The UTC offset, in seconds, of `tz` at `start + h` hours (Unix seconds) for
 /// `h` in `0..hours`. Looked up every [`OFFSET_STEP_HOURS`] hours and at the
@@ -241,6 +248,16 @@ impl PaymentState {
     /// Payment-level active columns (the same for every candidate).
     pub fn fixed(&self) -> &[u16] {
         &self.fixed
+    }
+
+    /// Every group's level at time levels `t` with `channel` (the scoring path's
+    /// tree input; equals [`group_levels`] of the encoded vector).
+    pub fn group_levels(&self, t: &TimeLevels, channel: Channel) -> GroupLevels {
+        std::array::from_fn(|g| match g {
+            g if g < N_FIXED => self.levels[g] as u8,
+            G_CHANNEL => channel as u8,
+            g => t.0[g - N_FIXED],
+        })
     }
 
     fn fixed_levels(&self) -> [usize; N_FIXED] {
@@ -508,7 +525,8 @@ fn confidence_level(p: f64) -> usize {
     bucket(p, &[0.5, 0.8])
 }
 
-const N_FIXED: usize = 14;
+/// Number of payment-level groups (the first ones).
+pub const N_FIXED: usize = 14;
 const N_CAND: usize = 9;
 
 // Group indices (payment-level 0..N_FIXED, candidate N_FIXED..).
@@ -518,7 +536,9 @@ const G_RETRIES: usize = 2;
 const G_AMOUNT: usize = 3;
 const G_COUNTRY: usize = 4;
 const G_METHOD: usize = 5;
+const G_BRAND: usize = 6;
 const G_FUNDING: usize = 7;
+const G_INTERVAL: usize = 8;
 const G_TENURE: usize = 9;
 const G_MESSAGES: usize = 10;
 const G_UPDATED: usize = 11;
@@ -631,6 +651,18 @@ pub fn with_channel(active: &[u16], channel: Channel) -> Vec<u16> {
         }
     }
     v
+}
+
+/// The slots (indices into an encoded vector) whose column involves the channel:
+/// the channel group and its crosses, as [`with_channel`] re-encodes them.
+pub fn channel_slots() -> Vec<usize> {
+    let fc = FIXED_CROSSES.len();
+    let cross_base = N_FIXED + fc + N_CAND;
+    let triple_base = cross_base + CAND_CROSSES.len();
+    let mut out = vec![G_CHANNEL + fc];
+    out.extend(CAND_CROSSES.iter().enumerate().filter(|(_, &(a, b))| a == G_CHANNEL || b == G_CHANNEL).map(|(k, _)| cross_base + k));
+    out.extend(TRIPLES.iter().enumerate().filter(|(_, t)| [t.0, t.1, t.2].contains(&G_CHANNEL)).map(|(k, _)| triple_base + k));
+    out
 }
 
 /// The `days_since_payday` level of an encoded vector (for the baseline that buckets by it).
@@ -799,6 +831,44 @@ pub static SCHEMA: LazyLock<Schema> = LazyLock::new(Schema::build);
 /// Column-group names, for reports ("which groups carry the signal").
 pub fn group_names() -> Vec<&'static str> {
     groups().into_iter().map(|(n, _)| n).collect()
+}
+
+/// Number of feature groups (payment-level, then candidate): what a tree splits on.
+pub const N_GROUPS: usize = N_FIXED + N_CAND;
+
+/// Levels of every group, in [`group_names`] order.
+pub type GroupLevels = [u8; N_GROUPS];
+
+/// Number of levels of each group.
+pub static GROUP_SIZES: LazyLock<[usize; N_GROUPS]> = LazyLock::new(|| {
+    let g = groups();
+    std::array::from_fn(|i| g[i].1.len())
+});
+
+/// Whether a group's levels are ordered buckets (a tree splits them at a
+/// threshold) rather than names with no order (a tree splits them into any two sets).
+pub fn group_is_ordered(g: usize) -> bool {
+    !matches!(g, G_CODE | G_CLASS | G_COUNTRY | G_METHOD | G_BRAND | G_FUNDING | G_INTERVAL | G_ADVICE | G_CHANNEL)
+}
+
+/// The candidate groups that depend on the retry's local date only (weekday,
+/// days since and until pay day, day of month, pay period elapsed), bit per
+/// group: a grid's trees are bound to them once per local day.
+pub const DAY_GROUPS: u32 = 1 << G_WEEKDAY | 1 << G_SINCE_PAY | 1 << G_UNTIL_PAY | 1 << G_DAY_OF_MONTH | 1 << G_CYCLE;
+
+/// The channel's index among the groups.
+pub const fn channel_group() -> usize {
+    G_CHANNEL
+}
+
+/// The column name (`group=level`) of a group's level.
+pub fn group_column(g: usize, level: usize) -> &'static str {
+    &SCHEMA.columns[SCHEMA.column(g, level) as usize]
+}
+
+/// Every group's level in an encoded vector (the batch path's tree input).
+pub fn group_levels(active: &[u16]) -> GroupLevels {
+    std::array::from_fn(|g| group_level(active, g) as u8)
 }
 
 #[cfg(test)]

@@ -54,3 +54,4 @@ pub mod rules;
 pub mod serve;
 pub mod sim;
 pub mod train;
+pub mod trees;
