@@ -27,8 +27,9 @@ use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome, RawCode};
-use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA};
+use crate::features::{group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA};
 use crate::model::SuccessModel;
+use crate::trees::Bound;
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt, Proposal, RuleViolation, RulesConfig};
 
@@ -293,7 +294,8 @@ fn reason(code: impl Into<String>, detail: impl Into<String>) -> Reason {
     Reason { code: code.into(), detail: detail.into() }
 }
 
-/// The weight one feature column contributed to the chosen slot's logit.
+/// The weight one feature column contributed to the chosen slot's logit, or
+/// (feature `trees:group=level`) what the trees' splits on a group added to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Term {
     pub feature: String,
@@ -505,6 +507,10 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let mut slots: Vec<Scored> = Vec::with_capacity(most);
     // The time columns and logit of the last scored hour, walked hour to hour.
     let (mut walked, mut time_cols, mut time_logit): (Option<TimeLevels>, Vec<u16>, f64) = (None, Vec::with_capacity(64), 0.0);
+    // The trees' part of the hour's logit (payment × time; 0 without trees), per distinct levels.
+    let mut tree_logit = 0.0;
+    let bound = model.bind_trees(&state);
+    let mut day_bound = Bound::default();
     let amount = req.facts.amount_minor as f64;
     let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
     let first_discount = (1.0 - cfg.daily_discount).powf(((start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
@@ -552,7 +558,15 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             Some(prev) if prev != levels => state.update_time_columns(&prev, &levels, &mut time_cols, |old, new| time_logit += model.weights[new as usize] - model.weights[old as usize]),
             Some(_) => {}
         }
+        if !model.trees.is_empty() && walked != Some(levels) {
+            // The trees: bound to the payment once, to the day when its levels change, then per hour.
+            if walked.is_none_or(|prev| !levels.same_day_levels(&prev)) {
+                model.bind_trees_to_day(&bound, &state, &levels, &mut day_bound);
+            }
+            tree_logit = model.tree_logit(&day_bound, &state, &levels);
+        }
         walked = Some(levels);
+        let time_logit = time_logit + tree_logit;
         // The message goes out `lead` hours before: on the grid when that is not before its start.
         let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {
             Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
@@ -684,8 +698,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // The chosen slot's terms, largest first.
     let mut cols = state.fixed().to_vec();
     state.candidate_columns(&Candidate { at: chosen.retry_at, channel: chosen.channel }, &mut cols);
-    cols.sort_by(|&a, &b| model.weights[b as usize].abs().total_cmp(&model.weights[a as usize].abs()));
-    let terms: Vec<Term> = cols.iter().take(8).map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
+    let mut terms: Vec<Term> = cols.iter().map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
+    if !model.trees.is_empty() {
+        let x = group_levels(&cols);
+        let (by_group, _) = model.trees.contributions(&x);
+        terms.extend(by_group.iter().enumerate().filter(|(_, c)| c.abs() > 0.0).map(|(g, &c)| Term { feature: format!("trees:{}", group_column(g, x[g] as usize)), weight: c }));
+    }
+    terms.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
+    terms.truncate(8);
     let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slot(&slots[i])).collect();
     Ok(Decision {
         action: Action::Retry,
@@ -899,7 +919,7 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new() }
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new(), trees: Default::default() }
     }
 
     fn request() -> Request {
@@ -923,6 +943,41 @@ mod tests {
             past_payments: Vec::new(),
             now: t0 + Duration::minutes(5),
             constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
+        }
+    }
+
+    #[test]
+    fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() {
+        let mut m = model();
+        m.trees = crate::trees::random_forest(3, 12, 6, crate::model::TREE_GROUPS);
+        m.check_schema().expect("a valid model");
+        let mut on_channel = m.clone();
+        on_channel.trees.trees[0].nodes[0].group = crate::features::channel_group() as u8;
+        let err = on_channel.check_schema().expect_err("a split on the channel is refused").to_string();
+        assert!(err.contains("channel") && err.contains("retrain"), "{err}");
+        let req = request();
+        let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let earlier = [EarlierAttempt { at: req.attempts[0].at, decline: req.attempts[0].decline, advice_code: None, channel: None, payment_method_updated: false }];
+        let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
+        let chosen = d.chosen.clone().expect("chosen");
+        assert!(d.alternatives.len() > 1000, "{} alternatives", d.alternatives.len());
+        // Every slot of the grid (bound to the payment, then to each day) as the full vector scores it.
+        for s in std::iter::once(&chosen).chain(&d.alternatives) {
+            let full = m.predict(&state.encode(&Candidate { at: s.retry_at, channel: s.channel }));
+            assert!((s.p_success - full).abs() < 1e-12, "{s:?}: grid {} vs full {full}", s.p_success);
+        }
+        // The trees move the choice: without them another hour wins.
+        let plain = decide(&model(), &cfg, &req, (0.5, 0.5)).expect("decides");
+        assert_ne!(plain.chosen.map(|c| c.p_success), Some(chosen.p_success));
+        // The explanation names the groups the trees split on, with what they added.
+        let trees: Vec<&Term> = d.terms.iter().filter(|t| t.feature.starts_with("trees:")).collect();
+        assert!(!trees.is_empty(), "{:?}", d.terms);
+        let x = crate::features::group_levels(&state.encode(&Candidate { at: chosen.retry_at, channel: chosen.channel }));
+        let (by_group, _) = m.trees.contributions(&x);
+        for t in trees {
+            let g = crate::features::group_names().iter().position(|n| t.feature[6..].starts_with(&format!("{n}="))).expect("a group");
+            assert_eq!(t.weight, by_group[g], "{t:?}");
         }
     }
 
@@ -1010,6 +1065,7 @@ mod tests {
                 other: None,
             },
             weight_variances: Vec::new(),
+            trees: Default::default(),
         }
     }
 

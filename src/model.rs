@@ -1,10 +1,12 @@
 //! The success model: logistic regression over the one-hot columns and crosses
 //! of [`crate::features`], then Platt scaling fitted on later data.
 //!
-//! Scoring is a sum of weights: `z = intercept + Σ w[active]`, `p = σ(a·z + b)`.
+//! Scoring is a sum of weights: `z = intercept + Σ w[active]`, `p = σ(a·z + b)`;
+//! a model trained on a large history adds boosted trees over the payment's and
+//! the retry time's group levels (never the channel): `z += Σ trees(levels)`.
 //! The payment-level part of `z` is computed once per failed payment
 //! ([`SuccessModel::fixed_logit`]), the time-dependent part once per candidate
-//! hour ([`SuccessModel::time_logit`]) and the channel part once per channel
+//! hour ([`SuccessModel::time_logit`], [`SuccessModel::tree_logit`]) and the channel part once per channel
 //! ([`SuccessModel::channel_logit`]): a candidate is then one addition and a sigmoid.
 
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,8 @@ use serde::{Deserialize, Serialize};
 use crate::asks::AskResponse;
 use crate::attrition::Attrition;
 use crate::domain::Channel;
-use crate::features::{PaymentState, Schema, TimeLevels, SCHEMA};
+use crate::features::{group_levels, PaymentState, DAY_GROUPS, N_FIXED, Schema, TimeLevels, SCHEMA};
+use crate::trees::{Bound, Forest};
 
 /// A fitted success model: what `models/<version>/model.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,7 +45,15 @@ pub struct SuccessModel {
     /// uncertainty; empty for models trained before it existed (no discount).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub weight_variances: Vec<f64>,
+    /// Boosted trees over the payment's and the retry time's group levels, added
+    /// to the logit; empty for a purely logistic model (and models trained before).
+    /// They never split on the channel, so a channel's lift stays the weights'.
+    #[serde(default, skip_serializing_if = "Forest::is_empty")]
+    pub trees: Forest,
 }
+
+/// Groups the trees may split on: every group but the channel.
+pub const TREE_GROUPS: u32 = ((1u32 << crate::features::N_GROUPS) - 1) & !(1u32 << crate::features::channel_group());
 
 /// A model that does not fit the code that loads it.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +66,8 @@ pub enum SchemaMismatch {
     Weights { weights: usize, columns: usize },
     #[error("model has {variances} weight variances for {columns} schema columns")]
     Variances { variances: usize, columns: usize },
+    #[error("model's trees do not fit this build's feature groups: {0}; retrain with this build")]
+    Trees(String),
 }
 
 /// Logistic function.
@@ -86,12 +99,17 @@ impl SuccessModel {
         if !self.weight_variances.is_empty() && self.weight_variances.len() != code.columns.len() {
             return Err(SchemaMismatch::Variances { variances: self.weight_variances.len(), columns: code.columns.len() });
         }
-        Ok(())
+        self.trees.check(TREE_GROUPS).map_err(SchemaMismatch::Trees)
     }
 
-    /// Raw logit of a vector of active columns.
+    /// Raw logit of a vector of active columns (trees included).
     pub fn logit(&self, active: &[u16]) -> f64 {
-        self.intercept + active.iter().map(|&c| self.weights[c as usize]).sum::<f64>()
+        let z = self.intercept + active.iter().map(|&c| self.weights[c as usize]).sum::<f64>();
+        if self.trees.is_empty() {
+            z
+        } else {
+            z + self.trees.eval(&group_levels(active))
+        }
     }
 
     /// Calibrated probability from a raw logit.
@@ -111,9 +129,10 @@ impl SuccessModel {
         self.calibrate(self.logit(active))
     }
 
-    /// The payment-level part of the logit (intercept included), computed once per payment.
+    /// The payment-level part of the logit (intercept included, trees not: they
+    /// depend on the retry time too), computed once per payment.
     pub fn fixed_logit(&self, state: &PaymentState) -> f64 {
-        self.logit(state.fixed())
+        self.intercept + self.sum(state.fixed())
     }
 
     /// The part of the logit that depends on the retry time but not the channel:
@@ -122,6 +141,30 @@ impl SuccessModel {
         scratch.clear();
         state.time_columns(t, scratch);
         self.sum(scratch)
+    }
+
+    /// The trees with the payment's splits taken (once per request):
+    /// [`SuccessModel::bind_trees_to_day`] then takes a day's, and
+    /// [`SuccessModel::tree_logit`] walks the few splits left per hour.
+    pub fn bind_trees(&self, state: &PaymentState) -> Bound {
+        self.trees.bind(&state.group_levels(&TimeLevels::default(), Channel::None), (1u32 << N_FIXED) - 1)
+    }
+
+    /// `bound` ([`SuccessModel::bind_trees`] of the same payment) further bound
+    /// to the day-level groups of `t` ([`DAY_GROUPS`]), into `out`: what is left
+    /// splits on the hour-level groups only.
+    pub fn bind_trees_to_day(&self, bound: &Bound, state: &PaymentState, t: &TimeLevels, out: &mut Bound) {
+        bound.bind_into(&state.group_levels(t, Channel::None), DAY_GROUPS, out);
+    }
+
+    /// The trees' part of the logit at time levels `t` (it depends on the payment
+    /// and the retry time, never on the channel), from the trees bound to the
+    /// same payment (and possibly `t`'s day); 0 for a purely logistic model.
+    pub fn tree_logit(&self, bound: &Bound, state: &PaymentState, t: &TimeLevels) -> f64 {
+        if self.trees.is_empty() {
+            return 0.0;
+        }
+        bound.eval(&state.group_levels(t, Channel::None))
     }
 
     /// The part of the logit that involves `channel` (the same at every retry time).

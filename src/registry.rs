@@ -207,7 +207,14 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     let d = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(s, "# Model {}\n", m.version);
     let _ = writeln!(s, "Success model for the next retry of a failed payment: P(the retry succeeds | features),");
-    let _ = writeln!(s, "logistic regression over one-hot features and crosses (L2 = {:e}, {} coordinate-Newton sweeps),", r.l2, r.sweeps);
+    if model.trees.is_empty() {
+        let _ = writeln!(s, "logistic regression over one-hot features and crosses (L2 = {:e}, {} coordinate-Newton sweeps),", r.l2, r.sweeps);
+    } else {
+        let leaves = model.trees.trees.iter().map(|t| t.nodes.len().div_ceil(2)).max().unwrap_or(0);
+        let _ = writeln!(s, "{} boosted trees (up to {leaves} leaves) over the payment's and the retry time's feature groups, stopped", model.trees.trees.len());
+        let _ = writeln!(s, "early on the calibration split, plus the message channel's logistic terms fitted on top of them");
+        let _ = writeln!(s, "(L2 = {:e}, {} coordinate-Newton sweeps; the trees never split on the channel),", r.l2, r.sweeps);
+    }
     let _ = writeln!(s, "Platt-scaled on later data. Trained by recoup {}.\n", m.recoup_version);
     let _ = writeln!(s, "## Data\n");
     let _ = writeln!(s, "- history: {} ({} rows), SHA-256 `{}`", m.data_files.join(", "), m.data_rows, m.data_fingerprint);

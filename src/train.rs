@@ -15,9 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
-use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, ACTIVE, SCHEMA};
+use crate::features::{channel_slots, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts, PaymentState, ACTIVE, SCHEMA};
 use crate::history::History;
-use crate::model::{sigmoid, SuccessModel};
+use crate::model::{sigmoid, SuccessModel, TREE_GROUPS};
+use crate::trees::{BoostConfig, Forest};
 use crate::payday::Evidence;
 
 /// The examples of a history, one per retry attempt, in time order.
@@ -178,13 +179,37 @@ pub struct TrainConfig {
     pub l2: Vec<f64>,
     /// Cap on coordinate-Newton sweeps per fit (each visits every feature slot once).
     pub max_sweeps: u64,
+    /// Which model family to fit.
+    #[serde(default)]
+    pub family: Family,
+    /// The trees' settings (family `trees`).
+    #[serde(default)]
+    pub boost: BoostConfig,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { test_fraction: 0.25, calibration_fraction: 0.15, l2: vec![1e-5, 1e-4, 1e-3], max_sweeps: 100 }
+        TrainConfig { test_fraction: 0.25, calibration_fraction: 0.15, l2: vec![1e-5, 1e-4, 1e-3], max_sweeps: 100, family: Family::Auto, boost: BoostConfig::default() }
     }
 }
+
+/// The model family `recoup train` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// `trees` when the fit split has at least 100,000 examples, else `logistic`
+    /// (on less, the trees' interactions are noise more than signal).
+    #[default]
+    Auto,
+    /// L2-regularized logistic regression over the one-hot columns and crosses.
+    Logistic,
+    /// Boosted trees over the payment's and the retry time's groups, then the
+    /// channel's logistic terms on top of them (the trees as a fixed offset).
+    Trees,
+}
+
+/// Fewest fit examples for which `--family auto` fits trees.
+pub const TREES_MIN_EXAMPLES: usize = 100_000;
 
 /// The sparse logistic-regression objective: mean log loss + l2/2 · |w|² (intercept unpenalized).
 struct Objective<'a> {
@@ -305,17 +330,35 @@ pub fn fit_logistic(
     max_sweeps: u64,
     warm: Option<(&[f64], f64)>,
 ) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+    fit_logistic_on(set, l2, max_sweeps, warm, None, None)
+}
+
+/// [`fit_logistic`] with a fixed `offset` added to every example's logit (the
+/// trees' part of a hybrid model) and only the slots in `only` (indices into an
+/// encoded vector) fitted: the other weights stay where they start.
+pub fn fit_logistic_on(
+    set: &TrainingSet,
+    l2: f64,
+    max_sweeps: u64,
+    warm: Option<(&[f64], f64)>,
+    offset: Option<&[f64]>,
+    only: Option<&[usize]>,
+) -> anyhow::Result<(Vec<f64>, f64, u64)> {
     anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
+    anyhow::ensure!(offset.is_none_or(|o| o.len() == set.len()), "offset has a length other than the examples'");
     let n = set.len();
     let nf = n as f64;
     let slots = SCHEMA.slot_ranges();
     let (mut w, mut b) = start_point(set, warm)?;
-    let mut z: Vec<f64> = (0..n).into_par_iter().map(|i| b + set.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect();
+    let off = |i: usize| offset.map_or(0.0, |o| o[i]);
+    let mut z: Vec<f64> = (0..n).into_par_iter().map(|i| b + off(i) + set.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect();
+    // The slots visited, then the intercept (slot ACTIVE).
+    let visit: Vec<usize> = only.map_or_else(|| (0..ACTIVE).collect(), <[usize]>::to_vec).into_iter().chain([ACTIVE]).collect();
     // Slot-major copy of the design, as offsets into the slot's range: a visit
     // reads two slots, not every row's whole vector (10× less memory traffic).
     let by_slot: Vec<Vec<u16>> = (0..ACTIVE)
         .into_par_iter()
-        .map(|k| (0..n).map(|i| set.columns[i * ACTIVE + k] - slots[k].start as u16).collect())
+        .map(|k| if visit.contains(&k) { (0..n).map(|i| set.columns[i * ACTIVE + k] - slots[k].start as u16).collect() } else { Vec::new() })
         .collect();
     let labels: Vec<f64> = set.labels.iter().map(|&y| y as u8 as f64).collect();
     let objective = |z: &[f64], w: &[f64]| -> f64 {
@@ -339,8 +382,7 @@ pub fn fit_logistic(
     while sweeps < max_sweeps {
         sweeps += 1;
         let (w0, b0, z0) = (w.clone(), b, z.clone());
-        // Slots 0..ACTIVE, then the intercept (slot ACTIVE).
-        for slot in 0..=ACTIVE {
+        for &slot in &visit {
             let range = if slot < ACTIVE { slots[slot].clone() } else { 0..1 };
             let width = range.len();
             let prev = pending.take();
@@ -445,7 +487,7 @@ pub fn fit_logistic(
 /// column's precision is Σ p(1 − p) over the examples where it is active, plus
 /// n · l2. A column no example has gets the prior's variance 1 / (n · l2): the
 /// data says nothing.
-pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64) -> Vec<f64> {
+pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64, offset: Option<&[f64]>) -> Vec<f64> {
     let d = w.len();
     let parts: Vec<Vec<f64>> = (0..set.len().div_ceil(CHUNK))
         .into_par_iter()
@@ -453,7 +495,7 @@ pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64) -> Vec<f6
             let mut h = vec![0.0; d];
             for i in c * CHUNK..((c + 1) * CHUNK).min(set.len()) {
                 let row = set.row(i);
-                let p = sigmoid(b + row.iter().map(|&k| w[k as usize]).sum::<f64>());
+                let p = sigmoid(b + offset.map_or(0.0, |o| o[i]) + row.iter().map(|&k| w[k as usize]).sum::<f64>());
                 for &k in row {
                     h[k as usize] += p * (1.0 - p);
                 }
@@ -624,6 +666,9 @@ pub fn rate_baseline<K: std::hash::Hash + Eq + Copy>(train_keys: &[K], train_y: 
 pub struct Trained {
     pub model: SuccessModel,
     pub report: TrainReport,
+    /// Seconds from the examples to the calibrated model (what a peer's fit
+    /// time measures), without the held-out evaluation and the reports.
+    pub fit_seconds: f64,
 }
 
 /// What a training run measured: goes to `metrics.json` and the model card.
@@ -642,6 +687,9 @@ pub struct TrainReport {
     pub l2: f64,
     /// Coordinate-Newton sweeps of the chosen fit.
     pub sweeps: u64,
+    /// Boosted trees in the model (0: purely logistic).
+    #[serde(default)]
+    pub trees: usize,
     /// Test metrics of the model before Platt scaling (to show what calibration did).
     pub uncalibrated: Metrics,
     /// Test metrics of the model.
@@ -678,6 +726,12 @@ pub struct ChannelLift {
 pub fn channel_lift(model: &SuccessModel, test: &TrainingSet) -> Vec<ChannelLift> {
     use crate::features::{group_level, with_channel, CHANNEL_GROUP};
     use strum::VariantArray;
+    // Each example's logit once (trees included); a channel changes only the
+    // terms of the channel's slots (the trees never see it).
+    let slots = channel_slots();
+    let channel_terms = |row: &[u16]| slots.iter().map(|&k| model.weights[row[k] as usize]).sum::<f64>();
+    let rest: Vec<f64> = (0..test.len()).into_par_iter().map(|i| model.logit(test.row(i)) - channel_terms(test.row(i))).collect();
+    let p_with = |i: usize, ch: Channel| model.calibrate(rest[i] + channel_terms(&with_channel(test.row(i), ch)));
     let mut out = Vec::new();
     for &class in DeclineClass::VARIANTS {
         let ix: Vec<usize> = (0..test.len()).filter(|&i| test.declines[i].class() == class).collect();
@@ -694,7 +748,7 @@ pub fn channel_lift(model: &SuccessModel, test: &TrainingSet) -> Vec<ChannelLift
             }
             let predicted = ix
                 .iter()
-                .map(|&i| model.predict(&with_channel(test.row(i), ch)) - model.predict(&with_channel(test.row(i), Channel::None)))
+                .map(|&i| p_with(i, ch) - p_with(i, Channel::None))
                 .sum::<f64>()
                 / ix.len() as f64;
             let se = (r1 * (1.0 - r1) / n1 as f64 + r0 * (1.0 - r0) / n0 as f64).sqrt();
@@ -785,44 +839,108 @@ pub fn warm_up(fit: &TrainingSet, l2: f64, max_sweeps: u64, min_part: usize, pro
     Ok(start)
 }
 
-/// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
-pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
-    let n = set.len();
-    anyhow::ensure!(n >= 100, "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)");
-    let (fit_end, test_start) = split_points(n, cfg);
-    let (fit, cal, test) = (set.range(0..fit_end), set.range(fit_end..test_start), set.range(test_start..n));
-    let logits = |w: &[f64], b: f64, s: &TrainingSet| -> Vec<f64> {
-        (0..s.len()).map(|i| b + s.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect()
-    };
+/// A fitted logit before calibration: weights, intercept, trees, and how they were chosen.
+struct Fitted {
+    weights: Vec<f64>,
+    intercept: f64,
+    l2: f64,
+    sweeps: u64,
+    l2_search: Vec<(f64, f64)>,
+    trees: Forest,
+    /// The trees' logit of every fit and calibration example (`None`: no trees).
+    fit_offset: Option<Vec<f64>>,
+    cal_offset: Option<Vec<f64>>,
+}
+
+fn raw_logits(w: &[f64], b: f64, s: &TrainingSet, offset: Option<&[f64]>) -> Vec<f64> {
+    (0..s.len()).into_par_iter().map(|i| b + offset.map_or(0.0, |o| o[i]) + s.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect()
+}
+
+/// The logistic regression along the L2 path (strongest penalty first, each fit
+/// warm-started from the previous one), keeping the penalty with the best
+/// calibration-split log loss. With `offset` (the trees' logits of the fit and
+/// calibration examples) only the `only` slots are fitted on top of them.
+fn l2_path(
+    fit: &TrainingSet,
+    cal: &TrainingSet,
+    cfg: &TrainConfig,
+    offset: Option<(&[f64], &[f64])>,
+    only: Option<&[usize]>,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Fitted> {
     let mut best: Option<(f64, Vec<f64>, f64, u64, f64)> = None;
     let mut l2_search = Vec::new();
-    // Strongest penalty first, each fit warm-started from the previous one (a
-    // regularization path): the weaker penalties then need fewer sweeps.
     let mut path = cfg.l2.clone();
     path.sort_by(|a, b| b.total_cmp(a));
-    let mut previous = match path.first() {
-        Some(&first) => warm_up(&fit, first, cfg.max_sweeps, WARM_UP_MIN, progress)?,
-        None => None,
+    let mut previous = match (path.first(), offset) {
+        (Some(&first), None) => warm_up(fit, first, cfg.max_sweeps, WARM_UP_MIN, progress)?,
+        _ => None,
     };
     for &l2 in &path {
         let t = std::time::Instant::now();
-        let (w, b, iters) = fit_logistic(&fit, l2, cfg.max_sweeps, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)))?;
+        let (w, b, iters) = fit_logistic_on(fit, l2, cfg.max_sweeps, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)), offset.map(|o| o.0), only)?;
         previous = Some((w.clone(), b));
-        let z = logits(&w, b, &cal);
-        let p: Vec<f64> = z.iter().map(|&z| sigmoid(z)).collect();
+        let p: Vec<f64> = raw_logits(&w, b, cal, offset.map(|o| o.1)).into_iter().map(sigmoid).collect();
         let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
-        progress(&format!("fit l2={l2:e}: {iters} sweeps in {:.1?}, calibration-split log loss {ll:.5}", t.elapsed()));
+        let what = if offset.is_some() { "channel terms on the trees" } else { "fit" };
+        progress(&format!("{what} l2={l2:e}: {iters} sweeps in {:.1?}, calibration-split log loss {ll:.5}", t.elapsed()));
         l2_search.push((l2, ll));
         if best.as_ref().is_none_or(|bst| ll < bst.4) {
             best = Some((l2, w, b, iters, ll));
         }
     }
     let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| anyhow::anyhow!("no L2 penalty to try"))?;
-    let (platt_a, platt_b) = fit_platt(&logits(&weights, intercept, &cal), &cal.labels)?;
+    Ok(Fitted { weights, intercept, l2, sweeps, l2_search, trees: Forest::default(), fit_offset: None, cal_offset: None })
+}
+
+/// Family `trees`: boosted trees over every group but the channel from the base
+/// rate, stopped early on the calibration split; then the channel's columns (the
+/// channel and its crosses with payment-level groups) by logistic regression on
+/// top of the trees. The logging policy randomizes the channel, so leaving it
+/// out of the trees biases nothing, and the channel's lift keeps its weights and
+/// their variances (the engine's uncertainty discount).
+fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Fitted> {
+    let t = std::time::Instant::now();
+    let levels = |s: &TrainingSet| -> Vec<GroupLevels> { (0..s.len()).into_par_iter().map(|i| group_levels(s.row(i))).collect() };
+    let (fx, cx) = (levels(fit), levels(cal));
+    let (_, base) = start_point(fit, None)?;
+    let boosted = crate::trees::boost(&fx, &fit.labels, &vec![base; fit.len()], &cx, &cal.labels, &vec![base; cal.len()], TREE_GROUPS, &cfg.boost, progress)?;
+    let best = boosted.cal_log_loss.iter().copied().fold(f64::INFINITY, f64::min);
+    progress(&format!("boosted {} trees in {:.1?} (of {} grown), calibration-split log loss {best:.5}", boosted.forest.trees.len(), t.elapsed(), boosted.cal_log_loss.len() - 1));
+    let only = channel_slots();
+    let channel = l2_path(fit, cal, cfg, Some((&boosted.fit_logit, &boosted.cal_logit)), Some(&only), progress)?;
+    Ok(Fitted { trees: boosted.forest, fit_offset: Some(boosted.fit_logit), cal_offset: Some(boosted.cal_logit), ..channel })
+}
+
+/// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
+pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
+    let n = set.len();
+    anyhow::ensure!(n >= 100, "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)");
+    let (fit_end, test_start) = split_points(n, cfg);
+    let started = std::time::Instant::now();
+    let (fit, cal, test) = (set.range(0..fit_end), set.range(fit_end..test_start), set.range(test_start..n));
+    let trees = match cfg.family {
+        Family::Auto => fit.len() >= TREES_MIN_EXAMPLES,
+        Family::Logistic => false,
+        Family::Trees => true,
+    };
+    let f = if trees { fit_trees(&fit, &cal, cfg, progress)? } else { l2_path(&fit, &cal, cfg, None, None, progress)? };
+    let (platt_a, platt_b) = fit_platt(&raw_logits(&f.weights, f.intercept, &cal, f.cal_offset.as_deref()), &cal.labels)?;
     progress(&format!("calibrated (Platt): a={platt_a:.4}, b={platt_b:.4}"));
-    let weight_variances = weight_variances(&fit, &weights, intercept, l2);
-    let model = SuccessModel { schema: SCHEMA.clone(), weights, intercept, platt_a, platt_b, attrition: Default::default(), asks: Default::default(), weight_variances };
-    let z_test = logits(&model.weights, model.intercept, &test);
+    let weight_variances = weight_variances(&fit, &f.weights, f.intercept, f.l2, f.fit_offset.as_deref());
+    let model = SuccessModel {
+        schema: SCHEMA.clone(),
+        weights: f.weights,
+        intercept: f.intercept,
+        platt_a,
+        platt_b,
+        attrition: Default::default(),
+        asks: Default::default(),
+        weight_variances,
+        trees: f.trees,
+    };
+    let fit_seconds = started.elapsed().as_secs_f64();
+    let z_test: Vec<f64> = (0..test.len()).into_par_iter().map(|i| model.logit(test.row(i))).collect();
     let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
     // Baselines learn from everything before the test period, like the model.
@@ -841,16 +959,17 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         data_from: set.times.first().copied(),
         data_to: set.times.last().copied(),
         test_from: test.times.first().copied(),
-        l2_search,
-        l2,
-        sweeps,
+        l2_search: f.l2_search,
+        l2: f.l2,
+        sweeps: f.sweeps,
+        trees: model.trees.trees.len(),
         uncalibrated: metrics(&raw_test, &test.labels, &test.declines),
         model: metrics(&p_test, &test.labels, &test.declines),
         baseline_code: metrics(&b1, &test.labels, &test.declines),
         baseline_code_payday: metrics(&b2, &test.labels, &test.declines),
         channel_lift: channel_lift(&model, &test),
     };
-    Ok(Trained { model, report })
+    Ok(Trained { model, report, fit_seconds })
 }
 
 #[cfg(test)]
@@ -942,11 +1061,40 @@ mod tests {
     }
 
     #[test]
+    fn the_trees_family_fits_trees_then_only_the_channel_terms() {
+        let set = synthetic(20_000, 3);
+        let cfg = TrainConfig { family: Family::Trees, boost: BoostConfig { leaves: 15, max_trees: 60, ..BoostConfig::default() }, ..TrainConfig::default() };
+        let mut heard = Vec::new();
+        let t = train(&set, &cfg, &mut |m| heard.push(m.to_string())).expect("trains");
+        let m = &t.model;
+        assert!(!m.trees.is_empty() && t.report.trees == m.trees.trees.len(), "{heard:?}");
+        assert!(heard.iter().any(|h| h.starts_with("boosted ")) && heard.iter().any(|h| h.starts_with("channel terms on the trees")), "{heard:?}");
+        m.check_schema().expect("fits the build");
+        // Weights only where the channel is: the trees have the rest.
+        let ranges = SCHEMA.slot_ranges();
+        let channel: Vec<std::ops::Range<usize>> = channel_slots().into_iter().map(|k| ranges[k].clone()).collect();
+        assert!(m.weights.iter().enumerate().all(|(k, &w)| w == 0.0 || channel.iter().any(|r| r.contains(&k))));
+        assert!(channel.iter().any(|r| r.clone().any(|k| m.weights[k] != 0.0)), "no channel weight fitted");
+        assert_eq!(m.weight_variances.len(), m.weights.len());
+        // Better than the base rate on the later test split.
+        assert!(t.report.model.log_loss < t.report.baseline_code.log_loss - 0.01, "{:?} vs {:?}", t.report.model, t.report.baseline_code);
+        // The artifact keeps the trees: the same predictions after a JSON round trip.
+        let back: SuccessModel = serde_json::from_str(&serde_json::to_string(m).expect("serializes")).expect("parses");
+        for i in (0..set.len()).step_by(101) {
+            assert!((back.predict(set.row(i)) - m.predict(set.row(i))).abs() < 1e-12);
+        }
+        // A logistic model has no trees, and `auto` fits one on a set this small.
+        let auto = train(&set, &TrainConfig::default(), &mut |_| {}).expect("trains");
+        assert!(auto.model.trees.is_empty() && auto.report.trees == 0);
+        assert!(!serde_json::to_string(&auto.model).expect("serializes").contains("\"trees\""));
+    }
+
+    #[test]
     fn weight_variances_are_the_inverse_diagonal_precision() {
         let set = synthetic(4_000, 9);
         let l2 = 1e-3;
         let (w, b, _) = fit_logistic(&set, l2, 100, None).expect("fits");
-        let v = weight_variances(&set, &w, b, l2);
+        let v = weight_variances(&set, &w, b, l2, None);
         assert_eq!(v.len(), w.len());
         // Column by column, the long way round.
         let n = set.len() as f64;
@@ -966,10 +1114,10 @@ mod tests {
         // A column no example has keeps the prior's variance; more data, less variance.
         let few = set.range(0..50);
         let unseen = (0..w.len()).find(|&k| !few.columns.contains(&(k as u16))).expect("an unused column");
-        assert!((weight_variances(&few, &w, b, l2)[unseen] - 1.0 / (50.0 * l2)).abs() < 1e-9);
+        assert!((weight_variances(&few, &w, b, l2, None)[unseen] - 1.0 / (50.0 * l2)).abs() < 1e-9);
         let more = synthetic(16_000, 9);
         let (w2, b2, _) = fit_logistic(&more, l2, 100, None).expect("fits");
-        let v2 = weight_variances(&more, &w2, b2, l2);
+        let v2 = weight_variances(&more, &w2, b2, l2, None);
         let used = set.row(0)[0] as usize;
         assert!(v2[used] < 0.5 * v[used], "{} vs {}", v2[used], v[used]);
     }

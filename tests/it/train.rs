@@ -221,3 +221,28 @@ fn the_shipped_default_model_loads_with_this_build() {
     assert_eq!(model.weights.len(), recoup::features::SCHEMA.len());
     assert!(report.model.log_loss < report.baseline_code_payday.log_loss, "the default model beats the baselines");
 }
+
+#[test]
+fn the_trees_family_trains_the_same_on_any_thread_count_and_decides() {
+    let (_, _, path) = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (out, threads) in [(&a, "1"), (&b, "2")] {
+        recoup().args(["train", "-q", "--family", "trees", "--max-trees", "30", "--leaves", "15", "--history"]).arg(path).arg("--out").arg(out).args(["--threads", threads]).assert().success();
+    }
+    let (va, vb) = (only_version(&a), only_version(&b));
+    for f in ["model.json", "metrics.json"] {
+        let (x, y) = (std::fs::read(a.join(&va).join(f)).unwrap(), std::fs::read(b.join(&vb).join(f)).unwrap());
+        assert!(x == y, "{f} differs between thread counts");
+    }
+    let (_, report) = recoup::registry::describe(&a, &va).expect("metrics");
+    assert!(report.trees > 0 && report.model.log_loss < report.baseline_code_payday.log_loss, "{} trees, {:?}", report.trees, report.model);
+    recoup().args(["models", "promote", &va, "--models"]).arg(&a).assert().success();
+    recoup().args(["models", "show", "current", "--models"]).arg(&a).assert().success()
+        .stdout(predicates::str::contains("boosted trees").and(predicates::str::contains("loads with this build: yes")));
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json");
+    recoup().args(["decide", "--models"]).arg(&a).arg(&example).assert().success().stdout(predicates::str::contains("trees:"));
+    // Settings out of range are refused before any work.
+    recoup().args(["train", "--family", "trees", "--leaves", "1", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("2..=4096"));
+    recoup().args(["train", "--learning-rate", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("(0, 1]"));
+}
