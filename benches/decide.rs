@@ -7,6 +7,8 @@
 //! (p99 under 200 µs on 2 cores).
 //!
 //!     cargo bench --bench decide
+//!     RECOUP_BENCH_MODELS=DIR cargo bench --bench decide   # DIR's current model instead
+//!                                                          # (e.g. one with trees, trained on 10 M attempts)
 
 mod common;
 
@@ -43,7 +45,8 @@ fn requests() -> Vec<Request> {
 
 fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let (version, model) = recoup::registry::load_current(&std::path::Path::new(root).join("models")).expect("shipped model");
+    let dir = std::env::var_os("RECOUP_BENCH_MODELS").map_or_else(|| std::path::Path::new(root).join("models"), std::path::PathBuf::from);
+    let (version, model) = recoup::registry::load_current(&dir).expect("a current model");
     let cfg = EngineConfig::default();
     let reqs = requests();
 

@@ -92,7 +92,8 @@ def main():
     print(f"examples: {len(ys['fit'])} fit, {len(ys['cal'])} calibration, {len(y)} test; {a.threads} threads")
     print(f"{'pipeline':<34} {'log loss':>9} {'AUC':>7} {'Brier':>7} {'ECE':>7} {'fit s':>8}")
     m = ours["test"]
-    print(f"{'recoup (logistic + crosses)':<34} {m['log_loss']:>9.4f} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {ours['fit_seconds']:>8.1f}")
+    ours_name = f"recoup ({ours['trees']} trees + channel terms)" if ours.get("trees") else "recoup (logistic + crosses)"
+    print(f"{ours_name:<34} {m['log_loss']:>9.4f} {m['auc']:>7.4f} {m['brier']:>7.4f} {m['ece']:>7.4f} {ours['fit_seconds']:>8.1f}")
     name = f"LightGBM {booster.best_iteration or a.trees} trees"
     print(f"{name:<34} {theirs['log_loss']:>9.4f} {theirs['auc']:>7.4f} {theirs['brier']:>7.4f} {theirs['ece']:>7.4f} {fit_seconds:>8.1f}")
     out = {"lightgbm": {**theirs, "fit_seconds": fit_seconds, "trees": booster.best_iteration or a.trees,
