@@ -566,14 +566,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             tree_logit = model.tree_logit(&day_bound, &state, &levels);
         }
         walked = Some(levels);
-        let time_logit = time_logit + tree_logit;
+        let hour_logit = time_logit + tree_logit;
         // The message goes out `lead` hours before: on the grid when that is not before its start.
         let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {
             Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
             _ => send_time(start + Duration::hours(hour)).with_timezone(&tz).hour(),
         };
         let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
-        let hour_odds = model.odds_against(time_logit, true);
+        let hour_odds = model.odds_against(hour_logit, true);
         for &(ch, channel_logit, channel_odds, message_cost, attrition) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
@@ -582,7 +582,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             // One exp per hour and per channel, not per candidate; the direct form where
             // the product is not a number (inf · 0 at absurd logits).
             let odds = hour_odds * channel_odds;
-            let p = if odds.is_nan() { model.calibrate(time_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
+            let p = if odds.is_nan() { model.calibrate(hour_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
             // The message is paid for; the retry happens only if the payer stays.
             let ev = (1.0 - attrition) * (discount * p * amount - cfg.attempt_cost_minor) - message_cost;
             if ev > hour_best[hour as usize] {
@@ -952,7 +952,7 @@ mod tests {
         m.trees = crate::trees::random_forest(3, 12, 6, crate::model::TREE_GROUPS);
         m.check_schema().expect("a valid model");
         let mut on_channel = m.clone();
-        on_channel.trees.trees[0].nodes[0].group = crate::features::channel_group() as u8;
+        on_channel.trees.trees[0].nodes[0].group = crate::features::CHANNEL_GROUP as u8;
         let err = on_channel.check_schema().expect_err("a split on the channel is refused").to_string();
         assert!(err.contains("channel") && err.contains("retrain"), "{err}");
         let req = request();

@@ -856,11 +856,6 @@ pub fn group_is_ordered(g: usize) -> bool {
 /// group: a grid's trees are bound to them once per local day.
 pub const DAY_GROUPS: u32 = 1 << G_WEEKDAY | 1 << G_SINCE_PAY | 1 << G_UNTIL_PAY | 1 << G_DAY_OF_MONTH | 1 << G_CYCLE;
 
-/// The channel's index among the groups.
-pub const fn channel_group() -> usize {
-    G_CHANNEL
-}
-
 /// The column name (`group=level`) of a group's level.
 pub fn group_column(g: usize, level: usize) -> &'static str {
     &SCHEMA.columns[SCHEMA.column(g, level) as usize]

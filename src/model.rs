@@ -53,7 +53,7 @@ pub struct SuccessModel {
 }
 
 /// Groups the trees may split on: every group but the channel.
-pub const TREE_GROUPS: u32 = ((1u32 << crate::features::N_GROUPS) - 1) & !(1u32 << crate::features::channel_group());
+pub const TREE_GROUPS: u32 = ((1u32 << crate::features::N_GROUPS) - 1) & !(1u32 << crate::features::CHANNEL_GROUP);
 
 /// A model that does not fit the code that loads it.
 #[derive(Debug, thiserror::Error)]

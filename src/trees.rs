@@ -187,26 +187,27 @@ fn bind_walk(nodes: &[Node], mut i: usize, x: &GroupLevels, known: u32, out: &mu
     Ok(at as u32)
 }
 
+/// Bind the subtrees `(nodes, root)` into `out` (emptied first), their leaf
+/// values added to `constant` where a subtree comes down to one.
+fn bind_all<'a>(subtrees: impl Iterator<Item = (&'a [Node], usize)>, constant: f64, x: &GroupLevels, known: u32, out: &mut Bound) {
+    out.nodes.clear();
+    out.roots.clear();
+    out.constant = constant;
+    for (nodes, root) in subtrees {
+        match bind_walk(nodes, root, x, known, &mut out.nodes) {
+            Ok(r) => out.roots.push(r),
+            Err(v) => out.constant += v,
+        }
+    }
+}
+
 impl Forest {
     /// Take every split on a group in `known` (bit per group) with the levels
     /// of `x`; the other groups' levels in `x` are ignored.
     pub fn bind(&self, x: &GroupLevels, known: u32) -> Bound {
         let mut b = Bound::default();
-        self.bind_into(x, known, &mut b);
+        bind_all(self.trees.iter().map(|t| (t.nodes.as_slice(), 0)), 0.0, x, known, &mut b);
         b
-    }
-
-    /// [`Forest::bind`] into `out`, reusing its memory (a grid binds once per day).
-    pub fn bind_into(&self, x: &GroupLevels, known: u32, out: &mut Bound) {
-        out.nodes.clear();
-        out.roots.clear();
-        out.constant = 0.0;
-        for t in &self.trees {
-            match bind_walk(&t.nodes, 0, x, known, &mut out.nodes) {
-                Ok(root) => out.roots.push(root),
-                Err(v) => out.constant += v,
-            }
-        }
     }
 }
 
@@ -220,15 +221,7 @@ impl Bound {
 
     /// [`Bound::bind`] into `out`, reusing its memory (a grid rebinds once per day).
     pub fn bind_into(&self, x: &GroupLevels, known: u32, out: &mut Bound) {
-        out.nodes.clear();
-        out.roots.clear();
-        out.constant = self.constant;
-        for &root in &self.roots {
-            match bind_walk(&self.nodes, root as usize, x, known, &mut out.nodes) {
-                Ok(r) => out.roots.push(r),
-                Err(v) => out.constant += v,
-            }
-        }
+        bind_all(self.roots.iter().map(|&r| (self.nodes.as_slice(), r as usize)), self.constant, x, known, out);
     }
 
     /// The forest's logit for `x` (whose levels of the bound groups do not matter).
@@ -627,10 +620,10 @@ pub(crate) fn random_forest(seed: u64, trees: usize, depth: usize, allowed: u32)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::features::{channel_group, DAY_GROUPS, N_FIXED};
+    use crate::features::{CHANNEL_GROUP, DAY_GROUPS, N_FIXED};
     use rand::{Rng, SeedableRng};
 
-    const NO_CHANNEL: u32 = ((1u32 << N_GROUPS) - 1) & !(1 << channel_group());
+    const NO_CHANNEL: u32 = ((1u32 << N_GROUPS) - 1) & !(1 << CHANNEL_GROUP);
 
     fn random_levels(rng: &mut rand_chacha::ChaCha8Rng) -> GroupLevels {
         std::array::from_fn(|g| rng.random_range(0..GROUP_SIZES[g]) as u8)
@@ -640,7 +633,7 @@ mod tests {
     /// 18 (no sum of one-group terms can express it) and a channel effect.
     fn interaction(n: usize, seed: u64) -> (Vec<GroupLevels>, Vec<bool>) {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-        let ch = channel_group();
+        let ch = CHANNEL_GROUP;
         (0..n)
             .map(|_| {
                 let x = random_levels(&mut rng);
@@ -669,7 +662,7 @@ mod tests {
         // Inside and outside the cell, the trees' probability is the truth's,
         // averaged over the channel they cannot see.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-        let ch = channel_group();
+        let ch = CHANNEL_GROUP;
         let marginal = |z: f64| (0..GROUP_SIZES[ch]).map(|c| sigmoid(z + if c == 1 { 0.8 } else { 0.0 })).sum::<f64>() / GROUP_SIZES[ch] as f64;
         let mut errors = Vec::new();
         for _ in 0..400 {
@@ -742,7 +735,7 @@ mod tests {
             f(&mut bad.trees[1].nodes[0]);
             bad.check(NO_CHANNEL).expect_err("refused")
         };
-        assert!(with(&|n| n.group = channel_group() as u8).contains("channel"));
+        assert!(with(&|n| n.group = CHANNEL_GROUP as u8).contains("channel"));
         assert!(with(&|n| n.group = N_GROUPS as u8).contains("group"));
         let class = 1; // decline_class: 5 levels
         assert!(with(&|n| (n.group, n.left_levels) = (class, 1 << 7)).contains("levels"));

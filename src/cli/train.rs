@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Family::Auto)]
     pub family: Family,
     /// Most boosted trees (family trees; early stopping on the calibration split usually ends sooner).
-    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().max_trees)]
+    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().max_trees, value_parser = max_trees)]
     pub max_trees: usize,
     /// Leaves per boosted tree.
     #[arg(long, value_name = "N", default_value_t = BoostConfig::default().leaves, value_parser = leaves)]
@@ -53,6 +53,11 @@ pub struct Args {
     /// timings to DIR/recoup.json, for peer pipelines (benches/peer/).
     #[arg(long, value_name = "DIR")]
     pub export_features: Option<PathBuf>,
+}
+
+fn max_trees(s: &str) -> Result<usize, String> {
+    let v: usize = s.parse().map_err(|_| format!("not a whole number: {s}"))?;
+    if v >= 1 { Ok(v) } else { Err("must be at least 1".into()) }
 }
 
 fn leaves(s: &str) -> Result<usize, String> {

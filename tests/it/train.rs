@@ -245,4 +245,6 @@ fn the_trees_family_trains_the_same_on_any_thread_count_and_decides() {
     // Settings out of range are refused before any work.
     recoup().args(["train", "--family", "trees", "--leaves", "1", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("2..=4096"));
     recoup().args(["train", "--learning-rate", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("(0, 1]"));
+    recoup().args(["train", "--max-trees", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("at least 1"));
+    assert!(!tmp.path().join("c").exists(), "nothing written for refused settings");
 }
