@@ -198,7 +198,8 @@ impl Default for TrainConfig {
 #[serde(rename_all = "snake_case")]
 pub enum Family {
     /// `trees` when the fit split has at least 100,000 examples, else `logistic`
-    /// (on less, the trees' interactions are noise more than signal).
+    /// (measured: on the 40 k-example sample trees gain 0.002 nats of test log
+    /// loss for 2–3× the scoring time; on 1.1 M, 0.0066 nats and a faster fit).
     #[default]
     Auto,
     /// L2-regularized logistic regression over the one-hot columns and crosses.
