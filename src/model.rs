@@ -75,6 +75,12 @@ pub fn sigmoid(z: f64) -> f64 {
     1.0 / (1.0 + (-z).exp())
 }
 
+/// Log loss of logit `z` for outcome `y`: log(1 + e^z) − y·z, computed stably.
+#[inline]
+pub fn logit_loss(z: f64, y: bool) -> f64 {
+    (if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }) - if y { z } else { 0.0 }
+}
+
 impl SuccessModel {
     /// Refuse a model whose feature schema is not exactly the code's.
     pub fn check_schema(&self) -> Result<(), SchemaMismatch> {

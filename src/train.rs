@@ -17,7 +17,7 @@ use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
 use crate::features::{channel_slots, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts, PaymentState, ACTIVE, SCHEMA};
 use crate::history::History;
-use crate::model::{sigmoid, SuccessModel, TREE_GROUPS};
+use crate::model::{logit_loss, sigmoid, SuccessModel, TREE_GROUPS};
 use crate::trees::{BoostConfig, Forest};
 use crate::payday::Evidence;
 
@@ -243,11 +243,10 @@ impl Objective<'_> {
                 for i in c * CHUNK..((c + 1) * CHUNK).min(n) {
                     let row = self.set.row(i);
                     let z = w[d - 1] + row.iter().map(|&k| w[k as usize]).sum::<f64>();
-                    let y = self.set.labels[i] as u8 as f64;
-                    // log(1 + e^z) − y·z, stably.
-                    loss += if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() } - y * z;
+                    let y = self.set.labels[i];
+                    loss += logit_loss(z, y);
                     if want_grad {
-                        let r = sigmoid(z) - y;
+                        let r = sigmoid(z) - y as u8 as f64;
                         for &k in row {
                             g[k as usize] += r;
                         }
@@ -369,7 +368,7 @@ pub fn fit_logistic_on(
             .map(|(c, zc)| {
                 zc.iter()
                     .zip(&set.labels[c * CHUNK..])
-                    .map(|(&z, &y)| (if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }) - if y { z } else { 0.0 })
+                    .map(|(&z, &y)| logit_loss(z, y))
                     .sum::<f64>()
             })
             .collect();

@@ -23,7 +23,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::features::{group_is_ordered, group_names, GroupLevels, GROUP_SIZES, N_GROUPS};
-use crate::model::sigmoid;
+use crate::model::{logit_loss, sigmoid};
 
 /// `Node::group` of a leaf.
 const LEAF: u8 = u8::MAX;
@@ -49,6 +49,30 @@ pub struct Node {
     pub value: f64,
 }
 
+impl Node {
+    fn leaf(value: f64) -> Node {
+        Node { group: LEAF, left_levels: 0, left: 0, right: 0, value }
+    }
+
+    /// The child an example with levels `x` goes to (an inner node's).
+    #[inline]
+    fn child(&self, x: &GroupLevels) -> usize {
+        (if self.left_levels >> x[self.group as usize] & 1 == 1 { self.left } else { self.right }) as usize
+    }
+}
+
+/// The leaf value an example with levels `x` reaches from node `i` of `nodes`.
+#[inline]
+fn walk(nodes: &[Node], mut i: usize, x: &GroupLevels) -> f64 {
+    loop {
+        let n = &nodes[i];
+        if n.group == LEAF {
+            return n.value;
+        }
+        i = n.child(x);
+    }
+}
+
 /// One regression tree on the logit scale.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tree {
@@ -59,14 +83,7 @@ impl Tree {
     /// The leaf value for `x`.
     #[inline]
     pub fn eval(&self, x: &GroupLevels) -> f64 {
-        let mut i = 0;
-        loop {
-            let n = &self.nodes[i];
-            if n.group == LEAF {
-                return n.value;
-            }
-            i = if n.left_levels >> x[n.group as usize] & 1 == 1 { n.left } else { n.right } as usize;
-        }
+        walk(&self.nodes, 0, x)
     }
 }
 
@@ -101,7 +118,7 @@ impl Forest {
                 if n.group == LEAF {
                     break;
                 }
-                let next = if n.left_levels >> x[n.group as usize] & 1 == 1 { n.left } else { n.right } as usize;
+                let next = n.child(x);
                 out[n.group as usize] += t.nodes[next].value - n.value;
                 i = next;
             }
@@ -169,7 +186,7 @@ fn bind_walk(nodes: &[Node], mut i: usize, x: &GroupLevels, known: u32, out: &mu
         if known >> n.group & 1 == 0 {
             break;
         }
-        i = if n.left_levels >> x[n.group as usize] & 1 == 1 { n.left } else { n.right } as usize;
+        i = n.child(x);
     }
     let n = nodes[i];
     let at = out.len();
@@ -177,7 +194,7 @@ fn bind_walk(nodes: &[Node], mut i: usize, x: &GroupLevels, known: u32, out: &mu
     let child = |c: u32, out: &mut Vec<Node>| match bind_walk(nodes, c as usize, x, known, out) {
         Ok(k) => k,
         Err(v) => {
-            out.push(Node { group: LEAF, left_levels: 0, left: 0, right: 0, value: v });
+            out.push(Node::leaf(v));
             (out.len() - 1) as u32
         }
     };
@@ -226,19 +243,7 @@ impl Bound {
 
     /// The forest's logit for `x` (whose levels of the bound groups do not matter).
     pub fn eval(&self, x: &GroupLevels) -> f64 {
-        let mut z = self.constant;
-        for &root in &self.roots {
-            let mut i = root as usize;
-            loop {
-                let n = &self.nodes[i];
-                if n.group == LEAF {
-                    z += n.value;
-                    break;
-                }
-                i = if n.left_levels >> x[n.group as usize] & 1 == 1 { n.left } else { n.right } as usize;
-            }
-        }
-        z
+        self.roots.iter().fold(self.constant, |z, &root| z + walk(&self.nodes, root as usize, x))
     }
 }
 
@@ -301,11 +306,10 @@ const BLOCK: usize = 12;
 
 /// The histogram of the rows `rows` (gradients `gh` in the same order). Each
 /// group's column is a byte per example (about a megabyte per million: it stays
-/// in cache, where whole rows would not); a pass reads [`BLOCK`] columns and
-/// keeps two copies of their bins, for even and odd rows, so that consecutive
-/// rows with the same level do not wait on each other's additions. Blocks are
-/// spread over the threads and no partial sums are merged across them, so the
-/// result does not depend on the thread count.
+/// in cache, where whole rows would not); one pass over the rows fills the bins
+/// of a block of up to [`BLOCK`] groups, whose additions do not wait on each
+/// other. The groups are split into one block per thread and no partial sums
+/// are merged across blocks, so the result does not depend on the thread count.
 fn histogram(cols: &[Vec<u8>], rows: &[u32], gh: &[[f32; 2]], groups: &[usize]) -> Hist {
     // Bins of up to BLOCK columns per pass over the rows; counts apart (integer adds).
     fn pass<const B: usize>(cols: &[Vec<u8>], ks: &[usize], rows: &[u32], gh: &[[f32; 2]]) -> Vec<[[f64; 3]; MAX_LEVELS]> {
@@ -391,15 +395,13 @@ fn log_loss(z: &[f64], y: &[bool]) -> f64 {
     let s: f64 = z
         .par_chunks(CHUNK)
         .zip(y.par_chunks(CHUNK))
-        .map(|(z, y)| z.iter().zip(y).map(|(&z, &y)| (if z > 0.0 { z + (-z).exp().ln_1p() } else { z.exp().ln_1p() }) - if y { z } else { 0.0 }).sum::<f64>())
+        .map(|(z, y)| z.iter().zip(y).map(|(&z, &y)| logit_loss(z, y)).sum::<f64>())
         .collect::<Vec<f64>>()
         .iter()
         .sum();
     s / y.len().max(1) as f64
 }
 
-/// Grow one tree on gradients `gh` of the fit rows; returns the tree and, per
-/// leaf, its value and its rows (as a range of `rows`, which is reordered).
 /// Stable partition of `rows` and their gradients `gh`: rows whose level in
 /// `col` is in `left_levels` first. Returns how many go left. Large ranges are
 /// partitioned chunk by chunk in parallel, then the chunks' left and right parts
@@ -480,7 +482,7 @@ fn grow(cols: &[Vec<u8>], gh: &mut [[f32; 2]], rows: &mut [u32], groups: &[usize
         sum[1] += f64::from(h);
     }
     sum[2] = rows.len() as f64;
-    let mut tree = Tree { nodes: vec![Node { group: LEAF, left_levels: 0, left: 0, right: 0, value: leaf_value(&sum, cfg) }] };
+    let mut tree = Tree { nodes: vec![Node::leaf(leaf_value(&sum, cfg))] };
     let split = best_split(&hist, &sum, groups, cfg);
     let mut leaves = vec![Leaf { node: 0, start: 0, end: rows.len(), hist, split }];
     while leaves.len() < cfg.leaves.max(1) {
@@ -503,8 +505,8 @@ fn grow(cols: &[Vec<u8>], gh: &mut [[f32; 2]], rows: &mut [u32], groups: &[usize
         };
         let (sl, sr) = (total(&h_left), total(&h_right));
         let (li, ri) = (tree.nodes.len(), tree.nodes.len() + 1);
-        tree.nodes.push(Node { group: LEAF, left_levels: 0, left: 0, right: 0, value: leaf_value(&sl, cfg) });
-        tree.nodes.push(Node { group: LEAF, left_levels: 0, left: 0, right: 0, value: leaf_value(&sr, cfg) });
+        tree.nodes.push(Node::leaf(leaf_value(&sl, cfg)));
+        tree.nodes.push(Node::leaf(leaf_value(&sr, cfg)));
         let parent = &mut tree.nodes[leaf.node];
         (parent.group, parent.left_levels, parent.left, parent.right) = (s.group as u8, s.left_levels, li as u32, ri as u32);
         let ls = best_split(&h_left, &sl, groups, cfg);
@@ -596,7 +598,7 @@ pub(crate) fn random_forest(seed: u64, trees: usize, depth: usize, allowed: u32)
     fn node(rng: &mut rand_chacha::ChaCha8Rng, groups: &[usize], depth: usize, out: &mut Vec<Node>) -> u32 {
         let at = out.len();
         let value = rng.random_range(-0.3..0.3);
-        out.push(Node { group: LEAF, left_levels: 0, left: 0, right: 0, value });
+        out.push(Node::leaf(value));
         if depth > 0 {
             let g = groups[rng.random_range(0..groups.len())];
             let mask = rng.random_range(1..(1u32 << GROUP_SIZES[g]) - 1);

@@ -47,10 +47,12 @@ NOT_FEATURES = ("label", "retry_at", "recoup_logit")
 
 
 def load(d):
-    """The exported tables and their feature columns (recoup's logit and the label are not features)."""
+    """The exported fit, calibration and test rows ({"fit", "cal", "test"}) and
+    their feature columns (recoup's logit and the label are not features)."""
     train = pl.read_parquet(d / "train.parquet")
     test = pl.read_parquet(d / "test.parquet")
-    return train, test, [c for c in test.columns if c not in NOT_FEATURES]
+    parts = {"fit": train.filter(pl.col("split") == "fit"), "cal": train.filter(pl.col("split") == "calibration"), "test": test}
+    return parts, [c for c in test.columns if c not in NOT_FEATURES]
 
 
 def main():
@@ -62,11 +64,9 @@ def main():
     ap.add_argument("--learning-rate", type=float, default=0.1)
     a = ap.parse_args()
 
-    train, test, features = load(a.dir)
-    fit = train.filter(pl.col("split") == "fit")
-    cal = train.filter(pl.col("split") == "calibration")
-    xs = {k: df.select(features).to_numpy() for k, df in (("fit", fit), ("cal", cal), ("test", test))}
-    ys = {k: df["label"].cast(pl.Int8).to_numpy() for k, df in (("fit", fit), ("cal", cal), ("test", test))}
+    parts, features = load(a.dir)
+    xs = {k: df.select(features).to_numpy() for k, df in parts.items()}
+    ys = {k: df["label"].cast(pl.Int8).to_numpy() for k, df in parts.items()}
 
     params = {
         "objective": "binary",

@@ -41,11 +41,10 @@ def main():
     ap.add_argument("--leaves", type=int, default=31)
     a = ap.parse_args()
 
-    train, test, everything = load(a.dir)
+    parts, everything = load(a.dir)
     missing = [c for c in PAYMENT if c not in everything]
     assert not missing, f"export lacks {missing}"
     sets = {"payment": PAYMENT, "no-channel": [c for c in everything if c != "channel"], "all": everything}
-    parts = {"fit": train.filter(pl.col("split") == "fit"), "cal": train.filter(pl.col("split") == "calibration"), "test": test}
     y = {k: df["label"].cast(pl.Int8).to_numpy() for k, df in parts.items()}
     z = {k: df["recoup_logit"].to_numpy() for k, df in parts.items()}
     sigmoid = lambda v: 1.0 / (1.0 + np.exp(-v))
