@@ -66,7 +66,8 @@ pub(crate) fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<U
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
     }
-    DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))
+    let t = DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))?;
+    crate::limits::check_time(field, t)
 }
 
 /// A protobuf timestamp.

@@ -107,7 +107,7 @@ pub struct CodeError {
 
 /// Fixed-width ASCII uppercase code stored inline (`DK`, `EUR`).
 macro_rules! ascii_code {
-    ($(#[$doc:meta])* $name:ident, $len:literal, $what:literal, $expected:literal) => {
+    ($(#[$doc:meta])* $name:ident, $len:literal, $what:literal, $expected:literal, $known:expr) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name([u8; $len]);
@@ -124,7 +124,8 @@ macro_rules! ascii_code {
             type Err = CodeError;
             fn from_str(s: &str) -> Result<Self, CodeError> {
                 let b = s.as_bytes();
-                if b.len() != $len || !b.iter().all(|c| c.is_ascii_uppercase()) {
+                let known: fn(&str) -> bool = $known;
+                if b.len() != $len || !b.iter().all(|c| c.is_ascii_uppercase()) || !known(s) {
                     return Err(CodeError { what: $what, expected: $expected, value: s.to_owned() });
                 }
                 let mut out = [0u8; $len];
@@ -162,12 +163,26 @@ macro_rules! ascii_code {
 
 ascii_code!(
     /// ISO 3166-1 alpha-2 country code, e.g. `DK`.
-    Country, 2, "country", "an ISO 3166-1 alpha-2 code of two uppercase letters (e.g. DK)"
+    Country, 2, "country", "an ISO 3166-1 alpha-2 code of two uppercase letters (e.g. DK)", |_| true
 );
 ascii_code!(
     /// ISO 4217 currency code, e.g. `EUR`.
-    Currency, 3, "currency", "an ISO 4217 code of three uppercase letters (e.g. EUR)"
+    Currency, 3, "currency", "an ISO 4217 currency code of three uppercase letters (e.g. EUR)",
+    // The ISO 4217 list as the iso_currency crate maintains it: `ZZZ` is three
+    // letters but no currency, and would otherwise be priced as if it had cents.
+    |code| iso_currency::Currency::from_code(code).is_some()
 );
+
+impl Currency {
+    /// US dollars (the default where a route has no currency field).
+    pub const USD: Currency = Currency(*b"USD");
+
+    /// Digits after the decimal point of the currency's minor unit (ISO 4217:
+    /// 2 for EUR, 0 for JPY, 3 for KWD); `None` for codes without one (XAU).
+    pub fn exponent(self) -> Option<u16> {
+        iso_currency::Currency::from_code(self.as_str()).and_then(|c| c.exponent())
+    }
+}
 
 impl Country {
     /// Build a country from a literal known to be valid (tests, tables).
@@ -335,6 +350,9 @@ mod tests {
         assert!("dk".parse::<Country>().is_err());
         assert!("DNK".parse::<Country>().is_err());
         assert!("EU".parse::<Currency>().is_err());
+        assert!("ZZZ".parse::<Currency>().is_err(), "three letters but no ISO 4217 currency");
+        assert_eq!("JPY".parse::<Currency>().ok().and_then(Currency::exponent), Some(0));
+        assert_eq!("KWD".parse::<Currency>().ok().and_then(Currency::exponent), Some(3));
         assert_eq!("EUR".parse::<Currency>().map(|c| c.to_string()), Ok("EUR".into()));
     }
 

@@ -21,13 +21,14 @@
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
 
-use chrono::{DateTime, Duration, DurationRound, Timelike, Utc};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome, RawCode};
 use crate::features::{group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA};
+use crate::limits::{self, ceil_hour};
 use crate::model::SuccessModel;
 use crate::trees::Bound;
 use crate::payday::Evidence;
@@ -114,8 +115,39 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField
 }
 
 impl Request {
+    /// Every count, text and time within [`crate::limits`], before any other
+    /// check or any work; the error names the field.
+    fn check_bounds(&self) -> Result<(), InvalidField> {
+        limits::check_text("payment.payment_id", &self.payment_id)?;
+        limits::check_len("attempts", self.attempts.len(), limits::MAX_ATTEMPTS)?;
+        limits::check_len("asks", self.asks.len(), limits::MAX_ASKS)?;
+        limits::check_len("past_payments", self.past_payments.len(), limits::MAX_PAST_PAYMENTS)?;
+        limits::check_len("past_payments[*].attempts", self.past_payments.iter().map(Vec::len).sum(), limits::MAX_PAST_ATTEMPTS)?;
+        limits::check_len("constraints.allowed_channels", self.constraints.channels.len(), limits::MAX_CHANNELS)?;
+        limits::check_time("now", self.now)?;
+        for (i, a) in self.attempts.iter().enumerate() {
+            limits::check_time(&format!("attempts[{i}].attempted_at"), a.at)?;
+        }
+        for (i, a) in self.asks.iter().enumerate() {
+            limits::check_time(&format!("asks[{i}].sent_at"), a.at)?;
+        }
+        for (i, p) in self.past_payments.iter().enumerate() {
+            for (j, (t, _)) in p.iter().enumerate() {
+                limits::check_time(&format!("past_payments[{i}].attempts[{j}].attempted_at"), *t)?;
+            }
+        }
+        if let Some(t) = self.constraints.earliest {
+            limits::check_time("constraints.earliest", t)?;
+        }
+        if let Some(t) = self.constraints.latest {
+            limits::check_time("constraints.latest", t)?;
+        }
+        Ok(())
+    }
+
     /// Check everything the engine relies on; the error names the field.
     pub fn validate(&self) -> Result<(), InvalidField> {
+        self.check_bounds()?;
         if self.payment_id.trim().is_empty() {
             return Err(invalid("payment.payment_id", "must not be empty"));
         }
@@ -130,7 +162,9 @@ impl Request {
                 return Err(invalid(format!("attempts[{}].attempted_at", i + 1), "attempts must be in increasing time order"));
             }
         }
-        let last = self.attempts.last().expect("non-empty").at;
+        let Some(last) = self.attempts.last().map(|a| a.at) else {
+            return Err(invalid("attempts", "must hold at least the failed original charge"));
+        };
         if self.now < last {
             return Err(invalid("now", format!("{} is before the last attempt {}", self.now.to_rfc3339(), last.to_rfc3339())));
         }
@@ -368,8 +402,9 @@ pub struct Decision {
 /// (callers pass a hash of the request for reproducible answers, or a random draw).
 pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {
     req.validate()?;
-    let last = req.attempts.last().expect("validated");
-    let first = &req.attempts[0];
+    let (Some(first), Some(last)) = (req.attempts.first(), req.attempts.last()) else {
+        return Err(invalid("attempts", "must hold at least the failed original charge"));
+    };
     let past: Vec<PastAttempt> = req
         .attempts
         .iter()
@@ -396,7 +431,9 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         .iter()
         .map(|a| EarlierAttempt { at: a.at, decline: a.decline, advice_code: a.advice_code, channel: a.channel, payment_method_updated: a.payment_method_updated })
         .collect();
-    let state = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence).expect("attempts validated non-empty");
+    let Some(state) = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence) else {
+        return Err(invalid("attempts", "must hold at least the failed original charge"));
+    };
     // Messages already sent in this dunning (before retries, and asks): each one makes
     // the next more likely to lose the payer.
     let messages_before = state.messages() + req.asks.len() as u32;
@@ -736,11 +773,6 @@ struct Scored {
     attrition: f64,
     ev: f64,
     value: f64,
-}
-
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let floor = t.duration_trunc(Duration::hours(1)).expect("hour truncation");
-    if floor == t { t } else { floor + Duration::hours(1) }
 }
 
 fn in_quiet(hour: u32, start: u32, end: u32) -> bool {

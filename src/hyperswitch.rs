@@ -126,6 +126,9 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
             return Ok(Mapped::BudgetExhausted);
         }
     }
+    for (field, v) in [("payment_id", &r.payment_id), ("merchant_id", &r.merchant_id), ("pg_error_code", &r.pg_error_code), ("first_pg_error_code", &r.first_pg_error_code)] {
+        crate::limits::check_text(field, v.as_deref().unwrap_or(""))?;
+    }
     let method = method("payment_method_type", text(&r.payment_method_type))?;
     let family = CodeFamily::of(method);
     let amount_minor = match (r.invoice_amount, r.attempt_amount) {
@@ -137,7 +140,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     };
     let currency = match text(&r.invoice_currency).map(|c| ("invoice_currency", c)).or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c))) {
         Some((field, c)) => c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?,
-        None => "USD".parse().expect("USD is a currency"),
+        None => Currency::USD,
     };
     let country = match text(&r.billing_country) {
         Some(c) => c.to_ascii_uppercase().parse::<Country>().map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
@@ -170,12 +173,20 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     };
 
     // Retries per hour; a count of n becomes n attempts spread over the hour.
+    // Bounded before anything is expanded: a count is a number of attempts to
+    // build, so one huge count would otherwise allocate without limit.
+    crate::limits::check_len("hourly_retry_history", r.hourly_retry_history.len(), crate::limits::MAX_HISTORY_KEYS)?;
+    let total: i64 = r.hourly_retry_history.values().map(|&c| i64::from(c.max(0))).sum();
+    if total > crate::limits::MAX_ATTEMPTS as i64 {
+        return Err(bad("hourly_retry_history", format!("{total} retries in all, at most {} accepted", crate::limits::MAX_ATTEMPTS)));
+    }
     let mut retries: Vec<DateTime<Utc>> = Vec::new();
     let mut keys: Vec<(&String, &i32)> = r.hourly_retry_history.iter().collect();
     keys.sort();
     for (key, &count) in keys {
-        let field = || format!("hourly_retry_history[{key:?}]");
+        let field = || format!("hourly_retry_history[{:?}]", key.chars().take(40).collect::<String>());
         let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
+        crate::limits::check_time(&field(), at)?;
         if count < 0 {
             return Err(bad(field(), format!("count must not be negative, got {count}")));
         }
@@ -288,8 +299,19 @@ pub struct TrainerConfig {
     pub promote: bool,
 }
 
+/// Training jobs waiting or running at once; more are refused with `RESOURCE_EXHAUSTED`.
+pub const MAX_ACTIVE_JOBS: usize = 4;
+/// Finished jobs remembered for `GetTrainingJobStatus` (the oldest are forgotten first).
+const MAX_FINISHED_JOBS: usize = 256;
+
+/// Who asked: the name of the token the call came with (set by the server's
+/// guard; empty when none was needed). A caller sees only its own jobs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller(pub String);
+
 #[derive(Debug, Clone)]
 struct Job {
+    owner: String,
     tag: String,
     merchant_id: String,
     status: trainer::JobStatus,
@@ -304,8 +326,21 @@ struct Job {
 #[derive(Clone)]
 pub struct Trainer {
     cfg: TrainerConfig,
-    jobs: Arc<Mutex<(u64, HashMap<String, Job>)>>,
+    jobs: Arc<Mutex<HashMap<String, Job>>>,
     gate: Arc<tokio::sync::Semaphore>,
+}
+
+/// Keep at most [`MAX_FINISHED_JOBS`] finished jobs, forgetting the oldest.
+fn forget_oldest_finished(jobs: &mut HashMap<String, Job>) {
+    let mut finished: Vec<(DateTime<Utc>, String)> =
+        jobs.iter().filter(|(_, j)| matches!(j.status, trainer::JobStatus::Succeeded | trainer::JobStatus::Failed)).map(|(id, j)| (j.updated_at, id.clone())).collect();
+    if finished.len() < MAX_FINISHED_JOBS {
+        return;
+    }
+    finished.sort();
+    for (_, id) in finished.iter().take(finished.len() + 1 - MAX_FINISHED_JOBS) {
+        jobs.remove(id);
+    }
 }
 
 fn rfc3339(t: DateTime<Utc>) -> String {
@@ -314,12 +349,12 @@ fn rfc3339(t: DateTime<Utc>) -> String {
 
 impl Trainer {
     pub fn new(cfg: TrainerConfig) -> Trainer {
-        Trainer { cfg, jobs: Arc::new(Mutex::new((0, HashMap::new()))), gate: Arc::new(tokio::sync::Semaphore::new(1)) }
+        Trainer { cfg, jobs: Arc::new(Mutex::new(HashMap::new())), gate: Arc::new(tokio::sync::Semaphore::new(1)) }
     }
 
     fn update(&self, id: &str, status: Option<trainer::JobStatus>, message: String) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(j) = jobs.1.get_mut(id) {
+        if let Some(j) = jobs.get_mut(id) {
             if let Some(s) = status {
                 j.status = s;
             }
@@ -328,27 +363,35 @@ impl Trainer {
         }
     }
 
-    /// Start (or find) the job for `tag`.
-    pub fn trigger(&self, tag: &str, merchant_id: &str) -> Result<trainer::TriggerTrainingResponse, tonic::Status> {
+    /// Start (or find) `caller`'s job for `tag`.
+    pub fn trigger(&self, caller: &Caller, tag: &str, merchant_id: &str) -> Result<trainer::TriggerTrainingResponse, tonic::Status> {
         let tag = tag.trim();
+        crate::limits::check_text("merchant_id", merchant_id).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
         if !tag.is_empty() {
             crate::registry::check_version_name(tag).map_err(|m| tonic::Status::invalid_argument(format!("model_version_tag: {m}")))?;
             if self.cfg.models.join(tag).exists() {
-                return Err(tonic::Status::already_exists(format!("model_version_tag: version {tag:?} already exists in {}; versions are immutable", self.cfg.models.display())));
+                return Err(tonic::Status::already_exists(format!("model_version_tag: version {tag:?} already exists in the registry; versions are immutable")));
             }
         }
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let active = |j: &Job| matches!(j.status, trainer::JobStatus::Pending | trainer::JobStatus::Running);
         if !tag.is_empty() {
-            if let Some((id, _)) = jobs.1.iter().find(|(_, j)| j.tag == tag && active(j)) {
+            if let Some((id, j)) = jobs.iter().find(|(_, j)| j.tag == tag && active(j)) {
+                if j.owner != caller.0 {
+                    return Err(tonic::Status::already_exists(format!("model_version_tag: a job for {tag:?} is already running for another caller")));
+                }
                 return Ok(trainer::TriggerTrainingResponse { job_id: id.clone(), message: format!("already training {tag:?} as job {id}") });
             }
         }
-        jobs.0 += 1;
+        if jobs.values().filter(|j| active(j)).count() >= MAX_ACTIVE_JOBS {
+            return Err(tonic::Status::resource_exhausted(format!("{MAX_ACTIVE_JOBS} training jobs are already waiting or running; try again when one has finished")));
+        }
+        forget_oldest_finished(&mut jobs);
         let now = Utc::now();
-        let id = format!("train-{}-{}", now.format("%Y%m%dT%H%M%SZ"), jobs.0);
-        let job = Job { tag: tag.to_string(), merchant_id: merchant_id.to_string(), status: trainer::JobStatus::Pending, message: "waiting for a running job to finish".into(), created_at: now, updated_at: now };
-        jobs.1.insert(id.clone(), job);
+        // Unguessable: a job id is all GetTrainingJobStatus asks for.
+        let id = format!("train-{}", hex::encode(rand::random::<[u8; 16]>()));
+        let job = Job { owner: caller.0.clone(), tag: tag.to_string(), merchant_id: merchant_id.to_string(), status: trainer::JobStatus::Pending, message: "waiting for a running job to finish".into(), created_at: now, updated_at: now };
+        jobs.insert(id.clone(), job);
         drop(jobs);
         tracing::info!(job = %id, tag, merchant_id, history = %self.cfg.history.display(), "training job accepted");
         let this = self.clone();
@@ -397,15 +440,19 @@ impl Trainer {
     }
 
     fn set_version(&self, id: &str, version: &str) {
-        if let Some(j) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).1.get_mut(id) {
+        if let Some(j) = self.jobs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(id) {
             j.tag = version.to_string();
         }
     }
 
-    /// A job's state.
-    pub fn status(&self, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, tonic::Status> {
+    /// The state of one of `caller`'s jobs (another caller's job is not found).
+    pub fn status(&self, caller: &Caller, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, tonic::Status> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
-        let j = jobs.1.get(id.trim()).ok_or_else(|| tonic::Status::not_found(format!("job_id: no training job {id:?} (jobs are kept in memory until the server restarts)")))?;
+        let shown: String = id.chars().take(64).collect();
+        let j = jobs
+            .get(id.trim())
+            .filter(|j| j.owner == caller.0)
+            .ok_or_else(|| tonic::Status::not_found(format!("job_id: no training job {shown:?} of yours (jobs are kept in memory until the server restarts)")))?;
         Ok(trainer::GetTrainingJobStatusResponse {
             job_id: id.trim().to_string(),
             status: j.status as i32,
@@ -420,12 +467,14 @@ impl Trainer {
 #[tonic::async_trait]
 impl trainer::trainer_service_server::TrainerService for Trainer {
     async fn trigger_training(&self, request: tonic::Request<trainer::TriggerTrainingRequest>) -> Result<tonic::Response<trainer::TriggerTrainingResponse>, tonic::Status> {
+        let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
         let r = request.into_inner();
-        self.trigger(&r.model_version_tag, &r.merchant_id).map(tonic::Response::new)
+        self.trigger(&caller, &r.model_version_tag, &r.merchant_id).map(tonic::Response::new)
     }
 
     async fn get_training_job_status(&self, request: tonic::Request<trainer::GetTrainingJobStatusRequest>) -> Result<tonic::Response<trainer::GetTrainingJobStatusResponse>, tonic::Status> {
-        self.status(&request.into_inner().job_id).map(tonic::Response::new)
+        let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
+        self.status(&caller, &request.into_inner().job_id).map(tonic::Response::new)
     }
 }
 

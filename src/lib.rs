@@ -5,6 +5,7 @@
 //! the network and the terminal, and turn outside input into core types.
 //!
 //! Core (pure):
+//! - [`limits`]: the one set of bounds (times, counts, sizes) every route holds input to.
 //! - [`domain`]: plain types — payment methods, channels, money, the attempt record.
 //! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
 //! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
@@ -43,6 +44,7 @@ pub mod export;
 pub mod domain;
 pub mod features;
 pub mod history;
+pub mod limits;
 pub mod hyperswitch;
 pub mod metrics;
 pub mod model;

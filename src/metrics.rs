@@ -26,6 +26,8 @@ pub struct Metrics {
     latency: HistogramVec,
     decisions: IntCounterVec,
     pub in_flight: IntGauge,
+    panics: IntCounterVec,
+    shed: prometheus::IntCounter,
     model: IntGaugeVec,
     reloads: IntCounterVec,
 }
@@ -39,13 +41,16 @@ impl Metrics {
         let in_flight = IntGauge::new("recoup_in_flight", "Decisions running or waiting for a worker").expect("valid metric");
         let model = IntGaugeVec::new(Opts::new("recoup_model_info", "The model version serving now (value 1)"), &["version"]).expect("valid metric");
         let reloads = IntCounterVec::new(Opts::new("recoup_model_reloads_total", "Hot model reloads, by result (ok, refused)"), &["result"]).expect("valid metric");
-        for c in [&requests, &decisions, &reloads] {
+        let panics = IntCounterVec::new(Opts::new("recoup_panics_total", "Panics caught and answered INTERNAL for their call alone, by where"), &["rpc"]).expect("valid metric");
+        let shed = prometheus::IntCounter::new("recoup_shed_total", "Calls refused at admission (RESOURCE_EXHAUSTED) because the server was full").expect("valid metric");
+        registry.register(Box::new(shed.clone())).expect("unique metric");
+        for c in [&requests, &decisions, &reloads, &panics] {
             registry.register(Box::new(c.clone())).expect("unique metric");
         }
         registry.register(Box::new(latency.clone())).expect("unique metric");
         registry.register(Box::new(in_flight.clone())).expect("unique metric");
         registry.register(Box::new(model.clone())).expect("unique metric");
-        Metrics { registry, requests, latency, decisions, in_flight, model, reloads }
+        Metrics { registry, requests, latency, decisions, in_flight, panics, shed, model, reloads }
     }
 
     /// One call of `rpc` answered with `code` after `elapsed`.
@@ -55,6 +60,16 @@ impl Metrics {
     }
 
     /// One decision, by its proto action and channel names (`RETRY`, `CHANNEL_EMAIL`…).
+    /// A panic caught at `rpc` (a method, or where in a batch).
+    pub fn panic(&self, rpc: &str) {
+        self.panics.with_label_values(&[rpc]).inc();
+    }
+
+    /// A call shed at admission.
+    pub fn shed(&self) {
+        self.shed.inc();
+    }
+
     pub fn decision(&self, action: &str, channel: &str) {
         self.decisions.with_label_values(&[action, channel]).inc();
     }

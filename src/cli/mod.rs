@@ -13,6 +13,7 @@ pub mod history;
 pub mod models;
 pub mod serve;
 pub mod simulate;
+pub mod token;
 pub mod train;
 
 /// recoup: decide when to retry a failed recurring payment and how to tell the payer,
@@ -53,6 +54,8 @@ pub enum Command {
     Export(export::Args),
     /// List, show and promote model versions.
     Models(models::Args),
+    /// Make a bearer token (with scopes) for `recoup serve --tokens`.
+    Token(token::Args),
 }
 
 /// Format of a table the CLI writes.
@@ -116,6 +119,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Decide(args) => decide::run(args),
         Command::Backtest(args) => backtest::run(args, cli.quiet),
         Command::Export(args) => export::run(args, cli.quiet),
+        Command::Token(args) => token::run(args),
     }
 }
 

@@ -8,50 +8,126 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::engine::EngineConfig;
+use crate::serve::auth::{Access, Scope};
+use crate::serve::conn::{tls_acceptor, ConnConfig};
 use crate::serve::{load_current, serve, shutdown_signal, ServeConfig, State};
 
 /// Serve retry decisions over gRPC (`recoup.v1.RetryDecider` and hyperswitch's
 /// `decider.Decider`, with grpc.health.v1 and server reflection) using the
 /// registry's current model; a promoted model is picked up without a restart.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n  recoup serve --addr 0.0.0.0:50051 --max-in-flight 256 --log-format json\n  recoup serve --train-history exports/ --promote-trained   # also hyperswitch's trainer\n  grpcurl -plaintext 127.0.0.1:50051 list\n  curl -s 127.0.0.1:9464/metrics")]
+#[command(after_help = "Every flag can also be set by its environment variable (shown as [env: …]).\n\n\
+Access is closed by default: on a loopback address anyone on the machine may decide and read the\n\
+model; on any other address every call needs a token (--tokens) or a client certificate (mutual\n\
+TLS, --tls-client-ca), unless --anonymous-scopes says otherwise. Training (hyperswitch's trainer)\n\
+always needs a token with the admin scope. Make a token with `recoup token`.\n\n\
+Examples:\n\
+  recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n\
+  recoup token --name billing --scopes decide,read >> tokens.toml   # prints the token once, on stderr\n\
+  recoup serve --addr 0.0.0.0:50051 --tokens tokens.toml --tls-cert server.pem --tls-key server.key\n\
+  recoup serve --addr 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n\
+  recoup serve --tokens tokens.toml --train-history exports/ --promote-trained   # hyperswitch's trainer, admin only\n\
+  grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check\n\
+  curl -s 127.0.0.1:9464/metrics")]
 pub struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:50051")]
+    #[arg(long, env = "RECOUP_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
     /// Model registry; its CURRENT version is served and watched.
-    #[arg(long, value_name = "DIR", default_value = "models/")]
+    #[arg(long, env = "RECOUP_MODELS", value_name = "DIR", default_value = "models/")]
     pub models: PathBuf,
-    /// Calls accepted at once; more are refused with RESOURCE_EXHAUSTED at once instead of
-    /// queueing (default: 64 × cores: at ~50 µs a decision, a full queue waits under 5 ms).
-    #[arg(long)]
+    /// Admission units at once: a usual decision takes one, a large call one per 256 items
+    /// of work (at most a quarter of all); calls that do not fit are refused with
+    /// RESOURCE_EXHAUSTED at once instead of queueing (default: 64 × cores).
+    #[arg(long, env = "RECOUP_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
     /// How often to check models/CURRENT for a promoted model, in seconds.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, env = "RECOUP_RELOAD_EVERY", default_value_t = 2.0)]
     pub reload_every: f64,
-    /// Server-side cap on any call, in seconds (clients' own deadlines also apply).
-    #[arg(long, default_value_t = 10.0)]
+    /// Server-side cap on any call, in seconds; past it (or past the client's own deadline,
+    /// whichever is earlier) the call answers DEADLINE_EXCEEDED and its work stops.
+    #[arg(long, env = "RECOUP_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
     /// Address of the Prometheus metrics endpoint (GET /metrics); `off` to disable.
-    #[arg(long, value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
+    #[arg(long, env = "RECOUP_METRICS_ADDR", value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
     pub metrics_addr: MetricsAddr,
     /// Also serve recoup.bench.v1.Echo, a call with no work in it (for load benchmarks).
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_ECHO_SERVICE")]
     pub echo_service: bool,
+    /// Serve gRPC server reflection (grpcurl's `list`/`describe`); needs the read scope.
+    #[arg(long, env = "RECOUP_REFLECTION")]
+    pub reflection: bool,
+    /// Bearer tokens with scopes (TOML, SHA-256 hashes only; see `recoup token`).
+    #[arg(long, env = "RECOUP_TOKENS", value_name = "TOML")]
+    pub tokens: Option<PathBuf>,
+    /// Scopes granted to callers without a token, comma-separated: decide, read, or `none`
+    /// (default: decide,read on a loopback address or with mutual TLS; none elsewhere).
+    #[arg(long, env = "RECOUP_ANONYMOUS_SCOPES", value_name = "SCOPES", value_parser = scopes_arg)]
+    pub anonymous_scopes: Option<Scopes>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "RECOUP_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The TLS private key (PEM).
+    #[arg(long, env = "RECOUP_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: clients must present a certificate signed by this CA (PEM).
+    #[arg(long, env = "RECOUP_TLS_CLIENT_CA", value_name = "PEM", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Seconds a new connection may take to send its first bytes (TLS hello, HTTP/2 preface).
+    #[arg(long, env = "RECOUP_HANDSHAKE_TIMEOUT", default_value_t = 10.0)]
+    pub handshake_timeout: f64,
+    /// Seconds shutdown waits for calls in flight before closing every connection.
+    #[arg(long, env = "RECOUP_SHUTDOWN_GRACE", default_value_t = 10.0)]
+    pub shutdown_grace: f64,
+    /// Connections served at once (more wait in the listen backlog).
+    #[arg(long, env = "RECOUP_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
     /// Payer country assumed for hyperswitch decider calls without billing_country
     /// (its holidays and time zone).
-    #[arg(long, value_name = "CC", default_value = "US")]
+    #[arg(long, env = "RECOUP_HYPERSWITCH_DEFAULT_COUNTRY", value_name = "CC", default_value = "US")]
     pub hyperswitch_default_country: crate::domain::Country,
     /// Serve hyperswitch's trainer.TrainerService: TriggerTraining trains on this
-    /// history (contract v1) into --models in the background.
-    #[arg(long, value_name = "PATH")]
+    /// history (contract v1) into --models in the background (needs an admin token).
+    #[arg(long, env = "RECOUP_TRAIN_HISTORY", value_name = "PATH")]
     pub train_history: Option<PathBuf>,
     /// Promote a version the trainer service finished (the server then hot-reloads it).
-    #[arg(long, requires = "train_history")]
+    #[arg(long, env = "RECOUP_PROMOTE_TRAINED", requires = "train_history")]
     pub promote_trained: bool,
     /// Engine settings (TOML: costs, horizon, exploration…); fields not given keep their defaults.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, env = "RECOUP_ENGINE", value_name = "TOML")]
     pub engine: Option<PathBuf>,
+}
+
+/// Scopes given on the command line.
+#[derive(Debug, Clone)]
+pub struct Scopes(pub Vec<Scope>);
+
+/// Parse `decide,read` (or `none`).
+pub fn scopes_arg(s: &str) -> Result<Scopes, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(Scopes(Vec::new()));
+    }
+    s.split(',').map(|p| p.trim().parse::<Scope>().map_err(|_| format!("unknown scope {p:?}: decide, read, admin or none"))).collect::<Result<_, _>>().map(Scopes)
+}
+
+/// Who may call what, from the flags; refuses an open server on a public address.
+fn access(a: &Args) -> anyhow::Result<Access> {
+    let text = match &a.tokens {
+        Some(p) => Some(std::fs::read_to_string(p).with_context(|| format!("reading the tokens file {}", p.display()))?),
+        None => None,
+    };
+    let mutual = a.tls_client_ca.is_some();
+    let anonymous = match &a.anonymous_scopes {
+        Some(s) => s.0.clone(),
+        None if a.addr.ip().is_loopback() || mutual => vec![Scope::Decide, Scope::Read],
+        None if a.tokens.is_some() => Vec::new(),
+        None => anyhow::bail!(
+            "--addr {} is not a loopback address and neither --tokens nor --tls-client-ca is given: anyone who reaches it could call it. \
+             Give --tokens (see `recoup token`), mutual TLS, or --anonymous-scopes decide,read to accept that",
+            a.addr
+        ),
+    };
+    Ok(Access::new(a.tokens.as_deref().zip(text.as_deref()), &anonymous)?)
 }
 
 /// Where to serve metrics, if anywhere.
@@ -84,15 +160,28 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let engine = engine_config(a.engine.as_ref())?;
     let loaded = load_current(&a.models).with_context(|| format!("loading the current model from {}", a.models.display()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    anyhow::ensure!(a.handshake_timeout > 0.0 && a.shutdown_grace >= 0.0, "--handshake-timeout must be positive and --shutdown-grace not negative");
+    let tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(c), Some(k)) => Some(tls_acceptor(c, k, a.tls_client_ca.as_deref())?),
+        _ => None,
+    };
     let cfg = ServeConfig {
-        addr: a.addr,
-        models: a.models.clone(),
         max_in_flight: a.max_in_flight.unwrap_or(64 * cores),
         reload_every: Duration::from_secs_f64(a.reload_every),
         request_timeout: Duration::from_secs_f64(a.timeout),
         echo_service: a.echo_service,
+        reflection: a.reflection,
         hyperswitch_country: a.hyperswitch_default_country,
         trainer: a.train_history.as_ref().map(|h| crate::hyperswitch::TrainerConfig { history: h.clone(), models: a.models.clone(), promote: a.promote_trained }),
+        access: access(a)?,
+        conn: ConnConfig {
+            tls,
+            handshake_timeout: Duration::from_secs_f64(a.handshake_timeout),
+            max_connections: a.max_connections.max(1),
+            shutdown_grace: Duration::from_secs_f64(a.shutdown_grace),
+            ..ConnConfig::default()
+        },
+        ..ServeConfig::new(a.addr, a.models.clone())
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -106,11 +195,20 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             None => String::new(),
         };
         let trainer = match &cfg.trainer {
-            Some(t) => format!("; trainer.TrainerService on {}", t.history.display()),
+            Some(t) => format!(", trainer.TrainerService on {}", t.history.display()),
             None => String::new(),
         };
+        let reflection = if cfg.reflection { ", reflection" } else { "" };
+        let scheme = if cfg.conn.tls.is_some() { "TLS" } else { "plaintext" };
+        let open: Vec<String> = cfg.access.anonymous().iter().map(|s| s.to_string()).collect();
+        let access = match (cfg.access.has_tokens(), open.is_empty()) {
+            (true, true) => "tokens required".to_string(),
+            (true, false) => format!("tokens; open to anyone: {}", open.join(", ")),
+            (false, true) => "no tokens: every call but health refused".to_string(),
+            (false, false) => format!("open to anyone: {}; training refused (no admin token)", open.join(", ")),
+        };
         eprintln!(
-            "recoup serve: model {} on {} (recoup.v1, hyperswitch decider.Decider{trainer}, health, reflection{metrics_at}; Ctrl-C or SIGTERM to stop)",
+            "recoup serve: model {} on {} ({scheme}; recoup.v1, hyperswitch decider.Decider{trainer}, health{reflection}{metrics_at}; access: {access}; Ctrl-C or SIGTERM to stop)",
             loaded.version,
             listener.local_addr()?
         );

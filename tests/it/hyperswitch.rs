@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::{DateTime, Duration as D, DurationRound, Utc};
 use recoup::engine::EngineConfig;
 use recoup::hyperswitch::decider::{decider_client::DeciderClient, DeciderRequest};
-use recoup::hyperswitch::trainer::{trainer_service_client::TrainerServiceClient, GetTrainingJobStatusRequest, JobStatus, TriggerTrainingRequest};
+use recoup::hyperswitch::trainer::{GetTrainingJobStatusRequest, JobStatus, TriggerTrainingRequest};
 use recoup::hyperswitch::TrainerConfig;
 
-use crate::serve::{registry, scrape, start_with};
+use crate::serve::{admin_trainer, registry, scrape, start_with, AdminTrainer};
 
 fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
@@ -206,7 +206,7 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     s.stop().await;
 }
 
-async fn wait_for(c: &mut TrainerServiceClient<tonic::transport::Channel>, id: &str) -> recoup::hyperswitch::trainer::GetTrainingJobStatusResponse {
+async fn wait_for(c: &mut AdminTrainer, id: &str) -> recoup::hyperswitch::trainer::GetTrainingJobStatusResponse {
     let deadline = std::time::Instant::now() + Duration::from_secs(300);
     loop {
         let st = c.get_training_job_status(GetTrainingJobStatusRequest { job_id: id.into() }).await.unwrap().into_inner();
@@ -226,7 +226,7 @@ async fn trainer_trains_a_named_version_in_the_background_and_promotes_only_if_c
     for promote in [false, true] {
         let tag = format!("hs-{promote}");
         let s = start_with(&models, 64, EngineConfig::default(), Some(TrainerConfig { history: sample.clone(), models: models.clone(), promote })).await;
-        let mut c = TrainerServiceClient::new(s.channel.clone());
+        let mut c = admin_trainer(s.channel.clone());
         let first = c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() }).await.unwrap().into_inner();
         // One job per tag: asking again answers the running job.
         let again = c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() }).await.unwrap().into_inner();
@@ -263,7 +263,7 @@ async fn trainer_trains_a_named_version_in_the_background_and_promotes_only_if_c
 
     // Bad tags, unknown jobs, and a job that fails say so.
     let s = start_with(&models, 64, EngineConfig::default(), Some(TrainerConfig { history: models.join("no-such-history"), models: models.clone(), promote: false })).await;
-    let mut c = TrainerServiceClient::new(s.channel.clone());
+    let mut c = admin_trainer(s.channel.clone());
     for bad in ["../escape", ".hidden", "CURRENT", "a b"] {
         let e = c.trigger_training(TriggerTrainingRequest { model_version_tag: bad.into(), merchant_id: String::new() }).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}: {e:?}");

@@ -9,6 +9,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use recoup::api::v1::{self, retry_decider_client::RetryDeciderClient};
 use recoup::engine::EngineConfig;
 use recoup::rules::{self, PastAttempt, Proposal, RulesConfig};
+use recoup::serve::auth::{Access, Scope};
 use recoup::serve::{load_current, serve, ServeConfig, State};
 use tonic::transport::Channel;
 
@@ -42,6 +43,37 @@ pub(crate) struct Server {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
+/// The tests' admin token (training) and decide token (decisions, reading).
+pub(crate) const ADMIN_TOKEN: &str = "rcp_test_admin_token";
+pub(crate) const DECIDE_TOKEN: &str = "rcp_test_decide_token";
+
+/// Access with the two test tokens, and `anonymous` scopes for callers without one.
+pub(crate) fn test_access(anonymous: &[Scope]) -> Access {
+    use sha2::Digest;
+    let h = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let toml = format!(
+        "[[token]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n[[token]]\nname = \"billing\"\nsha256 = \"{}\"\nscopes = [\"decide\", \"read\"]\n",
+        h(ADMIN_TOKEN),
+        h(DECIDE_TOKEN)
+    );
+    Access::new(Some((Path::new("test-tokens.toml"), &toml)), anonymous).unwrap()
+}
+
+/// Adds the admin token to a call.
+pub(crate) fn as_admin(mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    req.metadata_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    Ok(req)
+}
+
+/// A client of the trainer service that sends the admin token.
+pub(crate) type AdminTrainer = recoup::hyperswitch::trainer::trainer_service_client::TrainerServiceClient<
+    tonic::service::interceptor::InterceptedService<Channel, fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>>,
+>;
+
+pub(crate) fn admin_trainer(channel: Channel) -> AdminTrainer {
+    recoup::hyperswitch::trainer::trainer_service_client::TrainerServiceClient::with_interceptor(channel, as_admin as fn(_) -> _)
+}
+
 async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Server {
     start_with(models, max_in_flight, engine, None).await
 }
@@ -50,16 +82,12 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
 pub(crate) async fn start_with(models: &Path, max_in_flight: usize, engine: EngineConfig, trainer: Option<recoup::hyperswitch::TrainerConfig>) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let cfg = ServeConfig {
-        addr,
-        models: models.to_path_buf(),
-        max_in_flight,
-        reload_every: Duration::from_millis(50),
-        request_timeout: Duration::from_secs(10),
-        echo_service: false,
-        hyperswitch_country: "US".parse().unwrap(),
-        trainer,
-    };
+    let mut cfg = ServeConfig::new(addr, models.to_path_buf());
+    cfg.max_in_flight = max_in_flight;
+    cfg.reload_every = Duration::from_millis(50);
+    cfg.reflection = true;
+    cfg.trainer = trainer;
+    cfg.access = test_access(&[Scope::Decide, Scope::Read]);
     let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

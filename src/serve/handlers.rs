@@ -1,0 +1,246 @@
+//! The gRPC handlers (edge): `recoup.v1.RetryDecider` and hyperswitch's
+//! `decider.Decider`, sharing the model, admission and metrics.
+//!
+//! - **Admission by cost.** A call takes `cost` units of the server's
+//!   `max_in_flight` at once or is shed with `RESOURCE_EXHAUSTED`, never queued:
+//!   one unit per started [`WORK_PER_UNIT`] items of work (attempts, earlier
+//!   payments' attempts, asks, batch items), at most a quarter of the capacity,
+//!   so a large call is admitted but small ones keep room beside it.
+//! - **Off the async workers.** A one-unit decision (the usual call: well
+//!   under a millisecond) runs where it was received; anything larger runs on
+//!   the blocking pool, so it cannot stall other calls' I/O. The units are held
+//!   until the work itself ends, not until the call answers, so a timed-out
+//!   call still counts against admission while its work winds down.
+//! - **Stoppable.** When the call is dropped (its deadline passed, see
+//!   [`super::guard`], or the client left), a cancel flag is raised; a batch
+//!   checks it between items and stops.
+//! - **Contained.** A panic in one decision becomes `INTERNAL` for that call (or
+//!   an error item for that batch item), counted in `recoup_panics_total`.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::State;
+use crate::api::{self, v1};
+use crate::engine::{self, EngineConfig};
+use crate::hyperswitch;
+
+/// Items of work (attempts, asks, batch items…) that one admission unit covers.
+pub const WORK_PER_UNIT: usize = 256;
+
+fn invalid_argument(e: engine::InvalidField) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+/// Work items of one decision request.
+fn work(r: &v1::DecideRequest) -> usize {
+    1 + r.attempts.len() + r.asks.len() + r.past_payments.iter().map(|p| 1 + p.attempts.len()).sum::<usize>()
+}
+
+/// The gRPC service.
+#[derive(Clone)]
+pub struct Decider {
+    pub state: Arc<State>,
+}
+
+/// Raises the flag when dropped: the call that started the work is gone.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Decider {
+    /// Admission units for `work` items: at least one, at most a quarter of the capacity.
+    fn units(&self, work: usize) -> u32 {
+        let cap = (self.state.capacity / 4).max(1);
+        work.div_ceil(WORK_PER_UNIT).clamp(1, cap) as u32
+    }
+
+    pub(crate) fn permit(&self, units: u32) -> Result<InFlight, Status> {
+        match self.state.permits.clone().try_acquire_many_owned(units) {
+            Ok(p) => Ok(InFlight::new(p, &self.state.metrics)),
+            Err(_) => {
+                self.state.metrics.shed();
+                Err(Status::resource_exhausted("too many decisions in flight; retry with backoff"))
+            }
+        }
+    }
+
+    /// Run `work` on the blocking pool, holding `permit` until the work ends;
+    /// its flag turns true once this call is dropped.
+    async fn off_worker<T: Send + 'static>(&self, permit: InFlight, work: impl FnOnce(&State, &AtomicBool) -> T + Send + 'static) -> Result<T, Status> {
+        let state = self.state.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let on_drop = CancelOnDrop(cancel.clone());
+        let joined = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            std::panic::catch_unwind(AssertUnwindSafe(|| work(&state, &cancel)))
+        })
+        .await;
+        drop(on_drop);
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(panic)) => {
+                self.state.metrics.panic("blocking");
+                tracing::error!(panic = super::guard::panic_message(&*panic), "decision panicked; answered INTERNAL");
+                Err(Status::internal("internal error while deciding (logged on the server)"))
+            }
+            Err(e) => Err(Status::internal(format!("decision task failed: {e}"))),
+        }
+    }
+
+    fn decide_now(state: &State, req: &v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
+        let loaded = state.current();
+        let out = api::decide(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
+        match &out {
+            Ok(r) => {
+                state.metrics.decision(r.action().as_str_name(), r.channel().as_str_name());
+                tracing::debug!(payment_id = %req.payment.as_ref().map_or("", |p| p.payment_id.as_str()), action = r.action().as_str_name(), channel = r.channel().as_str_name(), p = r.p_success, model = %r.model_version, "decided");
+            }
+            Err(s) => tracing::info!(error = %s.message(), "invalid request"),
+        }
+        out
+    }
+
+    /// A batch, in order, on the blocking pool; stops between items once the call is gone.
+    async fn batch(&self, reqs: Vec<v1::DecideRequest>) -> Result<v1::DecideBatchResponse, Status> {
+        crate::limits::check_len("requests", reqs.len(), crate::limits::MAX_BATCH).map_err(invalid_argument)?;
+        let permit = self.permit(self.units(reqs.iter().map(work).sum()))?;
+        let items = self
+            .off_worker(permit, move |state, cancel| {
+                let loaded = state.current();
+                let now = chrono::Utc::now();
+                let mut items = Vec::with_capacity(reqs.len());
+                for (i, r) in reqs.iter().enumerate() {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let one = std::panic::catch_unwind(AssertUnwindSafe(|| api::decide(&loaded.model, &loaded.version, &state.cfg, r, now)));
+                    let result = match one {
+                        Ok(Ok(d)) => {
+                            state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
+                            v1::decide_batch_item::Result::Decision(d)
+                        }
+                        Ok(Err(e)) => v1::decide_batch_item::Result::Error(format!("requests[{i}].{e}")),
+                        Err(panic) => {
+                            state.metrics.panic("DecideBatch item");
+                            tracing::error!(item = i, panic = super::guard::panic_message(&*panic), "batch item panicked");
+                            v1::decide_batch_item::Result::Error(format!("requests[{i}]: internal error while deciding (logged on the server)"))
+                        }
+                    };
+                    items.push(v1::DecideBatchItem { result: Some(result) });
+                }
+                items
+            })
+            .await?;
+        Ok(v1::DecideBatchResponse { items })
+    }
+}
+
+/// Held admission units, counted in the `recoup_in_flight` gauge while held.
+pub(crate) struct InFlight {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    gauge: prometheus::IntGauge,
+}
+
+impl InFlight {
+    fn new(permit: tokio::sync::OwnedSemaphorePermit, m: &crate::metrics::Metrics) -> InFlight {
+        m.in_flight.inc();
+        InFlight { _permit: permit, gauge: m.in_flight.clone() }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+#[tonic::async_trait]
+impl v1::retry_decider_server::RetryDecider for Decider {
+    async fn decide(&self, request: Request<v1::DecideRequest>) -> Result<Response<v1::DecideResponse>, Status> {
+        let req = request.into_inner();
+        let units = self.units(work(&req));
+        let permit = self.permit(units)?;
+        let out = if units == 1 {
+            // Let the other calls that arrived with this one be admitted first, so
+            // the in-flight count (and load shedding) sees them.
+            tokio::task::yield_now().await;
+            let out = Decider::decide_now(&self.state, &req);
+            drop(permit);
+            out
+        } else {
+            self.off_worker(permit, move |state, _| Decider::decide_now(state, &req)).await?
+        };
+        out.map(Response::new)
+    }
+
+    async fn decide_batch(&self, request: Request<v1::DecideBatchRequest>) -> Result<Response<v1::DecideBatchResponse>, Status> {
+        self.batch(request.into_inner().requests).await.map(Response::new)
+    }
+
+    async fn get_model(&self, _request: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
+        let l = self.state.current();
+        Ok(Response::new(v1::GetModelResponse {
+            model_version: l.version.clone(),
+            feature_version: l.model.schema.version,
+            feature_columns: l.model.schema.columns.clone(),
+            metrics_json: l.metrics_json.clone(),
+        }))
+    }
+}
+
+/// hyperswitch's `decider.Decider` (see [`crate::hyperswitch`]), sharing the
+/// model, the admission and the metrics with `recoup.v1`.
+#[derive(Clone)]
+pub struct HyperswitchDecider {
+    pub(crate) inner: Decider,
+    /// The server's engine settings without exploration.
+    pub(crate) cfg: EngineConfig,
+    pub(crate) default_country: crate::domain::Country,
+}
+
+impl HyperswitchDecider {
+    fn decide_now(&self, r: &hyperswitch::decider::DeciderRequest) -> Result<hyperswitch::decider::DeciderResponse, Status> {
+        let state = &self.inner.state;
+        let loaded = state.current();
+        match hyperswitch::decide(&loaded.model, &self.cfg, r, chrono::Utc::now(), self.default_country) {
+            Ok(a) => {
+                state.metrics.decision(a.action, "CHANNEL_NONE");
+                tracing::debug!(payment_id = r.payment_id.as_deref().unwrap_or(""), merchant_id = r.merchant_id.as_deref().unwrap_or(""), action = a.action, reason = %a.reason, threshold = ?a.response.decision_threshold, previous_threshold = ?r.previous_threshold, model = %loaded.version, "hyperswitch decision");
+                Ok(a.response)
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "invalid hyperswitch request");
+                Err(invalid_argument(e))
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl hyperswitch::decider::decider_server::Decider for HyperswitchDecider {
+    async fn decide(&self, request: Request<hyperswitch::decider::DeciderRequest>) -> Result<Response<hyperswitch::decider::DeciderResponse>, Status> {
+        let r = request.into_inner();
+        // Work: the retries its history expands to (bounded by limits::MAX_ATTEMPTS).
+        let retries: usize = r.hourly_retry_history.values().map(|&c| c.clamp(0, crate::limits::MAX_ATTEMPTS as i32) as usize).sum();
+        let units = self.inner.units(1 + r.hourly_retry_history.len() + retries);
+        let permit = self.inner.permit(units)?;
+        let out = if units == 1 {
+            tokio::task::yield_now().await;
+            let out = self.decide_now(&r);
+            drop(permit);
+            out
+        } else {
+            let this = self.clone();
+            self.inner.off_worker(permit, move |_, _| this.decide_now(&r)).await?
+        };
+        out.map(Response::new)
+    }
+}
