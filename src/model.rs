@@ -68,7 +68,13 @@ pub enum SchemaMismatch {
     Variances { variances: usize, columns: usize },
     #[error("model's trees do not fit this build's feature groups: {0}; retrain with this build")]
     Trees(String),
+    #[error("model value {field} = {value:e} is outside its sane range {range}; the file is corrupt or was edited")]
+    Value { field: String, value: f64, range: &'static str },
 }
+
+/// Largest |weight|, |intercept|, |Platt b| or |tree leaf| a fitted model can
+/// sensibly hold: a logit of 50 already means P = 1 − 2·10⁻²² (the fit is L2-penalized).
+pub const MAX_ABS_PARAMETER: f64 = 50.0;
 
 /// Logistic function.
 pub fn sigmoid(z: f64) -> f64 {
@@ -105,7 +111,48 @@ impl SuccessModel {
         if !self.weight_variances.is_empty() && self.weight_variances.len() != code.columns.len() {
             return Err(SchemaMismatch::Variances { variances: self.weight_variances.len(), columns: code.columns.len() });
         }
-        self.trees.check(TREE_GROUPS).map_err(SchemaMismatch::Trees)
+        self.trees.check(TREE_GROUPS).map_err(SchemaMismatch::Trees)?;
+        self.check_values()
+    }
+
+    /// Every parameter finite and within [`MAX_ABS_PARAMETER`]; rates in [0, 1].
+    fn check_values(&self) -> Result<(), SchemaMismatch> {
+        let bad = |field: String, value: f64, range| Err(SchemaMismatch::Value { field, value, range });
+        let param = |v: f64| v.is_finite() && v.abs() <= MAX_ABS_PARAMETER;
+        let rate = |v: f64| (0.0..=1.0).contains(&v);
+        if let Some((i, &w)) = self.weights.iter().enumerate().find(|(_, w)| !param(**w)) {
+            return bad(format!("weights[{i}] ({})", self.schema.columns.get(i).map_or("?", String::as_str)), w, "[-50, 50]");
+        }
+        for (name, v) in [("intercept", self.intercept), ("platt_b", self.platt_b)] {
+            if !param(v) {
+                return bad(name.into(), v, "[-50, 50]");
+            }
+        }
+        if !(self.platt_a > 0.0 && self.platt_a <= MAX_ABS_PARAMETER) {
+            return bad("platt_a".into(), self.platt_a, "(0, 50]");
+        }
+        if let Some((i, &v)) = self.weight_variances.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
+            return bad(format!("weight_variances[{i}]"), v, "[0, ∞)");
+        }
+        if let Some((k, i, v)) = self.trees.values().find(|(_, _, v)| !param(*v)) {
+            return bad(format!("trees[{k}].nodes[{i}].value"), v, "[-50, 50]");
+        }
+        for c in self.attrition.channels.iter().chain(&self.attrition.other) {
+            for (name, v) in [("base", c.base), ("per_message", c.per_message)] {
+                if !rate(v) {
+                    return bad(format!("attrition.{}.{name}", c.channel), v, "[0, 1]");
+                }
+            }
+        }
+        for c in self.asks.channels.iter().chain(&self.asks.other) {
+            if !rate(c.rate) || !(c.se.is_finite() && c.se >= 0.0) {
+                return bad(format!("asks.{}.rate/se", c.channel), if rate(c.rate) { c.se } else { c.rate }, "rate in [0, 1], se ≥ 0");
+            }
+        }
+        if !rate(self.asks.spontaneous_per_day) {
+            return bad("asks.spontaneous_per_day".into(), self.asks.spontaneous_per_day, "[0, 1]");
+        }
+        Ok(())
     }
 
     /// Raw logit of a vector of active columns (trees included).

@@ -54,6 +54,64 @@ pub enum RegistryError {
     BadName { message: String },
     #[error("model {version}: {source}")]
     Schema { version: String, source: crate::model::SchemaMismatch },
+    #[error("model {version} fails its probe decisions: {message}; it is not served")]
+    Probe { version: String, message: String },
+}
+
+/// Decide a few typical failed payments with `model` and check every number it
+/// answers is a probability or a finite value: the last check before a model
+/// may serve (a model that passes its schema check can still be degenerate).
+pub fn probe(model: &SuccessModel) -> Result<(), String> {
+    use crate::declines::DeclineCode;
+    use crate::domain::{BillingInterval, CardBrand, CardFunding, PaymentMethod};
+    use crate::engine::{self, Constraints, EngineConfig, Request, RequestAttempt};
+    let t0 = chrono::DateTime::from_timestamp(1_772_463_600, 0).unwrap_or_default(); // 2026-03-02T15:00:00Z
+    let facts = |method, card_brand| crate::features::PaymentFacts {
+        amount_minor: 2_500,
+        currency: crate::domain::Currency::USD,
+        method,
+        card_brand,
+        card_funding: card_brand.map(|_| CardFunding::Debit),
+        country: crate::domain::Country::from_bytes(*b"US"),
+        timezone: chrono_tz::America::New_York,
+        billing_interval: Some(BillingInterval::Month),
+        tenure_days: Some(200),
+    };
+    let cases = [
+        (PaymentMethod::Card, Some(CardBrand::Visa), DeclineCode::InsufficientFunds),
+        (PaymentMethod::Card, Some(CardBrand::Mastercard), DeclineCode::DoNotHonor),
+        (PaymentMethod::Card, Some(CardBrand::Visa), DeclineCode::ExpiredCard),
+        (PaymentMethod::Card, Some(CardBrand::Visa), DeclineCode::IssuerNotAvailable),
+        (PaymentMethod::SepaDebit, None, DeclineCode::InsufficientFunds),
+    ];
+    for (method, brand, decline) in cases {
+        let req = Request {
+            payment_id: "probe".into(),
+            facts: facts(method, brand),
+            attempts: vec![RequestAttempt { at: t0, decline, network_code: None, advice_code: None, channel: None, payment_method_updated: false }],
+            payment_method_updated: false,
+            asks: Vec::new(),
+            past_payments: Vec::new(),
+            now: t0 + chrono::Duration::minutes(1),
+            constraints: Constraints::default(),
+        };
+        let d = engine::decide(model, &EngineConfig::default(), &req, (0.5, 0.5)).map_err(|e| format!("{decline}: {e}"))?;
+        let prob = |v: f64| (0.0..=1.0).contains(&v);
+        if !prob(d.p_recovery) || !prob(d.propensity) {
+            return Err(format!("{decline}: p_recovery {} / propensity {} outside [0, 1]", d.p_recovery, d.propensity));
+        }
+        for s in d.chosen.iter().chain(&d.alternatives) {
+            if !prob(s.p_success) || !prob(s.attrition) || !s.expected_value.is_finite() || !s.value.is_finite() {
+                return Err(format!("{decline}: slot at {} has p_success {}, attrition {}, expected value {}", s.retry_at, s.p_success, s.attrition, s.expected_value));
+            }
+        }
+        if let Some(a) = &d.ask {
+            if !prob(a.p_update) || !prob(a.p_success_after) || !a.value.is_finite() {
+                return Err(format!("{decline}: ask plan with p_update {}, p_success_after {}", a.p_update, a.p_success_after));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -164,6 +222,7 @@ pub fn load_version(dir: &Path, version: &str) -> Result<SuccessModel, RegistryE
     }
     let model: SuccessModel = read_json(&vdir.join("model.json"))?;
     model.check_schema().map_err(|source| RegistryError::Schema { version: version.to_string(), source })?;
+    probe(&model).map_err(|message| RegistryError::Probe { version: version.to_string(), message })?;
     Ok(model)
 }
 
@@ -292,4 +351,50 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     let _ = writeln!(s, "- Linear in the features and their listed crosses: interactions not listed are not learned. On the same feature tables LightGBM (100 trees) reaches a lower log loss; see `benches/peer/`.");
     let _ = writeln!(s, "- Probabilities are per attempt; recovery over a whole dunning window is the decision engine's job.");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> (String, SuccessModel) {
+        load_current(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("the shipped model loads")
+    }
+
+    #[test]
+    fn the_shipped_model_passes_its_probe() {
+        let (_, m) = shipped();
+        probe(&m).expect("probe");
+    }
+
+    #[test]
+    fn absurd_weights_are_refused_on_load_naming_the_value() {
+        let (_, m) = shipped();
+        // Every weight 1e308 (the hostile run's model): schema fine, values not.
+        let mut huge = m.clone();
+        huge.weights.iter_mut().for_each(|w| *w = 1e308);
+        let e = huge.check_schema().expect_err("refused").to_string();
+        assert!(e.contains("weights[0]") && e.contains("1e308"), "{e}");
+        let mut nan = m.clone();
+        nan.platt_b = f64::NAN;
+        assert!(nan.check_schema().unwrap_err().to_string().contains("platt_b"));
+        let mut inverted = m.clone();
+        inverted.platt_a = -1.0;
+        assert!(inverted.check_schema().unwrap_err().to_string().contains("platt_a"));
+        let mut rate = m;
+        rate.asks.spontaneous_per_day = 1.74;
+        assert!(rate.check_schema().unwrap_err().to_string().contains("spontaneous_per_day"));
+    }
+
+    #[test]
+    fn a_registry_version_with_absurd_weights_does_not_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v, m) = shipped();
+        let mut huge = m;
+        huge.weights.iter_mut().for_each(|w| *w = 1e308);
+        std::fs::create_dir_all(dir.path().join(&v)).unwrap();
+        std::fs::write(dir.path().join(&v).join("model.json"), serde_json::to_string(&huge).unwrap()).unwrap();
+        let e = load_version(dir.path(), &v).expect_err("refused").to_string();
+        assert!(e.contains(&v) && e.contains("sane range"), "{e}");
+    }
 }

@@ -130,6 +130,11 @@ impl Forest {
     /// or level the code does not have, a child out of range or not after its
     /// parent (no cycles), or a split on a group outside `allowed` (bit per
     /// group: the engine scores the channel apart from the trees).
+    /// Every node's value, as (tree, node, value).
+    pub fn values(&self) -> impl Iterator<Item = (usize, usize, f64)> + '_ {
+        self.trees.iter().enumerate().flat_map(|(k, t)| t.nodes.iter().enumerate().map(move |(i, n)| (k, i, n.value)))
+    }
+
     pub fn check(&self, allowed: u32) -> Result<(), String> {
         let names = group_names();
         for (k, t) in self.trees.iter().enumerate() {

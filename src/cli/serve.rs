@@ -183,6 +183,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         },
         ..ServeConfig::new(a.addr, a.models.clone())
     };
+    crate::serve::quiet_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("binding {}", cfg.addr))?;

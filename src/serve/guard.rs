@@ -182,6 +182,38 @@ fn remap(resp: http::Response<Body>) -> http::Response<Body> {
 mod tests {
     use super::*;
 
+    /// An inner service that panics while answering.
+    #[derive(Clone)]
+    struct Boom;
+
+    impl tower::Service<http::Request<()>> for Boom {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = BoxFuture<Result<http::Response<Body>, Infallible>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: http::Request<()>) -> Self::Future {
+            Box::pin(async { panic!("boom") })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_for_its_call_and_is_counted() {
+        use tower::Service;
+        let metrics = Arc::new(Metrics::new());
+        let access = Access::new(None, &[super::super::auth::Scope::Decide]).unwrap();
+        let mut guard = Guard::new(Boom, Arc::new(GuardConfig { access, metrics: metrics.clone(), timeout: Duration::from_secs(5) }));
+        for _ in 0..2 {
+            let req = http::Request::post("/recoup.v1.RetryDecider/Decide").body(()).unwrap();
+            let resp = guard.call(req).await.unwrap();
+            assert_eq!(status_of(&resp), Code::Internal);
+        }
+        let text = metrics.render();
+        assert!(text.contains(r#"recoup_panics_total{rpc="Decide"} 2"#), "{text}");
+        assert!(text.contains(r#"recoup_requests_total{code="INTERNAL",rpc="Decide"} 2"#), "{text}");
+    }
+
     #[test]
     fn grpc_timeout_units() {
         let h = |v: &str| {

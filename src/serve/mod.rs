@@ -185,9 +185,10 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// Log a panic as one line (no backtrace capture: under attack that costs
-/// memory and log volume); the guard answers the call and counts it.
-fn quiet_panics() {
+/// Log every panic as one line (no backtrace capture: under attack that costs
+/// memory and log volume); the guard answers the call and counts it. For the
+/// `recoup serve` process only: it replaces the process's panic hook.
+pub fn quiet_panics() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         std::panic::set_hook(Box::new(|info| {
@@ -206,7 +207,6 @@ pub async fn serve(
     state: Arc<State>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    quiet_panics();
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = metrics.map(|l| {
         tokio::spawn(crate::metrics::serve(l, state.metrics.clone(), async move {

@@ -21,7 +21,7 @@ fn time(t: &prost_types::Timestamp) -> DateTime<Utc> {
     DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap()
 }
 
-fn hour() -> DateTime<Utc> {
+pub(crate) fn hour() -> DateTime<Utc> {
     Utc::now().duration_trunc(D::hours(1)).unwrap()
 }
 
@@ -33,7 +33,7 @@ fn key(t: DateTime<Utc>) -> String {
 /// Exactly the fields hyperswitch's `get_schedule_time_for_smart_retry` fills
 /// today (the others it leaves unset): a Visa debit card, insufficient funds,
 /// two retries already made.
-fn as_hyperswitch_sends(started: DateTime<Utc>, retries: &[DateTime<Utc>]) -> DeciderRequest {
+pub(crate) fn as_hyperswitch_sends(started: DateTime<Utc>, retries: &[DateTime<Utc>]) -> DeciderRequest {
     let mut history: HashMap<String, i32> = HashMap::new();
     for r in retries {
         *history.entry(key(*r)).or_default() += 1;

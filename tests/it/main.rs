@@ -5,6 +5,7 @@ mod backtest;
 mod cli;
 mod export;
 mod history;
+mod hostile;
 mod hyperswitch;
 mod offpolicy;
 mod serve;

@@ -35,6 +35,7 @@ pub(crate) fn registry() -> (tempfile::TempDir, PathBuf) {
 }
 
 pub(crate) struct Server {
+    pub(crate) addr: std::net::SocketAddr,
     pub(crate) client: RetryDeciderClient<Channel>,
     pub(crate) metrics_addr: std::net::SocketAddr,
     pub(crate) channel: Channel,
@@ -80,23 +81,35 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
 
 /// A server on a free loopback port; `trainer` also serves hyperswitch's trainer.
 pub(crate) async fn start_with(models: &Path, max_in_flight: usize, engine: EngineConfig, trainer: Option<recoup::hyperswitch::TrainerConfig>) -> Server {
+    start_cfg(models, engine, |cfg| {
+        cfg.max_in_flight = max_in_flight;
+        cfg.reflection = true;
+        cfg.trainer = trainer;
+    })
+    .await
+}
+
+/// A server on a free loopback port with the test tokens (deciding and reading
+/// open), settings changed by `edit`, and a plaintext client channel.
+pub(crate) async fn start_cfg(models: &Path, engine: EngineConfig, edit: impl FnOnce(&mut ServeConfig)) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut cfg = ServeConfig::new(addr, models.to_path_buf());
-    cfg.max_in_flight = max_in_flight;
     cfg.reload_every = Duration::from_millis(50);
-    cfg.reflection = true;
-    cfg.trainer = trainer;
     cfg.access = test_access(&[Scope::Decide, Scope::Read]);
-    let state = State::new(load_current(models).unwrap(), engine, max_in_flight);
+    edit(&mut cfg);
+    let tls = cfg.conn.tls.is_some();
+    let state = State::new(load_current(models).unwrap(), engine, cfg.max_in_flight);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics_addr = metrics.local_addr().unwrap();
     let task = tokio::spawn(serve(listener, Some(metrics), cfg, state.clone(), async move {
         let _ = rx.await;
     }));
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
-    Server { client: RetryDeciderClient::new(channel.clone()), metrics_addr, channel, state, stop: Some(tx), task }
+    // A TLS server gets a lazy plaintext channel (the test makes its own TLS one).
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    let channel = if tls { endpoint.connect_lazy() } else { endpoint.connect().await.unwrap() };
+    Server { addr, client: RetryDeciderClient::new(channel.clone()), metrics_addr, channel, state, stop: Some(tx), task }
 }
 
 /// GET /metrics over plain HTTP/1.0: the status line and the body.
@@ -120,9 +133,15 @@ impl Server {
         let _ = self.stop.take().unwrap().send(());
         self.task.await.unwrap().unwrap();
     }
+
+    /// Signal shutdown and return the server task, to time it.
+    pub(crate) fn signal_stop(mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+        let _ = self.stop.take().unwrap().send(());
+        self.task
+    }
 }
 
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+pub(crate) fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
 }
 
@@ -130,7 +149,7 @@ fn at(d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, d, h, 0, 0).unwrap()
 }
 
-fn request(brand: &str, code: &str) -> v1::DecideRequest {
+pub(crate) fn request(brand: &str, code: &str) -> v1::DecideRequest {
     v1::DecideRequest {
         payment: Some(v1::Payment {
             payment_id: "inv_1".into(),
