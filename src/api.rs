@@ -4,6 +4,7 @@
 //! can answer `INVALID_ARGUMENT` with it.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -75,13 +76,24 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-const METHODS: &str = "card, sepa_debit, ach_debit, wallet";
-const CHANNELS: &str = "none, email, sms, push, in_app";
+/// "a, b, c": the values an enum parses from, for error messages (built from the
+/// enum itself, so a hint can never name a value the parser refuses).
+fn vocabulary<T: strum::VariantArray + Copy + Into<&'static str>>() -> String {
+    T::VARIANTS.iter().map(|v| (*v).into()).collect::<Vec<&str>>().join(", ")
+}
+
+static METHODS: LazyLock<String> = LazyLock::new(vocabulary::<PaymentMethod>);
+static CHANNELS: LazyLock<String> = LazyLock::new(vocabulary::<Channel>);
+static MESSAGES: LazyLock<String> = LazyLock::new(|| vocabulary::<Channel>().replace("none, ", ""));
+static BRANDS: LazyLock<String> = LazyLock::new(vocabulary::<CardBrand>);
+static FUNDINGS: LazyLock<String> = LazyLock::new(vocabulary::<CardFunding>);
+static INTERVALS: LazyLock<String> = LazyLock::new(vocabulary::<BillingInterval>);
+static OUTCOMES: LazyLock<String> = LazyLock::new(vocabulary::<Outcome>);
 
 /// Turn a `DecideRequest` into the engine's request; `clock` is used when `now` is unset.
 pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::Request, InvalidField> {
     let p = r.payment.as_ref().ok_or_else(|| bad("payment", "is required"))?;
-    let method: PaymentMethod = required("payment.payment_method", &p.payment_method, METHODS)?;
+    let method: PaymentMethod = required("payment.payment_method", &p.payment_method, &METHODS)?;
     let country: Country = required("payment.country", &p.country, "an ISO 3166-1 alpha-2 code in upper case (US)")?;
     let timezone: Tz = match optional::<Tz>("payment.timezone", &p.timezone, "an IANA time zone (America/New_York)")? {
         Some(tz) => tz,
@@ -91,11 +103,11 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         amount_minor: p.amount_minor,
         currency: required::<Currency>("payment.currency", &p.currency, "an ISO 4217 code in upper case (USD)")?,
         method,
-        card_brand: optional::<CardBrand>("payment.card_brand", &p.card_brand, "visa, mastercard, amex, discover, other")?,
-        card_funding: optional::<CardFunding>("payment.card_funding", &p.card_funding, "credit, debit, prepaid")?,
+        card_brand: optional::<CardBrand>("payment.card_brand", &p.card_brand, &BRANDS)?,
+        card_funding: optional::<CardFunding>("payment.card_funding", &p.card_funding, &FUNDINGS)?,
         country,
         timezone,
-        billing_interval: optional::<BillingInterval>("payment.billing_interval", &p.billing_interval, "day, week, month, year")?,
+        billing_interval: optional::<BillingInterval>("payment.billing_interval", &p.billing_interval, &INTERVALS)?,
         tenure_days: p.tenure_days,
     };
     let mut attempts = Vec::with_capacity(r.attempts.len());
@@ -116,7 +128,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             decline,
             network_code,
             advice_code,
-            channel: optional::<Channel>(&f("channel"), &a.channel, CHANNELS)?,
+            channel: optional::<Channel>(&f("channel"), &a.channel, &CHANNELS)?,
             payment_method_updated: a.payment_method_updated,
         });
     }
@@ -126,7 +138,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         for (j, a) in pp.attempts.iter().enumerate() {
             let f = |name: &str| format!("past_payments[{i}].attempts[{j}].{name}");
             let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
-            let outcome: Outcome = required(&f("outcome"), &a.outcome, "succeeded, failed")?;
+            let outcome: Outcome = required(&f("outcome"), &a.outcome, &OUTCOMES)?;
             let decline = match outcome {
                 Outcome::Succeeded => None,
                 Outcome::Failed => Some(optional::<DeclineCode>(&f("decline_code"), &a.decline_code, "a contract decline code")?.unwrap_or(DeclineCode::Other)),
@@ -139,7 +151,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
     for (i, a) in r.asks.iter().enumerate() {
         let f = |name: &str| format!("asks[{i}].{name}");
         let at = time(&f("sent_at"), a.sent_at.as_ref().ok_or_else(|| bad(f("sent_at"), "is required"))?)?;
-        let channel: Channel = required(&f("channel"), &a.channel, "email, sms, push, in_app")?;
+        let channel: Channel = required(&f("channel"), &a.channel, &MESSAGES)?;
         asks.push(engine::SentAsk { at, channel });
     }
     let constraints = match &r.constraints {
@@ -152,7 +164,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             };
             let mut channels = Vec::new();
             for (i, ch) in c.allowed_channels.iter().enumerate() {
-                channels.push(required::<Channel>(&format!("constraints.allowed_channels[{i}]"), ch, CHANNELS)?);
+                channels.push(required::<Channel>(&format!("constraints.allowed_channels[{i}]"), ch, &CHANNELS)?);
             }
             Constraints {
                 earliest: c.earliest.as_ref().map(|t| time("constraints.earliest", t)).transpose()?,

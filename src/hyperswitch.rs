@@ -407,6 +407,7 @@ impl Trainer {
                 promote: this.cfg.promote,
                 cfg: crate::train::TrainConfig::default(),
                 export_features: None,
+                load: crate::history::LoadOptions::default(),
             };
             let (me, id) = (this.clone(), job_id.clone());
             let result = tokio::task::spawn_blocking(move || crate::cli::train::to_registry(&job, &mut |m| me.update(&id, None, m.to_string()))).await;

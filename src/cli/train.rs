@@ -54,6 +54,13 @@ pub struct Args {
     /// timings to DIR/recoup.json, for peer pipelines (benches/peer/).
     #[arg(long, value_name = "DIR")]
     pub export_features: Option<PathBuf>,
+    /// Skip rows that break the history contract instead of stopping: they are
+    /// written to --rejects with the reason, and counted.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+    /// Where skipped rows go (CSV), with --skip-bad-rows.
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    pub rejects: PathBuf,
 }
 
 fn max_trees(s: &str) -> Result<usize, String> {
@@ -101,6 +108,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             ..TrainConfig::default()
         },
         export_features: a.export_features.clone(),
+        load: LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() },
     };
     let done = to_registry(&job, &mut |m| say(m))?;
     let r = &done.report;
@@ -128,6 +136,8 @@ pub struct Job {
     pub promote: bool,
     pub cfg: TrainConfig,
     pub export_features: Option<PathBuf>,
+    /// How to load the history (`--skip-bad-rows`, `--rejects`).
+    pub load: LoadOptions,
 }
 
 /// A version written by [`to_registry`].
@@ -147,8 +157,12 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         anyhow::ensure!(!dir.exists(), "{} already exists; model versions are immutable", dir.display());
     }
     let started = Instant::now();
-    let history = load(&job.history, &LoadOptions::default()).with_context(|| format!("loading history {}", job.history.display()))?;
+    let history = load(&job.history, &job.load).with_context(|| format!("loading history {}", job.history.display()))?;
     progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
+    if history.report.rows_rejected > 0 {
+        let to = job.load.reject_path.as_deref().map_or("rejects.csv".into(), |p| p.display().to_string());
+        progress(&format!("skipped {} rows that break the contract (written to {to})", history.report.rows_rejected));
+    }
     let fingerprint = registry::fingerprint(&history.files)?;
     let set = build(&history);
     progress(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));

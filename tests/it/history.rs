@@ -347,3 +347,49 @@ fn shards_partition_the_payers() {
     assert_eq!(rows, full.attempts.len());
     assert_eq!(customers.len(), full.customer_ids.len());
 }
+
+/// The CSV text of `rows` with data row `k` (0-based) replaced by `line`.
+fn csv_with_line(rows: &[Vec<(&'static str, String)>], k: usize, line: &[u8]) -> Vec<u8> {
+    let (_dir, path) = temp_file("h.csv");
+    write_csv(&path, rows);
+    let text = std::fs::read(&path).unwrap();
+    let mut lines: Vec<&[u8]> = text.split(|&c| c == b'\n').collect();
+    lines[k + 1] = line;
+    lines.join(&b'\n')
+}
+
+#[test]
+fn csv_records_polars_cannot_split_name_their_row_and_can_be_skipped() {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    rows.extend(recovered_payment("p3"));
+    // An unbalanced quote, with a long tail (the hostile run's 726 KB error).
+    let mut broken = b"p2_a0,p2,\"cus_p2,2026-03-01T09:00:00Z".to_vec();
+    broken.extend(std::iter::repeat_n(b'x', 200_000));
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (broken, "customer_id", "unbalanced quote"),
+        (b"p2_a0,p2,cus_p2,2026-03-01T09:00:00Z,0,1999,EUR,card,visa,debit,DK,Europe/Copenhag\xe9n,failed".to_vec(), "timezone", "not valid UTF-8"),
+        (b"p2_a0,p2,cus_p2".to_vec(), "(record)", "3 fields, the header has 21"),
+    ];
+    for (line, column, reason) in cases {
+        let (_dir, path) = temp_file("h.csv");
+        std::fs::write(&path, csv_with_line(&rows, 2, &line)).unwrap();
+        let err = load(&path, &strict()).expect_err("refused").to_string();
+        assert!(err.len() < 600, "{} bytes of error", err.len());
+        assert!(err.contains("row 3 (line 4)") && err.contains(&format!("column `{column}`")) && err.contains(reason), "{err}");
+        // Skippable: the record goes to the rejects, the other rows load.
+        let rejects = path.with_file_name("rejects.csv");
+        let opts = LoadOptions { skip_bad_rows: true, reject_path: Some(rejects.clone()), ..LoadOptions::default() };
+        let h = load(&path, &opts).expect("loads without the bad record");
+        assert_eq!((h.report.rows_rejected, h.attempts.len()), (1, 5), "{column}");
+        let text = std::fs::read_to_string(&rejects).unwrap();
+        assert!(text.contains(reason), "{text}");
+    }
+}
+
+#[test]
+fn times_outside_1970_to_2200_and_unknown_currencies_are_rejected() {
+    expect_rejected("attempted_at", "1600-03-01T09:00:00Z", "outside the accepted range");
+    expect_rejected("attempted_at", "9999-03-01T09:00:00Z", "outside the accepted range");
+    expect_rejected("currency", "ZZZ", "ISO 4217");
+}

@@ -248,3 +248,18 @@ fn the_trees_family_trains_the_same_on_any_thread_count_and_decides() {
     recoup().args(["train", "--max-trees", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("at least 1"));
     assert!(!tmp.path().join("c").exists(), "nothing written for refused settings");
 }
+
+#[test]
+fn train_skips_bad_rows_when_asked_and_says_how_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let csv = tmp.path().join("h.csv");
+    recoup::history::write(&shared().1, &csv).unwrap();
+    let mut text = std::fs::read(&csv).unwrap();
+    text.extend_from_slice(b"broken,\"row\n");
+    std::fs::write(&csv, text).unwrap();
+    recoup().args(["train", "-q", "--history"]).arg(&csv).arg("--out").arg(tmp.path().join("a")).assert().failure().stderr(predicates::str::contains("--skip-bad-rows"));
+    let rejects = tmp.path().join("rejects.csv");
+    recoup().args(["train", "-q", "--skip-bad-rows", "--rejects"]).arg(&rejects).arg("--history").arg(&csv).arg("--out").arg(tmp.path().join("b")).assert().success();
+    assert!(std::fs::read_to_string(&rejects).unwrap().contains("unbalanced quote"));
+    only_version(&tmp.path().join("b"));
+}

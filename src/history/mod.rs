@@ -8,7 +8,9 @@
 //! column and value, or — with `skip_bad_rows` — goes to a reject file and is
 //! counted.
 
-use std::collections::BTreeMap;
+pub mod csv;
+
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -128,6 +130,9 @@ pub enum LoadError {
     /// A row breaks the contract (and bad rows are not being skipped).
     #[error("{0} (use --skip-bad-rows to write such rows to a reject file and continue)")]
     BadRow(Box<RowError>),
+    /// A CSV file whose header cannot be read.
+    #[error("{}: {message}", path.display())]
+    CsvHeader { path: PathBuf, message: String },
 }
 
 /// How to load.
@@ -386,9 +391,11 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
                 rows
             }
             FileKind::Csv => {
-                let df = read_csv(file, &mut loader.unknown_columns)?;
+                let (df, bad) = read_csv(file, &mut loader.unknown_columns)?;
                 let rows = df.height();
+                loader.csv_bad = bad.into_iter().map(|b| (b.row, b)).collect();
                 loader.ingest(file, file_ix as u32, true, df, 0)?;
+                loader.csv_bad.clear();
                 rows
             }
         };
@@ -432,19 +439,23 @@ fn read_parquet_slice(path: &Path, columns: &[String], start: usize, len: usize)
 }
 
 /// Read a CSV file with every column as text: we parse and validate
-/// ourselves, so a bad value is reported with its row instead of failing the read.
-fn read_csv(path: &Path, unknown: &mut Vec<String>) -> Result<DataFrame, LoadError> {
+/// ourselves, so a bad value is reported with its row instead of failing the
+/// read. Records polars could not split are found first ([`csv::scan`]) and
+/// come back as bad records, their rows left empty.
+fn read_csv(path: &Path, unknown: &mut Vec<String>) -> Result<(DataFrame, Vec<csv::BadRecord>), LoadError> {
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
+    let bytes = std::fs::read(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
+    let scanned = csv::scan(&bytes).map_err(|message| LoadError::CsvHeader { path: path.to_path_buf(), message })?;
+    drop(bytes);
     let df = CsvReadOptions::default()
         .with_has_header(true)
         .with_infer_schema_length(Some(0))
-        .try_into_reader_with_file_path(Some(path.to_path_buf()))
-        .map_err(pe)?
+        .into_reader_with_file_handle(std::io::Cursor::new(scanned.bytes))
         .finish()
         .map_err(pe)?;
     note_unknown_columns(df.get_column_names().into_iter().map(|n| n.to_string()), unknown);
     let keep: Vec<PlSmallStr> = df.get_column_names().into_iter().filter(|n| is_contract_column(n.as_str())).cloned().collect();
-    df.select(keep).map_err(pe)
+    Ok((df.select(keep).map_err(pe)?, scanned.bad))
 }
 
 /// A typed view of one contract column of one file.
@@ -602,13 +613,19 @@ impl Col {
         match self {
             Col::Time(ca, unit) => match value(ca, i) {
                 None => Ok(None),
-                Some(v) => timestamp(v, *unit).map(Some).ok_or_else(|| bad(ix, v.to_string(), "timestamp out of range")),
+                Some(v) => match timestamp(v, *unit) {
+                    Some(t) if crate::limits::time_in_range(t) => Ok(Some(t)),
+                    Some(t) => Err(bad(ix, t.to_rfc3339(), OUT_OF_RANGE)),
+                    None => Err(bad(ix, v.to_string(), "timestamp out of range")),
+                },
             },
             Col::Text(_) => match self.text(i) {
                 None => Ok(None),
-                Some(s) => DateTime::parse_from_rfc3339(s)
-                    .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|e| bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
+                Some(s) => match DateTime::parse_from_rfc3339(s) {
+                    Ok(t) if crate::limits::time_in_range(t.with_timezone(&Utc)) => Ok(Some(t.with_timezone(&Utc))),
+                    Ok(_) => Err(bad(ix, s, OUT_OF_RANGE)),
+                    Err(e) => Err(bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
+                },
             },
             _ => Ok(None),
         }
@@ -648,6 +665,8 @@ fn parse_tz(s: &str) -> Option<Tz> {
         }
     })
 }
+
+const OUT_OF_RANGE: &str = "outside the accepted range 1970-01-01 to 2199-12-31 (UTC)";
 
 fn timestamp(v: i64, unit: TimeUnit) -> Option<DateTime<Utc>> {
     match unit {
@@ -823,6 +842,8 @@ struct Loader<'o> {
     report: LoadReport,
     unknown_columns: Vec<String>,
     rejects: Vec<(RowError, Vec<Option<String>>)>,
+    /// The CSV file being ingested: records that could not be split, by 0-based data row.
+    csv_bad: HashMap<usize, csv::BadRecord>,
 }
 
 impl<'o> Loader<'o> {
@@ -837,6 +858,7 @@ impl<'o> Loader<'o> {
             report: LoadReport::default(),
             unknown_columns: Vec::new(),
             rejects: Vec::new(),
+            csv_bad: HashMap::new(),
         }
     }
 
@@ -908,6 +930,12 @@ impl<'o> Loader<'o> {
                     self.report.rows_other_shards += 1;
                     continue;
                 };
+                if let Some(b) = self.csv_bad.remove(&(offset + i)) {
+                    let column = CONTRACT_COLUMNS.iter().map(|c| c.0).find(|c| Some(*c) == b.column.as_deref()).unwrap_or("(record)");
+                    let err = RowError { file: path.to_path_buf(), row: (offset + i + 1) as u64, csv, column, value: b.value, reason: b.reason };
+                    self.reject(err, vec![None; CONTRACT_COLUMNS.len()])?;
+                    continue;
+                }
                 let (mut attempt, notes) = match row {
                     Ok(row) => row,
                     Err(e) => {
