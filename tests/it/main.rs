@@ -4,6 +4,7 @@ mod attrition;
 mod backtest;
 mod cli;
 mod export;
+mod fuzz;
 mod history;
 mod hostile;
 mod hyperswitch;
