@@ -38,6 +38,31 @@
 //!   the next one as readily. The engine assumes each ask has the same
 //!   chance ([`crate::engine`] says so in its reasons); message attrition
 //!   rises with every message and bounds how often it asks.
+//!
+//! That counting argument rests on one logging policy's habit (no retry of a
+//! needs-update payment before an update). A merchant's log may retry them
+//! anyway. So the estimate first checks which kind of log it has, and picks
+//! the estimator whose assumption the data supports ([`AskMethod`]):
+//!
+//! 1. **Update flags** (the log retries needs-update payments whether or not
+//!    the payer updated, and says so in `payment_method_updated`): a
+//!    time-to-update model fitted by maximum likelihood over the intervals
+//!    between a needs-update payment's attempts until its first update. An
+//!    interval of `d` days after a message on channel `c` ends without an
+//!    update with probability `(1 − ρ_c) · exp(−λ d)` (`λ`: updates per day
+//!    without an ask; `ρ_none = 0`). Assumes the channel before a retry was
+//!    not chosen by how likely the payer was to update (randomized, or at
+//!    least not targeted); nothing depends on when the log chose to retry.
+//! 2. **Selective retries** (the log's needs-update retries all follow an
+//!    update, or carry no flags): the counting estimate above.
+//! 3. **Prior** where neither assumption holds or the data are too thin: a
+//!    deliberately low response, [`PRIOR_EMAIL_RATE`] per email ask and
+//!    nothing for other channels, so that asking (a fraction of a cent) is
+//!    still valued but never on the model's word.
+//!
+//! Every estimate is checked before it is kept: rates in [0, 1], standard
+//! errors finite; a failed check falls back to the prior with a note that the
+//! model card shows.
 
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
@@ -49,6 +74,27 @@ use crate::history::History;
 
 /// Fewest first retries on a channel for its response to be estimated.
 const MIN_ROWS: usize = 30;
+/// Fewest flagged intervals (and of them, fewest ending without an update) for the update-flag estimator.
+const MIN_INTERVALS: usize = 50;
+const MIN_NOT_UPDATED: usize = 10;
+/// The prior's response to an email ask where the log cannot say.
+pub const PRIOR_EMAIL_RATE: f64 = 0.05;
+
+/// How the ask response was estimated (the model card says which, and why).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, strum::Display)]
+#[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
+pub enum AskMethod {
+    /// Models trained before the method was recorded (selective retries).
+    #[default]
+    Unrecorded,
+    /// Time-to-update model on the log's `payment_method_updated` flags.
+    UpdateFlags,
+    /// The share updated by the first retry, per randomized channel (retries only after an update).
+    SelectiveRetries,
+    /// The documented conservative prior: the log could not identify the response.
+    Prior,
+}
 /// Fewest first retries without a message (spontaneous updates are rare).
 const MIN_NONE: usize = 10;
 
@@ -68,6 +114,10 @@ pub struct AskResponse {
     pub first_retry_days: (f64, f64),
     /// For a channel the log never randomized: the channels' precision-weighted mean.
     pub other: Option<ChannelResponse>,
+    /// Which estimator produced this.
+    pub method: AskMethod,
+    /// The assumption checks and fallbacks, in words (shown on the model card).
+    pub notes: Vec<String>,
 }
 
 /// One channel's response to an ask.
@@ -106,11 +156,207 @@ impl AskResponse {
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
     }
+
+    /// The conservative prior, with the reason it is used.
+    pub fn prior(reason: String) -> AskResponse {
+        AskResponse {
+            channels: vec![ChannelResponse { channel: Channel::Email, rate: PRIOR_EMAIL_RATE, se: 0.0, retries: 0 }],
+            method: AskMethod::Prior,
+            notes: vec![reason, format!("fallback: the prior, {:.0} % per email ask, no response to other channels, no updates without an ask", 100.0 * PRIOR_EMAIL_RATE)],
+            ..AskResponse::default()
+        }
+    }
+
+    /// Every number a probability or a finite error, or `Err` naming the first that is not.
+    fn check(&self) -> Result<(), String> {
+        let p = |v: f64| (0.0..=1.0).contains(&v);
+        for c in self.channels.iter().chain(&self.other) {
+            if !p(c.rate) || !(c.se.is_finite() && c.se >= 0.0) {
+                return Err(format!("{}: rate {} ± {} is not a probability with a finite error", c.channel, c.rate, c.se));
+            }
+        }
+        if !p(self.spontaneous_per_day) {
+            return Err(format!("updates without an ask: {} per day is not a probability", self.spontaneous_per_day));
+        }
+        Ok(())
+    }
 }
 
-/// Estimate the response to asks from a history whose channels were randomized,
-/// with the message attrition already estimated from it.
+/// Estimate the response to asks from a history, choosing the estimator whose
+/// assumption the log supports (see the module docs); never fails: where the
+/// log cannot say, the prior, with the reason in `notes`.
 pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
+    let intervals = update_intervals(h);
+    let flagged = intervals.len();
+    let not_updated = intervals.iter().filter(|i| !i.updated).count();
+    let mut notes = vec![format!(
+        "needs-update payments' retries: {flagged} intervals with an update flag, {not_updated} of them ending without an update"
+    )];
+    let out = if flagged >= MIN_INTERVALS && not_updated >= MIN_NOT_UPDATED {
+        notes.push("the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into());
+        from_update_flags(&intervals, &mut notes)
+    } else {
+        notes.push("no sign that the log retries needs-update payments before an update: share updated by the first retry, per randomized channel".into());
+        let r = selective_retries(h, attrition);
+        if r.is_empty() {
+            None
+        } else {
+            Some(AskResponse { method: AskMethod::SelectiveRetries, ..r })
+        }
+    };
+    match out {
+        None => {
+            let mut prior = AskResponse::prior("too few needs-update payments with randomized channels to estimate a response".into());
+            notes.append(&mut prior.notes);
+            AskResponse { notes, ..prior }
+        }
+        Some(r) => match r.check() {
+            Ok(()) => AskResponse { notes, ..r },
+            Err(why) => {
+                let mut prior = AskResponse::prior(format!("the estimate failed its check ({why})"));
+                notes.append(&mut prior.notes);
+                AskResponse { notes, ..prior }
+            }
+        },
+    }
+}
+
+/// One interval between consecutive attempts of a needs-update payment before its first update.
+#[derive(Debug, Clone, Copy)]
+struct Interval {
+    days: f64,
+    channel: Channel,
+    updated: bool,
+}
+
+/// The intervals of needs-update payments whose later attempt carries an update flag and a channel.
+fn update_intervals(h: &History) -> Vec<Interval> {
+    let mut out = Vec::new();
+    for p in h.payments() {
+        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) {
+            continue;
+        }
+        for w in p.windows(2) {
+            let (Some(updated), Some(channel)) = (w[1].payment_method_updated, w[1].channel) else { break };
+            let days = ((w[1].attempted_at - w[0].attempted_at).num_minutes() as f64 / 1440.0).max(1.0 / 24.0);
+            out.push(Interval { days, channel, updated });
+            if updated {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Negative log-likelihood of the intervals under (λ per day, ρ per channel).
+fn neg_log_lik(cells: &[(usize, f64, f64, f64)], lambda: f64, rho: &[f64]) -> f64 {
+    cells
+        .iter()
+        .map(|&(c, days, n_up, n_not)| {
+            let stay = (1.0 - rho[c]) * (-lambda * days).exp();
+            let up = (1.0 - stay).max(1e-300);
+            -(n_up * up.ln() + n_not * stay.max(1e-300).ln())
+        })
+        .sum()
+}
+
+/// Minimize a convex-enough 1-D function on [lo, hi] by golden-section search.
+fn golden(mut lo: f64, mut hi: f64, mut f: impl FnMut(f64) -> f64) -> f64 {
+    let g = (5f64.sqrt() - 1.0) / 2.0;
+    for _ in 0..60 {
+        let (a, b) = (hi - g * (hi - lo), lo + g * (hi - lo));
+        if f(a) < f(b) {
+            hi = b;
+        } else {
+            lo = a;
+        }
+    }
+    (lo + hi) / 2.0
+}
+
+/// The time-to-update model's maximum-likelihood fit, with standard errors from
+/// the curvature of the likelihood; `None` when no message channel has enough intervals.
+fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<AskResponse> {
+    let k = Channel::VARIANTS.len();
+    // Aggregate by (channel, whole hours): the likelihood depends on nothing else.
+    let mut cells_map: std::collections::BTreeMap<(usize, i64), (f64, f64)> = Default::default();
+    let mut per_channel = vec![0usize; k];
+    for i in intervals {
+        let hours = (i.days * 24.0).round() as i64;
+        let e = cells_map.entry((i.channel as usize, hours)).or_default();
+        if i.updated {
+            e.0 += 1.0;
+        } else {
+            e.1 += 1.0;
+        }
+        per_channel[i.channel as usize] += 1;
+    }
+    let cells: Vec<(usize, f64, f64, f64)> = cells_map.into_iter().map(|((c, h), (u, n))| (c, h as f64 / 24.0, u, n)).collect();
+    let none = Channel::None as usize;
+    let estimable: Vec<usize> = (0..k).filter(|&c| c != none && per_channel[c] >= MIN_ROWS).collect();
+    if estimable.is_empty() {
+        notes.push(format!("no message channel has {MIN_ROWS} intervals"));
+        return None;
+    }
+    if per_channel[none] < MIN_NONE {
+        notes.push(format!(
+            "only {} intervals without a message: updates without an ask and the ask's effect are told apart by the intervals' lengths alone",
+            per_channel[none]
+        ));
+    }
+    let (mut lambda, mut rho) = (0.01, vec![0.0; k]);
+    for _ in 0..40 {
+        lambda = golden(0.0, 2.0, |l| neg_log_lik(&cells, l, &rho));
+        for &c in &estimable {
+            let mut r = rho.clone();
+            rho[c] = golden(0.0, 0.999, |v| {
+                r[c] = v;
+                neg_log_lik(&cells, lambda, &r)
+            });
+        }
+    }
+    // Standard errors from the likelihood's curvature in each parameter (diagonal).
+    let curvature = |f: &dyn Fn(f64) -> f64, x: f64, h: f64| (f(x + h) - 2.0 * f(x) + f(x - h)) / (h * h);
+    let mut channels = Vec::new();
+    for &c in &estimable {
+        let h = 1e-4;
+        let x = rho[c].clamp(h, 0.999 - h);
+        let f = |v: f64| {
+            let mut r = rho.clone();
+            r[c] = v;
+            neg_log_lik(&cells, lambda, &r)
+        };
+        let info = curvature(&f, x, h);
+        let n = per_channel[c] as f64;
+        let se = if info > 0.0 && info.is_finite() { info.sqrt().recip() } else { (rho[c].max(1.0 / n) * (1.0 - rho[c]) / n).sqrt() };
+        channels.push(ChannelResponse { channel: Channel::VARIANTS[c], rate: rho[c], se, retries: per_channel[c] });
+    }
+    let other = pooled(&channels);
+    Some(AskResponse {
+        channels,
+        spontaneous_per_day: lambda.min(1.0),
+        payments: intervals.len(),
+        first_retry_days: (0.0, 0.0),
+        other,
+        method: AskMethod::UpdateFlags,
+        notes: Vec::new(),
+    })
+}
+
+/// For a channel the log never randomized: the channels' precision-weighted mean.
+fn pooled(channels: &[ChannelResponse]) -> Option<ChannelResponse> {
+    (!channels.is_empty()).then(|| {
+        let w: Vec<f64> = channels.iter().map(|c| 1.0 / c.se.max(1e-6).powi(2)).collect();
+        let sw: f64 = w.iter().sum();
+        let rate = channels.iter().zip(&w).map(|(c, w)| w * c.rate).sum::<f64>() / sw;
+        ChannelResponse { channel: Channel::None, rate, se: sw.sqrt().recip(), retries: channels.iter().map(|c| c.retries).sum() }
+    })
+}
+
+/// The counting estimate (module docs): for a history whose channels were
+/// randomized and whose needs-update retries follow updates, with the message
+/// attrition already estimated from it. Empty when the log is too thin.
+fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
     // The first planned retry: delays (days) of first retries after soft declines.
     let days = |a: &Attempt, b: &Attempt| (b.attempted_at - a.attempted_at).num_minutes() as f64 / 1440.0;
     let randomized = |a: &Attempt| a.propensity.is_some_and(|p| p > 0.0 && p < 1.0) && a.channel.is_some();
@@ -140,8 +386,8 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
     for p in h.payments() {
         // π_c: propensities of the logged first retries at the first planned time (soft declines).
         if soft_first(p).is_some_and(at_first) {
-            let c = p[1].channel.expect("randomized") as usize;
-            prop[c].0 += p[1].propensity.expect("randomized");
+            let c = p[1].channel.unwrap_or(Channel::None) as usize;
+            prop[c].0 += p[1].propensity.unwrap_or(0.0);
             prop[c].1 += 1;
         }
         // Needs-update payments that had their first planned retry inside the history.
@@ -150,7 +396,7 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         }
         payments += 1;
         if p.get(1).is_some_and(|a| randomized(a) && at_first(days(&p[0], a))) {
-            count[p[1].channel.expect("randomized") as usize] += 1;
+            count[p[1].channel.unwrap_or(Channel::None) as usize] += 1;
             delay_sum += days(&p[0], &p[1]);
             delay_n += 1;
         }
@@ -181,12 +427,7 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         let se = ((qc_se / keep).powi(2) + s_se.powi(2)).sqrt() / (1.0 - s);
         channels.push(ChannelResponse { channel, rate, se, retries: count[c] });
     }
-    let other = (!channels.is_empty()).then(|| {
-        let w: Vec<f64> = channels.iter().map(|c| 1.0 / c.se.max(1e-6).powi(2)).collect();
-        let sw: f64 = w.iter().sum();
-        let rate = channels.iter().zip(&w).map(|(c, w)| w * c.rate).sum::<f64>() / sw;
-        ChannelResponse { channel: Channel::None, rate, se: sw.sqrt().recip(), retries: channels.iter().map(|c| c.retries).sum() }
-    });
+    let other = pooled(&channels);
     let mean_delay = if delay_n == 0 { 1.0 } else { delay_sum / delay_n as f64 };
     AskResponse {
         channels,
@@ -194,5 +435,7 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         payments,
         first_retry_days: (lo, hi),
         other,
+        method: AskMethod::SelectiveRetries,
+        notes: Vec::new(),
     }
 }

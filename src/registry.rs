@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use crate::asks::AskMethod;
 use sha2::{Digest, Sha256};
 
 use crate::model::SuccessModel;
@@ -191,6 +192,12 @@ pub fn write_version(
     write_json(&tmp.join("metrics.json"), report)?;
     fs::write(tmp.join("MODEL_CARD.md"), model_card(&manifest, report, model)).map_err(io(&tmp))?;
     write_json(&tmp.join("manifest.json"), &manifest)?;
+    // Never list what cannot serve: the version is read back and probed as
+    // `serve` and `promote` will, before it gets its name.
+    if let Err(e) = load_model_file(&tmp, &manifest.version) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
     fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     Ok(final_dir)
 }
@@ -220,6 +227,11 @@ pub fn load_version(dir: &Path, version: &str) -> Result<SuccessModel, RegistryE
     if version.is_empty() || version.contains(['/', '\\']) || !vdir.join("model.json").is_file() {
         return Err(RegistryError::NoSuchVersion { version: version.to_string(), dir: dir.to_path_buf() });
     }
+    load_model_file(&vdir, version)
+}
+
+/// Read `vdir/model.json` and check it as a serving model must be: schema, values, probe decisions.
+fn load_model_file(vdir: &Path, version: &str) -> Result<SuccessModel, RegistryError> {
     let model: SuccessModel = read_json(&vdir.join("model.json"))?;
     model.check_schema().map_err(|source| RegistryError::Schema { version: version.to_string(), source })?;
     probe(&model).map_err(|message| RegistryError::Probe { version: version.to_string(), message })?;
@@ -328,16 +340,32 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     }
     let _ = writeln!(s, "\n## Asking for a new payment method (whole history)\n");
     let asks = &model.asks;
+    let _ = writeln!(s, "Estimated by: **{}**.", asks.method);
+    for n in &asks.notes {
+        let _ = writeln!(s, "- {n}");
+    }
+    match asks.method {
+        AskMethod::UpdateFlags => {
+            let _ = writeln!(s, "\nA time-to-update model over {} intervals between needs-update attempts, fitted on the log's", asks.payments);
+            let _ = writeln!(s, "`payment_method_updated` flags: an interval of d days after an ask on c ends without an update with");
+            let _ = writeln!(s, "probability (1 − ρ_c)·exp(−λ·d); λ = {:.2} % per day (updates without an ask).\n", 100.0 * asks.spontaneous_per_day);
+        }
+        AskMethod::Prior => {
+            let _ = writeln!(s, "\nThe log could not identify the response; the numbers below are an assumption, not an estimate.\n");
+        }
+        AskMethod::SelectiveRetries | AskMethod::Unrecorded if !asks.is_empty() => {
+            let _ = writeln!(s, "\nFrom {} needs-update payments: among those retried at the logging policy's first retry time", asks.payments);
+            let _ = writeln!(s, "({:.2}–{:.2} days after the decline, as for soft declines), the share updated by then per channel", asks.first_retry_days.0, asks.first_retry_days.1);
+            let _ = writeln!(s, "drawn, corrected for the channel's attrition and for the updates that happen without a message");
+            let _ = writeln!(s, "({:.2} % per day).\n", 100.0 * asks.spontaneous_per_day);
+        }
+        _ => {}
+    }
     if asks.is_empty() {
-        let _ = writeln!(s, "Not estimated: the history has too few needs-update payments whose first retry's channel was drawn at random");
-        let _ = writeln!(s, "with `none` among the choices. The engine does not value asks; it still names the channel to ask through.");
+        let _ = writeln!(s, "Nothing estimated: the engine does not value asks; it still names the channel to ask through.");
     } else {
-        let _ = writeln!(s, "P(the payer provides a new payment method when asked), from {} needs-update payments: among those", asks.payments);
-        let _ = writeln!(s, "retried at the logging policy's first retry time ({:.2}–{:.2} days after the decline, as for soft declines), the share", asks.first_retry_days.0, asks.first_retry_days.1);
-        let _ = writeln!(s, "updated by then per channel drawn, corrected for the channel's attrition and for the updates that happen");
-        let _ = writeln!(s, "without a message ({:.2} % per day). The engine assumes every ask has this chance: the log cannot show", 100.0 * asks.spontaneous_per_day);
-        let _ = writeln!(s, "whether a payer who ignored one ask answers the next.\n");
-        let _ = writeln!(s, "| channel | P(update when asked) ± 1.96 SE | first retries logged |\n|---|---|---|");
+        let _ = writeln!(s, "The engine assumes every ask has this chance: the log cannot show whether a payer who ignored one ask answers the next.\n");
+        let _ = writeln!(s, "| channel | P(update when asked) ± 1.96 SE | intervals or first retries |\n|---|---|---|");
         for c in &asks.channels {
             let _ = writeln!(s, "| {} | {:.1} % ± {:.1} | {} |", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se, c.retries);
         }

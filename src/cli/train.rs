@@ -179,11 +179,10 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
     }
     trained.model.asks = crate::asks::estimate(&history, &trained.model.attrition);
     let asks = &trained.model.asks;
-    if asks.is_empty() {
-        progress("asks for a new payment method: not estimable (needs needs-update payments whose first retry's channel was drawn at random, `none` among the choices); the engine will not value asks");
-    } else {
-        let rates: Vec<String> = asks.channels.iter().map(|c| format!("{} {:.1} % ± {:.1}", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se)).collect();
-        progress(&format!("response to an ask for a new payment method, from {} needs-update payments: {}; on their own {:.2} %/day", asks.payments, rates.join(", "), 100.0 * asks.spontaneous_per_day));
+    let rates: Vec<String> = asks.channels.iter().map(|c| format!("{} {:.1} % ± {:.1}", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se)).collect();
+    progress(&format!("response to an ask for a new payment method ({}): {}; on their own {:.2} %/day", asks.method, rates.join(", "), 100.0 * asks.spontaneous_per_day));
+    for n in &asks.notes {
+        progress(&format!("  asks: {n}"));
     }
     if let Some(dir) = &job.export_features {
         crate::train::export_features(&set, &job.cfg, &trained.model, dir)?;
