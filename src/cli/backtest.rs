@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::backtest::{self, Learned, Oracle, PayDayHeuristic, RandomPolicy, Strategy};
-use crate::sim::{World, WorldConfig};
+use crate::sim::World;
 
 /// Run retry strategies on the same failed payments of a simulated world and
 /// compare recovery, revenue net of costs, days to recovery, attempts,
@@ -38,6 +38,9 @@ pub struct Args {
     /// World parameters (TOML); fields not given keep their defaults.
     #[arg(long, value_name = "TOML")]
     pub world: Option<PathBuf>,
+    /// A world from the zoo (see `recoup simulate --list-presets`); use the same one the model's history came from.
+    #[arg(long, value_name = "NAME", conflicts_with = "world")]
+    pub preset: Option<String>,
     /// Fixed schedules (TOML, see data/strategies.toml); default: the four shipped ones.
     #[arg(long, value_name = "TOML")]
     pub schedules: Option<PathBuf>,
@@ -87,10 +90,8 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
         }
     };
-    let cfg = match &a.world {
-        Some(p) => WorldConfig::from_toml_file(p)?,
-        None => WorldConfig::default(),
-    };
+    let cfg = crate::cli::simulate::world_config(a.world.as_deref(), a.preset.as_deref())?;
+    cfg.check()?;
     let world = World::new(cfg, a.seed, a.months);
     let schedules = match &a.schedules {
         Some(p) => backtest::parse_schedules(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("schedules {}", p.display()))?,

@@ -51,7 +51,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Output file (.parquet or .csv).
-    #[arg(long, required_unless_present = "print_world")]
+    #[arg(long, required_unless_present_any = ["print_world", "list_presets"])]
     pub out: Option<PathBuf>,
     /// Output format (default: from the file extension).
     #[arg(long, value_enum)]
@@ -59,9 +59,16 @@ pub struct Args {
     /// World parameters (TOML); fields not given keep their defaults.
     #[arg(long, value_name = "TOML")]
     pub world: Option<PathBuf>,
-    /// Print the default world parameters as TOML and exit.
+    /// Print the world parameters (the default, or --preset's) as TOML and exit.
     #[arg(long)]
     pub print_world: bool,
+    /// A world from the zoo: default, careless-log, fixed-log, bills, top-ups, weekly,
+    /// few-apps (`recoup simulate --list-presets` says how each differs).
+    #[arg(long, value_name = "NAME", conflicts_with = "world")]
+    pub preset: Option<String>,
+    /// List the zoo's presets and exit.
+    #[arg(long)]
+    pub list_presets: bool,
     /// Parquet compression: zstd (smallest files) or snappy / lz4 (faster), or none.
     #[arg(long, value_enum, default_value_t = Compression::Zstd)]
     pub compression: Compression,
@@ -70,17 +77,29 @@ pub struct Args {
     pub chunk_payers: u32,
 }
 
+/// The world from `--world FILE`, `--preset NAME`, or the default.
+pub fn world_config(file: Option<&std::path::Path>, preset: Option<&str>) -> anyhow::Result<WorldConfig> {
+    match (file, preset) {
+        (Some(p), _) => Ok(WorldConfig::from_toml_file(p)?),
+        (None, Some(name)) => crate::sim::zoo::preset(name).ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names())),
+        (None, None) => Ok(WorldConfig::default()),
+    }
+}
+
 /// Run `recoup simulate`.
 pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
+    if a.list_presets {
+        for (name, what) in crate::sim::zoo::PRESETS {
+            println!("{name:<14} {what}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = world_config(a.world.as_deref(), a.preset.as_deref())?;
     if a.print_world {
-        print!("{}", toml::to_string_pretty(&WorldConfig::default())?);
+        print!("{}", toml::to_string_pretty(&cfg)?);
         return Ok(ExitCode::SUCCESS);
     }
     let Some(out) = &a.out else { bail!("--out is required") };
-    let cfg = match &a.world {
-        Some(p) => WorldConfig::from_toml_file(p)?,
-        None => WorldConfig::default(),
-    };
     cfg.check()?;
     if a.payers == 0 || a.payers >= (1 << 24) {
         bail!("--payers must be between 1 and 16777215, got {}", a.payers);

@@ -124,6 +124,20 @@ pub struct Behaviour {
     pub spontaneous_update_per_day: f64,
     /// Daily hazard that a payer cancels during dunning without being messaged.
     pub spontaneous_cancel_per_day: f64,
+    /// What drives the money on the account (structure, not a parameter).
+    pub funds: FundsModel,
+}
+
+/// What drives a payer's money over the month.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "model")]
+pub enum FundsModel {
+    /// Money arrives on pay day and drains until the next (the default world).
+    #[default]
+    PayCycle,
+    /// Pay day does not matter: money is steady but bills on fixed days of the
+    /// month take `bite` of it for the 4 days from each `days` entry.
+    Bills { days: Vec<u32>, bite: f64 },
 }
 
 /// Channels: latent responsiveness, effects and fatigue.
@@ -147,6 +161,10 @@ pub struct ChannelConfig {
     pub fatigue: f64,
     /// SMS and push feel more intrusive: their cancellation probability is multiplied by this.
     pub intrusive_factor: f64,
+    /// Whether a payer who acts on a message after a needs-update decline
+    /// updates the payment method (true), or only tops up funds, which does
+    /// not help an expired card (false: only card updaters fix those).
+    pub messages_update_cards: bool,
 }
 
 /// Costs in minor units of the payment's currency.
@@ -176,6 +194,21 @@ pub struct LoggingPolicy {
     pub channel_probabilities: Vec<(Channel, f64)>,
     /// Hours between a message and the retry it announces.
     pub message_lead_hours: i64,
+    /// Whether the policy retries a needs-update payment before the payer updated (and breaks that rule).
+    pub retry_needs_update: NeedsUpdateRetries,
+    /// Whether the log records the policy's propensities (many merchants' logs do not).
+    pub log_propensities: bool,
+}
+
+/// How the logging policy treats a payment that needs a new payment method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NeedsUpdateRetries {
+    /// Retries only once the payer updated (the default policy).
+    #[default]
+    AfterUpdate,
+    /// Retries on schedule whether or not the payer updated.
+    Regardless,
 }
 
 impl Default for WorldConfig {
@@ -276,6 +309,7 @@ impl Default for Behaviour {
             after_update_success: 0.85,
             spontaneous_update_per_day: 0.02,
             spontaneous_cancel_per_day: 0.004,
+            funds: FundsModel::PayCycle,
         }
     }
 }
@@ -296,6 +330,7 @@ impl Default for ChannelConfig {
             cancel_base: 0.01,
             fatigue: 0.015,
             intrusive_factor: 1.5,
+            messages_update_cards: true,
         }
     }
 }
@@ -318,6 +353,8 @@ impl Default for LoggingPolicy {
             technical_first_retry_hours: 6,
             channel_probabilities: vec![(Channel::None, 0.3), (Channel::Email, 0.55), (Channel::Sms, 0.1), (Channel::Push, 0.05)],
             message_lead_hours: 1,
+            retry_needs_update: NeedsUpdateRetries::AfterUpdate,
+            log_propensities: true,
         }
     }
 }
@@ -372,6 +409,12 @@ impl WorldConfig {
         prob("behaviour.technical_max", self.behaviour.technical_max)?;
         prob("behaviour.after_update_success", self.behaviour.after_update_success)?;
         prob("channels.app_share", self.channels.app_share)?;
+        if let FundsModel::Bills { days, bite } = &self.behaviour.funds {
+            if days.is_empty() || days.iter().any(|d| !(1..=28).contains(d)) {
+                return bad("behaviour.funds.days must be days of the month 1..=28".into());
+            }
+            prob("behaviour.funds.bite", *bite)?;
+        }
         if self.failures.card_decline_mix.is_empty() || self.failures.debit_decline_mix.is_empty() {
             return bad("failures.*_decline_mix must not be empty".into());
         }

@@ -157,7 +157,10 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
                 Proposal { at: logged.action.retry_at, payment_method_updated: st.updated_since_last(logged.action.retry_at) },
                 &world.rules,
             );
-            if !verdict.is_allowed() {
+            // A careless policy retries a needs-update payment anyway (the world charges the violation).
+            let careless = world.cfg.logging.retry_needs_update == super::config::NeedsUpdateRetries::Regardless
+                && verdict.violations.iter().all(|v| matches!(v, crate::rules::RuleViolation::NeedsPaymentMethodUpdate { .. }));
+            if !verdict.is_allowed() && !careless {
                 // Waiting may lift a needs-update or time rule; anything else permanent ends dunning.
                 if verdict.is_hopeless() {
                     break;
@@ -182,7 +185,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
                 advice_code: a.past.advice_code,
                 channel: Some(a.channel),
                 payment_method_updated: Some(a.past.payment_method_updated),
-                propensity: Some(propensities[k]),
+                propensity: cfg.logging.log_propensities.then(|| propensities[k]),
                 ..base.clone()
             });
         }

@@ -342,6 +342,11 @@ impl World {
     /// (the conversion is the costly part; callers convert once).
     fn liquidity_local(&self, payer: &Payer, local: chrono::NaiveDateTime) -> f64 {
         let b = &self.cfg.behaviour;
+        if let super::config::FundsModel::Bills { days, bite } = &b.funds {
+            let d = local.day();
+            let after_bill = days.iter().any(|&b| d >= b && d < b + 4);
+            return if after_bill { (0.75 - bite).max(0.0) } else { 0.75 };
+        }
         // Pay-day money arrives at `pay_credit_hour`; before that the day still belongs to the old period.
         let hours = local.hour() as f64 + local.minute() as f64 / 60.0;
         let shifted = hours - b.pay_credit_hour as f64;
@@ -529,9 +534,10 @@ impl World {
             }
             if u_act < st.payer.responsiveness[channel_ix(action.channel)] {
                 match class {
-                    DeclineClass::NeedsUpdate => {
+                    DeclineClass::NeedsUpdate if self.cfg.channels.messages_update_cards => {
                         st.updated_at.get_or_insert(send_at);
                     }
+                    DeclineClass::NeedsUpdate => {}
                     DeclineClass::SoftFunds | DeclineClass::SoftIssuer => {
                         st.lift_until = Some(send_at + Duration::hours(self.cfg.channels.lift_hours));
                     }
