@@ -90,6 +90,26 @@ fn next_hour(t: DateTime<Utc>) -> Option<DateTime<Utc>> {
 pub trait Strategy: Sync {
     fn name(&self) -> String;
     fn next(&self, v: &View) -> Option<Action>;
+    /// [`Strategy::next`] with the success probability the strategy predicted for
+    /// the retry, when it predicts one (the learned policy), for the
+    /// calibration of the retries it chose.
+    fn next_scored(&self, v: &View) -> Option<(Action, Option<f64>)> {
+        self.next(v).map(|a| (a, None))
+    }
+}
+
+/// Predictions kept per payment for calibration (a payment's first retries).
+pub const PREDICTIONS_KEPT: usize = 8;
+
+/// One chosen retry's predicted success probability and what happened.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Prediction {
+    pub p: f32,
+    /// `DeclineClass` of the decline before the retry, as its index.
+    pub class: u8,
+    /// 1 = the payment's first retry.
+    pub retry: u8,
+    pub succeeded: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -331,10 +351,14 @@ impl Strategy for Learned {
     }
 
     fn next(&self, v: &View) -> Option<Action> {
+        self.next_scored(v).map(|(a, _)| a)
+    }
+
+    fn next_scored(&self, v: &View) -> Option<(Action, Option<f64>)> {
         let req = self.request(v);
         let d = engine::decide(&self.model, &self.cfg, &req, (1.0, 0.0)).ok()?;
         if let Some(c) = d.chosen.filter(|_| d.action == engine::Action::Retry) {
-            return Some(Action { retry_at: c.retry_at, channel: c.channel });
+            return Some((Action { retry_at: c.retry_at, channel: c.channel }, Some(c.p_success)));
         }
         // "Ask for a new payment method": as an integration does it, send the ask and
         // retry as soon as the card is updated (here: right after the message, if the
@@ -344,7 +368,7 @@ impl Strategy for Learned {
         if let Some(plan) = &d.ask {
             let ask = d.ask_channel.filter(|ch| *ch != Channel::None && plan.channel == *ch)?;
             let retry_at = next_hour(plan.send_at + Duration::hours(v.world.cfg.logging.message_lead_hours) - Duration::seconds(1))?;
-            return Some(Action { retry_at, channel: ask });
+            return Some((Action { retry_at, channel: ask }, None));
         }
         // A model without one: at most three asks, two days apart, on the suggested channel.
         let ask = d.ask_channel.filter(|ch| *ch != Channel::None)?;
@@ -356,7 +380,7 @@ impl Strategy for Learned {
         let wait = if v.state.messages_sent() == 0 { Duration::zero() } else { Duration::days(2) };
         let now = req.now + wait + Duration::hours(self.cfg.message_lead_hours.max(0));
         let retry_at = next_hour(now)?;
-        Some(Action { retry_at, channel: ask })
+        Some((Action { retry_at, channel: ask }, None))
     }
 }
 
@@ -435,6 +459,10 @@ pub struct Outcome1 {
     pub violations: u32,
     /// Retries the strategy proposed that the rules forbade (skipped, not attempted).
     pub forbidden_proposals: u32,
+    /// The strategy's predictions for the retries it made (the first [`PREDICTIONS_KEPT`]).
+    #[serde(skip)]
+    pub predictions: [Prediction; PREDICTIONS_KEPT],
+    pub predicted: u8,
 }
 
 /// Dunn one payment with one strategy.
@@ -442,11 +470,12 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
     let mut st = world.start_episode(case.payer.clone(), case.episode.clone(), case.network_code, case.advice_code);
     let mut not_before = st.last().past.at;
     let mut forbidden = 0u32;
+    let (mut predictions, mut predicted) = ([Prediction::default(); PREDICTIONS_KEPT], 0usize);
     for _ in 0..64 {
         if st.closed.is_some() {
             break;
         }
-        let Some(action) = strategy.next(&View { world, case, state: &st, not_before }) else { break };
+        let Some((action, p)) = strategy.next_scored(&View { world, case, state: &st, not_before }) else { break };
         if action.retry_at <= not_before || action.retry_at > st.episode.window_end {
             break;
         }
@@ -463,8 +492,16 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
             not_before = action.retry_at;
             continue;
         }
+        let class = st.attempts.last().and_then(|a| a.past.decline).map_or(0, |d| d.class() as u8);
         match world.attempt(&mut st, action.retry_at) {
-            StepResult::Attempted { .. } => not_before = action.retry_at,
+            StepResult::Attempted { succeeded, .. } => {
+                not_before = action.retry_at;
+                if let (Some(p), true) = (p, predicted < PREDICTIONS_KEPT) {
+                    let retry = (st.attempts.len() - 1).min(255) as u8;
+                    predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded };
+                    predicted += 1;
+                }
+            }
             _ => break,
         }
     }
@@ -483,6 +520,8 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         cancelled: matches!(st.closed, Some(Closed::Cancelled(_))),
         violations: st.violations,
         forbidden_proposals: forbidden,
+        predictions,
+        predicted: predicted as u8,
     }
 }
 
@@ -499,6 +538,55 @@ pub fn run_all(world: &World, cases: &[Case], strategies: &[&dyn Strategy], prog
         })
         .collect();
     (0..strategies.len()).map(|s| per_case.iter().map(|o| o[s]).collect()).collect()
+}
+
+/// How well a strategy's predictions for the retries it chose match what happened.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChosenCalibration {
+    /// `all`, or a decline class (of the decline before the retry).
+    pub segment: String,
+    pub retries: usize,
+    pub mean_predicted: f64,
+    pub realised: f64,
+    /// Expected calibration error over 10 equal-width bins of the prediction.
+    pub ece: f64,
+}
+
+/// The calibration of the retries a strategy chose, overall and per decline class
+/// (classes with fewer than 30 retries are left out); empty when it predicts nothing.
+pub fn chosen_calibration(out: &[Outcome1]) -> Vec<ChosenCalibration> {
+    let preds: Vec<Prediction> = out.iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
+    let one = |segment: String, ps: Vec<&Prediction>| {
+        let n = ps.len();
+        let mut bins = [(0.0f64, 0.0f64, 0usize); 10];
+        for p in &ps {
+            let b = ((p.p as f64 * 10.0) as usize).min(9);
+            bins[b].0 += p.p as f64;
+            bins[b].1 += p.succeeded as u8 as f64;
+            bins[b].2 += 1;
+        }
+        let ece = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 - b.1).abs()).sum::<f64>() / n.max(1) as f64;
+        ChosenCalibration {
+            segment,
+            retries: n,
+            mean_predicted: ps.iter().map(|p| p.p as f64).sum::<f64>() / n.max(1) as f64,
+            realised: ps.iter().filter(|p| p.succeeded).count() as f64 / n.max(1) as f64,
+            ece,
+        }
+    };
+    if preds.is_empty() {
+        return Vec::new();
+    }
+    let mut v = vec![one("all".into(), preds.iter().collect())];
+    v.push(one("first retry".into(), preds.iter().filter(|p| p.retry == 1).collect()));
+    v.push(one("later retries".into(), preds.iter().filter(|p| p.retry > 1).collect()));
+    for c in DeclineClass::VARIANTS {
+        let ps: Vec<&Prediction> = preds.iter().filter(|p| p.class == *c as u8).collect();
+        if ps.len() >= 30 {
+            v.push(one(<&str>::from(*c).to_string(), ps));
+        }
+    }
+    v
 }
 
 /// A point estimate with its bootstrap 95 % interval.

@@ -205,6 +205,9 @@ impl Request {
 pub struct EngineConfig {
     /// Hours the candidate grid covers from the first allowed time.
     pub horizon_hours: i64,
+    /// Standard deviations of the time terms' uncertainty a candidate's logit is
+    /// valued below its estimate (a lower confidence bound; 0: valued at the estimate).
+    pub support_pessimism: f64,
     /// Days after the original failure that dunning may last.
     pub dunning_window_days: i64,
     /// Fee per attempt, in minor units of the payment's currency.
@@ -235,6 +238,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             horizon_hours: 14 * 24,
+            support_pessimism: 1.0,
             dunning_window_days: 21,
             attempt_cost_minor: 8.0,
             message_cost_minor: vec![(Channel::None, 0.0), (Channel::Email, 0.1), (Channel::Sms, 5.0), (Channel::Push, 0.05), (Channel::InApp, 0.0)],
@@ -276,6 +280,9 @@ impl EngineConfig {
         }
         if self.ask_spacing_hours < 1 {
             return bad("ask_spacing_hours", "must be at least 1");
+        }
+        if !(self.support_pessimism >= 0.0 && self.support_pessimism.is_finite()) {
+            return bad("support_pessimism", "must be a non-negative number of standard deviations (0: candidates valued at the estimate)");
         }
         if !(self.channel_pessimism >= 0.0 && self.channel_pessimism.is_finite()) {
             return bad("channel_pessimism", "must be a non-negative number of standard deviations (0: lifts as estimated)");
@@ -498,6 +505,13 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             ..not_retrying(reasons, 0, 0)
         });
     }
+    // Decide only where the training log holds evidence (crate::support).
+    let support = model.support.for_class(last.decline.class());
+    if let Some(Err(out)) = support.map(|s| s.retry_number(req.attempts.len() as u32)) {
+        let detail = support.map(|s| s.describe()).unwrap_or_default();
+        reasons.push(reason(format!("outside_support:{}", out.code()), format!("the training log never made a retry number {} after this decline often enough to learn from ({detail})", req.attempts.len())));
+        return Ok(not_retrying(reasons, 0, 0));
+    }
     if let Some(max) = req.constraints.max_retries {
         let used = req.attempts.len() as u32 - 1;
         if used >= max {
@@ -544,6 +558,12 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let mut slots: Vec<Scored> = Vec::with_capacity(most);
     // The time columns and logit of the last scored hour, walked hour to hour.
     let (mut walked, mut time_cols, mut time_logit): (Option<TimeLevels>, Vec<u16>, f64) = (None, Vec::with_capacity(64), 0.0);
+    // The variance of the time terms (the weights' posterior variances): candidates are
+    // valued at a lower confidence bound of their logit, `support_pessimism` SDs down, so
+    // a time the log says little about is not chosen on a noisy estimate.
+    let variances = &model.weight_variances;
+    let kappa = if variances.is_empty() { 0.0 } else { cfg.support_pessimism };
+    let mut time_var = 0.0f64;
     // The trees' part of the hour's logit (payment × time; 0 without trees), per distinct levels.
     let mut tree_logit = 0.0;
     let bound = model.bind_trees(&state);
@@ -560,6 +580,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // attrition, for the look-ahead.
     let mut hour_best = vec![f64::NEG_INFINITY; (last_hour + 1).max(0) as usize];
     let mut hour_best_p = vec![0.0f64; hour_best.len()];
+    let mut hour_best_p_valued = vec![0.0f64; hour_best.len()];
     let mut hour_best_a = vec![0.0f64; hour_best.len()];
     for hour in 0..=last_hour {
         let t = start_ts + 3600 * hour;
@@ -587,12 +608,30 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             }
             continue;
         }
+        if let Some(s) = support {
+            let spacing = (t - last.at.timestamp()) as f64 / 3600.0;
+            let since = (t - first.at.timestamp()) as f64 / 3600.0;
+            if let Err(out) = s.timing(spacing, since).and_then(|_| s.local_hour(here.local_hour)) {
+                count_removed(("outside_support", out.code()), &|| format!("the training log has too few retries like it ({})", s.describe()), n);
+                continue;
+            }
+        }
         // Consecutive hours mostly share their time levels (same hour bucket, same
         // day): the time part of the logit changes only by the columns that moved.
         let levels = here.levels;
         match walked {
-            None => time_logit = fixed_logit + model.time_logit(&state, &levels, &mut time_cols),
-            Some(prev) if prev != levels => state.update_time_columns(&prev, &levels, &mut time_cols, |old, new| time_logit += model.weights[new as usize] - model.weights[old as usize]),
+            None => {
+                time_logit = fixed_logit + model.time_logit(&state, &levels, &mut time_cols);
+                if kappa > 0.0 {
+                    time_var = time_cols.iter().map(|&c| variances[c as usize]).sum();
+                }
+            }
+            Some(prev) if prev != levels => state.update_time_columns(&prev, &levels, &mut time_cols, |old, new| {
+                time_logit += model.weights[new as usize] - model.weights[old as usize];
+                if kappa > 0.0 {
+                    time_var += variances[new as usize] - variances[old as usize];
+                }
+            }),
             Some(_) => {}
         }
         if !model.trees.is_empty() && walked != Some(levels) {
@@ -611,23 +650,36 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         };
         let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
         let hour_odds = model.odds_against(hour_logit, true);
+        let valued_odds = if kappa > 0.0 { model.odds_against(hour_logit - kappa * time_var.max(0.0).sqrt(), true) } else { hour_odds };
         for &(ch, channel_logit, channel_odds, message_cost, attrition) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
+                continue;
+            }
+            if let Some(Err(out)) = support.map(|s| s.channel(ch)) {
+                count_removed(("outside_support", out.code()), &|| format!("the training log has too few retries after a message on {}", <&str>::from(ch)), 1);
                 continue;
             }
             // One exp per hour and per channel, not per candidate; the direct form where
             // the product is not a number (inf · 0 at absurd logits).
             let odds = hour_odds * channel_odds;
             let p = if odds.is_nan() { model.calibrate(hour_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
+            // Valued at the lower bound; reported at the estimate.
+            let p_valued = if kappa > 0.0 {
+                let o = valued_odds * channel_odds;
+                if o.is_nan() { p } else { (1.0 / (1.0 + o)).min(p) }
+            } else {
+                p
+            };
             // The message is paid for; the retry happens only if the payer stays.
-            let ev = (1.0 - attrition) * (discount * p * amount - cfg.attempt_cost_minor) - message_cost;
+            let ev = (1.0 - attrition) * (discount * p_valued * amount - cfg.attempt_cost_minor) - message_cost;
             if ev > hour_best[hour as usize] {
                 hour_best[hour as usize] = ev;
                 hour_best_p[hour as usize] = p;
+                hour_best_p_valued[hour as usize] = p_valued;
                 hour_best_a[hour as usize] = attrition;
             }
-            slots.push(Scored { hour, channel: ch, p, attrition, ev, value: ev });
+            slots.push(Scored { hour, channel: ch, p, p_valued, attrition, ev, value: ev });
         }
     }
     let removed_total: usize = removed.iter().map(|r| r.2).sum();
@@ -648,7 +700,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         (later_best[h], later_at[h]) = if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
     }
     for s in &mut slots {
-        s.value = s.ev + (1.0 - s.attrition) * (1.0 - s.p) * later_best[(s.hour as usize + 24).min(hour_best.len())];
+        s.value = s.ev + (1.0 - s.attrition) * (1.0 - s.p_valued) * later_best[(s.hour as usize + 24).min(hour_best.len())];
     }
     let scored = slots.len();
     // Best first; ties go to the earlier time, then the cheaper channel (a total order,
@@ -768,7 +820,10 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
 struct Scored {
     hour: i64,
     channel: Channel,
+    /// The model's estimate (reported).
     p: f64,
+    /// The lower confidence bound it is valued at (`p` without weight variances).
+    p_valued: f64,
     /// P(its message makes the payer cancel).
     attrition: f64,
     ev: f64,
@@ -951,7 +1006,7 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new(), trees: Default::default() }
+        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new(), trees: Default::default(), support: Default::default() }
     }
 
     fn request() -> Request {
@@ -1095,9 +1150,11 @@ mod tests {
                 payments: 100,
                 first_retry_days: (0.75, 1.25),
                 other: None,
+                ..AskResponse::default()
             },
             weight_variances: Vec::new(),
             trees: Default::default(),
+            support: Default::default(),
         }
     }
 

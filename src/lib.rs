@@ -12,6 +12,7 @@
 //! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
 //! - [`sim`]: the simulated payment world with ground truth; runs any policy, writes history.
 //! - [`payday`]: pay-schedule inference from funds declines and recoveries.
+//! - [`support`]: where the training log holds evidence; the engine decides only there.
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
@@ -55,5 +56,6 @@ pub mod report;
 pub mod rules;
 pub mod serve;
 pub mod sim;
+pub mod support;
 pub mod train;
 pub mod trees;

@@ -15,6 +15,7 @@ use crate::asks::AskResponse;
 use crate::attrition::Attrition;
 use crate::domain::Channel;
 use crate::features::{group_levels, PaymentState, DAY_GROUPS, N_FIXED, Schema, TimeLevels, SCHEMA};
+use crate::support::Support;
 use crate::trees::{Bound, Forest};
 
 /// A fitted success model: what `models/<version>/model.json` holds.
@@ -50,6 +51,10 @@ pub struct SuccessModel {
     /// They never split on the channel, so a channel's lift stays the weights'.
     #[serde(default, skip_serializing_if = "Forest::is_empty")]
     pub trees: Forest,
+    /// Where the training log holds evidence ([`crate::support`]); the engine decides
+    /// only there. Empty for models trained before it existed (decide everywhere).
+    #[serde(default, skip_serializing_if = "Support::is_empty")]
+    pub support: Support,
 }
 
 /// Groups the trees may split on: every group but the channel.

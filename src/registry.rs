@@ -373,6 +373,18 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.1} % ± {:.1} | {} |", 100.0 * o.rate, 196.0 * o.se, o.retries);
         }
     }
+    let _ = writeln!(s, "\n## Where the log holds evidence (support)\n");
+    if model.support.is_empty() {
+        let _ = writeln!(s, "Not recorded (a model trained before support existed): the engine decides everywhere in the window.");
+    } else {
+        let _ = writeln!(s, "The engine decides only inside it: a candidate retry spaced closer to the last attempt than the log's 1st");
+        let _ = writeln!(s, "percentile, later after the failure than its 99th, at a retry number, local hour or after a channel the log");
+        let _ = writeln!(s, "has fewer than {} retries of, is not taken (reason `outside_support:*`). Per decline class of the last decline:\n", crate::support::MIN_CELL);
+        for c in model.support.classes.iter().chain(&model.support.pooled) {
+            let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
+            let _ = writeln!(s, "- {label}: {}", c.describe());
+        }
+    }
     let _ = writeln!(s, "\n## Known limits\n");
     let _ = writeln!(s, "- Learned from the retries the logging policy chose: times and channels it never tried are extrapolated.");
     let _ = writeln!(s, "- Pay days are inferred from the payer's earlier funds declines and recoveries; with little history the country's most common schedule is assumed (`payday_confidence` feature).");

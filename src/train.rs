@@ -84,6 +84,26 @@ pub fn evidence_before(events: &[(DateTime<Utc>, Evidence)], cutoff: DateTime<Ut
     events.iter().filter(|(t, _)| *t < cutoff).map(|(_, e)| *e).collect()
 }
 
+/// Every retry of the history as the support counts it ([`crate::support`]).
+pub fn observed_retries(h: &History) -> Vec<crate::support::Observed> {
+    use chrono::Timelike;
+    let mut out = Vec::new();
+    for p in h.payments() {
+        for (k, w) in p.windows(2).enumerate() {
+            let Some(class) = w[0].decline.map(|d| d.class()) else { break };
+            out.push(crate::support::Observed {
+                class,
+                spacing_hours: (w[1].attempted_at - w[0].attempted_at).num_minutes() as f64 / 60.0,
+                hours_since_failure: (w[1].attempted_at - p[0].attempted_at).num_minutes() as f64 / 60.0,
+                retry_number: k as u32 + 1,
+                local_hour: w[1].attempted_at.with_timezone(&w[1].timezone).hour(),
+                channel: w[1].channel.unwrap_or(crate::domain::Channel::None),
+            });
+        }
+    }
+    out
+}
+
 /// Build the examples of `h` (the batch feature path), in parallel over payers.
 pub fn build(h: &History) -> TrainingSet {
     // Payments grouped by payer, in the order of their first attempt.
@@ -938,6 +958,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         asks: Default::default(),
         weight_variances,
         trees: f.trees,
+        support: Default::default(),
     };
     let fit_seconds = started.elapsed().as_secs_f64();
     let z_test: Vec<f64> = (0..test.len()).into_par_iter().map(|i| model.logit(test.row(i))).collect();

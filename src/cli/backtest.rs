@@ -142,6 +142,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             "money": "minor units of each payment's currency, summed across currencies",
             "strategies": summaries,
             "segments": segments,
+            "learned_chosen_retry_calibration": backtest::chosen_calibration(&out[oracle - 1]),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
@@ -170,6 +171,13 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             s.rule_violations,
             share,
         );
+    }
+    let calibration = backtest::chosen_calibration(&out[oracle - 1]);
+    if !calibration.is_empty() {
+        println!("\nlearned: calibration of the retries it chose (predicted P(success) against what happened; ECE over 10 bins)");
+        for c in &calibration {
+            println!("  {:<12} {:>7} retries  predicted {:.3}  realised {:.3}  ECE {:.3}", c.segment, c.retries, c.mean_predicted, c.realised, c.ece);
+        }
     }
     if !a.by.is_empty() {
         println!("\nper segment: best fixed schedule | learned | oracle — recovered / net per payment [95 %]");

@@ -178,6 +178,10 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
     trained.model.asks = crate::asks::estimate(&history, &trained.model.attrition);
+    trained.model.support = crate::support::estimate(&crate::train::observed_retries(&history));
+    for c in &trained.model.support.classes {
+        progress(&format!("support after {}: {}", c.class.map_or("any decline", |c| c.into()), c.describe()));
+    }
     let asks = &trained.model.asks;
     let rates: Vec<String> = asks.channels.iter().map(|c| format!("{} {:.1} % ± {:.1}", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se)).collect();
     progress(&format!("response to an ask for a new payment method ({}): {}; on their own {:.2} %/day", asks.method, rates.join(", "), 100.0 * asks.spontaneous_per_day));

@@ -72,10 +72,37 @@ fn ask_response_on_a_randomized_log_matches_the_payers_responsiveness() {
     assert!(asks.rate(Channel::InApp) > 0.1);
     assert_eq!(asks.rate(Channel::None), 0.0);
 
-    // A log without randomized channels says nothing.
+    assert_eq!(asks.method, recoup::asks::AskMethod::SelectiveRetries);
+
+    // A log without randomized channels cannot say: the documented prior, saying so.
     let mut fixed = h.clone();
     for at in &mut fixed.attempts {
         at.propensity = Some(1.0);
     }
-    assert!(recoup::asks::estimate(&fixed, &a).is_empty());
+    let prior = recoup::asks::estimate(&fixed, &a);
+    assert_eq!(prior.method, recoup::asks::AskMethod::Prior);
+    assert_eq!((prior.rate(Channel::Email), prior.rate(Channel::Sms)), (recoup::asks::PRIOR_EMAIL_RATE, 0.0));
+    assert!(prior.notes.iter().any(|n| n.contains("fallback")), "{:?}", prior.notes);
+}
+
+/// A log that retries needs-update payments whether or not the payer updated
+/// (the independent world's habit that broke the counting estimate): the
+/// time-to-update model on the update flags recovers the world's truth, and
+/// every number is a probability with a finite error.
+#[test]
+fn ask_response_on_a_careless_log_comes_from_the_update_flags() {
+    let cfg = recoup::sim::zoo::preset("careless-log").unwrap();
+    let h = generate::chunk(&World::new(cfg.clone(), 41, 12), 0..30_000).history;
+    let a = attrition::estimate(&h);
+    let asks = recoup::asks::estimate(&h, &a);
+    assert_eq!(asks.method, recoup::asks::AskMethod::UpdateFlags, "{:?}", asks.notes);
+    for ch in [Channel::Email, Channel::Sms] {
+        let c = asks.channels.iter().find(|c| c.channel == ch).expect("estimated");
+        let (_, al, be) = cfg.channels.responsiveness.iter().find(|r| r.0 == ch).copied().unwrap();
+        let truth = al / (al + be);
+        let z = (c.rate - truth) / c.se;
+        assert!(c.se.is_finite() && z.abs() < 3.5, "{ch:?}: {:.4} ± {:.4}, truth {truth:.4}", c.rate, c.se);
+    }
+    let s = asks.spontaneous_per_day;
+    assert!((s - cfg.behaviour.spontaneous_update_per_day).abs() < 0.01, "spontaneous {s}");
 }

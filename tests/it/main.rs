@@ -13,3 +13,4 @@ mod serve;
 mod sim;
 mod support;
 mod train;
+mod zoo;

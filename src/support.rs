@@ -1,0 +1,208 @@
+//! Where the log holds evidence (core, no I/O): per decline class of the
+//! payment's last decline, the retries the training history contains, by
+//! spacing since the attempt before, time since the failure, retry number,
+//! local hour and channel. The engine decides only inside it: a candidate
+//! the log never tried anything like is not taken on the model's word
+//! (pessimism, as in safe policy improvement: deviate from the logging policy
+//! only where the data support it).
+//!
+//! What counts as "inside" is deliberately blunt and documented: spacing at
+//! least the log's 1st percentile, time since the failure at most its 99th,
+//! a retry number the log reached at least [`MIN_CELL`] times, a local hour and
+//! a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's). A
+//! class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
+//! classes; a model without support (trained before it existed) decides
+//! everywhere, as it did.
+
+use serde::{Deserialize, Serialize};
+use strum::VariantArray;
+
+use crate::declines::DeclineClass;
+use crate::domain::Channel;
+
+/// Fewest retries in a cell (a local hour, a channel, a retry number) for it to count as supported.
+pub const MIN_CELL: u32 = 20;
+/// Fewest retries after a class for its own support; fewer: the pooled one.
+pub const MIN_CLASS: usize = 200;
+
+/// The support of one decline class (or of all pooled: `class` is `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSupport {
+    pub class: Option<DeclineClass>,
+    /// Retries logged after this class.
+    pub retries: usize,
+    /// 1st percentile of the hours between a retry and the attempt before it.
+    pub min_spacing_hours: f64,
+    /// 99th percentile of the hours between the failure and a retry.
+    pub max_hours_since_failure: f64,
+    /// Retries per retry number (1 = the first retry), up to 32.
+    pub by_retry_number: Vec<u32>,
+    /// Retries per local hour of the payer (0–23).
+    pub by_local_hour: Vec<u32>,
+    /// Retries per channel sent before them (in `Channel` order).
+    pub by_channel: Vec<u32>,
+}
+
+/// Why a candidate lies outside the support.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outside {
+    Spacing,
+    SinceFailure,
+    RetryNumber,
+    LocalHour,
+    Channel,
+}
+
+impl Outside {
+    /// Stable reason code (after `outside_support:`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Outside::Spacing => "spacing",
+            Outside::SinceFailure => "time_since_failure",
+            Outside::RetryNumber => "retry_number",
+            Outside::LocalHour => "local_hour",
+            Outside::Channel => "channel",
+        }
+    }
+}
+
+impl ClassSupport {
+    fn enough(&self, n: u32) -> bool {
+        n >= MIN_CELL.max((self.retries as f64 * 0.005) as u32)
+    }
+
+    /// Whether retry number `k` (1 = first retry) is supported.
+    pub fn retry_number(&self, k: u32) -> Result<(), Outside> {
+        let n = self.by_retry_number.get(k.saturating_sub(1) as usize).copied().unwrap_or(0);
+        if self.enough(n) { Ok(()) } else { Err(Outside::RetryNumber) }
+    }
+
+    /// Whether a retry `spacing_h` hours after the last attempt and `since_h` after the failure is supported.
+    pub fn timing(&self, spacing_h: f64, since_h: f64) -> Result<(), Outside> {
+        if spacing_h < self.min_spacing_hours {
+            Err(Outside::Spacing)
+        } else if since_h > self.max_hours_since_failure {
+            Err(Outside::SinceFailure)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Whether a retry at this local hour is supported.
+    pub fn local_hour(&self, hour: u32) -> Result<(), Outside> {
+        if self.enough(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) { Ok(()) } else { Err(Outside::LocalHour) }
+    }
+
+    /// Whether a retry after a message on `channel` is supported.
+    pub fn channel(&self, channel: Channel) -> Result<(), Outside> {
+        if self.enough(self.by_channel.get(channel as usize).copied().unwrap_or(0)) { Ok(()) } else { Err(Outside::Channel) }
+    }
+
+    /// One line for reasons and the model card.
+    pub fn describe(&self) -> String {
+        let hours: Vec<String> = (0..24).filter(|&h| self.local_hour(h).is_ok()).map(|h| h.to_string()).collect();
+        let channels: Vec<&str> = Channel::VARIANTS.iter().filter(|c| self.channel(**c).is_ok()).map(|c| (*c).into()).collect();
+        let max_k = (1..=32).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
+        format!(
+            "{} retries: spacing ≥ {:.0} h, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
+            self.retries,
+            self.min_spacing_hours,
+            self.max_hours_since_failure / 24.0,
+            if hours.len() == 24 { "all".to_string() } else { hours.join(",") },
+            channels.join(", ")
+        )
+    }
+}
+
+/// The support of every decline class, and of all pooled.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Support {
+    pub classes: Vec<ClassSupport>,
+    pub pooled: Option<ClassSupport>,
+}
+
+impl Support {
+    /// The support to decide a payment whose last decline is of `class` in; `None`: decide everywhere.
+    pub fn for_class(&self, class: DeclineClass) -> Option<&ClassSupport> {
+        self.classes.iter().find(|c| c.class == Some(class) && c.retries >= MIN_CLASS).or(self.pooled.as_ref())
+    }
+
+    /// Whether any support was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.pooled.is_none()
+    }
+}
+
+/// One logged retry, as the support counts it.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed {
+    /// The class of the decline before it.
+    pub class: DeclineClass,
+    pub spacing_hours: f64,
+    pub hours_since_failure: f64,
+    /// 1 = first retry.
+    pub retry_number: u32,
+    pub local_hour: u32,
+    pub channel: Channel,
+}
+
+/// The support of these retries.
+pub fn estimate(retries: &[Observed]) -> Support {
+    let one = |class: Option<DeclineClass>| {
+        let rs: Vec<&Observed> = retries.iter().filter(|r| class.is_none_or(|c| r.class == c)).collect();
+        if rs.is_empty() {
+            return None;
+        }
+        let quantile = |mut v: Vec<f64>, q: f64| {
+            v.sort_by(f64::total_cmp);
+            v[((v.len() - 1) as f64 * q).round() as usize]
+        };
+        let mut by_retry_number = vec![0u32; 32];
+        let mut by_local_hour = vec![0u32; 24];
+        let mut by_channel = vec![0u32; Channel::VARIANTS.len()];
+        for r in &rs {
+            by_retry_number[(r.retry_number.clamp(1, 32) - 1) as usize] += 1;
+            by_local_hour[(r.local_hour % 24) as usize] += 1;
+            by_channel[r.channel as usize] += 1;
+        }
+        Some(ClassSupport {
+            class,
+            retries: rs.len(),
+            min_spacing_hours: quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01),
+            max_hours_since_failure: quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99),
+            by_retry_number,
+            by_local_hour,
+            by_channel,
+        })
+    };
+    Support { classes: DeclineClass::VARIANTS.iter().filter_map(|c| one(Some(*c))).collect(), pooled: one(None) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry(class: DeclineClass, spacing_hours: f64, since: f64, k: u32, hour: u32, channel: Channel) -> Observed {
+        Observed { class, spacing_hours, hours_since_failure: since, retry_number: k, local_hour: hour, channel }
+    }
+
+    #[test]
+    fn a_log_that_never_retries_within_a_day_supports_no_retry_within_a_day() {
+        let mut log = Vec::new();
+        for i in 0..1_000u32 {
+            let spacing = 24.0 + (i % 48) as f64;
+            log.push(retry(DeclineClass::SoftFunds, spacing, spacing * (1 + i % 3) as f64, 1 + i % 3, 8 + i % 10, if i % 2 == 0 { Channel::None } else { Channel::Email }));
+        }
+        let s = estimate(&log);
+        let c = s.for_class(DeclineClass::SoftFunds).expect("enough retries");
+        assert_eq!(c.timing(1.0, 30.0), Err(Outside::Spacing));
+        assert!(c.timing(30.0, 30.0).is_ok());
+        assert_eq!(c.timing(30.0, 24.0 * 20.0), Err(Outside::SinceFailure));
+        assert!(c.retry_number(3).is_ok() && c.retry_number(4).is_err());
+        assert!(c.local_hour(9).is_ok() && c.local_hour(3).is_err());
+        assert!(c.channel(Channel::Email).is_ok() && c.channel(Channel::Sms).is_err());
+        // A class the log hardly saw uses the pooled support.
+        assert_eq!(s.for_class(DeclineClass::Technical).map(|c| c.class), Some(None));
+        assert!(Support::default().for_class(DeclineClass::SoftFunds).is_none(), "no support recorded: decide everywhere");
+    }
+}
