@@ -237,6 +237,12 @@ pub fn to_response(d: &Decision, version: &str) -> v1::DecideResponse {
         pay_schedule_confidence: d.pay_schedule_confidence,
         candidates_scored: d.candidates_scored as u32,
         candidates_removed: d.candidates_removed as u32,
+        next_step: match d.next {
+            engine::NextStep::Retry => v1::NextStep::Retry,
+            engine::NextStep::Stop => v1::NextStep::Stop,
+            engine::NextStep::AskForPaymentMethod => v1::NextStep::AskForPaymentMethod,
+            engine::NextStep::WaitForUpdate => v1::NextStep::WaitForUpdate,
+        } as i32,
         ask: d.ask.as_ref().map(|a| v1::AskPlan {
             channel: channel(a.channel) as i32,
             send_at: Some(timestamp(a.send_at)),

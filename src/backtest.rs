@@ -366,7 +366,8 @@ impl Strategy for Learned {
         // The engine plans the asks when the model has an ask response: whether, when
         // and on which channel.
         if let Some(plan) = &d.ask {
-            let ask = d.ask_channel.filter(|ch| *ch != Channel::None && plan.channel == *ch)?;
+            // The plan's next ask, now (ask_channel) or later (a wait until then).
+            let ask = Some(plan.channel).filter(|ch| *ch != Channel::None)?;
             let retry_at = next_hour(plan.send_at + Duration::hours(v.world.cfg.logging.message_lead_hours) - Duration::seconds(1))?;
             return Some((Action { retry_at, channel: ask }, None));
         }

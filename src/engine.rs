@@ -205,6 +205,10 @@ impl Request {
 pub struct EngineConfig {
     /// Hours the candidate grid covers from the first allowed time.
     pub horizon_hours: i64,
+    /// Local hours `[start, end)` in which no message or ask is sent when the
+    /// request gives no quiet hours of its own (retries without a message are
+    /// not affected); `None`: messages at any hour.
+    pub message_quiet_hours: Option<(u32, u32)>,
     /// Standard deviations of the time terms' uncertainty a candidate's logit is
     /// valued below its estimate (a lower confidence bound; 0: valued at the estimate).
     pub support_pessimism: f64,
@@ -239,6 +243,7 @@ impl Default for EngineConfig {
         EngineConfig {
             horizon_hours: 14 * 24,
             support_pessimism: 1.0,
+            message_quiet_hours: Some((21, 8)),
             dunning_window_days: 21,
             attempt_cost_minor: 8.0,
             message_cost_minor: vec![(Channel::None, 0.0), (Channel::Email, 0.1), (Channel::Sms, 5.0), (Channel::Push, 0.05), (Channel::InApp, 0.0)],
@@ -280,6 +285,11 @@ impl EngineConfig {
         }
         if self.ask_spacing_hours < 1 {
             return bad("ask_spacing_hours", "must be at least 1");
+        }
+        if let Some((qs, qe)) = self.message_quiet_hours {
+            if qs > 23 || qe > 23 {
+                return bad("message_quiet_hours", "hours must be 0..=23");
+            }
         }
         if !(self.support_pessimism >= 0.0 && self.support_pessimism.is_finite()) {
             return bad("support_pessimism", "must be a non-negative number of standard deviations (0: candidates valued at the estimate)");
@@ -370,10 +380,31 @@ pub struct AskPlan {
     pub planned_asks: u32,
 }
 
+/// What the caller does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NextStep {
+    /// Retry at the chosen slot.
+    Retry,
+    /// Stop for good: nothing to schedule or to ask for.
+    Stop,
+    /// Ask the payer for a new payment method (on `ask_channel`).
+    AskForPaymentMethod,
+    /// Send nothing now; decide again when the method is updated (or at the plan's next ask).
+    WaitForUpdate,
+}
+
+/// Declines by which the payer told the merchant to stop: no ask for a new method either.
+fn payer_said_stop(d: DeclineCode) -> bool {
+    matches!(d, DeclineCode::RevocationOfAuthorization | DeclineCode::RevocationOfAllAuthorizations | DeclineCode::StopPaymentOrder | DeclineCode::DoNotTryAgain)
+}
+
 /// The engine's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub action: Action,
+    /// What to do next (retry, stop, ask, wait).
+    pub next: NextStep,
     /// The chosen retry (`None` when not retrying).
     pub chosen: Option<Slot>,
     /// Channel to ask the payer through (for a new payment method when not
@@ -448,8 +479,9 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let confidence = state.payday().confidence;
     let not_retrying = |reasons: Vec<Reason>, scored, removed| Decision {
         action: Action::DoNotRetry,
+        next: NextStep::Stop,
         chosen: None,
-        ask_channel: Some(ask),
+        ask_channel: None,
         ask: None,
         p_recovery: 0.0,
         planned_retries: 0,
@@ -469,10 +501,14 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         if last.decline.class() == DeclineClass::Hard {
             reasons.insert(0, reason("hard_decline", format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str())));
         }
+        if req.attempts.iter().any(|a| payer_said_stop(a.decline)) {
+            reasons.push(reason("stop", "the payer (or the bank for them) revoked the authorization or asked to stop: no retry and no ask"));
+            return Ok(not_retrying(reasons, 0, 0));
+        }
         let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &earlier, &evidence, messages_before)).flatten();
         let Some((plan, p_recovery)) = plan else {
             reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
-            return Ok(not_retrying(reasons, 0, 0));
+            return Ok(Decision { next: NextStep::AskForPaymentMethod, ask_channel: Some(ask), ..not_retrying(reasons, 0, 0) });
         };
         let pct = |x: f64| 100.0 * x;
         if plan.channel == Channel::None {
@@ -498,8 +534,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
                 ),
             ));
         }
+        // Ask now only when the plan's first ask is due now; a later one is a wait.
+        let ask_now = plan.channel != Channel::None && plan.send_at <= req.now + Duration::hours(1);
         return Ok(Decision {
-            ask_channel: (plan.channel != Channel::None).then_some(plan.channel),
+            next: if ask_now { NextStep::AskForPaymentMethod } else { NextStep::WaitForUpdate },
+            ask_channel: ask_now.then_some(plan.channel),
             p_recovery,
             ask: Some(plan),
             ..not_retrying(reasons, 0, 0)
@@ -648,7 +687,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
             _ => send_time(start + Duration::hours(hour)).with_timezone(&tz).hour(),
         };
-        let message_quiet = c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
+        let message_quiet = c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
         let hour_odds = model.odds_against(hour_logit, true);
         let valued_odds = if kappa > 0.0 { model.odds_against(hour_logit - kappa * time_var.max(0.0).sqrt(), true) } else { hour_odds };
         for &(ch, channel_logit, channel_odds, message_cost, attrition) in &channels {
@@ -798,6 +837,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slot(&slots[i])).collect();
     Ok(Decision {
         action: Action::Retry,
+        next: NextStep::Retry,
         chosen: Some(chosen),
         ask_channel: None,
         ask: None,
@@ -857,7 +897,7 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     let window_end = req.attempts[0].at + Duration::days(cfg.dunning_window_days);
     let latest = c.latest.map_or(window_end, |l| l.min(window_end));
     let tz = req.facts.timezone;
-    let quiet = |t: DateTime<Utc>| c.quiet_hours.is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
+    let quiet = |t: DateTime<Utc>| c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
     let mut t = [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");
     let mut times = Vec::new();
     while times.len() < 64 {
@@ -1164,7 +1204,7 @@ mod tests {
         let mut req = request();
         req.attempts[0].decline = DeclineCode::ExpiredCard;
         req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
-        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, channel_pessimism: 0.0, ..Default::default() };
+        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, channel_pessimism: 0.0, message_quiet_hours: None, ..Default::default() };
         // Messages that lose nobody and cost nothing: ask on the most responsive channel at
         // every opportunity, once a day from now to the end of the window.
         let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
@@ -1212,7 +1252,26 @@ mod tests {
 
         // A model without an ask response: no plan, the channel suggestion as before.
         let d = decide(&model(), &free, &req, (0.5, 0.5)).expect("decides");
-        assert_eq!((d.ask, d.ask_channel), (None, Some(Channel::Email)));
+        assert_eq!((d.ask, d.ask_channel, d.next), (None, Some(Channel::Email), NextStep::AskForPaymentMethod));
+
+        // By default no ask goes out in the payer's night (21:00–8:00 local): one due at
+        // 07:25 Chicago time waits for 08:00.
+        let night = decide(&fatigue, &EngineConfig { message_quiet_hours: Some((21, 8)), ..impatient.clone() }, &asked, (0.5, 0.5)).expect("decides");
+        let plan = night.ask.expect("a plan");
+        assert_eq!(plan.send_at.with_timezone(&chrono_tz::America::Chicago).hour(), 8, "{plan:?}");
+        // Not due now: a wait, with no channel to ask on yet.
+        assert_eq!((night.next, night.ask_channel), (NextStep::WaitForUpdate, None));
+
+        // The payer told the merchant to stop: no retry and no ask.
+        let mut revoked = req.clone();
+        revoked.attempts[0].decline = DeclineCode::RevocationOfAuthorization;
+        let d = decide(&model(), &free, &revoked, (0.5, 0.5)).expect("decides");
+        assert_eq!((d.next, d.ask_channel), (NextStep::Stop, None));
+        // A stolen card: ask for a new payment method.
+        let mut stolen = req.clone();
+        stolen.attempts[0].decline = DeclineCode::StolenCard;
+        let d = decide(&model(), &free, &stolen, (0.5, 0.5)).expect("decides");
+        assert_eq!((d.action, d.next, d.ask_channel), (Action::DoNotRetry, NextStep::AskForPaymentMethod, Some(Channel::Email)));
 
         // Valued pessimistically, each response rate is two standard errors lower, and a
         // channel the history never randomized (valued at the others' mean) gets no ask.

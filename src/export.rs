@@ -144,7 +144,9 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
     // did so updated, and then as the engine retries an updated method.
     let last = req.attempts.last().expect("validated");
     let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
-    let Some(ask) = d.ask_channel.filter(|c| *c != Channel::None && last.decline.class() == DeclineClass::NeedsUpdate && !hard && !req.payment_method_updated) else {
+    // Asking now, or at the plan's later opportunity (a wait until then).
+    let planned = d.ask_channel.or_else(|| d.ask.as_ref().map(|a| a.channel));
+    let Some(ask) = planned.filter(|c| *c != Channel::None && last.decline.class() == DeclineClass::NeedsUpdate && !hard && !req.payment_method_updated) else {
         return Ok(stop);
     };
     let failed_at = req.attempts.iter().find(|a| a.decline.class() == DeclineClass::NeedsUpdate).map_or(last.at, |a| a.at);

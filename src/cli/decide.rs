@@ -195,7 +195,13 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             println!("  P(success) {:.3}, P(recovery over the window) {:.3}, expected value {:.1} minor units, propensity {:.3}", s.p_success, d.p_recovery, s.expected_value, d.propensity);
         }
         _ => {
-            println!("DO_NOT_RETRY");
+            let next = match d.next {
+                crate::engine::NextStep::Stop => "stop for good",
+                crate::engine::NextStep::AskForPaymentMethod => "ask for a new payment method now",
+                crate::engine::NextStep::WaitForUpdate => "wait for the payer to update the payment method",
+                crate::engine::NextStep::Retry => "retry",
+            };
+            println!("DO_NOT_RETRY: {next}");
             match (&d.ask, d.ask_channel) {
                 (Some(a), Some(c)) => {
                     println!("  ask for a new payment method by {} at {}", <&str>::from(c), a.send_at.to_rfc3339());
@@ -203,6 +209,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                         "  P(update) {:.3}, then P(success) {:.3}; P(payer cancels) {:.3}; P(recovery over the window) {:.3}; value {:.1} vs {:.1} without asking; {} asks planned",
                         a.p_update, a.p_success_after, a.attrition, d.p_recovery, a.value, a.value_without_asking, a.planned_asks
                     );
+                }
+                (Some(a), None) if a.channel != crate::domain::Channel::None => {
+                    println!("  next ask by {} at {} (not yet: decide again then, or when the method is updated)", <&str>::from(a.channel), a.send_at.to_rfc3339())
                 }
                 (Some(a), None) => println!("  do not ask: no ask is worth it (waiting for the payer is worth {:.1})", a.value_without_asking),
                 (None, Some(c)) => println!("  ask for a new payment method by {}", <&str>::from(c)),

@@ -14,7 +14,7 @@ use crate::domain::{BillingInterval, Channel};
 pub const PRESETS: &[(&str, &str)] = &[
     ("default", "the default world and its randomized logging policy (retries needs-update payments only after an update, logs propensities)"),
     ("careless-log", "a log that retries needs-update payments whether or not the payer updated, at other delays, with a random message before each retry and no propensities"),
-    ("fixed-log", "a log from a plain fixed schedule (days 3, 7, 14, no jitter, an email before every retry): little randomization, no `none` channel"),
+    ("fixed-log", "a log from a plain fixed schedule (days 1, 3, 5, 7, 10, 14 at ±2 h, an email before every retry): little randomization, no `none` channel"),
     ("bills", "money is driven by bills on the 1st and the 15th, not by pay day: the pay-day structure the features assume is absent"),
     ("top-ups", "acting on a message tops up funds but never updates an expired card: asks do not work, only card updaters do"),
     ("weekly", "a US-only population on weekly plans (weekly and biweekly pay schedules dominate)"),
@@ -34,8 +34,8 @@ pub fn preset(name: &str) -> Option<WorldConfig> {
             w.logging.channel_probabilities = vec![(Channel::None, 0.25), (Channel::Email, 0.45), (Channel::Sms, 0.2), (Channel::Push, 0.1)];
         }
         "fixed-log" => {
-            w.logging.retry_days = vec![3, 7, 14];
-            w.logging.jitter_hours = 0;
+            w.logging.retry_days = vec![1, 3, 5, 7, 10, 14];
+            w.logging.jitter_hours = 2;
             w.logging.channel_probabilities = vec![(Channel::Email, 1.0)];
         }
         "bills" => w.behaviour.funds = FundsModel::Bills { days: vec![1, 15], bite: 0.5 },
