@@ -188,20 +188,26 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     assert!(!r.alternatives.is_empty() && r.alternatives.iter().all(|a| a.value <= r.alternatives[0].value + 1e-9));
     assert!(r.reasons.iter().any(|x| x.code == "best_expected_value"));
 
-    // Hard declines: never scheduled, the reason says so, and a channel to ask for a new method.
+    // Hard declines: never scheduled, the reason says so, and a channel to ask for a new
+    // method; unless the payer said stop, which asks for nothing.
     for code in ["stolen_card", "lost_card", "fraudulent", "pickup_card", "do_not_try_again"] {
         let r = s.client.decide(request("visa", code)).await.expect("decides").into_inner();
         assert_eq!(r.action, v1::Action::DoNotRetry as i32, "{code}");
         assert!(r.retry_at.is_none());
         assert!(r.reasons.iter().any(|x| x.code == "hard_decline"), "{code}: {:?}", r.reasons);
-        assert_ne!(r.ask_channel, v1::Channel::Unspecified as i32);
+        if code == "do_not_try_again" {
+            assert_eq!((r.next_step, r.ask_channel), (v1::NextStep::Stop as i32, v1::Channel::Unspecified as i32), "{code}");
+        } else {
+            assert_eq!(r.next_step, v1::NextStep::AskForPaymentMethod as i32, "{code}");
+            assert_ne!(r.ask_channel, v1::Channel::Unspecified as i32);
+        }
     }
 
     // An expired card: no retry until the payer updates it; the shipped model values the ask.
     let r = s.client.decide(request("visa", "expired_card")).await.expect("decides").into_inner();
     assert_eq!(r.action, v1::Action::DoNotRetry as i32);
     let plan = r.ask.expect("the shipped model has an ask response: a valued plan");
-    assert_eq!(plan.channel, r.ask_channel);
+    assert_eq!((plan.channel, r.next_step), (r.ask_channel, v1::NextStep::AskForPaymentMethod as i32));
     assert!(plan.channel != v1::Channel::None as i32 && plan.p_update > 0.05 && plan.p_success_after > 0.0 && plan.planned_asks >= 1, "{plan:?}");
     assert!(plan.value > plan.value_without_asking && r.p_recovery > 0.0, "{plan:?}");
     assert!(r.reasons.iter().any(|x| x.code == "ask_for_new_payment_method"), "{:?}", r.reasons);
