@@ -83,6 +83,9 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
     if let (Some(a), Some(b)) = (s.first_attempt, s.last_attempt) {
         writeln!(out, "  from       {a}\n  to         {b}")?;
     }
+    if l.pages_verified + l.pages_without_checksum > 0 {
+        writeln!(out, "  Parquet pages: {} checked against their CRC-32, {} carry no checksum (their writer stored none)", l.pages_verified, l.pages_without_checksum)?;
+    }
     writeln!(out, "  failed payments {} · recovered {} ({:.1} %)", s.failed_payments, s.recovered_payments,
         pct(s.recovered_payments, s.failed_payments))?;
     writeln!(out, "outcomes:")?;

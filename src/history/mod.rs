@@ -8,6 +8,7 @@
 //! column and value, or — with `skip_bad_rows` — goes to a reject file and is
 //! counted.
 
+pub mod checksum;
 pub mod csv;
 
 use std::collections::{BTreeMap, HashMap};
@@ -133,6 +134,9 @@ pub enum LoadError {
     /// A CSV file whose header cannot be read.
     #[error("{}: {message}", path.display())]
     CsvHeader { path: PathBuf, message: String },
+    /// A Parquet page whose checksum or structure does not check out.
+    #[error("{0}")]
+    Corrupt(Box<checksum::Corrupt>),
 }
 
 /// How to load.
@@ -182,6 +186,10 @@ pub struct LoadReport {
     pub derived_decline_codes: u64,
     /// Rows whose time zone was derived from the country.
     pub defaulted_timezones: u64,
+    /// Parquet pages whose CRC-32 matched.
+    pub pages_verified: u64,
+    /// Parquet pages whose writer stored no checksum (polars writes none): not verifiable.
+    pub pages_without_checksum: u64,
 }
 
 /// A loaded, validated history: attempts grouped by payment, in attempt order.
@@ -364,6 +372,10 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
         let kind = file_kind(file).ok_or_else(|| LoadError::UnsupportedFile { path: file.clone() })?;
         let rows = match kind {
             FileKind::Parquet => {
+                // Pages first: polars would decode a page with flipped bits without a word.
+                let pages = checksum::verify(file).map_err(|e| LoadError::Corrupt(Box::new(e)))?;
+                loader.report.pages_verified += pages.verified;
+                loader.report.pages_without_checksum += pages.without_checksum;
                 // Slice by slice: only one slice of the decoded file is in memory at a time.
                 let (rows, keep) = parquet_layout(file, &mut loader.unknown_columns)?;
                 let slice = opts.parquet_slice_rows.unwrap_or(PARQUET_SLICE_ROWS).max(1);

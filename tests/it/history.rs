@@ -393,3 +393,16 @@ fn times_outside_1970_to_2200_and_unknown_currencies_are_rejected() {
     expect_rejected("attempted_at", "9999-03-01T09:00:00Z", "outside the accepted range");
     expect_rejected("currency", "ZZZ", "ISO 4217");
 }
+
+#[test]
+fn parquet_pages_with_checksums_are_verified_and_a_flipped_page_is_refused() {
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checksummed.parquet");
+    let h = load(&fixture, &strict()).expect("an intact checksummed file loads");
+    assert!(h.report.pages_verified > 20 && h.report.pages_without_checksum == 0, "{:?}", h.report);
+    let mut bytes = std::fs::read(&fixture).unwrap();
+    bytes[3000] ^= 0x10;
+    let (_dir, path) = temp_file("flipped.parquet");
+    std::fs::write(&path, &bytes).unwrap();
+    let err = load(&path, &strict()).expect_err("a flipped page is refused").to_string();
+    assert!(err.contains("corrupt Parquet page") && err.contains("CRC-32") && err.contains("column `"), "{err}");
+}
