@@ -19,6 +19,11 @@
 //! Settings (environment): RECOUP_LOAD_SECONDS (10), RECOUP_LOAD_RATE (15000),
 //! RECOUP_LOAD_CLIENTS (4), RECOUP_LOAD_STREAMS (16 per client: at most
 //! 64 calls in flight, as a billing platform's worker pool would keep).
+//! RECOUP_BENCH_TLS=1 serves TLS (a self-signed certificate made with the
+//! openssl command) and drives it over https; RECOUP_BENCH_AUTH=1 requires a
+//! bearer token and sends it; RECOUP_BENCH_BIN=PATH benches another build of
+//! `recoup` (e.g. the previous release, for an A/B on the same machine state;
+//! it must take the same flags).
 
 mod common;
 
@@ -57,17 +62,19 @@ struct Run {
 }
 
 /// The load shape shared by every run.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Load {
     port: u16,
     seconds: u64,
     clients: u64,
     streams: u64,
+    tls: bool,
+    token: Option<String>,
 }
 
 /// Run h2load against `path` with the framed body `body`; `rps` per client if given.
 fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Option<u64>) -> Run {
-    let Load { port, seconds, clients, streams } = *load;
+    let Load { port, seconds, clients, streams, .. } = *load;
     let log = std::env::temp_dir().join(format!("recoup-h2load-{}-{name}.log", std::process::id()));
     let mut cmd = Command::new("h2load");
     cmd.args(["-t", "1", "-c", &clients.to_string(), "-m", &streams.to_string()])
@@ -79,7 +86,10 @@ fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Opti
     if let Some(r) = rps {
         cmd.arg(format!("--rps={r}"));
     }
-    cmd.arg(format!("http://127.0.0.1:{port}{path}"));
+    if let Some(token) = &load.token {
+        cmd.args(["-H", &format!("authorization: Bearer {token}")]);
+    }
+    cmd.arg(format!("{}://127.0.0.1:{port}{path}", if load.tls { "https" } else { "http" }));
     let out = cmd.output().expect("h2load runs (apt-get install -y nghttp2-client)");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "h2load failed: {text}{}", String::from_utf8_lossy(&out.stderr));
@@ -141,11 +151,33 @@ fn main() {
 
     let (port, metrics_port) = (free_port(), free_port());
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let bin = std::env::var("RECOUP_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_recoup").to_string());
+    let tls = std::env::var("RECOUP_BENCH_TLS").is_ok_and(|v| v == "1");
+    let auth = std::env::var("RECOUP_BENCH_AUTH").is_ok_and(|v| v == "1");
+    let mut serve = Command::new(&bin);
+    serve.args(["-q", "serve", "--echo-service", "--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")]).arg("--models").arg(&models);
+    if tls {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl makes the bench's self-signed certificate");
+        assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+        serve.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    }
+    let token = auth.then(|| {
+        let token = "rcp_bench_token".to_string();
+        use sha2::Digest;
+        let file = dir.join("tokens.toml");
+        std::fs::write(&file, format!("[[token]]\nname = \"bench\"\nsha256 = \"{}\"\nscopes = [\"decide\"]\n", hex::encode(sha2::Sha256::digest(token.as_bytes())))).expect("tokens file");
+        serve.arg("--tokens").arg(&file).args(["--anonymous-scopes", "none"]);
+        token
+    });
     let server = Server(
-        Command::new(env!("CARGO_BIN_EXE_recoup"))
-            .args(["-q", "serve", "--echo-service", "--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .arg("--models")
-            .arg(&models)
+        serve
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -157,7 +189,8 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let load = Load { port, seconds, clients, streams };
+    println!("server: {bin}{}{}", if tls { ", TLS" } else { "" }, if auth { ", bearer token required" } else { "" });
+    let load = Load { port, seconds, clients, streams, tls, token };
     let echo = h2load("echo", &load, "/recoup.bench.v1.Echo/Echo", &echo_body, None);
     let max = h2load("decide-max", &load, "/recoup.v1.RetryDecider/Decide", &decide_body, None);
     let fixed = h2load(&format!("decide-at-{rate}"), &load, "/recoup.v1.RetryDecider/Decide", &decide_body, Some(rate.div_ceil(clients)));

@@ -1,0 +1,83 @@
+//! The zoo benchmark (#20): for every preset world, train on that world's own
+//! log (world seed 3), then dunn the failed payments of another draw of the
+//! same world (seed 11) with the fixed schedules — the four shipped ones, each
+//! with and without an email before every retry — the learned policy and the
+//! oracle. Prints per world: the best fixed schedule, the learned policy's net
+//! per payment, its share of the oracle's uplift over the best fixed schedule
+//! (paired-bootstrap 95 % interval: above 0 means it nets more than the best
+//! fixed schedule), rule violations, and the calibration of the retries it
+//! chose (ECE: all, first retries, later retries). Release build:
+//!
+//!     cargo bench --bench zoo        # RECOUP_ZOO_PAYERS=20000 (log), RECOUP_ZOO_CASES=20000 (backtest payers)
+
+mod common;
+
+use std::path::Path;
+use std::time::Instant;
+
+use recoup::backtest::{self, Learned, Lineup, Oracle, Schedule, Strategy};
+use recoup::domain::Channel;
+use recoup::sim::{generate, zoo, World};
+
+fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    let (payers, cases_payers) = (env("RECOUP_ZOO_PAYERS", 20_000), env("RECOUP_ZOO_CASES", 20_000));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench");
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let mut schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
+    let quiet: Vec<Schedule> = schedules.iter().map(|s| Schedule { name: format!("{} (no message)", s.name), channel: Channel::None, ..s.clone() }).collect();
+    schedules.extend(quiet);
+    println!("zoo: logs of {payers} payers × 12 months (seed 3); backtests on the first failures of {cases_payers} payers (seed 11); 8 fixed schedules\n");
+    println!("{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}", "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs");
+    for (name, _) in zoo::PRESETS {
+        let t0 = Instant::now();
+        let cfg = zoo::preset(name).expect("preset");
+        let log = dir.join(format!("{name}.parquet"));
+        let mut df = generate::chunk(&World::new(cfg.clone(), 3, 12), 0..payers).to_frame().expect("frame");
+        polars::prelude::ParquetWriter::new(std::fs::File::create(&log).expect("create")).finish(&mut df).expect("write");
+        let models = dir.join(format!("models-{name}"));
+        let _ = std::fs::remove_dir_all(&models);
+        let job = recoup::cli::train::Job {
+            history: log.clone(),
+            out: models.clone(),
+            version: Some("zoo".into()),
+            promote: true,
+            cfg: recoup::train::TrainConfig::default(),
+            export_features: None,
+            load: recoup::history::LoadOptions::default(),
+        };
+        recoup::cli::train::to_registry(&job, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
+        let (version, model) = recoup::registry::load_current(&models).expect("the trained version loads");
+        let world = World::new(cfg, 11, 12);
+        let cases = backtest::cases(&world, 0..cases_payers);
+        let learned = Learned { model, version, cfg: recoup::engine::EngineConfig::default(), channels: Vec::new() };
+        let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();
+        strategies.extend([&learned as &dyn Strategy, &Oracle]);
+        let out = backtest::run_all(&world, &cases, &strategies, &|_| {});
+        let n = schedules.len();
+        let lineup = Lineup { names: strategies.iter().map(|s| s.name()).collect(), fixed: (0..n).collect(), oracle: Some(n + 1) };
+        let sums = backtest::summarize(&lineup, &out, 500, 1);
+        let best = (0..n).max_by(|a, b| sums[*a].net_per_payment.value.total_cmp(&sums[*b].net_per_payment.value)).unwrap_or(0);
+        let l = &sums[n];
+        let share = l.oracle_uplift_share.map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
+        let cal = backtest::chosen_calibration(&out[n]);
+        let ece = |seg: &str| cal.iter().find(|c| c.segment == seg).map_or(f64::NAN, |c| c.ece);
+        println!(
+            "{:<13} {:<30} {:>9.1} {:>9.1} {:>16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>6.0}",
+            name,
+            sums[best].strategy,
+            sums[best].net_per_payment.value,
+            l.net_per_payment.value,
+            share,
+            l.rule_violations,
+            ece("all"),
+            ece("first retry"),
+            ece("later retries"),
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    println!("\npeak RSS {:.0} MiB", common::vm_hwm_mib());
+}
