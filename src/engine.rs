@@ -207,7 +207,7 @@ pub struct EngineConfig {
     pub horizon_hours: i64,
     /// Local hours `[start, end)` in which no message or ask is sent when the
     /// request gives no quiet hours of its own (retries without a message are
-    /// not affected); `None`: messages at any hour.
+    /// not affected); `[0, 0]` (or `None`): messages at any hour.
     pub message_quiet_hours: Option<(u32, u32)>,
     /// Standard deviations of the time terms' uncertainty a candidate's logit is
     /// valued below its estimate (a lower confidence bound; 0: valued at the estimate).

@@ -10,7 +10,7 @@
 //! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
 //! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
 //! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
-//! - [`sim`]: the simulated payment world with ground truth; runs any policy, writes history.
+//! - [`sim`]: the simulated payment world with ground truth; runs any policy, writes history; the zoo of worlds.
 //! - [`payday`]: pay-schedule inference from funds declines and recoveries.
 //! - [`support`]: where the training log holds evidence; the engine decides only there.
 //! - [`features`]: the one feature definition shared by training and scoring.
@@ -30,7 +30,7 @@
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
 //! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
-//! - [`serve`]: the tonic gRPC service: health, reflection, load shedding, hot reload, metrics.
+//! - [`serve`]: the gRPC service: connections and TLS, the guard (access, deadlines, panics, metrics), handlers, hot reload.
 //! - [`cli`]: the `recoup` subcommands.
 
 pub mod api;
