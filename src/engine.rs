@@ -619,7 +619,6 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // attrition, for the look-ahead.
     let mut hour_best = vec![f64::NEG_INFINITY; (last_hour + 1).max(0) as usize];
     let mut hour_best_p = vec![0.0f64; hour_best.len()];
-    let mut hour_best_p_valued = vec![0.0f64; hour_best.len()];
     let mut hour_best_a = vec![0.0f64; hour_best.len()];
     for hour in 0..=last_hour {
         let t = start_ts + 3600 * hour;
@@ -711,14 +710,15 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
                 p
             };
             // The message is paid for; the retry happens only if the payer stays.
-            let ev = (1.0 - attrition) * (discount * p_valued * amount - cfg.attempt_cost_minor) - message_cost;
-            if ev > hour_best[hour as usize] {
-                hour_best[hour as usize] = ev;
+            // Reported at the estimate, ranked at the lower bound.
+            let ev = (1.0 - attrition) * (discount * p * amount - cfg.attempt_cost_minor) - message_cost;
+            let ev_valued = (1.0 - attrition) * (discount * p_valued * amount - cfg.attempt_cost_minor) - message_cost;
+            if ev_valued > hour_best[hour as usize] {
+                hour_best[hour as usize] = ev_valued;
                 hour_best_p[hour as usize] = p;
-                hour_best_p_valued[hour as usize] = p_valued;
                 hour_best_a[hour as usize] = attrition;
             }
-            slots.push(Scored { hour, channel: ch, p, p_valued, attrition, ev, value: ev });
+            slots.push(Scored { hour, channel: ch, p, p_valued, attrition, ev, value: ev_valued });
         }
     }
     let removed_total: usize = removed.iter().map(|r| r.2).sum();
@@ -739,7 +739,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         (later_best[h], later_at[h]) = if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
     }
     for s in &mut slots {
-        s.value = s.ev + (1.0 - s.attrition) * (1.0 - s.p_valued) * later_best[(s.hour as usize + 24).min(hour_best.len())];
+        s.value += (1.0 - s.attrition) * (1.0 - s.p_valued) * later_best[(s.hour as usize + 24).min(hour_best.len())];
     }
     let scored = slots.len();
     // Best first; ties go to the earlier time, then the cheaper channel (a total order,
