@@ -262,11 +262,15 @@ impl EngineConfig {
     /// Refuse settings no decision can be made with, naming the field.
     pub fn validate(&self) -> Result<(), String> {
         let bad = |field: &str, why: &str| Err(format!("{field}: {why}"));
-        if self.horizon_hours < 1 {
-            return bad("horizon_hours", "must be at least 1");
+        // Upper bounds keep every time the engine adds inside chrono's range.
+        if !(1..=24 * 366).contains(&self.horizon_hours) {
+            return bad("horizon_hours", "must be 1..=8784 (a year)");
         }
-        if self.dunning_window_days < 1 {
-            return bad("dunning_window_days", "must be at least 1");
+        if !(1..=366).contains(&self.dunning_window_days) {
+            return bad("dunning_window_days", "must be 1..=366");
+        }
+        if self.message_lead_hours > 24 * 7 || self.ask_spacing_hours > 24 * 90 || self.rules.min_spacing_minutes.unsigned_abs() > 60 * 24 * 90 {
+            return bad("message_lead_hours / ask_spacing_hours / rules.min_spacing_minutes", "must be at most a week / 90 days / 90 days");
         }
         if !(self.attempt_cost_minor >= 0.0 && self.attempt_cost_minor.is_finite()) {
             return bad("attempt_cost_minor", "must be a non-negative number");

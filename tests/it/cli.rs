@@ -166,6 +166,11 @@ fn engine_settings_out_of_range_are_refused_naming_the_field() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("engine.toml").and(predicate::str::contains("channel_pessimism: must be a non-negative")));
+    // Windows past chrono's range (the engine adds them to times) and bad quiet hours.
+    for (toml, field) in [("dunning_window_days = 1000000000\n", "dunning_window_days"), ("horizon_hours = 99999999\n", "horizon_hours"), ("message_quiet_hours = [25, 3]\n", "message_quiet_hours"), ("support_pessimism = -1\n", "support_pessimism")] {
+        std::fs::write(&path, toml).unwrap();
+        recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().failure().stderr(predicate::str::contains(field));
+    }
     std::fs::write(&path, "channel_pessimism = 0\n").unwrap();
     recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().success();
 }
