@@ -429,8 +429,14 @@ impl Forecaster {
     /// The calibrated forecast of one open payment.
     pub fn forecast(&self, req: &Request) -> Result<Forecast, InvalidField> {
         let mut f = forecast(&self.model, &self.cfg, req, &self.updates)?;
-        let class = req.attempts.last().expect("validated").decline.class();
-        f.p_recovery = self.calibration.apply(class, f.p_recovery_model, days_since(req.attempts[0].at, req.now));
+        let Some(last) = req.attempts.last() else { return Ok(f) };
+        // A stop is a stop: nothing recoup schedules or asks for can recover it, so it
+        // forecasts 0 (the reason says why), not the calibration's rate at 0.
+        f.p_recovery = match f.next {
+            Next::Stop => 0.0,
+            _ => self.calibration.apply(last.decline.class(), f.p_recovery_model, days_since(req.attempts[0].at, req.now)).clamp(0.0, 1.0),
+        };
+        f.p_recovery_model = f.p_recovery_model.clamp(0.0, 1.0);
         Ok(f)
     }
 }

@@ -112,7 +112,10 @@ fn export_writes_payments_and_segments_that_agree() {
         match action.get(i).unwrap() {
             "retry" => assert!(retry_at.physical().get(i).unwrap() <= window_end.physical().get(i).unwrap()),
             "ask_for_update" => assert_eq!(class.get(i), Some("needs_update")),
-            "stop" => assert!(retry_at.physical().get(i).is_none()),
+            "stop" => {
+                assert!(retry_at.physical().get(i).is_none());
+                assert_eq!(pr, 0.0, "a stop row forecasts no recovery");
+            }
             other => panic!("next_action {other}"),
         }
         if class.get(i) == Some("hard") {
