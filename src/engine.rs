@@ -773,14 +773,39 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let (explore, pick) = random;
     let chosen_ix = if explore < eps { near[((pick * k as f64) as usize).min(k - 1)] } else { order[0] };
     let propensity = if chosen_ix == order[0] { 1.0 - eps + eps / k as f64 } else { eps / k as f64 };
+    let explored = chosen_ix != order[0];
     let slot = |s: &Scored| {
         let retry_at = start + Duration::hours(s.hour);
         let send_at = (s.channel != Channel::None).then(|| send_time(retry_at));
         Slot { retry_at, channel: s.channel, send_at, p_success: s.p, attrition: s.attrition, expected_value: s.ev, value: s.value }
     };
+    // Hours the model cannot tell apart (the same P, channel and attrition in a run of
+    // consecutive hours, valued within 1 % of each other) would all go to the run's
+    // first hour, the edge of a coarse local-hour bucket, only because of the delay
+    // discount: pick within the run by a hash of the payment instead.
+    let chosen_ix = if chosen_ix == order[0] {
+        let c = slots[chosen_ix];
+        let mut run = vec![chosen_ix];
+        while let Some(i) = slots.iter().position(|s| s.hour == c.hour + run.len() as i64 && s.channel == c.channel && s.p == c.p && s.attrition == c.attrition && s.value >= 0.99 * c.value) {
+            run.push(i);
+        }
+        if run.len() > 1 {
+            use std::hash::{BuildHasher, Hash, Hasher};
+            let mut h = foldhash::fast::FixedState::with_seed(0x706c6174).build_hasher();
+            req.payment_id.hash(&mut h);
+            req.attempts.len().hash(&mut h);
+            let k = (h.finish() % run.len() as u64) as usize;
+            reasons.push(reason("plateau", format!("{} consecutive hours score alike (the model cannot tell them apart): hour {} of them, by the payment's hash, not the earliest", run.len(), k + 1)));
+            run[k]
+        } else {
+            chosen_ix
+        }
+    } else {
+        chosen_ix
+    };
     let picked = slots[chosen_ix];
     let chosen = slot(&picked);
-    if chosen_ix != order[0] {
+    if explored {
         reasons.push(reason("explored", format!("exploring a near-best alternative (exploration rate {:.0} %)", eps * 100.0)));
     } else {
         reasons.push(reason("best_expected_value", format!("highest expected value of {scored} allowed candidates")));
@@ -1113,6 +1138,21 @@ mod tests {
     }
 
     #[test]
+    fn hours_the_model_cannot_tell_apart_do_not_all_go_to_the_earliest() {
+        let (m, req) = (model(), request());
+        let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+        let mut hours = std::collections::BTreeSet::new();
+        for i in 0..40 {
+            let r = Request { payment_id: format!("inv_{i}"), ..req.clone() };
+            let d = decide(&m, &cfg, &r, (0.5, 0.5)).expect("decides");
+            if d.reasons.iter().any(|x| x.code == "plateau") {
+                hours.insert(d.chosen.expect("a retry").retry_at);
+            }
+        }
+        assert!(hours.len() > 1, "every payment went to {hours:?}");
+    }
+
+    #[test]
     fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
         let (m, req) = (model(), request());
         let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
@@ -1134,9 +1174,17 @@ mod tests {
         }
         // 07:00 local is allowed for the retry, but its message would go out at 06:00.
         assert!(d.reasons.iter().any(|r| r.code == "constraint:quiet_hours_message"), "{:?}", d.reasons);
-        // Best first, by the look-ahead value; ties by time then channel.
-        for w in all.windows(2) {
+        // Alternatives best first, by the look-ahead value; ties by time then channel. The
+        // chosen slot is the best, or another hour of its plateau (same P, within 1 %).
+        for w in d.alternatives.windows(2) {
             assert!(w[0].value >= w[1].value, "{:?} before {:?}", w[0], w[1]);
+        }
+        let best = all.iter().map(|s| s.value).fold(f64::NEG_INFINITY, f64::max);
+        assert!(chosen.value >= 0.99 * best, "{chosen:?} vs best value {best}");
+        if chosen.value < best {
+            assert!(d.reasons.iter().any(|r| r.code == "plateau"), "{:?}", d.reasons);
+            let first = all.iter().find(|s| s.value == best).expect("the best");
+            assert_eq!((first.p_success, first.channel), (chosen.p_success, chosen.channel));
         }
         // The partial selection keeps exactly the head of the full order.
         let every = decide(&m, &EngineConfig { top_k: 100_000, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
