@@ -11,7 +11,8 @@
 //! 4. **Status codes** as Google's API design guide uses them: tonic answers a
 //!    body that is not valid protobuf with `INTERNAL` and an oversized message
 //!    with `OUT_OF_RANGE`; the caller sent them, so they become
-//!    `INVALID_ARGUMENT` and `RESOURCE_EXHAUSTED`.
+//!    `INVALID_ARGUMENT` and `RESOURCE_EXHAUSTED`; a request the client
+//!    abandoned mid-body (`UNKNOWN` from the HTTP/2 layer) is `CANCELLED`.
 //! 5. **Metrics**: every call is counted here with its final status, including
 //!    those refused, shed, timed out, undecodable or panicked.
 
@@ -163,7 +164,7 @@ fn status_of(resp: &http::Response<Body>) -> Code {
 /// Errors tonic raises before a handler runs, blamed on the server although the caller caused them.
 fn remap(resp: http::Response<Body>) -> http::Response<Body> {
     let code = status_of(&resp);
-    if code != Code::Internal && code != Code::OutOfRange {
+    if !matches!(code, Code::Internal | Code::OutOfRange | Code::Unknown) {
         return resp;
     }
     let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
@@ -172,6 +173,9 @@ fn remap(resp: http::Response<Body>) -> http::Response<Body> {
         Status::invalid_argument(format!("the request is not a valid message: {m}"))
     } else if code == Code::OutOfRange && m.contains("message length too large") {
         Status::resource_exhausted(format!("{m} (every service takes at most {} bytes)", crate::limits::MAX_MESSAGE_BYTES))
+    } else if code == Code::Unknown && (m.starts_with("h2 protocol error") || m.contains("error reading a body")) {
+        // The client reset the stream or closed the connection while sending the request.
+        Status::cancelled(format!("the client went away while sending the request: {m}"))
     } else {
         return resp;
     };
@@ -236,6 +240,8 @@ mod tests {
         assert_eq!(status_of(&r), Code::InvalidArgument);
         let r = remap(Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes").into_http());
         assert_eq!(status_of(&r), Code::ResourceExhausted);
+        let r = remap(Status::unknown("h2 protocol error: error reading a body from connection").into_http());
+        assert_eq!(status_of(&r), Code::Cancelled);
         let r = remap(Status::internal("something else").into_http());
         assert_eq!(status_of(&r), Code::Internal, "a real internal error stays one");
     }
