@@ -22,13 +22,13 @@ model; on any other address every call needs a token (--tokens) or a client cert
 TLS, --tls-client-ca), unless --anonymous-scopes says otherwise. Training (hyperswitch's trainer)\n\
 always needs a token with the admin scope. Make a token with `recoup token`.\n\n\
 Examples:\n\
-  recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n\
-  recoup token --name billing --scopes decide,read >> tokens.toml   # prints the token once, on stderr\n\
-  recoup serve --addr 0.0.0.0:50051 --tokens tokens.toml --tls-cert server.pem --tls-key server.key\n\
-  recoup serve --addr 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n\
-  recoup serve --tokens tokens.toml --train-history exports/ --promote-trained   # hyperswitch's trainer, admin only\n\
-  grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check\n\
-  curl -s 127.0.0.1:9464/metrics")]
+\x20 recoup serve                                   # models/CURRENT on 127.0.0.1:50051, metrics on :9464\n\
+\x20 recoup token --name billing --scopes decide,read >> tokens.toml   # prints the token once, on stderr\n\
+\x20 recoup serve --addr 0.0.0.0:50051 --tokens tokens.toml --tls-cert server.pem --tls-key server.key\n\
+\x20 recoup serve --addr 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n\
+\x20 recoup serve --tokens tokens.toml --train-history exports/ --promote-trained   # hyperswitch's trainer, admin only\n\
+\x20 grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check\n\
+\x20 curl -s 127.0.0.1:9464/metrics")]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "RECOUP_ADDR", default_value = "127.0.0.1:50051")]
