@@ -162,7 +162,13 @@ impl AskResponse {
         AskResponse {
             channels: vec![ChannelResponse { channel: Channel::Email, rate: PRIOR_EMAIL_RATE, se: 0.0, retries: 0 }],
             method: AskMethod::Prior,
-            notes: vec![reason, format!("fallback: the prior, {:.0} % per email ask, no response to other channels, no updates without an ask", 100.0 * PRIOR_EMAIL_RATE)],
+            notes: vec![
+                reason,
+                format!(
+                    "fallback: the prior, {:.0} % per email ask, no response to other channels, no updates without an ask",
+                    100.0 * PRIOR_EMAIL_RATE
+                ),
+            ],
             ..AskResponse::default()
         }
     }
@@ -171,7 +177,7 @@ impl AskResponse {
     fn check(&self) -> Result<(), String> {
         let p = |v: f64| (0.0..=1.0).contains(&v);
         for c in self.channels.iter().chain(&self.other) {
-            if !p(c.rate) || !(c.se.is_finite() && c.se >= 0.0) {
+            if !(p(c.rate) && c.se.is_finite() && c.se >= 0.0) {
                 return Err(format!("{}: rate {} ± {} is not a probability with a finite error", c.channel, c.rate, c.se));
             }
         }
@@ -193,10 +199,15 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         "needs-update payments' retries: {flagged} intervals with an update flag, {not_updated} of them ending without an update"
     )];
     let out = if flagged >= MIN_INTERVALS && not_updated >= MIN_NOT_UPDATED {
-        notes.push("the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into());
+        notes.push(
+            "the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into(),
+        );
         from_update_flags(&intervals, &mut notes)
     } else {
-        notes.push("no sign that the log retries needs-update payments before an update: share updated by the first retry, per randomized channel".into());
+        notes.push(
+            "no sign that the log retries needs-update payments before an update: share updated by the first retry, per randomized channel"
+                .into(),
+        );
         let r = selective_retries(h, attrition);
         if r.is_empty() {
             None
@@ -391,7 +402,9 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
             prop[c].1 += 1;
         }
         // Needs-update payments that had their first planned retry inside the history.
-        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) || p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) > end {
+        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate)
+            || p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) > end
+        {
             continue;
         }
         payments += 1;

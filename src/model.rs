@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::asks::AskResponse;
 use crate::attrition::Attrition;
 use crate::domain::Channel;
-use crate::features::{group_levels, PaymentState, DAY_GROUPS, N_FIXED, Schema, TimeLevels, SCHEMA};
+use crate::features::{group_levels, PaymentState, Schema, TimeLevels, DAY_GROUPS, N_FIXED, SCHEMA};
 use crate::support::Support;
 use crate::trees::{Bound, Forest};
 
@@ -63,7 +63,9 @@ pub const TREE_GROUPS: u32 = ((1u32 << crate::features::N_GROUPS) - 1) & !(1u32 
 /// A model that does not fit the code that loads it.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaMismatch {
-    #[error("model was trained with feature version {model}, this build computes version {code}; retrain with this build (`recoup train`)")]
+    #[error(
+        "model was trained with feature version {model}, this build computes version {code}; retrain with this build (`recoup train`)"
+    )]
     Version { model: u32, code: u32 },
     #[error("model's feature schema differs from this build's at column {index}: model has {model:?}, code has {code:?}; retrain with this build")]
     Column { index: usize, model: String, code: String },
@@ -150,7 +152,7 @@ impl SuccessModel {
             }
         }
         for c in self.asks.channels.iter().chain(&self.asks.other) {
-            if !rate(c.rate) || !(c.se.is_finite() && c.se >= 0.0) {
+            if !(rate(c.rate) && c.se.is_finite() && c.se >= 0.0) {
                 return bad(format!("asks.{}.rate/se", c.channel), if rate(c.rate) { c.se } else { c.rate }, "rate in [0, 1], se ≥ 0");
             }
         }
