@@ -6,7 +6,8 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["recoup/v1/recoup.proto", "recoup/bench/v1/echo.proto", "hyperswitch/recovery_decider.proto", "hyperswitch/trainer.proto"];
+    let protos =
+        ["recoup/v1/recoup.proto", "recoup/bench/v1/echo.proto", "hyperswitch/recovery_decider.proto", "hyperswitch/trainer.proto"];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

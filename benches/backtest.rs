@@ -21,7 +21,8 @@ fn main() {
     cases.truncate(want);
     assert_eq!(cases.len(), want, "not enough failed payments");
     let found = t0.elapsed();
-    let (version, model) = recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("shipped model");
+    let (version, model) =
+        recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("shipped model");
     let learned = Learned { model, version, cfg: recoup::engine::EngineConfig::default(), channels: Vec::new() };
     let schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
     let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();

@@ -38,11 +38,23 @@ pub fn readme_request() -> recoup::api::v1::DecideRequest {
             billing_interval: "month".into(),
             tenure_days: Some(400),
         }),
-        attempts: vec![recoup::api::v1::Attempt { attempted_at: ts("2026-11-20T14:05:00Z"), network_code: "51".into(), ..Default::default() }],
+        attempts: vec![recoup::api::v1::Attempt {
+            attempted_at: ts("2026-11-20T14:05:00Z"),
+            network_code: "51".into(),
+            ..Default::default()
+        }],
         past_payments: vec![recoup::api::v1::PastPayment {
             attempts: vec![
-                recoup::api::v1::PastAttempt { attempted_at: ts("2026-10-20T14:05:00Z"), outcome: "failed".into(), decline_code: "insufficient_funds".into() },
-                recoup::api::v1::PastAttempt { attempted_at: ts("2026-10-23T12:00:00Z"), outcome: "succeeded".into(), decline_code: String::new() },
+                recoup::api::v1::PastAttempt {
+                    attempted_at: ts("2026-10-20T14:05:00Z"),
+                    outcome: "failed".into(),
+                    decline_code: "insufficient_funds".into(),
+                },
+                recoup::api::v1::PastAttempt {
+                    attempted_at: ts("2026-10-23T12:00:00Z"),
+                    outcome: "succeeded".into(),
+                    decline_code: String::new(),
+                },
             ],
         }],
         now: ts("2026-11-20T14:06:00Z"),

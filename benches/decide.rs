@@ -34,7 +34,11 @@ fn requests() -> Vec<Request> {
                     country: "US".into(),
                     ..Default::default()
                 }),
-                attempts: vec![v1::Attempt { attempted_at: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }), decline_code: codes[i as usize % codes.len()].into(), ..Default::default() }],
+                attempts: vec![v1::Attempt {
+                    attempted_at: Some(prost_types::Timestamp { seconds: at.timestamp(), nanos: 0 }),
+                    decline_code: codes[i as usize % codes.len()].into(),
+                    ..Default::default()
+                }],
                 now: Some(prost_types::Timestamp { seconds: at.timestamp() + 60, nanos: 0 }),
                 ..Default::default()
             };
@@ -62,7 +66,9 @@ fn main() {
     // pay-day evidence, quiet hours, reasons and terms.
     let readme = common::readme_request();
     let clock = chrono::Utc::now();
-    c.bench_function("decide/api_readme_example", |b| b.iter(|| recoup::api::decide(&model, &version, &cfg, &readme, clock).expect("decides")));
+    c.bench_function("decide/api_readme_example", |b| {
+        b.iter(|| recoup::api::decide(&model, &version, &cfg, &readme, clock).expect("decides"))
+    });
     c.final_summary();
 
     let mut lat = Vec::with_capacity(20_000);
@@ -79,5 +85,11 @@ fn main() {
     }
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
-    println!("decide/in-process (model {version}, up to {scored} candidates): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; peak RSS {:.0} MiB", q(0.5), q(0.99), lat[lat.len() - 1], common::vm_hwm_mib());
+    println!(
+        "decide/in-process (model {version}, up to {scored} candidates): p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs; peak RSS {:.0} MiB",
+        q(0.5),
+        q(0.99),
+        lat[lat.len() - 1],
+        common::vm_hwm_mib()
+    );
 }

@@ -40,7 +40,8 @@ fn main() {
     let args = ["export", "--history", path.to_str().unwrap(), "--as-of", &as_of, "--out", out.to_str().unwrap(), "-q"];
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let t = Instant::now();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recoup")).args(args).arg("--models").arg(&models).spawn().expect("run recoup");
+    let mut child =
+        std::process::Command::new(env!("CARGO_BIN_EXE_recoup")).args(args).arg("--models").arg(&models).spawn().expect("run recoup");
     let mut peak_kib = 0u64;
     let status = loop {
         if let Some(s) = child.try_wait().expect("wait") {
@@ -91,7 +92,8 @@ fn build(world: &World, as_of: chrono::DateTime<chrono::Utc>, want: usize) -> Hi
             if made >= want {
                 break;
             }
-            let earlier: Vec<&[Attempt]> = by_customer[&p[0].customer].iter().copied().filter(|q| q[0].attempted_at < p[0].attempted_at).collect();
+            let earlier: Vec<&[Attempt]> =
+                by_customer[&p[0].customer].iter().copied().filter(|q| q[0].attempted_at < p[0].attempted_at).collect();
             let customer = CustomerIx(h.customer_ids.push(&format!("{}_c{copy}", base.customer_id(&p[0]))));
             for q in earlier.iter().rev().take(3).rev().chain(std::iter::once(p)) {
                 let payment = PaymentIx(h.payment_ids.push(&format!("{}_c{copy}", base.payment_id(&q[0]))));

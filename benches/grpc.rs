@@ -94,10 +94,20 @@ fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Opti
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "h2load failed: {text}{}", String::from_utf8_lossy(&out.stderr));
     // "finished in 10.00s, 14998.90 req/s, 4.26MB/s"
-    let rate = text.lines().find(|l| l.starts_with("finished in")).and_then(|l| l.split(", ").nth(1)).and_then(|r| r.trim_end_matches(" req/s").parse().ok()).unwrap_or(f64::NAN);
+    let rate = text
+        .lines()
+        .find(|l| l.starts_with("finished in"))
+        .and_then(|l| l.split(", ").nth(1))
+        .and_then(|r| r.trim_end_matches(" req/s").parse().ok())
+        .unwrap_or(f64::NAN);
     // "requests: 150000 total, 150000 started, 150000 done, 150000 succeeded, 0 failed, 0 errored, 0 timeout"
     let count = |what: &str| -> u64 {
-        text.lines().find(|l| l.starts_with("requests:")).and_then(|l| l.split(", ").find(|p| p.ends_with(what))).and_then(|p| p.split_whitespace().next()).and_then(|n| n.parse().ok()).unwrap_or(0)
+        text.lines()
+            .find(|l| l.starts_with("requests:"))
+            .and_then(|l| l.split(", ").find(|p| p.ends_with(what)))
+            .and_then(|p| p.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
     };
     let mut lat: Vec<f64> = std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -108,7 +118,15 @@ fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Opti
     let _ = std::fs::remove_file(&log);
     lat.sort_by(f64::total_cmp);
     let q = |p: f64| if lat.is_empty() { f64::NAN } else { lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)] };
-    Run { name: name.into(), rate, succeeded: count("succeeded"), failed: count("failed") + count("errored") + count("timeout"), p50_ms: q(0.5), p99_ms: q(0.99), max_ms: lat.last().copied().unwrap_or(f64::NAN) }
+    Run {
+        name: name.into(),
+        rate,
+        succeeded: count("succeeded"),
+        failed: count("failed") + count("errored") + count("timeout"),
+        p50_ms: q(0.5),
+        p99_ms: q(0.99),
+        max_ms: lat.last().copied().unwrap_or(f64::NAN),
+    }
 }
 
 /// The server's /metrics body.
@@ -139,7 +157,8 @@ fn main() {
         eprintln!("grpc bench: h2load not found; install it with `apt-get install -y nghttp2-client`");
         std::process::exit(1);
     }
-    let (seconds, rate, clients, streams) = (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 16));
+    let (seconds, rate, clients, streams) =
+        (env("RECOUP_LOAD_SECONDS", 10), env("RECOUP_LOAD_RATE", 15_000), env("RECOUP_LOAD_CLIENTS", 4), env("RECOUP_LOAD_STREAMS", 16));
     // Kept under target/ so a run can be repeated by hand with the h2load line printed below.
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/grpc-bench");
     std::fs::create_dir_all(&dir).expect("target/grpc-bench");
@@ -155,7 +174,18 @@ fn main() {
     let tls = std::env::var("RECOUP_BENCH_TLS").is_ok_and(|v| v == "1");
     let auth = std::env::var("RECOUP_BENCH_AUTH").is_ok_and(|v| v == "1");
     let mut serve = Command::new(&bin);
-    serve.args(["-q", "serve", "--echo-service", "--addr", &format!("127.0.0.1:{port}"), "--metrics-addr", &format!("127.0.0.1:{metrics_port}")]).arg("--models").arg(&models);
+    serve
+        .args([
+            "-q",
+            "serve",
+            "--echo-service",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .arg("--models")
+        .arg(&models);
     if tls {
         let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
         let made = Command::new("openssl")
@@ -172,17 +202,18 @@ fn main() {
         let token = "rcp_bench_token".to_string();
         use sha2::Digest;
         let file = dir.join("tokens.toml");
-        std::fs::write(&file, format!("[[token]]\nname = \"bench\"\nsha256 = \"{}\"\nscopes = [\"decide\"]\n", hex::encode(sha2::Sha256::digest(token.as_bytes())))).expect("tokens file");
+        std::fs::write(
+            &file,
+            format!(
+                "[[token]]\nname = \"bench\"\nsha256 = \"{}\"\nscopes = [\"decide\"]\n",
+                hex::encode(sha2::Sha256::digest(token.as_bytes()))
+            ),
+        )
+        .expect("tokens file");
         serve.arg("--tokens").arg(&file).args(["--anonymous-scopes", "none"]);
         token
     });
-    let server = Server(
-        serve
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start recoup serve"),
-    );
+    let server = Server(serve.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start recoup serve"));
     let up = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(up.elapsed() < Duration::from_secs(30), "recoup serve did not start listening");
@@ -199,12 +230,22 @@ fn main() {
 
     let ok = sum_samples(&metrics, r#"recoup_requests_total{code="OK",rpc="Decide"}"#);
     // Calls of any method that did not answer OK (the echo calls answer OK too).
-    let not_ok: f64 = metrics.lines().filter(|l| l.starts_with("recoup_requests_total{") && !l.contains(r#"code="OK""#)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum();
+    let not_ok: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("recoup_requests_total{") && !l.contains(r#"code="OK""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
     let decided = sum_samples(&metrics, "recoup_decisions_total{");
-    println!("grpc load (h2load -t 1 -c {clients} -m {streams}, {seconds} s after 2 s warm-up; server and load generator on {} cores)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "grpc load (h2load -t 1 -c {clients} -m {streams}, {seconds} s after 2 s warm-up; server and load generator on {} cores)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("{:<16} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9}", "run", "req/s", "succeeded", "failed", "p50 ms", "p99 ms", "max ms");
     for r in [&echo, &max, &fixed] {
-        println!("{:<16} {:>10.0} {:>10} {:>7} {:>9.2} {:>9.2} {:>9.2}", r.name, r.rate, r.succeeded, r.failed, r.p50_ms, r.p99_ms, r.max_ms);
+        println!(
+            "{:<16} {:>10.0} {:>10} {:>7} {:>9.2} {:>9.2} {:>9.2}",
+            r.name, r.rate, r.succeeded, r.failed, r.p50_ms, r.p99_ms, r.max_ms
+        );
     }
     println!(
         "by hand: h2load -t 1 -c {clients} -m {streams} -D {seconds} -H 'content-type: application/grpc' -H 'te: trailers' -d {} http://127.0.0.1:50051/recoup.v1.RetryDecider/Decide",

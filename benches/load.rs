@@ -75,8 +75,16 @@ fn synthetic(rows: usize) -> History {
     let mut h = History::default();
     let codes = [DeclineCode::InsufficientFunds, DeclineCode::DoNotHonor, DeclineCode::ExpiredCard, DeclineCode::IssuerNotAvailable];
     let countries: Vec<Country> = ["US", "GB", "DE", "FR", "NL", "DK", "SE", "NO"].iter().map(|c| c.parse().unwrap()).collect();
-    let tzs = [chrono_tz::America::New_York, chrono_tz::Europe::London, chrono_tz::Europe::Berlin, chrono_tz::Europe::Paris,
-               chrono_tz::Europe::Amsterdam, chrono_tz::Europe::Copenhagen, chrono_tz::Europe::Stockholm, chrono_tz::Europe::Oslo];
+    let tzs = [
+        chrono_tz::America::New_York,
+        chrono_tz::Europe::London,
+        chrono_tz::Europe::Berlin,
+        chrono_tz::Europe::Paris,
+        chrono_tz::Europe::Amsterdam,
+        chrono_tz::Europe::Copenhagen,
+        chrono_tz::Europe::Stockholm,
+        chrono_tz::Europe::Oslo,
+    ];
     let eur: Currency = "EUR".parse().unwrap();
     let mut p = 0usize;
     while h.attempts.len() < rows {

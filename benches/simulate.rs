@@ -21,14 +21,29 @@ fn main() {
     let compression = std::env::var("RECOUP_BENCH_COMPRESSION").unwrap_or_else(|_| "zstd".into());
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("bench.parquet");
-    let args = ["recoup", "simulate", "-q", "--payers", &payers.to_string(), "--months", "12", "--seed", "1", "--compression", &compression, "--out", out.to_str().expect("utf8 path")];
+    let args = [
+        "recoup",
+        "simulate",
+        "-q",
+        "--payers",
+        &payers.to_string(),
+        "--months",
+        "12",
+        "--seed",
+        "1",
+        "--compression",
+        &compression,
+        "--out",
+        out.to_str().expect("utf8 path"),
+    ];
     let t = Instant::now();
     run(Cli::parse_from(args)).expect("simulate runs");
     let secs = t.elapsed().as_secs_f64();
-    let rows = polars::prelude::ParquetReader::new(std::fs::File::open(&out).expect("written"))
-        .num_rows()
-        .expect("row count");
+    let rows = polars::prelude::ParquetReader::new(std::fs::File::open(&out).expect("written")).num_rows().expect("row count");
     let mb = std::fs::metadata(&out).map(|m| m.len() as f64 / 1e6).unwrap_or(f64::NAN);
-    println!("simulate/{payers} payers × 12 months, {compression}: {rows} attempts in {secs:.2} s = {:.2} M attempts/s ({mb:.0} MB Parquet)", rows as f64 / secs / 1e6);
+    println!(
+        "simulate/{payers} payers × 12 months, {compression}: {rows} attempts in {secs:.2} s = {:.2} M attempts/s ({mb:.0} MB Parquet)",
+        rows as f64 / secs / 1e6
+    );
     println!("  peak RSS {:.0} MiB (includes this process's runtime)", vm_hwm_mib());
 }

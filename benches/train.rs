@@ -37,7 +37,19 @@ fn main() {
         let path = dir.join(format!("train-{payers}-payers.parquet"));
         if !path.exists() {
             let t = Instant::now();
-            let args = ["recoup", "simulate", "-q", "--payers", &payers.to_string(), "--months", "12", "--seed", "3", "--out", path.to_str().expect("utf8")];
+            let args = [
+                "recoup",
+                "simulate",
+                "-q",
+                "--payers",
+                &payers.to_string(),
+                "--months",
+                "12",
+                "--seed",
+                "3",
+                "--out",
+                path.to_str().expect("utf8"),
+            ];
             run(Cli::parse_from(args)).expect("simulate");
             eprintln!("simulated {} in {:.1?}", path.display(), t.elapsed());
         }
@@ -48,7 +60,13 @@ fn main() {
         // The last line is the child's figures (before it: `recoup train`'s own summary).
         let last = line.lines().last().expect("child output");
         let v: Vec<f64> = last.split_whitespace().map(|x| x.parse().expect("number")).collect();
-        println!("train/{payers} payers: {:.2} M attempts, {:.0} k retry examples: {:.1} s wall, peak RSS {:.0} MiB", v[0] / 1e6, v[1] / 1e3, v[2], v[3]);
+        println!(
+            "train/{payers} payers: {:.2} M attempts, {:.0} k retry examples: {:.1} s wall, peak RSS {:.0} MiB",
+            v[0] / 1e6,
+            v[1] / 1e3,
+            v[2],
+            v[3]
+        );
     }
 }
 

@@ -28,10 +28,14 @@ fn main() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
-    let quiet: Vec<Schedule> = schedules.iter().map(|s| Schedule { name: format!("{} (no message)", s.name), channel: Channel::None, ..s.clone() }).collect();
+    let quiet: Vec<Schedule> =
+        schedules.iter().map(|s| Schedule { name: format!("{} (no message)", s.name), channel: Channel::None, ..s.clone() }).collect();
     schedules.extend(quiet);
     println!("zoo: logs of {payers} payers × 12 months (seed 3); backtests on the first failures of {cases_payers} payers (seed 11); 8 fixed schedules\n");
-    println!("{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}", "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs");
+    println!(
+        "{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}",
+        "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs"
+    );
     for (name, _) in zoo::PRESETS {
         let t0 = Instant::now();
         let cfg = zoo::preset(name).expect("preset");
@@ -62,7 +66,8 @@ fn main() {
         let sums = backtest::summarize(&lineup, &out, 500, 1);
         let best = (0..n).max_by(|a, b| sums[*a].net_per_payment.value.total_cmp(&sums[*b].net_per_payment.value)).unwrap_or(0);
         let l = &sums[n];
-        let share = l.oracle_uplift_share.map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
+        let share =
+            l.oracle_uplift_share.map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
         let cal = backtest::chosen_calibration(&out[n]);
         let ece = |seg: &str| cal.iter().find(|c| c.segment == seg).map_or(f64::NAN, |c| c.ece);
         println!(

@@ -67,7 +67,8 @@ pub(crate) fn time(field: &str, t: &prost_types::Timestamp) -> Result<DateTime<U
     if !(0..1_000_000_000).contains(&t.nanos) {
         return Err(bad(field, format!("nanos must be 0..1e9, got {}", t.nanos)));
     }
-    let t = DateTime::from_timestamp(t.seconds, t.nanos as u32).ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))?;
+    let t = DateTime::from_timestamp(t.seconds, t.nanos as u32)
+        .ok_or_else(|| bad(field, format!("timestamp out of range ({} s)", t.seconds)))?;
     crate::limits::check_time(field, t)
 }
 
@@ -118,7 +119,10 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
         let dc = a.decline_code.trim();
         if !dc.is_empty() && dc.parse::<DeclineCode>().is_err() {
-            return Err(bad(f("decline_code"), format!("unknown value {dc:?}; expected a contract decline code (insufficient_funds, do_not_honor, …)")));
+            return Err(bad(
+                f("decline_code"),
+                format!("unknown value {dc:?}; expected a contract decline code (insufficient_funds, do_not_honor, …)"),
+            ));
         }
         let decline = normalize(Some(dc), network_code, advice_code, method)
             .map(|n| n.code)
@@ -141,7 +145,9 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             let outcome: Outcome = required(&f("outcome"), &a.outcome, &OUTCOMES)?;
             let decline = match outcome {
                 Outcome::Succeeded => None,
-                Outcome::Failed => Some(optional::<DeclineCode>(&f("decline_code"), &a.decline_code, "a contract decline code")?.unwrap_or(DeclineCode::Other)),
+                Outcome::Failed => Some(
+                    optional::<DeclineCode>(&f("decline_code"), &a.decline_code, "a contract decline code")?.unwrap_or(DeclineCode::Other),
+                ),
             };
             v.push((at, decline));
         }

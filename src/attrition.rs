@@ -143,7 +143,15 @@ pub fn estimate(h: &History) -> Attrition {
                 let ratio = c.w / z.w;
                 // Var(ln W) ≈ Σw² / (Σw)² for a sum of independent weighted indicators.
                 let se = ratio * (c.w2 / (c.w * c.w) + z.w2 / (z.w * z.w)).sqrt();
-                Some(Bucket { messages_before: m as u32, retries: c.n, retries_none: z.n, rate: 1.0 - ratio, se, pooled: 1.0 - ratio, pooled_se: se })
+                Some(Bucket {
+                    messages_before: m as u32,
+                    retries: c.n,
+                    retries_none: z.n,
+                    rate: 1.0 - ratio,
+                    se,
+                    pooled: 1.0 - ratio,
+                    pooled_se: se,
+                })
             })
             .collect();
         if !buckets.is_empty() {

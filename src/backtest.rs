@@ -14,11 +14,11 @@
 //! Not built yet (issue #6): off-policy estimates on logged history.
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
-use strum::VariantArray;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome};
@@ -54,7 +54,13 @@ fn first_failure(world: &World, id: u32) -> Option<Case> {
     while t < world.end {
         if let Some(decline) = world.charge_outcome(&payer, &mut charges, t) {
             let (network_code, advice_code) = world.codes_for(&payer, decline, t, rng.random(), rng.random());
-            let episode = Episode { cycle, amount_minor: payer.price_minor, failed_at: t, decline, window_end: t + Duration::days(world.cfg.dunning_window_days) };
+            let episode = Episode {
+                cycle,
+                amount_minor: payer.price_minor,
+                failed_at: t,
+                decline,
+                window_end: t + Duration::days(world.cfg.dunning_window_days),
+            };
             return Some(Case { payer, episode, network_code, advice_code, past_payments: past });
         }
         past.push(vec![(t, None)]);
@@ -145,7 +151,11 @@ pub fn parse_schedules(text: &str) -> anyhow::Result<Vec<Schedule>> {
     anyhow::ensure!(!f.schedule.is_empty(), "no [[schedule]] in the file");
     for s in &f.schedule {
         anyhow::ensure!(s.hour < 24, "schedule {:?}: hour must be 0..=23, got {}", s.name, s.hour);
-        anyhow::ensure!(!s.days.is_empty() && s.days.iter().all(|d| *d >= 0), "schedule {:?}: days must be a non-empty list of days ≥ 0", s.name);
+        anyhow::ensure!(
+            !s.days.is_empty() && s.days.iter().all(|d| *d >= 0),
+            "schedule {:?}: days must be a non-empty list of days ≥ 0",
+            s.name
+        );
         anyhow::ensure!(s.days.windows(2).all(|w| w[0] < w[1]), "schedule {:?}: days must increase", s.name);
     }
     Ok(f.schedule)
@@ -174,7 +184,11 @@ impl Strategy for Schedule {
 impl Schedule {
     /// The first retry of the schedule strictly after `after`, for a payment that failed at `failed`.
     pub fn next_after(&self, tz: chrono_tz::Tz, failed: DateTime<Utc>, after: DateTime<Utc>) -> Option<Action> {
-        self.days.iter().map(|&d| local_at(tz, failed, d, self.hour)).find(|t| *t > after).map(|retry_at| Action { retry_at, channel: self.channel })
+        self.days
+            .iter()
+            .map(|&d| local_at(tz, failed, d, self.hour))
+            .find(|t| *t > after)
+            .map(|retry_at| Action { retry_at, channel: self.channel })
     }
 }
 
@@ -224,7 +238,15 @@ impl Strategy for PayDayHeuristic {
 
     fn next(&self, v: &View) -> Option<Action> {
         let p = &v.case.payer;
-        PayDayHeuristic::next_after(p.timezone, p.country, v.case.episode.failed_at, v.state.episode.decline.class(), v.state.attempts.len(), &v.case.past_payments, v.after())
+        PayDayHeuristic::next_after(
+            p.timezone,
+            p.country,
+            v.case.episode.failed_at,
+            v.state.episode.decline.class(),
+            v.state.attempts.len(),
+            &v.case.past_payments,
+            v.after(),
+        )
     }
 }
 
@@ -416,7 +438,8 @@ impl Strategy for Oracle {
             // message may still get it updated (its true probability counts that).
             let updated = st.updated_at.is_some_and(|u| u > st.last().past.at && u <= t);
             let verdict = check_retry(st.facts(), &past, Proposal { at: t, payment_method_updated: updated }, &w.rules);
-            let only_needs_update = !verdict.is_allowed() && verdict.violations.iter().all(|v| matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
+            let only_needs_update =
+                !verdict.is_allowed() && verdict.violations.iter().all(|v| matches!(v, RuleViolation::NeedsPaymentMethodUpdate { .. }));
             if !verdict.is_allowed() && !only_needs_update {
                 continue;
             }
@@ -621,7 +644,11 @@ pub struct Summary {
 
 fn mean(x: impl Iterator<Item = f64>) -> f64 {
     let (s, n) = x.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
-    if n == 0 { f64::NAN } else { s / n as f64 }
+    if n == 0 {
+        f64::NAN
+    } else {
+        s / n as f64
+    }
 }
 
 /// A point estimate with the 2.5 % and 97.5 % quantiles of its bootstrap values
@@ -746,7 +773,14 @@ pub struct Segment {
 }
 
 /// [`summarize`] within each segment of `by` (segments in decreasing size).
-pub fn summarize_segments(by: SegmentBy, cases: &[Case], lineup: &Lineup, out: &[Vec<Outcome1>], resamples: usize, seed: u64) -> Vec<Segment> {
+pub fn summarize_segments(
+    by: SegmentBy,
+    cases: &[Case],
+    lineup: &Lineup,
+    out: &[Vec<Outcome1>],
+    resamples: usize,
+    seed: u64,
+) -> Vec<Segment> {
     let mut groups: std::collections::BTreeMap<String, Vec<usize>> = Default::default();
     for (i, c) in cases.iter().enumerate() {
         groups.entry(by.of(c)).or_default().push(i);
@@ -782,7 +816,7 @@ mod tests {
         let failed = Utc.with_ymd_and_hms(2026, 3, 7, 15, 0, 0).unwrap(); // Sat, EST
         assert_eq!(local_at(tz, failed, 1, 9), Utc.with_ymd_and_hms(2026, 3, 8, 13, 0, 0).unwrap()); // Sun 09:00 EDT
         assert_eq!(local_at(tz, failed, 0, 9), Utc.with_ymd_and_hms(2026, 3, 7, 14, 0, 0).unwrap()); // Sat 09:00 EST
-        // 02:00 does not exist on 2026-03-08 in New York: the next valid hour, 03:00 EDT.
+                                                                                                     // 02:00 does not exist on 2026-03-08 in New York: the next valid hour, 03:00 EDT.
         let t = local_at(tz, failed, 1, 2);
         assert_eq!(t, Utc.with_ymd_and_hms(2026, 3, 8, 7, 0, 0).unwrap(), "{t}");
     }

@@ -448,10 +448,7 @@ impl PaySchedule {
         let every = |anchor: NaiveDate, step: i64| {
             let offset = (from - anchor).num_days().rem_euclid(step);
             let first = from + Days::new(((step - offset) % step) as u64);
-            (0..)
-                .map(move |k| first + Days::new((k * step) as u64))
-                .take_while(move |d| *d <= to)
-                .collect::<Vec<_>>()
+            (0..).map(move |k| first + Days::new((k * step) as u64)).take_while(move |d| *d <= to).collect::<Vec<_>>()
         };
         match *self {
             PaySchedule::MonthlyOnDay { day } => months()
@@ -483,11 +480,7 @@ impl PaySchedule {
     /// between `from` and `to`, sorted. Pay days near the ends may fall slightly
     /// outside the range; callers wanting a bracket should ask with a margin.
     pub fn pay_days_between(&self, country: Country, from: NaiveDate, to: NaiveDate) -> Vec<NaiveDate> {
-        let mut v: Vec<NaiveDate> = self
-            .nominal_between(from, to)
-            .into_iter()
-            .map(|d| business_day_on_or_before(country, d))
-            .collect();
+        let mut v: Vec<NaiveDate> = self.nominal_between(from, to).into_iter().map(|d| business_day_on_or_before(country, d)).collect();
         v.sort();
         v.dedup();
         v
@@ -645,14 +638,17 @@ mod tests {
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(shown, [
-            "monthly on day 25",
-            "monthly on the last business day",
-            "semi-monthly on the 15th and the last day",
-            "every 14 days from 2026-10-23 (Fri)",
-            "every 28 days from 2026-10-26 (Mon)",
-            "weekly on Fri",
-        ]);
+        assert_eq!(
+            shown,
+            [
+                "monthly on day 25",
+                "monthly on the last business day",
+                "semi-monthly on the 15th and the last day",
+                "every 14 days from 2026-10-23 (Fri)",
+                "every 28 days from 2026-10-26 (Mon)",
+                "weekly on Fri",
+            ]
+        );
     }
 
     #[test]
@@ -691,9 +687,9 @@ mod tests {
             // France
             ("FR", d(2026, 7, 14), true),
             ("FR", d(2026, 5, 8), true),
-            ("FR", d(2026, 4, 3), false),  // Good Friday not a holiday in metropolitan France
+            ("FR", d(2026, 4, 3), false), // Good Friday not a holiday in metropolitan France
             // Netherlands
-            ("NL", d(2025, 4, 26), true),  // King's Day on Sunday 27 → Saturday 26
+            ("NL", d(2025, 4, 26), true), // King's Day on Sunday 27 → Saturday 26
             ("NL", d(2026, 4, 27), true),
             // Denmark
             ("DK", d(2026, 6, 5), true),
@@ -701,12 +697,12 @@ mod tests {
             ("DK", d(2023, 5, 5), true),   // Store bededag 2023
             ("DK", d(2024, 4, 26), false), // abolished from 2024
             // Sweden
-            ("SE", d(2026, 6, 19), true),  // Midsommarafton (Friday 19 June)
+            ("SE", d(2026, 6, 19), true), // Midsommarafton (Friday 19 June)
             ("SE", d(2025, 6, 20), true),
             ("SE", d(2026, 1, 6), true),
             // Norway
             ("NO", d(2026, 5, 17), true),
-            ("NO", d(2026, 4, 2), true),   // Skjærtorsdag
+            ("NO", d(2026, 4, 2), true), // Skjærtorsdag
         ];
         for &(country, date, want) in cases {
             assert_eq!(is_holiday(c(country), date), want, "{country} {date}");

@@ -27,12 +27,14 @@ use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome, RawCode};
-use crate::features::{group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA};
+use crate::features::{
+    group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA,
+};
 use crate::limits::{self, ceil_hour};
 use crate::model::SuccessModel;
-use crate::trees::Bound;
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt, Proposal, RuleViolation, RulesConfig};
+use crate::trees::Bound;
 
 /// One earlier attempt of the payment being decided (all failed: the payment is open).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -246,7 +248,13 @@ impl Default for EngineConfig {
             message_quiet_hours: Some((21, 8)),
             dunning_window_days: 21,
             attempt_cost_minor: 8.0,
-            message_cost_minor: vec![(Channel::None, 0.0), (Channel::Email, 0.1), (Channel::Sms, 5.0), (Channel::Push, 0.05), (Channel::InApp, 0.0)],
+            message_cost_minor: vec![
+                (Channel::None, 0.0),
+                (Channel::Email, 0.1),
+                (Channel::Sms, 5.0),
+                (Channel::Push, 0.05),
+                (Channel::InApp, 0.0),
+            ],
             daily_discount: 0.003,
             message_lead_hours: 1,
             exploration: 0.05,
@@ -269,7 +277,10 @@ impl EngineConfig {
         if !(1..=366).contains(&self.dunning_window_days) {
             return bad("dunning_window_days", "must be 1..=366");
         }
-        if self.message_lead_hours > 24 * 7 || self.ask_spacing_hours > 24 * 90 || self.rules.min_spacing_minutes.unsigned_abs() > 60 * 24 * 90 {
+        if self.message_lead_hours > 24 * 7
+            || self.ask_spacing_hours > 24 * 90
+            || self.rules.min_spacing_minutes.unsigned_abs() > 60 * 24 * 90
+        {
             return bad("message_lead_hours / ask_spacing_hours / rules.min_spacing_minutes", "must be at most a week / 90 days / 90 days");
         }
         if !(self.attempt_cost_minor >= 0.0 && self.attempt_cost_minor.is_finite()) {
@@ -400,7 +411,13 @@ pub enum NextStep {
 
 /// Declines by which the payer told the merchant to stop: no ask for a new method either.
 fn payer_said_stop(d: DeclineCode) -> bool {
-    matches!(d, DeclineCode::RevocationOfAuthorization | DeclineCode::RevocationOfAllAuthorizations | DeclineCode::StopPaymentOrder | DeclineCode::DoNotTryAgain)
+    matches!(
+        d,
+        DeclineCode::RevocationOfAuthorization
+            | DeclineCode::RevocationOfAllAuthorizations
+            | DeclineCode::StopPaymentOrder
+            | DeclineCode::DoNotTryAgain
+    )
 }
 
 /// The engine's answer.
@@ -466,12 +483,23 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let mut reasons = Vec::new();
 
     // Permanent violations: probe at the earliest sensible time.
-    let probe = rules::check_retry(rule_facts, &past, Proposal { at: req.now.max(last.at) + Duration::days(1), payment_method_updated: req.payment_method_updated }, &cfg.rules);
+    let probe = rules::check_retry(
+        rule_facts,
+        &past,
+        Proposal { at: req.now.max(last.at) + Duration::days(1), payment_method_updated: req.payment_method_updated },
+        &cfg.rules,
+    );
     let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
     let earlier: Vec<EarlierAttempt> = req
         .attempts
         .iter()
-        .map(|a| EarlierAttempt { at: a.at, decline: a.decline, advice_code: a.advice_code, channel: a.channel, payment_method_updated: a.payment_method_updated })
+        .map(|a| EarlierAttempt {
+            at: a.at,
+            decline: a.decline,
+            advice_code: a.advice_code,
+            channel: a.channel,
+            payment_method_updated: a.payment_method_updated,
+        })
         .collect();
     let Some(state) = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence) else {
         return Err(invalid("attempts", "must hold at least the failed original charge"));
@@ -503,10 +531,17 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             reasons.push(reason(format!("rule:{}", v.code()), describe(v)));
         }
         if last.decline.class() == DeclineClass::Hard {
-            reasons.insert(0, reason("hard_decline", format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str())));
+            reasons.insert(
+                0,
+                reason(
+                    "hard_decline",
+                    format!("{} is a hard decline: retrying cannot succeed and networks penalise it", last.decline.as_str()),
+                ),
+            );
         }
         if req.attempts.iter().any(|a| payer_said_stop(a.decline)) {
-            reasons.push(reason("stop", "the payer (or the bank for them) revoked the authorization or asked to stop: no retry and no ask"));
+            reasons
+                .push(reason("stop", "the payer (or the bank for them) revoked the authorization or asked to stop: no retry and no ask"));
             return Ok(not_retrying(reasons, 0, 0));
         }
         let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &earlier, &evidence, messages_before)).flatten();
@@ -552,7 +587,13 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let support = model.support.for_class(last.decline.class());
     if let Some(Err(out)) = support.map(|s| s.retry_number(req.attempts.len() as u32)) {
         let detail = support.map(|s| s.describe()).unwrap_or_default();
-        reasons.push(reason(format!("outside_support:{}", out.code()), format!("the training log never made a retry number {} after this decline often enough to learn from ({detail})", req.attempts.len())));
+        reasons.push(reason(
+            format!("outside_support:{}", out.code()),
+            format!(
+                "the training log never made a retry number {} after this decline often enough to learn from ({detail})",
+                req.attempts.len()
+            ),
+        ));
         return Ok(not_retrying(reasons, 0, 0));
     }
     if let Some(max) = req.constraints.max_retries {
@@ -566,7 +607,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // The grid.
     let window_end = first.at + Duration::days(cfg.dunning_window_days);
     let c = &req.constraints;
-    let start = [Some(req.now), Some(last.at + Duration::minutes(cfg.rules.min_spacing_minutes)), c.earliest].into_iter().flatten().max().expect("now");
+    let start = [Some(req.now), Some(last.at + Duration::minutes(cfg.rules.min_spacing_minutes)), c.earliest]
+        .into_iter()
+        .flatten()
+        .max()
+        .expect("now");
     let start = ceil_hour(start);
     let end = [Some(start + Duration::hours(cfg.horizon_hours)), Some(window_end), c.latest].into_iter().flatten().min().expect("some");
     let tz = req.facts.timezone;
@@ -591,10 +636,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // Removed candidates by reason: (kind, code), the first occurrence's detail, count.
     // Details are built once per reason, not once per hour.
     let mut removed: Vec<((&str, &str), String, usize)> = Vec::new();
-    let mut count_removed = |key: (&'static str, &'static str), detail: &dyn Fn() -> String, n: usize| match removed.iter_mut().find(|r| r.0 == key) {
-        Some(r) => r.2 += n,
-        None => removed.push((key, detail(), n)),
-    };
+    let mut count_removed =
+        |key: (&'static str, &'static str), detail: &dyn Fn() -> String, n: usize| match removed.iter_mut().find(|r| r.0 == key) {
+            Some(r) => r.2 += n,
+            None => removed.push((key, detail(), n)),
+        };
     let last_hour = if end >= start { (end - start).num_hours() } else { -1 };
     let most = (last_hour + 1).max(0) as usize * channels.len();
     // Scored candidates, compact (a `Slot` is built only for those reported).
@@ -654,7 +700,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             let spacing = (t - last.at.timestamp()) as f64 / 3600.0;
             let since = (t - first.at.timestamp()) as f64 / 3600.0;
             if let Err(out) = s.timing(spacing, since).and_then(|_| s.local_hour(here.local_hour)) {
-                count_removed(("outside_support", out.code()), &|| format!("the training log has too few retries like it ({})", s.describe()), n);
+                count_removed(
+                    ("outside_support", out.code()),
+                    &|| format!("the training log has too few retries like it ({})", s.describe()),
+                    n,
+                );
                 continue;
             }
         }
@@ -699,7 +749,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
                 continue;
             }
             if let Some(Err(out)) = support.map(|s| s.channel(ch)) {
-                count_removed(("outside_support", out.code()), &|| format!("the training log has too few retries after a message on {}", <&str>::from(ch)), 1);
+                count_removed(
+                    ("outside_support", out.code()),
+                    &|| format!("the training log has too few retries after a message on {}", <&str>::from(ch)),
+                    1,
+                );
                 continue;
             }
             // One exp per hour and per channel, not per candidate; the direct form where
@@ -709,7 +763,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             // Valued at the lower bound; reported at the estimate.
             let p_valued = if kappa > 0.0 {
                 let o = valued_odds * channel_odds;
-                if o.is_nan() { p } else { (1.0 / (1.0 + o)).min(p) }
+                if o.is_nan() {
+                    p
+                } else {
+                    (1.0 / (1.0 + o)).min(p)
+                }
             } else {
                 p
             };
@@ -740,7 +798,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let mut later_best = vec![0.0f64; hour_best.len() + 1];
     let mut later_at = vec![usize::MAX; hour_best.len() + 1];
     for h in (0..hour_best.len()).rev() {
-        (later_best[h], later_at[h]) = if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
+        (later_best[h], later_at[h]) =
+            if hour_best[h] > later_best[h + 1] { (hour_best[h], h) } else { (later_best[h + 1], later_at[h + 1]) };
     }
     for s in &mut slots {
         s.value += (1.0 - s.attrition) * (1.0 - s.p_valued) * later_best[(s.hour as usize + 24).min(hour_best.len())];
@@ -763,7 +822,10 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     }
     let best = &slots[order[0]];
     if best.value <= 0.0 {
-        reasons.push(reason("not_worth_retrying", format!("best slot's expected value {:.1} (minor units) does not cover the attempt and message costs", best.value)));
+        reasons.push(reason(
+            "not_worth_retrying",
+            format!("best slot's expected value {:.1} (minor units) does not cover the attempt and message costs", best.value),
+        ));
         return Ok(not_retrying(reasons, scored, removed_total));
     }
     // Exploration among near-best alternatives (distinct times or channels), at most top_k.
@@ -786,7 +848,13 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let chosen_ix = if chosen_ix == order[0] {
         let c = slots[chosen_ix];
         let mut run = vec![chosen_ix];
-        while let Some(i) = slots.iter().position(|s| s.hour == c.hour + run.len() as i64 && s.channel == c.channel && s.p == c.p && s.attrition == c.attrition && s.value >= 0.99 * c.value) {
+        while let Some(i) = slots.iter().position(|s| {
+            s.hour == c.hour + run.len() as i64
+                && s.channel == c.channel
+                && s.p == c.p
+                && s.attrition == c.attrition
+                && s.value >= 0.99 * c.value
+        }) {
             run.push(i);
         }
         if run.len() > 1 {
@@ -826,17 +894,25 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // Reasons in the data: pay day and channel.
     let local = chosen.retry_at.with_timezone(&tz);
     if state.last_decline().class() == DeclineClass::SoftFunds {
-        reasons.push(reason("pay_day", format!("funds decline: pay schedule {schedule} (confidence {:.0} %), retry on {} local", confidence * 100.0, local.format("%a %Y-%m-%d %H:%M"))));
+        reasons.push(reason(
+            "pay_day",
+            format!(
+                "funds decline: pay schedule {schedule} (confidence {:.0} %), retry on {} local",
+                confidence * 100.0,
+                local.format("%a %Y-%m-%d %H:%M")
+            ),
+        ));
     }
     let none_p = slots.iter().find(|s| s.hour == picked.hour && s.channel == Channel::None).map(|s| s.p);
     if let (true, Some(p0)) = (chosen.channel != Channel::None, none_p) {
-        reasons.push(reason("channel_lift", format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success)));
+        reasons.push(reason(
+            "channel_lift",
+            format!("{} raises P(success) from {:.3} to {:.3}", <&str>::from(chosen.channel), p0, chosen.p_success),
+        ));
     }
     if !discounted.is_empty() {
-        let each: Vec<String> = discounted
-            .iter()
-            .map(|(ch, lift, kept)| format!("{} {lift:+.3} → {kept:+.3}", <&str>::from(*ch)))
-            .collect();
+        let each: Vec<String> =
+            discounted.iter().map(|(ch, lift, kept)| format!("{} {lift:+.3} → {kept:+.3}", <&str>::from(*ch))).collect();
         reasons.push(reason(
             "channel_lift_discounted",
             format!(
@@ -855,11 +931,18 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     // The chosen slot's terms, largest first.
     let mut cols = state.fixed().to_vec();
     state.candidate_columns(&Candidate { at: chosen.retry_at, channel: chosen.channel }, &mut cols);
-    let mut terms: Vec<Term> = cols.iter().map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
+    let mut terms: Vec<Term> =
+        cols.iter().map(|&c| Term { feature: SCHEMA.columns[c as usize].clone(), weight: model.weights[c as usize] }).collect();
     if !model.trees.is_empty() {
         let x = group_levels(&cols);
         let (by_group, _) = model.trees.contributions(&x);
-        terms.extend(by_group.iter().enumerate().filter(|(_, c)| c.abs() > 0.0).map(|(g, &c)| Term { feature: format!("trees:{}", group_column(g, x[g] as usize)), weight: c }));
+        terms.extend(
+            by_group
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.abs() > 0.0)
+                .map(|(g, &c)| Term { feature: format!("trees:{}", group_column(g, x[g] as usize)), weight: c }),
+        );
     }
     terms.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
     terms.truncate(8);
@@ -900,7 +983,11 @@ struct Scored {
 }
 
 fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
-    if start <= end { hour >= start && hour < end } else { hour >= start || hour < end }
+    if start <= end {
+        hour >= start && hour < end
+    } else {
+        hour >= start || hour < end
+    }
 }
 
 /// Plan the ask for a new payment method when only an update allows the next
@@ -915,7 +1002,14 @@ fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
 /// − attempt cost`. Returns the plan and P(recovery) along it. `None` when
 /// the model has no ask response or no opportunity is left. `messages_before`:
 /// messages already sent in this dunning (before retries, and asks).
-fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[EarlierAttempt], evidence: &[Evidence], messages_before: u32) -> Option<(AskPlan, f64)> {
+fn plan_ask(
+    model: &SuccessModel,
+    cfg: &EngineConfig,
+    req: &Request,
+    earlier: &[EarlierAttempt],
+    evidence: &[Evidence],
+    messages_before: u32,
+) -> Option<(AskPlan, f64)> {
     let response = &model.asks;
     if response.is_empty() {
         return None;
@@ -926,8 +1020,10 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
     let window_end = req.attempts[0].at + Duration::days(cfg.dunning_window_days);
     let latest = c.latest.map_or(window_end, |l| l.min(window_end));
     let tz = req.facts.timezone;
-    let quiet = |t: DateTime<Utc>| c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
-    let mut t = [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");
+    let quiet =
+        |t: DateTime<Utc>| c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
+    let mut t =
+        [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");
     let mut times = Vec::new();
     while times.len() < 64 {
         let mut steps = 0;
@@ -963,13 +1059,12 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
         .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)))
         .map(|ch| (ch, response.rate_discounted(ch, cfg.channel_pessimism)))
         .filter(|&(_, rho)| rho > 0.0)
-        .map(|(ch, rho)| {
-            (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch))
-        })
+        .map(|(ch, rho)| (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch)))
         .collect();
     let p_quiet = p_after(Channel::None);
     let amount = req.facts.amount_minor as f64;
-    let discount: Vec<f64> = times.iter().map(|t| (1.0 - cfg.daily_discount).powf(((*t + lead - req.now).num_minutes() as f64 / 1440.0).max(0.0))).collect();
+    let discount: Vec<f64> =
+        times.iter().map(|t| (1.0 - cfg.daily_discount).powf(((*t + lead - req.now).num_minutes() as f64 / 1440.0).max(0.0))).collect();
     let gain = |k: usize, p: f64| (discount[k] * p * amount - cfg.attempt_cost_minor).max(0.0);
     let attrition = |ch: Channel, j: usize| model.attrition.rate(ch, messages_before + j as u32);
     // value[k][j], choice[k][j]: at opportunity k after j asks on the plan (index into channels, or none).
@@ -1028,7 +1123,16 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
                 planned_asks: planned,
             }
         }
-        None => AskPlan { channel: Channel::None, send_at: times[0], p_update: s, attrition: 0.0, p_success_after: p_quiet, value: value[0][0], value_without_asking: never, planned_asks: 0 },
+        None => AskPlan {
+            channel: Channel::None,
+            send_at: times[0],
+            p_update: s,
+            attrition: 0.0,
+            p_success_after: p_quiet,
+            value: value[0][0],
+            value_without_asking: never,
+            planned_asks: 0,
+        },
     };
     Some((plan, p_recovery))
 }
@@ -1037,7 +1141,14 @@ fn plan_ask(model: &SuccessModel, cfg: &EngineConfig, req: &Request, earlier: &[
 /// (`none_logit`) that is positive loses `channel_pessimism` standard deviations
 /// of its uncertainty, never going below none. Also (estimated lift, lift kept)
 /// when it was cut, for the reasons.
-fn valued_channel_logit(model: &SuccessModel, cfg: &EngineConfig, state: &PaymentState, channel: Channel, none_logit: f64, scratch: &mut Vec<u16>) -> (f64, Option<(f64, f64)>) {
+fn valued_channel_logit(
+    model: &SuccessModel,
+    cfg: &EngineConfig,
+    state: &PaymentState,
+    channel: Channel,
+    none_logit: f64,
+    scratch: &mut Vec<u16>,
+) -> (f64, Option<(f64, f64)>) {
     let logit = model.channel_logit(state, channel, scratch);
     let lift = logit - none_logit;
     if lift <= 0.0 || cfg.channel_pessimism <= 0.0 {
@@ -1075,7 +1186,18 @@ mod tests {
                 (x % 2001) as f64 / 1000.0 - 1.0
             })
             .collect();
-        SuccessModel { schema: SCHEMA.clone(), weights, intercept: -1.0, platt_a: 0.9, platt_b: 0.1, attrition: Default::default(), asks: Default::default(), weight_variances: Vec::new(), trees: Default::default(), support: Default::default() }
+        SuccessModel {
+            schema: SCHEMA.clone(),
+            weights,
+            intercept: -1.0,
+            platt_a: 0.9,
+            platt_b: 0.1,
+            attrition: Default::default(),
+            asks: Default::default(),
+            weight_variances: Vec::new(),
+            trees: Default::default(),
+            support: Default::default(),
+        }
     }
 
     fn request() -> Request {
@@ -1093,7 +1215,14 @@ mod tests {
                 billing_interval: Some(BillingInterval::Month),
                 tenure_days: Some(200),
             },
-            attempts: vec![RequestAttempt { at: t0, decline: DeclineCode::InsufficientFunds, network_code: None, advice_code: None, channel: None, payment_method_updated: false }],
+            attempts: vec![RequestAttempt {
+                at: t0,
+                decline: DeclineCode::InsufficientFunds,
+                network_code: None,
+                advice_code: None,
+                channel: None,
+                payment_method_updated: false,
+            }],
             payment_method_updated: false,
             asks: Vec::new(),
             past_payments: Vec::new(),
@@ -1114,7 +1243,13 @@ mod tests {
         let req = request();
         let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
         let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
-        let earlier = [EarlierAttempt { at: req.attempts[0].at, decline: req.attempts[0].decline, advice_code: None, channel: None, payment_method_updated: false }];
+        let earlier = [EarlierAttempt {
+            at: req.attempts[0].at,
+            decline: req.attempts[0].decline,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        }];
         let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
         let chosen = d.chosen.clone().expect("chosen");
         assert!(d.alternatives.len() > 1000, "{} alternatives", d.alternatives.len());
@@ -1158,7 +1293,13 @@ mod tests {
         let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
         let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
         assert_eq!(d.action, Action::Retry);
-        let earlier = [EarlierAttempt { at: req.attempts[0].at, decline: req.attempts[0].decline, advice_code: None, channel: None, payment_method_updated: false }];
+        let earlier = [EarlierAttempt {
+            at: req.attempts[0].at,
+            decline: req.attempts[0].decline,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        }];
         let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
         let chosen = d.chosen.clone().expect("chosen");
         let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
@@ -1208,7 +1349,11 @@ mod tests {
         // the last retry, while one is worth its cost.
         let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
         let (mut fail, mut at, mut n) = (1.0 - chosen.p_success, chosen.retry_at, 1);
-        while let Some(next) = all.iter().filter(|s| s.retry_at >= at + Duration::hours(24) && s.expected_value > 0.0).max_by(|a, b| a.expected_value.total_cmp(&b.expected_value)) {
+        while let Some(next) = all
+            .iter()
+            .filter(|s| s.retry_at >= at + Duration::hours(24) && s.expected_value > 0.0)
+            .max_by(|a, b| a.expected_value.total_cmp(&b.expected_value))
+        {
             fail *= 1.0 - next.p_success;
             at = next.retry_at;
             n += 1;
@@ -1256,14 +1401,24 @@ mod tests {
         let mut req = request();
         req.attempts[0].decline = DeclineCode::ExpiredCard;
         req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
-        let free = EngineConfig { exploration: 0.0, message_cost_minor: vec![], daily_discount: 0.0, channel_pessimism: 0.0, message_quiet_hours: None, ..Default::default() };
+        let free = EngineConfig {
+            exploration: 0.0,
+            message_cost_minor: vec![],
+            daily_discount: 0.0,
+            channel_pessimism: 0.0,
+            message_quiet_hours: None,
+            ..Default::default()
+        };
         // Messages that lose nobody and cost nothing: ask on the most responsive channel at
         // every opportunity, once a day from now to the end of the window.
         let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
         assert_eq!(d.action, Action::DoNotRetry);
         let plan = d.ask.clone().expect("a plan");
         assert_eq!((plan.channel, d.ask_channel, plan.send_at), (Channel::Sms, Some(Channel::Sms), req.now));
-        let left = (req.attempts[0].at + Duration::days(free.dunning_window_days) - Duration::hours(free.message_lead_hours) - req.now).num_hours() / 24 + 1;
+        let left = (req.attempts[0].at + Duration::days(free.dunning_window_days) - Duration::hours(free.message_lead_hours) - req.now)
+            .num_hours()
+            / 24
+            + 1;
         assert_eq!(plan.planned_asks as i64, left);
         let s = 1.0 - (-0.02f64).exp();
         let q = 0.3 + 0.7 * s;
@@ -1292,7 +1447,10 @@ mod tests {
         // Two asks already sent, the last an hour ago: the next waits out the spacing, and
         // its attrition counts them.
         let mut asked = req.clone();
-        asked.asks = vec![SentAsk { at: req.now - Duration::hours(30), channel: Channel::Email }, SentAsk { at: req.now - Duration::hours(1), channel: Channel::Email }];
+        asked.asks = vec![
+            SentAsk { at: req.now - Duration::hours(30), channel: Channel::Email },
+            SentAsk { at: req.now - Duration::hours(1), channel: Channel::Email },
+        ];
         let later = decide(&fatigue, &impatient, &asked, (0.5, 0.5)).expect("decides").ask.expect("a plan");
         assert_eq!(later.send_at, req.now + Duration::hours(23));
         assert!((later.attrition - 0.11).abs() < 1e-12, "{later:?}");
@@ -1308,7 +1466,8 @@ mod tests {
 
         // By default no ask goes out in the payer's night (21:00–8:00 local): one due at
         // 07:25 Chicago time waits for 08:00.
-        let night = decide(&fatigue, &EngineConfig { message_quiet_hours: Some((21, 8)), ..impatient.clone() }, &asked, (0.5, 0.5)).expect("decides");
+        let night = decide(&fatigue, &EngineConfig { message_quiet_hours: Some((21, 8)), ..impatient.clone() }, &asked, (0.5, 0.5))
+            .expect("decides");
         let plan = night.ask.expect("a plan");
         assert_eq!(plan.send_at.with_timezone(&chrono_tz::America::Chicago).hour(), 8, "{plan:?}");
         // Not due now: a wait, with no channel to ask on yet.
@@ -1329,7 +1488,10 @@ mod tests {
         // channel the history never randomized (valued at the others' mean) gets no ask.
         let mut other = asking_model((0.0, 0.0), (0.0, 0.0));
         other.asks.other = Some(crate::asks::ChannelResponse { channel: Channel::InApp, rate: 0.9, se: 0.01, retries: 0 });
-        let any = Request { constraints: Constraints { channels: vec![Channel::Email, Channel::Sms, Channel::InApp], ..Default::default() }, ..req.clone() };
+        let any = Request {
+            constraints: Constraints { channels: vec![Channel::Email, Channel::Sms, Channel::InApp], ..Default::default() },
+            ..req.clone()
+        };
         let open = EngineConfig { channel_pessimism: 0.0, ..impatient.clone() };
         let plan = decide(&other, &open, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
         assert_eq!((plan.channel, plan.send_at), (Channel::InApp, req.now), "{plan:?}");

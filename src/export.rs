@@ -102,7 +102,11 @@ impl UpdateRates {
 
     /// Share of all counted payments that were updated.
     pub fn overall(&self) -> f64 {
-        if self.payments == 0 { 0.0 } else { self.delays.len() as f64 / self.payments as f64 }
+        if self.payments == 0 {
+            0.0
+        } else {
+            self.delays.len() as f64 / self.payments as f64
+        }
     }
 
     /// P(the payer updates later | not updated `elapsed_days` after the decline),
@@ -138,7 +142,17 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
             reason,
         });
     }
-    let stop = Forecast { next: Next::Stop, retry_at: None, channel: None, send_at: None, p_next_success: 0.0, p_recovery: 0.0, p_recovery_model: 0.0, retries_if_all_fail: 0, reason };
+    let stop = Forecast {
+        next: Next::Stop,
+        retry_at: None,
+        channel: None,
+        send_at: None,
+        p_next_success: 0.0,
+        p_recovery: 0.0,
+        p_recovery_model: 0.0,
+        retries_if_all_fail: 0,
+        reason,
+    };
     // Not retrying. A payment waiting for a new payment method is recovered if
     // the payer updates it: at the rate measured in history, when the payers who
     // did so updated, and then as the engine retries an updated method.
@@ -146,7 +160,9 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
     let hard = req.attempts.iter().any(|a| a.decline.class() == DeclineClass::Hard);
     // Asking now, or at the plan's later opportunity (a wait until then).
     let planned = d.ask_channel.or_else(|| d.ask.as_ref().map(|a| a.channel));
-    let Some(ask) = planned.filter(|c| *c != Channel::None && last.decline.class() == DeclineClass::NeedsUpdate && !hard && !req.payment_method_updated) else {
+    let Some(ask) = planned
+        .filter(|c| *c != Channel::None && last.decline.class() == DeclineClass::NeedsUpdate && !hard && !req.payment_method_updated)
+    else {
         return Ok(stop);
     };
     let failed_at = req.attempts.iter().find(|a| a.decline.class() == DeclineClass::NeedsUpdate).map_or(last.at, |a| a.at);
@@ -161,7 +177,15 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
     }
     // With a model that values asks, its plan says when to ask and what it expects.
     let (send_at, p_recovery_model) = d.ask.as_ref().map_or((req.now, p_recovery), |a| (a.send_at, d.p_recovery));
-    Ok(Forecast { next: Next::AskForUpdate, channel: Some(ask), send_at: Some(send_at), p_recovery, p_recovery_model, reason: "ask_for_new_payment_method".into(), ..stop })
+    Ok(Forecast {
+        next: Next::AskForUpdate,
+        channel: Some(ask),
+        send_at: Some(send_at),
+        p_recovery,
+        p_recovery_model,
+        reason: "ask_for_new_payment_method".into(),
+        ..stop
+    })
 }
 
 /// The reason code that explains a decision in one word: the verdict when not retrying.
@@ -203,7 +227,8 @@ pub fn open_payments(h: &History, as_of: DateTime<Utc>, window_days: i64) -> Vec
 /// The attempts of payment `p` known at `as_of`, when it is open then.
 fn open_part(p: &[Attempt], as_of: DateTime<Utc>, window_days: i64) -> Option<&[Attempt]> {
     let seen = &p[..p.partition_point(|a| a.attempted_at <= as_of)];
-    let open = !seen.is_empty() && seen.iter().all(|a| a.outcome == Outcome::Failed) && as_of < p[0].attempted_at + Duration::days(window_days);
+    let open =
+        !seen.is_empty() && seen.iter().all(|a| a.outcome == Outcome::Failed) && as_of < p[0].attempted_at + Duration::days(window_days);
     open.then_some(seen)
 }
 
@@ -332,7 +357,11 @@ impl Calibration {
             }
             let rate = |ps: &mut dyn Iterator<Item = &Point>| {
                 let (n, k) = ps.fold((0usize, 0usize), |(n, k), p| (n + 1, k + p.recovered as usize));
-                if n == 0 { 0.0 } else { k as f64 / n as f64 }
+                if n == 0 {
+                    0.0
+                } else {
+                    k as f64 / n as f64
+                }
             };
             let (a, by_days, b) = if mine.len() >= MIN_CALIBRATION { Self::fit_one(&mine)? } else { pooled.clone() };
             classes.push(ClassMap {
@@ -399,7 +428,14 @@ impl Forecaster {
     /// reaches back and fewer than `max_points` forecasts are made), so the
     /// calibration sees open payments where the export will (the same day of
     /// the month, pay days and hour), with what then happened to them.
-    pub fn fit(h: &History, payers: &Payers, model: SuccessModel, cfg: EngineConfig, as_of: DateTime<Utc>, max_points: usize) -> anyhow::Result<Forecaster> {
+    pub fn fit(
+        h: &History,
+        payers: &Payers,
+        model: SuccessModel,
+        cfg: EngineConfig,
+        as_of: DateTime<Utc>,
+        max_points: usize,
+    ) -> anyhow::Result<Forecaster> {
         use rayon::prelude::*;
         // The forecast follows the best slot: no exploration, no alternatives to report.
         let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg };
@@ -412,7 +448,8 @@ impl Forecaster {
                 break;
             }
             // Each payment open at the cut-off, with all of it: what happened after.
-            let open: Vec<(&[Attempt], Open)> = h.payments().filter_map(|p| open_part(p, cut, cfg.dunning_window_days).map(|attempts| (p, Open { attempts }))).collect();
+            let open: Vec<(&[Attempt], Open)> =
+                h.payments().filter_map(|p| open_part(p, cut, cfg.dunning_window_days).map(|attempts| (p, Open { attempts }))).collect();
             points.par_extend(open.par_iter().filter_map(|(payment, p)| {
                 let req = request(h, payers, p, cut);
                 let f = forecast(&model, &cfg, &req, &updates).ok()?;
@@ -459,7 +496,15 @@ mod tests {
 
     #[test]
     fn calibration_maps_by_class_and_days_gone() {
-        let m = ClassMap { class: DeclineClass::SoftFunds, a: 1.0, by_days: vec![0.0, 0.0, 0.0, 0.0, -1.0, -2.0], b: 0.0, rate_at_zero: 0.1, forecasts: 10, realised: 0.5 };
+        let m = ClassMap {
+            class: DeclineClass::SoftFunds,
+            a: 1.0,
+            by_days: vec![0.0, 0.0, 0.0, 0.0, -1.0, -2.0],
+            b: 0.0,
+            rate_at_zero: 0.1,
+            forecasts: 10,
+            realised: 0.5,
+        };
         let c = Calibration { classes: vec![m] };
         // a = 1, no offset: the identity in the first days.
         assert!((c.apply(DeclineClass::SoftFunds, 0.3, 0.5) - 0.3).abs() < 1e-9);

@@ -137,7 +137,8 @@ enum TimeSlot {
 /// bit mask of the candidate groups it depends on.
 static TIME_SLOTS: LazyLock<Vec<(TimeSlot, u32)>> = LazyLock::new(|| {
     let bit = |g: usize| if g >= N_FIXED { 1u32 << (g - N_FIXED) } else { 0 };
-    let mut out: Vec<(TimeSlot, u32)> = (N_FIXED..N_FIXED + N_CAND).filter(|&g| g != G_CHANNEL).map(|g| (TimeSlot::Group(g), bit(g))).collect();
+    let mut out: Vec<(TimeSlot, u32)> =
+        (N_FIXED..N_FIXED + N_CAND).filter(|&g| g != G_CHANNEL).map(|g| (TimeSlot::Group(g), bit(g))).collect();
     for (k, &(a, b)) in CAND_CROSSES.iter().enumerate().filter(|(_, &(a, b))| a != G_CHANNEL && b != G_CHANNEL) {
         out.push((TimeSlot::Cross(FIXED_CROSSES.len() + k, a, b), bit(a) | bit(b)));
     }
@@ -185,32 +186,19 @@ impl PaymentState {
     /// original charge, in order), with the pay-day `evidence` from the payer's
     /// payments before this one. `updated_now`: the payer updated the payment
     /// method since the last attempt. `None` when `earlier` is empty.
-    pub fn new(
-        facts: PaymentFacts,
-        earlier: &[EarlierAttempt],
-        updated_now: bool,
-        evidence: &[Evidence],
-    ) -> Option<PaymentState> {
+    pub fn new(facts: PaymentFacts, earlier: &[EarlierAttempt], updated_now: bool, evidence: &[Evidence]) -> Option<PaymentState> {
         let payday = infer(facts.country, evidence);
         PaymentState::with_payday(facts, earlier, updated_now, payday)
     }
 
     /// [`PaymentState::new`] with the pay-day inference already made (the batch
     /// path infers once per payment, not once per retry).
-    pub fn with_payday(
-        facts: PaymentFacts,
-        earlier: &[EarlierAttempt],
-        updated_now: bool,
-        payday: PayDayEstimate,
-    ) -> Option<PaymentState> {
+    pub fn with_payday(facts: PaymentFacts, earlier: &[EarlierAttempt], updated_now: bool, payday: PayDayEstimate) -> Option<PaymentState> {
         let first = earlier.first()?;
         let last = earlier.last()?;
         let first_day = first.at.with_timezone(&facts.timezone).date_naive();
-        let pay_days = payday.schedule.pay_days_between(
-            facts.country,
-            first_day - Days::new(PAY_DAYS_BEFORE),
-            first_day + Days::new(PAY_DAYS_AFTER),
-        );
+        let pay_days =
+            payday.schedule.pay_days_between(facts.country, first_day - Days::new(PAY_DAYS_BEFORE), first_day + Days::new(PAY_DAYS_AFTER));
         let mut s = PaymentState {
             first_at: first.at,
             last_at: last.at,
@@ -302,7 +290,13 @@ impl PaymentState {
     pub fn time_levels(&self, at: DateTime<Utc>) -> TimeLevels {
         let local = at.with_timezone(&self.facts.timezone).naive_local();
         let day = self.day_levels(local.date());
-        self.assemble((at - self.last_at).num_minutes(), (at - self.first_at).num_minutes(), local.hour(), local.weekday().num_days_from_monday(), &day)
+        self.assemble(
+            (at - self.last_at).num_minutes(),
+            (at - self.first_at).num_minutes(),
+            local.hour(),
+            local.weekday().num_days_from_monday(),
+            &day,
+        )
     }
 
     /// [`PaymentState::time_levels`] at `start`, `start + 1 h`, … (`hours` times),
@@ -313,7 +307,13 @@ impl PaymentState {
         let (since_last, since_first) = (start - self.last_at, start - self.first_at);
         // Minutes since an earlier time, `h` hours after `start`, exactly as
         // `TimeDelta::num_minutes` truncates (integer arithmetic when non-negative).
-        let minutes = |d: chrono::TimeDelta, h: i64| if d >= chrono::TimeDelta::zero() { (d.num_seconds() + 3600 * h) / 60 } else { (d + chrono::TimeDelta::hours(h)).num_minutes() };
+        let minutes = |d: chrono::TimeDelta, h: i64| {
+            if d >= chrono::TimeDelta::zero() {
+                (d.num_seconds() + 3600 * h) / 60
+            } else {
+                (d + chrono::TimeDelta::hours(h)).num_minutes()
+            }
+        };
         let start_secs = start.timestamp();
         let offsets = hourly_offsets(self.facts.timezone, start_secs, hours);
         let mut day: Option<(i64, NaiveDate, DayLevels)> = None;
@@ -673,12 +673,8 @@ pub fn days_since_payday_level(active: &[u16]) -> usize {
 /// Three-way crosses, all involving a candidate group: how money arrives during
 /// the pay period matters for funds declines only, and differs by card funding,
 /// by how sure the pay-day inference is, and by the hour on the pay day itself.
-const TRIPLES: [(usize, usize, usize); 4] = [
-    (G_CLASS, G_FUNDING, G_CYCLE),
-    (G_CLASS, G_CONFIDENCE, G_CYCLE),
-    (G_CLASS, G_SINCE_PAY, G_HOUR),
-    (G_CLASS, G_UPDATED, G_CYCLE),
-];
+const TRIPLES: [(usize, usize, usize); 4] =
+    [(G_CLASS, G_FUNDING, G_CYCLE), (G_CLASS, G_CONFIDENCE, G_CYCLE), (G_CLASS, G_SINCE_PAY, G_HOUR), (G_CLASS, G_UPDATED, G_CYCLE)];
 
 /// Number of active columns in every vector.
 pub const ACTIVE: usize = N_FIXED + N_CAND + FIXED_CROSSES.len() + CAND_CROSSES.len() + TRIPLES.len();
@@ -723,7 +719,10 @@ fn groups() -> Vec<(&'static str, Vec<String>)> {
         ("days_until_payday", bucket_names(&["1", "2", "3", "4-6", "7-13", "14+"])),
         ("day_of_month", bucket_names(&["1-5", "6-10", "11-15", "16-20", "21-25", "26-31"])),
         ("channel", names(Channel::VARIANTS)),
-        ("pay_period_elapsed", bucket_names(&["unknown", "<0.1", "0.1-0.2", "0.2-0.35", "0.35-0.5", "0.5-0.65", "0.65-0.8", "0.8-0.9", "0.9+"])),
+        (
+            "pay_period_elapsed",
+            bucket_names(&["unknown", "<0.1", "0.1-0.2", "0.2-0.35", "0.35-0.5", "0.5-0.65", "0.65-0.8", "0.8-0.9", "0.9+"]),
+        ),
     ];
     assert_eq!(g.len(), N_FIXED + N_CAND);
     g
@@ -893,15 +892,31 @@ mod tests {
         assert!(s.columns.iter().all(|c| seen.insert(c.clone())), "duplicate column names");
         assert!(groups().iter().all(|(_, levels)| levels.len() <= 256), "TimeLevels stores levels as u8");
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
-        let earlier = [EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false }];
+        let earlier = [EarlierAttempt {
+            at: t0,
+            decline: DeclineCode::InsufficientFunds,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        }];
         let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
         let v = st.encode(&Candidate { at: t0 + chrono::Duration::hours(50), channel: Channel::Email });
         assert_eq!(v.len(), ACTIVE);
         assert!(v.iter().all(|&c| (c as usize) < s.len()));
         let named: Vec<&str> = v.iter().map(|&c| s.columns[c as usize].as_str()).collect();
-        for want in ["decline_code=insufficient_funds", "decline_class=soft_funds", "retries_before=0", "amount_usd=10-20",
-            "card_funding=debit", "hours_since_last=48-96", "days_since_first=2-4", "local_hour=10-13", "local_weekday=wed",
-            "channel=email", "decline_class=soft_funds&channel=email"] {
+        for want in [
+            "decline_code=insufficient_funds",
+            "decline_class=soft_funds",
+            "retries_before=0",
+            "amount_usd=10-20",
+            "card_funding=debit",
+            "hours_since_last=48-96",
+            "days_since_first=2-4",
+            "local_hour=10-13",
+            "local_weekday=wed",
+            "channel=email",
+            "decline_class=soft_funds&channel=email",
+        ] {
             assert!(named.contains(&want), "{want} not in {named:?}");
         }
     }
@@ -910,8 +925,20 @@ mod tests {
     fn slots_and_channel_counterfactuals_match_the_encoding() {
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
         let earlier = [
-            EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false },
-            EarlierAttempt { at: t0 + chrono::Duration::hours(30), decline: DeclineCode::DoNotHonor, advice_code: None, channel: Some(Channel::Email), payment_method_updated: false },
+            EarlierAttempt {
+                at: t0,
+                decline: DeclineCode::InsufficientFunds,
+                advice_code: None,
+                channel: None,
+                payment_method_updated: false,
+            },
+            EarlierAttempt {
+                at: t0 + chrono::Duration::hours(30),
+                decline: DeclineCode::DoNotHonor,
+                advice_code: None,
+                channel: Some(Channel::Email),
+                payment_method_updated: false,
+            },
         ];
         let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
         let slots = SCHEMA.slot_ranges();
@@ -953,13 +980,29 @@ mod tests {
     fn hourly_grid_levels_equal_the_per_time_levels_across_dst_changes() {
         // Spring forward and fall back in New York, Sydney (southern hemisphere), and a
         // zone at a half-hour offset; starts off the hour and at awkward minutes.
-        for (tz, y, m, d) in [(chrono_tz::America::New_York, 2026, 3, 1), (chrono_tz::America::New_York, 2026, 10, 25),
-            (chrono_tz::Australia::Sydney, 2026, 3, 30), (chrono_tz::Australia::Sydney, 2026, 9, 28), (chrono_tz::Asia::Kolkata, 2026, 12, 24)]
-        {
+        for (tz, y, m, d) in [
+            (chrono_tz::America::New_York, 2026, 3, 1),
+            (chrono_tz::America::New_York, 2026, 10, 25),
+            (chrono_tz::Australia::Sydney, 2026, 3, 30),
+            (chrono_tz::Australia::Sydney, 2026, 9, 28),
+            (chrono_tz::Asia::Kolkata, 2026, 12, 24),
+        ] {
             let t0 = Utc.with_ymd_and_hms(y, m, d, 21, 17, 42).unwrap();
             let earlier = [
-                EarlierAttempt { at: t0 - chrono::Duration::days(3), decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false },
-                EarlierAttempt { at: t0, decline: DeclineCode::InsufficientFunds, advice_code: None, channel: Some(Channel::Sms), payment_method_updated: false },
+                EarlierAttempt {
+                    at: t0 - chrono::Duration::days(3),
+                    decline: DeclineCode::InsufficientFunds,
+                    advice_code: None,
+                    channel: None,
+                    payment_method_updated: false,
+                },
+                EarlierAttempt {
+                    at: t0,
+                    decline: DeclineCode::InsufficientFunds,
+                    advice_code: None,
+                    channel: Some(Channel::Sms),
+                    payment_method_updated: false,
+                },
             ];
             let st = PaymentState::new(PaymentFacts { timezone: tz, ..facts() }, &earlier, false, &[]).expect("state");
             for start in [t0 + chrono::Duration::minutes(43), t0 + chrono::Duration::seconds(1)] {
@@ -971,7 +1014,11 @@ mod tests {
                     let at = start + chrono::Duration::hours(h as i64);
                     assert_eq!(got.levels, st.time_levels(at), "{tz} at {at}");
                     let local = at.with_timezone(&tz);
-                    assert_eq!((got.local_hour, got.weekday, got.local_date), (local.hour(), local.weekday().num_days_from_monday(), local.date_naive()), "{tz} at {at}");
+                    assert_eq!(
+                        (got.local_hour, got.weekday, got.local_date),
+                        (local.hour(), local.weekday().num_days_from_monday(), local.date_naive()),
+                        "{tz} at {at}"
+                    );
                 }
             }
         }
@@ -988,7 +1035,13 @@ mod tests {
             ev.extend(payment_evidence(ny, &[(at(m, 27), Some(DeclineCode::InsufficientFunds)), (at(m + 1, 2), None)]));
         }
         let evidence: Vec<Evidence> = ev.into_iter().map(|(_, e)| e).collect();
-        let earlier = [EarlierAttempt { at: at(7, 14), decline: DeclineCode::InsufficientFunds, advice_code: None, channel: None, payment_method_updated: false }];
+        let earlier = [EarlierAttempt {
+            at: at(7, 14),
+            decline: DeclineCode::InsufficientFunds,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        }];
         let st = PaymentState::new(facts(), &earlier, false, &evidence).expect("state");
         assert_eq!(st.payday().schedule, PaySchedule::SemiMonthly);
         let cols = |d: u32| {

@@ -126,7 +126,12 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
             return Ok(Mapped::BudgetExhausted);
         }
     }
-    for (field, v) in [("payment_id", &r.payment_id), ("merchant_id", &r.merchant_id), ("pg_error_code", &r.pg_error_code), ("first_pg_error_code", &r.first_pg_error_code)] {
+    for (field, v) in [
+        ("payment_id", &r.payment_id),
+        ("merchant_id", &r.merchant_id),
+        ("pg_error_code", &r.pg_error_code),
+        ("first_pg_error_code", &r.first_pg_error_code),
+    ] {
         crate::limits::check_text(field, v.as_deref().unwrap_or(""))?;
     }
     let method = method("payment_method_type", text(&r.payment_method_type))?;
@@ -138,12 +143,20 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         (_, Some(a)) if a < 0 => return Err(bad("attempt_amount", format!("must be positive (minor units), got {a}"))),
         _ => return Err(bad("invoice_amount", "is required: the amount due in minor units (or attempt_amount)")),
     };
-    let currency = match text(&r.invoice_currency).map(|c| ("invoice_currency", c)).or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c))) {
-        Some((field, c)) => c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?,
+    let currency = match text(&r.invoice_currency)
+        .map(|c| ("invoice_currency", c))
+        .or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c)))
+    {
+        Some((field, c)) => {
+            c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?
+        }
         None => Currency::USD,
     };
     let country = match text(&r.billing_country) {
-        Some(c) => c.to_ascii_uppercase().parse::<Country>().map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
+        Some(c) => c
+            .to_ascii_uppercase()
+            .parse::<Country>()
+            .map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
         None => default_country,
     };
     let card_funding = text(&r.card_funding).and_then(|f| f.to_ascii_lowercase().parse::<CardFunding>().ok());
@@ -211,16 +224,26 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
             retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
         }
     }
-    let started = [r.invoice_start_time.as_ref().map(|t| ("invoice_start_time", t)), r.first_error_msg_time.as_ref().map(|t| ("first_error_msg_time", t))]
-        .into_iter()
-        .flatten()
-        .next()
-        .map(|(field, t)| time(field, t))
-        .transpose()?
-        .or_else(|| retries.first().map(|t| *t - chrono::Duration::seconds(1)))
-        .unwrap_or(clock)
-        .min(clock);
-    let attempt = |at, decline, network_code, advice_code| RequestAttempt { at, decline, network_code, advice_code, channel: None, payment_method_updated: false };
+    let started = [
+        r.invoice_start_time.as_ref().map(|t| ("invoice_start_time", t)),
+        r.first_error_msg_time.as_ref().map(|t| ("first_error_msg_time", t)),
+    ]
+    .into_iter()
+    .flatten()
+    .next()
+    .map(|(field, t)| time(field, t))
+    .transpose()?
+    .or_else(|| retries.first().map(|t| *t - chrono::Duration::seconds(1)))
+    .unwrap_or(clock)
+    .min(clock);
+    let attempt = |at, decline, network_code, advice_code| RequestAttempt {
+        at,
+        decline,
+        network_code,
+        advice_code,
+        channel: None,
+        payment_method_updated: false,
+    };
     let mut attempts = vec![attempt(started, first, first_network, first_advice)];
     attempts.extend(retries.into_iter().filter(|t| *t > started).map(|t| attempt(t, latest, latest_network, latest_advice)));
 
@@ -257,7 +280,13 @@ pub struct Answer {
 }
 
 /// Decide one hyperswitch request with `model`; `cfg` from [`engine_config`].
-pub fn decide(model: &SuccessModel, cfg: &EngineConfig, r: &decider::DeciderRequest, clock: DateTime<Utc>, default_country: Country) -> Result<Answer, InvalidField> {
+pub fn decide(
+    model: &SuccessModel,
+    cfg: &EngineConfig,
+    r: &decider::DeciderRequest,
+    clock: DateTime<Utc>,
+    default_country: Country,
+) -> Result<Answer, InvalidField> {
     let req = match to_engine(r, clock, default_country)? {
         Mapped::BudgetExhausted => {
             let response = decider::DeciderResponse { retry_flag: false, retry_time: None, decision_threshold: None };
@@ -266,7 +295,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, r: &decider::DeciderRequ
         Mapped::Decide(req) => req,
     };
     let d = engine::decide(model, cfg, &req, crate::api::request_randomness(&req))?;
-    let reason = d.reasons.iter().find(|r| !r.code.starts_with("constraint:")).or(d.reasons.first()).map(|r| r.code.clone()).unwrap_or_default();
+    let reason =
+        d.reasons.iter().find(|r| !r.code.starts_with("constraint:")).or(d.reasons.first()).map(|r| r.code.clone()).unwrap_or_default();
     let chosen = d.chosen.as_ref().filter(|_| d.action == Action::Retry);
     let response = decider::DeciderResponse {
         retry_flag: chosen.is_some(),
@@ -332,8 +362,11 @@ pub struct Trainer {
 
 /// Keep at most [`MAX_FINISHED_JOBS`] finished jobs, forgetting the oldest.
 fn forget_oldest_finished(jobs: &mut HashMap<String, Job>) {
-    let mut finished: Vec<(DateTime<Utc>, String)> =
-        jobs.iter().filter(|(_, j)| matches!(j.status, trainer::JobStatus::Succeeded | trainer::JobStatus::Failed)).map(|(id, j)| (j.updated_at, id.clone())).collect();
+    let mut finished: Vec<(DateTime<Utc>, String)> = jobs
+        .iter()
+        .filter(|(_, j)| matches!(j.status, trainer::JobStatus::Succeeded | trainer::JobStatus::Failed))
+        .map(|(id, j)| (j.updated_at, id.clone()))
+        .collect();
     if finished.len() < MAX_FINISHED_JOBS {
         return;
     }
@@ -370,7 +403,9 @@ impl Trainer {
         if !tag.is_empty() {
             crate::registry::check_version_name(tag).map_err(|m| tonic::Status::invalid_argument(format!("model_version_tag: {m}")))?;
             if self.cfg.models.join(tag).exists() {
-                return Err(tonic::Status::already_exists(format!("model_version_tag: version {tag:?} already exists in the registry; versions are immutable")));
+                return Err(tonic::Status::already_exists(format!(
+                    "model_version_tag: version {tag:?} already exists in the registry; versions are immutable"
+                )));
             }
         }
         let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
@@ -378,19 +413,34 @@ impl Trainer {
         if !tag.is_empty() {
             if let Some((id, j)) = jobs.iter().find(|(_, j)| j.tag == tag && active(j)) {
                 if j.owner != caller.0 {
-                    return Err(tonic::Status::already_exists(format!("model_version_tag: a job for {tag:?} is already running for another caller")));
+                    return Err(tonic::Status::already_exists(format!(
+                        "model_version_tag: a job for {tag:?} is already running for another caller"
+                    )));
                 }
-                return Ok(trainer::TriggerTrainingResponse { job_id: id.clone(), message: format!("already training {tag:?} as job {id}") });
+                return Ok(trainer::TriggerTrainingResponse {
+                    job_id: id.clone(),
+                    message: format!("already training {tag:?} as job {id}"),
+                });
             }
         }
         if jobs.values().filter(|j| active(j)).count() >= MAX_ACTIVE_JOBS {
-            return Err(tonic::Status::resource_exhausted(format!("{MAX_ACTIVE_JOBS} training jobs are already waiting or running; try again when one has finished")));
+            return Err(tonic::Status::resource_exhausted(format!(
+                "{MAX_ACTIVE_JOBS} training jobs are already waiting or running; try again when one has finished"
+            )));
         }
         forget_oldest_finished(&mut jobs);
         let now = Utc::now();
         // Unguessable: a job id is all GetTrainingJobStatus asks for.
         let id = format!("train-{}", hex::encode(rand::random::<[u8; 16]>()));
-        let job = Job { owner: caller.0.clone(), tag: tag.to_string(), merchant_id: merchant_id.to_string(), status: trainer::JobStatus::Pending, message: "waiting for a running job to finish".into(), created_at: now, updated_at: now };
+        let job = Job {
+            owner: caller.0.clone(),
+            tag: tag.to_string(),
+            merchant_id: merchant_id.to_string(),
+            status: trainer::JobStatus::Pending,
+            message: "waiting for a running job to finish".into(),
+            created_at: now,
+            updated_at: now,
+        };
         jobs.insert(id.clone(), job);
         drop(jobs);
         tracing::info!(job = %id, tag, merchant_id, history = %self.cfg.history.display(), "training job accepted");
@@ -410,7 +460,9 @@ impl Trainer {
                 load: crate::history::LoadOptions::default(),
             };
             let (me, id) = (this.clone(), job_id.clone());
-            let result = tokio::task::spawn_blocking(move || crate::cli::train::to_registry(&job, &mut |m| me.update(&id, None, m.to_string()))).await;
+            let result =
+                tokio::task::spawn_blocking(move || crate::cli::train::to_registry(&job, &mut |m| me.update(&id, None, m.to_string())))
+                    .await;
             match result {
                 Ok(Ok(w)) => {
                     let m = &w.report.model;
@@ -450,14 +502,19 @@ impl Trainer {
     pub fn status(&self, caller: &Caller, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, tonic::Status> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let shown: String = id.chars().take(64).collect();
-        let j = jobs
-            .get(id.trim())
-            .filter(|j| j.owner == caller.0)
-            .ok_or_else(|| tonic::Status::not_found(format!("job_id: no training job {shown:?} of yours (jobs are kept in memory until the server restarts)")))?;
+        let j = jobs.get(id.trim()).filter(|j| j.owner == caller.0).ok_or_else(|| {
+            tonic::Status::not_found(format!(
+                "job_id: no training job {shown:?} of yours (jobs are kept in memory until the server restarts)"
+            ))
+        })?;
         Ok(trainer::GetTrainingJobStatusResponse {
             job_id: id.trim().to_string(),
             status: j.status as i32,
-            message: if j.merchant_id.is_empty() { j.message.clone() } else { format!("{} (requested for merchant {})", j.message, j.merchant_id) },
+            message: if j.merchant_id.is_empty() {
+                j.message.clone()
+            } else {
+                format!("{} (requested for merchant {})", j.message, j.merchant_id)
+            },
             model_version_tag: j.tag.clone(),
             created_at: rfc3339(j.created_at),
             updated_at: rfc3339(j.updated_at),
@@ -467,13 +524,19 @@ impl Trainer {
 
 #[tonic::async_trait]
 impl trainer::trainer_service_server::TrainerService for Trainer {
-    async fn trigger_training(&self, request: tonic::Request<trainer::TriggerTrainingRequest>) -> Result<tonic::Response<trainer::TriggerTrainingResponse>, tonic::Status> {
+    async fn trigger_training(
+        &self,
+        request: tonic::Request<trainer::TriggerTrainingRequest>,
+    ) -> Result<tonic::Response<trainer::TriggerTrainingResponse>, tonic::Status> {
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
         let r = request.into_inner();
         self.trigger(&caller, &r.model_version_tag, &r.merchant_id).map(tonic::Response::new)
     }
 
-    async fn get_training_job_status(&self, request: tonic::Request<trainer::GetTrainingJobStatusRequest>) -> Result<tonic::Response<trainer::GetTrainingJobStatusResponse>, tonic::Status> {
+    async fn get_training_job_status(
+        &self,
+        request: tonic::Request<trainer::GetTrainingJobStatusRequest>,
+    ) -> Result<tonic::Response<trainer::GetTrainingJobStatusResponse>, tonic::Status> {
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
         self.status(&caller, &request.into_inner().job_id).map(tonic::Response::new)
     }

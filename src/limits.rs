@@ -48,7 +48,10 @@ pub fn check_time(field: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, Invali
     if time_in_range(t) {
         Ok(t)
     } else {
-        Err(InvalidField { field: field.into(), message: format!("{} is outside the accepted range 1970-01-01 to 2199-12-31 (UTC)", t.to_rfc3339()) })
+        Err(InvalidField {
+            field: field.into(),
+            message: format!("{} is outside the accepted range 1970-01-01 to 2199-12-31 (UTC)", t.to_rfc3339()),
+        })
     }
 }
 

@@ -35,14 +35,33 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(Opts::new("recoup_requests_total", "gRPC calls answered, by method and status code"), &["rpc", "code"]).expect("valid metric");
-        let latency = HistogramVec::new(HistogramOpts::new("recoup_request_duration_seconds", "Handler latency of gRPC calls").buckets(BUCKETS.to_vec()), &["rpc"]).expect("valid metric");
-        let decisions = IntCounterVec::new(Opts::new("recoup_decisions_total", "Decisions made, by action and message channel"), &["action", "channel"]).expect("valid metric");
+        let requests =
+            IntCounterVec::new(Opts::new("recoup_requests_total", "gRPC calls answered, by method and status code"), &["rpc", "code"])
+                .expect("valid metric");
+        let latency = HistogramVec::new(
+            HistogramOpts::new("recoup_request_duration_seconds", "Handler latency of gRPC calls").buckets(BUCKETS.to_vec()),
+            &["rpc"],
+        )
+        .expect("valid metric");
+        let decisions = IntCounterVec::new(
+            Opts::new("recoup_decisions_total", "Decisions made, by action and message channel"),
+            &["action", "channel"],
+        )
+        .expect("valid metric");
         let in_flight = IntGauge::new("recoup_in_flight", "Decisions running or waiting for a worker").expect("valid metric");
-        let model = IntGaugeVec::new(Opts::new("recoup_model_info", "The model version serving now (value 1)"), &["version"]).expect("valid metric");
-        let reloads = IntCounterVec::new(Opts::new("recoup_model_reloads_total", "Hot model reloads, by result (ok, refused)"), &["result"]).expect("valid metric");
-        let panics = IntCounterVec::new(Opts::new("recoup_panics_total", "Panics caught and answered INTERNAL for their call alone, by where"), &["rpc"]).expect("valid metric");
-        let shed = prometheus::IntCounter::new("recoup_shed_total", "Calls refused at admission (RESOURCE_EXHAUSTED) because the server was full").expect("valid metric");
+        let model = IntGaugeVec::new(Opts::new("recoup_model_info", "The model version serving now (value 1)"), &["version"])
+            .expect("valid metric");
+        let reloads =
+            IntCounterVec::new(Opts::new("recoup_model_reloads_total", "Hot model reloads, by result (ok, refused)"), &["result"])
+                .expect("valid metric");
+        let panics = IntCounterVec::new(
+            Opts::new("recoup_panics_total", "Panics caught and answered INTERNAL for their call alone, by where"),
+            &["rpc"],
+        )
+        .expect("valid metric");
+        let shed =
+            prometheus::IntCounter::new("recoup_shed_total", "Calls refused at admission (RESOURCE_EXHAUSTED) because the server was full")
+                .expect("valid metric");
         registry.register(Box::new(shed.clone())).expect("unique metric");
         for c in [&requests, &decisions, &reloads, &panics] {
             registry.register(Box::new(c.clone())).expect("unique metric");

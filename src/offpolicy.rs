@@ -249,7 +249,15 @@ fn state_before(e: &LoggedEpisode, k: usize, updated: bool) -> Option<PaymentSta
     PaymentState::with_payday(facts_of(&e.attempts[k - 1]), &earlier, updated, e.state_payday)
 }
 
-fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &SuccessModel, rules_cfg: &RulesConfig, window_days: i64, e: &LoggedEpisode) -> Contribution {
+fn contribution(
+    s: &dyn LoggedStrategy,
+    h: &History,
+    payers: &Payers,
+    model: &SuccessModel,
+    rules_cfg: &RulesConfig,
+    window_days: i64,
+    e: &LoggedEpisode,
+) -> Contribution {
     let p = e.attempts;
     let failed = p[0].attempted_at;
     let window_end = failed + Duration::days(window_days);
@@ -260,13 +268,15 @@ fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &Su
         let mut v = LoggedView { history: h, payers, seen, past: &e.past, after: seen[k - 1].attempted_at };
         let target = projected(s, &mut v, window_end, rules_cfg);
         let logged = Action { retry_at: p[k].attempted_at, channel: p[k].channel.unwrap_or(Channel::None) };
-        let matched = target.is_some_and(|t| t.channel == logged.channel && hour_slot(failed, t.retry_at) == hour_slot(failed, logged.retry_at));
+        let matched =
+            target.is_some_and(|t| t.channel == logged.channel && hour_slot(failed, t.retry_at) == hour_slot(failed, logged.retry_at));
         let propensity = p[k].propensity.unwrap_or(1.0).max(1e-9);
         let rho = if matched { 1.0 / propensity } else { 0.0 };
         let r = (p[k].outcome == Outcome::Succeeded) as u8 as f64;
         // q̂: the success model's P(success) of a retry from the state before retry k.
         let state = state_before(e, k, p[k].method_updated());
-        let q_hat = |a: Action| state.as_ref().map_or(0.0, |st| model.predict(&st.encode(&Candidate { at: a.retry_at, channel: a.channel })));
+        let q_hat =
+            |a: Action| state.as_ref().map_or(0.0, |st| model.predict(&st.encode(&Candidate { at: a.retry_at, channel: a.channel })));
         let (q_logged, q_target) = (q_hat(logged), target.map_or(0.0, q_hat));
         steps.push((rho, r, q_logged, q_target));
         if rho == 0.0 {
@@ -295,7 +305,13 @@ fn contribution(s: &dyn LoggedStrategy, h: &History, payers: &Payers, model: &Su
 }
 
 /// Estimate every strategy on the log `h` (see the module documentation).
-pub fn estimate(h: &History, model: &SuccessModel, strategies: &[&dyn LoggedStrategy], opts: &Options, progress: &(dyn Fn(usize) + Sync)) -> (Coverage, Vec<OffPolicy>) {
+pub fn estimate(
+    h: &History,
+    model: &SuccessModel,
+    strategies: &[&dyn LoggedStrategy],
+    opts: &Options,
+    progress: &(dyn Fn(usize) + Sync),
+) -> (Coverage, Vec<OffPolicy>) {
     let payers = Payers::new(h);
     let mut coverage = Coverage::default();
     let eps = episodes(h, &payers, opts, &mut coverage);
@@ -349,7 +365,14 @@ impl Sums {
     /// episodes with a first retry (the others recover nothing by one).
     fn estimates(&self) -> [f64; 6] {
         let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
-        [div(self.matched_r, self.matched) * div(self.retried, self.n), div(self.ips, self.n), div(self.ips, self.rho), div(self.dr, self.n), div(self.pdis, self.n), div(self.sdr, self.n)]
+        [
+            div(self.matched_r, self.matched) * div(self.retried, self.n),
+            div(self.ips, self.n),
+            div(self.ips, self.rho),
+            div(self.dr, self.n),
+            div(self.pdis, self.n),
+            div(self.sdr, self.n),
+        ]
     }
 }
 

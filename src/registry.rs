@@ -13,9 +13,9 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::asks::AskMethod;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use crate::asks::AskMethod;
 use sha2::{Digest, Sha256};
 
 use crate::model::SuccessModel;
@@ -89,7 +89,14 @@ pub fn probe(model: &SuccessModel) -> Result<(), String> {
         let req = Request {
             payment_id: "probe".into(),
             facts: facts(method, brand),
-            attempts: vec![RequestAttempt { at: t0, decline, network_code: None, advice_code: None, channel: None, payment_method_updated: false }],
+            attempts: vec![RequestAttempt {
+                at: t0,
+                decline,
+                network_code: None,
+                advice_code: None,
+                channel: None,
+                payment_method_updated: false,
+            }],
             payment_method_updated: false,
             asks: Vec::new(),
             past_payments: Vec::new(),
@@ -103,7 +110,10 @@ pub fn probe(model: &SuccessModel) -> Result<(), String> {
         }
         for s in d.chosen.iter().chain(&d.alternatives) {
             if !prob(s.p_success) || !prob(s.attrition) || !s.expected_value.is_finite() || !s.value.is_finite() {
-                return Err(format!("{decline}: slot at {} has p_success {}, attrition {}, expected value {}", s.retry_at, s.p_success, s.attrition, s.expected_value));
+                return Err(format!(
+                    "{decline}: slot at {} has p_success {}, attrition {}, expected value {}",
+                    s.retry_at, s.p_success, s.attrition, s.expected_value
+                ));
             }
         }
         if let Some(a) = &d.ask {
@@ -157,7 +167,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RegistryErr
 pub fn check_version_name(name: &str) -> Result<(), String> {
     let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > 64 || !ok_chars || name.starts_with('.') || name == CURRENT {
-        return Err(format!("{name:?} is not a valid model version name: use 1–64 characters of A–Z a–z 0–9 . _ -, not starting with a dot"));
+        return Err(format!(
+            "{name:?} is not a valid model version name: use 1–64 characters of A–Z a–z 0–9 . _ -, not starting with a dot"
+        ));
     }
     Ok(())
 }
@@ -165,13 +177,9 @@ pub fn check_version_name(name: &str) -> Result<(), String> {
 /// Write a new version into `dir`; returns its directory. The version is
 /// `manifest.version` when set (see [`check_version_name`]), else the creation
 /// time plus a digest of the model, so two versions never collide.
-pub fn write_version(
-    dir: &Path,
-    model: &SuccessModel,
-    report: &TrainReport,
-    mut manifest: Manifest,
-) -> Result<PathBuf, RegistryError> {
-    let model_json = serde_json::to_string_pretty(model).map_err(|source| RegistryError::Json { path: dir.join("model.json"), source })? + "\n";
+pub fn write_version(dir: &Path, model: &SuccessModel, report: &TrainReport, mut manifest: Manifest) -> Result<PathBuf, RegistryError> {
+    let model_json =
+        serde_json::to_string_pretty(model).map_err(|source| RegistryError::Json { path: dir.join("model.json"), source })? + "\n";
     if manifest.version.is_empty() {
         let digest = Sha256::digest(model_json.as_bytes());
         let short: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
@@ -279,10 +287,15 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     let _ = writeln!(s, "# Model {}\n", m.version);
     let _ = writeln!(s, "Success model for the next retry of a failed payment: P(the retry succeeds | features),");
     if model.trees.is_empty() {
-        let _ = writeln!(s, "logistic regression over one-hot features and crosses (L2 = {:e}, {} coordinate-Newton sweeps),", r.l2, r.sweeps);
+        let _ =
+            writeln!(s, "logistic regression over one-hot features and crosses (L2 = {:e}, {} coordinate-Newton sweeps),", r.l2, r.sweeps);
     } else {
         let leaves = model.trees.trees.iter().map(|t| t.nodes.len().div_ceil(2)).max().unwrap_or(0);
-        let _ = writeln!(s, "{} boosted trees (up to {leaves} leaves) over the payment's and the retry time's feature groups, stopped", model.trees.trees.len());
+        let _ = writeln!(
+            s,
+            "{} boosted trees (up to {leaves} leaves) over the payment's and the retry time's feature groups, stopped",
+            model.trees.trees.len()
+        );
         let _ = writeln!(s, "early on the calibration split, plus the message channel's logistic terms fitted on top of them");
         let _ = writeln!(s, "(L2 = {:e}, {} coordinate-Newton sweeps; the trees never split on the channel),", r.l2, r.sweeps);
     }
@@ -290,7 +303,14 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     let _ = writeln!(s, "## Data\n");
     let _ = writeln!(s, "- history: {} ({} rows), SHA-256 `{}`", m.data_files.join(", "), m.data_rows, m.data_fingerprint);
     let _ = writeln!(s, "- retry examples: {} from {} to {}", r.examples, d(r.data_from), d(r.data_to));
-    let _ = writeln!(s, "- split by time: fit {}, calibration {}, test {} (test from {})\n", r.fit_examples, r.calibration_examples, r.test_examples, d(r.test_from));
+    let _ = writeln!(
+        s,
+        "- split by time: fit {}, calibration {}, test {} (test from {})\n",
+        r.fit_examples,
+        r.calibration_examples,
+        r.test_examples,
+        d(r.test_from)
+    );
     let _ = writeln!(s, "## Held-out metrics (test split)\n");
     let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");
     s += &metrics_row("this model", &r.model);
@@ -301,7 +321,8 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     for (c, n, a) in &r.model.auc_by_class {
         let _ = writeln!(s, "| {c} | {n} | {a:.4} |");
     }
-    let _ = writeln!(s, "\n## Calibration (test split, 10 bins)\n\n| predicted | examples | mean predicted | observed |\n|---|---|---|---|");
+    let _ =
+        writeln!(s, "\n## Calibration (test split, 10 bins)\n\n| predicted | examples | mean predicted | observed |\n|---|---|---|---|");
     for (lo, k, mp, my) in &r.model.calibration {
         let _ = writeln!(s, "| {:.1}–{:.1} | {k} | {mp:.3} | {my:.3} |", lo, lo + 0.1);
     }
@@ -311,7 +332,16 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     let _ = writeln!(s, "logged with the channel minus those logged with none (channels were drawn at random), ± 1.96 SE.\n");
     let _ = writeln!(s, "| class | channel | logged retries | model lift | observed lift |\n|---|---|---|---|---|");
     for l in &r.channel_lift {
-        let _ = writeln!(s, "| {} | {} | {} | {:+.3} | {:+.3} ± {:.3} |", l.class, l.channel, l.examples, l.predicted_lift, l.observed_lift, 1.96 * l.observed_se);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:+.3} | {:+.3} ± {:.3} |",
+            l.class,
+            l.channel,
+            l.examples,
+            l.predicted_lift,
+            l.observed_lift,
+            1.96 * l.observed_se
+        );
     }
     if !model.weight_variances.is_empty() {
         let _ = writeln!(s, "\nThe model keeps each weight's posterior variance (diagonal Laplace approximation). The engine values a");
@@ -324,18 +354,49 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");
         let _ = writeln!(s, "The engine does not charge a message for the payers it may lose.");
     } else {
-        let _ = writeln!(s, "Share of payers a message makes cancel, from {} logged retries after soft declines: a channel is", attrition.retries);
+        let _ = writeln!(
+            s,
+            "Share of payers a message makes cancel, from {} logged retries after soft declines: a channel is",
+            attrition.retries
+        );
         let _ = writeln!(s, "under-represented among logged retries by the share of its messages that ended the dunning");
         let _ = writeln!(s, "(1 − W_channel / W_none, W = Σ 1/propensity), per message already sent, each bucket shrunk toward the other channels (DerSimonian–Laird), then a line in the messages sent; the engine multiplies a");
         let _ = writeln!(s, "slot's value by (1 − attrition) and keeps the message's cost.\n");
         let _ = writeln!(s, "| channel | base | per earlier message | by messages before: raw rate ± 1.96 SE → pooled over channels (retries) |\n|---|---|---|---|");
         for c in &attrition.channels {
-            let raw: Vec<String> = c.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1} → {:.1} % ({})", b.messages_before, 100.0 * b.rate, 196.0 * b.se, 100.0 * b.pooled, b.retries)).collect();
-            let _ = writeln!(s, "| {} | {:.2} % | {:.2} % | {} |", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message, raw.join("; "));
+            let raw: Vec<String> = c
+                .buckets
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{}: {:.1} % ± {:.1} → {:.1} % ({})",
+                        b.messages_before,
+                        100.0 * b.rate,
+                        196.0 * b.se,
+                        100.0 * b.pooled,
+                        b.retries
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} % | {:.2} % | {} |",
+                <&str>::from(c.channel),
+                100.0 * c.base,
+                100.0 * c.per_message,
+                raw.join("; ")
+            );
         }
         if let Some(o) = &attrition.other {
-            let raw: Vec<String> = o.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1}", b.messages_before, 100.0 * b.rate, 196.0 * b.se)).collect();
-            let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.2} % | {:.2} % | {} |", 100.0 * o.base, 100.0 * o.per_message, raw.join("; "));
+            let raw: Vec<String> =
+                o.buckets.iter().map(|b| format!("{}: {:.1} % ± {:.1}", b.messages_before, 100.0 * b.rate, 196.0 * b.se)).collect();
+            let _ = writeln!(
+                s,
+                "| any other channel (never randomized: the channels' mean) | {:.2} % | {:.2} % | {} |",
+                100.0 * o.base,
+                100.0 * o.per_message,
+                raw.join("; ")
+            );
         }
     }
     let _ = writeln!(s, "\n## Asking for a new payment method (whole history)\n");
@@ -346,16 +407,26 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     }
     match asks.method {
         AskMethod::UpdateFlags => {
-            let _ = writeln!(s, "\nA time-to-update model over {} intervals between needs-update attempts, fitted on the log's", asks.payments);
+            let _ =
+                writeln!(s, "\nA time-to-update model over {} intervals between needs-update attempts, fitted on the log's", asks.payments);
             let _ = writeln!(s, "`payment_method_updated` flags: an interval of d days after an ask on c ends without an update with");
-            let _ = writeln!(s, "probability (1 − ρ_c)·exp(−λ·d); λ = {:.2} % per day (updates without an ask).\n", 100.0 * asks.spontaneous_per_day);
+            let _ = writeln!(
+                s,
+                "probability (1 − ρ_c)·exp(−λ·d); λ = {:.2} % per day (updates without an ask).\n",
+                100.0 * asks.spontaneous_per_day
+            );
         }
         AskMethod::Prior => {
             let _ = writeln!(s, "\nThe log could not identify the response; the numbers below are an assumption, not an estimate.\n");
         }
         AskMethod::SelectiveRetries | AskMethod::Unrecorded if !asks.is_empty() => {
-            let _ = writeln!(s, "\nFrom {} needs-update payments: among those retried at the logging policy's first retry time", asks.payments);
-            let _ = writeln!(s, "({:.2}–{:.2} days after the decline, as for soft declines), the share updated by then per channel", asks.first_retry_days.0, asks.first_retry_days.1);
+            let _ =
+                writeln!(s, "\nFrom {} needs-update payments: among those retried at the logging policy's first retry time", asks.payments);
+            let _ = writeln!(
+                s,
+                "({:.2}–{:.2} days after the decline, as for soft declines), the share updated by then per channel",
+                asks.first_retry_days.0, asks.first_retry_days.1
+            );
             let _ = writeln!(s, "drawn, corrected for the channel's attrition and for the updates that happen without a message");
             let _ = writeln!(s, "({:.2} % per day).\n", 100.0 * asks.spontaneous_per_day);
         }
@@ -364,13 +435,22 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     if asks.is_empty() {
         let _ = writeln!(s, "Nothing estimated: the engine does not value asks; it still names the channel to ask through.");
     } else {
-        let _ = writeln!(s, "The engine assumes every ask has this chance: the log cannot show whether a payer who ignored one ask answers the next.\n");
+        let _ = writeln!(
+            s,
+            "The engine assumes every ask has this chance: the log cannot show whether a payer who ignored one ask answers the next.\n"
+        );
         let _ = writeln!(s, "| channel | P(update when asked) ± 1.96 SE | intervals or first retries |\n|---|---|---|");
         for c in &asks.channels {
             let _ = writeln!(s, "| {} | {:.1} % ± {:.1} | {} |", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se, c.retries);
         }
         if let Some(o) = &asks.other {
-            let _ = writeln!(s, "| any other channel (never randomized: the channels' mean) | {:.1} % ± {:.1} | {} |", 100.0 * o.rate, 196.0 * o.se, o.retries);
+            let _ = writeln!(
+                s,
+                "| any other channel (never randomized: the channels' mean) | {:.1} % ± {:.1} | {} |",
+                100.0 * o.rate,
+                196.0 * o.se,
+                o.retries
+            );
         }
     }
     let _ = writeln!(s, "\n## Where the log holds evidence (support)\n");
@@ -379,7 +459,11 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     } else {
         let _ = writeln!(s, "The engine decides only inside it: a candidate retry spaced closer to the last attempt than the log's 1st");
         let _ = writeln!(s, "percentile, later after the failure than its 99th, at a retry number, local hour or after a channel the log");
-        let _ = writeln!(s, "has fewer than {} retries of, is not taken (reason `outside_support:*`). Per decline class of the last decline:\n", crate::support::MIN_CELL);
+        let _ = writeln!(
+            s,
+            "has fewer than {} retries of, is not taken (reason `outside_support:*`). Per decline class of the last decline:\n",
+            crate::support::MIN_CELL
+        );
         for c in model.support.classes.iter().chain(&model.support.pooled) {
             let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
             let _ = writeln!(s, "- {label}: {}", c.describe());

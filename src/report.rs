@@ -68,7 +68,12 @@ fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> anyhow::R
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
     }
     Ok(s)
@@ -94,7 +99,11 @@ fn bars_svg(title: &str, categories: &[String], series: &[(String, Vec<f64>)]) -
             .x_labels(categories.len() * 2 + 1)
             .x_label_formatter(&move |v| {
                 let i = v.floor() as usize;
-                if (v - i as f64 - 0.5).abs() < 1e-6 { cats.get(i).cloned().unwrap_or_default() } else { String::new() }
+                if (v - i as f64 - 0.5).abs() < 1e-6 {
+                    cats.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             })
             .y_desc("recovered")
             .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
@@ -111,7 +120,12 @@ fn bars_svg(title: &str, categories: &[String], series: &[(String, Vec<f64>)]) -
                 .label(name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
     }
     Ok(s)
@@ -173,17 +187,32 @@ fn esc(s: &str) -> String {
 /// Write `dir/index.html` and the plots as `dir/*.svg`; returns the HTML path.
 pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let curves = lines_svg("Share recovered by days since the failed charge", "days since the failed charge", r.window_days as f64, &recovery_curves(r.lineup, r.out, r.window_days))?;
+    let curves = lines_svg(
+        "Share recovered by days since the failed charge",
+        "days since the failed charge",
+        r.window_days as f64,
+        &recovery_curves(r.lineup, r.out, r.window_days),
+    )?;
     let classes: Vec<&Segment> = r.segments.iter().filter(|s| s.by == crate::backtest::SegmentBy::DeclineClass).collect();
     let class_svg = if classes.is_empty() {
         None
     } else {
         let cats: Vec<String> = classes.iter().map(|s| s.value.clone()).collect();
-        let series: Vec<(String, Vec<f64>)> =
-            r.lineup.names.iter().enumerate().map(|(i, n)| (short(n).to_string(), classes.iter().map(|s| s.strategies[i].recovery_rate.value).collect())).collect();
+        let series: Vec<(String, Vec<f64>)> = r
+            .lineup
+            .names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (short(n).to_string(), classes.iter().map(|s| s.strategies[i].recovery_rate.value).collect()))
+            .collect();
         Some(bars_svg("Recovered by decline class", &cats, &series)?)
     };
-    let payday = lines_svg("Recovered by days from the payer's last pay day to the failure", "days from the last pay day to the failed charge", 30.0, &recovery_by_payday(r.lineup, r.cases, r.out))?;
+    let payday = lines_svg(
+        "Recovered by days from the payer's last pay day to the failure",
+        "days from the last pay day to the failed charge",
+        30.0,
+        &recovery_by_payday(r.lineup, r.cases, r.out),
+    )?;
     let mut plots = vec![("recovery_curve.svg", curves)];
     if let Some(c) = class_svg {
         plots.push(("recovery_by_decline_class.svg", c));
@@ -217,7 +246,12 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
             s.messages_per_payment,
             ci(&s.cancellation_rate, true),
             s.rule_violations,
-            s.oracle_uplift_share.as_ref().map_or("–".into(), |e| format!("{:.0} % <span class=ci>[{:.0}, {:.0}]</span>", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)),
+            s.oracle_uplift_share.as_ref().map_or("–".into(), |e| format!(
+                "{:.0} % <span class=ci>[{:.0}, {:.0}]</span>",
+                100.0 * e.value,
+                100.0 * e.lo,
+                100.0 * e.hi
+            )),
         );
     }
     h.push_str("</table>");
@@ -235,7 +269,12 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
         for seg in r.segments.iter().filter(|s| s.by == b) {
             let _ = write!(h, "<tr><td>{}</td><td>{}</td>", esc(&seg.value), seg.payments);
             for s in &seg.strategies {
-                let _ = write!(h, "<td>{:.1} % <span class=ci>/ {:.0}</span></td>", 100.0 * s.recovery_rate.value, s.net_per_payment.value + 0.0);
+                let _ = write!(
+                    h,
+                    "<td>{:.1} % <span class=ci>/ {:.0}</span></td>",
+                    100.0 * s.recovery_rate.value,
+                    s.net_per_payment.value + 0.0
+                );
             }
             h.push_str("</tr>");
         }

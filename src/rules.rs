@@ -171,11 +171,21 @@ impl RuleViolation {
     pub fn is_permanent(&self) -> bool {
         use RuleViolation::*;
         match self {
-            NothingToRetry | AlreadySucceeded | HardDecline { .. } | MastercardDoNotRetry { .. }
-            | NeedsPaymentMethodUpdate { .. } | AchNotRepresentable { .. } | AchRepresentmentCap { .. }
-            | AchWindowClosed { .. } | SepaNotRetryable { .. } => true,
-            NotAfterLastAttempt { .. } | VisaReattemptCap { .. } | MastercardDailyCap { .. }
-            | MastercardMonthlyCap { .. } | MastercardAdviceWait { .. } | SepaRetryCap { .. }
+            NothingToRetry
+            | AlreadySucceeded
+            | HardDecline { .. }
+            | MastercardDoNotRetry { .. }
+            | NeedsPaymentMethodUpdate { .. }
+            | AchNotRepresentable { .. }
+            | AchRepresentmentCap { .. }
+            | AchWindowClosed { .. }
+            | SepaNotRetryable { .. } => true,
+            NotAfterLastAttempt { .. }
+            | VisaReattemptCap { .. }
+            | MastercardDailyCap { .. }
+            | MastercardMonthlyCap { .. }
+            | MastercardAdviceWait { .. }
+            | SepaRetryCap { .. }
             | MinSpacing { .. } => false,
         }
     }
@@ -247,10 +257,7 @@ pub fn advice_wait(advice: RawCode) -> Option<Duration> {
 
 fn count_in_window(history: &[PastAttempt], end: DateTime<Utc>, window: Duration, retries_only: bool) -> u32 {
     let start = end - window;
-    history
-        .iter()
-        .filter(|a| a.at > start && a.at <= end && (!retries_only || a.attempt_number > 0))
-        .count() as u32
+    history.iter().filter(|a| a.at > start && a.at <= end && (!retries_only || a.attempt_number > 0)).count() as u32
 }
 
 /// Check a proposed retry of one payment against every network rule.
@@ -329,7 +336,8 @@ impl<'a> RetryChecker<'a> {
     /// Every time at which some rule's answer may change.
     fn changes(history: &[PastAttempt], cfg: &RulesConfig) -> Vec<DateTime<Utc>> {
         let windows = [Duration::days(VISA_WINDOW_DAYS), Duration::hours(24), Duration::days(30), Duration::days(SEPA_WINDOW_DAYS)];
-        let mut at: Vec<DateTime<Utc>> = history.iter().flat_map(|a| std::iter::once(a.at).chain(windows.iter().map(move |w| a.at + *w))).collect();
+        let mut at: Vec<DateTime<Utc>> =
+            history.iter().flat_map(|a| std::iter::once(a.at).chain(windows.iter().map(move |w| a.at + *w))).collect();
         if let Some(last) = history.last() {
             at.push(last.at + Duration::minutes(cfg.min_spacing_minutes));
             if let Some(wait) = last.advice_code.and_then(advice_wait) {
@@ -347,7 +355,8 @@ impl<'a> RetryChecker<'a> {
         if at.timestamp_subsec_nanos() != 0 {
             // Between whole seconds: no rule time is here, but be exact rather than clever.
             self.cached = None;
-            let verdict = check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            let verdict =
+                check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
             return &self.cached.insert((usize::MAX, verdict)).1;
         }
         self.check_timestamp(at.timestamp())
@@ -359,7 +368,8 @@ impl<'a> RetryChecker<'a> {
         let on_change = self.changes.get(interval) == Some(&at);
         if on_change || self.cached.as_ref().is_none_or(|(i, _)| *i != interval) {
             let at = DateTime::from_timestamp(at, 0).expect("a grid time is in chrono's range");
-            let verdict = check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            let verdict =
+                check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
             // A verdict on a change time holds only there: cache it under no interval.
             self.cached = Some((if on_change { usize::MAX } else { interval }, verdict));
         }
@@ -487,9 +497,16 @@ mod tests {
 
     #[test]
     fn hard_declines_are_never_retried() {
-        for code in [DeclineCode::LostCard, DeclineCode::StolenCard, DeclineCode::Fraudulent,
-                     DeclineCode::PickupCard, DeclineCode::AccountClosed, DeclineCode::RevocationOfAuthorization,
-                     DeclineCode::StopPaymentOrder, DeclineCode::DoNotTryAgain] {
+        for code in [
+            DeclineCode::LostCard,
+            DeclineCode::StolenCard,
+            DeclineCode::Fraudulent,
+            DeclineCode::PickupCard,
+            DeclineCode::AccountClosed,
+            DeclineCode::RevocationOfAuthorization,
+            DeclineCode::StopPaymentOrder,
+            DeclineCode::DoNotTryAgain,
+        ] {
             let h = vec![failed(0, 0, code)];
             let v = check_retry(card(CardBrand::Visa), &h, at(24 * 10), &RulesConfig::default());
             assert_eq!(codes(&v), ["hard_decline"], "{code}");
@@ -666,8 +683,7 @@ mod tests {
         let two = [ach("R01", 0, 0), ach("R01", 72, 1)];
         assert!(check_retry(ACH, &two, at(144), &cfg).is_allowed());
         let three = [ach("R01", 0, 0), ach("R01", 72, 1), ach("R01", 144, 2)];
-        assert_eq!(check_retry(ACH, &three, at(300), &cfg).violations,
-                   [RuleViolation::AchRepresentmentCap { used: 2, limit: 2 }]);
+        assert_eq!(check_retry(ACH, &three, at(300), &cfg).violations, [RuleViolation::AchRepresentmentCap { used: 2, limit: 2 }]);
         // the 180-day window
         assert_eq!(codes(&check_retry(ACH, &[ach("R01", 0, 0)], at(181 * 24), &cfg)), ["ach_window_closed"]);
     }
@@ -682,8 +698,7 @@ mod tests {
         let two = [ach("AM04", 0, 0), ach("AM04", 72, 1)];
         assert!(check_retry(SEPA, &two, at(144), &cfg).is_allowed());
         let three = [ach("AM04", 0, 0), ach("AM04", 72, 1), ach("AM04", 144, 2)];
-        assert_eq!(check_retry(SEPA, &three, at(200), &cfg).violations,
-                   [RuleViolation::SepaRetryCap { used: 2, limit: 2 }]);
+        assert_eq!(check_retry(SEPA, &three, at(200), &cfg).violations, [RuleViolation::SepaRetryCap { used: 2, limit: 2 }]);
         // after 42 days the first retry has left the window
         assert!(check_retry(SEPA, &three, at(72 + 42 * 24 + 1), &cfg).is_allowed());
     }
@@ -724,12 +739,16 @@ mod tests {
                 })
                 .collect();
             let f = facts[case % facts.len()];
-            let cfg = RulesConfig { visa_cap: if case % 2 == 0 { VisaCap::Pre2025 } else { VisaCap::Rules2025 }, min_spacing_minutes: rng.random_range(0..180) };
+            let cfg = RulesConfig {
+                visa_cap: if case % 2 == 0 { VisaCap::Pre2025 } else { VisaCap::Rules2025 },
+                min_spacing_minutes: rng.random_range(0..180),
+            };
             let updated = rng.random_bool(0.3);
             let mut checker = RetryChecker::new(f, &history, updated, &cfg);
             // Hourly from before the first attempt to past every window, then each
             // change time and a second either side of it, then a random order.
-            let mut times: Vec<DateTime<Utc>> = (-24..24 * 200).map(|h| history[0].at + Duration::hours(h) + Duration::minutes(case as i64)).collect();
+            let mut times: Vec<DateTime<Utc>> =
+                (-24..24 * 200).map(|h| history[0].at + Duration::hours(h) + Duration::minutes(case as i64)).collect();
             for c in checker.changes.clone() {
                 let c = DateTime::from_timestamp(c, 0).expect("in range");
                 times.extend([c - Duration::seconds(1), c, c + Duration::seconds(1), c + Duration::milliseconds(300)]);

@@ -74,7 +74,11 @@ impl ClassSupport {
     /// Whether retry number `k` (1 = first retry) is supported.
     pub fn retry_number(&self, k: u32) -> Result<(), Outside> {
         let n = self.by_retry_number.get(k.saturating_sub(1) as usize).copied().unwrap_or(0);
-        if self.enough(n) { Ok(()) } else { Err(Outside::RetryNumber) }
+        if self.enough(n) {
+            Ok(())
+        } else {
+            Err(Outside::RetryNumber)
+        }
     }
 
     /// Whether a retry `spacing_h` hours after the last attempt and `since_h` after the failure is supported.
@@ -90,12 +94,20 @@ impl ClassSupport {
 
     /// Whether a retry at this local hour is supported.
     pub fn local_hour(&self, hour: u32) -> Result<(), Outside> {
-        if self.enough(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) { Ok(()) } else { Err(Outside::LocalHour) }
+        if self.enough(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) {
+            Ok(())
+        } else {
+            Err(Outside::LocalHour)
+        }
     }
 
     /// Whether a retry after a message on `channel` is supported.
     pub fn channel(&self, channel: Channel) -> Result<(), Outside> {
-        if self.enough(self.by_channel.get(channel as usize).copied().unwrap_or(0)) { Ok(()) } else { Err(Outside::Channel) }
+        if self.enough(self.by_channel.get(channel as usize).copied().unwrap_or(0)) {
+            Ok(())
+        } else {
+            Err(Outside::Channel)
+        }
     }
 
     /// One line for reasons and the model card.
@@ -191,7 +203,14 @@ mod tests {
         let mut log = Vec::new();
         for i in 0..1_000u32 {
             let spacing = 24.0 + (i % 48) as f64;
-            log.push(retry(DeclineClass::SoftFunds, spacing, spacing * (1 + i % 3) as f64, 1 + i % 3, 8 + i % 10, if i % 2 == 0 { Channel::None } else { Channel::Email }));
+            log.push(retry(
+                DeclineClass::SoftFunds,
+                spacing,
+                spacing * (1 + i % 3) as f64,
+                1 + i % 3,
+                8 + i % 10,
+                if i % 2 == 0 { Channel::None } else { Channel::Email },
+            ));
         }
         let s = estimate(&log);
         let c = s.for_class(DeclineClass::SoftFunds).expect("enough retries");

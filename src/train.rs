@@ -15,11 +15,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
-use crate::features::{channel_slots, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts, PaymentState, ACTIVE, SCHEMA};
+use crate::features::{
+    channel_slots, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts, PaymentState, ACTIVE, SCHEMA,
+};
 use crate::history::History;
 use crate::model::{logit_loss, sigmoid, SuccessModel, TREE_GROUPS};
-use crate::trees::{BoostConfig, Forest};
 use crate::payday::Evidence;
+use crate::trees::{BoostConfig, Forest};
 
 /// The examples of a history, one per retry attempt, in time order.
 #[derive(Debug, Default, Clone)]
@@ -123,10 +125,8 @@ pub fn build(h: &History) -> TrainingSet {
             let mut ps: Vec<&[Attempt]> = ps.iter().map(|&i| payments[i]).collect();
             ps.sort_by_key(|p| p[0].attempted_at);
             let tz = ps[0][0].timezone;
-            let mut events: Vec<(DateTime<Utc>, Evidence)> = ps
-                .iter()
-                .flat_map(|p| payment_evidence(tz, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>()))
-                .collect();
+            let mut events: Vec<(DateTime<Utc>, Evidence)> =
+                ps.iter().flat_map(|p| payment_evidence(tz, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>())).collect();
             events.sort_by_key(|(t, e)| (*t, *e));
             for p in ps {
                 if p.len() < 2 {
@@ -142,7 +142,10 @@ pub fn build(h: &History) -> TrainingSet {
                         continue;
                     };
                     out.columns.extend_from_slice(state.fixed());
-                    state.candidate_columns(&Candidate { at: a.attempted_at, channel: a.channel.unwrap_or(Channel::None) }, &mut out.columns);
+                    state.candidate_columns(
+                        &Candidate { at: a.attempted_at, channel: a.channel.unwrap_or(Channel::None) },
+                        &mut out.columns,
+                    );
                     out.labels.push(a.outcome == Outcome::Succeeded);
                     out.times.push(a.attempted_at);
                     out.declines.push(earlier[k - 1].decline);
@@ -209,7 +212,14 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { test_fraction: 0.25, calibration_fraction: 0.15, l2: vec![1e-5, 1e-4, 1e-3], max_sweeps: 100, family: Family::Auto, boost: BoostConfig::default() }
+        TrainConfig {
+            test_fraction: 0.25,
+            calibration_fraction: 0.15,
+            l2: vec![1e-5, 1e-4, 1e-3],
+            max_sweeps: 100,
+            family: Family::Auto,
+            boost: BoostConfig::default(),
+        }
     }
 }
 
@@ -344,12 +354,7 @@ fn start_point(set: &TrainingSet, warm: Option<(&[f64], f64)>) -> anyhow::Result
 ///
 /// Starts from `warm` (weights, intercept) when given, else from the base rate.
 /// Returns (weights, intercept, sweeps).
-pub fn fit_logistic(
-    set: &TrainingSet,
-    l2: f64,
-    max_sweeps: u64,
-    warm: Option<(&[f64], f64)>,
-) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+pub fn fit_logistic(set: &TrainingSet, l2: f64, max_sweeps: u64, warm: Option<(&[f64], f64)>) -> anyhow::Result<(Vec<f64>, f64, u64)> {
     fit_logistic_on(set, l2, max_sweeps, warm, None, None)
 }
 
@@ -378,19 +383,16 @@ pub fn fit_logistic_on(
     // reads two slots, not every row's whole vector (10× less memory traffic).
     let by_slot: Vec<Vec<u16>> = (0..ACTIVE)
         .into_par_iter()
-        .map(|k| if visit.contains(&k) { (0..n).map(|i| set.columns[i * ACTIVE + k] - slots[k].start as u16).collect() } else { Vec::new() })
+        .map(
+            |k| if visit.contains(&k) { (0..n).map(|i| set.columns[i * ACTIVE + k] - slots[k].start as u16).collect() } else { Vec::new() },
+        )
         .collect();
     let labels: Vec<f64> = set.labels.iter().map(|&y| y as u8 as f64).collect();
     let objective = |z: &[f64], w: &[f64]| -> f64 {
         let parts: Vec<f64> = z
             .par_chunks(CHUNK)
             .enumerate()
-            .map(|(c, zc)| {
-                zc.iter()
-                    .zip(&set.labels[c * CHUNK..])
-                    .map(|(&z, &y)| logit_loss(z, y))
-                    .sum::<f64>()
-            })
+            .map(|(c, zc)| zc.iter().zip(&set.labels[c * CHUNK..]).map(|(&z, &y)| logit_loss(z, y)).sum::<f64>())
             .collect();
         parts.iter().sum::<f64>() / nf + 0.5 * l2 * w.iter().map(|x| x * x).sum::<f64>()
     };
@@ -623,7 +625,11 @@ pub fn metrics(p: &[f64], y: &[bool], declines: &[DeclineCode]) -> Metrics {
         .zip(y)
         .map(|(&q, &t)| {
             let q = q.clamp(eps, 1.0 - eps);
-            if t { -q.ln() } else { -(1.0 - q).ln() }
+            if t {
+                -q.ln()
+            } else {
+                -(1.0 - q).ln()
+            }
         })
         .sum::<f64>()
         / n.max(1) as f64;
@@ -650,16 +656,7 @@ pub fn metrics(p: &[f64], y: &[bool], declines: &[DeclineCode]) -> Metrics {
             auc_by_class.push((<&str>::from(*class).to_string(), ix.len(), a));
         }
     }
-    Metrics {
-        examples: n,
-        positives: y.iter().filter(|&&v| v).count(),
-        log_loss,
-        auc: auc(p, y),
-        brier,
-        ece,
-        calibration,
-        auc_by_class,
-    }
+    Metrics { examples: n, positives: y.iter().filter(|&&v| v).count(), log_loss, auc: auc(p, y), brier, ece, calibration, auc_by_class }
 }
 
 /// A rate table baseline: success rate per key, shrunk toward the overall rate (m-estimate).
@@ -766,11 +763,7 @@ pub fn channel_lift(model: &SuccessModel, test: &TrainingSet) -> Vec<ChannelLift
             if n0 < 30 || n1 < 30 {
                 continue;
             }
-            let predicted = ix
-                .iter()
-                .map(|&i| p_with(i, ch) - p_with(i, Channel::None))
-                .sum::<f64>()
-                / ix.len() as f64;
+            let predicted = ix.iter().map(|&i| p_with(i, ch) - p_with(i, Channel::None)).sum::<f64>() / ix.len() as f64;
             let se = (r1 * (1.0 - r1) / n1 as f64 + r0 * (1.0 - r0) / n0 as f64).sqrt();
             out.push(ChannelLift {
                 class: <&str>::from(class).to_string(),
@@ -842,7 +835,13 @@ pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessMode
 /// 4^(k−1)-th from there, and so on up to a quarter; the full fit from the result
 /// only polishes (the objective is convex: the same optimum either way). `None`
 /// when `fit` has fewer than 4 × `min_part` examples.
-pub fn warm_up(fit: &TrainingSet, l2: f64, max_sweeps: u64, min_part: usize, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Option<(Vec<f64>, f64)>> {
+pub fn warm_up(
+    fit: &TrainingSet,
+    l2: f64,
+    max_sweeps: u64,
+    min_part: usize,
+    progress: &mut dyn FnMut(&str),
+) -> anyhow::Result<Option<(Vec<f64>, f64)>> {
     let mut stride = 1;
     while fit.len() / (stride * 4) >= min_part.max(1) {
         stride *= 4;
@@ -898,7 +897,8 @@ fn l2_path(
     };
     for &l2 in &path {
         let t = std::time::Instant::now();
-        let (w, b, iters) = fit_logistic_on(fit, l2, cfg.max_sweeps, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)), offset.map(|o| o.0), only)?;
+        let (w, b, iters) =
+            fit_logistic_on(fit, l2, cfg.max_sweeps, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)), offset.map(|o| o.0), only)?;
         previous = Some((w.clone(), b));
         let p: Vec<f64> = raw_logits(&w, b, cal, offset.map(|o| o.1)).into_iter().map(sigmoid).collect();
         let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
@@ -924,9 +924,24 @@ fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: 
     let levels = |s: &TrainingSet| -> Vec<GroupLevels> { (0..s.len()).into_par_iter().map(|i| group_levels(s.row(i))).collect() };
     let (fx, cx) = (levels(fit), levels(cal));
     let (_, base) = start_point(fit, None)?;
-    let boosted = crate::trees::boost(&fx, &fit.labels, &vec![base; fit.len()], &cx, &cal.labels, &vec![base; cal.len()], TREE_GROUPS, &cfg.boost, progress)?;
+    let boosted = crate::trees::boost(
+        &fx,
+        &fit.labels,
+        &vec![base; fit.len()],
+        &cx,
+        &cal.labels,
+        &vec![base; cal.len()],
+        TREE_GROUPS,
+        &cfg.boost,
+        progress,
+    )?;
     let best = boosted.cal_log_loss.iter().copied().fold(f64::INFINITY, f64::min);
-    progress(&format!("boosted {} trees in {:.1?} (of {} grown), calibration-split log loss {best:.5}", boosted.forest.trees.len(), t.elapsed(), boosted.cal_log_loss.len() - 1));
+    progress(&format!(
+        "boosted {} trees in {:.1?} (of {} grown), calibration-split log loss {best:.5}",
+        boosted.forest.trees.len(),
+        t.elapsed(),
+        boosted.cal_log_loss.len() - 1
+    ));
     let only = channel_slots();
     let channel = l2_path(fit, cal, cfg, Some((&boosted.fit_logit, &boosted.cal_logit)), Some(&only), progress)?;
     Ok(Fitted { trees: boosted.forest, fit_offset: Some(boosted.fit_logit), cal_offset: Some(boosted.cal_logit), ..channel })
@@ -935,7 +950,10 @@ fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: 
 /// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
 pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
     let n = set.len();
-    anyhow::ensure!(n >= 100, "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)");
+    anyhow::ensure!(
+        n >= 100,
+        "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)"
+    );
     let (fit_end, test_start) = split_points(n, cfg);
     let started = std::time::Instant::now();
     let (fit, cal, test) = (set.range(0..fit_end), set.range(fit_end..test_start), set.range(test_start..n));
@@ -1047,7 +1065,11 @@ mod tests {
     fn fit_is_the_same_for_any_thread_count_and_warm_start_keeps_the_optimum() {
         let set = synthetic(70_000, 11); // three chunks: the order of chunk sums matters
         let fit = |threads| {
-            rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool").install(|| fit_logistic(&set, 1e-4, 200, None).expect("fit"))
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .expect("pool")
+                .install(|| fit_logistic(&set, 1e-4, 200, None).expect("fit"))
         };
         let (a, b) = (fit(1), fit(2));
         assert_eq!(a, b, "fit depends on the thread count");
@@ -1084,12 +1106,19 @@ mod tests {
     #[test]
     fn the_trees_family_fits_trees_then_only_the_channel_terms() {
         let set = synthetic(20_000, 3);
-        let cfg = TrainConfig { family: Family::Trees, boost: BoostConfig { leaves: 15, max_trees: 60, ..BoostConfig::default() }, ..TrainConfig::default() };
+        let cfg = TrainConfig {
+            family: Family::Trees,
+            boost: BoostConfig { leaves: 15, max_trees: 60, ..BoostConfig::default() },
+            ..TrainConfig::default()
+        };
         let mut heard = Vec::new();
         let t = train(&set, &cfg, &mut |m| heard.push(m.to_string())).expect("trains");
         let m = &t.model;
         assert!(!m.trees.is_empty() && t.report.trees == m.trees.trees.len(), "{heard:?}");
-        assert!(heard.iter().any(|h| h.starts_with("boosted ")) && heard.iter().any(|h| h.starts_with("channel terms on the trees")), "{heard:?}");
+        assert!(
+            heard.iter().any(|h| h.starts_with("boosted ")) && heard.iter().any(|h| h.starts_with("channel terms on the trees")),
+            "{heard:?}"
+        );
         m.check_schema().expect("fits the build");
         // Weights only where the channel is: the trees have the rest.
         let ranges = SCHEMA.slot_ranges();

@@ -156,7 +156,10 @@ impl Forest {
                     return Err(format!("tree {k} node {i} splits on {}, which trees may not use", names[g]));
                 }
                 if GROUP_SIZES[g] < MAX_LEVELS && n.left_levels >> GROUP_SIZES[g] != 0 {
-                    return Err(format!("tree {k} node {i} sends level(s) {:#b} of {} left; it has {} levels", n.left_levels, names[g], GROUP_SIZES[g]));
+                    return Err(format!(
+                        "tree {k} node {i} sends level(s) {:#b} of {} left; it has {} levels",
+                        n.left_levels, names[g], GROUP_SIZES[g]
+                    ));
                 }
                 for c in [n.left, n.right] {
                     if c as usize <= i || c as usize >= t.nodes.len() {
@@ -347,7 +350,8 @@ fn histogram(cols: &[Vec<u8>], rows: &[u32], gh: &[[f32; 2]], groups: &[usize]) 
     let threads = if rows.len() < CHUNK / 4 { 1 } else { rayon::current_num_threads().max(1) };
     let per = groups.len().div_ceil(threads).clamp(1, BLOCK);
     let blocks: Vec<&[usize]> = groups.chunks(per).collect();
-    let parts: Vec<Vec<[[f64; 3]; MAX_LEVELS]>> = if threads == 1 { blocks.iter().map(|ks| block(ks)).collect() } else { blocks.par_iter().map(|ks| block(ks)).collect() };
+    let parts: Vec<Vec<[[f64; 3]; MAX_LEVELS]>> =
+        if threads == 1 { blocks.iter().map(|ks| block(ks)).collect() } else { blocks.par_iter().map(|ks| block(ks)).collect() };
     let mut out = vec![[0.0; 3]; N_GROUPS * MAX_LEVELS];
     for (ks, p) in blocks.iter().zip(parts) {
         for (&k, bins) in ks.iter().zip(p) {
@@ -375,7 +379,9 @@ fn best_split(h: &Hist, sum: &[f64; 3], groups: &[usize], cfg: &BoostConfig) -> 
             order.extend(0..bins.len());
         } else {
             order.extend((0..bins.len()).filter(|&l| bins[l][2] > 0.0));
-            order.sort_by(|&a, &b| (bins[a][0] / (bins[a][1] + CAT_SMOOTH)).total_cmp(&(bins[b][0] / (bins[b][1] + CAT_SMOOTH))).then(a.cmp(&b)));
+            order.sort_by(|&a, &b| {
+                (bins[a][0] / (bins[a][1] + CAT_SMOOTH)).total_cmp(&(bins[b][0] / (bins[b][1] + CAT_SMOOTH))).then(a.cmp(&b))
+            });
         }
         let (mut gl, mut hl, mut nl, mut mask) = (0.0, 0.0, 0.0, 0u32);
         for &l in order.iter().take(order.len().saturating_sub(1)) {
@@ -478,7 +484,14 @@ struct Scratch {
 /// (same order). Both are partitioned in place as the tree splits, so a leaf's
 /// rows and gradients are contiguous (no random gather per histogram). Returns
 /// the tree and, per leaf, its value and its rows as a range of `rows`.
-fn grow(cols: &[Vec<u8>], gh: &mut [[f32; 2]], rows: &mut [u32], groups: &[usize], cfg: &BoostConfig, scratch: &mut Scratch) -> (Tree, Vec<(f64, usize, usize)>) {
+fn grow(
+    cols: &[Vec<u8>],
+    gh: &mut [[f32; 2]],
+    rows: &mut [u32],
+    groups: &[usize],
+    cfg: &BoostConfig,
+    scratch: &mut Scratch,
+) -> (Tree, Vec<(f64, usize, usize)>) {
     // Rows start in index order, so the root's gradients are `gh` itself.
     let hist = histogram(cols, rows, gh, groups);
     let mut sum = [0.0; 3];
@@ -491,7 +504,12 @@ fn grow(cols: &[Vec<u8>], gh: &mut [[f32; 2]], rows: &mut [u32], groups: &[usize
     let split = best_split(&hist, &sum, groups, cfg);
     let mut leaves = vec![Leaf { node: 0, start: 0, end: rows.len(), hist, split }];
     while leaves.len() < cfg.leaves.max(1) {
-        let Some((at, _)) = leaves.iter().enumerate().filter_map(|(i, l)| l.split.map(|s| (i, s.gain))).fold(None, |b: Option<(usize, f64)>, (i, g)| if b.is_none_or(|b| g > b.1) { Some((i, g)) } else { b }) else {
+        let Some((at, _)) = leaves
+            .iter()
+            .enumerate()
+            .filter_map(|(i, l)| l.split.map(|s| (i, s.gain)))
+            .fold(None, |b: Option<(usize, f64)>, (i, g)| if b.is_none_or(|b| g > b.1) { Some((i, g)) } else { b })
+        else {
             break;
         };
         let leaf = leaves.swap_remove(at);
@@ -547,7 +565,10 @@ pub fn boost(
     let groups: Vec<usize> = (0..N_GROUPS).filter(|&g| allowed >> g & 1 == 1 && GROUP_SIZES[g] > 1).collect();
     let (mut fit_z, mut cal_z) = (fit_offset.to_vec(), cal_offset.to_vec());
     // Group-major copy of the fit examples' levels (only the groups split on).
-    let cols: Vec<Vec<u8>> = (0..N_GROUPS).into_par_iter().map(|g| if groups.contains(&g) { fit_x.iter().map(|x| x[g]).collect() } else { Vec::new() }).collect();
+    let cols: Vec<Vec<u8>> = (0..N_GROUPS)
+        .into_par_iter()
+        .map(|g| if groups.contains(&g) { fit_x.iter().map(|x| x[g]).collect() } else { Vec::new() })
+        .collect();
     let mut gh = vec![[0.0f32; 2]; fit_x.len()];
     let mut rows: Vec<u32> = (0..fit_x.len() as u32).collect();
     let mut scratch = Scratch::default();
@@ -591,7 +612,12 @@ pub fn boost(
     let (_, keep, fit_logit, cal_logit) = best;
     trees.truncate(keep);
     let sub = |z: Vec<f64>, off: &[f64]| z.into_iter().zip(off).map(|(z, o)| z - o).collect::<Vec<f64>>();
-    Ok(Boosted { forest: Forest { trees }, cal_log_loss: losses, fit_logit: sub(fit_logit, fit_offset), cal_logit: sub(cal_logit, cal_offset) })
+    Ok(Boosted {
+        forest: Forest { trees },
+        cal_log_loss: losses,
+        fit_logit: sub(fit_logit, fit_offset),
+        cal_logit: sub(cal_logit, cal_offset),
+    })
 }
 
 /// A random forest of full trees of `depth` over the `allowed` groups (tests).
@@ -658,7 +684,8 @@ mod tests {
         let cfg = BoostConfig { leaves: 7, max_trees: 150, ..BoostConfig::default() };
         let base = -0.5;
         let mut heard = Vec::new();
-        let b = boost(&x, &y, &vec![base; x.len()], &cx, &cy, &vec![base; cx.len()], NO_CHANNEL, &cfg, &mut |m| heard.push(m.to_string())).expect("boosts");
+        let b = boost(&x, &y, &vec![base; x.len()], &cx, &cy, &vec![base; cx.len()], NO_CHANNEL, &cfg, &mut |m| heard.push(m.to_string()))
+            .expect("boosts");
         assert!(!b.forest.is_empty() && b.forest.trees.len() < cfg.max_trees, "{} trees", b.forest.trees.len());
         b.forest.check(NO_CHANNEL).expect("only allowed groups");
         assert!(b.forest.check(NO_CHANNEL & !1).is_err(), "group 0 carries the signal: the trees split on it");
@@ -670,7 +697,8 @@ mod tests {
         // averaged over the channel they cannot see.
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
         let ch = CHANNEL_GROUP;
-        let marginal = |z: f64| (0..GROUP_SIZES[ch]).map(|c| sigmoid(z + if c == 1 { 0.8 } else { 0.0 })).sum::<f64>() / GROUP_SIZES[ch] as f64;
+        let marginal =
+            |z: f64| (0..GROUP_SIZES[ch]).map(|c| sigmoid(z + if c == 1 { 0.8 } else { 0.0 })).sum::<f64>() / GROUP_SIZES[ch] as f64;
         let mut errors = Vec::new();
         for _ in 0..400 {
             let mut x = random_levels(&mut rng);

@@ -24,7 +24,9 @@ use crate::sim::World;
 /// retry; per-decision IS and sequential doubly robust for recovery), with
 /// episode-bootstrap intervals, effective sample sizes and support warnings.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-144759-d1f5aa63")]
+#[command(
+    after_help = "Examples:\n  recoup backtest                                   # 20,000 payers, seed 2\n  recoup backtest --payers 200000 --seed 11 --json > backtest.json\n  recoup backtest --report report/                 # HTML with plots\n  recoup backtest --schedules my-schedules.toml --model 20261123-144759-d1f5aa63"
+)]
 pub struct Args {
     /// Payers to simulate; each one's first failed charge is dunned by every strategy.
     #[arg(long, default_value_t = 20_000)]
@@ -94,7 +96,8 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     cfg.check()?;
     let world = World::new(cfg, a.seed, a.months);
     let schedules = match &a.schedules {
-        Some(p) => backtest::parse_schedules(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?).with_context(|| format!("schedules {}", p.display()))?,
+        Some(p) => backtest::parse_schedules(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)
+            .with_context(|| format!("schedules {}", p.display()))?,
         None => backtest::parse_schedules(backtest::DEFAULT_SCHEDULES)?,
     };
     let (version, model) = match &a.model {
@@ -113,21 +116,41 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let names: Vec<String> = strategies.iter().map(|s| s.name()).collect();
 
     let cases = backtest::cases(&world, 0..a.payers);
-    say(&format!("{} payers, {} with a failed charge in {} months (seed {}); {} strategies", a.payers, cases.len(), a.months, a.seed, strategies.len()));
+    say(&format!(
+        "{} payers, {} with a failed charge in {} months (seed {}); {} strategies",
+        a.payers,
+        cases.len(),
+        a.months,
+        a.seed,
+        strategies.len()
+    ));
     anyhow::ensure!(!cases.is_empty(), "no failed charge among {} payers: simulate more payers", a.payers);
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(cases.len() as u64) };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} payments {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} payments {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let out = backtest::run_all(&world, &cases, &strategies, &|i| bar.set_position(i as u64));
     bar.finish_and_clear();
     say("dunned every payment with every strategy");
     let lineup = backtest::Lineup { names, fixed, oracle: Some(oracle) };
     let summaries = backtest::summarize(&lineup, &out, a.resamples, a.seed);
-    let by: Vec<backtest::SegmentBy> = if a.by.is_empty() && (a.json || a.report.is_some()) { backtest::SegmentBy::ALL.to_vec() } else { a.by.clone() };
-    let segments: Vec<backtest::Segment> = by.iter().flat_map(|b| backtest::summarize_segments(*b, &cases, &lineup, &out, a.resamples.min(200), a.seed)).collect();
+    let by: Vec<backtest::SegmentBy> =
+        if a.by.is_empty() && (a.json || a.report.is_some()) { backtest::SegmentBy::ALL.to_vec() } else { a.by.clone() };
+    let segments: Vec<backtest::Segment> =
+        by.iter().flat_map(|b| backtest::summarize_segments(*b, &cases, &lineup, &out, a.resamples.min(200), a.seed)).collect();
     say("bootstrap done");
     if let Some(dir) = &a.report {
         let title = format!("recoup backtest: {} failed payments, world seed {}, learned = model {}", cases.len(), a.seed, learned.version);
-        let report = crate::report::Report { title, lineup: &lineup, cases: &cases, out: &out, summaries: &summaries, segments: &segments, window_days: world.cfg.dunning_window_days };
+        let report = crate::report::Report {
+            title,
+            lineup: &lineup,
+            cases: &cases,
+            out: &out,
+            summaries: &summaries,
+            segments: &segments,
+            window_days: world.cfg.dunning_window_days,
+        };
         let path = crate::report::write(dir, &report)?;
         say(&format!("report written to {}", path.display()));
     }
@@ -155,10 +178,16 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         a.resamples
     );
     println!("money: minor units per payment, mixed currencies; net = recovered − attempt, message and penalty costs\n");
-    println!("{:<26} {:>21} {:>27} {:>8} {:>6} {:>6} {:>11} {:>5} {:>17}", "strategy", "recovered", "net per payment", "days p50", "tries", "msgs", "cancelled", "viol", "oracle uplift");
+    println!(
+        "{:<26} {:>21} {:>27} {:>8} {:>6} {:>6} {:>11} {:>5} {:>17}",
+        "strategy", "recovered", "net per payment", "days p50", "tries", "msgs", "cancelled", "viol", "oracle uplift"
+    );
     for s in &summaries {
         let pct = |e: &backtest::Estimate| format!("{:.1} % [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi);
-        let share = s.oracle_uplift_share.as_ref().map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
+        let share = s
+            .oracle_uplift_share
+            .as_ref()
+            .map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
         println!(
             "{:<26} {:>21} {:>27} {:>8} {:>6.2} {:>6.2} {:>11} {:>5} {:>17}",
             s.strategy.split(" (").next().unwrap_or_default(),
@@ -176,14 +205,22 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     if !calibration.is_empty() {
         println!("\nlearned: calibration of the retries it chose (predicted P(success) against what happened; ECE over 10 bins)");
         for c in &calibration {
-            println!("  {:<12} {:>7} retries  predicted {:.3}  realised {:.3}  ECE {:.3}", c.segment, c.retries, c.mean_predicted, c.realised, c.ece);
+            println!(
+                "  {:<12} {:>7} retries  predicted {:.3}  realised {:.3}  ECE {:.3}",
+                c.segment, c.retries, c.mean_predicted, c.realised, c.ece
+            );
         }
     }
     if !a.by.is_empty() {
         println!("\nper segment: best fixed schedule | learned | oracle — recovered / net per payment [95 %]");
     }
     for seg in segments.iter().filter(|s| a.by.contains(&s.by)) {
-        let best_fixed = lineup.fixed.iter().copied().max_by(|x, y| seg.strategies[*x].net_per_payment.value.total_cmp(&seg.strategies[*y].net_per_payment.value)).unwrap_or(0);
+        let best_fixed = lineup
+            .fixed
+            .iter()
+            .copied()
+            .max_by(|x, y| seg.strategies[*x].net_per_payment.value.total_cmp(&seg.strategies[*y].net_per_payment.value))
+            .unwrap_or(0);
         let show = |i: usize| {
             let s = &seg.strategies[i];
             format!(
@@ -196,23 +233,40 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             )
         };
         let learned_ix = oracle - 1;
-        println!("{:<13} {:<12} n={:<7} {} | {} | {}", seg.by.as_str(), seg.value, seg.payments, show(best_fixed), show(learned_ix), show(oracle));
+        println!(
+            "{:<13} {:<12} n={:<7} {} | {} | {}",
+            seg.by.as_str(),
+            seg.value,
+            seg.payments,
+            show(best_fixed),
+            show(learned_ix),
+            show(oracle)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `recoup backtest --history`: off-policy estimates on a logged history.
-fn off_policy(a: &Args, path: &std::path::Path, schedules: &[backtest::Schedule], learned: &Learned, say: &(dyn Fn(&str) + Sync)) -> anyhow::Result<ExitCode> {
+fn off_policy(
+    a: &Args,
+    path: &std::path::Path,
+    schedules: &[backtest::Schedule],
+    learned: &Learned,
+    say: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<ExitCode> {
     use crate::offpolicy::{self, LoggedStrategy};
-    let h = crate::history::load(path, &crate::history::LoadOptions::default()).with_context(|| format!("loading history {}", path.display()))?;
+    let h = crate::history::load(path, &crate::history::LoadOptions::default())
+        .with_context(|| format!("loading history {}", path.display()))?;
     let logged = h.attempts.iter().filter(|x| x.attempt_number > 0).count();
     let with_propensity = h.attempts.iter().filter(|x| x.attempt_number > 0 && x.propensity.is_some()).count();
     anyhow::ensure!(with_propensity > 0, "{}: no retry has a `propensity`: off-policy estimates need the logging policy's propensities (history contract v1, optional column)", path.display());
     say(&format!("loaded {} attempts; {with_propensity} of {logged} retries carry a propensity", h.attempts.len()));
     let mut strategies: Vec<&dyn LoggedStrategy> = schedules.iter().map(|s| s as &dyn LoggedStrategy).collect();
     strategies.extend([&PayDayHeuristic as &dyn LoggedStrategy, learned]);
-    let opts = offpolicy::Options { first_per_payer: a.first_per_payer, resamples: a.resamples, seed: a.seed, ..offpolicy::Options::default() };
-    let (coverage, est) = offpolicy::estimate(&h, &learned.model, &strategies, &opts, &|i| say(&format!("strategy {}/{}", i + 1, strategies.len())));
+    let opts =
+        offpolicy::Options { first_per_payer: a.first_per_payer, resamples: a.resamples, seed: a.seed, ..offpolicy::Options::default() };
+    let (coverage, est) =
+        offpolicy::estimate(&h, &learned.model, &strategies, &opts, &|i| say(&format!("strategy {}/{}", i + 1, strategies.len())));
     if a.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "history": path, "coverage": coverage, "strategies": est }))?);
         return Ok(ExitCode::SUCCESS);
@@ -224,10 +278,28 @@ fn off_policy(a: &Args, path: &std::path::Path, schedules: &[backtest::Schedule]
         coverage.needs_update_left_out,
         coverage.without_propensity
     );
-    println!("\n{:<26} {:>8} {:>7} {:>21} {:>21} {:>21} {:>21}", "strategy", "matched", "ESS", "first retry: SNIPS", "first retry: DR", "recovery: PDIS", "recovery: seq. DR");
-    let pct = |e: &backtest::Estimate| if e.value.is_finite() { format!("{:.1} % [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi) } else { "–".into() };
+    println!(
+        "\n{:<26} {:>8} {:>7} {:>21} {:>21} {:>21} {:>21}",
+        "strategy", "matched", "ESS", "first retry: SNIPS", "first retry: DR", "recovery: PDIS", "recovery: seq. DR"
+    );
+    let pct = |e: &backtest::Estimate| {
+        if e.value.is_finite() {
+            format!("{:.1} % [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi)
+        } else {
+            "–".into()
+        }
+    };
     for e in &est {
-        println!("{:<26} {:>8} {:>7.0} {:>21} {:>21} {:>21} {:>21}", e.strategy, e.matched_first, e.ess_first, pct(&e.first_retry_snips), pct(&e.first_retry_dr), pct(&e.recovery_pdis), pct(&e.recovery_sdr));
+        println!(
+            "{:<26} {:>8} {:>7.0} {:>21} {:>21} {:>21} {:>21}",
+            e.strategy,
+            e.matched_first,
+            e.ess_first,
+            pct(&e.first_retry_snips),
+            pct(&e.first_retry_dr),
+            pct(&e.recovery_pdis),
+            pct(&e.recovery_sdr)
+        );
     }
     for e in est.iter().filter(|e| e.warning.is_some()) {
         println!("warning: {}: {}", e.strategy, e.warning.as_deref().unwrap_or_default());

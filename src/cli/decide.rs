@@ -148,7 +148,10 @@ fn to_proto(r: Req) -> v1::DecideRequest {
             .past_payments
             .into_iter()
             .map(|p| v1::PastPayment {
-                attempts: p.into_iter().map(|a| v1::PastAttempt { attempted_at: Some(ts(a.attempted_at)), outcome: a.outcome, decline_code: a.decline_code }).collect(),
+                attempts: p
+                    .into_iter()
+                    .map(|a| v1::PastAttempt { attempted_at: Some(ts(a.attempted_at)), outcome: a.outcome, decline_code: a.decline_code })
+                    .collect(),
             })
             .collect(),
         asks: r.asks.into_iter().map(|a| v1::Ask { sent_at: Some(ts(a.sent_at)), channel: a.channel }).collect(),
@@ -175,7 +178,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     };
     let req: Req = serde_json::from_str(&text).with_context(|| format!("parsing the request {}", a.request.display()))?;
     let engine_cfg = super::serve::engine_config(a.engine.as_ref())?;
-    let (version, model) = crate::registry::load_current(&a.models).with_context(|| format!("loading the current model from {}", a.models.display()))?;
+    let (version, model) =
+        crate::registry::load_current(&a.models).with_context(|| format!("loading the current model from {}", a.models.display()))?;
     let er = api::to_engine(&to_proto(req), Utc::now()).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
     let d = engine::decide(&model, &engine_cfg, &er, api::request_randomness(&er)).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
     if a.json {
@@ -192,7 +196,10 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 Some(t) => println!("  send {} at {}", <&str>::from(s.channel), t.to_rfc3339()),
                 None => println!("  no message"),
             }
-            println!("  P(success) {:.3}, P(recovery over the window) {:.3}, expected value {:.1} minor units, propensity {:.3}", s.p_success, d.p_recovery, s.expected_value, d.propensity);
+            println!(
+                "  P(success) {:.3}, P(recovery over the window) {:.3}, expected value {:.1} minor units, propensity {:.3}",
+                s.p_success, d.p_recovery, s.expected_value, d.propensity
+            );
         }
         _ => {
             let next = match d.next {
@@ -211,9 +218,15 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                     );
                 }
                 (Some(a), None) if a.channel != crate::domain::Channel::None => {
-                    println!("  next ask by {} at {} (not yet: decide again then, or when the method is updated)", <&str>::from(a.channel), a.send_at.to_rfc3339())
+                    println!(
+                        "  next ask by {} at {} (not yet: decide again then, or when the method is updated)",
+                        <&str>::from(a.channel),
+                        a.send_at.to_rfc3339()
+                    )
                 }
-                (Some(a), None) => println!("  do not ask: no ask is worth it (waiting for the payer is worth {:.1})", a.value_without_asking),
+                (Some(a), None) => {
+                    println!("  do not ask: no ask is worth it (waiting for the payer is worth {:.1})", a.value_without_asking)
+                }
                 (None, Some(c)) => println!("  ask for a new payment method by {}", <&str>::from(c)),
                 (None, None) => {}
             }
@@ -233,7 +246,13 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     if !d.alternatives.is_empty() {
         println!("alternatives:");
         for s in &d.alternatives {
-            println!("  {}  {:<7} P {:.3}  value {:.1}", s.retry_at.with_timezone(&tz).format("%a %m-%d %H:%M"), <&str>::from(s.channel), s.p_success, s.value);
+            println!(
+                "  {}  {:<7} P {:.3}  value {:.1}",
+                s.retry_at.with_timezone(&tz).format("%a %m-%d %H:%M"),
+                <&str>::from(s.channel),
+                s.p_success,
+                s.value
+            );
         }
     }
     println!("model {version}; {} candidates scored, {} removed by rules or constraints", d.candidates_scored, d.candidates_removed);

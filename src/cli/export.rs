@@ -29,7 +29,9 @@ use crate::history::{load, History, LoadOptions};
 /// earlier months against what happened (p_recovery_model is the figure before).
 /// Only attempts at or before --as-of are read.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "A payment is open at --as-of when it has attempts at or before it, none succeeded,\nand its window has not ended; only attempts up to --as-of are read.\n\np_recovery starts from the engine's look-ahead with the model (the next retry, then\nthe best slot a day after each failure); payments waiting for a new payment method\ncount on the update rate measured in the same history. It is then calibrated by\nbacktesting the same forecast at the same moment of earlier months (--as-of minus\n1, 2, ... months) against what happened; p_recovery_model is the figure before.\n\nExamples:\n  recoup export --history data/sample/ --as-of 2025-10-15 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the model look-ahead\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit.")]
+#[command(
+    after_help = "A payment is open at --as-of when it has attempts at or before it, none succeeded,\nand its window has not ended; only attempts up to --as-of are read.\n\np_recovery starts from the engine's look-ahead with the model (the next retry, then\nthe best slot a day after each failure); payments waiting for a new payment method\ncount on the update rate measured in the same history. It is then calibrated by\nbacktesting the same forecast at the same moment of earlier months (--as-of minus\n1, 2, ... months) against what happened; p_recovery_model is the figure before.\n\nExamples:\n  recoup export --history data/sample/ --as-of 2025-10-15 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the model look-ahead\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit."
+)]
 pub struct Args {
     /// History (Parquet/CSV file or directory, contract v1).
     #[arg(long, value_name = "PATH")]
@@ -174,7 +176,10 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let mut totals: BTreeMap<Vec<String>, Total> = BTreeMap::new();
     let (mut invalid, mut open_total) = (0usize, 0usize);
     let bar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
-    bar.set_style(indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} open payments {elapsed}").unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} open payments {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let mut forecaster: Option<Forecaster> = None;
     for pass in 0..a.passes {
         let shard = (a.passes > 1).then_some((pass, a.passes));
@@ -188,7 +193,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             tracing::warn!(rows = h.report.rows_rejected, file = %rejects.display(), "rows broke the contract and were written to the reject file");
         }
         let which = if a.passes > 1 { format!(" (pass {} of {}: the payers of that shard)", pass + 1, a.passes) } else { String::new() };
-        bar.suspend(|| say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), a.history.display())));
+        bar.suspend(|| {
+            say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), a.history.display()))
+        });
         let cfg = EngineConfig::default();
         let open = open_payments(&h, a.as_of, cfg.dunning_window_days);
         open_total += open.len();
@@ -212,7 +219,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
                     tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
                 }
                 if fc.updates.payments == 0 {
-                    tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
+                    tracing::warn!(
+                        "no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0"
+                    );
                 }
                 if fc.calibration.classes.is_empty() {
                     tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
@@ -324,7 +333,11 @@ impl Total {
         self.sum_p += o.sum_p;
     }
     fn rate(&self) -> f64 {
-        if self.amount > 0 { self.expected / self.amount as f64 } else { 0.0 }
+        if self.amount > 0 {
+            self.expected / self.amount as f64
+        } else {
+            0.0
+        }
     }
 }
 
@@ -428,8 +441,16 @@ impl Writer {
         let ctx = |e: PolarsError| anyhow::anyhow!("writing {path}: {e}");
         if let Some(f) = self.file.take() {
             self.open = Some(match self.format {
-                Format::Parquet => Batched::Parquet(Box::new(ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(df.schema()).map_err(ctx)?)),
-                Format::Csv => Batched::Csv(CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).batched(df.schema()).map_err(ctx)?),
+                Format::Parquet => Batched::Parquet(Box::new(
+                    ParquetWriter::new(f).with_compression(ParquetCompression::Zstd(None)).batched(df.schema()).map_err(ctx)?,
+                )),
+                Format::Csv => Batched::Csv(
+                    CsvWriter::new(f)
+                        .include_header(true)
+                        .with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into()))
+                        .batched(df.schema())
+                        .map_err(ctx)?,
+                ),
             });
         }
         match self.open.as_mut().expect("opened by the first batch") {
@@ -446,7 +467,8 @@ impl Writer {
             Some(Batched::Csv(mut w)) => w.finish().map_err(ctx)?,
             None => bail!("{}: nothing was written", self.path.display()),
         }
-        std::fs::rename(&self.partial, &self.path).with_context(|| format!("renaming {} to {}", self.partial.display(), self.path.display()))?;
+        std::fs::rename(&self.partial, &self.path)
+            .with_context(|| format!("renaming {} to {}", self.partial.display(), self.path.display()))?;
         self.done = true;
         Ok(())
     }

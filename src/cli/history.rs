@@ -21,7 +21,9 @@ pub struct Args {
 pub enum HistoryCommand {
     /// Load a history (Parquet file, CSV file, or a directory of Parquet/CSV files,
     /// hive partitions included), check it against contract v1 and print a summary.
-    #[command(after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check history.csv --skip-bad-rows --rejects rejects.csv\n  recoup history check exports/ --json | jq .decline_codes")]
+    #[command(
+        after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check history.csv --skip-bad-rows --rejects rejects.csv\n  recoup history check exports/ --json | jq .decline_codes"
+    )]
     Check(CheckArgs),
 }
 
@@ -65,17 +67,26 @@ fn check(a: &CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn pct(n: u64, d: u64) -> f64 {
-    if d == 0 { 0.0 } else { 100.0 * n as f64 / d as f64 }
+    if d == 0 {
+        0.0
+    } else {
+        100.0 * n as f64 / d as f64
+    }
 }
 
 fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration) -> std::io::Result<()> {
     let l = &s.load;
     writeln!(out, "history: {} file(s), {} rows read in {:.2?}", l.files.len(), l.rows_read, elapsed)?;
     writeln!(out, "  accepted   {:>10}", l.rows_accepted)?;
-    writeln!(out, "  rejected   {:>10}{}", l.rows_rejected, match &l.reject_file {
-        Some(p) => format!("  → {}", p.display()),
-        None => String::new(),
-    })?;
+    writeln!(
+        out,
+        "  rejected   {:>10}{}",
+        l.rows_rejected,
+        match &l.reject_file {
+            Some(p) => format!("  → {}", p.display()),
+            None => String::new(),
+        }
+    )?;
     for (col, n) in &l.rejects_by_column {
         writeln!(out, "    {col:<24} {n:>8}")?;
     }
@@ -84,10 +95,19 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
         writeln!(out, "  from       {a}\n  to         {b}")?;
     }
     if l.pages_verified + l.pages_without_checksum > 0 {
-        writeln!(out, "  Parquet pages: {} checked against their CRC-32, {} carry no checksum (their writer stored none)", l.pages_verified, l.pages_without_checksum)?;
+        writeln!(
+            out,
+            "  Parquet pages: {} checked against their CRC-32, {} carry no checksum (their writer stored none)",
+            l.pages_verified, l.pages_without_checksum
+        )?;
     }
-    writeln!(out, "  failed payments {} · recovered {} ({:.1} %)", s.failed_payments, s.recovered_payments,
-        pct(s.recovered_payments, s.failed_payments))?;
+    writeln!(
+        out,
+        "  failed payments {} · recovered {} ({:.1} %)",
+        s.failed_payments,
+        s.recovered_payments,
+        pct(s.recovered_payments, s.failed_payments)
+    )?;
     writeln!(out, "outcomes:")?;
     for (k, n) in &s.outcomes {
         writeln!(out, "  {k:<32} {n:>10}  {:>5.1} %", pct(*n, s.rows))?;

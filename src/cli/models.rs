@@ -48,7 +48,14 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             for v in versions {
                 let (m, r) = registry::describe(&a.dir, &v)?;
                 let mark = if current.as_deref() == Some(v.as_str()) { "*" } else { " " };
-                println!("{mark} {v}  {} retries  test log loss {:.4}  AUC {:.4}  ECE {:.4}  data {}", r.examples, r.model.log_loss, r.model.auc, r.model.ece, &m.data_fingerprint[..12]);
+                println!(
+                    "{mark} {v}  {} retries  test log loss {:.4}  AUC {:.4}  ECE {:.4}  data {}",
+                    r.examples,
+                    r.model.log_loss,
+                    r.model.auc,
+                    r.model.ece,
+                    &m.data_fingerprint[..12]
+                );
             }
         }
         ModelsCommand::Show { name } => {

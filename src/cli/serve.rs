@@ -107,7 +107,10 @@ pub fn scopes_arg(s: &str) -> Result<Scopes, String> {
     if s.trim().eq_ignore_ascii_case("none") {
         return Ok(Scopes(Vec::new()));
     }
-    s.split(',').map(|p| p.trim().parse::<Scope>().map_err(|_| format!("unknown scope {p:?}: decide, read, admin or none"))).collect::<Result<_, _>>().map(Scopes)
+    s.split(',')
+        .map(|p| p.trim().parse::<Scope>().map_err(|_| format!("unknown scope {p:?}: decide, read, admin or none")))
+        .collect::<Result<_, _>>()
+        .map(Scopes)
 }
 
 /// Who may call what, from the flags; refuses an open server on a public address.
@@ -160,7 +163,10 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let engine = engine_config(a.engine.as_ref())?;
     let loaded = load_current(&a.models).with_context(|| format!("loading the current model from {}", a.models.display()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    anyhow::ensure!(a.handshake_timeout > 0.0 && a.shutdown_grace >= 0.0, "--handshake-timeout must be positive and --shutdown-grace not negative");
+    anyhow::ensure!(
+        a.handshake_timeout > 0.0 && a.shutdown_grace >= 0.0,
+        "--handshake-timeout must be positive and --shutdown-grace not negative"
+    );
     let tls = match (&a.tls_cert, &a.tls_key) {
         (Some(c), Some(k)) => Some(tls_acceptor(c, k, a.tls_client_ca.as_deref())?),
         _ => None,
@@ -172,7 +178,11 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         echo_service: a.echo_service,
         reflection: a.reflection,
         hyperswitch_country: a.hyperswitch_default_country,
-        trainer: a.train_history.as_ref().map(|h| crate::hyperswitch::TrainerConfig { history: h.clone(), models: a.models.clone(), promote: a.promote_trained }),
+        trainer: a.train_history.as_ref().map(|h| crate::hyperswitch::TrainerConfig {
+            history: h.clone(),
+            models: a.models.clone(),
+            promote: a.promote_trained,
+        }),
         access: access(a)?,
         conn: ConnConfig {
             tls,

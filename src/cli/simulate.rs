@@ -39,7 +39,9 @@ impl From<Compression> for ParquetCompression {
 
 /// Generate payment history (contract v1) from a simulated world.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "The same seed and parameters give the same rows (and the same bytes from the same build).\n\nExamples:\n  recoup simulate --payers 20000 --months 12 --seed 7 --out data/sample/history.parquet\n  recoup simulate --payers 1000 --months 3 --out h.csv --world world.toml\n\nThe world's parameters and their sources are documented in data/README.md;\nprint the defaults as a TOML file to start from with --print-world.")]
+#[command(
+    after_help = "The same seed and parameters give the same rows (and the same bytes from the same build).\n\nExamples:\n  recoup simulate --payers 20000 --months 12 --seed 7 --out data/sample/history.parquet\n  recoup simulate --payers 1000 --months 3 --out h.csv --world world.toml\n\nThe world's parameters and their sources are documented in data/README.md;\nprint the defaults as a TOML file to start from with --print-world."
+)]
 pub struct Args {
     /// Number of payers (subscribers).
     #[arg(long, default_value_t = 10_000)]
@@ -81,7 +83,8 @@ pub struct Args {
 pub fn world_config(file: Option<&std::path::Path>, preset: Option<&str>) -> anyhow::Result<WorldConfig> {
     match (file, preset) {
         (Some(p), _) => Ok(WorldConfig::from_toml_file(p)?),
-        (None, Some(name)) => crate::sim::zoo::preset(name).ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names())),
+        (None, Some(name)) => crate::sim::zoo::preset(name)
+            .ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names())),
         (None, None) => Ok(WorldConfig::default()),
     }
 }
@@ -114,7 +117,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let world = World::new(cfg, a.seed, a.months);
     let started = std::time::Instant::now();
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(a.payers as u64) };
-    bar.set_style(ProgressStyle::with_template("{spinner} simulating {pos}/{len} payers [{bar:30}] {per_sec} eta {eta}")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} simulating {pos}/{len} payers [{bar:30}] {per_sec} eta {eta}")?.progress_chars("=> "),
+    );
     // Write to a temporary name and rename at the end: no half-written history on failure.
     let tmp = out.with_extension(format!("partial.{}", if format == Format::Csv { "csv" } else { "parquet" }));
     let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
@@ -148,14 +153,26 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         let secs = started.elapsed().as_secs_f64();
         eprintln!(
             "wrote {} attempts of {} payments from {} payers ({} months, seed {}) to {} in {:.1} s ({:.0} attempts/s)",
-            rows, payments, a.payers, a.months, a.seed, out.display(), secs, rows as f64 / secs.max(1e-9)
+            rows,
+            payments,
+            a.payers,
+            a.months,
+            a.seed,
+            out.display(),
+            secs,
+            rows as f64 / secs.max(1e-9)
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Write every frame received to one Parquet or CSV file.
-fn write_frames(file: File, format: Format, compression: ParquetCompression, rx: std::sync::mpsc::Receiver<DataFrame>) -> anyhow::Result<()> {
+fn write_frames(
+    file: File,
+    format: Format,
+    compression: ParquetCompression,
+    rx: std::sync::mpsc::Receiver<DataFrame>,
+) -> anyhow::Result<()> {
     let Ok(first) = rx.recv() else { return Ok(()) };
     match format {
         Format::Parquet => {

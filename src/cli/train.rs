@@ -14,7 +14,9 @@ use crate::trees::BoostConfig;
 /// Train the retry-success model on history, evaluate it on the latest months and
 /// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --name 2026-11-churn-fix\n  recoup models list")]
+#[command(
+    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
+)]
 pub struct Args {
     /// History to learn from (Parquet/CSV file or directory, contract v1).
     #[arg(long, value_name = "PATH", default_value = "data/sample/")]
@@ -65,22 +67,38 @@ pub struct Args {
 
 fn max_trees(s: &str) -> Result<usize, String> {
     let v: usize = s.parse().map_err(|_| format!("not a whole number: {s}"))?;
-    if v >= 1 { Ok(v) } else { Err("must be at least 1".into()) }
+    if v >= 1 {
+        Ok(v)
+    } else {
+        Err("must be at least 1".into())
+    }
 }
 
 fn leaves(s: &str) -> Result<usize, String> {
     let v: usize = s.parse().map_err(|_| format!("not a whole number: {s}"))?;
-    if (2..=4096).contains(&v) { Ok(v) } else { Err("must be in 2..=4096".into()) }
+    if (2..=4096).contains(&v) {
+        Ok(v)
+    } else {
+        Err("must be in 2..=4096".into())
+    }
 }
 
 fn rate(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    if v > 0.0 && v <= 1.0 { Ok(v) } else { Err("must be in (0, 1]".into()) }
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 1]".into())
+    }
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    if v > 0.0 && v < 0.9 { Ok(v) } else { Err("must be in (0, 0.9)".into()) }
+    if v > 0.0 && v < 0.9 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 0.9)".into())
+    }
 }
 
 /// Run `recoup train`.
@@ -165,7 +183,12 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
     }
     let fingerprint = registry::fingerprint(&history.files)?;
     let set = build(&history);
-    progress(&format!("built {} retry examples × {} active of {} feature columns", set.len(), crate::features::ACTIVE, crate::features::SCHEMA.len()));
+    progress(&format!(
+        "built {} retry examples × {} active of {} feature columns",
+        set.len(),
+        crate::features::ACTIVE,
+        crate::features::SCHEMA.len()
+    ));
     let built_at = started.elapsed();
     let mut trained = train(&set, &job.cfg, progress)?;
     let fit_seconds = trained.fit_seconds;
@@ -174,7 +197,11 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; messages are not charged for the payers they lose");
     } else {
         let a = &trained.model.attrition;
-        let rates: Vec<String> = a.channels.iter().map(|c| format!("{} {:.1} % + {:.1} %/earlier message", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message)).collect();
+        let rates: Vec<String> = a
+            .channels
+            .iter()
+            .map(|c| format!("{} {:.1} % + {:.1} %/earlier message", <&str>::from(c.channel), 100.0 * c.base, 100.0 * c.per_message))
+            .collect();
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
     trained.model.asks = crate::asks::estimate(&history, &trained.model.attrition);
@@ -183,8 +210,14 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         progress(&format!("support after {}: {}", c.class.map_or("any decline", |c| c.into()), c.describe()));
     }
     let asks = &trained.model.asks;
-    let rates: Vec<String> = asks.channels.iter().map(|c| format!("{} {:.1} % ± {:.1}", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se)).collect();
-    progress(&format!("response to an ask for a new payment method ({}): {}; on their own {:.2} %/day", asks.method, rates.join(", "), 100.0 * asks.spontaneous_per_day));
+    let rates: Vec<String> =
+        asks.channels.iter().map(|c| format!("{} {:.1} % ± {:.1}", <&str>::from(c.channel), 100.0 * c.rate, 196.0 * c.se)).collect();
+    progress(&format!(
+        "response to an ask for a new payment method ({}): {}; on their own {:.2} %/day",
+        asks.method,
+        rates.join(", "),
+        100.0 * asks.spontaneous_per_day
+    ));
     for n in &asks.notes {
         progress(&format!("  asks: {n}"));
     }

@@ -45,7 +45,13 @@ pub fn verify(path: &Path) -> Result<PageCounts, Corrupt> {
 
 /// [`verify`], telling `body` the file offsets of every page's body (what a CRC covers).
 pub fn verify_spans(path: &Path, body: &mut dyn FnMut(std::ops::Range<u64>)) -> Result<PageCounts, Corrupt> {
-    let corrupt = |row_group: usize, column: &str, page: usize, reason: String| Corrupt { file: path.to_path_buf(), row_group, column: column.to_string(), page, reason };
+    let corrupt = |row_group: usize, column: &str, page: usize, reason: String| Corrupt {
+        file: path.to_path_buf(),
+        row_group,
+        column: column.to_string(),
+        page,
+        reason,
+    };
     let mut f = std::fs::File::open(path).map_err(|e| corrupt(0, "", 0, e.to_string()))?;
     let meta = polars_parquet::parquet::read::read_metadata(&mut f).map_err(|e| corrupt(0, "(footer)", 0, e.to_string()))?;
     let mut counts = PageCounts::default();
@@ -56,23 +62,32 @@ pub fn verify_spans(path: &Path, body: &mut dyn FnMut(std::ops::Range<u64>)) -> 
             let range = col.byte_range();
             let len = usize::try_from(range.end.saturating_sub(range.start)).map_err(|e| corrupt(rg, &name, 0, e.to_string()))?;
             chunk.resize(len, 0);
-            f.seek(SeekFrom::Start(range.start)).and_then(|_| f.read_exact(&mut chunk)).map_err(|e| corrupt(rg, &name, 0, format!("column chunk outside the file ({e})")))?;
+            f.seek(SeekFrom::Start(range.start))
+                .and_then(|_| f.read_exact(&mut chunk))
+                .map_err(|e| corrupt(rg, &name, 0, format!("column chunk outside the file ({e})")))?;
             let mut cur = Cursor::new(&chunk[..]);
             let mut page = 0;
             while (cur.position() as usize) < chunk.len() {
                 let header = {
                     let mut prot = TCompactInputProtocol::new(&mut cur, MAX_HEADER);
-                    PageHeader::read_from_in_protocol(&mut prot).map_err(|e| corrupt(rg, &name, page, format!("unreadable page header ({e})")))?
+                    PageHeader::read_from_in_protocol(&mut prot)
+                        .map_err(|e| corrupt(rg, &name, page, format!("unreadable page header ({e})")))?
                 };
                 let start = cur.position() as usize;
-                let size = usize::try_from(header.compressed_page_size).map_err(|_| corrupt(rg, &name, page, format!("negative page size {}", header.compressed_page_size)))?;
+                let size = usize::try_from(header.compressed_page_size)
+                    .map_err(|_| corrupt(rg, &name, page, format!("negative page size {}", header.compressed_page_size)))?;
                 let Some(bytes) = chunk.get(start..start.saturating_add(size)) else {
                     return Err(corrupt(rg, &name, page, format!("page of {size} bytes runs past its column chunk")));
                 };
                 body(range.start + start as u64..range.start + (start + size) as u64);
                 match header.crc {
                     Some(crc) if crc32fast::hash(bytes) as i32 != crc => {
-                        return Err(corrupt(rg, &name, page, format!("CRC-32 {:08x} does not match the page's {:08x}", crc32fast::hash(bytes), crc as u32)));
+                        return Err(corrupt(
+                            rg,
+                            &name,
+                            page,
+                            format!("CRC-32 {:08x} does not match the page's {:08x}", crc32fast::hash(bytes), crc as u32),
+                        ));
                     }
                     Some(_) => counts.verified += 1,
                     None => counts.without_checksum += 1,

@@ -24,8 +24,8 @@ use serde::Serialize;
 use crate::calendar::default_timezone;
 use crate::declines::{normalize, DeclineCode, NormalizedFrom};
 use crate::domain::{
-    Attempt, BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, CustomerIx, Money, Outcome,
-    PaymentIx, PaymentMethod, RawCode, SourceRow,
+    Attempt, BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, CustomerIx, Money, Outcome, PaymentIx, PaymentMethod,
+    RawCode, SourceRow,
 };
 
 /// The contract's columns in contract order, with whether each is required.
@@ -502,41 +502,26 @@ const fn want(ix: usize) -> Want {
 fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError> {
     let (name, required) = CONTRACT_COLUMNS[ix];
     let Ok(col) = df.column(name) else {
-        return if required {
-            Err(LoadError::MissingColumn { path: path.to_path_buf(), column: name })
-        } else {
-            Ok(Col::Missing)
-        };
+        return if required { Err(LoadError::MissingColumn { path: path.to_path_buf(), column: name }) } else { Ok(Col::Missing) };
     };
     // One chunk per column view, so rows are read straight from the array.
     let s = &col.as_materialized_series().rechunk();
     let dtype = s.dtype().clone();
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
-    let type_err = |expected| LoadError::ColumnType {
-        path: path.to_path_buf(),
-        column: name,
-        dtype: dtype.to_string(),
-        expected,
-    };
-    let text = |s: &Series| -> Result<Col, LoadError> {
-        Ok(Col::Text(s.cast(&DataType::String).map_err(pe)?.str().map_err(pe)?.clone()))
-    };
+    let type_err = |expected| LoadError::ColumnType { path: path.to_path_buf(), column: name, dtype: dtype.to_string(), expected };
+    let text = |s: &Series| -> Result<Col, LoadError> { Ok(Col::Text(s.cast(&DataType::String).map_err(pe)?.str().map_err(pe)?.clone())) };
     match (want(ix), &dtype) {
         (_, DataType::String) => text(s),
         (Want::Text, d) if d.is_primitive_numeric() || d.is_bool() => text(s),
         (Want::Text, _) => Err(type_err("text")),
         (Want::Int, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
         (Want::Int, _) => Err(type_err("an integer")),
-        (Want::Float, d) if d.is_primitive_numeric() => {
-            Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone()))
-        }
+        (Want::Float, d) if d.is_primitive_numeric() => Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone())),
         (Want::Float, _) => Err(type_err("a number")),
         (Want::Bool, DataType::Boolean) => Ok(Col::Bool(s.bool().map_err(pe)?.clone())),
         (Want::Bool, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
         (Want::Bool, _) => Err(type_err("a boolean")),
-        (Want::Time, DataType::Datetime(unit, _)) => {
-            Ok(Col::Time(s.datetime().map_err(pe)?.physical().clone(), *unit))
-        }
+        (Want::Time, DataType::Datetime(unit, _)) => Ok(Col::Time(s.datetime().map_err(pe)?.physical().clone(), *unit)),
         (Want::Time, _) => Err(type_err("a timestamp (Parquet timestamp or RFC 3339 text)")),
     }
 }
@@ -716,8 +701,8 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     }
     let attempted_at = required(cols[C_ATTEMPTED_AT].time(i, C_ATTEMPTED_AT)?, C_ATTEMPTED_AT)?;
     let attempt_number = required(cols[C_ATTEMPT_NUMBER].int(i, C_ATTEMPT_NUMBER)?, C_ATTEMPT_NUMBER)?;
-    let attempt_number = u32::try_from(attempt_number)
-        .map_err(|_| bad(C_ATTEMPT_NUMBER, attempt_number.to_string(), "must be 0 or a positive integer"))?;
+    let attempt_number =
+        u32::try_from(attempt_number).map_err(|_| bad(C_ATTEMPT_NUMBER, attempt_number.to_string(), "must be 0 or a positive integer"))?;
     let minor = required(cols[C_AMOUNT].int(i, C_AMOUNT)?, C_AMOUNT)?;
     if minor < 0 {
         return Err(bad(C_AMOUNT, minor.to_string(), "amount must not be negative"));
@@ -754,9 +739,8 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
             None
         }
         Outcome::Failed => {
-            let n = normalize(decline_text, network_code, advice_code, method).ok_or_else(|| {
-                bad(C_DECLINE, "", "required when outcome is failed (or give network_code / advice_code to derive it)")
-            })?;
+            let n = normalize(decline_text, network_code, advice_code, method)
+                .ok_or_else(|| bad(C_DECLINE, "", "required when outcome is failed (or give network_code / advice_code to derive it)"))?;
             match n.source {
                 NormalizedFrom::DeclineCode => {}
                 NormalizedFrom::NetworkCode | NormalizedFrom::AdviceCode => notes.derived = true,
@@ -898,8 +882,7 @@ impl<'o> Loader<'o> {
         // One chunk (Parquet row group) at a time: zero-copy when the columns'
         // chunks line up, and each column view is a single array.
         for chunk in df.split_chunks() {
-            let cols: Vec<Col> =
-                (0..CONTRACT_COLUMNS.len()).map(|ix| column_view(path, &chunk, ix)).collect::<Result<_, _>>()?;
+            let cols: Vec<Col> = (0..CONTRACT_COLUMNS.len()).map(|ix| column_view(path, &chunk, ix)).collect::<Result<_, _>>()?;
             self.ingest_chunk(path, file_ix, csv, &cols, chunk.height(), offset, &mut parsed)?;
             offset += chunk.height();
         }
@@ -944,7 +927,8 @@ impl<'o> Loader<'o> {
                 };
                 if let Some(b) = self.csv_bad.remove(&(offset + i)) {
                     let column = CONTRACT_COLUMNS.iter().map(|c| c.0).find(|c| Some(*c) == b.column.as_deref()).unwrap_or("(record)");
-                    let err = RowError { file: path.to_path_buf(), row: (offset + i + 1) as u64, csv, column, value: b.value, reason: b.reason };
+                    let err =
+                        RowError { file: path.to_path_buf(), row: (offset + i + 1) as u64, csv, column, value: b.value, reason: b.reason };
                     self.reject(err, vec![None; CONTRACT_COLUMNS.len()])?;
                     continue;
                 }
@@ -1152,18 +1136,36 @@ fn sequence_error(group: &[Attempt], files: &[PathBuf]) -> Option<RowError> {
     for w in group.windows(2) {
         let (prev, cur) = (&w[0], &w[1]);
         if cur.attempt_number == prev.attempt_number {
-            return Some(at(cur, "attempt_number", cur.attempt_number.to_string(), format!(
-                "attempt_number repeats within the payment (also at row {})", prev.source.row)));
+            return Some(at(
+                cur,
+                "attempt_number",
+                cur.attempt_number.to_string(),
+                format!("attempt_number repeats within the payment (also at row {})", prev.source.row),
+            ));
         }
         if cur.attempted_at <= prev.attempted_at {
-            return Some(at(cur, "attempted_at", cur.attempted_at.to_rfc3339(), format!(
-                "attempted_at must increase with attempt_number within a payment (attempt {} at row {} is at {})",
-                prev.attempt_number, prev.source.row, prev.attempted_at.to_rfc3339())));
+            return Some(at(
+                cur,
+                "attempted_at",
+                cur.attempted_at.to_rfc3339(),
+                format!(
+                    "attempted_at must increase with attempt_number within a payment (attempt {} at row {} is at {})",
+                    prev.attempt_number,
+                    prev.source.row,
+                    prev.attempted_at.to_rfc3339()
+                ),
+            ));
         }
         if prev.outcome == Outcome::Succeeded {
-            return Some(at(prev, "outcome", "succeeded".into(), format!(
-                "a succeeded attempt must be the payment's last (attempt {} at row {} follows it)",
-                cur.attempt_number, cur.source.row)));
+            return Some(at(
+                prev,
+                "outcome",
+                "succeeded".into(),
+                format!(
+                    "a succeeded attempt must be the payment's last (attempt {} at row {} follows it)",
+                    cur.attempt_number, cur.source.row
+                ),
+            ));
         }
     }
     None
@@ -1251,11 +1253,7 @@ pub fn write(h: &History, path: &Path) -> Result<(), LoadError> {
         Some(FileKind::Parquet) => ParquetWriter::new(f).finish(&mut df).map(|_| ()).map_err(pe),
         Some(FileKind::Csv) => {
             // RFC 3339 with an explicit UTC offset, as the contract asks of CSV.
-            CsvWriter::new(f)
-                .include_header(true)
-                .with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into()))
-                .finish(&mut df)
-                .map_err(pe)
+            CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).finish(&mut df).map_err(pe)
         }
         None => Err(LoadError::UnsupportedFile { path: path.to_path_buf() }),
     }

@@ -144,7 +144,9 @@ impl Access {
             return Ok(String::new());
         }
         let Some(token) = presented else {
-            return Err(Refusal::Unauthenticated(format!("{path} needs a token with the {needed} scope: send `authorization: Bearer <token>`")));
+            return Err(Refusal::Unauthenticated(format!(
+                "{path} needs a token with the {needed} scope: send `authorization: Bearer <token>`"
+            )));
         };
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         // Every entry is compared in full, so the time taken says nothing about which matched.
@@ -242,9 +244,11 @@ mod tests {
 
     #[test]
     fn bad_token_files_are_refused_naming_the_entry() {
-        let e = Access::new(Some((Path::new("t.toml"), "[[token]]\nname = \"x\"\nsha256 = \"abc\"\nscopes = [\"decide\"]\n")), &[]).unwrap_err();
+        let e = Access::new(Some((Path::new("t.toml"), "[[token]]\nname = \"x\"\nsha256 = \"abc\"\nscopes = [\"decide\"]\n")), &[])
+            .unwrap_err();
         assert!(e.to_string().contains("token[0]") && e.to_string().contains("sha256"), "{e}");
-        let e = Access::new(Some((Path::new("t.toml"), "[[token]]\nname = \"x\"\nsha256 = \"abc\"\nscopes = [\"root\"]\n")), &[]).unwrap_err();
+        let e =
+            Access::new(Some((Path::new("t.toml"), "[[token]]\nname = \"x\"\nsha256 = \"abc\"\nscopes = [\"root\"]\n")), &[]).unwrap_err();
         assert!(e.to_string().contains("t.toml"), "{e}");
         assert!(Access::new(None, &[Scope::Admin]).is_err(), "admin is never anonymous");
     }

@@ -82,7 +82,9 @@ pub fn tls_acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result
     }
     let private = PrivateKeyDer::from_pem_file(key).map_err(|e| err(key, format!("no PEM private key ({e})")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| err(cert, e.to_string()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(cert, e.to_string()))?;
     let builder = match client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -93,7 +95,9 @@ pub fn tls_acceptor(cert: &Path, key: &Path, client_ca: Option<&Path>) -> Result
             if roots.is_empty() {
                 return Err(err(ca, "no PEM certificate in the file".into()));
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().map_err(|e| err(ca, e.to_string()))?;
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| err(ca, e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
@@ -147,20 +151,26 @@ where
     // No new connections from here on.
     drop(listener);
     let _ = stop_tx.send(true);
-    let drained = tokio::time::timeout(cfg.shutdown_grace, async {
-        while conns.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(cfg.shutdown_grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(open = conns.len(), grace_s = cfg.shutdown_grace.as_secs_f64(), "closing connections still open after the shutdown grace");
+        tracing::warn!(
+            open = conns.len(),
+            grace_s = cfg.shutdown_grace.as_secs_f64(),
+            "closing connections still open after the shutdown grace"
+        );
         conns.abort_all();
         while conns.join_next().await.is_some() {}
     }
     Ok(())
 }
 
-async fn connection<S>(tcp: tokio::net::TcpStream, cfg: Arc<ConnConfig>, svc: S, stop: tokio::sync::watch::Receiver<bool>, _slot: tokio::sync::OwnedSemaphorePermit)
-where
+async fn connection<S>(
+    tcp: tokio::net::TcpStream,
+    cfg: Arc<ConnConfig>,
+    svc: S,
+    stop: tokio::sync::watch::Receiver<bool>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) where
     S: tower::Service<http::Request<hyper::body::Incoming>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {

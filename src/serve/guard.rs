@@ -100,7 +100,11 @@ where
         Box::pin(async move {
             let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
             let resp = match tokio::time::timeout_at(deadline.into(), call).await {
-                Err(_) => Status::deadline_exceeded(format!("no answer within {:.3} s (the earlier of the client's deadline and the server's --timeout)", budget.as_secs_f64())).into_http(),
+                Err(_) => Status::deadline_exceeded(format!(
+                    "no answer within {:.3} s (the earlier of the client's deadline and the server's --timeout)",
+                    budget.as_secs_f64()
+                ))
+                .into_http(),
                 Ok(Err(panic)) => {
                     cfg.metrics.panic(rpc);
                     tracing::error!(rpc, panic = panic_message(&*panic), "handler panicked; answered INTERNAL");
@@ -169,7 +173,9 @@ fn remap(resp: http::Response<Body>) -> http::Response<Body> {
     }
     let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
     let m = status.message();
-    let fixed = if code == Code::Internal && (m.starts_with("failed to decode Protobuf message") || m.starts_with("protocol error: received message with")) {
+    let fixed = if code == Code::Internal
+        && (m.starts_with("failed to decode Protobuf message") || m.starts_with("protocol error: received message with"))
+    {
         Status::invalid_argument(format!("the request is not a valid message: {m}"))
     } else if code == Code::OutOfRange && m.contains("message length too large") {
         Status::resource_exhausted(format!("{m} (every service takes at most {} bytes)", crate::limits::MAX_MESSAGE_BYTES))

@@ -74,7 +74,11 @@ impl Decider {
 
     /// Run `work` on the blocking pool, holding `permit` until the work ends;
     /// its flag turns true once this call is dropped.
-    async fn off_worker<T: Send + 'static>(&self, permit: InFlight, work: impl FnOnce(&State, &AtomicBool) -> T + Send + 'static) -> Result<T, Status> {
+    async fn off_worker<T: Send + 'static>(
+        &self,
+        permit: InFlight,
+        work: impl FnOnce(&State, &AtomicBool) -> T + Send + 'static,
+    ) -> Result<T, Status> {
         let state = self.state.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let on_drop = CancelOnDrop(cancel.clone());
@@ -121,7 +125,8 @@ impl Decider {
                     if cancel.load(Ordering::Relaxed) {
                         break;
                     }
-                    let one = std::panic::catch_unwind(AssertUnwindSafe(|| api::decide(&loaded.model, &loaded.version, &state.cfg, r, now)));
+                    let one =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| api::decide(&loaded.model, &loaded.version, &state.cfg, r, now)));
                     let result = match one {
                         Ok(Ok(d)) => {
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
@@ -131,7 +136,9 @@ impl Decider {
                         Err(panic) => {
                             state.metrics.panic("DecideBatch item");
                             tracing::error!(item = i, panic = super::guard::panic_message(&*panic), "batch item panicked");
-                            v1::decide_batch_item::Result::Error(format!("requests[{i}]: internal error while deciding (logged on the server)"))
+                            v1::decide_batch_item::Result::Error(format!(
+                                "requests[{i}]: internal error while deciding (logged on the server)"
+                            ))
                         }
                     };
                     items.push(v1::DecideBatchItem { result: Some(result) });
@@ -226,7 +233,10 @@ impl HyperswitchDecider {
 
 #[tonic::async_trait]
 impl hyperswitch::decider::decider_server::Decider for HyperswitchDecider {
-    async fn decide(&self, request: Request<hyperswitch::decider::DeciderRequest>) -> Result<Response<hyperswitch::decider::DeciderResponse>, Status> {
+    async fn decide(
+        &self,
+        request: Request<hyperswitch::decider::DeciderRequest>,
+    ) -> Result<Response<hyperswitch::decider::DeciderResponse>, Status> {
         let r = request.into_inner();
         // Work: the retries its history expands to (bounded by limits::MAX_ATTEMPTS).
         let retries: usize = r.hourly_retry_history.values().map(|&c| c.clamp(0, crate::limits::MAX_ATTEMPTS as i32) as usize).sum();

@@ -220,13 +220,22 @@ pub async fn serve(
         health.set_serving::<hyperswitch::trainer::trainer_service_server::TrainerServiceServer<hyperswitch::Trainer>>().await;
     }
     let max = crate::limits::MAX_MESSAGE_BYTES;
-    let decider = v1::retry_decider_server::RetryDeciderServer::new(Decider { state: state.clone() }).max_decoding_message_size(max).max_encoding_message_size(max);
-    let hs = HyperswitchDecider { inner: Decider { state: state.clone() }, cfg: hyperswitch::engine_config(&state.cfg), default_country: cfg.hyperswitch_country };
-    let mut routes = tonic::service::Routes::new(health_service)
-        .add_service(decider)
-        .add_service(hyperswitch::decider::decider_server::DeciderServer::new(hs).max_decoding_message_size(max).max_encoding_message_size(max));
+    let decider = v1::retry_decider_server::RetryDeciderServer::new(Decider { state: state.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(max);
+    let hs = HyperswitchDecider {
+        inner: Decider { state: state.clone() },
+        cfg: hyperswitch::engine_config(&state.cfg),
+        default_country: cfg.hyperswitch_country,
+    };
+    let mut routes = tonic::service::Routes::new(health_service).add_service(decider).add_service(
+        hyperswitch::decider::decider_server::DeciderServer::new(hs).max_decoding_message_size(max).max_encoding_message_size(max),
+    );
     if let Some(t) = cfg.trainer.clone() {
-        routes = routes.add_service(hyperswitch::trainer::trainer_service_server::TrainerServiceServer::new(hyperswitch::Trainer::new(t)).max_decoding_message_size(max));
+        routes = routes.add_service(
+            hyperswitch::trainer::trainer_service_server::TrainerServiceServer::new(hyperswitch::Trainer::new(t))
+                .max_decoding_message_size(max),
+        );
     }
     if cfg.echo_service {
         routes = routes.add_service(api::bench::echo_server::EchoServer::new(api::bench::EchoService).max_decoding_message_size(max));
@@ -248,7 +257,10 @@ pub async fn serve(
         };
         routes = routes.add_service(reflection().build_v1()?).add_service(reflection().build_v1alpha()?);
     }
-    let guarded = guard::Guard::new(routes.prepare(), Arc::new(guard::GuardConfig { access: cfg.access.clone(), metrics: state.metrics.clone(), timeout: cfg.request_timeout }));
+    let guarded = guard::Guard::new(
+        routes.prepare(),
+        Arc::new(guard::GuardConfig { access: cfg.access.clone(), metrics: state.metrics.clone(), timeout: cfg.request_timeout }),
+    );
     let watcher = tokio::spawn(watch(state.clone(), cfg.models.clone(), cfg.reload_every));
     let trainer_serving = cfg.trainer.is_some();
     let result = conn::run(listener, cfg.conn.clone(), guarded, async move {

@@ -387,7 +387,11 @@ impl WorldConfig {
     pub fn check(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let prob = |name: &str, v: f64| -> Result<(), ConfigError> {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err(ConfigError::Invalid(format!("{name} must be in [0, 1], got {v}"))) }
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid(format!("{name} must be in [0, 1], got {v}")))
+            }
         };
         if self.countries.is_empty() || self.countries.iter().all(|c| c.weight <= 0.0) {
             return bad("countries must have at least one positive weight".into());

@@ -10,12 +10,10 @@ use rand_chacha::ChaCha8Rng;
 
 use super::world::{Action, Closed, Episode, EpisodeState, StepResult, World};
 use crate::declines::DeclineClass;
-use crate::domain::{
-    Attempt, BillingInterval, Channel, CustomerIx, Money, Outcome, PaymentIx, SourceRow,
-};
+use crate::domain::{Attempt, BillingInterval, Channel, CustomerIx, Money, Outcome, PaymentIx, SourceRow};
 use crate::history::History;
-use polars::prelude::DataFrame;
 use crate::rules::{check_retry, Proposal};
+use polars::prelude::DataFrame;
 
 /// The logging policy's choice for one retry, with its propensity.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -173,9 +171,8 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             }
         }
         for (k, a) in st.attempts.iter().enumerate() {
-            let raw_only = a.past.decline.is_some()
-                && a.past.network_code.is_some()
-                && rng.random::<f64>() < cfg.failures.raw_code_only_share;
+            let raw_only =
+                a.past.decline.is_some() && a.past.network_code.is_some() && rng.random::<f64>() < cfg.failures.raw_code_only_share;
             rows.push(Attempt {
                 attempted_at: a.past.at,
                 attempt_number: a.past.attempt_number,
@@ -212,13 +209,8 @@ impl Chunk {
     pub fn to_frame(&self) -> polars::prelude::PolarsResult<polars::prelude::DataFrame> {
         use polars::prelude::Column;
         let mut df = crate::history::to_frame(&self.history)?;
-        let tz: Vec<Option<&str>> = self
-            .history
-            .attempts
-            .iter()
-            .zip(&self.timezone_missing)
-            .map(|(a, missing)| (!missing).then(|| a.timezone.name()))
-            .collect();
+        let tz: Vec<Option<&str>> =
+            self.history.attempts.iter().zip(&self.timezone_missing).map(|(a, missing)| (!missing).then(|| a.timezone.name())).collect();
         df.with_column(Column::new("timezone".into(), tz))?;
         Ok(df)
     }
@@ -237,8 +229,7 @@ pub fn chunk(world: &World, payers: std::ops::Range<u32>) -> Chunk {
 pub fn frame(world: &World, payers: std::ops::Range<u32>) -> polars::prelude::PolarsResult<(DataFrame, usize, usize)> {
     use rayon::prelude::*;
     const SUB: u32 = 4096;
-    let subs: Vec<std::ops::Range<u32>> =
-        payers.clone().step_by(SUB as usize).map(|s| s..(s + SUB).min(payers.end)).collect();
+    let subs: Vec<std::ops::Range<u32>> = payers.clone().step_by(SUB as usize).map(|s| s..(s + SUB).min(payers.end)).collect();
     let parts = subs
         .into_par_iter()
         .map(|r| {

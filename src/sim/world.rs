@@ -249,7 +249,11 @@ impl World {
         let cm = &cfg.countries[pick(&mut rng, &mix)];
         let country = cm.country;
         let method = if rng.random::<f64>() < cm.debit_method_share {
-            if country.as_str() == "US" { PaymentMethod::AchDebit } else { PaymentMethod::SepaDebit }
+            if country.as_str() == "US" {
+                PaymentMethod::AchDebit
+            } else {
+                PaymentMethod::SepaDebit
+            }
         } else {
             PaymentMethod::Card
         };
@@ -307,8 +311,15 @@ impl World {
         }
         let timezone = if country.as_str() == "US" {
             // US payers spread over the four main zones (Census population shares).
-            pick(&mut rng, &[(chrono_tz::America::New_York, 0.47), (chrono_tz::America::Chicago, 0.29),
-                             (chrono_tz::America::Denver, 0.07), (chrono_tz::America::Los_Angeles, 0.17)])
+            pick(
+                &mut rng,
+                &[
+                    (chrono_tz::America::New_York, 0.47),
+                    (chrono_tz::America::Chicago, 0.29),
+                    (chrono_tz::America::Denver, 0.07),
+                    (chrono_tz::America::Los_Angeles, 0.17),
+                ],
+            )
         } else {
             default_timezone(country)
         };
@@ -350,11 +361,8 @@ impl World {
         // Pay-day money arrives at `pay_credit_hour`; before that the day still belongs to the old period.
         let hours = local.hour() as f64 + local.minute() as f64 / 60.0;
         let shifted = hours - b.pay_credit_hour as f64;
-        let (date, frac) = if shifted < 0.0 {
-            (local.date() - Days::new(1), (shifted + 24.0) / 24.0)
-        } else {
-            (local.date(), shifted / 24.0)
-        };
+        let (date, frac) =
+            if shifted < 0.0 { (local.date() - Days::new(1), (shifted + 24.0) / 24.0) } else { (local.date(), shifted / 24.0) };
         let (prev, next) = pay_bracket(payer, date);
         let period = (next - prev).num_days().max(1) as f64;
         let elapsed = ((date - prev).num_days() as f64 + frac) / period;
@@ -408,8 +416,12 @@ impl World {
                 let local = at.with_timezone(&payer.timezone).naive_local();
                 let l = self.liquidity_local(payer, local);
                 let lift = if lifted { self.cfg.channels.issuer_lift } else { 0.0 };
-                sigmoid(b.issuer_soft_logit - 2.0 * b.retry_decay * retries as f64 + 0.6 * (2.0 * l - 1.0)
-                    + 0.5 * self.hour_effect(local) + lift)
+                sigmoid(
+                    b.issuer_soft_logit - 2.0 * b.retry_decay * retries as f64
+                        + 0.6 * (2.0 * l - 1.0)
+                        + 0.5 * self.hour_effect(local)
+                        + lift,
+                )
             }
             DeclineClass::Technical => {
                 let hours = (at - last.past.at).num_minutes() as f64 / 60.0;
@@ -452,7 +464,13 @@ impl World {
     }
 
     /// Start an episode for a failed charge of `payer`.
-    pub fn start_episode(&self, payer: Payer, episode: Episode, network_code: Option<RawCode>, advice_code: Option<RawCode>) -> EpisodeState {
+    pub fn start_episode(
+        &self,
+        payer: Payer,
+        episode: Episode,
+        network_code: Option<RawCode>,
+        advice_code: Option<RawCode>,
+    ) -> EpisodeState {
         let (pid, cycle) = (payer.id, episode.cycle);
         let mut latent = stream(self.seed, pid, cycle, Stream::Latent);
         let b = &self.cfg.behaviour;
@@ -562,12 +580,8 @@ impl World {
         let action = Action { retry_at: at, channel: std::mem::replace(&mut st.pending_channel, Channel::None) };
         let class = st.episode.decline.class();
         let updated_since_last = st.updated_since_last(action.retry_at);
-        let verdict = check_retry(
-            st.facts(),
-            &st.past(),
-            Proposal { at: action.retry_at, payment_method_updated: updated_since_last },
-            &self.rules,
-        );
+        let verdict =
+            check_retry(st.facts(), &st.past(), Proposal { at: action.retry_at, payment_method_updated: updated_since_last }, &self.rules);
         if !verdict.is_allowed() {
             st.violations += 1;
             st.cost += self.cfg.costs.rule_violation;
@@ -615,10 +629,18 @@ impl World {
     /// Raw network and advice codes a decline arrives with. Mastercard
     /// insufficient-funds declines sometimes carry advice 24–30: the issuer's
     /// noisy estimate of when the money will be there.
-    pub fn codes_for(&self, payer: &Payer, d: DeclineCode, at: DateTime<Utc>, u_adv: f64, u_noise: u64) -> (Option<RawCode>, Option<RawCode>) {
+    pub fn codes_for(
+        &self,
+        payer: &Payer,
+        d: DeclineCode,
+        at: DateTime<Utc>,
+        u_adv: f64,
+        u_noise: u64,
+    ) -> (Option<RawCode>, Option<RawCode>) {
         let network = raw_code_for(payer.method, d);
         let mut advice = None;
-        if payer.card_brand == Some(CardBrand::Mastercard) && d == DeclineCode::InsufficientFunds
+        if payer.card_brand == Some(CardBrand::Mastercard)
+            && d == DeclineCode::InsufficientFunds
             && u_adv < self.cfg.failures.mastercard_advice_share
         {
             let local = at.with_timezone(&payer.timezone).date_naive();

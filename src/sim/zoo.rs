@@ -31,7 +31,8 @@ pub fn preset(name: &str) -> Option<WorldConfig> {
             w.logging.log_propensities = false;
             w.logging.retry_days = vec![2, 4, 7, 11, 16];
             w.logging.jitter_hours = 12;
-            w.logging.channel_probabilities = vec![(Channel::None, 0.25), (Channel::Email, 0.45), (Channel::Sms, 0.2), (Channel::Push, 0.1)];
+            w.logging.channel_probabilities =
+                vec![(Channel::None, 0.25), (Channel::Email, 0.45), (Channel::Sms, 0.2), (Channel::Push, 0.1)];
         }
         "fixed-log" => {
             w.logging.retry_days = vec![1, 3, 5, 7, 10, 14];

@@ -21,11 +21,19 @@ fn attrition_on_a_randomized_log_matches_the_worlds_cancellation_rates() {
     let mut h = log().clone();
     let a = attrition::estimate(&h);
     assert!(a.retries > 100_000, "{} randomized retries", a.retries);
-    let truth = |ch: Channel, m: u32| (base + fatigue * m as f64) * if matches!(ch, Channel::Sms | Channel::Push) { intrusive } else { 1.0 };
+    let truth =
+        |ch: Channel, m: u32| (base + fatigue * m as f64) * if matches!(ch, Channel::Sms | Channel::Push) { intrusive } else { 1.0 };
     for c in &a.channels {
         for b in &c.buckets {
             let (t, z) = (truth(c.channel, b.messages_before), (b.rate - truth(c.channel, b.messages_before)) / b.se);
-            assert!(z.abs() < 3.5, "{:?} after {} messages: {:.4} ± {:.4}, truth {t:.4} (z {z:.1})", c.channel, b.messages_before, b.rate, b.se);
+            assert!(
+                z.abs() < 3.5,
+                "{:?} after {} messages: {:.4} ± {:.4}, truth {t:.4} (z {z:.1})",
+                c.channel,
+                b.messages_before,
+                b.rate,
+                b.se
+            );
         }
     }
     let email = a.channels.iter().find(|c| c.channel == Channel::Email).expect("email is randomized in the log");

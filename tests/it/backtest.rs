@@ -131,6 +131,11 @@ fn backtest_command_prints_every_strategy_as_json() {
         let svg = std::fs::read_to_string(dir.path().join(f)).unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("oracle") && svg.contains("<polyline"), "{f}");
     }
-    let bad = assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(env!("CARGO_MANIFEST_DIR")).args(["backtest", "--payers", "0"]).assert().failure();
+    let bad = assert_cmd::Command::cargo_bin("recoup")
+        .unwrap()
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["backtest", "--payers", "0"])
+        .assert()
+        .failure();
     assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("--payers"));
 }

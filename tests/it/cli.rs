@@ -22,12 +22,9 @@ fn help_lists_every_subcommand() {
 fn history_check_prints_a_summary() {
     let (_dir, path) = temp_file("h.csv");
     write_csv(&path, &varied_rows(50));
-    recoup()
-        .args(["history", "check"])
-        .arg(&path)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("accepted").and(predicate::str::contains("insufficient_funds")).and(predicate::str::contains("recovered")));
+    recoup().args(["history", "check"]).arg(&path).assert().success().stdout(
+        predicate::str::contains("accepted").and(predicate::str::contains("insufficient_funds")).and(predicate::str::contains("recovered")),
+    );
 }
 
 #[test]
@@ -86,17 +83,37 @@ fn simulate_then_check_as_a_new_user_would() {
 #[test]
 fn simulate_rejects_bad_arguments_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
-    recoup().args(["simulate", "--payers", "0", "--out"]).arg(dir.path().join("h.parquet"))
-        .assert().code(2).stderr(predicate::str::contains("--payers"));
-    recoup().args(["simulate", "--out"]).arg(dir.path().join("h.txt"))
-        .assert().code(2).stderr(predicate::str::contains("cannot tell the format"));
+    recoup()
+        .args(["simulate", "--payers", "0", "--out"])
+        .arg(dir.path().join("h.parquet"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--payers"));
+    recoup()
+        .args(["simulate", "--out"])
+        .arg(dir.path().join("h.txt"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("cannot tell the format"));
     let world = dir.path().join("w.toml");
     std::fs::write(&world, "dunning_window_days = 0\n").unwrap();
-    recoup().args(["simulate", "--world"]).arg(&world).arg("--out").arg(dir.path().join("h.csv"))
-        .assert().code(2).stderr(predicate::str::contains("dunning_window_days"));
+    recoup()
+        .args(["simulate", "--world"])
+        .arg(&world)
+        .arg("--out")
+        .arg(dir.path().join("h.csv"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("dunning_window_days"));
     std::fs::write(&world, "dunning_windw_days = 10\n").unwrap();
-    recoup().args(["simulate", "--world"]).arg(&world).arg("--out").arg(dir.path().join("h.csv"))
-        .assert().code(2).stderr(predicate::str::contains("unknown field"));
+    recoup()
+        .args(["simulate", "--world"])
+        .arg(&world)
+        .arg("--out")
+        .arg(dir.path().join("h.csv"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("unknown field"));
 }
 
 #[test]
@@ -105,19 +122,23 @@ fn print_world_round_trips_as_a_world_file() {
     let text = recoup().args(["simulate", "--print-world"]).assert().success().get_output().stdout.clone();
     let world = dir.path().join("w.toml");
     std::fs::write(&world, text).unwrap();
-    recoup().args(["simulate", "--payers", "50", "--months", "1", "-q", "--world"]).arg(&world)
-        .arg("--out").arg(dir.path().join("h.csv")).assert().success();
+    recoup()
+        .args(["simulate", "--payers", "50", "--months", "1", "-q", "--world"])
+        .arg(&world)
+        .arg("--out")
+        .arg(dir.path().join("h.csv"))
+        .assert()
+        .success();
 }
 
 #[test]
 fn decide_explains_the_example_and_names_a_bad_field() {
     let root = env!("CARGO_MANIFEST_DIR");
-    recoup()
-        .current_dir(root)
-        .args(["decide", "examples/decide.json"])
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("RETRY at").and(predicate::str::contains("reasons:")).and(predicate::str::contains("constraint:quiet_hours")));
+    recoup().current_dir(root).args(["decide", "examples/decide.json"]).assert().success().stdout(
+        predicate::str::contains("RETRY at")
+            .and(predicate::str::contains("reasons:"))
+            .and(predicate::str::contains("constraint:quiet_hours")),
+    );
     let out = recoup().current_dir(root).args(["decide", "--json", "examples/decide.json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON decision");
     assert_eq!(v["action"], "RETRY");
@@ -167,9 +188,22 @@ fn engine_settings_out_of_range_are_refused_naming_the_field() {
         .failure()
         .stderr(predicate::str::contains("engine.toml").and(predicate::str::contains("channel_pessimism: must be a non-negative")));
     // Windows past chrono's range (the engine adds them to times) and bad quiet hours.
-    for (toml, field) in [("dunning_window_days = 1000000000\n", "dunning_window_days"), ("horizon_hours = 99999999\n", "horizon_hours"), ("message_quiet_hours = [25, 3]\n", "message_quiet_hours"), ("support_pessimism = -1\n", "support_pessimism")] {
+    for (toml, field) in [
+        ("dunning_window_days = 1000000000\n", "dunning_window_days"),
+        ("horizon_hours = 99999999\n", "horizon_hours"),
+        ("message_quiet_hours = [25, 3]\n", "message_quiet_hours"),
+        ("support_pessimism = -1\n", "support_pessimism"),
+    ] {
         std::fs::write(&path, toml).unwrap();
-        recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().failure().stderr(predicate::str::contains(field));
+        recoup()
+            .args(["decide", "--engine"])
+            .arg(&path)
+            .arg("--models")
+            .arg(&models)
+            .arg(&example)
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(field));
     }
     std::fs::write(&path, "channel_pessimism = 0\n").unwrap();
     recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().success();

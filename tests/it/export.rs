@@ -38,7 +38,13 @@ fn export_forecasts_match_recovery_realised_in_the_history() {
             assert!(all.len() >= p.attempts.len() && all[p.attempts.len() - 1].attempted_at <= as_of);
             let real = all.last().unwrap().outcome == Outcome::Succeeded;
             let class = p.last().decline.unwrap().class();
-            for key in [format!("class={class}"), format!("method={}", <&str>::from(p.first().method)), format!("country={}", p.first().country.as_str()), format!("month={}", p.first().attempted_at.format("%Y-%m")), "all".into()] {
+            for key in [
+                format!("class={class}"),
+                format!("method={}", <&str>::from(p.first().method)),
+                format!("country={}", p.first().country.as_str()),
+                format!("month={}", p.first().attempted_at.format("%Y-%m")),
+                "all".into(),
+            ] {
                 let e = seg.entry(key).or_default();
                 e.0 += f.p_recovery;
                 e.1 += f.p_recovery * (1.0 - f.p_recovery);
@@ -78,10 +84,25 @@ fn export_writes_payments_and_segments_that_agree() {
     let (seg, pay) = (dir.path().join("seg.csv"), dir.path().join("open.parquet"));
     let root = env!("CARGO_MANIFEST_DIR");
     let run = |args: &[&str]| assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root).args(args).assert().success();
-    let out = run(&["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", seg.to_str().unwrap(), "--by", "decline-class,month", "--payments-out", pay.to_str().unwrap(), "--calibration-payments", "3000"]);
+    let out = run(&[
+        "export",
+        "--history",
+        "data/sample/",
+        "--as-of",
+        "2025-10-15",
+        "--out",
+        seg.to_str().unwrap(),
+        "--by",
+        "decline-class,month",
+        "--payments-out",
+        pay.to_str().unwrap(),
+        "--calibration-payments",
+        "3000",
+    ]);
     let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
     assert!(text.contains("open payments at 2025-10-15T00:00:00+00:00"), "{text}");
-    let mut names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     assert_eq!(names, ["open.parquet", "seg.csv"], "finished files only, no .partial");
     let current = std::fs::read_to_string(format!("{root}/models/CURRENT")).unwrap().trim().to_string();
@@ -89,7 +110,9 @@ fn export_writes_payments_and_segments_that_agree() {
     let p = ParquetReader::new(std::fs::File::open(&pay).unwrap()).finish().unwrap();
     assert!(p.height() > 100, "{} open payments", p.height());
     let s = CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(seg.clone())).unwrap().finish().unwrap();
-    let sum = |df: &DataFrame, c: &str| df.column(c).unwrap().as_materialized_series().cast(&DataType::Float64).unwrap().f64().unwrap().sum().unwrap();
+    let sum = |df: &DataFrame, c: &str| {
+        df.column(c).unwrap().as_materialized_series().cast(&DataType::Float64).unwrap().f64().unwrap().sum().unwrap()
+    };
     assert_eq!(sum(&s, "payments") as usize, p.height());
     assert!((sum(&s, "expected_recovered_minor") - sum(&p, "expected_recovered_minor")).abs() < 1e-3 * sum(&p, "expected_recovered_minor"));
     assert_eq!(sum(&s, "amount_minor"), sum(&p, "amount_minor"));
@@ -132,12 +155,24 @@ fn export_errors_name_the_problem() {
         c.current_dir(root);
         c
     };
-    cmd().args(["export", "--history", "data/sample/", "--as-of", "yesterday", "--out", "x.csv"]).assert().code(2).stderr(predicates::str::contains("neither RFC 3339"));
-    cmd().args(["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", "x.xlsx"]).assert().failure().stderr(predicates::str::contains("--format"));
+    cmd()
+        .args(["export", "--history", "data/sample/", "--as-of", "yesterday", "--out", "x.csv"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("neither RFC 3339"));
+    cmd()
+        .args(["export", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", "x.xlsx"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--format"));
     // A run that fails leaves no output behind (rows go to FILE.partial until the end).
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.csv");
-    cmd().args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", out.to_str().unwrap()]).assert().failure().stderr(predicates::str::contains("no/such/dir"));
+    cmd()
+        .args(["export", "--history", "no/such/dir", "--as-of", "2025-10-15", "--out", out.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("no/such/dir"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "files left behind");
 }
 
@@ -151,12 +186,34 @@ fn export_in_passes_covers_the_same_payments() {
     let root = env!("CARGO_MANIFEST_DIR");
     let read = |passes: &str| {
         let out = dir.path().join(format!("open-{passes}.csv"));
-        assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root)
-            .args(["export", "-q", "--history", "data/sample/", "--as-of", "2025-10-15", "--out", out.to_str().unwrap(), "--calibration-payments", "2000", "--passes", passes])
-            .assert().success();
+        assert_cmd::Command::cargo_bin("recoup")
+            .unwrap()
+            .current_dir(root)
+            .args([
+                "export",
+                "-q",
+                "--history",
+                "data/sample/",
+                "--as-of",
+                "2025-10-15",
+                "--out",
+                out.to_str().unwrap(),
+                "--calibration-payments",
+                "2000",
+                "--passes",
+                passes,
+            ])
+            .assert()
+            .success();
         let df = CsvReadOptions::default().with_has_header(true).try_into_reader_with_file_path(Some(out)).unwrap().finish().unwrap();
-        let (ids, class, p) = (df.column("payment_id").unwrap().str().unwrap().clone(), df.column("decline_class").unwrap().str().unwrap().clone(), df.column("p_recovery_model").unwrap().f64().unwrap().clone());
-        (0..df.height()).map(|i| (ids.get(i).unwrap().to_string(), (class.get(i).unwrap().to_string(), p.get(i).unwrap()))).collect::<std::collections::BTreeMap<_, _>>()
+        let (ids, class, p) = (
+            df.column("payment_id").unwrap().str().unwrap().clone(),
+            df.column("decline_class").unwrap().str().unwrap().clone(),
+            df.column("p_recovery_model").unwrap().f64().unwrap().clone(),
+        );
+        (0..df.height())
+            .map(|i| (ids.get(i).unwrap().to_string(), (class.get(i).unwrap().to_string(), p.get(i).unwrap())))
+            .collect::<std::collections::BTreeMap<_, _>>()
     };
     let (one, three) = (read("1"), read("3"));
     assert!(one.len() > 100);

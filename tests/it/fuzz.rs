@@ -18,7 +18,9 @@ use recoup::model::SuccessModel;
 
 fn model() -> &'static SuccessModel {
     static M: OnceLock<SuccessModel> = OnceLock::new();
-    M.get_or_init(|| recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("the shipped model").1)
+    M.get_or_init(|| {
+        recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("the shipped model").1
+    })
 }
 
 fn clock() -> chrono::DateTime<Utc> {
@@ -41,8 +43,22 @@ fn word(valid: &'static [&'static str]) -> impl Strategy<Value = String> {
 }
 
 fn attempt() -> impl Strategy<Value = v1::Attempt> {
-    (any_ts(), word(&["insufficient_funds", "do_not_honor", "expired_card", "stolen_card", "try_again_later", "", "other"]), word(&["51", "05", "43", "R01", "", "N7"]), word(&["", "01", "03", "21", "24"]), word(&["", "none", "email", "sms"]), any::<bool>())
-        .prop_map(|(attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated)| v1::Attempt { attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated })
+    (
+        any_ts(),
+        word(&["insufficient_funds", "do_not_honor", "expired_card", "stolen_card", "try_again_later", "", "other"]),
+        word(&["51", "05", "43", "R01", "", "N7"]),
+        word(&["", "01", "03", "21", "24"]),
+        word(&["", "none", "email", "sms"]),
+        any::<bool>(),
+    )
+        .prop_map(|(attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated)| v1::Attempt {
+            attempted_at,
+            decline_code,
+            network_code,
+            advice_code,
+            channel,
+            payment_method_updated,
+        })
 }
 
 fn request() -> impl Strategy<Value = v1::DecideRequest> {
@@ -68,22 +84,37 @@ fn request() -> impl Strategy<Value = v1::DecideRequest> {
             ..Default::default()
         });
     let constraints = proptest::option::of(
-        (any_ts(), any_ts(), proptest::option::of(0u32..30), proptest::option::of(0u32..30), any::<bool>(), any::<bool>(), proptest::option::of(any::<u32>()))
-            .prop_map(|(earliest, latest, quiet_start_hour, quiet_end_hour, skip_weekends, skip_holidays, max_retries)| v1::Constraints {
-                earliest,
-                latest,
-                quiet_start_hour,
-                quiet_end_hour,
-                skip_weekends,
-                skip_holidays,
-                max_retries,
-                allowed_channels: Vec::new(),
+        (
+            any_ts(),
+            any_ts(),
+            proptest::option::of(0u32..30),
+            proptest::option::of(0u32..30),
+            any::<bool>(),
+            any::<bool>(),
+            proptest::option::of(any::<u32>()),
+        )
+            .prop_map(|(earliest, latest, quiet_start_hour, quiet_end_hour, skip_weekends, skip_holidays, max_retries)| {
+                v1::Constraints {
+                    earliest,
+                    latest,
+                    quiet_start_hour,
+                    quiet_end_hour,
+                    skip_weekends,
+                    skip_holidays,
+                    max_retries,
+                    allowed_channels: Vec::new(),
+                }
             }),
     );
-    let asks = proptest::collection::vec((any_ts(), word(&["email", "sms"])).prop_map(|(sent_at, channel)| v1::Ask { sent_at, channel }), 0..2);
+    let asks =
+        proptest::collection::vec((any_ts(), word(&["email", "sms"])).prop_map(|(sent_at, channel)| v1::Ask { sent_at, channel }), 0..2);
     let past = proptest::collection::vec(
-        proptest::collection::vec((any_ts(), word(&["succeeded", "failed"]), word(&["insufficient_funds", ""])).prop_map(|(attempted_at, outcome, decline_code)| v1::PastAttempt { attempted_at, outcome, decline_code }), 0..4)
-            .prop_map(|attempts| v1::PastPayment { attempts }),
+        proptest::collection::vec(
+            (any_ts(), word(&["succeeded", "failed"]), word(&["insufficient_funds", ""]))
+                .prop_map(|(attempted_at, outcome, decline_code)| v1::PastAttempt { attempted_at, outcome, decline_code }),
+            0..4,
+        )
+        .prop_map(|attempts| v1::PastPayment { attempts }),
         0..3,
     );
     let shape = prop_oneof![3 => Just(true), 1 => Just(false)];
@@ -213,11 +244,13 @@ fn the_request_strategy_reaches_the_engine() {
     let strategy = request();
     let mut why = std::collections::BTreeMap::<String, usize>::new();
     let decided = (0..400)
-        .filter(|_| match api::decide(model(), "v", &EngineConfig::default(), &strategy.new_tree(&mut runner).unwrap().current(), clock()) {
-            Ok(_) => true,
-            Err(e) => {
-                *why.entry(e.field.split('[').next().unwrap_or("").to_string()).or_default() += 1;
-                false
+        .filter(|_| {
+            match api::decide(model(), "v", &EngineConfig::default(), &strategy.new_tree(&mut runner).unwrap().current(), clock()) {
+                Ok(_) => true,
+                Err(e) => {
+                    *why.entry(e.field.split('[').next().unwrap_or("").to_string()).or_default() += 1;
+                    false
+                }
             }
         })
         .count();

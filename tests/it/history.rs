@@ -54,8 +54,18 @@ fn valid_history_loads_typed_and_grouped() {
 
 #[test]
 fn missing_required_values_are_rejected() {
-    for column in ["attempt_id", "payment_id", "customer_id", "attempted_at", "attempt_number", "amount_minor",
-                   "currency", "payment_method", "country", "outcome"] {
+    for column in [
+        "attempt_id",
+        "payment_id",
+        "customer_id",
+        "attempted_at",
+        "attempt_number",
+        "amount_minor",
+        "currency",
+        "payment_method",
+        "country",
+        "outcome",
+    ] {
         expect_rejected(column, "", "required value is missing");
     }
 }
@@ -121,7 +131,11 @@ fn failed_row_needs_a_decline_reason_and_succeeded_row_must_not_have_one() {
 fn decline_code_is_derived_from_network_and_advice_codes() {
     let rows = vec![
         set(row("a", "p1", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), // 51
-        set(set(set(row("b", "p2", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", "R02"), "payment_method", "ach_debit"),
+        set(
+            set(set(row("b", "p2", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", "R02"),
+            "payment_method",
+            "ach_debit",
+        ),
         set(set(set(row("c", "p3", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", ""), "advice_code", "03"),
         set(row("d", "p4", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", "card_melted"),
         set(set(row("e", "p5", 0, "2026-03-01T09:00:00Z", "failed"), "decline_code", ""), "network_code", "Q7"),
@@ -150,10 +164,7 @@ fn duplicate_attempt_id_is_rejected_naming_both_rows() {
 #[test]
 fn attempt_order_rules_within_a_payment() {
     // attempted_at goes backwards while attempt_number increases
-    let rows = vec![
-        row("a0", "p", 0, "2026-03-05T09:00:00Z", "failed"),
-        row("a1", "p", 1, "2026-03-04T09:00:00Z", "failed"),
-    ];
+    let rows = vec![row("a0", "p", 0, "2026-03-05T09:00:00Z", "failed"), row("a1", "p", 1, "2026-03-04T09:00:00Z", "failed")];
     let err = load_rows(&rows).expect_err("time order").to_string();
     assert!(err.contains("`attempted_at`") && err.contains("must increase"), "{err}");
 
@@ -245,7 +256,9 @@ fn csv_and_parquet_round_trip_to_identical_tables() {
 
     for other in [&from_parquet, &from_csv2] {
         assert_eq!(to_frame(&from_csv).unwrap(), to_frame(other).unwrap());
-        let strip = |h: &History| h.attempts.iter().map(|a| recoup::domain::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>();
+        let strip = |h: &History| {
+            h.attempts.iter().map(|a| recoup::domain::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>()
+        };
         assert_eq!(strip(&from_csv), strip(other));
     }
 }
@@ -260,10 +273,14 @@ fn hive_partitioned_parquet_directory_loads_every_part() {
     // split by payment into two partitions
     let root = dir.path().join("history");
     for (k, part) in ["month=2026-01", "month=2026-02"].iter().enumerate() {
-        let sub: Vec<_> = rows.iter().filter(|r| {
-            let p: usize = r[1].1.trim_start_matches("pay_").parse().unwrap();
-            p % 2 == k
-        }).cloned().collect();
+        let sub: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                let p: usize = r[1].1.trim_start_matches("pay_").parse().unwrap();
+                p % 2 == k
+            })
+            .cloned()
+            .collect();
         let tmp = dir.path().join(format!("part{k}.csv"));
         write_csv(&tmp, &sub);
         let h = load(&tmp, &strict()).expect("part loads");
@@ -368,7 +385,11 @@ fn csv_records_polars_cannot_split_name_their_row_and_can_be_skipped() {
     broken.extend(std::iter::repeat_n(b'x', 200_000));
     let cases: Vec<(Vec<u8>, &str, &str)> = vec![
         (broken, "customer_id", "unbalanced quote"),
-        (b"p2_a0,p2,cus_p2,2026-03-01T09:00:00Z,0,1999,EUR,card,visa,debit,DK,Europe/Copenhag\xe9n,failed".to_vec(), "timezone", "not valid UTF-8"),
+        (
+            b"p2_a0,p2,cus_p2,2026-03-01T09:00:00Z,0,1999,EUR,card,visa,debit,DK,Europe/Copenhag\xe9n,failed".to_vec(),
+            "timezone",
+            "not valid UTF-8",
+        ),
         (b"p2_a0,p2,cus_p2".to_vec(), "(record)", "3 fields, the header has 21"),
     ];
     for (line, column, reason) in cases {

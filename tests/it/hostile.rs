@@ -63,7 +63,8 @@ async fn raw_call(channel: &tonic::transport::Channel, path: &'static str, body:
 async fn h2_call(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &str)], msg: Vec<u8>) -> (i32, String) {
     use http_body_util::BodyExt;
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     let mut framed = vec![0u8];
     framed.extend((msg.len() as u32).to_be_bytes());
@@ -117,9 +118,20 @@ async fn extreme_values_are_refused_naming_the_field_and_the_server_lives_on() {
     // A batch answers its valid items although one is out of range.
     let mut bad = request("visa", "insufficient_funds");
     bad.now = y2300;
-    let b = s.client.decide_batch(v1::DecideBatchRequest { requests: vec![request("visa", "insufficient_funds"), bad, request("visa", "do_not_honor")] }).await.expect("a batch answer").into_inner();
+    let b = s
+        .client
+        .decide_batch(v1::DecideBatchRequest {
+            requests: vec![request("visa", "insufficient_funds"), bad, request("visa", "do_not_honor")],
+        })
+        .await
+        .expect("a batch answer")
+        .into_inner();
     assert!(matches!(&b.items[0].result, Some(v1::decide_batch_item::Result::Decision(_))));
-    assert!(matches!(&b.items[1].result, Some(v1::decide_batch_item::Result::Error(e)) if e.starts_with("requests[1].now")), "{:?}", b.items[1]);
+    assert!(
+        matches!(&b.items[1].result, Some(v1::decide_batch_item::Result::Error(e)) if e.starts_with("requests[1].now")),
+        "{:?}",
+        b.items[1]
+    );
     assert!(matches!(&b.items[2].result, Some(v1::decide_batch_item::Result::Decision(_))));
     // hyperswitch's times in 2300.
     for field in ["wait_time", "invoice_start_time"] {
@@ -136,7 +148,13 @@ async fn extreme_values_are_refused_naming_the_field_and_the_server_lives_on() {
     // Oversized lists.
     let mut many = request("visa", "insufficient_funds");
     let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).unwrap();
-    many.attempts = (0..1_001).map(|i| v1::Attempt { attempted_at: ts(t0 - chrono::Duration::minutes(2_000 - i)), decline_code: "insufficient_funds".into(), ..Default::default() }).collect();
+    many.attempts = (0..1_001)
+        .map(|i| v1::Attempt {
+            attempted_at: ts(t0 - chrono::Duration::minutes(2_000 - i)),
+            decline_code: "insufficient_funds".into(),
+            ..Default::default()
+        })
+        .collect();
     let e = s.client.decide(many).await.expect_err("too many attempts");
     assert_eq!((e.code(), e.message().starts_with("attempts")), (Code::InvalidArgument, true), "{e:?}");
 
@@ -186,7 +204,8 @@ async fn deadlines_answer_deadline_exceeded_and_stop_the_work() {
     let batch = || v1::DecideBatchRequest { requests: (0..items).map(|_| request("visa", "insufficient_funds")).collect() };
     // The client's deadline (shorter than the server's), sent over bare HTTP/2:
     // tonic's client would give up by itself and never see the server's answer.
-    let (status, message) = h2_call(s.addr, "/recoup.v1.RetryDecider/DecideBatch", &[("grpc-timeout", "150m")], prost::Message::encode_to_vec(&batch())).await;
+    let (status, message) =
+        h2_call(s.addr, "/recoup.v1.RetryDecider/DecideBatch", &[("grpc-timeout", "150m")], prost::Message::encode_to_vec(&batch())).await;
     assert_eq!(status, Code::DeadlineExceeded as i32, "{message}");
     // The server's --timeout.
     let started = Instant::now();
@@ -229,7 +248,8 @@ async fn closed_access_needs_tokens_and_training_needs_the_admin_scope() {
         r.metadata_mut().insert("authorization", format!("Bearer {DECIDE_TOKEN}").parse().unwrap());
         Ok(r)
     };
-    let e = TrainerServiceClient::with_interceptor(s.channel.clone(), with_decide).trigger_training(trigger()).await.expect_err("decide scope");
+    let e =
+        TrainerServiceClient::with_interceptor(s.channel.clone(), with_decide).trigger_training(trigger()).await.expect_err("decide scope");
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(!models.join("intruder").exists());
     // Deciding needs a token too, reflection is off, health is open to probes.
@@ -239,7 +259,9 @@ async fn closed_access_needs_tokens_and_training_needs_the_admin_scope() {
     authed.decide(request("visa", "insufficient_funds")).await.expect("the decide token decides");
     let mut health = tonic_health::pb::health_client::HealthClient::new(s.channel.clone());
     health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health needs no token");
-    let e = raw_call(&s.channel, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Vec::new()).await.expect_err("reflection without a token");
+    let e = raw_call(&s.channel, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", Vec::new())
+        .await
+        .expect_err("reflection without a token");
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
     let (_, body) = scrape(s.metrics_addr).await;
     assert_eq!(sample(&body, r#"recoup_requests_total{code="UNAUTHENTICATED",rpc="trainer.TriggerTraining"}"#), 1.0, "{body}");
@@ -305,15 +327,28 @@ async fn tls_and_mutual_tls_serve_only_verified_clients() {
     })
     .await;
     let url = format!("https://localhost:{}", s.addr.port());
-    let tls = || tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca.pem())).domain_name("localhost");
+    let tls = || {
+        tonic::transport::ClientTlsConfig::new().ca_certificate(tonic::transport::Certificate::from_pem(ca.pem())).domain_name("localhost")
+    };
     // With the client certificate: served.
-    let channel = tonic::transport::Endpoint::from_shared(url.clone()).unwrap().tls_config(tls().identity(tonic::transport::Identity::from_pem(&client_pem, &client_key))).unwrap().connect().await.expect("mutual TLS connects");
-    let r = recoup::api::v1::retry_decider_client::RetryDeciderClient::new(channel).decide(request("visa", "insufficient_funds")).await.expect("decides over mutual TLS");
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .unwrap()
+        .tls_config(tls().identity(tonic::transport::Identity::from_pem(&client_pem, &client_key)))
+        .unwrap()
+        .connect()
+        .await
+        .expect("mutual TLS connects");
+    let r = recoup::api::v1::retry_decider_client::RetryDeciderClient::new(channel)
+        .decide(request("visa", "insufficient_funds"))
+        .await
+        .expect("decides over mutual TLS");
     assert_eq!(r.into_inner().action, v1::Action::Retry as i32);
     // Without one: the handshake fails, no call is served.
     let without = match tonic::transport::Endpoint::from_shared(url).unwrap().tls_config(tls()).unwrap().connect().await {
         Err(_) => None,
-        Ok(ch) => Some(recoup::api::v1::retry_decider_client::RetryDeciderClient::new(ch).decide(request("visa", "insufficient_funds")).await),
+        Ok(ch) => {
+            Some(recoup::api::v1::retry_decider_client::RetryDeciderClient::new(ch).decide(request("visa", "insufficient_funds")).await)
+        }
     };
     assert!(!matches!(without, Some(Ok(_))), "a client without a certificate was served");
     // Plaintext to a TLS port gets nowhere.

@@ -107,7 +107,12 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
 
     // Hard declines, however they are reported, and a spent budget: no retry.
     let mut hard = Vec::new();
-    for (pg, network, advice) in [(Some("stolen_card"), None, None), (Some("card_declined"), Some("43"), None), (None, Some("51"), Some("03")), (Some("Fraud"), None, None)] {
+    for (pg, network, advice) in [
+        (Some("stolen_card"), None, None),
+        (Some("card_declined"), Some("43"), None),
+        (None, Some("51"), Some("03")),
+        (Some("Fraud"), None, None),
+    ] {
         let mut q = as_hyperswitch_sends(started, &retries);
         q.pg_error_code = pg.map(Into::into);
         q.network_error_code = network.map(Into::into);
@@ -164,12 +169,18 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     // Bad fields are INVALID_ARGUMENT naming the field.
     type Spoil = Box<dyn Fn(&mut DeciderRequest)>;
     let cases: Vec<(&str, Spoil)> = vec![
-        ("hourly_retry_history[\"yesterday\"]", Box::new(|q| {
-            q.hourly_retry_history.insert("yesterday".into(), 1);
-        })),
-        ("hourly_retry_history", Box::new(|q| {
-            q.hourly_retry_history.insert(key(hour() + D::days(2)), 1);
-        })),
+        (
+            "hourly_retry_history[\"yesterday\"]",
+            Box::new(|q| {
+                q.hourly_retry_history.insert("yesterday".into(), 1);
+            }),
+        ),
+        (
+            "hourly_retry_history",
+            Box::new(|q| {
+                q.hourly_retry_history.insert(key(hour() + D::days(2)), 1);
+            }),
+        ),
         ("invoice_amount", Box::new(|q| q.invoice_amount = Some(-5))),
         ("invoice_amount", Box::new(|q| q.invoice_amount = None)),
         ("invoice_currency", Box::new(|q| q.invoice_currency = Some("dollars".into()))),
@@ -192,11 +203,25 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
     // Reflection resolves the service and what it imports (grpcurl needs both).
     {
-        use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+        use tonic_reflection::pb::v1alpha::{
+            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse, ServerReflectionRequest,
+        };
         let mut refl = ServerReflectionClient::new(s.channel.clone());
-        for ask in [MessageRequest::FileContainingSymbol("decider.Decider".into()), MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into())] {
+        for ask in [
+            MessageRequest::FileContainingSymbol("decider.Decider".into()),
+            MessageRequest::FileByFilename("google/protobuf/timestamp.proto".into()),
+        ] {
             let req = ServerReflectionRequest { host: String::new(), message_request: Some(ask.clone()) };
-            let resp = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner().message().await.unwrap().expect("an answer");
+            let resp = refl
+                .server_reflection_info(tokio_stream::iter(vec![req]))
+                .await
+                .unwrap()
+                .into_inner()
+                .message()
+                .await
+                .unwrap()
+                .expect("an answer");
             assert!(matches!(resp.message_response, Some(MessageResponse::FileDescriptorResponse(_))), "{ask:?}: {resp:?}");
         }
     }
@@ -225,11 +250,25 @@ async fn trainer_trains_a_named_version_in_the_background_and_promotes_only_if_c
     let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample");
     for promote in [false, true] {
         let tag = format!("hs-{promote}");
-        let s = start_with(&models, 64, EngineConfig::default(), Some(TrainerConfig { history: sample.clone(), models: models.clone(), promote })).await;
+        let s = start_with(
+            &models,
+            64,
+            EngineConfig::default(),
+            Some(TrainerConfig { history: sample.clone(), models: models.clone(), promote }),
+        )
+        .await;
         let mut c = admin_trainer(s.channel.clone());
-        let first = c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() }).await.unwrap().into_inner();
+        let first = c
+            .trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() })
+            .await
+            .unwrap()
+            .into_inner();
         // One job per tag: asking again answers the running job.
-        let again = c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() }).await.unwrap().into_inner();
+        let again = c
+            .trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: "m_1".into() })
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(again.job_id, first.job_id, "{again:?}");
         assert!(again.message.contains("already training"), "{again:?}");
         let st = c.get_training_job_status(GetTrainingJobStatusRequest { job_id: first.job_id.clone() }).await.unwrap().into_inner();
@@ -256,13 +295,20 @@ async fn trainer_trains_a_named_version_in_the_background_and_promotes_only_if_c
             assert!(done.message.contains("not promoted"), "{done:?}");
         }
         // Versions are immutable: the tag is taken now.
-        let e = c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: String::new() }).await.unwrap_err();
+        let e =
+            c.trigger_training(TriggerTrainingRequest { model_version_tag: tag.clone(), merchant_id: String::new() }).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
         s.stop().await;
     }
 
     // Bad tags, unknown jobs, and a job that fails say so.
-    let s = start_with(&models, 64, EngineConfig::default(), Some(TrainerConfig { history: models.join("no-such-history"), models: models.clone(), promote: false })).await;
+    let s = start_with(
+        &models,
+        64,
+        EngineConfig::default(),
+        Some(TrainerConfig { history: models.join("no-such-history"), models: models.clone(), promote: false }),
+    )
+    .await;
     let mut c = admin_trainer(s.channel.clone());
     for bad in ["../escape", ".hidden", "CURRENT", "a b"] {
         let e = c.trigger_training(TriggerTrainingRequest { model_version_tag: bad.into(), merchant_id: String::new() }).await.unwrap_err();
@@ -271,7 +317,11 @@ async fn trainer_trains_a_named_version_in_the_background_and_promotes_only_if_c
     }
     let e = c.get_training_job_status(GetTrainingJobStatusRequest { job_id: "nope".into() }).await.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
-    let job = c.trigger_training(TriggerTrainingRequest { model_version_tag: "doomed".into(), merchant_id: String::new() }).await.unwrap().into_inner();
+    let job = c
+        .trigger_training(TriggerTrainingRequest { model_version_tag: "doomed".into(), merchant_id: String::new() })
+        .await
+        .unwrap()
+        .into_inner();
     let done = wait_for(&mut c, &job.job_id).await;
     assert_eq!(done.status(), JobStatus::Failed, "{done:?}");
     assert!(done.message.contains("no-such-history"), "{done:?}");

@@ -10,7 +10,12 @@ use recoup::sim::{generate, World, WorldConfig};
 
 /// The logging policy's shape with its jitter removed: fully supported by the log.
 fn supported() -> Offsets {
-    Offsets { name: "days 1/3/5/7/10/14, email".into(), hours: vec![24, 72, 120, 168, 240, 336], technical_hours: vec![3, 24, 72, 120, 168, 240, 336], channel: Channel::Email }
+    Offsets {
+        name: "days 1/3/5/7/10/14, email".into(),
+        hours: vec![24, 72, 120, 168, 240, 336],
+        technical_hours: vec![3, 24, 72, 120, 168, 240, 336],
+        channel: Channel::Email,
+    }
 }
 
 #[test]
@@ -34,7 +39,8 @@ fn estimators_bracket_the_truth_measured_in_the_world() {
 
     // The truth: the same strategy dunning the same payers' first failures in the world
     // (three times as many payers, so its own noise is small next to the estimates').
-    let cases: Vec<_> = backtest::cases(&w, 0..3 * n).into_iter().filter(|c| c.episode.decline.class() != DeclineClass::NeedsUpdate).collect();
+    let cases: Vec<_> =
+        backtest::cases(&w, 0..3 * n).into_iter().filter(|c| c.episode.decline.class() != DeclineClass::NeedsUpdate).collect();
     let out: Vec<_> = cases.iter().map(|c| backtest::run(&w, c, &target)).collect();
     let rate = |f: &dyn Fn(&backtest::Outcome1) -> bool| out.iter().filter(|o| f(o)).count() as f64 / out.len() as f64;
     let (true_first, true_recovery) = (rate(&|o| o.first_retry_success), rate(&|o| o.recovered));
@@ -68,7 +74,12 @@ fn estimators_bracket_the_truth_measured_in_the_world() {
 #[test]
 fn backtest_history_reports_estimates_support_and_warnings() {
     let root = env!("CARGO_MANIFEST_DIR");
-    let out = assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root).args(["backtest", "--history", "data/sample/", "--resamples", "50", "--json", "-q"]).assert().success();
+    let out = assert_cmd::Command::cargo_bin("recoup")
+        .unwrap()
+        .current_dir(root)
+        .args(["backtest", "--history", "data/sample/", "--resamples", "50", "--json", "-q"])
+        .assert()
+        .success();
     let doc: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let strategies = doc["strategies"].as_array().unwrap();
     assert_eq!(strategies.len(), 6, "4 schedules, the pay-day heuristic, learned");
@@ -94,5 +105,11 @@ fn backtest_history_without_propensities_says_what_is_missing() {
     ];
     write_csv(&path, &rows);
     let root = env!("CARGO_MANIFEST_DIR");
-    assert_cmd::Command::cargo_bin("recoup").unwrap().current_dir(root).args(["backtest", "--history", path.to_str().unwrap()]).assert().failure().stderr(predicates::str::contains("propensity"));
+    assert_cmd::Command::cargo_bin("recoup")
+        .unwrap()
+        .current_dir(root)
+        .args(["backtest", "--history", path.to_str().unwrap()])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("propensity"));
 }

@@ -80,7 +80,12 @@ async fn start(models: &Path, max_in_flight: usize, engine: EngineConfig) -> Ser
 }
 
 /// A server on a free loopback port; `trainer` also serves hyperswitch's trainer.
-pub(crate) async fn start_with(models: &Path, max_in_flight: usize, engine: EngineConfig, trainer: Option<recoup::hyperswitch::TrainerConfig>) -> Server {
+pub(crate) async fn start_with(
+    models: &Path,
+    max_in_flight: usize,
+    engine: EngineConfig,
+    trainer: Option<recoup::hyperswitch::TrainerConfig>,
+) -> Server {
     start_cfg(models, engine, |cfg| {
         cfg.max_in_flight = max_in_flight;
         cfg.reflection = true;
@@ -208,7 +213,10 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     assert_eq!(r.action, v1::Action::DoNotRetry as i32);
     let plan = r.ask.expect("the shipped model has an ask response: a valued plan");
     assert_eq!((plan.channel, r.next_step), (r.ask_channel, v1::NextStep::AskForPaymentMethod as i32));
-    assert!(plan.channel != v1::Channel::None as i32 && plan.p_update > 0.05 && plan.p_success_after > 0.0 && plan.planned_asks >= 1, "{plan:?}");
+    assert!(
+        plan.channel != v1::Channel::None as i32 && plan.p_update > 0.05 && plan.p_success_after > 0.0 && plan.planned_asks >= 1,
+        "{plan:?}"
+    );
     assert!(plan.value > plan.value_without_asking && r.p_recovery > 0.0, "{plan:?}");
     assert!(r.reasons.iter().any(|x| x.code == "ask_for_new_payment_method"), "{:?}", r.reasons);
 
@@ -234,13 +242,21 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
         }),
         ("now", |r| r.now = ts(at(1, 1))),
         ("constraints.quiet_start_hour", |r| r.constraints = Some(v1::Constraints { quiet_start_hour: Some(22), ..Default::default() })),
-        ("constraints.quiet_hours", |r| r.constraints = Some(v1::Constraints { quiet_start_hour: Some(25), quiet_end_hour: Some(7), ..Default::default() })),
-        ("constraints.allowed_channels[0]", |r| r.constraints = Some(v1::Constraints { allowed_channels: vec!["pigeon".into()], ..Default::default() })),
-        ("constraints.latest", |r| r.constraints = Some(v1::Constraints { earliest: ts(at(9, 1)), latest: ts(at(5, 1)), ..Default::default() })),
+        ("constraints.quiet_hours", |r| {
+            r.constraints = Some(v1::Constraints { quiet_start_hour: Some(25), quiet_end_hour: Some(7), ..Default::default() })
+        }),
+        ("constraints.allowed_channels[0]", |r| {
+            r.constraints = Some(v1::Constraints { allowed_channels: vec!["pigeon".into()], ..Default::default() })
+        }),
+        ("constraints.latest", |r| {
+            r.constraints = Some(v1::Constraints { earliest: ts(at(9, 1)), latest: ts(at(5, 1)), ..Default::default() })
+        }),
         ("asks[0].sent_at", |r| r.asks = vec![v1::Ask { sent_at: None, channel: "email".into() }]),
         ("asks[0].channel", |r| r.asks = vec![v1::Ask { sent_at: ts(at(2, 15)), channel: "none".into() }]),
         ("past_payments[0].attempts[0].outcome", |r| {
-            r.past_payments = vec![v1::PastPayment { attempts: vec![v1::PastAttempt { attempted_at: ts(at(1, 1)), outcome: "maybe".into(), decline_code: String::new() }] }]
+            r.past_payments = vec![v1::PastPayment {
+                attempts: vec![v1::PastAttempt { attempted_at: ts(at(1, 1)), outcome: "maybe".into(), decline_code: String::new() }],
+            }]
         }),
     ];
     for (field, breaker) in cases {
@@ -254,10 +270,19 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     // A batch: each item on its own.
     let mut bad = request("visa", "insufficient_funds");
     bad.payment.as_mut().unwrap().amount_minor = -5;
-    let b = s.client.decide_batch(v1::DecideBatchRequest { requests: vec![request("visa", "insufficient_funds"), bad, request("mastercard", "stolen_card")] }).await.unwrap().into_inner();
+    let b = s
+        .client
+        .decide_batch(v1::DecideBatchRequest {
+            requests: vec![request("visa", "insufficient_funds"), bad, request("mastercard", "stolen_card")],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(b.items.len(), 3);
     assert!(matches!(&b.items[0].result, Some(v1::decide_batch_item::Result::Decision(d)) if d.action == v1::Action::Retry as i32));
-    assert!(matches!(&b.items[1].result, Some(v1::decide_batch_item::Result::Error(e)) if e.starts_with("requests[1].payment.amount_minor")));
+    assert!(
+        matches!(&b.items[1].result, Some(v1::decide_batch_item::Result::Error(e)) if e.starts_with("requests[1].payment.amount_minor"))
+    );
     assert!(matches!(&b.items[2].result, Some(v1::decide_batch_item::Result::Decision(d)) if d.action == v1::Action::DoNotRetry as i32));
 
     let m = s.client.get_model(v1::GetModelRequest {}).await.unwrap().into_inner();
@@ -273,7 +298,8 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="GetModel"}"#), 1.0);
     // 1 + 1 (batch) retries; 5 + 1 (batch) hard declines and an expired card.
     assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 7.0);
-    let retries: f64 = body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
+    let retries: f64 =
+        body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
     assert_eq!(retries, 2.0, "{body}");
     assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 28.0);
     assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 28.0);
@@ -289,11 +315,20 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
 async fn network_caps_hold_over_a_long_sequence_of_failed_retries() {
     let (_d, models) = registry();
     // No look-ahead discount and no costs: the engine would retry as often as allowed.
-    let engine = EngineConfig { attempt_cost_minor: 0.0, daily_discount: 0.2, exploration: 0.0, dunning_window_days: 40, ..EngineConfig::default() };
+    let engine =
+        EngineConfig { attempt_cost_minor: 0.0, daily_discount: 0.2, exploration: 0.0, dunning_window_days: 40, ..EngineConfig::default() };
     let mut s = start(&models, 4, engine).await;
     for (brand, code) in [("visa", "do_not_honor"), ("mastercard", "do_not_honor"), ("visa", "insufficient_funds")] {
         let mut req = request(brand, code);
-        let mut past = vec![PastAttempt { at: at(2, 15), attempt_number: 0, outcome: recoup::domain::Outcome::Failed, decline: Some(code.parse().unwrap()), network_code: None, advice_code: None, payment_method_updated: false }];
+        let mut past = vec![PastAttempt {
+            at: at(2, 15),
+            attempt_number: 0,
+            outcome: recoup::domain::Outcome::Failed,
+            decline: Some(code.parse().unwrap()),
+            network_code: None,
+            advice_code: None,
+            payment_method_updated: false,
+        }];
         let facts = rules::PaymentFacts { method: recoup::domain::PaymentMethod::Card, card_brand: Some(brand.parse().unwrap()) };
         let mut retries = 0;
         for _ in 0..60 {
@@ -401,7 +436,10 @@ async fn health_reflection_and_load_shedding() {
     let h = health.check(tonic_health::pb::HealthCheckRequest { service: "recoup.v1.RetryDecider".into() }).await.unwrap().into_inner();
     assert_eq!(h.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 
-    use tonic_reflection::pb::v1::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+    use tonic_reflection::pb::v1::{
+        server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+        server_reflection_response::MessageResponse, ServerReflectionRequest,
+    };
     let mut refl = ServerReflectionClient::new(s.channel.clone());
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
@@ -411,9 +449,15 @@ async fn health_reflection_and_load_shedding() {
     assert!(names.contains(&"recoup.v1.RetryDecider".to_string()) && names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
     // The older v1alpha protocol (grpcurl before 1.9) resolves the service's methods.
     {
-        use tonic_reflection::pb::v1alpha::{server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest, server_reflection_response::MessageResponse, ServerReflectionRequest};
+        use tonic_reflection::pb::v1alpha::{
+            server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+            server_reflection_response::MessageResponse, ServerReflectionRequest,
+        };
         let mut refl = ServerReflectionClient::new(s.channel.clone());
-        let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::FileContainingSymbol("recoup.v1.RetryDecider".into())) };
+        let req = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::FileContainingSymbol("recoup.v1.RetryDecider".into())),
+        };
         let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
         let resp = stream.message().await.unwrap().expect("a v1alpha reflection answer");
         let Some(MessageResponse::FileDescriptorResponse(files)) = resp.message_response else { panic!("not a file descriptor: {resp:?}") };

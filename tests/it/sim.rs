@@ -127,7 +127,8 @@ fn decline_mix_and_recovery_fall_in_documented_ranges() {
     let first_ok = first_retries.iter().filter(|a| a.outcome == Outcome::Succeeded).count() as f64 / first_retries.len() as f64;
     assert!((0.20..=0.45).contains(&first_ok), "first retry approval {first_ok:.3}");
     // most recoveries 2–12 days after the decline (published anchor), but not all
-    let days: Vec<i64> = eps.iter().filter(|p| recovered(p)).map(|p| (p.last().unwrap().attempted_at - p[0].attempted_at).num_hours()).collect();
+    let days: Vec<i64> =
+        eps.iter().filter(|p| recovered(p)).map(|p| (p.last().unwrap().attempted_at - p[0].attempted_at).num_hours()).collect();
     let mid = days.iter().filter(|h| (36..=12 * 24 + 12).contains(*h)).count() as f64 / days.len() as f64;
     assert!(mid > 0.5, "share of recoveries between day 2 and 12: {mid:.3}");
 }
@@ -177,8 +178,10 @@ fn chunking_does_not_change_the_output() {
 }
 
 fn failed_episode(world: &World, decline: DeclineCode) -> recoup::sim::EpisodeState {
-    let payer = (0..).map(|i| world.payer(i)).find(|p| p.card_brand == Some(recoup::domain::CardBrand::Visa)
-        && p.card_funding == Some(CardFunding::Debit)).expect("a visa debit payer");
+    let payer = (0..)
+        .map(|i| world.payer(i))
+        .find(|p| p.card_brand == Some(recoup::domain::CardBrand::Visa) && p.card_funding == Some(CardFunding::Debit))
+        .expect("a visa debit payer");
     let failed_at = chrono::Utc.with_ymd_and_hms(2025, 3, 3, 8, 0, 0).unwrap();
     let ep = Episode { cycle: 0, amount_minor: payer.price_minor, failed_at, decline, window_end: failed_at + Duration::days(21) };
     world.start_episode(payer, ep, None, None)
@@ -188,10 +191,9 @@ fn failed_episode(world: &World, decline: DeclineCode) -> recoup::sim::EpisodeSt
 fn world_api_common_random_numbers_and_oracle() {
     let world = World::new(WorldConfig::default(), SEED, 6);
     let st = failed_episode(&world, DeclineCode::InsufficientFunds);
-    let actions: Vec<Action> = (1..=5).map(|d| Action { retry_at: st.episode.failed_at + Duration::days(d * 3), channel: Channel::Email }).collect();
-    let run = |mut s: recoup::sim::EpisodeState| {
-        actions.iter().map(|a| world.step(&mut s, *a)).collect::<Vec<_>>()
-    };
+    let actions: Vec<Action> =
+        (1..=5).map(|d| Action { retry_at: st.episode.failed_at + Duration::days(d * 3), channel: Channel::Email }).collect();
+    let run = |mut s: recoup::sim::EpisodeState| actions.iter().map(|a| world.step(&mut s, *a)).collect::<Vec<_>>();
     assert_eq!(run(st.clone()), run(st.clone()), "same actions, same outcomes");
     for d in 1..20 {
         let t = st.episode.failed_at + Duration::days(d);
@@ -205,15 +207,19 @@ fn world_api_common_random_numbers_and_oracle() {
     assert_eq!(world.true_success_probability(&hard, hard.episode.failed_at + Duration::days(2), Channel::Email), 0.0);
     let mut expired = failed_episode(&world, DeclineCode::ExpiredCard);
     assert_eq!(world.true_success_probability(&expired, expired.episode.failed_at + Duration::days(2), Channel::None), 0.0);
-    assert!(world.true_success_probability(&expired, expired.episode.failed_at + Duration::days(2), Channel::Email) > 0.0,
-        "a message can bring an update");
+    assert!(
+        world.true_success_probability(&expired, expired.episode.failed_at + Duration::days(2), Channel::Email) > 0.0,
+        "a message can bring an update"
+    );
     // retrying an expired card without update breaks a rule: counted and charged
     let retry_at = expired.episode.failed_at + Duration::hours(30);
     let r = world.step(&mut expired, Action { retry_at, channel: Channel::None });
     match r {
         StepResult::Attempted { succeeded, violations } => {
             assert!(!violations.is_empty());
-            if expired.updated_at.is_none() { assert!(!succeeded) }
+            if expired.updated_at.is_none() {
+                assert!(!succeeded)
+            }
         }
         other => assert!(matches!(other, StepResult::Cancelled), "{other:?}"),
     }

@@ -81,8 +81,13 @@ pub fn temp_file(name: &str) -> (tempfile::TempDir, PathBuf) {
 /// A varied valid history of `payments` payments (1–4 attempts each), covering every
 /// payment method, optional columns empty and present, and several time zones.
 pub fn varied_rows(payments: usize) -> Vec<Vec<(&'static str, String)>> {
-    let methods = [("card", "visa", "51", "insufficient_funds"), ("card", "mastercard", "05", "do_not_honor"),
-                   ("sepa_debit", "", "AM04", ""), ("ach_debit", "", "R01", ""), ("card", "amex", "91", "")];
+    let methods = [
+        ("card", "visa", "51", "insufficient_funds"),
+        ("card", "mastercard", "05", "do_not_honor"),
+        ("sepa_debit", "", "AM04", ""),
+        ("ach_debit", "", "R01", ""),
+        ("card", "amex", "91", ""),
+    ];
     let countries = [("US", "America/Chicago"), ("GB", ""), ("DE", "Europe/Berlin"), ("SE", "Europe/Stockholm")];
     let channels = ["none", "email", "sms", "in_app", "push", ""];
     let mut rows = Vec::new();
@@ -94,7 +99,15 @@ pub fn varied_rows(payments: usize) -> Vec<Vec<(&'static str, String)>> {
         for k in 0..n {
             let last = k + 1 == n;
             let outcome = if last && recovered && k > 0 { "succeeded" } else { "failed" };
-            let at = format!("2026-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", 1 + p % 12, 1 + k * 3, (p * 7 + k) % 24, p % 60, k * 11 % 60, p % 1000);
+            let at = format!(
+                "2026-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                1 + p % 12,
+                1 + k * 3,
+                (p * 7 + k) % 24,
+                p % 60,
+                k * 11 % 60,
+                p % 1000
+            );
             let mut r = row(&format!("att_{p}_{k}"), &format!("pay_{p}"), k as u32, &at, outcome);
             r = set(r, "payment_method", method);
             r = set(r, "card_brand", brand);
@@ -126,16 +139,20 @@ pub fn varied_rows(payments: usize) -> Vec<Vec<(&'static str, String)>> {
 /// a contract violation that only a Parquet file can carry as a typed value.
 pub fn write_parquet_with_amount(h: &recoup::history::History, path: &Path, row: usize, amount: i64) {
     let mut df = recoup::history::to_frame(h).expect("frame");
-    let amounts: Vec<i64> = df.column("amount_minor").unwrap().i64().unwrap().into_no_null_iter()
-        .enumerate().map(|(i, v)| if i == row { amount } else { v }).collect();
+    let amounts: Vec<i64> = df
+        .column("amount_minor")
+        .unwrap()
+        .i64()
+        .unwrap()
+        .into_no_null_iter()
+        .enumerate()
+        .map(|(i, v)| if i == row { amount } else { v })
+        .collect();
     df.with_column(polars::prelude::Column::new("amount_minor".into(), amounts)).unwrap();
     polars::prelude::ParquetWriter::new(std::fs::File::create(path).unwrap()).finish(&mut df).unwrap();
 }
 
 /// Run `recoup simulate` with `args` into `out` and assert it succeeded.
 pub fn simulate_to(args: &[&str], out: &Path) {
-    assert_cmd::Command::cargo_bin("recoup").unwrap()
-        .arg("simulate").args(args).arg("-q").arg("--out").arg(out)
-        .assert()
-        .success();
+    assert_cmd::Command::cargo_bin("recoup").unwrap().arg("simulate").args(args).arg("-q").arg("--out").arg(out).assert().success();
 }

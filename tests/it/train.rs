@@ -36,11 +36,8 @@ fn shared() -> &'static (World, History, PathBuf) {
 fn from_request(h: &History, retry: &Attempt) -> Vec<u16> {
     let payment_id = h.payment_id(retry);
     let customer_id = h.customer_id(retry);
-    let earlier: Vec<&Attempt> = h
-        .attempts
-        .iter()
-        .filter(|a| h.payment_id(a) == payment_id && a.attempt_number < retry.attempt_number)
-        .collect();
+    let earlier: Vec<&Attempt> =
+        h.attempts.iter().filter(|a| h.payment_id(a) == payment_id && a.attempt_number < retry.attempt_number).collect();
     let first_at = earlier[0].attempted_at;
     // Past payments of the payer, as (time, decline) lists.
     let mut past: HashMap<&str, recoup::engine::PastPayment> = HashMap::new();
@@ -140,7 +137,12 @@ fn model_beats_both_baselines_and_is_calibrated() {
     let set = build(h);
     let t = train(&set, &TrainConfig::default(), &mut |_| {}).expect("trains");
     let r = &t.report;
-    eprintln!("model {:?}\ncode {:?}\ncode×payday {:?}", (r.model.log_loss, r.model.auc, r.model.ece), (r.baseline_code.log_loss, r.baseline_code.auc), (r.baseline_code_payday.log_loss, r.baseline_code_payday.auc));
+    eprintln!(
+        "model {:?}\ncode {:?}\ncode×payday {:?}",
+        (r.model.log_loss, r.model.auc, r.model.ece),
+        (r.baseline_code.log_loss, r.baseline_code.auc),
+        (r.baseline_code_payday.log_loss, r.baseline_code_payday.auc)
+    );
     assert!(r.model.log_loss < r.baseline_code.log_loss && r.model.log_loss < r.baseline_code_payday.log_loss);
     assert!(r.model.auc > r.baseline_code.auc && r.model.auc > r.baseline_code_payday.auc);
     assert!(r.model.ece < 0.03, "ECE {}", r.model.ece);
@@ -189,9 +191,18 @@ fn training_twice_gives_identical_artifacts_and_the_registry_promotes_atomically
     recoup().args(["models", "promote", &va, "--dir"]).arg(&a).assert().success();
     assert_eq!(recoup::registry::current(&a).unwrap(), va);
     recoup().args(["models", "list", "--dir"]).arg(&a).assert().success().stdout(predicates::str::contains(format!("* {va}")));
-    recoup().args(["models", "show", "current", "--dir"]).arg(&a).assert().success()
+    recoup()
+        .args(["models", "show", "current", "--dir"])
+        .arg(&a)
+        .assert()
+        .success()
         .stdout(predicates::str::contains("baseline: rate per decline code").and(predicates::str::contains("loads with this build: yes")));
-    recoup().args(["models", "promote", "nope", "--dir"]).arg(&a).assert().failure().stderr(predicates::str::contains("\"nope\" not found"));
+    recoup()
+        .args(["models", "promote", "nope", "--dir"])
+        .arg(&a)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("\"nope\" not found"));
     assert_eq!(recoup::registry::current(&a).unwrap(), va, "a failed promote leaves the pointer alone");
     // A model whose schema differs from the code's is refused with the column named.
     let model_path = a.join(&va).join("model.json");
@@ -205,9 +216,19 @@ fn training_twice_gives_identical_artifacts_and_the_registry_promotes_atomically
 fn too_little_history_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let csv = tmp.path().join("h.csv");
-    std::fs::write(&csv, "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,country,outcome\n\
-        a1,p1,c1,2025-01-01T00:00:00Z,0,999,USD,card,US,succeeded\n").unwrap();
-    recoup().args(["train", "--history"]).arg(&csv).arg("--out").arg(tmp.path().join("m")).assert().failure()
+    std::fs::write(
+        &csv,
+        "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,country,outcome\n\
+        a1,p1,c1,2025-01-01T00:00:00Z,0,999,USD,card,US,succeeded\n",
+    )
+    .unwrap();
+    recoup()
+        .args(["train", "--history"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(tmp.path().join("m"))
+        .assert()
+        .failure()
         .stderr(predicates::str::contains("training needs at least 100"));
     assert!(!tmp.path().join("m").exists(), "no artifact on failure");
 }
@@ -228,7 +249,14 @@ fn the_trees_family_trains_the_same_on_any_thread_count_and_decides() {
     let tmp = tempfile::tempdir().unwrap();
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     for (out, threads) in [(&a, "1"), (&b, "2")] {
-        recoup().args(["train", "-q", "--family", "trees", "--max-trees", "30", "--leaves", "15", "--history"]).arg(path).arg("--out").arg(out).args(["--threads", threads]).assert().success();
+        recoup()
+            .args(["train", "-q", "--family", "trees", "--max-trees", "30", "--leaves", "15", "--history"])
+            .arg(path)
+            .arg("--out")
+            .arg(out)
+            .args(["--threads", threads])
+            .assert()
+            .success();
     }
     let (va, vb) = (only_version(&a), only_version(&b));
     for f in ["model.json", "metrics.json"] {
@@ -238,14 +266,33 @@ fn the_trees_family_trains_the_same_on_any_thread_count_and_decides() {
     let (_, report) = recoup::registry::describe(&a, &va).expect("metrics");
     assert!(report.trees > 0 && report.model.log_loss < report.baseline_code_payday.log_loss, "{} trees, {:?}", report.trees, report.model);
     recoup().args(["models", "promote", &va, "--models"]).arg(&a).assert().success();
-    recoup().args(["models", "show", "current", "--models"]).arg(&a).assert().success()
+    recoup()
+        .args(["models", "show", "current", "--models"])
+        .arg(&a)
+        .assert()
+        .success()
         .stdout(predicates::str::contains("boosted trees").and(predicates::str::contains("loads with this build: yes")));
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json");
     recoup().args(["decide", "--models"]).arg(&a).arg(&example).assert().success().stdout(predicates::str::contains("trees:"));
     // Settings out of range are refused before any work.
-    recoup().args(["train", "--family", "trees", "--leaves", "1", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("2..=4096"));
-    recoup().args(["train", "--learning-rate", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("(0, 1]"));
-    recoup().args(["train", "--max-trees", "0", "--out"]).arg(tmp.path().join("c")).assert().failure().stderr(predicates::str::contains("at least 1"));
+    recoup()
+        .args(["train", "--family", "trees", "--leaves", "1", "--out"])
+        .arg(tmp.path().join("c"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("2..=4096"));
+    recoup()
+        .args(["train", "--learning-rate", "0", "--out"])
+        .arg(tmp.path().join("c"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("(0, 1]"));
+    recoup()
+        .args(["train", "--max-trees", "0", "--out"])
+        .arg(tmp.path().join("c"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("at least 1"));
     assert!(!tmp.path().join("c").exists(), "nothing written for refused settings");
 }
 
@@ -257,9 +304,24 @@ fn train_skips_bad_rows_when_asked_and_says_how_otherwise() {
     let mut text = std::fs::read(&csv).unwrap();
     text.extend_from_slice(b"broken,\"row\n");
     std::fs::write(&csv, text).unwrap();
-    recoup().args(["train", "-q", "--history"]).arg(&csv).arg("--out").arg(tmp.path().join("a")).assert().failure().stderr(predicates::str::contains("--skip-bad-rows"));
+    recoup()
+        .args(["train", "-q", "--history"])
+        .arg(&csv)
+        .arg("--out")
+        .arg(tmp.path().join("a"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("--skip-bad-rows"));
     let rejects = tmp.path().join("rejects.csv");
-    recoup().args(["train", "-q", "--skip-bad-rows", "--rejects"]).arg(&rejects).arg("--history").arg(&csv).arg("--out").arg(tmp.path().join("b")).assert().success();
+    recoup()
+        .args(["train", "-q", "--skip-bad-rows", "--rejects"])
+        .arg(&rejects)
+        .arg("--history")
+        .arg(&csv)
+        .arg("--out")
+        .arg(tmp.path().join("b"))
+        .assert()
+        .success();
     assert!(std::fs::read_to_string(&rejects).unwrap().contains("unbalanced quote"));
     only_version(&tmp.path().join("b"));
 }

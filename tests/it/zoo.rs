@@ -14,12 +14,21 @@ fn every_zoo_world_trains_a_model_that_promotes_and_decides() {
     for (name, _) in recoup::sim::zoo::PRESETS {
         let log = tmp.path().join(format!("{name}.parquet"));
         let models = tmp.path().join(format!("models-{name}"));
-        recoup().args(["simulate", "-q", "--preset", name, "--payers", "2500", "--months", "12", "--seed", "5", "--out"]).arg(&log).assert().success();
+        recoup()
+            .args(["simulate", "-q", "--preset", name, "--payers", "2500", "--months", "12", "--seed", "5", "--out"])
+            .arg(&log)
+            .assert()
+            .success();
         let out = recoup().args(["train", "--history"]).arg(&log).arg("--out").arg(&models).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{name}: train failed: {stderr}");
         assert!(stderr.contains("response to an ask for a new payment method ("), "{name}: {stderr}");
-        let versions: Vec<String> = std::fs::read_dir(&models).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect();
+        let versions: Vec<String> = std::fs::read_dir(&models)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
         assert_eq!(versions.len(), 1, "{name}: {versions:?}");
         recoup().args(["models", "promote", &versions[0], "--models"]).arg(&models).assert().success();
         let card = std::fs::read_to_string(models.join(&versions[0]).join("MODEL_CARD.md")).unwrap();
