@@ -76,6 +76,7 @@ where
         let started = Instant::now();
         let cfg = self.cfg.clone();
         let rpc = rpc_label(req.uri().path());
+        let path: String = req.uri().path().chars().take(200).collect();
         let who = cfg.access.check(req.uri().path(), req.headers());
         if let Err(refusal) = who.clone() {
             let status = match refusal {
@@ -110,7 +111,7 @@ where
                     tracing::error!(rpc, panic = panic_message(&*panic), "handler panicked; answered INTERNAL");
                     Status::internal("internal error while answering this call (logged on the server)").into_http()
                 }
-                Ok(Ok(Ok(resp))) => remap(resp),
+                Ok(Ok(Ok(resp))) => remap(resp, &path),
                 Ok(Ok(Err(never))) => match never {},
             };
             cfg.metrics.call(rpc, status_of(&resp), started.elapsed());
@@ -166,14 +167,16 @@ fn status_of(resp: &http::Response<Body>) -> Code {
 }
 
 /// Errors tonic raises before a handler runs, blamed on the server although the caller caused them.
-fn remap(resp: http::Response<Body>) -> http::Response<Body> {
+fn remap(resp: http::Response<Body>, path: &str) -> http::Response<Body> {
     let code = status_of(&resp);
-    if !matches!(code, Code::Internal | Code::OutOfRange | Code::Unknown) {
+    if !matches!(code, Code::Internal | Code::OutOfRange | Code::Unknown | Code::Unimplemented) {
         return resp;
     }
     let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
     let m = status.message();
-    let fixed = if code == Code::Internal
+    let fixed = if code == Code::Unimplemented && m.is_empty() {
+        Status::unimplemented(format!("no such method: {path}"))
+    } else if code == Code::Internal
         && (m.starts_with("failed to decode Protobuf message") || m.starts_with("protocol error: received message with"))
     {
         Status::invalid_argument(format!("the request is not a valid message: {m}"))
@@ -242,13 +245,18 @@ mod tests {
 
     #[test]
     fn decode_errors_become_invalid_argument_and_oversized_resource_exhausted() {
-        let r = remap(Status::internal("failed to decode Protobuf message: invalid wire type").into_http());
+        let r = remap(Status::internal("failed to decode Protobuf message: invalid wire type").into_http(), "/x/Y");
         assert_eq!(status_of(&r), Code::InvalidArgument);
-        let r = remap(Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes").into_http());
+        let r = remap(
+            Status::out_of_range("Error, decoded message length too large: found 9 bytes, the limit is: 4 bytes").into_http(),
+            "/x/Y",
+        );
         assert_eq!(status_of(&r), Code::ResourceExhausted);
-        let r = remap(Status::unknown("h2 protocol error: error reading a body from connection").into_http());
+        let r = remap(Status::unknown("h2 protocol error: error reading a body from connection").into_http(), "/x/Y");
         assert_eq!(status_of(&r), Code::Cancelled);
-        let r = remap(Status::internal("something else").into_http());
+        let r = remap(Status::unimplemented("").into_http(), "/recoup.v1.RetryDecider/Nope");
+        assert!(Status::from_header_map(r.headers()).is_some_and(|s| s.message().contains("/recoup.v1.RetryDecider/Nope")));
+        let r = remap(Status::internal("something else").into_http(), "/x/Y");
         assert_eq!(status_of(&r), Code::Internal, "a real internal error stays one");
     }
 }
