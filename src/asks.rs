@@ -202,26 +202,22 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         notes.push(
             "the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into(),
         );
-        from_update_flags(&intervals, &mut notes)
+        from_update_flags(&intervals, &mut notes).ok_or_else(|| "the update flags hold too few intervals per message channel".to_string())
     } else {
-        notes.push(
-            "no sign that the log retries needs-update payments before an update: share updated by the first retry, per randomized channel"
-                .into(),
-        );
-        let r = selective_retries(h, attrition);
-        if r.is_empty() {
-            None
-        } else {
-            Some(AskResponse { method: AskMethod::SelectiveRetries, ..r })
+        notes.push("no update flags showing retries before an update: share updated by the first retry, per randomized channel".into());
+        match selective_retries(h, attrition) {
+            Ok(r) if !r.is_empty() => Ok(r),
+            Ok(_) => Err("no message channel has enough first retries".to_string()),
+            Err(why) => Err(why),
         }
     };
     match out {
-        None => {
-            let mut prior = AskResponse::prior("too few needs-update payments with randomized channels to estimate a response".into());
+        Err(why) => {
+            let mut prior = AskResponse::prior(why);
             notes.append(&mut prior.notes);
             AskResponse { notes, ..prior }
         }
-        Some(r) => match r.check() {
+        Ok(r) => match r.check() {
             Ok(()) => AskResponse { notes, ..r },
             Err(why) => {
                 let mut prior = AskResponse::prior(format!("the estimate failed its check ({why})"));
@@ -367,7 +363,7 @@ fn pooled(channels: &[ChannelResponse]) -> Option<ChannelResponse> {
 /// The counting estimate (module docs): for a history whose channels were
 /// randomized and whose needs-update retries follow updates, with the message
 /// attrition already estimated from it. Empty when the log is too thin.
-fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
+fn selective_retries(h: &History, attrition: &Attrition) -> Result<AskResponse, String> {
     // The first planned retry: delays (days) of first retries after soft declines.
     let days = |a: &Attempt, b: &Attempt| (b.attempted_at - a.attempted_at).num_minutes() as f64 / 1440.0;
     let randomized = |a: &Attempt| a.propensity.is_some_and(|p| p > 0.0 && p < 1.0) && a.channel.is_some();
@@ -382,7 +378,9 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
         end = end.max(p.iter().map(|a| a.attempted_at).max());
         soft.extend(soft_first(p));
     }
-    let (Some(end), false) = (end, soft.len() < MIN_ROWS) else { return AskResponse::default() };
+    let (Some(end), false) = (end, soft.len() < MIN_ROWS) else {
+        return Err(format!("fewer than {MIN_ROWS} soft declines' first retries with a randomized channel (propensity < 1)"));
+    };
     soft.sort_by(f64::total_cmp);
     let q = |f: f64| soft[((soft.len() - 1) as f64 * f).round() as usize];
     // The cluster around the median: some first retries come at a later planned
@@ -394,7 +392,15 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
     let mut prop = [(0.0f64, 0usize); Channel::VARIANTS.len()];
     let mut count = [0usize; Channel::VARIANTS.len()];
     let (mut payments, mut delay_sum, mut delay_n) = (0usize, 0.0, 0usize);
+    // Soft-declined payments whose first planned retry lies inside the history, and
+    // how many of them the log retried then: the assumption check's yardstick.
+    let (mut soft_payments, mut soft_retried) = (0usize, 0usize);
     for p in h.payments() {
+        let is_soft = matches!(p[0].decline.map(|d| d.class()), Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer));
+        if is_soft && p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) <= end {
+            soft_payments += 1;
+            soft_retried += p.get(1).is_some_and(|a| at_first(days(&p[0], a))) as usize;
+        }
         // π_c: propensities of the logged first retries at the first planned time (soft declines).
         if soft_first(p).is_some_and(at_first) {
             let c = p[1].channel.unwrap_or(Channel::None) as usize;
@@ -418,7 +424,21 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
     let total: f64 = (0..prop.len()).map(mean_prop).sum();
     let none = Channel::None as usize;
     if payments == 0 || total <= 0.0 || prop[none].1 == 0 || count[none] < MIN_NONE {
-        return AskResponse::default();
+        return Err(format!(
+            "too few needs-update payments retried after a randomized channel, `none` among them ({payments} payments, {} first retries without a message)",
+            count[none]
+        ));
+    }
+    // The assumption: a needs-update payment's first retry happens only after an update,
+    // so it is retried at the first planned time far less often than a soft decline is.
+    let share_needs_update = count.iter().sum::<usize>() as f64 / payments as f64;
+    let share_soft = soft_retried as f64 / soft_payments.max(1) as f64;
+    if share_needs_update > 0.8 * share_soft {
+        return Err(format!(
+            "the log retries needs-update payments at its first retry time about as often as soft declines ({:.0} % vs {:.0} %): it does not wait for an update, and without update flags the response cannot be told apart",
+            100.0 * share_needs_update,
+            100.0 * share_soft
+        ));
     }
     let pi = |c: usize| mean_prop(c) / total;
     // Share of the payments updated by the first retry, per channel.
@@ -442,7 +462,7 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
     }
     let other = pooled(&channels);
     let mean_delay = if delay_n == 0 { 1.0 } else { delay_sum / delay_n as f64 };
-    AskResponse {
+    Ok(AskResponse {
         channels,
         spontaneous_per_day: -(1.0 - s.min(0.999)).ln() / mean_delay.max(1.0 / 24.0),
         payments,
@@ -450,5 +470,5 @@ fn selective_retries(h: &History, attrition: &Attrition) -> AskResponse {
         other,
         method: AskMethod::SelectiveRetries,
         notes: Vec::new(),
-    }
+    })
 }

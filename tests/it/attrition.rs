@@ -113,4 +113,18 @@ fn ask_response_on_a_careless_log_comes_from_the_update_flags() {
     }
     let s = asks.spontaneous_per_day;
     assert!((s - cfg.behaviour.spontaneous_update_per_day).abs() < 0.01, "spontaneous {s}");
+
+    // The same log without update flags (and with propensities as if randomized):
+    // the counting estimate's assumption (no retry before an update) fails its
+    // check, and the prior is used, saying why.
+    let mut bare = h.clone();
+    for a in &mut bare.attempts {
+        a.payment_method_updated = None;
+        if a.attempt_number > 0 {
+            a.propensity = Some(0.25);
+        }
+    }
+    let prior = recoup::asks::estimate(&bare, &attrition::estimate(&bare));
+    assert_eq!(prior.method, recoup::asks::AskMethod::Prior, "{:?}", prior.notes);
+    assert!(prior.notes.iter().any(|n| n.contains("does not wait for an update")), "{:?}", prior.notes);
 }
