@@ -208,3 +208,31 @@ fn engine_settings_out_of_range_are_refused_naming_the_field() {
     std::fs::write(&path, "channel_pessimism = 0\n").unwrap();
     recoup().args(["decide", "--engine"]).arg(&path).arg("--models").arg(&models).arg(&example).assert().success();
 }
+
+#[test]
+fn serve_refuses_an_open_public_address_and_token_makes_a_usable_entry() {
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    recoup()
+        .args(["serve", "--addr", "0.0.0.0:0", "--metrics-addr", "off", "--models"])
+        .arg(&models)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a loopback address").and(predicate::str::contains("--tokens")));
+    recoup()
+        .args(["serve", "--anonymous-scopes", "decide,admin", "--models"])
+        .arg(&models)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("admin"));
+    // A token entry for the tokens file (stdout) and the token itself, once (stderr).
+    let out = recoup().args(["token", "--name", "billing", "--scopes", "decide,read"]).output().unwrap();
+    assert!(out.status.success());
+    let (entry, said) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    let token = said.lines().find(|l| l.starts_with("rcp_")).expect("the token").trim().to_string();
+    assert!(!entry.contains(&token), "the file entry must not hold the token itself");
+    let access = recoup::serve::auth::Access::new(Some((std::path::Path::new("tokens.toml"), &entry)), &[]).expect("a valid entry");
+    let mut h = http::HeaderMap::new();
+    h.insert("authorization", format!("Bearer {token}").parse().unwrap());
+    assert_eq!(access.check("/recoup.v1.RetryDecider/Decide", &h), Ok("billing".to_string()));
+    assert!(access.check("/trainer.TrainerService/TriggerTraining", &h).is_err());
+}
