@@ -77,11 +77,7 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
 }
 
-/// "a, b, c": the values an enum parses from, for error messages (built from the
-/// enum itself, so a hint can never name a value the parser refuses).
-fn vocabulary<T: strum::VariantArray + Copy + Into<&'static str>>() -> String {
-    T::VARIANTS.iter().map(|v| (*v).into()).collect::<Vec<&str>>().join(", ")
-}
+use crate::domain::vocabulary;
 
 static METHODS: LazyLock<String> = LazyLock::new(vocabulary::<PaymentMethod>);
 static CHANNELS: LazyLock<String> = LazyLock::new(vocabulary::<Channel>);

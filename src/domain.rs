@@ -174,6 +174,12 @@ pub enum BillingInterval {
     Year,
 }
 
+/// "a, b, c": the values an enum parses from, for error messages (built from the
+/// enum itself, so a hint can never name a value the parser refuses).
+pub fn vocabulary<T: strum::VariantArray + Copy + Into<&'static str>>() -> String {
+    T::VARIANTS.iter().map(|v| (*v).into()).collect::<Vec<&str>>().join(", ")
+}
+
 /// Error from parsing one of the small code types below.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} must be {expected}, got {value:?}")]

@@ -677,10 +677,12 @@ fn required<T>(v: Option<T>, ix: usize) -> Cell<T> {
     v.ok_or_else(|| bad(ix, "", "required value is missing"))
 }
 
-fn vocab<T: std::str::FromStr>(cols: &[Col], i: usize, ix: usize, allowed: &str) -> Cell<Option<T>> {
+fn vocab<T: std::str::FromStr + strum::VariantArray + Copy + Into<&'static str>>(cols: &[Col], i: usize, ix: usize) -> Cell<Option<T>> {
     match cols[ix].text(i) {
         None => Ok(None),
-        Some(s) => s.parse::<T>().map(Some).map_err(|_| bad(ix, s, format!("unknown value; expected one of {allowed}"))),
+        Some(s) => {
+            s.parse::<T>().map(Some).map_err(|_| bad(ix, s, format!("unknown value; expected one of {}", crate::domain::vocabulary::<T>())))
+        }
     }
 }
 
@@ -709,9 +711,9 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     }
     let currency_text = required(cols[C_CURRENCY].text(i), C_CURRENCY)?;
     let currency: Currency = currency_text.parse().map_err(|e: crate::domain::CodeError| bad(C_CURRENCY, currency_text, e.to_string()))?;
-    let method: PaymentMethod = required(vocab(cols, i, C_METHOD, "card, sepa_debit, ach_debit")?, C_METHOD)?;
-    let card_brand: Option<CardBrand> = vocab(cols, i, C_BRAND, "visa, mastercard, amex, discover, other")?;
-    let card_funding: Option<CardFunding> = vocab(cols, i, C_FUNDING, "credit, debit, prepaid, unknown")?;
+    let method: PaymentMethod = required(vocab(cols, i, C_METHOD)?, C_METHOD)?;
+    let card_brand: Option<CardBrand> = vocab(cols, i, C_BRAND)?;
+    let card_funding: Option<CardFunding> = vocab(cols, i, C_FUNDING)?;
     let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
     let country: Country = country_text.parse().map_err(|e: crate::domain::CodeError| bad(C_COUNTRY, country_text, e.to_string()))?;
     let timezone = match cols[C_TIMEZONE].text(i) {
@@ -721,7 +723,7 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
             default_timezone(country)
         }
     };
-    let outcome: Outcome = required(vocab(cols, i, C_OUTCOME, "succeeded, failed")?, C_OUTCOME)?;
+    let outcome: Outcome = required(vocab(cols, i, C_OUTCOME)?, C_OUTCOME)?;
     let raw_code = |ix: usize| -> Cell<Option<RawCode>> {
         match cols[ix].text(i) {
             None => Ok(None),
@@ -756,9 +758,9 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
             Some(n.code)
         }
     };
-    let channel: Option<Channel> = vocab(cols, i, C_CHANNEL, "none, email, sms, in_app, push")?;
+    let channel: Option<Channel> = vocab(cols, i, C_CHANNEL)?;
     let payment_method_updated = cols[C_UPDATED].boolean(i, C_UPDATED)?;
-    let billing_interval: Option<BillingInterval> = vocab(cols, i, C_INTERVAL, "week, month, year")?;
+    let billing_interval: Option<BillingInterval> = vocab(cols, i, C_INTERVAL)?;
     let tenure_days = match cols[C_TENURE].int(i, C_TENURE)? {
         None => None,
         Some(v) => Some(u32::try_from(v).map_err(|_| bad(C_TENURE, v.to_string(), "must not be negative"))?),
