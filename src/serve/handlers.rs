@@ -99,6 +99,26 @@ impl Decider {
         }
     }
 
+    /// Admit a decision of `units` and run it: inline when it is one unit (the usual
+    /// call, well under a millisecond), else on the blocking pool.
+    async fn admitted<T: Send + 'static>(
+        &self,
+        units: u32,
+        work: impl FnOnce(&State) -> Result<T, Status> + Send + 'static,
+    ) -> Result<T, Status> {
+        let permit = self.permit(units)?;
+        if units == 1 {
+            // Let the other calls that arrived with this one be admitted first, so
+            // the in-flight count (and load shedding) sees them.
+            tokio::task::yield_now().await;
+            let out = work(&self.state);
+            drop(permit);
+            out
+        } else {
+            self.off_worker(permit, move |state, _| work(state)).await?
+        }
+    }
+
     fn decide_now(state: &State, req: &v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
         let loaded = state.current();
         let out = api::decide(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
@@ -174,18 +194,7 @@ impl v1::retry_decider_server::RetryDecider for Decider {
     async fn decide(&self, request: Request<v1::DecideRequest>) -> Result<Response<v1::DecideResponse>, Status> {
         let req = request.into_inner();
         let units = self.units(work(&req));
-        let permit = self.permit(units)?;
-        let out = if units == 1 {
-            // Let the other calls that arrived with this one be admitted first, so
-            // the in-flight count (and load shedding) sees them.
-            tokio::task::yield_now().await;
-            let out = Decider::decide_now(&self.state, &req);
-            drop(permit);
-            out
-        } else {
-            self.off_worker(permit, move |state, _| Decider::decide_now(state, &req)).await?
-        };
-        out.map(Response::new)
+        self.admitted(units, move |state| Decider::decide_now(state, &req)).await.map(Response::new)
     }
 
     async fn decide_batch(&self, request: Request<v1::DecideBatchRequest>) -> Result<Response<v1::DecideBatchResponse>, Status> {
@@ -241,16 +250,7 @@ impl hyperswitch::decider::decider_server::Decider for HyperswitchDecider {
         // Work: the retries its history expands to (bounded by limits::MAX_ATTEMPTS).
         let retries: usize = r.hourly_retry_history.values().map(|&c| c.clamp(0, crate::limits::MAX_ATTEMPTS as i32) as usize).sum();
         let units = self.inner.units(1 + r.hourly_retry_history.len() + retries);
-        let permit = self.inner.permit(units)?;
-        let out = if units == 1 {
-            tokio::task::yield_now().await;
-            let out = self.decide_now(&r);
-            drop(permit);
-            out
-        } else {
-            let this = self.clone();
-            self.inner.off_worker(permit, move |_, _| this.decide_now(&r)).await?
-        };
-        out.map(Response::new)
+        let this = self.clone();
+        self.inner.admitted(units, move |_| this.decide_now(&r)).await.map(Response::new)
     }
 }
