@@ -848,13 +848,15 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let chosen_ix = if chosen_ix == order[0] {
         let c = slots[chosen_ix];
         let mut run = vec![chosen_ix];
-        while let Some(i) = slots.iter().position(|s| {
-            s.hour == c.hour + run.len() as i64
-                && s.channel == c.channel
-                && s.p == c.p
-                && s.attrition == c.attrition
-                && s.value >= 0.99 * c.value
-        }) {
+        // Slots are in hour order: look only among the next hour's few channels.
+        let same_in = |h: i64| {
+            let from = slots.partition_point(|s| s.hour < h);
+            (from..slots.len()).take_while(|&i| slots[i].hour == h).find(|&i| {
+                let s = &slots[i];
+                s.channel == c.channel && s.p == c.p && s.attrition == c.attrition && s.value >= 0.99 * c.value
+            })
+        };
+        while let Some(i) = same_in(c.hour + run.len() as i64) {
             run.push(i);
         }
         if run.len() > 1 {
