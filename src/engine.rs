@@ -128,14 +128,14 @@ impl Request {
         limits::check_len("constraints.allowed_channels", self.constraints.channels.len(), limits::MAX_CHANNELS)?;
         limits::check_time("now", self.now)?;
         for (i, a) in self.attempts.iter().enumerate() {
-            limits::check_time(&format!("attempts[{i}].attempted_at"), a.at)?;
+            limits::check_time_named(|| format!("attempts[{i}].attempted_at"), a.at)?;
         }
         for (i, a) in self.asks.iter().enumerate() {
-            limits::check_time(&format!("asks[{i}].sent_at"), a.at)?;
+            limits::check_time_named(|| format!("asks[{i}].sent_at"), a.at)?;
         }
         for (i, p) in self.past_payments.iter().enumerate() {
             for (j, (t, _)) in p.iter().enumerate() {
-                limits::check_time(&format!("past_payments[{i}].attempts[{j}].attempted_at"), *t)?;
+                limits::check_time_named(|| format!("past_payments[{i}].attempts[{j}].attempted_at"), *t)?;
             }
         }
         if let Some(t) = self.constraints.earliest {

@@ -45,11 +45,17 @@ pub fn time_in_range(t: DateTime<Utc>) -> bool {
 
 /// `t`, or an error naming `field` when it lies outside the accepted span.
 pub fn check_time(field: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidField> {
+    check_time_named(|| field.to_string(), t)
+}
+
+/// [`check_time`] naming the field only when it is refused (callers in a loop
+/// build no field name for times that pass).
+pub fn check_time_named(field: impl FnOnce() -> String, t: DateTime<Utc>) -> Result<DateTime<Utc>, InvalidField> {
     if time_in_range(t) {
         Ok(t)
     } else {
         Err(InvalidField {
-            field: field.into(),
+            field: field(),
             message: format!("{} is outside the accepted range 1970-01-01 to 2199-12-31 (UTC)", t.to_rfc3339()),
         })
     }
