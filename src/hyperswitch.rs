@@ -199,7 +199,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     for (key, &count) in keys {
         let field = || format!("hourly_retry_history[{:?}]", key.chars().take(40).collect::<String>());
         let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
-        crate::limits::check_time(&field(), at)?;
+        crate::limits::check_time_named(field, at)?;
         if count < 0 {
             return Err(bad(field(), format!("count must not be negative, got {count}")));
         }
