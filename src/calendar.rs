@@ -307,7 +307,8 @@ fn memo(country: Country, year: i32) -> Option<&'static [NaiveDate]> {
         return None;
     }
     let Some(c) = MEMO_COUNTRIES.iter().position(|c| *c == country.as_str()) else {
-        return Some(&[]); // no holiday table: weekends only
+        // A generated calendar, or none (weekends only).
+        return Some(generated_in_year(country, year));
     };
     let years = MEMO_YEARS.end() - MEMO_YEARS.start() + 1;
     let table = MEMO.get_or_init(|| {
@@ -330,9 +331,53 @@ pub fn holidays_in_year(country: Country, year: i32) -> Vec<NaiveDate> {
     }
 }
 
+/// Public holidays of the largest subscription markets without a hand-written
+/// table, generated from the maintained python-holidays package by
+/// `scripts/gen_holidays.py` and checked in as data (`data/calendars/holidays.csv`).
+const GENERATED_CSV: &str = include_str!("../data/calendars/holidays.csv");
+/// The years the generated calendars cover.
+pub const GENERATED_YEARS: std::ops::RangeInclusive<i32> = 2018..=2040;
+
+fn generated() -> &'static std::collections::HashMap<Country, Vec<NaiveDate>> {
+    static TABLE: std::sync::LazyLock<std::collections::HashMap<Country, Vec<NaiveDate>>> = std::sync::LazyLock::new(|| {
+        let mut t: std::collections::HashMap<Country, Vec<NaiveDate>> = std::collections::HashMap::new();
+        for line in GENERATED_CSV.lines().filter(|l| !l.starts_with('#') && !l.starts_with("country,")) {
+            let mut f = line.splitn(3, ',');
+            let (Some(c), Some(d)) = (f.next(), f.next()) else { continue };
+            // The file is checked by a test: a malformed line cannot ship.
+            if let (Ok(c), Ok(d)) = (c.parse::<Country>(), NaiveDate::parse_from_str(d, "%Y-%m-%d")) {
+                t.entry(c).or_default().push(d);
+            }
+        }
+        for days in t.values_mut() {
+            days.sort();
+            days.dedup();
+        }
+        t
+    });
+    &TABLE
+}
+
+fn generated_in_year(country: Country, year: i32) -> &'static [NaiveDate] {
+    let Some(days) = generated().get(&country) else { return &[] };
+    let lo = days.partition_point(|d| d.year() < year);
+    let hi = days.partition_point(|d| d.year() <= year);
+    &days[lo..hi]
+}
+
+/// True when recoup knows `country`'s bank holidays in `year` (a hand-written
+/// table, or a generated one within [`GENERATED_YEARS`]); otherwise only
+/// weekends are skipped, and decisions say so.
+pub fn has_calendar(country: Country, year: i32) -> bool {
+    !holiday_rules(country).is_empty() || (generated().contains_key(&country) && GENERATED_YEARS.contains(&year))
+}
+
 fn compute_holidays(country: Country, year: i32) -> Vec<NaiveDate> {
     let mut out: Vec<NaiveDate> = Vec::new();
     let rules = holiday_rules(country);
+    if rules.is_empty() {
+        return generated_in_year(country, year).to_vec();
+    }
     // Nominal dates first: substitute days must skip over other holidays
     // (UK: Christmas on Saturday → Monday 27th, Boxing Day on Sunday → Tuesday 28th).
     let mut nominal: Vec<(NaiveDate, Observance)> = rules
@@ -548,7 +593,9 @@ pub const BENEFITS_DAY: u32 = 3;
 /// monthly 11 %, mostly on Fridays); UK: ONS/CIPP, mostly monthly on the last working day;
 /// DK: last banking day (collective agreements); SE: the 25th; NO: the 20th, state sector the
 /// 12th; NL: the 25th or 4-weekly ("4-wekelijks"); DE: end of month (some mid-month);
-/// FR: end of month. Other countries: last business day.
+/// FR: end of month; CA, AU, NZ: mostly biweekly; JP, KR: the 25th; BR: the 5th business day;
+/// MX, PH: the quincena (15th and month end); PL: the 10th; IN: month end or the 1st; each
+/// row cites its source. Other countries: last business day.
 pub fn schedule_mix(country: Country) -> &'static [(ScheduleKind, f64)] {
     use ScheduleKind::*;
     match country.as_str() {
@@ -560,6 +607,27 @@ pub fn schedule_mix(country: Country) -> &'static [(ScheduleKind, f64)] {
         "NL" => &[(MonthlyOnDay(25), 0.65), (FourWeeklyFriday, 0.25), (LastBusinessDay, 0.10)],
         "DE" => &[(LastBusinessDay, 0.85), (MonthlyOnDay(15), 0.15)],
         "FR" => &[(LastBusinessDay, 0.8), (MonthlyOnDay(28), 0.2)],
+        // Biweekly payrolls dominate (Statistics Canada, Payroll Employment; ADP Canada).
+        "CA" => &[(BiweeklyFriday, 0.55), (SemiMonthly, 0.2), (WeeklyFriday, 0.1), (LastBusinessDay, 0.15)],
+        // Fortnightly pay is the norm (ABS, Employee Earnings and Hours); then monthly.
+        "AU" => &[(BiweeklyFriday, 0.6), (LastBusinessDay, 0.25), (WeeklyFriday, 0.15)],
+        "NZ" => &[(BiweeklyFriday, 0.5), (WeeklyFriday, 0.3), (LastBusinessDay, 0.2)],
+        // Salaries on the 25th (kyuryobi), moved back over weekends and holidays.
+        "JP" => &[(MonthlyOnDay(25), 0.7), (MonthlyOnDay(20), 0.1), (LastBusinessDay, 0.2)],
+        "KR" => &[(MonthlyOnDay(25), 0.6), (MonthlyOnDay(10), 0.25), (LastBusinessDay, 0.15)],
+        // CLT art. 459: by the 5th business day; many pay an advance on the 20th.
+        "BR" => &[(MonthlyOnDay(5), 0.6), (MonthlyOnDay(20), 0.2), (LastBusinessDay, 0.2)],
+        // Quincena: the 15th and the month's last day (Ley Federal del Trabajo art. 88).
+        "MX" => &[(SemiMonthly, 0.75), (WeeklyFriday, 0.25)],
+        "AR" | "CO" | "CL" => &[(LastBusinessDay, 0.6), (SemiMonthly, 0.4)],
+        "PH" => &[(SemiMonthly, 0.85), (LastBusinessDay, 0.15)],
+        // Last working day, or the 1st of the next month (Payment of Wages Act: by the 7th).
+        "IN" => &[(LastBusinessDay, 0.6), (MonthlyOnDay(1), 0.3), (MonthlyOnDay(7), 0.1)],
+        // Poland: by the 10th of the following month (Kodeks pracy art. 85), often the last day.
+        "PL" => &[(MonthlyOnDay(10), 0.5), (LastBusinessDay, 0.5)],
+        "CH" => &[(MonthlyOnDay(25), 0.6), (LastBusinessDay, 0.4)],
+        "IT" => &[(MonthlyOnDay(27), 0.5), (LastBusinessDay, 0.3), (MonthlyOnDay(10), 0.2)],
+        "ES" | "PT" | "BE" | "AT" | "IE" | "FI" | "CZ" => &[(LastBusinessDay, 0.9), (MonthlyOnDay(25), 0.1)],
         _ => &[(LastBusinessDay, 1.0)],
     }
 }
@@ -610,6 +678,24 @@ pub fn default_timezone(country: Country) -> Tz {
         "JP" => Asia::Tokyo,
         "SG" => Asia::Singapore,
         "IN" => Asia::Kolkata,
+        "KR" => Asia::Seoul,
+        "HK" => Asia::Hong_Kong,
+        "TW" => Asia::Taipei,
+        "ID" => Asia::Jakarta,
+        "PH" => Asia::Manila,
+        "MY" => Asia::Kuala_Lumpur,
+        "TH" => Asia::Bangkok,
+        "AE" => Asia::Dubai,
+        "SA" => Asia::Riyadh,
+        "IL" => Asia::Jerusalem,
+        "TR" => Europe::Istanbul,
+        "GR" => Europe::Athens,
+        "HU" => Europe::Budapest,
+        "RO" => Europe::Bucharest,
+        "ZA" => chrono_tz::Africa::Johannesburg,
+        "AR" => America::Argentina::Buenos_Aires,
+        "CL" => America::Santiago,
+        "CO" => America::Bogota,
         _ => chrono_tz::UTC,
     }
 }
@@ -659,6 +745,45 @@ mod tests {
     }
 
     /// Known holidays, one row each, from the official sources in the module.
+    #[test]
+    fn generated_calendars_cover_the_largest_markets_on_known_dates() {
+        // Official 2026 dates, one per market (each country's government calendar).
+        for (cc, date) in [
+            ("JP", d(2026, 1, 12)),  // Seijin no Hi, 2nd Monday of January
+            ("BR", d(2026, 4, 21)),  // Tiradentes
+            ("IN", d(2026, 1, 26)),  // Republic Day
+            ("AU", d(2026, 1, 26)),  // Australia Day
+            ("CA", d(2026, 7, 1)),   // Canada Day
+            ("MX", d(2026, 9, 16)),  // Día de la Independencia
+            ("ES", d(2026, 10, 12)), // Fiesta Nacional
+            ("IT", d(2026, 6, 2)),   // Festa della Repubblica
+            ("PL", d(2026, 11, 11)), // Narodowe Święto Niepodległości
+            ("CH", d(2026, 8, 1)),   // Bundesfeiertag
+            ("KR", d(2026, 10, 9)),  // Hangeul Day
+            ("ZA", d(2026, 4, 27)),  // Freedom Day
+        ] {
+            assert!(is_holiday(c(cc), date), "{cc} {date}");
+            assert!(!is_business_day(c(cc), date), "{cc} {date}");
+        }
+        assert!(!is_holiday(c("JP"), d(2026, 1, 13)));
+        // At least 30 markets have a calendar; each generated line parses.
+        let markets: std::collections::BTreeSet<&str> = GENERATED_CSV
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("country,"))
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                assert!(f.len() == 3 && f[0].parse::<Country>().is_ok() && NaiveDate::parse_from_str(f[1], "%Y-%m-%d").is_ok(), "{l}");
+                f[0]
+            })
+            .collect();
+        assert!(markets.len() + MEMO_COUNTRIES.len() >= 30, "{markets:?}");
+        for m in &markets {
+            assert!(has_calendar(c(m), 2026), "{m}");
+            assert_ne!(default_timezone(c(m)), chrono_tz::UTC, "{m} has no default time zone");
+        }
+        assert!(has_calendar(c("US"), 2026) && !has_calendar(c("KE"), 2026) && !has_calendar(c("JP"), 2050));
+    }
+
     #[test]
     fn known_holidays_per_country() {
         let cases: &[(&str, NaiveDate, bool)] = &[
