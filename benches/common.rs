@@ -37,10 +37,12 @@ pub fn readme_request() -> recoup::api::v1::DecideRequest {
             timezone: "America/Chicago".into(),
             billing_interval: "month".into(),
             tenure_days: Some(400),
+            payment_method_id: "pm_visa_4242".into(),
         }),
         attempts: vec![recoup::api::v1::Attempt {
             attempted_at: ts("2026-11-20T14:05:00Z"),
             network_code: "51".into(),
+            payment_method_id: "pm_visa_4242".into(),
             ..Default::default()
         }],
         past_payments: vec![recoup::api::v1::PastPayment {
@@ -49,11 +51,14 @@ pub fn readme_request() -> recoup::api::v1::DecideRequest {
                     attempted_at: ts("2026-10-20T14:05:00Z"),
                     outcome: "failed".into(),
                     decline_code: "insufficient_funds".into(),
+                    payment_method_id: "pm_visa_4242".into(),
+                    ..Default::default()
                 },
                 recoup::api::v1::PastAttempt {
                     attempted_at: ts("2026-10-23T12:00:00Z"),
                     outcome: "succeeded".into(),
-                    decline_code: String::new(),
+                    payment_method_id: "pm_visa_4242".into(),
+                    ..Default::default()
                 },
             ],
         }],

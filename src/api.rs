@@ -9,8 +9,8 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-use crate::declines::{normalize, DeclineCode};
-use crate::domain::{BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, Outcome, PaymentMethod, RawCode};
+use crate::declines::{normalize, DeclineCode, Signals};
+use crate::domain::{BillingInterval, CardBrand, CardFunding, CardId, Channel, Country, Currency, Outcome, PaymentMethod, RawCode};
 use crate::engine::{self, Constraints, Decision, InvalidField, RequestAttempt};
 use crate::features::PaymentFacts;
 
@@ -87,6 +87,39 @@ static FUNDINGS: LazyLock<String> = LazyLock::new(vocabulary::<CardFunding>);
 static INTERVALS: LazyLock<String> = LazyLock::new(vocabulary::<BillingInterval>);
 static OUTCOMES: LazyLock<String> = LazyLock::new(vocabulary::<Outcome>);
 
+/// A `payment_method_id` as a card id; empty is none, and long text is refused naming the field.
+fn card_id(field: &str, text: &str) -> Result<Option<CardId>, InvalidField> {
+    crate::limits::check_text(field, text)?;
+    Ok(CardId::of(text))
+}
+
+/// A decline from a request's codes through the one normalization
+/// ([`crate::declines::normalize`]): `decline_code` may be a contract code, a
+/// gateway code (Stripe, Adyen, Braintree) or a response code; an unknown one is
+/// refused naming `field` (a network or advice code nothing knows is kept as
+/// raw evidence and read as `other`). `None` when no code was given.
+pub fn decline_of(
+    field: &str,
+    decline_code: &str,
+    network_code: Option<RawCode>,
+    advice_code: Option<RawCode>,
+    method: PaymentMethod,
+    brand: Option<CardBrand>,
+) -> Result<Option<DeclineCode>, InvalidField> {
+    let text = decline_code.trim();
+    let signals = Signals { decline_code: Some(text), network_code, advice_code, brand };
+    if !text.is_empty() && crate::declines::describe_unknown(method, signals).starts_with("decline_code=") {
+        return Err(bad(
+            field,
+            format!(
+                "unknown value {text:?}; expected a contract decline code (insufficient_funds, do_not_honor, …), \
+                 a Stripe/Adyen/Braintree decline code or a response code (51)"
+            ),
+        ));
+    }
+    Ok(normalize(method, signals).map(|n| n.code))
+}
+
 /// Turn a `DecideRequest` into the engine's request; `clock` is used when `now` is unset.
 pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::Request, InvalidField> {
     let p = r.payment.as_ref().ok_or_else(|| bad("payment", "is required"))?;
@@ -113,15 +146,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
         let network_code = optional::<RawCode>(&f("network_code"), &a.network_code, "1 to 8 letters or digits")?;
         let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
-        let dc = a.decline_code.trim();
-        if !dc.is_empty() && dc.parse::<DeclineCode>().is_err() {
-            return Err(bad(
-                f("decline_code"),
-                format!("unknown value {dc:?}; expected a contract decline code (insufficient_funds, do_not_honor, …)"),
-            ));
-        }
-        let decline = normalize(Some(dc), network_code, advice_code, method)
-            .map(|n| n.code)
+        let decline = decline_of(&f("decline_code"), &a.decline_code, network_code, advice_code, method, facts.card_brand)?
             .ok_or_else(|| bad(f("decline_code"), "is required: give decline_code, network_code or advice_code"))?;
         attempts.push(RequestAttempt {
             at,
@@ -130,8 +155,16 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             advice_code,
             channel: optional::<Channel>(&f("channel"), &a.channel, &CHANNELS)?,
             payment_method_updated: a.payment_method_updated,
+            card: card_id(&f("payment_method_id"), &a.payment_method_id)?,
         });
     }
+    // The card the retry charges: the one named, else the last attempt's unless the payer replaced it.
+    let card = match card_id("payment.payment_method_id", &p.payment_method_id)? {
+        Some(c) => Some(c),
+        None if !r.payment_method_updated => attempts.last().and_then(|a| a.card),
+        None => None,
+    };
+    let mut card_attempts = Vec::new();
     let mut past_payments = Vec::with_capacity(r.past_payments.len());
     for (i, pp) in r.past_payments.iter().enumerate() {
         let mut v = Vec::with_capacity(pp.attempts.len());
@@ -142,9 +175,13 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             let decline = match outcome {
                 Outcome::Succeeded => None,
                 Outcome::Failed => Some(
-                    optional::<DeclineCode>(&f("decline_code"), &a.decline_code, "a contract decline code")?.unwrap_or(DeclineCode::Other),
+                    decline_of(&f("decline_code"), &a.decline_code, None, None, method, facts.card_brand)?.unwrap_or(DeclineCode::Other),
                 ),
             };
+            let on_card = card_id(&f("payment_method_id"), &a.payment_method_id)?;
+            if on_card.is_some() && on_card == card {
+                card_attempts.push(engine::CardAttempt { at, retry: a.attempt_number.map_or(j > 0, |n| n > 0) });
+            }
             v.push((at, decline));
         }
         past_payments.push(v);
@@ -186,6 +223,8 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         payment_method_updated: r.payment_method_updated,
         asks,
         past_payments,
+        card,
+        card_attempts,
         now: r.now.as_ref().map(|t| time("now", t)).transpose()?.unwrap_or(clock),
         constraints,
     };

@@ -342,6 +342,7 @@ impl Learned {
                 advice_code: a.past.advice_code,
                 channel: Some(a.channel),
                 payment_method_updated: a.past.payment_method_updated,
+                card: None,
             })
             .collect();
         let now = v.after();
@@ -361,6 +362,9 @@ impl Learned {
             // A billing platform learns of a card update when it happens.
             payment_method_updated: st.updated_since_last(now),
             past_payments: v.case.past_payments.clone(),
+            // The simulated payer has one card per payment episode; caps per payment.
+            card: None,
+            card_attempts: Vec::new(),
             now,
             constraints: engine::Constraints { latest: Some(st.episode.window_end), channels: self.channels.clone(), ..Default::default() },
         }

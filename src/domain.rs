@@ -275,6 +275,24 @@ impl Country {
     }
 }
 
+/// A payment method's identity (contract column and request field
+/// `payment_method_id`: a card fingerprint or the platform's stored-method id),
+/// kept as a stable 64-bit FNV-1a hash of its text so nothing else is stored.
+/// The networks count attempts per card; this lets the rules do the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CardId(pub u64);
+
+impl CardId {
+    /// The id of a `payment_method_id` text (FNV-1a, 64 bit; stable across
+    /// versions and machines). `None` for empty text.
+    pub fn of(text: &str) -> Option<CardId> {
+        let text = text.trim();
+        (!text.is_empty())
+            .then(|| CardId(text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))))
+    }
+}
+
 /// A raw issuer / network / advice code as received (`51`, `R01`, `AM04`, `N7`).
 /// Up to 8 ASCII alphanumeric characters, stored inline and upper-cased.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -394,6 +412,8 @@ pub struct Attempt {
     pub channel: Option<Channel>,
     /// Payer updated the payment method since the previous attempt.
     pub payment_method_updated: Option<bool>,
+    /// The card (or account) charged, when the history identifies it (`payment_method_id`).
+    pub card: Option<CardId>,
     /// Billing interval of the subscription.
     pub billing_interval: Option<BillingInterval>,
     /// Days since the customer's first successful payment.

@@ -21,12 +21,12 @@
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
 
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
-use crate::domain::{Channel, Outcome, RawCode};
+use crate::domain::{CardId, Channel, Outcome, PaymentMethod, RawCode};
 use crate::features::{
     group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA,
 };
@@ -50,6 +50,18 @@ pub struct RequestAttempt {
     pub channel: Option<Channel>,
     /// The payer updated the payment method before this attempt.
     pub payment_method_updated: bool,
+    /// The card it charged, when the caller identified it.
+    #[serde(default)]
+    pub card: Option<CardId>,
+}
+
+/// An attempt on the request's card in another payment (another invoice):
+/// counted toward the networks' per-card caps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CardAttempt {
+    pub at: DateTime<Utc>,
+    /// A retry (Visa's cap counts reattempts), not a payment's first charge.
+    pub retry: bool,
 }
 
 /// A message asking the payer for a new payment method that no retry followed.
@@ -98,6 +110,11 @@ pub struct Request {
     pub asks: Vec<SentAsk>,
     /// The payer's earlier payments (pay-day evidence).
     pub past_payments: Vec<PastPayment>,
+    /// The card the next retry charges (`payment_method_id`); `None` when not
+    /// identified, and then the caps count this payment's attempts only.
+    pub card: Option<CardId>,
+    /// The card's attempts in other payments, counted toward the per-card caps.
+    pub card_attempts: Vec<CardAttempt>,
     /// The decision time.
     pub now: DateTime<Utc>,
     pub constraints: Constraints,
@@ -126,6 +143,7 @@ impl Request {
         limits::check_len("past_payments", self.past_payments.len(), limits::MAX_PAST_PAYMENTS)?;
         limits::check_len("past_payments[*].attempts", self.past_payments.iter().map(Vec::len).sum(), limits::MAX_PAST_ATTEMPTS)?;
         limits::check_len("constraints.allowed_channels", self.constraints.channels.len(), limits::MAX_CHANNELS)?;
+        limits::check_len("card_attempts", self.card_attempts.len(), limits::MAX_PAST_ATTEMPTS)?;
         limits::check_time("now", self.now)?;
         for (i, a) in self.attempts.iter().enumerate() {
             limits::check_time_named(|| format!("attempts[{i}].attempted_at"), a.at)?;
@@ -411,13 +429,7 @@ pub enum NextStep {
 
 /// Declines by which the payer told the merchant to stop: no ask for a new method either.
 fn payer_said_stop(d: DeclineCode) -> bool {
-    matches!(
-        d,
-        DeclineCode::RevocationOfAuthorization
-            | DeclineCode::RevocationOfAllAuthorizations
-            | DeclineCode::StopPaymentOrder
-            | DeclineCode::DoNotTryAgain
-    )
+    matches!(d, DeclineCode::RevocationOfAuthorization | DeclineCode::RevocationOfAllAuthorizations | DeclineCode::StopPaymentOrder)
 }
 
 /// The engine's answer.
@@ -476,16 +488,33 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             network_code: a.network_code,
             advice_code: a.advice_code,
             payment_method_updated: a.payment_method_updated,
+            card: a.card,
         })
         .collect();
+    let elsewhere: Vec<PastAttempt> = req
+        .card_attempts
+        .iter()
+        .map(|c| PastAttempt {
+            at: c.at,
+            attempt_number: u32::from(c.retry),
+            outcome: Outcome::Failed,
+            decline: None,
+            network_code: None,
+            advice_code: None,
+            payment_method_updated: false,
+            card: req.card,
+        })
+        .collect();
+    let card = rules::CardContext { card: req.card, elsewhere: &elsewhere };
     let rule_facts = rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand };
     let ask = best_ask_channel(&req.constraints);
     let mut reasons = Vec::new();
 
     // Permanent violations: probe at the earliest sensible time.
-    let probe = rules::check_retry(
+    let probe = rules::check_retry_on_card(
         rule_facts,
         &past,
+        card,
         Proposal { at: req.now.max(last.at) + Duration::days(1), payment_method_updated: req.payment_method_updated },
         &cfg.rules,
     );
@@ -663,7 +692,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let grid = state.hourly_levels(start, (last_hour + 1).max(0) as usize);
     let start_ts = start.timestamp();
     // The rules' verdict changes only at a few times fixed by the history: checked once per stretch.
-    let mut checker = rules::RetryChecker::new(rule_facts, &past, req.payment_method_updated, &cfg.rules);
+    let mut checker = rules::RetryChecker::new(rule_facts, &past, card, req.payment_method_updated, &cfg.rules);
     let mut discount = first_discount / hourly_discount;
     // Best expected value of each hour (over its channels), its P(success) and
     // attrition, for the look-ahead.
@@ -949,6 +978,21 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     terms.sort_by(|a, b| b.weight.abs().total_cmp(&a.weight.abs()));
     terms.truncate(8);
     let alternatives = order.iter().copied().filter(|&i| i != chosen_ix).take(cfg.top_k).map(|i| slot(&slots[i])).collect();
+    if !crate::calendar::has_calendar(req.facts.country, req.now.year()) {
+        reasons.push(reason(
+            "no_holiday_calendar",
+            format!(
+                "recoup has no bank-holiday calendar for {}: only weekends were treated as non-business days",
+                req.facts.country.as_str()
+            ),
+        ));
+    }
+    if req.facts.method == PaymentMethod::Card && req.card.is_none() {
+        reasons.push(reason(
+            "caps_counted_per_payment",
+            "no payment_method_id: the networks' per-card caps were counted over this payment's attempts only",
+        ));
+    }
     Ok(Decision {
         action: Action::Retry,
         next: NextStep::Retry,
@@ -1224,10 +1268,13 @@ mod tests {
                 advice_code: None,
                 channel: None,
                 payment_method_updated: false,
+                card: None,
             }],
             payment_method_updated: false,
             asks: Vec::new(),
             past_payments: Vec::new(),
+            card: None,
+            card_attempts: Vec::new(),
             now: t0 + Duration::minutes(5),
             constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
         }

@@ -275,6 +275,7 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
             advice_code: a.advice_code,
             channel: a.channel,
             payment_method_updated: a.method_updated(),
+            card: a.card,
         })
         .collect();
     Request {
@@ -285,6 +286,8 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
         // History records an update on the attempt after it: one since the last attempt is not known yet.
         payment_method_updated: false,
         past_payments: payers.earlier(p),
+        card: p.last().card,
+        card_attempts: Vec::new(),
         now: as_of,
         constraints: engine::Constraints::default(),
     }

@@ -7,17 +7,23 @@
 //! [`engine::Request`], and the decision into `retry_flag` / `retry_time` /
 //! `decision_threshold`. Every conversion error names the request field.
 //!
-//! How a `DeciderRequest` becomes an engine request:
-//! - the original attempt is at `invoice_start_time` (else `first_error_msg_time`,
-//!   else the earliest retry in `hourly_retry_history`, else now), declined with
-//!   the `first_*` codes (else the latest ones);
-//! - every retry counted in `hourly_retry_history` after it is an earlier
-//!   attempt, declined with the latest codes (`network_advice_code`,
-//!   `network_error_code`, `pg_error_code`, through [`crate::declines`]); retries
-//!   before it belong to the card's earlier invoices and are left to
-//!   hyperswitch's `retry_count_left`;
+//! How a `DeciderRequest` becomes an engine request (one request is about one
+//! stored card of an invoice):
+//! - the original charge is at `invoice_start_time` (else `first_error_msg_time`,
+//!   else the earliest key of `hourly_retry_history`, else now);
+//! - `hourly_retry_history` is the card's, across invoices, floored to the hour:
+//!   keys in or after the invoice's first hour are this invoice's retries on this
+//!   card, declined with the card's latest codes (`pg_error_code`,
+//!   `network_*`); earlier keys are the card's retries of earlier invoices and
+//!   count toward the card's caps ([`engine::CardAttempt`]);
+//! - the `first_*` codes are the invoice's: the original charge carries them and
+//!   may have been another card, so they do not bind this one; without retries
+//!   of its own in this invoice, the card's latest codes stand for its state,
+//!   and a card with no failure at all is a new payment method for the invoice;
+//! - every code goes through [`crate::declines::normalize`], like every route;
 //! - `retry_count_left <= 0` answers no retry; `wait_time` is the earliest time;
-//! - the payer's calendar and time zone come from `billing_country`;
+//! - the payer's calendar and time zone come from `billing_country`; a missing
+//!   currency is an error (no silent USD);
 //! - no message channel (the contract schedules retries only) and no
 //!   exploration (hyperswitch does not log propensities).
 
@@ -28,9 +34,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
 use crate::api::{bad, time};
-use crate::declines::{advice_forbids_retry, from_advice_code, from_gateway_code, from_network_code, CodeFamily, DeclineCode};
-use crate::domain::{CardBrand, CardFunding, Channel, Country, Currency, PaymentMethod, RawCode};
-use crate::engine::{self, Action, Constraints, EngineConfig, InvalidField, RequestAttempt};
+use crate::declines::{normalize, DeclineCode, Signals};
+use crate::domain::{CardBrand, CardFunding, CardId, Channel, Country, Currency, PaymentMethod, RawCode};
+use crate::engine::{self, Action, CardAttempt, Constraints, EngineConfig, InvalidField, RequestAttempt};
 use crate::features::PaymentFacts;
 use crate::model::SuccessModel;
 
@@ -53,17 +59,25 @@ pub mod trainer {
 /// Minutes a `hourly_retry_history` key may lie after recoup's clock (hosts' clocks differ).
 pub const CLOCK_SKEW_MINUTES: i64 = 5;
 
+/// The card hyperswitch asks about (one request is about one stored card).
+const THIS_CARD: CardId = CardId(1);
+/// The card of the invoice's first charge, which may be another one.
+const FIRST_CARD: CardId = CardId(2);
+
 fn text(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty() && !s.eq_ignore_ascii_case("none") && !s.eq_ignore_ascii_case("null"))
 }
 
 /// hyperswitch's `CardNetwork` names (and common spellings) as a card brand;
-/// `None` for a missing network, so the rules apply both Visa's and Mastercard's caps.
+/// `None` for a missing network. Networks without their own caps in recoup's
+/// rules (JCB, UnionPay, Diners, RuPay, Interac, Cartes Bancaires…) are `other`,
+/// and the rules give them both Visa's and Mastercard's caps.
 fn brand(network: Option<&str>) -> Option<CardBrand> {
     let key: String = network?.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect();
     Some(match key.as_str() {
         "visa" => CardBrand::Visa,
-        "mastercard" | "mc" => CardBrand::Mastercard,
+        // Maestro is Mastercard's: its Excessive Attempts rules apply.
+        "mastercard" | "mc" | "maestro" => CardBrand::Mastercard,
         "americanexpress" | "amex" => CardBrand::Amex,
         "discover" => CardBrand::Discover,
         _ => CardBrand::Other,
@@ -80,19 +94,19 @@ fn method(field: &str, v: Option<&str>) -> Result<PaymentMethod, InvalidField> {
     }
 }
 
-/// One failure's decline from its three codes. Mastercard advice 03/21 first
-/// (they forbid retries whatever else was said), then the network's response
-/// code, then the gateway's code, then any other advice code; `other` when no
-/// code is known (a soft decline: the rules and the model still apply).
-fn decline(family: CodeFamily, pg: Option<&str>, network: Option<RawCode>, advice: Option<RawCode>) -> DeclineCode {
-    if let Some(code) = advice.filter(|a| advice_forbids_retry(*a)).and_then(from_advice_code) {
-        return code;
-    }
-    network
-        .and_then(|n| from_network_code(family, n))
-        .or_else(|| pg.and_then(from_gateway_code))
-        .or_else(|| advice.and_then(from_advice_code))
-        .unwrap_or(DeclineCode::Other)
+/// One failure's decline from its three codes, through the one normalization
+/// every route uses ([`crate::declines::normalize`]: the most restrictive
+/// reading wins); `other` when no code is known (a soft decline: the rules and
+/// the model still apply).
+fn decline(
+    method: PaymentMethod,
+    brand: Option<CardBrand>,
+    pg: Option<&str>,
+    network: Option<RawCode>,
+    advice: Option<RawCode>,
+) -> DeclineCode {
+    let signals = Signals { decline_code: pg, network_code: network, advice_code: advice, brand };
+    normalize(method, signals).map_or(DeclineCode::Other, |n| n.code)
 }
 
 fn raw(field: &str, v: Option<&str>) -> Result<Option<RawCode>, InvalidField> {
@@ -135,7 +149,6 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         crate::limits::check_text(field, v.as_deref().unwrap_or(""))?;
     }
     let method = method("payment_method_type", text(&r.payment_method_type))?;
-    let family = CodeFamily::of(method);
     let amount_minor = match (r.invoice_amount, r.attempt_amount) {
         (Some(a), _) if a > 0 => a,
         (None | Some(0), Some(a)) if a > 0 => a,
@@ -150,7 +163,8 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         Some((field, c)) => {
             c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?
         }
-        None => Currency::USD,
+        // No silent default: the amount's minor unit depends on it.
+        None => return Err(bad("invoice_currency", "is required: the ISO 4217 currency of invoice_amount (or attempt_currency)")),
     };
     let country = match text(&r.billing_country) {
         Some(c) => c
@@ -172,18 +186,17 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         tenure_days: None,
     };
 
-    // The latest failure's codes, and the first failure's (falling back to the latest).
+    // The card's latest failure's codes (hyperswitch keeps them per card), and
+    // the invoice's first failure's (invoice-level: maybe another card).
+    let brand = facts.card_brand;
     let latest_advice = raw("network_advice_code", text(&r.network_advice_code))?;
     let latest_network = raw("network_error_code", text(&r.network_error_code))?;
-    let latest = decline(family, text(&r.pg_error_code), latest_network, latest_advice);
+    let latest_given = latest_advice.is_some() || latest_network.is_some() || text(&r.pg_error_code).is_some();
+    let latest = decline(method, brand, text(&r.pg_error_code), latest_network, latest_advice);
     let first_advice = raw("first_network_advice_code", text(&r.first_network_advice_code))?;
     let first_network = raw("first_network_error_code", text(&r.first_network_error_code))?;
-    let first_codes_given = first_advice.is_some() || first_network.is_some() || text(&r.first_pg_error_code).is_some();
-    let (first, first_network, first_advice) = if first_codes_given {
-        (decline(family, text(&r.first_pg_error_code), first_network, first_advice), first_network, first_advice)
-    } else {
-        (latest, latest_network, latest_advice)
-    };
+    let first_given = first_advice.is_some() || first_network.is_some() || text(&r.first_pg_error_code).is_some();
+    let first = decline(method, brand, text(&r.first_pg_error_code), first_network, first_advice);
 
     // Retries per hour; a count of n becomes n attempts spread over the hour.
     // Bounded before anything is expanded: a count is a number of attempts to
@@ -193,10 +206,8 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     if total > crate::limits::MAX_ATTEMPTS as i64 {
         return Err(bad("hourly_retry_history", format!("{total} retries in all, at most {} accepted", crate::limits::MAX_ATTEMPTS)));
     }
-    let mut retries: Vec<DateTime<Utc>> = Vec::new();
-    let mut keys: Vec<(&String, &i32)> = r.hourly_retry_history.iter().collect();
-    keys.sort();
-    for (key, &count) in keys {
+    let mut keys: Vec<(DateTime<Utc>, i64)> = Vec::with_capacity(r.hourly_retry_history.len());
+    for (key, &count) in &r.hourly_retry_history {
         let field = || format!("hourly_retry_history[{:?}]", key.chars().take(40).collect::<String>());
         let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
         crate::limits::check_time_named(field, at)?;
@@ -207,23 +218,9 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         if at > clock + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
             return Err(bad(field(), format!("is in the future (now is {})", clock.to_rfc3339_opts(SecondsFormat::Secs, true))));
         }
-        // Spread over the part of the hour that has passed (the current hour's bucket
-        // is still filling); when too little has, end the spread at the key's time.
-        let n = i64::from(count);
-        let span = (clock - at).num_seconds().clamp(0, 3600);
-        if span >= n {
-            retries.extend((0..n).map(|k| at + chrono::Duration::seconds(k * (span / n))));
-        } else {
-            retries.extend((0..n).map(|k| at - chrono::Duration::seconds(n - 1 - k)));
-        }
+        keys.push((at, i64::from(count)));
     }
-    retries.sort();
-    // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
-    for i in 1..retries.len() {
-        if retries[i] <= retries[i - 1] {
-            retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
-        }
-    }
+    keys.sort();
     let started = [
         r.invoice_start_time.as_ref().map(|t| ("invoice_start_time", t)),
         r.first_error_msg_time.as_ref().map(|t| ("first_error_msg_time", t)),
@@ -233,19 +230,66 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     .next()
     .map(|(field, t)| time(field, t))
     .transpose()?
-    .or_else(|| retries.first().map(|t| *t - chrono::Duration::seconds(1)))
+    .or_else(|| keys.iter().find(|k| k.1 > 0).map(|k| k.0))
     .unwrap_or(clock)
     .min(clock);
-    let attempt = |at, decline, network_code, advice_code| RequestAttempt {
+
+    // hyperswitch floors the keys to the hour, per card across invoices. A key
+    // in or after the invoice's first hour is this invoice's retry (spread over
+    // the part of its hour after the start and before now); an earlier key is
+    // the card's retry of an earlier invoice, counted whole toward the card's caps.
+    let first_hour = started - chrono::Duration::seconds(started.timestamp().rem_euclid(3600));
+    let mut retries: Vec<DateTime<Utc>> = Vec::new();
+    let mut card_attempts: Vec<CardAttempt> = Vec::new();
+    for &(at, n) in &keys {
+        if n == 0 {
+            continue;
+        }
+        if at < first_hour {
+            // Late in its hour: the windows that count it close as late as they can.
+            card_attempts.extend((0..n).map(|k| CardAttempt { at: at + chrono::Duration::seconds(3599 - k.min(3599)), retry: true }));
+            continue;
+        }
+        let lo = at.max(started + chrono::Duration::seconds(1));
+        let hi = (at + chrono::Duration::hours(1)).min(clock);
+        let span = (hi - lo).num_seconds();
+        if span >= n {
+            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k * (span / n))));
+        } else {
+            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k)));
+        }
+    }
+    retries.sort();
+    // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
+    for i in 1..retries.len() {
+        if retries[i] <= retries[i - 1] {
+            retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
+        }
+    }
+    let attempt = |at, decline, network_code, advice_code, card| RequestAttempt {
         at,
         decline,
         network_code,
         advice_code,
         channel: None,
         payment_method_updated: false,
+        card: Some(card),
     };
-    let mut attempts = vec![attempt(started, first, first_network, first_advice)];
-    attempts.extend(retries.into_iter().filter(|t| *t > started).map(|t| attempt(t, latest, latest_network, latest_advice)));
+    // The invoice's original charge. With this card's own retries in this
+    // invoice, it carries the invoice's first codes and may have been another
+    // card: its hard decline does not bind this one (the card's own codes do).
+    // Without them, the card's latest failure is the one that matters for this
+    // card: the original charge if it was this card, else an earlier invoice's.
+    // A card with no failure of its own is a fresh card for this invoice.
+    let (original, fresh_card) = if !retries.is_empty() || !latest_given {
+        let (code, net, adv) = if first_given { (first, first_network, first_advice) } else { (latest, latest_network, latest_advice) };
+        let card = if first_given { FIRST_CARD } else { THIS_CARD };
+        (attempt(started, code, net, adv, card), first_given && !latest_given)
+    } else {
+        (attempt(started, latest, latest_network, latest_advice, THIS_CARD), false)
+    };
+    let mut attempts = vec![original];
+    attempts.extend(retries.into_iter().map(|t| attempt(t, latest, latest_network, latest_advice, THIS_CARD)));
 
     let earliest = r.wait_time.as_ref().map(|t| time("wait_time", t)).transpose()?;
     let last = attempts.last().map_or(clock, |a| a.at);
@@ -254,8 +298,11 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
         payment_id: text(&r.payment_id).unwrap_or("hyperswitch").to_string(),
         facts,
         attempts,
-        payment_method_updated: false,
+        // A card that has not failed in this invoice is new to it: the model knows.
+        payment_method_updated: fresh_card,
         past_payments: Vec::new(),
+        card: Some(THIS_CARD),
+        card_attempts,
         // Within the tolerated skew the latest retry may be a little after our clock.
         now: clock.max(last),
         constraints: Constraints { earliest, channels: vec![Channel::None], ..Constraints::default() },
@@ -563,16 +610,20 @@ mod tests {
         assert_eq!(brand(Some("AmericanExpress")), Some(CardBrand::Amex));
         assert_eq!(brand(Some("RuPay")), Some(CardBrand::Other));
         assert_eq!(brand(None), None);
+        assert_eq!(brand(Some("Maestro")), Some(CardBrand::Mastercard));
+        assert_eq!(brand(Some("JCB")), Some(CardBrand::Other));
         let r = |s: &str| s.parse::<RawCode>().ok();
-        let f = CodeFamily::Iso8583;
-        // The network's response code wins over the gateway's code…
-        assert_eq!(decline(f, Some("card_declined"), r("51"), None), DeclineCode::InsufficientFunds);
-        // …advice 03 over both…
-        assert_eq!(decline(f, Some("insufficient_funds"), r("51"), r("03")), DeclineCode::DoNotTryAgain);
+        let card = PaymentMethod::Card;
+        let visa = Some(CardBrand::Visa);
+        // The network's response code wins over an equally soft gateway code…
+        assert_eq!(decline(card, visa, Some("card_declined"), r("51"), None), DeclineCode::InsufficientFunds);
+        // …a hard one over a soft gateway code, advice 03 over both…
+        assert_eq!(decline(card, visa, Some("insufficient_funds"), r("46"), None), DeclineCode::AccountClosed);
+        assert_eq!(decline(card, visa, Some("insufficient_funds"), r("51"), r("03")), DeclineCode::DoNotTryAgain);
         // …the gateway's code stands alone, and nothing known is `other`.
-        assert_eq!(decline(f, Some("Not enough balance"), None, None), DeclineCode::InsufficientFunds);
-        assert_eq!(decline(f, Some("stolen_card"), None, None), DeclineCode::StolenCard);
-        assert_eq!(decline(f, None, None, None), DeclineCode::Other);
-        assert_eq!(decline(f, Some("mystery"), r("Z9"), None), DeclineCode::Other);
+        assert_eq!(decline(card, visa, Some("Not enough balance"), None, None), DeclineCode::InsufficientFunds);
+        assert_eq!(decline(card, visa, Some("stolen_card"), None, None), DeclineCode::StolenCard);
+        assert_eq!(decline(card, visa, None, None, None), DeclineCode::Other);
+        assert_eq!(decline(card, visa, Some("mystery"), r("Z9"), None), DeclineCode::Other);
     }
 }

@@ -96,10 +96,13 @@ pub fn probe(model: &SuccessModel) -> Result<(), String> {
                 advice_code: None,
                 channel: None,
                 payment_method_updated: false,
+                card: None,
             }],
             payment_method_updated: false,
             asks: Vec::new(),
             past_payments: Vec::new(),
+            card: None,
+            card_attempts: Vec::new(),
             now: t0 + chrono::Duration::minutes(1),
             constraints: Constraints::default(),
         };

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::declines::{advice_forbids_retry, DeclineClass, DeclineCode};
-use crate::domain::{Attempt, CardBrand, Outcome, PaymentMethod, RawCode};
+use crate::domain::{Attempt, CardBrand, CardId, Outcome, PaymentMethod, RawCode};
 
 /// Visa Core Rules, "Authorization reattempt limits" (since April 2021): at most
 /// 15 reattempts of a declined transaction within 30 days.
@@ -102,6 +102,8 @@ pub struct PastAttempt {
     pub advice_code: Option<RawCode>,
     /// The payer updated the payment method before this attempt.
     pub payment_method_updated: bool,
+    /// The card it charged, when the caller identified it (`payment_method_id`).
+    pub card: Option<CardId>,
 }
 
 impl From<&Attempt> for PastAttempt {
@@ -114,8 +116,35 @@ impl From<&Attempt> for PastAttempt {
             network_code: a.network_code,
             advice_code: a.advice_code,
             payment_method_updated: a.method_updated(),
+            card: a.card,
         }
     }
+}
+
+/// Which card a proposal charges, and that card's attempts in the payer's other
+/// payments (the networks count attempts per card, not per payment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CardContext<'a> {
+    /// The card the retry would charge; `None` when the caller did not identify it.
+    pub card: Option<CardId>,
+    /// Attempts on that same card in other payments (counted toward the caps).
+    pub elsewhere: &'a [PastAttempt],
+}
+
+/// Which of `history`'s attempts charged the proposal's card. Without card ids
+/// a payment-method update starts a new card: attempts before it are on another
+/// one. With ids on both sides, the ids decide.
+fn on_card(history: &[PastAttempt], card: Option<CardId>, proposal_updated: bool) -> Vec<bool> {
+    let mut same = vec![false; history.len()];
+    let mut changed = proposal_updated;
+    for (i, a) in history.iter().enumerate().rev() {
+        same[i] = match (a.card, card) {
+            (Some(x), Some(y)) => x == y,
+            _ => !changed,
+        };
+        changed |= a.payment_method_updated;
+    }
+    same
 }
 
 /// The payment facts the rules depend on.
@@ -260,11 +289,26 @@ fn count_in_window(history: &[PastAttempt], end: DateTime<Utc>, window: Duration
     history.iter().filter(|a| a.at > start && a.at <= end && (!retries_only || a.attempt_number > 0)).count() as u32
 }
 
-/// Check a proposed retry of one payment against every network rule.
+/// Check a proposed retry of one payment against every network rule, the
+/// card unidentified (see [`check_retry_on_card`]).
 ///
 /// `history` is the payment's attempts in order (oldest first). The proposal
 /// is allowed when the returned verdict has no violations.
 pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Proposal, cfg: &RulesConfig) -> Verdict {
+    check_retry_on_card(facts, history, CardContext::default(), proposal, cfg)
+}
+
+/// [`check_retry`] with the card known: hard declines, advice 03/21 and
+/// needs-update declines bind the card they were given for (a new payment
+/// method starts afresh), and the card caps count the card's attempts in
+/// other payments too.
+pub fn check_retry_on_card(
+    facts: PaymentFacts,
+    history: &[PastAttempt],
+    card: CardContext<'_>,
+    proposal: Proposal,
+    cfg: &RulesConfig,
+) -> Verdict {
     let mut v = Vec::new();
     let Some(last) = history.last() else {
         return Verdict { violations: vec![RuleViolation::NothingToRetry] };
@@ -275,17 +319,20 @@ pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Propo
     if proposal.at <= last.at {
         v.push(RuleViolation::NotAfterLastAttempt { last: last.at });
     }
+    let same = on_card(history, card.card, proposal.payment_method_updated);
+    let this_card = || history.iter().zip(&same).filter(|(_, s)| **s).map(|(a, _)| a);
 
-    // Hard declines and "do not try again" advice anywhere in the payment.
-    if let Some(code) = history.iter().filter_map(|a| a.decline).find(|c| c.class() == DeclineClass::Hard) {
+    // Hard declines and "do not try again" advice on this card.
+    if let Some(code) = this_card().filter_map(|a| a.decline).find(|c| c.class() == DeclineClass::Hard) {
         v.push(RuleViolation::HardDecline { code });
     }
-    if let Some(advice) = history.iter().filter_map(|a| a.advice_code).find(|a| advice_forbids_retry(*a)) {
+    if let Some(advice) = this_card().filter_map(|a| a.advice_code).find(|a| advice_forbids_retry(*a)) {
         v.push(RuleViolation::MastercardDoNotRetry { advice });
     }
 
-    // Needs-update declines (Visa category 3): the latest failure decides.
-    if let Some(code) = last.decline.filter(|c| c.class() == DeclineClass::NeedsUpdate) {
+    // Needs-update declines (Visa category 3): the card's latest failure decides.
+    let last_on_card = this_card().next_back();
+    if let Some(code) = last_on_card.and_then(|a| a.decline).filter(|c| c.class() == DeclineClass::NeedsUpdate) {
         if !proposal.payment_method_updated {
             v.push(RuleViolation::NeedsPaymentMethodUpdate { code });
         }
@@ -298,7 +345,10 @@ pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Propo
     }
 
     match facts.method {
-        PaymentMethod::Card => check_card(facts.card_brand, history, last, proposal, cfg, &mut v),
+        PaymentMethod::Card => {
+            let counted: Vec<PastAttempt> = this_card().chain(card.elsewhere.iter()).copied().collect();
+            check_card(facts.card_brand, &counted, last_on_card, proposal, cfg, &mut v)
+        }
         PaymentMethod::AchDebit => check_ach(history, last, proposal, &mut v),
         PaymentMethod::SepaDebit => check_sepa(history, last, proposal, &mut v),
     }
@@ -318,6 +368,7 @@ pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Propo
 pub struct RetryChecker<'a> {
     facts: PaymentFacts,
     history: &'a [PastAttempt],
+    card: CardContext<'a>,
     cfg: RulesConfig,
     payment_method_updated: bool,
     /// Change times as Unix seconds, sorted (rule times are whole seconds).
@@ -326,22 +377,31 @@ pub struct RetryChecker<'a> {
 }
 
 impl<'a> RetryChecker<'a> {
-    pub fn new(facts: PaymentFacts, history: &'a [PastAttempt], payment_method_updated: bool, cfg: &RulesConfig) -> Self {
-        let mut changes: Vec<i64> = Self::changes(history, cfg).iter().map(DateTime::timestamp).collect();
+    pub fn new(
+        facts: PaymentFacts,
+        history: &'a [PastAttempt],
+        card: CardContext<'a>,
+        payment_method_updated: bool,
+        cfg: &RulesConfig,
+    ) -> Self {
+        let mut changes: Vec<i64> = Self::changes(history, card.elsewhere, cfg).iter().map(DateTime::timestamp).collect();
         changes.sort_unstable();
         changes.dedup();
-        RetryChecker { facts, history, cfg: *cfg, payment_method_updated, changes, cached: None }
+        RetryChecker { facts, history, card, cfg: *cfg, payment_method_updated, changes, cached: None }
     }
 
     /// Every time at which some rule's answer may change.
-    fn changes(history: &[PastAttempt], cfg: &RulesConfig) -> Vec<DateTime<Utc>> {
+    fn changes(history: &[PastAttempt], elsewhere: &[PastAttempt], cfg: &RulesConfig) -> Vec<DateTime<Utc>> {
         let windows = [Duration::days(VISA_WINDOW_DAYS), Duration::hours(24), Duration::days(30), Duration::days(SEPA_WINDOW_DAYS)];
         let mut at: Vec<DateTime<Utc>> =
-            history.iter().flat_map(|a| std::iter::once(a.at).chain(windows.iter().map(move |w| a.at + *w))).collect();
+            history.iter().chain(elsewhere).flat_map(|a| std::iter::once(a.at).chain(windows.iter().map(move |w| a.at + *w))).collect();
         if let Some(last) = history.last() {
             at.push(last.at + Duration::minutes(cfg.min_spacing_minutes));
-            if let Some(wait) = last.advice_code.and_then(advice_wait) {
-                at.push(last.at + wait);
+        }
+        // Advice waits run from any attempt (the card's latest may be an earlier one).
+        for a in history {
+            if let Some(wait) = a.advice_code.and_then(advice_wait) {
+                at.push(a.at + wait);
             }
         }
         if let Some(original) = history.iter().find(|a| a.attempt_number == 0).or(history.first()) {
@@ -355,11 +415,15 @@ impl<'a> RetryChecker<'a> {
         if at.timestamp_subsec_nanos() != 0 {
             // Between whole seconds: no rule time is here, but be exact rather than clever.
             self.cached = None;
-            let verdict =
-                check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            let verdict = self.fresh(at);
             return &self.cached.insert((usize::MAX, verdict)).1;
         }
         self.check_timestamp(at.timestamp())
+    }
+
+    fn fresh(&self, at: DateTime<Utc>) -> Verdict {
+        let proposal = Proposal { at, payment_method_updated: self.payment_method_updated };
+        check_retry_on_card(self.facts, self.history, self.card, proposal, &self.cfg)
     }
 
     /// [`RetryChecker::check`] at a whole Unix second (a decision grid's hours).
@@ -368,8 +432,7 @@ impl<'a> RetryChecker<'a> {
         let on_change = self.changes.get(interval) == Some(&at);
         if on_change || self.cached.as_ref().is_none_or(|(i, _)| *i != interval) {
             let at = DateTime::from_timestamp(at, 0).expect("a grid time is in chrono's range");
-            let verdict =
-                check_retry(self.facts, self.history, Proposal { at, payment_method_updated: self.payment_method_updated }, &self.cfg);
+            let verdict = self.fresh(at);
             // A verdict on a change time holds only there: cache it under no interval.
             self.cached = Some((if on_change { usize::MAX } else { interval }, verdict));
         }
@@ -379,39 +442,42 @@ impl<'a> RetryChecker<'a> {
 
 fn check_card(
     brand: Option<CardBrand>,
-    history: &[PastAttempt],
-    last: &PastAttempt,
+    counted: &[PastAttempt],
+    last_on_card: Option<&PastAttempt>,
     proposal: Proposal,
     cfg: &RulesConfig,
     v: &mut Vec<RuleViolation>,
 ) {
-    // An unknown brand gets both networks' caps: the stricter reading is safe.
-    let visa = matches!(brand, Some(CardBrand::Visa) | None);
-    let mastercard = matches!(brand, Some(CardBrand::Mastercard) | None);
+    // Visa's cap for Visa, Mastercard's for Mastercard (Maestro included); any
+    // other or unknown network gets both: the stricter reading is safe.
+    let visa = !matches!(brand, Some(CardBrand::Mastercard));
+    let mastercard = !matches!(brand, Some(CardBrand::Visa));
     if visa {
         let limit = cfg.visa_cap.limit();
-        let used = count_in_window(history, proposal.at, Duration::days(VISA_WINDOW_DAYS), true);
+        let used = count_in_window(counted, proposal.at, Duration::days(VISA_WINDOW_DAYS), true);
         if used + 1 > limit {
             v.push(RuleViolation::VisaReattemptCap { used, limit });
         }
     }
     if mastercard {
-        let used = count_in_window(history, proposal.at, Duration::hours(24), false);
+        let used = count_in_window(counted, proposal.at, Duration::hours(24), false);
         if used + 1 > MASTERCARD_DAILY_LIMIT {
             v.push(RuleViolation::MastercardDailyCap { used, limit: MASTERCARD_DAILY_LIMIT });
         }
-        let used = count_in_window(history, proposal.at, Duration::days(30), false);
+        let used = count_in_window(counted, proposal.at, Duration::days(30), false);
         if used + 1 > MASTERCARD_MONTHLY_LIMIT {
             v.push(RuleViolation::MastercardMonthlyCap { used, limit: MASTERCARD_MONTHLY_LIMIT });
         }
     }
-    // Advice 24–30 of the latest decline: a retry-after hint any network may send,
-    // honoured whatever the brand field says.
-    if let Some(advice) = last.advice_code {
-        if let Some(wait) = advice_wait(advice) {
-            let not_before = last.at + wait;
-            if proposal.at < not_before {
-                v.push(RuleViolation::MastercardAdviceWait { advice, not_before });
+    // Advice 24–30 of the card's latest decline: a retry-after hint any network
+    // may send, honoured whatever the brand field says.
+    if let Some(last) = last_on_card {
+        if let Some(advice) = last.advice_code {
+            if let Some(wait) = advice_wait(advice) {
+                let not_before = last.at + wait;
+                if proposal.at < not_before {
+                    v.push(RuleViolation::MastercardAdviceWait { advice, not_before });
+                }
             }
         }
     }
@@ -471,6 +537,7 @@ mod tests {
             network_code: None,
             advice_code: None,
             payment_method_updated: false,
+            card: None,
         }
     }
     fn card(brand: CardBrand) -> PaymentFacts {
@@ -511,10 +578,52 @@ mod tests {
             let v = check_retry(card(CardBrand::Visa), &h, at(24 * 10), &RulesConfig::default());
             assert_eq!(codes(&v), ["hard_decline"], "{code}");
             assert!(v.is_permanent());
-            // not even after a payment-method update on the same payment
+            // A new payment method starts a new card's rule state (issue #21): allowed…
             let p = Proposal { payment_method_updated: true, ..at(24 * 10) };
-            assert!(!check_retry(card(CardBrand::Visa), &h, p, &RulesConfig::default()).is_allowed());
+            assert!(check_retry(card(CardBrand::Visa), &h, p, &RulesConfig::default()).is_allowed(), "{code}");
+            // …but not when the ids say it is the same card with new details.
+            let same: Vec<PastAttempt> = h.iter().map(|a| PastAttempt { card: Some(CardId(7)), ..*a }).collect();
+            let ctx = CardContext { card: Some(CardId(7)), elsewhere: &[] };
+            assert!(!check_retry_on_card(card(CardBrand::Visa), &same, ctx, p, &RulesConfig::default()).is_allowed(), "{code}");
+            // and a different id is a different card, update flag or not
+            let other = CardContext { card: Some(CardId(8)), elsewhere: &[] };
+            assert!(check_retry_on_card(card(CardBrand::Visa), &same, other, at(24 * 10), &RulesConfig::default()).is_allowed());
         }
+    }
+
+    #[test]
+    fn advice_03_binds_its_card_only() {
+        let mut h = vec![failed(0, 0, FUNDS)];
+        h[0].advice_code = Some(raw("03"));
+        let cfg = RulesConfig::default();
+        assert_eq!(codes(&check_retry(card(CardBrand::Mastercard), &h, at(48), &cfg)), ["mastercard_do_not_retry"]);
+        let p = Proposal { payment_method_updated: true, ..at(48) };
+        assert!(check_retry(card(CardBrand::Mastercard), &h, p, &cfg).is_allowed());
+        // A later update on the payment's history: attempts before it were another card.
+        let mut h2 = h.clone();
+        h2.push(PastAttempt { payment_method_updated: true, ..failed(24, 1, FUNDS) });
+        assert!(check_retry(card(CardBrand::Mastercard), &h2, at(72), &cfg).is_allowed());
+    }
+
+    #[test]
+    fn caps_count_the_same_card_across_payments() {
+        let cfg = RulesConfig::default();
+        // Nine declines on the same card's previous invoice plus one now: the tenth attempt
+        // in 24 h would be the eleventh on the card.
+        let elsewhere: Vec<PastAttempt> =
+            (0..9).map(|i| PastAttempt { card: Some(CardId(3)), ..failed(-12 + i, i as u32, FUNDS) }).collect();
+        let h = vec![PastAttempt { card: Some(CardId(3)), ..failed(0, 0, FUNDS) }];
+        let ctx = CardContext { card: Some(CardId(3)), elsewhere: &elsewhere };
+        let v = check_retry_on_card(card(CardBrand::Mastercard), &h, ctx, at(2), &cfg);
+        assert!(codes(&v).contains(&"mastercard_daily_cap"), "{v:?}");
+        // Counted per payment (no card identity) the same retry is allowed.
+        assert!(check_retry(card(CardBrand::Mastercard), &h, at(2), &cfg).is_allowed());
+        // Visa counts retries: 15 retries of earlier invoices on the card fill the 30 days.
+        let elsewhere: Vec<PastAttempt> =
+            (0..15).map(|i| PastAttempt { card: Some(CardId(3)), ..failed(-24 * 20 + 24 * i, 1, FUNDS) }).collect();
+        let ctx = CardContext { card: Some(CardId(3)), elsewhere: &elsewhere };
+        let v = check_retry_on_card(card(CardBrand::Visa), &h, ctx, at(24), &cfg);
+        assert!(codes(&v).contains(&"visa_reattempt_cap"), "{v:?}");
     }
 
     #[test]
@@ -634,9 +743,19 @@ mod tests {
     }
 
     #[test]
-    fn amex_has_no_network_cap_here() {
+    fn networks_without_their_own_caps_get_both() {
+        // Amex, Discover, JCB and the rest: Visa's and Mastercard's caps, the stricter reading.
+        for brand in [CardBrand::Amex, CardBrand::Discover, CardBrand::Other] {
+            let h = sequence(16, 24, FUNDS);
+            assert!(codes(&check_retry(card(brand), &h, at(16 * 24), &RulesConfig::default())).contains(&"visa_reattempt_cap"));
+            let h = sequence(10, 2, FUNDS);
+            assert!(codes(&check_retry(card(brand), &h, at(20), &RulesConfig::default())).contains(&"mastercard_daily_cap"));
+        }
+        // Visa's cards get Visa's only, Mastercard's Mastercard's only.
+        let h = sequence(10, 2, FUNDS);
+        assert!(check_retry(card(CardBrand::Visa), &h, at(20), &RulesConfig::default()).is_allowed());
         let h = sequence(16, 24, FUNDS);
-        assert!(check_retry(card(CardBrand::Amex), &h, at(16 * 24), &RulesConfig::default()).is_allowed());
+        assert!(check_retry(card(CardBrand::Mastercard), &h, at(16 * 24), &RulesConfig::default()).is_allowed());
     }
 
     #[test]
@@ -734,17 +853,32 @@ mod tests {
                         decline: Some(declines[rng.random_range(0..declines.len())]),
                         network_code: network[rng.random_range(0..network.len())].map(raw),
                         advice_code: advice[rng.random_range(0..advice.len())].map(raw),
-                        payment_method_updated: false,
+                        payment_method_updated: rng.random_bool(0.05),
+                        card: [None, None, Some(CardId(1)), Some(CardId(2))][rng.random_range(0..4)],
                     }
                 })
                 .collect();
+            // The card's attempts in other payments, around the same weeks.
+            let elsewhere: Vec<PastAttempt> = (0..rng.random_range(0..12))
+                .map(|i| PastAttempt {
+                    at: t0() + Duration::minutes(rng.random_range(-40 * 1440..40 * 1440)),
+                    attempt_number: i % 3,
+                    outcome: Outcome::Failed,
+                    decline: None,
+                    network_code: None,
+                    advice_code: None,
+                    payment_method_updated: false,
+                    card: Some(CardId(1)),
+                })
+                .collect();
+            let card = CardContext { card: [None, Some(CardId(1)), Some(CardId(2))][case % 3], elsewhere: &elsewhere };
             let f = facts[case % facts.len()];
             let cfg = RulesConfig {
                 visa_cap: if case % 2 == 0 { VisaCap::Pre2025 } else { VisaCap::Rules2025 },
                 min_spacing_minutes: rng.random_range(0..180),
             };
             let updated = rng.random_bool(0.3);
-            let mut checker = RetryChecker::new(f, &history, updated, &cfg);
+            let mut checker = RetryChecker::new(f, &history, card, updated, &cfg);
             // Hourly from before the first attempt to past every window, then each
             // change time and a second either side of it, then a random order.
             let mut times: Vec<DateTime<Utc>> =
@@ -756,7 +890,7 @@ mod tests {
             let mut shuffled = times.clone();
             shuffled.shuffle(&mut rng);
             for at in times.into_iter().chain(shuffled) {
-                let fresh = check_retry(f, &history, Proposal { at, payment_method_updated: updated }, &cfg);
+                let fresh = check_retry_on_card(f, &history, card, Proposal { at, payment_method_updated: updated }, &cfg);
                 assert_eq!(checker.check(at), &fresh, "case {case} at {at}: {history:?}");
                 checked += 1;
             }

@@ -65,6 +65,8 @@ struct Payment {
     #[serde(default)]
     billing_interval: String,
     tenure_days: Option<u32>,
+    #[serde(default)]
+    payment_method_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +83,8 @@ struct Attempt {
     channel: String,
     #[serde(default)]
     payment_method_updated: bool,
+    #[serde(default)]
+    payment_method_id: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,6 +101,9 @@ struct PastAttempt {
     outcome: String,
     #[serde(default)]
     decline_code: String,
+    #[serde(default)]
+    payment_method_id: String,
+    attempt_number: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -130,6 +137,7 @@ fn to_proto(r: Req) -> v1::DecideRequest {
             timezone: p.timezone,
             billing_interval: p.billing_interval,
             tenure_days: p.tenure_days,
+            payment_method_id: p.payment_method_id,
         }),
         attempts: r
             .attempts
@@ -141,6 +149,7 @@ fn to_proto(r: Req) -> v1::DecideRequest {
                 advice_code: a.advice_code,
                 channel: a.channel,
                 payment_method_updated: a.payment_method_updated,
+                payment_method_id: a.payment_method_id,
             })
             .collect(),
         payment_method_updated: r.payment_method_updated,
@@ -150,7 +159,13 @@ fn to_proto(r: Req) -> v1::DecideRequest {
             .map(|p| v1::PastPayment {
                 attempts: p
                     .into_iter()
-                    .map(|a| v1::PastAttempt { attempted_at: Some(ts(a.attempted_at)), outcome: a.outcome, decline_code: a.decline_code })
+                    .map(|a| v1::PastAttempt {
+                        attempted_at: Some(ts(a.attempted_at)),
+                        outcome: a.outcome,
+                        decline_code: a.decline_code,
+                        payment_method_id: a.payment_method_id,
+                        attempt_number: a.attempt_number,
+                    })
                     .collect(),
             })
             .collect(),

@@ -22,10 +22,10 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::calendar::default_timezone;
-use crate::declines::{normalize, DeclineCode, NormalizedFrom};
+use crate::declines::{normalize, DeclineCode, NormalizedFrom, Signals};
 use crate::domain::{
-    Attempt, BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, CustomerIx, Money, Outcome, PaymentIx, PaymentMethod,
-    RawCode, SourceRow,
+    Attempt, BillingInterval, CardBrand, CardFunding, CardId, Channel, Country, Currency, CustomerIx, Money, Outcome, PaymentIx,
+    PaymentMethod, RawCode, SourceRow,
 };
 
 /// The contract's columns in contract order, with whether each is required.
@@ -51,6 +51,7 @@ pub const CONTRACT_COLUMNS: &[(&str, bool)] = &[
     ("billing_interval", false),
     ("tenure_days", false),
     ("propensity", false),
+    ("payment_method_id", false),
 ];
 
 // Column positions in CONTRACT_COLUMNS, used to index the accessors.
@@ -75,6 +76,7 @@ const C_UPDATED: usize = 17;
 const C_INTERVAL: usize = 18;
 const C_TENURE: usize = 19;
 const C_PROPENSITY: usize = 20;
+const C_CARD: usize = 21;
 
 /// One problem with one row: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -741,19 +743,16 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
             None
         }
         Outcome::Failed => {
-            let n = normalize(decline_text, network_code, advice_code, method)
+            let signals = Signals { decline_code: decline_text, network_code, advice_code, brand: card_brand };
+            let n = normalize(method, signals)
                 .ok_or_else(|| bad(C_DECLINE, "", "required when outcome is failed (or give network_code / advice_code to derive it)"))?;
-            match n.source {
-                NormalizedFrom::DeclineCode => {}
-                NormalizedFrom::NetworkCode | NormalizedFrom::AdviceCode => notes.derived = true,
-                NormalizedFrom::Unknown => {
-                    notes.unknown_code = Some(match (decline_text, network_code, advice_code) {
-                        (Some(d), _, _) => format!("decline_code={d}"),
-                        (None, Some(n), _) => format!("network_code={n}"),
-                        (None, None, Some(a)) => format!("advice_code={a}"),
-                        (None, None, None) => "unknown".into(),
-                    });
-                }
+            if matches!(n.source, NormalizedFrom::NetworkCode | NormalizedFrom::AdviceCode) {
+                notes.derived = true;
+            }
+            if n.had_unknown {
+                // Name the first code nothing knew (the row keeps what the others said).
+                let d = crate::declines::describe_unknown(method, signals);
+                notes.unknown_code = Some(d);
             }
             Some(n.code)
         }
@@ -789,6 +788,7 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
         advice_code,
         channel,
         payment_method_updated,
+        card: cols[C_CARD].text(i).and_then(CardId::of),
         billing_interval,
         tenure_days,
         propensity,
@@ -1121,6 +1121,7 @@ impl<'o> Loader<'o> {
             a.billing_interval.map(|v| <&str>::from(v).to_string()),
             a.tenure_days.map(|v| v.to_string()),
             a.propensity.map(|v| v.to_string()),
+            a.card.map(|c| format!("pm_{:016x}", c.0)),
         ]
     }
 }
@@ -1301,6 +1302,8 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
         text("billing_interval", &|x| name(x.billing_interval)),
         Column::new("tenure_days".into(), a.iter().map(|x| x.tenure_days.map(i64::from)).collect::<Vec<_>>()),
         Column::new("propensity".into(), a.iter().map(|x| x.propensity).collect::<Vec<_>>()),
+        // Only the id's hash is kept: written as a stable text that groups the same rows.
+        Column::new("payment_method_id".into(), a.iter().map(|x| x.card.map(|c| format!("pm_{:016x}", c.0))).collect::<Vec<_>>()),
     ];
     DataFrame::new(a.len(), cols)
 }

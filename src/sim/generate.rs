@@ -115,6 +115,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             advice_code: None,
             channel: Some(Channel::None),
             payment_method_updated: Some(false),
+            card: None,
             billing_interval: Some(payer.interval),
             tenure_days: Some(tenure),
             propensity: Some(1.0),
@@ -182,6 +183,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
                 advice_code: a.past.advice_code,
                 channel: Some(a.channel),
                 payment_method_updated: Some(a.past.payment_method_updated),
+                card: None,
                 propensity: cfg.logging.log_propensities.then(|| propensities[k]),
                 ..base.clone()
             });

@@ -45,19 +45,15 @@ fn word(valid: &'static [&'static str]) -> impl Strategy<Value = String> {
 fn attempt() -> impl Strategy<Value = v1::Attempt> {
     (
         any_ts(),
-        word(&["insufficient_funds", "do_not_honor", "expired_card", "stolen_card", "try_again_later", "", "other"]),
+        word(&["insufficient_funds", "do_not_honor", "expired_card", "stolen_card", "try_again_later", "", "other", "call_issuer", "2001"]),
         word(&["51", "05", "43", "R01", "", "N7"]),
         word(&["", "01", "03", "21", "24"]),
         word(&["", "none", "email", "sms"]),
         any::<bool>(),
+        word(&["", "pm_1", "pm_2"]),
     )
-        .prop_map(|(attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated)| v1::Attempt {
-            attempted_at,
-            decline_code,
-            network_code,
-            advice_code,
-            channel,
-            payment_method_updated,
+        .prop_map(|(attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated, payment_method_id)| {
+            v1::Attempt { attempted_at, decline_code, network_code, advice_code, channel, payment_method_updated, payment_method_id }
         })
 }
 
@@ -110,8 +106,14 @@ fn request() -> impl Strategy<Value = v1::DecideRequest> {
         proptest::collection::vec((any_ts(), word(&["email", "sms"])).prop_map(|(sent_at, channel)| v1::Ask { sent_at, channel }), 0..2);
     let past = proptest::collection::vec(
         proptest::collection::vec(
-            (any_ts(), word(&["succeeded", "failed"]), word(&["insufficient_funds", ""]))
-                .prop_map(|(attempted_at, outcome, decline_code)| v1::PastAttempt { attempted_at, outcome, decline_code }),
+            (any_ts(), word(&["succeeded", "failed"]), word(&["insufficient_funds", "merchant_blacklist", ""]), word(&["", "pm_1"]))
+                .prop_map(|(attempted_at, outcome, decline_code, payment_method_id)| v1::PastAttempt {
+                    attempted_at,
+                    outcome,
+                    decline_code,
+                    payment_method_id,
+                    attempt_number: None,
+                }),
             0..4,
         )
         .prop_map(|attempts| v1::PastPayment { attempts }),

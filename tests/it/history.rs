@@ -145,9 +145,11 @@ fn decline_code_is_derived_from_network_and_advice_codes() {
     assert_eq!(code("a"), Some(DeclineCode::InsufficientFunds));
     assert_eq!(code("b"), Some(DeclineCode::AccountClosed));
     assert_eq!(code("c"), Some(DeclineCode::DoNotTryAgain));
-    assert_eq!(code("d"), Some(DeclineCode::Other));
+    // An unknown decline_code next to a known network code (51): the network code
+    // decides, and the unknown text is still counted.
+    assert_eq!(code("d"), Some(DeclineCode::InsufficientFunds));
     assert_eq!(code("e"), Some(DeclineCode::Other));
-    assert_eq!(h.report.derived_decline_codes, 3);
+    assert_eq!(h.report.derived_decline_codes, 4);
     assert_eq!(h.report.unknown_codes.get("decline_code=card_melted"), Some(&1));
     assert_eq!(h.report.unknown_codes.get("network_code=Q7"), Some(&1));
 }

@@ -161,10 +161,19 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     let r = c.decide(q).await.unwrap().into_inner();
     assert!(r.retry_flag && time(r.retry_time.as_ref().unwrap()) >= ahead + D::hours(1), "spacing after the latest retry: {r:?}");
 
-    // Missing fields are tolerated as hyperswitch may send them: only an amount.
-    let bare = DeciderRequest { first_error_message: "None".into(), invoice_amount: Some(1_500), ..Default::default() };
-    let r = c.decide(bare).await.unwrap().into_inner();
+    // Missing fields are tolerated as hyperswitch may send them: only an amount and its currency.
+    let bare = DeciderRequest {
+        first_error_message: "None".into(),
+        invoice_amount: Some(1_500),
+        invoice_currency: Some("EUR".into()),
+        ..Default::default()
+    };
+    let r = c.decide(bare.clone()).await.unwrap().into_inner();
     assert!(r.retry_flag, "{r:?}");
+    // No silent USD: without a currency the amount means nothing.
+    let status = c.decide(DeciderRequest { invoice_currency: None, ..bare }).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(status.message().contains("invoice_currency"), "{status:?}");
 
     // Bad fields are INVALID_ARGUMENT naming the field.
     type Spoil = Box<dyn Fn(&mut DeciderRequest)>;
@@ -227,7 +236,7 @@ async fn decides_for_hyperswitch_within_its_budget_and_the_network_rules() {
     }
     let (_, body) = scrape(s.metrics_addr).await;
     assert!(body.contains(r#"recoup_requests_total{code="OK",rpc="decider.Decide"} 14"#), "{body}");
-    assert!(body.contains(r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="decider.Decide"} 9"#), "{body}");
+    assert!(body.contains(r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="decider.Decide"} 10"#), "{body}");
     s.stop().await;
 }
 

@@ -2,6 +2,7 @@
 
 mod attrition;
 mod backtest;
+mod cards;
 mod cli;
 mod export;
 mod fuzz;

@@ -194,13 +194,13 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     assert!(r.reasons.iter().any(|x| x.code == "best_expected_value"));
 
     // Hard declines: never scheduled, the reason says so, and a channel to ask for a new
-    // method; unless the payer said stop, which asks for nothing.
-    for code in ["stolen_card", "lost_card", "fraudulent", "pickup_card", "do_not_try_again"] {
+    // method (a new card starts afresh); unless the payer said stop, which asks for nothing.
+    for code in ["stolen_card", "lost_card", "fraudulent", "pickup_card", "do_not_try_again", "revocation_of_authorization"] {
         let r = s.client.decide(request("visa", code)).await.expect("decides").into_inner();
         assert_eq!(r.action, v1::Action::DoNotRetry as i32, "{code}");
         assert!(r.retry_at.is_none());
         assert!(r.reasons.iter().any(|x| x.code == "hard_decline"), "{code}: {:?}", r.reasons);
-        if code == "do_not_try_again" {
+        if code == "revocation_of_authorization" {
             assert_eq!((r.next_step, r.ask_channel), (v1::NextStep::Stop as i32, v1::Channel::Unspecified as i32), "{code}");
         } else {
             assert_eq!(r.next_step, v1::NextStep::AskForPaymentMethod as i32, "{code}");
@@ -255,7 +255,7 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
         ("asks[0].channel", |r| r.asks = vec![v1::Ask { sent_at: ts(at(2, 15)), channel: "none".into() }]),
         ("past_payments[0].attempts[0].outcome", |r| {
             r.past_payments = vec![v1::PastPayment {
-                attempts: vec![v1::PastAttempt { attempted_at: ts(at(1, 1)), outcome: "maybe".into(), decline_code: String::new() }],
+                attempts: vec![v1::PastAttempt { attempted_at: ts(at(1, 1)), outcome: "maybe".into(), ..Default::default() }],
             }]
         }),
     ];
@@ -293,16 +293,16 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     let (status, body) = scrape(s.metrics_addr).await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(sample(&body, r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="Decide"}"#), 21.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 7.0);
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 8.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="DecideBatch"}"#), 1.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="GetModel"}"#), 1.0);
-    // 1 + 1 (batch) retries; 5 + 1 (batch) hard declines and an expired card.
-    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 7.0);
+    // 1 + 1 (batch) retries; 6 + 1 (batch) hard declines and an expired card.
+    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 8.0);
     let retries: f64 =
         body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
     assert_eq!(retries, 2.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 28.0);
-    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 28.0);
+    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 29.0);
+    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 29.0);
     let version = std::fs::read_to_string(models.join("CURRENT")).unwrap().trim().to_string();
     assert_eq!(sample(&body, &format!(r#"recoup_model_info{{version="{version}"}}"#)), 1.0);
     assert_eq!(sample(&body, "recoup_in_flight"), 0.0);
@@ -328,6 +328,7 @@ async fn network_caps_hold_over_a_long_sequence_of_failed_retries() {
             network_code: None,
             advice_code: None,
             payment_method_updated: false,
+            card: None,
         }];
         let facts = rules::PaymentFacts { method: recoup::domain::PaymentMethod::Card, card_brand: Some(brand.parse().unwrap()) };
         let mut retries = 0;

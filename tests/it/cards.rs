@@ -1,0 +1,272 @@
+//! Card rules v2 (issue #21), end to end through the routes a caller uses:
+//! hyperswitch's decider mapping, recoup.v1's request mapping and the history
+//! loader, all with the shipped model. Every case of the issue is a test here.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use recoup::api::v1;
+use recoup::declines::DeclineCode;
+use recoup::engine::{self, Action, EngineConfig};
+use recoup::hyperswitch::{self, decider::DeciderRequest};
+use recoup::model::SuccessModel;
+
+fn model() -> &'static SuccessModel {
+    static M: OnceLock<SuccessModel> = OnceLock::new();
+    M.get_or_init(|| {
+        recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).expect("the shipped model").1
+    })
+}
+
+fn clock() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 10, 15, 40, 0).unwrap()
+}
+
+fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
+    Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
+}
+
+/// hyperswitch's key: the hour bucket, formatted as its client does.
+fn key(t: DateTime<Utc>) -> String {
+    let floored = t - Duration::seconds(t.timestamp().rem_euclid(3600));
+    floored.format("%Y-%m-%d %H:%M:%S.0").to_string()
+}
+
+/// Exactly the fields hyperswitch's client fills: the card's latest gateway
+/// code in `pg_error_code` (network codes unset), the invoice's first codes,
+/// the card's hour-floored retry history across invoices.
+fn request(
+    network: &str,
+    started: DateTime<Utc>,
+    card_code: Option<&str>,
+    first: (&str, &str),
+    retries: &[DateTime<Utc>],
+) -> DeciderRequest {
+    let mut history: HashMap<String, i32> = HashMap::new();
+    for r in retries {
+        *history.entry(key(*r)).or_default() += 1;
+    }
+    DeciderRequest {
+        first_error_message: "None".into(),
+        card_funding: Some("debit".into()),
+        card_network: Some(network.into()),
+        invoice_start_time: ts(started),
+        retry_count: Some(retries.len() as i64),
+        merchant_id: Some("merchant_1".into()),
+        invoice_amount: Some(4_999),
+        invoice_currency: Some("USD".into()),
+        billing_country: Some("US".into()),
+        pg_error_code: card_code.map(Into::into),
+        first_pg_error_code: Some(first.0.into()),
+        first_network_error_code: Some(first.1.into()).filter(|s: &String| !s.is_empty()),
+        retry_count_left: Some(20),
+        total_retry_count_within_network: Some(20),
+        payment_id: Some("pay_1".into()),
+        hourly_retry_history: history,
+        ..Default::default()
+    }
+}
+
+fn decide(r: &DeciderRequest) -> hyperswitch::Answer {
+    let cfg = hyperswitch::engine_config(&EngineConfig::default());
+    hyperswitch::decide(model(), &cfg, r, clock(), "US".parse().unwrap()).expect("a valid request")
+}
+
+fn retry_time(a: &hyperswitch::Answer) -> Option<DateTime<Utc>> {
+    a.response.retry_time.as_ref().map(|t| DateTime::from_timestamp(t.seconds, 0).unwrap())
+}
+
+#[test]
+fn hyperswitch_card_declined_stolen_in_the_first_hour_is_not_retried() {
+    // The invoice started at 15:10; the card's retry at 15:25 falls in the same floored hour.
+    let started = clock() - Duration::minutes(30);
+    let r = request("Visa", started, Some("stolen_card"), ("insufficient_funds", "51"), &[started + Duration::minutes(15)]);
+    let a = decide(&r);
+    assert!(!a.response.retry_flag, "a stolen card got a retry: {:?}", a.reason);
+    // No retry of this invoice at all: the card's own latest code still decides.
+    let r = request("Visa", started, Some("lost_card"), ("insufficient_funds", "51"), &[]);
+    assert!(!decide(&r).response.retry_flag);
+}
+
+#[test]
+fn hyperswitch_first_codes_do_not_block_a_backup_card() {
+    let started = clock() - Duration::days(3);
+    // Card A was stolen on the invoice's first charge: A is never retried…
+    let a = request("Visa", started, Some("stolen_card"), ("stolen_card", "43"), &[]);
+    assert!(!decide(&a).response.retry_flag);
+    // …but backup card B, which failed with insufficient funds two days ago, may be,
+    let b = request("Visa", started, Some("insufficient_funds"), ("stolen_card", "43"), &[started + Duration::days(1)]);
+    let answer = decide(&b);
+    assert!(answer.response.retry_flag, "backup card refused: {}", answer.reason);
+    // and so may card C, which has not been charged at all on this invoice.
+    let c = request("Mastercard", started, None, ("stolen_card", "43"), &[]);
+    let answer = decide(&c);
+    assert!(answer.response.retry_flag, "fresh card refused: {}", answer.reason);
+    // A lost card's hard decline, sent by the network as 41, binds only its card.
+    let d = request("Visa", started, Some("41"), ("insufficient_funds", "51"), &[]);
+    assert!(!decide(&d).response.retry_flag);
+}
+
+/// Retries of the card in the `window` before `at` (keys expanded as hyperswitch counted them).
+fn used(retries: &[DateTime<Utc>], at: DateTime<Utc>, window: Duration) -> usize {
+    retries.iter().filter(|t| **t > at - window && **t <= at).count()
+}
+
+#[test]
+fn hyperswitch_counts_the_cards_retries_of_earlier_invoices() {
+    // A Mastercard retried 9 times over the last 20 hours for earlier invoices; this
+    // invoice started an hour ago and its own original charge failed.
+    let started = clock() - Duration::hours(1);
+    let earlier: Vec<DateTime<Utc>> = (0..9).map(|i| started - Duration::hours(20) + Duration::hours(2 * i)).collect();
+    let r = request("Mastercard", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &earlier);
+    let a = decide(&r);
+    if let Some(t) = retry_time(&a) {
+        // The original charge counts too: at most 10 attempts on the card in any 24 hours.
+        let n = used(&earlier, t, Duration::hours(24)) + usize::from(t - started < Duration::hours(24)) + 1;
+        assert!(n <= 10, "retry at {t} would be attempt {n} on the card in 24 h");
+    }
+    // Visa: 15 retries of earlier invoices in the last 30 days leave no reattempt until they age out.
+    let earlier: Vec<DateTime<Utc>> = (0..15).map(|i| started - Duration::days(25) + Duration::days(i) / 2).collect();
+    let r = request("Visa", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &earlier);
+    let a = decide(&r);
+    if let Some(t) = retry_time(&a) {
+        assert!(used(&earlier, t, Duration::days(30)) < 15, "retry at {t} exceeds Visa's 15 in 30 days");
+    }
+    // JCB has no caps of its own: it gets both.
+    let earlier: Vec<DateTime<Utc>> = (0..10).map(|i| clock() - Duration::hours(23) + Duration::hours(2 * i)).collect();
+    let r = request("JCB", clock() - Duration::minutes(20), Some("insufficient_funds"), ("insufficient_funds", "51"), &earlier);
+    if let Some(t) = retry_time(&decide(&r)) {
+        assert!(used(&earlier, t, Duration::hours(24)) < 10, "JCB retry at {t} exceeds 10 in 24 h");
+    }
+}
+
+#[test]
+fn hyperswitch_refuses_a_missing_currency_naming_the_field() {
+    let mut r = request("Visa", clock() - Duration::days(1), Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
+    r.invoice_currency = None;
+    let cfg = hyperswitch::engine_config(&EngineConfig::default());
+    let err = hyperswitch::decide(model(), &cfg, &r, clock(), "US".parse().unwrap()).err().expect("refused");
+    assert_eq!(err.field, "invoice_currency");
+}
+
+fn v1_request(attempts: Vec<v1::Attempt>) -> v1::DecideRequest {
+    v1::DecideRequest {
+        payment: Some(v1::Payment {
+            payment_id: "inv_9".into(),
+            amount_minor: 2_500,
+            currency: "EUR".into(),
+            payment_method: "card".into(),
+            card_brand: "mastercard".into(),
+            country: "DE".into(),
+            ..Default::default()
+        }),
+        attempts,
+        now: ts(clock()),
+        ..Default::default()
+    }
+}
+
+fn attempt(at: DateTime<Utc>, decline: &str, network: &str, advice: &str) -> v1::Attempt {
+    v1::Attempt {
+        attempted_at: ts(at),
+        decline_code: decline.into(),
+        network_code: network.into(),
+        advice_code: advice.into(),
+        ..Default::default()
+    }
+}
+
+fn decide_v1(r: &v1::DecideRequest) -> engine::Decision {
+    let req = recoup::api::to_engine(r, clock()).expect("valid");
+    engine::decide(model(), &EngineConfig::default(), &req, (0.5, 0.5)).expect("decides")
+}
+
+#[test]
+fn stripe_codes_are_accepted_and_read_alike_on_every_route() {
+    for (code, hard) in [("merchant_blacklist", true), ("highest_risk_level", true), ("call_issuer", false), ("approve_with_id", false)] {
+        let d = decide_v1(&v1_request(vec![attempt(clock() - Duration::days(1), code, "", "")]));
+        let refused = d.action == Action::DoNotRetry && d.reasons.iter().any(|r| r.code == "rule:hard_decline");
+        assert_eq!(refused, hard, "{code}: {:?}", d.reasons);
+    }
+    // An unknown text is refused naming the field.
+    let err = recoup::api::to_engine(&v1_request(vec![attempt(clock() - Duration::days(1), "card_on_fire", "", "")]), clock()).unwrap_err();
+    assert_eq!(err.field, "attempts[0].decline_code");
+}
+
+#[test]
+fn advice_01_and_04_apply_alongside_a_response_code() {
+    for (net, adv) in [("51", "01"), ("79", "01"), ("05", "04")] {
+        let d = decide_v1(&v1_request(vec![attempt(clock() - Duration::days(1), "", net, adv)]));
+        assert_eq!(d.action, Action::DoNotRetry, "{net}+{adv} retried with the old data");
+        assert!(d.reasons.iter().any(|r| r.code == "rule:needs_payment_method_update"), "{net}+{adv}: {:?}", d.reasons);
+    }
+}
+
+#[test]
+fn a_new_payment_method_lifts_a_hard_decline_and_caps_count_per_card() {
+    // Advice 03 on the old card: no retry, ask for a new method…
+    let mut r = v1_request(vec![attempt(clock() - Duration::days(1), "", "51", "03")]);
+    let d = decide_v1(&r);
+    assert_eq!(d.action, Action::DoNotRetry);
+    assert_eq!(d.next, engine::NextStep::AskForPaymentMethod);
+    // …and once the payer added one, the new card may be retried.
+    r.payment_method_updated = true;
+    let d = decide_v1(&r);
+    assert_eq!(d.action, Action::Retry, "{:?}", d.reasons);
+
+    // Nine declines on the same card's previous invoice within the day, one now.
+    let mut r = v1_request(vec![v1::Attempt { payment_method_id: "pm_A".into(), ..attempt(clock() - Duration::hours(1), "", "51", "") }]);
+    r.payment.as_mut().unwrap().payment_method_id = "pm_A".into();
+    let earlier: Vec<DateTime<Utc>> = (0..9).map(|i| clock() - Duration::hours(20) + Duration::hours(2 * i)).collect();
+    r.past_payments = vec![v1::PastPayment {
+        attempts: earlier
+            .iter()
+            .map(|t| v1::PastAttempt {
+                attempted_at: ts(*t),
+                outcome: "failed".into(),
+                decline_code: "insufficient_funds".into(),
+                payment_method_id: "pm_A".into(),
+                attempt_number: None,
+            })
+            .collect(),
+    }];
+    let d = decide_v1(&r);
+    if let Some(c) = d.chosen.as_ref().filter(|_| d.action == Action::Retry) {
+        let n = used(&earlier, c.retry_at, Duration::hours(24)) + usize::from(c.retry_at - clock() < Duration::hours(23)) + 1;
+        assert!(n <= 10, "retry at {} would be attempt {n} on the card in 24 h", c.retry_at);
+    }
+    assert!(!d.reasons.iter().any(|r| r.code == "caps_counted_per_payment"));
+    // Without a card identity the answer says how it counted.
+    let d = decide_v1(&v1_request(vec![attempt(clock() - Duration::days(1), "insufficient_funds", "", "")]));
+    if d.action == Action::Retry {
+        assert!(d.reasons.iter().any(|r| r.code == "caps_counted_per_payment"), "{:?}", d.reasons);
+    }
+}
+
+#[test]
+fn the_history_loader_reads_gateway_and_brand_codes_like_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.csv");
+    let header = "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code,network_code,advice_code,payment_method_id";
+    let rows = [
+        "a1,p1,c1,2026-01-05T10:00:00Z,0,1000,USD,card,visa,US,failed,merchant_blacklist,,,pm_1",
+        "a2,p2,c1,2026-01-06T10:00:00Z,0,1000,USD,card,visa,US,failed,insufficient_funds,46,,pm_1",
+        "a3,p3,c2,2026-01-07T10:00:00Z,0,1000,USD,card,visa,US,failed,,59,,",
+        "a4,p4,c2,2026-01-08T10:00:00Z,0,1000,USD,card,mastercard,US,failed,,59,,",
+        "a5,p5,c3,2026-01-09T10:00:00Z,0,1000,USD,card,mastercard,US,failed,,51,01,",
+        "a6,p6,c3,2026-01-10T10:00:00Z,0,1000,USD,card,other,US,failed,2001,,,",
+    ];
+    std::fs::write(&path, format!("{header}\n{}\n", rows.join("\n"))).unwrap();
+    let h = recoup::history::load(&path, &Default::default()).expect("loads");
+    let by_id = |id: &str| h.attempts.iter().find(|a| h.attempt_id(a) == id).unwrap();
+    assert_eq!(by_id("a1").decline, Some(DeclineCode::Fraudulent));
+    assert_eq!(by_id("a2").decline, Some(DeclineCode::AccountClosed));
+    assert_eq!(by_id("a3").decline.map(DeclineCode::class), Some(recoup::declines::DeclineClass::SoftIssuer), "Visa 59 is category 2");
+    assert_eq!(by_id("a4").decline, Some(DeclineCode::Fraudulent));
+    assert_eq!(by_id("a5").decline, Some(DeclineCode::ExpiredCard));
+    assert_eq!(by_id("a6").decline, Some(DeclineCode::InsufficientFunds));
+    assert!(h.report.unknown_codes.is_empty(), "{:?}", h.report.unknown_codes);
+    assert_eq!(by_id("a1").card, by_id("a2").card);
+    assert!(by_id("a1").card.is_some() && by_id("a3").card.is_none());
+}
