@@ -177,6 +177,12 @@ fn remap(resp: http::Response<Body>, path: &str) -> http::Response<Body> {
     let m = status.message();
     let fixed = if code == Code::Unimplemented && m.is_empty() {
         Status::unimplemented(format!("no such method: {}", path.chars().take(200).collect::<String>()))
+    } else if code == Code::Internal && path == "/trainer.TrainerService/TriggerTraining" && m.contains("merchant_id") {
+        // hyperswitch's trainer contract exists in two variants; recoup serves the one it ships.
+        Status::invalid_argument(format!(
+            "this looks like the trainer contract variant with `bool enable_incremental_learning = 2`; recoup serves \
+             `string merchant_id = 2` (proto/hyperswitch/trainer.proto) and always trains afresh: {m}"
+        ))
     } else if code == Code::Internal
         && (m.starts_with("failed to decode Protobuf message") || m.starts_with("protocol error: received message with"))
     {
@@ -242,6 +248,18 @@ mod tests {
         assert_eq!(h("S"), None);
         assert_eq!(h("1000000000S"), None, "at most 8 digits");
         assert_eq!(h("-1S"), None);
+    }
+
+    #[test]
+    fn the_other_trainer_variant_is_refused_naming_it() {
+        // The variant's bytes: model_version_tag = "v1", enable_incremental_learning = true.
+        let bytes = [0x0a, 0x02, b'v', b'1', 0x10, 0x01];
+        let err = <crate::hyperswitch::trainer::TriggerTrainingRequest as prost::Message>::decode(&bytes[..]).expect_err("not our variant");
+        let m = format!("failed to decode Protobuf message: {err}");
+        let r = remap(Status::internal(m).into_http(), "/trainer.TrainerService/TriggerTraining");
+        let s = Status::from_header_map(r.headers()).expect("a status");
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert!(s.message().contains("enable_incremental_learning"), "{}", s.message());
     }
 
     #[test]
