@@ -107,8 +107,8 @@ pub fn decline_of(
     brand: Option<CardBrand>,
 ) -> Result<Option<DeclineCode>, InvalidField> {
     let text = decline_code.trim();
-    let signals = Signals { decline_code: Some(text), network_code, advice_code, brand };
-    if !text.is_empty() && crate::declines::describe_unknown(method, signals).starts_with("decline_code=") {
+    let n = normalize(method, Signals { decline_code: Some(text), network_code, advice_code, brand });
+    if n.is_some_and(|n| n.unknown == Some(crate::declines::Column::DeclineCode)) {
         return Err(bad(
             field,
             format!(
@@ -117,7 +117,7 @@ pub fn decline_of(
             ),
         ));
     }
-    Ok(normalize(method, signals).map(|n| n.code))
+    Ok(n.map(|n| n.code))
 }
 
 /// Turn a `DecideRequest` into the engine's request; `clock` is used when `now` is unset.

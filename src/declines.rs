@@ -544,9 +544,25 @@ pub struct Normalized {
     pub code: DeclineCode,
     /// Which signal decided it.
     pub source: NormalizedFrom,
-    /// Some signal was present but unknown (counted by the loader); the code
-    /// comes from the others, or is `other` when none was known.
-    pub had_unknown: bool,
+    /// The first signal that was present but unknown (decline code, then
+    /// network code, then advice), counted by the loader and refused by the API;
+    /// the code comes from the others, or is `other` when none was known.
+    pub unknown: Option<Column>,
+}
+
+impl Normalized {
+    /// Some signal was present but unknown.
+    pub fn had_unknown(&self) -> bool {
+        self.unknown.is_some()
+    }
+}
+
+/// A code column of a decline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Column {
+    DeclineCode,
+    NetworkCode,
+    AdviceCode,
 }
 
 /// Where a normalized decline code came from (reported in the load report).
@@ -575,21 +591,14 @@ pub struct Signals<'a> {
     pub brand: Option<CardBrand>,
 }
 
-/// The first code of `s` that nothing knows, as `column=value` (for load reports).
-pub fn describe_unknown(method: PaymentMethod, s: Signals<'_>) -> String {
-    let family = CodeFamily::of(method);
-    let unknown_net = s.network_code.filter(|n| match family {
-        CodeFamily::Iso8583 => iso_response(*n, s.brand).is_none(),
-        f => from_network_code(f, *n).is_none(),
-    });
-    let unknown_decline = s.decline_code.map(str::trim).filter(|t| !t.is_empty()).filter(|t| {
-        from_gateway_code(t, s.brand).is_none() && t.parse::<RawCode>().ok().and_then(|r| from_network_code(family, r)).is_none()
-    });
-    match (unknown_decline, unknown_net, s.advice_code.filter(|a| from_advice_code(*a).is_none())) {
-        (Some(d), _, _) => format!("decline_code={d}"),
-        (None, Some(n), _) => format!("network_code={n}"),
-        (None, None, Some(a)) => format!("advice_code={a}"),
-        (None, None, None) => "unknown".into(),
+impl Signals<'_> {
+    /// One column of these signals as `column=value` (for load reports).
+    pub fn describe(&self, column: Column) -> String {
+        match column {
+            Column::DeclineCode => format!("decline_code={}", self.decline_code.unwrap_or("").trim()),
+            Column::NetworkCode => format!("network_code={}", self.network_code.map(|c| c.to_string()).unwrap_or_default()),
+            Column::AdviceCode => format!("advice_code={}", self.advice_code.map(|c| c.to_string()).unwrap_or_default()),
+        }
     }
 }
 
@@ -617,7 +626,7 @@ pub fn normalize(method: PaymentMethod, s: Signals<'_>) -> Option<Normalized> {
     if decline_text.is_none() && s.network_code.is_none() && s.advice_code.is_none() {
         return None;
     }
-    let mut had_unknown = false;
+    let (mut unknown_decline, mut unknown_network, mut unknown_advice) = (false, false, false);
     let mut known: Vec<(DeclineCode, NormalizedFrom)> = Vec::with_capacity(3);
     if let Some(net) = s.network_code {
         let code = match CodeFamily::of(method) {
@@ -626,7 +635,7 @@ pub fn normalize(method: PaymentMethod, s: Signals<'_>) -> Option<Normalized> {
         };
         match code {
             Some(c) => known.push((c, NormalizedFrom::NetworkCode)),
-            None => had_unknown = true,
+            None => unknown_network = true,
         }
     }
     if let Some(text) = decline_text {
@@ -637,21 +646,24 @@ pub fn normalize(method: PaymentMethod, s: Signals<'_>) -> Option<Normalized> {
         };
         match code {
             Some(c) => known.push((c, NormalizedFrom::DeclineCode)),
-            None => had_unknown = true,
+            None => unknown_decline = true,
         }
     }
     if let Some(advice) = s.advice_code {
         match from_advice_code(advice) {
             Some(c) if advice_overrides(advice) || known.is_empty() => known.push((c, NormalizedFrom::AdviceCode)),
             Some(_) => {}
-            None => had_unknown = true,
+            None => unknown_advice = true,
         }
     }
+    let unknown = [(unknown_decline, Column::DeclineCode), (unknown_network, Column::NetworkCode), (unknown_advice, Column::AdviceCode)]
+        .into_iter()
+        .find_map(|(u, c)| u.then_some(c));
     // The first of the most severe: max_by_key keeps the last maximum, so scan reversed.
     let best = known.iter().rev().max_by_key(|(c, _)| severity(*c)).copied();
     Some(match best {
-        Some((code, source)) => Normalized { code, source, had_unknown },
-        None => Normalized { code: DeclineCode::Other, source: NormalizedFrom::Unknown, had_unknown: true },
+        Some((code, source)) => Normalized { code, source, unknown },
+        None => Normalized { code: DeclineCode::Other, source: NormalizedFrom::Unknown, unknown },
     })
 }
 
@@ -1001,7 +1013,7 @@ mod tests {
         ] {
             let n = norm(decline, net, adv, brand, card);
             assert_eq!(n.code, want, "{decline:?} {net:?} {adv:?} {brand:?}");
-            assert!(!n.had_unknown);
+            assert!(!n.had_unknown());
         }
     }
 
@@ -1011,12 +1023,12 @@ mod tests {
         let n = norm(Some("expired_card"), Some("51"), None, None, card);
         assert_eq!((n.code, n.source), (ExpiredCard, NormalizedFrom::DeclineCode));
         let n = norm(Some("card_on_fire"), None, None, None, card);
-        assert_eq!((n.code, n.source, n.had_unknown), (Other, NormalizedFrom::Unknown, true));
+        assert_eq!((n.code, n.source, n.had_unknown()), (Other, NormalizedFrom::Unknown, true));
         let n = norm(None, Some("Q9"), None, None, card);
         assert_eq!((n.code, n.source), (Other, NormalizedFrom::Unknown));
         // an unknown decline text next to a known network code: the network code decides, and the unknown is counted
         let n = norm(Some("card_on_fire"), Some("43"), None, None, card);
-        assert_eq!((n.code, n.source, n.had_unknown), (StolenCard, NormalizedFrom::NetworkCode, true));
+        assert_eq!((n.code, n.source, n.had_unknown()), (StolenCard, NormalizedFrom::NetworkCode, true));
         // the same text is a SEPA code only for SEPA payments
         let n = norm(None, Some("AM04"), None, None, card);
         assert_eq!(n.source, NormalizedFrom::Unknown);

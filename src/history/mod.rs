@@ -749,10 +749,9 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
             if matches!(n.source, NormalizedFrom::NetworkCode | NormalizedFrom::AdviceCode) {
                 notes.derived = true;
             }
-            if n.had_unknown {
+            if let Some(column) = n.unknown {
                 // Name the first code nothing knew (the row keeps what the others said).
-                let d = crate::declines::describe_unknown(method, signals);
-                notes.unknown_code = Some(d);
+                notes.unknown_code = Some(signals.describe(column));
             }
             Some(n.code)
         }
