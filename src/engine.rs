@@ -28,7 +28,8 @@ use strum::VariantArray;
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{CardId, Channel, Outcome, PaymentMethod, RawCode};
 use crate::features::{
-    group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels, SCHEMA,
+    evidence_with_retries, group_column, group_levels, payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState, TimeLevels,
+    SCHEMA,
 };
 use crate::limits::{self, ceil_hour};
 use crate::model::SuccessModel;
@@ -374,6 +375,48 @@ pub struct Reason {
     pub detail: String,
 }
 
+/// The logit shift for what this payment's failed retries say beyond their number
+/// ([`crate::failed_retries`]): each earlier retry is scored as the model saw it then
+/// (its state before it, its time and channel), and their P's sum is compared with the
+/// log's mean for this decline class and retry number. Explained in `reasons` when it moves P.
+fn failed_retries_shift(
+    model: &SuccessModel,
+    facts: &PaymentFacts,
+    earlier: &[EarlierAttempt],
+    evidence: &[Evidence],
+    reasons: &mut Vec<Reason>,
+    scratch: &mut Vec<u16>,
+) -> f64 {
+    if model.failed_retries.is_empty() || earlier.len() < 2 {
+        return 0.0;
+    }
+    let mut expected = 0.0;
+    for j in 1..earlier.len() {
+        let a = &earlier[j];
+        let then_evidence = if j > 1 { evidence_with_retries(evidence, facts.timezone, &earlier[..j]) } else { evidence.to_vec() };
+        let Some(then) = PaymentState::new(facts.clone(), &earlier[..j], a.payment_method_updated, &then_evidence) else {
+            continue;
+        };
+        scratch.clear();
+        scratch.extend_from_slice(then.fixed());
+        then.candidate_columns(&Candidate { at: a.at, channel: a.channel.unwrap_or(Channel::None) }, scratch);
+        expected += model.predict(scratch);
+    }
+    let last = earlier[earlier.len() - 1].decline.class();
+    let retries = earlier.len() as u32 - 1;
+    let shift = model.failed_retries.shift(last, retries, expected);
+    if shift.abs() >= 0.05 {
+        reasons.push(reason(
+            "failed_retries",
+            format!(
+                "the {retries} failed retries were rated {expected:.2} expected successes in all; failures where success was {} likely than the log's usual move the logit by {shift:+.2}",
+                if shift < 0.0 { "more" } else { "less" }
+            ),
+        ));
+    }
+    shift
+}
+
 fn reason(code: impl Into<String>, detail: impl Into<String>) -> Reason {
     Reason { code: code.into(), detail: detail.into() }
 }
@@ -530,7 +573,12 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             payment_method_updated: a.payment_method_updated,
         })
         .collect();
-    let Some(state) = PaymentState::new(req.facts.clone(), &earlier, req.payment_method_updated, &evidence) else {
+    let Some(state) = PaymentState::new(
+        req.facts.clone(),
+        &earlier,
+        req.payment_method_updated,
+        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
+    ) else {
         return Err(invalid("attempts", "must hold at least the failed original charge"));
     };
     // Messages already sent in this dunning (before retries, and asks): each one makes
@@ -644,8 +692,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let start = ceil_hour(start);
     let end = [Some(start + Duration::hours(cfg.horizon_hours)), Some(window_end), c.latest].into_iter().flatten().min().expect("some");
     let tz = req.facts.timezone;
-    let fixed_logit = model.fixed_logit(&state);
     let mut scratch = Vec::with_capacity(64);
+    let fixed_logit = model.fixed_logit(&state) + failed_retries_shift(model, &req.facts, &earlier, &evidence, &mut reasons, &mut scratch);
     // Allowed channels with their logit terms, message cost and attrition (the same at
     // every hour). A positive lift over no message is discounted by its uncertainty.
     let none_logit = model.channel_logit(&state, Channel::None, &mut scratch);
@@ -1088,7 +1136,7 @@ fn plan_ask(
     }
     // The retry once the method is updated, scored as the log shows it: updated, after the
     // ask's channel, whose lift is valued as the grid values it.
-    let updated = PaymentState::new(req.facts.clone(), earlier, true, evidence)?;
+    let updated = PaymentState::new(req.facts.clone(), earlier, true, &evidence_with_retries(evidence, req.facts.timezone, earlier))?;
     let mut scratch = Vec::with_capacity(64);
     let none_logit = model.channel_logit(&updated, Channel::None, &mut scratch);
     let mut p_after = |ch: Channel| {
@@ -1243,6 +1291,7 @@ mod tests {
             weight_variances: Vec::new(),
             trees: Default::default(),
             support: Default::default(),
+            failed_retries: Default::default(),
         }
     }
 
@@ -1277,6 +1326,53 @@ mod tests {
             card_attempts: Vec::new(),
             now: t0 + Duration::minutes(5),
             constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
+        }
+    }
+
+    /// After a failed retry, a model with a failed-retries correction shifts every candidate's
+    /// logit by γ·(E − mean), E being the failed retry's P as the model scored it then, and says so.
+    #[test]
+    fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
+        let mut req = request();
+        let failed_at = req.attempts[0].at + Duration::days(3);
+        req.attempts.push(RequestAttempt { at: failed_at, channel: Some(Channel::None), ..req.attempts[0].clone() });
+        req.now = failed_at + Duration::minutes(5);
+        // One slot: the comparison is of the same candidate.
+        let slot = ceil_hour(failed_at + Duration::days(2));
+        req.constraints = Constraints { earliest: Some(slot), latest: Some(slot), channels: vec![Channel::None], ..Default::default() };
+        let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+        let plain = model();
+        let before = decide(&plain, &cfg, &req, (0.5, 0.5)).expect("decides");
+        assert!(!before.reasons.iter().any(|r| r.code == "failed_retries"));
+        let p_before = before.chosen.as_ref().map(|c| c.p_success).expect("a retry");
+        // E: the failed retry scored from the state before it, at its time, without a message.
+        let first = PaymentState::new(req.facts.clone(), &[earlier_of_request(&req.attempts[0])], false, &[]).expect("state");
+        let expected = plain.predict(&first.encode(&Candidate { at: failed_at, channel: Channel::None }));
+        let n = crate::declines::DeclineClass::VARIANTS.len();
+        let mut corrected = plain.clone();
+        corrected.failed_retries = crate::failed_retries::FailedRetries {
+            gamma: vec![-2.0; n],
+            mean: vec![vec![0.0; crate::failed_retries::RETRY_CELLS]; n],
+            rows: vec![1_000; n],
+        };
+        let after = decide(&corrected, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let chosen = after.chosen.as_ref().expect("a retry");
+        assert_eq!(chosen.retry_at, slot);
+        let why = after.reasons.iter().find(|r| r.code == "failed_retries").expect("explained");
+        assert!(why.detail.contains(&format!("{expected:.2}")), "{why:?}");
+        // Exactly the shift on the raw logit.
+        let logit = |p: f64| (p / (1.0 - p)).ln();
+        let moved = (logit(chosen.p_success) - logit(p_before)) / plain.platt_a;
+        assert!((moved - (-2.0 * expected)).abs() < 1e-9, "{moved} vs {}", -2.0 * expected);
+    }
+
+    fn earlier_of_request(a: &RequestAttempt) -> EarlierAttempt {
+        EarlierAttempt {
+            at: a.at,
+            decline: a.decline,
+            advice_code: a.advice_code,
+            channel: a.channel,
+            payment_method_updated: a.payment_method_updated,
         }
     }
 
@@ -1441,6 +1537,7 @@ mod tests {
             weight_variances: Vec::new(),
             trees: Default::default(),
             support: Default::default(),
+            failed_retries: Default::default(),
         }
     }
 

@@ -463,6 +463,23 @@ pub fn payment_evidence(tz: Tz, attempts: &[(DateTime<Utc>, Option<DeclineCode>)
     out
 }
 
+/// The pay-day evidence of the payer's earlier payments plus this payment's own failed
+/// retries (`earlier[1..]`: funds declines are days the money was short). The original
+/// charge is left out, so a first retry sees only the earlier payments, and a retry after
+/// one that failed at the inferred pay day sees that pay day refuted. The same in training
+/// ([`crate::train::build`]) and in scoring.
+pub fn evidence_with_retries(evidence: &[Evidence], tz: Tz, earlier: &[EarlierAttempt]) -> Vec<Evidence> {
+    let mut out = evidence.to_vec();
+    out.extend(
+        earlier
+            .iter()
+            .skip(1)
+            .filter(|a| a.decline.class() == DeclineClass::SoftFunds)
+            .map(|a| Evidence::FundsDecline(a.at.with_timezone(&tz).date_naive())),
+    );
+    out
+}
+
 fn advice_level(a: Option<RawCode>) -> usize {
     match a.map(|a| crate::rules::advice_wait(a).map(|w| w.num_hours())) {
         None => 0,

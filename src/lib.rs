@@ -16,6 +16,7 @@
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
+//! - [`failed_retries`]: what a payment's own failed retries say beyond their number (a per-payment random effect).
 //! - [`attrition`]: how many payers a message loses, from the log's randomized channels.
 //! - [`asks`]: how likely a payer asked for a new payment method provides one, per channel.
 //! - [`engine`]: the decision: candidate grid, rules and constraints, scoring, value, exploration.
@@ -43,6 +44,7 @@ pub mod declines;
 pub mod domain;
 pub mod engine;
 pub mod export;
+pub mod failed_retries;
 pub mod features;
 pub mod history;
 pub mod hyperswitch;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::asks::AskResponse;
 use crate::attrition::Attrition;
 use crate::domain::Channel;
+use crate::failed_retries::FailedRetries;
 use crate::features::{group_levels, PaymentState, Schema, TimeLevels, DAY_GROUPS, N_FIXED, SCHEMA};
 use crate::support::Support;
 use crate::trees::{Bound, Forest};
@@ -55,6 +56,10 @@ pub struct SuccessModel {
     /// only there. Empty for models trained before it existed (decide everywhere).
     #[serde(default, skip_serializing_if = "Support::is_empty")]
     pub support: Support,
+    /// What a payment's own failed retries say beyond their number
+    /// ([`crate::failed_retries`]); empty for models trained before it existed (no shift).
+    #[serde(default, skip_serializing_if = "FailedRetries::is_empty")]
+    pub failed_retries: FailedRetries,
 }
 
 /// Groups the trees may split on: every group but the channel.
@@ -154,6 +159,14 @@ impl SuccessModel {
         for c in self.asks.channels.iter().chain(&self.asks.other) {
             if !(rate(c.rate) && c.se.is_finite() && c.se >= 0.0) {
                 return bad(format!("asks.{}.rate/se", c.channel), if rate(c.rate) { c.se } else { c.rate }, "rate in [0, 1], se ≥ 0");
+            }
+        }
+        if let Some((i, &g)) = self.failed_retries.gamma.iter().enumerate().find(|(_, g)| !(g.is_finite() && (-8.0..=0.0).contains(*g))) {
+            return bad(format!("failed_retries.gamma[{i}]"), g, "[-8, 0]");
+        }
+        for (c, m) in self.failed_retries.mean.iter().enumerate() {
+            if let Some((k, &v)) = m.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0 && **v <= MAX_ABS_PARAMETER)) {
+                return bad(format!("failed_retries.mean[{c}][{k}]"), v, "[0, 50]");
             }
         }
         if !rate(self.asks.spontaneous_per_day) {

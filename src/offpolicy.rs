@@ -125,6 +125,8 @@ struct LoggedEpisode<'h> {
     attempts: &'h [Attempt],
     past: Vec<PastPayment>,
     state_payday: crate::payday::PayDayEstimate,
+    /// The pay-day evidence of the earlier payments (re-read with the payment's own retries after one).
+    evidence: Vec<crate::payday::Evidence>,
 }
 
 /// One episode's contributions to every estimator.
@@ -210,7 +212,7 @@ fn episodes<'h>(h: &'h History, payers: &Payers, opts: &Options, coverage: &mut 
         let past = payers.earlier(&Open { attempts: &p[..1] });
         let tz = p[0].timezone;
         let evidence: Vec<_> = past.iter().flat_map(|q| payment_evidence(tz, q)).map(|(_, e)| e).collect();
-        out.push(LoggedEpisode { attempts: p, past, state_payday: crate::payday::infer(p[0].country, &evidence) });
+        out.push(LoggedEpisode { attempts: p, past, state_payday: crate::payday::infer(p[0].country, &evidence), evidence });
     }
     coverage.episodes = out.len();
     out
@@ -246,7 +248,13 @@ fn projected(s: &dyn LoggedStrategy, v: &mut LoggedView, window_end: DateTime<Ut
 /// The payment's state before retry `k` (what q̂ scores a retry from).
 fn state_before(e: &LoggedEpisode, k: usize, updated: bool) -> Option<PaymentState> {
     let earlier: Vec<EarlierAttempt> = e.attempts[..k].iter().map(earlier_of).collect();
-    PaymentState::with_payday(facts_of(&e.attempts[k - 1]), &earlier, updated, e.state_payday)
+    let payday = if k > 1 {
+        let tz = e.attempts[0].timezone;
+        crate::payday::infer(e.attempts[0].country, &crate::features::evidence_with_retries(&e.evidence, tz, &earlier))
+    } else {
+        e.state_payday
+    };
+    PaymentState::with_payday(facts_of(&e.attempts[k - 1]), &earlier, updated, payday)
 }
 
 fn contribution(

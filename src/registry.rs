@@ -352,6 +352,29 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
         let _ = writeln!(s, "below none, and ask response rates less as many standard errors: the best of several noisy lifts is the");
         let _ = writeln!(s, "one overestimated most, and a channel this history rarely or never randomized is not trusted.");
     }
+    let _ = writeln!(s, "\n## What a payment's failed retries say (fit split)\n");
+    let fr = &model.failed_retries;
+    if fr.is_empty() {
+        let _ = writeln!(s, "Not estimated (a model trained before it existed): no shift.");
+    } else {
+        let _ = writeln!(s, "A retry after failed retries gets `z += γ[class] · (E − mean[class][retries])`, E = the P the model gave");
+        let _ = writeln!(s, "the earlier failed retries, mean = the log's average E for that class and retry number: a failure where");
+        let _ = writeln!(s, "the model expected success lowers the next retry more than the log's usual failure (a per-payment random");
+        let _ = writeln!(s, "effect to first order). γ is fitted per class with the model's logit as offset, clamped to [−8, 0]; a class");
+        let _ = writeln!(
+            s,
+            "with fewer than {} later retries in the fit split falls back to γ = 0 (no shift). After a failed retry, the",
+            crate::failed_retries::MIN_ROWS
+        );
+        let _ = writeln!(s, "payment's own funds declines are pay-day evidence too (training and scoring alike).\n");
+        let _ = writeln!(s, "| class | later retries | γ | mean E after 1 / 2 / 3 retries |\n|---|---|---|---|");
+        for (c, class) in <crate::declines::DeclineClass as strum::VariantArray>::VARIANTS.iter().enumerate() {
+            let (g, n) = (fr.gamma.get(c).copied().unwrap_or(0.0), fr.rows.get(c).copied().unwrap_or(0));
+            let m = fr.mean.get(c).map(|m| m.iter().take(3).map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" / ")).unwrap_or_default();
+            let note = if n < crate::failed_retries::MIN_ROWS as u64 { " (fallback: too few)" } else { "" };
+            let _ = writeln!(s, "| {} | {n}{note} | {g:.3} | {m} |", <&str>::from(*class));
+        }
+    }
     let _ = writeln!(s, "\n## Message attrition (whole history)\n");
     if attrition.is_empty() {
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");

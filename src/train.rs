@@ -16,7 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
 use crate::features::{
-    channel_slots, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts, PaymentState, ACTIVE, SCHEMA,
+    channel_slots, evidence_with_retries, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts,
+    PaymentState, ACTIVE, SCHEMA,
 };
 use crate::history::History;
 use crate::model::{logit_loss, sigmoid, SuccessModel, TREE_GROUPS};
@@ -36,6 +37,8 @@ pub struct TrainingSet {
     pub declines: Vec<DeclineCode>,
     /// Index in [`History::attempts`] of the retry.
     pub rows: Vec<u32>,
+    /// The payment of the retry (its [`crate::domain::PaymentIx`]).
+    pub payments: Vec<u32>,
 }
 
 impl TrainingSet {
@@ -138,6 +141,12 @@ pub fn build(h: &History) -> TrainingSet {
                 for k in 1..p.len() {
                     let a = &p[k];
                     let updated = a.payment_method_updated.unwrap_or(false);
+                    // After a failed retry its own funds declines are pay-day evidence too.
+                    let payday = if k > 1 {
+                        crate::payday::infer(p[0].country, &evidence_with_retries(&evidence, tz, &earlier[..k]))
+                    } else {
+                        payday
+                    };
                     let Some(state) = PaymentState::with_payday(facts_of(&p[k - 1]), &earlier[..k], updated, payday) else {
                         continue;
                     };
@@ -150,6 +159,7 @@ pub fn build(h: &History) -> TrainingSet {
                     out.times.push(a.attempted_at);
                     out.declines.push(earlier[k - 1].decline);
                     out.rows.push(row_of(a));
+                    out.payments.push(a.payment.0);
                 }
             }
             out
@@ -163,6 +173,7 @@ pub fn build(h: &History) -> TrainingSet {
         all.times.extend(p.times);
         all.declines.extend(p.declines);
         all.rows.extend(p.rows);
+        all.payments.extend(p.payments);
     }
     let mut order: Vec<usize> = (0..all.len()).collect();
     order.par_sort_unstable_by_key(|&i| (all.times[i], all.rows[i]));
@@ -182,6 +193,7 @@ impl TrainingSet {
             times: ix.iter().map(|&i| self.times[i]).collect(),
             declines: ix.iter().map(|&i| self.declines[i]).collect(),
             rows: ix.iter().map(|&i| self.rows[i]).collect(),
+            payments: ix.iter().map(|&i| self.payments.get(i).copied().unwrap_or(u32::MAX)).collect(),
         }
     }
 
@@ -947,6 +959,26 @@ fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: 
     Ok(Fitted { trees: boosted.forest, fit_offset: Some(boosted.fit_logit), cal_offset: Some(boosted.cal_logit), ..channel })
 }
 
+/// Per example, in order: its class, the retries of its payment before it, the expected
+/// successes (the model's calibrated P, before any correction) of those that failed, and
+/// its raw logit. A set without payments (synthetic) has no earlier retries.
+pub fn failed_retry_examples(set: &TrainingSet, model: &SuccessModel) -> Vec<crate::failed_retries::Example> {
+    let logits: Vec<f64> = (0..set.len()).into_par_iter().map(|i| model.logit(set.row(i))).collect();
+    let mut before: HashMap<u32, (u32, f64)> = HashMap::new();
+    (0..set.len())
+        .map(|i| {
+            let payment = set.payments.get(i).copied().unwrap_or(u32::MAX);
+            let (retries, expected) = if payment == u32::MAX { (0, 0.0) } else { before.get(&payment).copied().unwrap_or((0, 0.0)) };
+            let succeeded = set.labels[i];
+            if payment != u32::MAX {
+                let p = if succeeded { 0.0 } else { model.calibrate(logits[i]) };
+                before.insert(payment, (retries + 1, expected + p));
+            }
+            crate::failed_retries::Example { class: set.declines[i].class(), retries, expected, logit: logits[i], succeeded }
+        })
+        .collect()
+}
+
 /// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
 pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
     let n = set.len();
@@ -977,9 +1009,25 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         weight_variances,
         trees: f.trees,
         support: Default::default(),
+        failed_retries: Default::default(),
     };
+    let mut model = model;
+    // What each payment's own failed retries say beyond their number (crate::failed_retries).
+    let examples = failed_retry_examples(set, &model);
+    model.failed_retries = crate::failed_retries::fit(&examples[..fit_end], (platt_a, platt_b));
+    let shifted = |e: &crate::failed_retries::Example| e.logit + model.failed_retries.shift(e.class, e.retries, e.expected);
+    let cal_ll = |f: &dyn Fn(&crate::failed_retries::Example) -> f64| {
+        examples[fit_end..test_start].iter().map(|e| crate::model::logit_loss(platt_a * f(e) + platt_b, e.succeeded)).sum::<f64>()
+            / (test_start - fit_end).max(1) as f64
+    };
+    progress(&format!(
+        "failed retries: γ per class {:?}; calibration-split log loss {:.5} → {:.5}",
+        model.failed_retries.gamma.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        cal_ll(&|e| e.logit),
+        cal_ll(&shifted)
+    ));
     let fit_seconds = started.elapsed().as_secs_f64();
-    let z_test: Vec<f64> = (0..test.len()).into_par_iter().map(|i| model.logit(test.row(i))).collect();
+    let z_test: Vec<f64> = examples[test_start..].iter().map(shifted).collect();
     let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
     // Baselines learn from everything before the test period, like the model.

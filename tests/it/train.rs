@@ -71,6 +71,8 @@ fn from_request(h: &History, retry: &Attempt) -> Vec<u16> {
             payment_method_updated: a.payment_method_updated == Some(true),
         })
         .collect();
+    // As the engine does: after a failed retry, its funds declines are pay-day evidence too.
+    let evidence = recoup::features::evidence_with_retries(&evidence, retry.timezone, &earlier);
     let state = PaymentState::new(facts, &earlier, retry.payment_method_updated == Some(true), &evidence).expect("state");
     state.encode(&Candidate { at: retry.attempted_at, channel: retry.channel.unwrap_or(Channel::None) })
 }
