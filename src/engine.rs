@@ -776,7 +776,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         if let Some(s) = support {
             let spacing = (t - last.at.timestamp()) as f64 / 3600.0;
             let since = (t - first.at.timestamp()) as f64 / 3600.0;
-            if let Err(out) = s.timing(spacing, since).and_then(|_| s.local_hour(here.local_hour)) {
+            if let Err(out) = s.timing(req.attempts.len() as u32, spacing, since).and_then(|_| s.local_hour(here.local_hour)) {
                 count_removed(
                     ("outside_support", out.code()),
                     &|| format!("the training log has too few retries like it ({})", s.describe()),

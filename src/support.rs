@@ -33,6 +33,12 @@ pub struct ClassSupport {
     pub retries: usize,
     /// 1st percentile of the hours between a retry and the attempt before it.
     pub min_spacing_hours: f64,
+    /// The same over the retries after a failed retry (retry number 2 on), when the log has at
+    /// least [`MIN_CELL`] of them: a log whose first retries come within a day but whose later
+    /// ones are days apart says nothing about a second retry within a day. `None` (and models
+    /// trained before it existed): `min_spacing_hours` for every retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_spacing_hours_later: Option<f64>,
     /// 99th percentile of the hours between the failure and a retry.
     pub max_hours_since_failure: f64,
     /// Retries per retry number (1 = the first retry), up to 32.
@@ -81,9 +87,11 @@ impl ClassSupport {
         }
     }
 
-    /// Whether a retry `spacing_h` hours after the last attempt and `since_h` after the failure is supported.
-    pub fn timing(&self, spacing_h: f64, since_h: f64) -> Result<(), Outside> {
-        if spacing_h < self.min_spacing_hours {
+    /// Whether retry number `k` (1 = first retry) `spacing_h` hours after the last attempt and
+    /// `since_h` after the failure is supported.
+    pub fn timing(&self, k: u32, spacing_h: f64, since_h: f64) -> Result<(), Outside> {
+        let min_spacing = if k >= 2 { self.min_spacing_hours_later.unwrap_or(self.min_spacing_hours) } else { self.min_spacing_hours };
+        if spacing_h < min_spacing {
             Err(Outside::Spacing)
         } else if since_h > self.max_hours_since_failure {
             Err(Outside::SinceFailure)
@@ -116,9 +124,10 @@ impl ClassSupport {
         let channels: Vec<&str> = Channel::VARIANTS.iter().filter(|c| self.channel(**c).is_ok()).map(|c| (*c).into()).collect();
         let max_k = (1..=32).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
         format!(
-            "{} retries: spacing ≥ {:.0} h, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
+            "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
             self.retries,
             self.min_spacing_hours,
+            self.min_spacing_hours_later.map_or(String::new(), |h| format!(" (≥ {h:.0} h after a failed retry)")),
             self.max_hours_since_failure / 24.0,
             if hours.len() == 24 { "all".to_string() } else { hours.join(",") },
             channels.join(", ")
@@ -181,6 +190,10 @@ pub fn estimate(retries: &[Observed]) -> Support {
             class,
             retries: rs.len(),
             min_spacing_hours: quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01),
+            min_spacing_hours_later: {
+                let later: Vec<f64> = rs.iter().filter(|r| r.retry_number >= 2).map(|r| r.spacing_hours).collect();
+                (later.len() >= MIN_CELL as usize).then(|| quantile(later, 0.01))
+            },
             max_hours_since_failure: quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99),
             by_retry_number,
             by_local_hour,
@@ -214,14 +227,33 @@ mod tests {
         }
         let s = estimate(&log);
         let c = s.for_class(DeclineClass::SoftFunds).expect("enough retries");
-        assert_eq!(c.timing(1.0, 30.0), Err(Outside::Spacing));
-        assert!(c.timing(30.0, 30.0).is_ok());
-        assert_eq!(c.timing(30.0, 24.0 * 20.0), Err(Outside::SinceFailure));
+        assert_eq!(c.timing(1, 1.0, 30.0), Err(Outside::Spacing));
+        assert!(c.timing(1, 30.0, 30.0).is_ok());
+        assert_eq!(c.timing(1, 30.0, 24.0 * 20.0), Err(Outside::SinceFailure));
         assert!(c.retry_number(3).is_ok() && c.retry_number(4).is_err());
         assert!(c.local_hour(9).is_ok() && c.local_hour(3).is_err());
         assert!(c.channel(Channel::Email).is_ok() && c.channel(Channel::Sms).is_err());
         // A class the log hardly saw uses the pooled support.
         assert_eq!(s.for_class(DeclineClass::Technical).map(|c| c.class), Some(None));
         assert!(Support::default().for_class(DeclineClass::SoftFunds).is_none(), "no support recorded: decide everywhere");
+    }
+
+    #[test]
+    fn later_retries_need_the_spacing_the_log_gave_later_retries() {
+        // First retries 12–35 h after the failure; later ones 48–71 h after the retry before.
+        let mut log = Vec::new();
+        for i in 0..600u32 {
+            let k = 1 + i % 3;
+            let spacing = if k == 1 { 12.0 + (i % 24) as f64 } else { 48.0 + (i % 24) as f64 };
+            log.push(retry(DeclineClass::SoftIssuer, spacing, 24.0 * k as f64, k, 9, Channel::None));
+        }
+        let c = estimate(&log).for_class(DeclineClass::SoftIssuer).cloned().expect("enough retries");
+        assert!(c.timing(1, 13.0, 13.0).is_ok(), "a first retry within a day is supported");
+        assert_eq!(c.timing(2, 13.0, 40.0), Err(Outside::Spacing), "a second one within a day is not");
+        assert!(c.timing(2, 50.0, 60.0).is_ok());
+        assert!(c.describe().contains("after a failed retry"), "{}", c.describe());
+        // A model from before the field: the one spacing for every retry.
+        let old = ClassSupport { min_spacing_hours_later: None, ..c };
+        assert!(old.timing(2, 13.0, 40.0).is_ok());
     }
 }
