@@ -177,6 +177,13 @@ enum Part {
     ChannelOnly,
 }
 
+/// Level edges of `hours_since_last` (hours) and `days_since_first` (days): the
+/// resolution at which the model sees timing (the support is read at it too).
+pub const HOURS_SINCE_LAST_EDGES: [f64; 7] = [2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0];
+pub const DAYS_SINCE_FIRST_EDGES: [f64; 6] = [1.0, 2.0, 4.0, 7.0, 14.0, 21.0];
+/// Levels of `retries_before` (0–4 each, then 5+ together).
+pub const RETRIES_BEFORE_LEVELS: usize = 5;
+
 /// Pay days are computed this far around the first failure: covers any dunning window.
 const PAY_DAYS_BEFORE: u64 = 70;
 const PAY_DAYS_AFTER: u64 = 130;
@@ -253,7 +260,7 @@ impl PaymentState {
         [
             self.last_decline as usize,
             self.last_decline.class() as usize,
-            (self.retries as usize).min(5),
+            (self.retries as usize).min(RETRIES_BEFORE_LEVELS),
             amount_level(f.amount_minor, f.currency),
             country_level(f.country),
             f.method as usize,
@@ -348,8 +355,8 @@ impl PaymentState {
         let hours_since_last = minutes_since_last as f64 / 60.0;
         let days_since_first = minutes_since_first as f64 / 1440.0;
         let levels = [
-            bucket(hours_since_last, &[2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0]),
-            bucket(days_since_first, &[1.0, 2.0, 4.0, 7.0, 14.0, 21.0]),
+            bucket(hours_since_last, &HOURS_SINCE_LAST_EDGES),
+            bucket(days_since_first, &DAYS_SINCE_FIRST_EDGES),
             bucket(hour as f64, &[4.0, 7.0, 10.0, 14.0, 18.0, 22.0]),
             weekday as usize,
             bucket(day.since as f64, &[1.0, 2.0, 3.0, 4.0, 7.0, 14.0]),

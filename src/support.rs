@@ -7,10 +7,14 @@
 //! only where the data support it).
 //!
 //! What counts as "inside" is deliberately blunt and documented: spacing at
-//! least the log's 1st percentile, time since the failure at most its 99th,
-//! a retry number the log reached at least [`MIN_CELL`] times, a local hour and
-//! a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's). A
-//! class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
+//! least the log's 1st percentile (for a retry after a failed retry, the 1st
+//! percentile of such retries), time since the failure at most its 99th, both
+//! read at the model's own resolution (the edges of the `hours_since_last` and
+//! `days_since_first` levels the percentiles fall in: the model gives every
+//! value of a level the same terms); a retry number whose `retries_before`
+//! level (0–4, 5+) the log reached at least [`MIN_CELL`] times; a local hour
+//! and a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's).
+//! A class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
 //! classes; a model without support (trained before it existed) decides
 //! everywhere, as it did.
 
@@ -19,6 +23,7 @@ use strum::VariantArray;
 
 use crate::declines::DeclineClass;
 use crate::domain::Channel;
+use crate::features::{DAYS_SINCE_FIRST_EDGES, HOURS_SINCE_LAST_EDGES, RETRIES_BEFORE_LEVELS};
 
 /// Fewest retries in a cell (a local hour, a channel, a retry number) for it to count as supported.
 pub const MIN_CELL: u32 = 20;
@@ -77,9 +82,16 @@ impl ClassSupport {
         n >= MIN_CELL.max((self.retries as f64 * 0.005) as u32)
     }
 
-    /// Whether retry number `k` (1 = first retry) is supported.
+    /// Whether retry number `k` (1 = first retry) is supported, at the model's resolution: it
+    /// sees the retries before as 0–4 and 5+, so retry 7 is as supported as retry 6 (the
+    /// failed-retries correction keeps lowering it as failures add up).
     pub fn retry_number(&self, k: u32) -> Result<(), Outside> {
-        let n = self.by_retry_number.get(k.saturating_sub(1) as usize).copied().unwrap_or(0);
+        let k = k.max(1) as usize;
+        let n = if k > RETRIES_BEFORE_LEVELS {
+            self.by_retry_number.iter().skip(RETRIES_BEFORE_LEVELS).sum()
+        } else {
+            self.by_retry_number.get(k - 1).copied().unwrap_or(0)
+        };
         if self.enough(n) {
             Ok(())
         } else {
@@ -167,6 +179,21 @@ pub struct Observed {
     pub channel: Channel,
 }
 
+/// The percentile read at the model's own resolution: the lower edge of the `hours_since_last`
+/// level it falls in. The model gives every spacing of a level the same terms, so a log with
+/// retries 18 h apart supports 12 h as much as 18 h, and one whose retries are a day or more
+/// apart supports nothing under a day.
+fn spacing_floor(h: f64) -> f64 {
+    HOURS_SINCE_LAST_EDGES.iter().rev().copied().find(|e| *e <= h).unwrap_or(0.0)
+}
+
+/// The upper edge of the `days_since_first` level the percentile (hours) falls in: a log whose
+/// retries stop 14.2 days after the failure supports the 14–21-day level up to 21 days. The last,
+/// open level keeps the percentile itself.
+fn since_ceiling(h: f64) -> f64 {
+    DAYS_SINCE_FIRST_EDGES.iter().copied().find(|e| e * 24.0 > h).map_or(h, |e| e * 24.0)
+}
+
 /// The support of these retries.
 pub fn estimate(retries: &[Observed]) -> Support {
     let one = |class: Option<DeclineClass>| {
@@ -189,12 +216,12 @@ pub fn estimate(retries: &[Observed]) -> Support {
         Some(ClassSupport {
             class,
             retries: rs.len(),
-            min_spacing_hours: quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01),
+            min_spacing_hours: spacing_floor(quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01)),
             min_spacing_hours_later: {
                 let later: Vec<f64> = rs.iter().filter(|r| r.retry_number >= 2).map(|r| r.spacing_hours).collect();
-                (later.len() >= MIN_CELL as usize).then(|| quantile(later, 0.01))
+                (later.len() >= MIN_CELL as usize).then(|| spacing_floor(quantile(later, 0.01)))
             },
-            max_hours_since_failure: quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99),
+            max_hours_since_failure: since_ceiling(quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99)),
             by_retry_number,
             by_local_hour,
             by_channel,
@@ -231,6 +258,11 @@ mod tests {
         assert!(c.timing(1, 30.0, 30.0).is_ok());
         assert_eq!(c.timing(1, 30.0, 24.0 * 20.0), Err(Outside::SinceFailure));
         assert!(c.retry_number(3).is_ok() && c.retry_number(4).is_err());
+        // Retry numbers past the model's last level count together.
+        let mut deep = c.clone();
+        deep.by_retry_number = vec![0; 32];
+        deep.by_retry_number[5] = 500;
+        assert!(deep.retry_number(6).is_ok() && deep.retry_number(9).is_ok() && deep.retry_number(5).is_err());
         assert!(c.local_hour(9).is_ok() && c.local_hour(3).is_err());
         assert!(c.channel(Channel::Email).is_ok() && c.channel(Channel::Sms).is_err());
         // A class the log hardly saw uses the pooled support.
