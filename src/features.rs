@@ -178,7 +178,8 @@ enum Part {
 }
 
 /// Level edges of `hours_since_last` (hours) and `days_since_first` (days): the
-/// resolution at which the model sees timing (the support is read at it too).
+/// resolution at which the model sees timing ([`crate::support`] reads the time
+/// since the failure at it).
 pub const HOURS_SINCE_LAST_EDGES: [f64; 7] = [2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0];
 pub const DAYS_SINCE_FIRST_EDGES: [f64; 6] = [1.0, 2.0, 4.0, 7.0, 14.0, 21.0];
 /// Levels of `retries_before` (0–4 each, then 5+ together).

@@ -8,11 +8,12 @@
 //!
 //! What counts as "inside" is deliberately blunt and documented: spacing at
 //! least the log's 1st percentile (for a retry after a failed retry, the 1st
-//! percentile of such retries), time since the failure at most its 99th, both
-//! read at the model's own resolution (the edges of the `hours_since_last` and
-//! `days_since_first` levels the percentiles fall in: the model gives every
-//! value of a level the same terms); a retry number whose `retries_before`
-//! level (0–4, 5+) the log reached at least [`MIN_CELL`] times; a local hour
+//! percentile of such retries: spacing is where a foreign log's dynamics differ
+//! most, so it is read as logged); time since the failure at most its 99th,
+//! read at the model's own resolution (up to the edge of the `days_since_first`
+//! level it falls in: the model gives every day of a level the same terms); a
+//! retry number whose `retries_before` level (0–4, 5+) the log reached at
+//! least [`MIN_CELL`] times; a local hour
 //! and a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's).
 //! A class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
 //! classes; a model without support (trained before it existed) decides
@@ -23,7 +24,7 @@ use strum::VariantArray;
 
 use crate::declines::DeclineClass;
 use crate::domain::Channel;
-use crate::features::{DAYS_SINCE_FIRST_EDGES, HOURS_SINCE_LAST_EDGES, RETRIES_BEFORE_LEVELS};
+use crate::features::{DAYS_SINCE_FIRST_EDGES, RETRIES_BEFORE_LEVELS};
 
 /// Fewest retries in a cell (a local hour, a channel, a retry number) for it to count as supported.
 pub const MIN_CELL: u32 = 20;
@@ -134,7 +135,9 @@ impl ClassSupport {
     pub fn describe(&self) -> String {
         let hours: Vec<String> = (0..24).filter(|&h| self.local_hour(h).is_ok()).map(|h| h.to_string()).collect();
         let channels: Vec<&str> = Channel::VARIANTS.iter().filter(|c| self.channel(**c).is_ok()).map(|c| (*c).into()).collect();
-        let max_k = (1..=32).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
+        let last = RETRIES_BEFORE_LEVELS as u32 + 1;
+        let max_k = (1..=last).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
+        let max_k = if max_k == last { format!("{max_k} and on") } else { max_k.to_string() };
         format!(
             "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
             self.retries,
@@ -179,14 +182,6 @@ pub struct Observed {
     pub channel: Channel,
 }
 
-/// The percentile read at the model's own resolution: the lower edge of the `hours_since_last`
-/// level it falls in. The model gives every spacing of a level the same terms, so a log with
-/// retries 18 h apart supports 12 h as much as 18 h, and one whose retries are a day or more
-/// apart supports nothing under a day.
-fn spacing_floor(h: f64) -> f64 {
-    HOURS_SINCE_LAST_EDGES.iter().rev().copied().find(|e| *e <= h).unwrap_or(0.0)
-}
-
 /// The upper edge of the `days_since_first` level the percentile (hours) falls in: a log whose
 /// retries stop 14.2 days after the failure supports the 14–21-day level up to 21 days. The last,
 /// open level keeps the percentile itself.
@@ -216,10 +211,10 @@ pub fn estimate(retries: &[Observed]) -> Support {
         Some(ClassSupport {
             class,
             retries: rs.len(),
-            min_spacing_hours: spacing_floor(quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01)),
+            min_spacing_hours: quantile(rs.iter().map(|r| r.spacing_hours).collect(), 0.01),
             min_spacing_hours_later: {
                 let later: Vec<f64> = rs.iter().filter(|r| r.retry_number >= 2).map(|r| r.spacing_hours).collect();
-                (later.len() >= MIN_CELL as usize).then(|| spacing_floor(quantile(later, 0.01)))
+                (later.len() >= MIN_CELL as usize).then(|| quantile(later, 0.01))
             },
             max_hours_since_failure: since_ceiling(quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99)),
             by_retry_number,

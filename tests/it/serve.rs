@@ -34,6 +34,18 @@ pub(crate) fn registry() -> (tempfile::TempDir, PathBuf) {
     (d, models)
 }
 
+/// [`registry`] with the current model's support removed: a test of the network rules
+/// alone (the support would refuse a 15th retry the log never made before the rules do).
+pub(crate) fn registry_without_support() -> (tempfile::TempDir, PathBuf) {
+    let (d, models) = registry();
+    let current = std::fs::read_to_string(models.join("CURRENT")).unwrap();
+    let path = models.join(current.trim()).join("model.json");
+    let mut m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    m.as_object_mut().unwrap().remove("support");
+    std::fs::write(&path, serde_json::to_string(&m).unwrap()).unwrap();
+    (d, models)
+}
+
 pub(crate) struct Server {
     pub(crate) addr: std::net::SocketAddr,
     pub(crate) client: RetryDeciderClient<Channel>,
