@@ -15,6 +15,7 @@
 //! - [`support`]: where the training log holds evidence; the engine decides only there.
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`model`]: the success model (sparse logistic regression + Platt scaling) and scoring.
+//! - [`trees`]: gradient-boosted trees over the feature groups' levels, added to the model's logit on large logs.
 //! - [`train`]: batch features, fit, time-split evaluation against baselines.
 //! - [`failed_retries`]: what a payment's own failed retries say beyond their number (a per-payment random effect).
 //! - [`attrition`]: how many payers a message loses, from the log's randomized channels.
@@ -31,6 +32,7 @@
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
 //! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
+//! - [`metrics`]: a per-server Prometheus registry and the `/metrics` endpoint.
 //! - [`serve`]: the gRPC service: connections and TLS, the guard (access, deadlines, panics, metrics), handlers, hot reload.
 //! - [`cli`]: the `recoup` subcommands.
 

@@ -13,5 +13,6 @@ mod offpolicy;
 mod serve;
 mod sim;
 mod support;
+mod tidy;
 mod train;
 mod zoo;
