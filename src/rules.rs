@@ -363,7 +363,7 @@ pub fn check_retry_on_card(
 /// verdict is constant between consecutive such times. The checker lists them
 /// once; a proposal that falls strictly between the same two as the previous
 /// one gets the previous verdict, and one that falls exactly on such a time is
-/// checked afresh. Keep [`RetryChecker::changes`] in step with the rules: the
+/// checked afresh. Keep `RetryChecker::changes` in step with the rules: the
 /// test `checker_agrees_with_check_retry_everywhere` walks every rule.
 pub struct RetryChecker<'a> {
     facts: PaymentFacts,
