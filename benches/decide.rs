@@ -51,6 +51,52 @@ fn requests(failed_retries: i64) -> Vec<Request> {
         .collect()
 }
 
+/// 20 requests at the input limits: 1,000 attempts (funds declines 20 minutes apart) and
+/// 5,000 past attempts in 200 earlier payments; the failed-retries correction scores every
+/// earlier retry.
+fn largest() -> Vec<Request> {
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).unwrap();
+    let ts = |t: chrono::DateTime<Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 });
+    (0..20)
+        .map(|i| {
+            let start = t0 + Duration::days(i);
+            let last = start + Duration::minutes(20 * (recoup::limits::MAX_ATTEMPTS as i64 - 1));
+            let past = |p: i64| v1::PastPayment {
+                attempts: (0..25)
+                    .map(|k| v1::PastAttempt {
+                        attempted_at: ts(start - Duration::days(400) + Duration::hours(30 * p + k)),
+                        outcome: if k == 24 { "succeeded".into() } else { "failed".into() },
+                        decline_code: if k == 24 { String::new() } else { "insufficient_funds".into() },
+                        ..Default::default()
+                    })
+                    .collect(),
+            };
+            let r = v1::DecideRequest {
+                payment: Some(v1::Payment {
+                    payment_id: format!("big_{i}"),
+                    amount_minor: 4_999,
+                    currency: "USD".into(),
+                    payment_method: "card".into(),
+                    card_brand: "amex".into(),
+                    country: "US".into(),
+                    ..Default::default()
+                }),
+                attempts: (0..recoup::limits::MAX_ATTEMPTS as i64)
+                    .map(|k| v1::Attempt {
+                        attempted_at: ts(start + Duration::minutes(20 * k)),
+                        decline_code: "insufficient_funds".into(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                past_payments: (0..recoup::limits::MAX_PAST_PAYMENTS as i64).map(past).collect(),
+                now: ts(last + Duration::minutes(1)),
+                ..Default::default()
+            };
+            to_engine(&r, last).expect("valid at the limits")
+        })
+        .collect()
+}
+
 fn main() {
     let root = env!("CARGO_MANIFEST_DIR");
     let dir = std::env::var_os("RECOUP_BENCH_MODELS").map_or_else(|| std::path::Path::new(root).join("models"), std::path::PathBuf::from);
@@ -75,15 +121,18 @@ fn main() {
     });
     c.final_summary();
 
-    for (what, reqs) in [("first retries", &reqs), ("after 3 failed retries", &requests(3))] {
+    for (what, reqs) in
+        [("first retries", &reqs), ("after 3 failed retries", &requests(3)), ("the largest request the limits allow", &largest())]
+    {
         let mut lat = Vec::with_capacity(20_000);
         let mut scored = 0;
-        for k in 0..22_000 {
+        let n = if reqs.len() < 100 { 220 } else { 22_000 };
+        for k in 0..n {
             let r = &reqs[k % reqs.len()];
             let t = std::time::Instant::now();
             let d = decide(&model, &cfg, r, (0.5, 0.5)).expect("decides");
             let e = t.elapsed();
-            if k >= 2_000 {
+            if k >= n / 11 {
                 lat.push(e.as_secs_f64() * 1e6);
                 scored = scored.max(d.candidates_scored);
             }

@@ -391,7 +391,7 @@ fn failed_retries_shift(
         return 0.0;
     }
     let mut expected = 0.0;
-    for j in 1..earlier.len() {
+    for j in earlier.len().saturating_sub(crate::failed_retries::MAX_COUNTED).max(1)..earlier.len() {
         let a = &earlier[j];
         let then_evidence = if j > 1 { evidence_with_retries(evidence, facts.timezone, &earlier[..j]) } else { evidence.to_vec() };
         let Some(then) = PaymentState::new(facts.clone(), &earlier[..j], a.payment_method_updated, &then_evidence) else {
@@ -562,6 +562,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         &cfg.rules,
     );
     let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
+    // All that pay-day inference reads, once: the failed-retries correction infers per earlier retry.
+    let evidence = crate::payday::most_recent(&evidence);
     let earlier: Vec<EarlierAttempt> = req
         .attempts
         .iter()

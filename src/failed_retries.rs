@@ -36,6 +36,11 @@ pub const MIN_ROWS: usize = 200;
 /// Retry numbers with their own mean; later ones share the last.
 pub const RETRY_CELLS: usize = 5;
 
+/// `E` sums the most recent this many failed retries, in training and scoring alike: a
+/// payment with more is past every network's cap, and it bounds what a request at the
+/// attempt limit costs (each counted retry is scored again).
+pub const MAX_COUNTED: usize = 32;
+
 /// The fitted correction (empty: none, e.g. a model trained before it existed).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FailedRetries {

@@ -476,15 +476,14 @@ pub fn payment_evidence(tz: Tz, attempts: &[(DateTime<Utc>, Option<DeclineCode>)
 /// charge is left out, so a first retry sees only the earlier payments, and a retry after
 /// one that failed at the inferred pay day sees that pay day refuted. The same in training
 /// ([`crate::train::build`]) and in scoring.
+///
+/// Attempts are in time order, so only the last [`crate::payday::MAX_EVIDENCE`] funds retries can
+/// be among what inference reads: the others are left out (a request at the attempt limit
+/// stays cheap), and the answer is the same.
 pub fn evidence_with_retries(evidence: &[Evidence], tz: Tz, earlier: &[EarlierAttempt]) -> Vec<Evidence> {
     let mut out = evidence.to_vec();
-    out.extend(
-        earlier
-            .iter()
-            .skip(1)
-            .filter(|a| a.decline.class() == DeclineClass::SoftFunds)
-            .map(|a| Evidence::FundsDecline(a.at.with_timezone(&tz).date_naive())),
-    );
+    let own = earlier.iter().skip(1).rev().filter(|a| a.decline.class() == DeclineClass::SoftFunds).take(crate::payday::MAX_EVIDENCE);
+    out.extend(own.map(|a| Evidence::FundsDecline(a.at.with_timezone(&tz).date_naive())));
     out
 }
 
@@ -1077,5 +1076,36 @@ mod tests {
         assert!(cols(15).contains(&"days_since_payday=0".to_string()));
         assert!(cols(17).contains(&"days_since_payday=2".to_string()));
         assert!(cols(14).contains(&"days_until_payday=1".to_string()));
+    }
+
+    /// Only the last MAX_EVIDENCE funds retries can matter to inference: leaving the rest out
+    /// gives the same estimate as inferring from all of them.
+    #[test]
+    fn evidence_with_retries_keeps_what_inference_reads() {
+        use crate::payday::{infer, Evidence};
+        let tz = chrono_tz::America::Chicago;
+        let t0 = Utc.with_ymd_and_hms(2026, 1, 5, 15, 0, 0).unwrap();
+        let earlier: Vec<EarlierAttempt> = (0..60)
+            .map(|k| EarlierAttempt {
+                at: t0 + chrono::Duration::hours(31 * k),
+                decline: if k % 7 == 3 { DeclineCode::DoNotHonor } else { DeclineCode::InsufficientFunds },
+                advice_code: None,
+                channel: None,
+                payment_method_updated: false,
+            })
+            .collect();
+        let past = vec![Evidence::FundsDecline(NaiveDate::from_ymd_opt(2025, 12, 1).unwrap())];
+        let kept = evidence_with_retries(&past, tz, &earlier);
+        assert_eq!(kept.len(), 1 + crate::payday::MAX_EVIDENCE);
+        let mut all = past.clone();
+        all.extend(
+            earlier[1..]
+                .iter()
+                .filter(|a| a.decline.class() == DeclineClass::SoftFunds)
+                .map(|a| Evidence::FundsDecline(a.at.with_timezone(&tz).date_naive())),
+        );
+        assert!(all.len() > kept.len());
+        let us = "US".parse().expect("US");
+        assert_eq!(infer(us, &kept), infer(us, &all));
     }
 }

@@ -103,14 +103,22 @@ pub fn candidates(country: Country) -> Vec<(PaySchedule, f64)> {
     out
 }
 
+/// The [`MAX_EVIDENCE`] most recent pieces of `evidence`, most recent first (ties in a
+/// fixed order, so any input order gives the same subset): all that [`infer`] reads, so
+/// `infer(c, &most_recent(e)) == infer(c, e)`. A caller inferring many times from one
+/// payer's evidence reduces it once.
+pub fn most_recent(evidence: &[Evidence]) -> Vec<Evidence> {
+    let mut ev: Vec<Evidence> = evidence.to_vec();
+    ev.sort_by(|a, b| b.last_day().cmp(&a.last_day()).then(a.cmp(b)));
+    ev.truncate(MAX_EVIDENCE);
+    ev
+}
+
 /// Infer the pay schedule of a payer in `country` from `evidence` (any order; the
 /// most recent [`MAX_EVIDENCE`] are used).
 pub fn infer(country: Country, evidence: &[Evidence]) -> PayDayEstimate {
     let cands = candidates(country);
-    let mut ev: Vec<Evidence> = evidence.to_vec();
-    // Most recent first; ties in a fixed order, so any input order gives the same subset.
-    ev.sort_by(|a, b| b.last_day().cmp(&a.last_day()).then(a.cmp(b)));
-    ev.truncate(MAX_EVIDENCE);
+    let ev = most_recent(evidence);
     let Some(span) = span(&ev) else {
         let (schedule, prior) = cands.iter().copied().max_by(|a, b| a.1.total_cmp(&b.1)).expect("candidates");
         return PayDayEstimate { schedule, confidence: prior, evidence: 0 };
@@ -213,5 +221,10 @@ mod tests {
         ev.reverse();
         assert_eq!(infer(us, &ev), a);
         assert_eq!(a.evidence as usize, MAX_EVIDENCE);
+        // Reducing first changes nothing, nor does adding evidence older than the kept.
+        assert_eq!(infer(us, &most_recent(&ev)), a);
+        let mut older = most_recent(&ev);
+        older.extend((0..10).map(|k| Evidence::FundsDecline(d(2024, 1, 2) + Days::new(3 * k))));
+        assert_eq!(infer(us, &older), a);
     }
 }

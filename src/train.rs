@@ -964,15 +964,21 @@ fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: 
 /// its raw logit. A set without payments (synthetic) has no earlier retries.
 pub fn failed_retry_examples(set: &TrainingSet, model: &SuccessModel) -> Vec<crate::failed_retries::Example> {
     let logits: Vec<f64> = (0..set.len()).into_par_iter().map(|i| model.logit(set.row(i))).collect();
-    let mut before: HashMap<u32, (u32, f64)> = HashMap::new();
+    // Per payment, the P of each earlier retry (0 for one that succeeded); E sums the last
+    // MAX_COUNTED, as the engine does.
+    let mut before: HashMap<u32, Vec<f64>> = HashMap::new();
     (0..set.len())
         .map(|i| {
             let payment = set.payments.get(i).copied().unwrap_or(u32::MAX);
-            let (retries, expected) = if payment == u32::MAX { (0, 0.0) } else { before.get(&payment).copied().unwrap_or((0, 0.0)) };
+            let earlier = before.entry(payment).or_default();
+            let (retries, expected) = if payment == u32::MAX {
+                (0, 0.0)
+            } else {
+                (earlier.len() as u32, earlier.iter().rev().take(crate::failed_retries::MAX_COUNTED).sum())
+            };
             let succeeded = set.labels[i];
             if payment != u32::MAX {
-                let p = if succeeded { 0.0 } else { model.calibrate(logits[i]) };
-                before.insert(payment, (retries + 1, expected + p));
+                earlier.push(if succeeded { 0.0 } else { model.calibrate(logits[i]) });
             }
             crate::failed_retries::Example { class: set.declines[i].class(), retries, expected, logit: logits[i], succeeded }
         })
