@@ -406,11 +406,13 @@ fn failed_retries_shift(
     let retries = earlier.len() as u32 - 1;
     let shift = model.failed_retries.shift(last, retries, expected);
     if shift.abs() >= 0.05 {
+        let usual = model.failed_retries.mean_for(last, retries);
         reasons.push(reason(
             "failed_retries",
             format!(
-                "the {retries} failed retries were rated {expected:.2} expected successes in all; failures where success was {} likely than the log's usual move the logit by {shift:+.2}",
-                if shift < 0.0 { "more" } else { "less" }
+                "the last {} failed retries had {expected:.2} expected successes in all, {} than the {usual:.2} usual in the training log at this retry number: the logit moves by {shift:+.2}",
+                (earlier.len() - 1).min(crate::failed_retries::MAX_COUNTED),
+                if expected > usual { "more" } else { "fewer" }
             ),
         ));
     }

@@ -59,17 +59,24 @@ impl FailedRetries {
         self.gamma.is_empty()
     }
 
+    /// The log's mean expected successes of the failed retries before a retry answering `class`
+    /// after `retries` retries (0 for the first retry or an empty correction).
+    pub fn mean_for(&self, class: DeclineClass, retries: u32) -> f64 {
+        if retries == 0 {
+            return 0.0;
+        }
+        let k = (retries as usize).min(RETRY_CELLS) - 1;
+        self.mean.get(class as usize).and_then(|m| m.get(k)).copied().unwrap_or(0.0)
+    }
+
     /// The logit change for a retry answering `class` after `retries` retries whose failures
     /// had `expected` successes in all (0 for the first retry or an empty correction).
     pub fn shift(&self, class: DeclineClass, retries: u32, expected: f64) -> f64 {
         if retries == 0 {
             return 0.0;
         }
-        let c = class as usize;
-        let (Some(&g), Some(means)) = (self.gamma.get(c), self.mean.get(c)) else { return 0.0 };
-        let k = (retries as usize).min(RETRY_CELLS) - 1;
-        let m = means.get(k).copied().unwrap_or(0.0);
-        let s = g * (expected - m);
+        let Some(&g) = self.gamma.get(class as usize) else { return 0.0 };
+        let s = g * (expected - self.mean_for(class, retries));
         if s.is_finite() {
             s
         } else {
