@@ -138,15 +138,16 @@ pub fn build(h: &History) -> TrainingSet {
                 let evidence = evidence_before(&events, p[0].attempted_at);
                 let payday = crate::payday::infer(p[0].country, &evidence);
                 let earlier: Vec<EarlierAttempt> = p.iter().map(earlier_of).collect();
+                // The inference with this payment's own funds retries: redone only when one is added.
+                let mut own_payday = payday;
                 for k in 1..p.len() {
                     let a = &p[k];
                     let updated = a.payment_method_updated.unwrap_or(false);
                     // After a failed retry its own funds declines are pay-day evidence too.
-                    let payday = if k > 1 {
-                        crate::payday::infer(p[0].country, &evidence_with_retries(&evidence, tz, &earlier[..k]))
-                    } else {
-                        payday
-                    };
+                    if k > 1 && earlier[k - 1].decline.class() == DeclineClass::SoftFunds {
+                        own_payday = crate::payday::infer(p[0].country, &evidence_with_retries(&evidence, tz, &earlier[..k]));
+                    }
+                    let payday = own_payday;
                     let Some(state) = PaymentState::with_payday(facts_of(&p[k - 1]), &earlier[..k], updated, payday) else {
                         continue;
                     };
@@ -974,7 +975,7 @@ pub fn failed_retry_examples(set: &TrainingSet, model: &SuccessModel) -> Vec<cra
             let (retries, expected) = if payment == u32::MAX {
                 (0, 0.0)
             } else {
-                (earlier.len() as u32, earlier.iter().rev().take(crate::failed_retries::MAX_COUNTED).sum())
+                (earlier.len() as u32, earlier[earlier.len().saturating_sub(crate::failed_retries::MAX_COUNTED)..].iter().sum())
             };
             let succeeded = set.labels[i];
             if payment != u32::MAX {
