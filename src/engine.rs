@@ -56,6 +56,19 @@ pub struct RequestAttempt {
     pub card: Option<CardId>,
 }
 
+impl From<&RequestAttempt> for EarlierAttempt {
+    /// What the features read of an attempt of the payment being decided.
+    fn from(a: &RequestAttempt) -> EarlierAttempt {
+        EarlierAttempt {
+            at: a.at,
+            decline: a.decline,
+            advice_code: a.advice_code,
+            channel: a.channel,
+            payment_method_updated: a.payment_method_updated,
+        }
+    }
+}
+
 /// An attempt on the request's card in another payment (another invoice):
 /// counted toward the networks' per-card caps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +406,7 @@ fn failed_retries_shift(
     let mut expected = 0.0;
     for j in earlier.len().saturating_sub(crate::failed_retries::MAX_COUNTED).max(1)..earlier.len() {
         let a = &earlier[j];
-        let then_evidence = if j > 1 { evidence_with_retries(evidence, facts.timezone, &earlier[..j]) } else { evidence.to_vec() };
+        let then_evidence = evidence_with_retries(evidence, facts.timezone, &earlier[..j]);
         let Some(then) = PaymentState::new(facts.clone(), &earlier[..j], a.payment_method_updated, &then_evidence) else {
             continue;
         };
@@ -566,17 +579,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
     // All that pay-day inference reads, once: the failed-retries correction infers per earlier retry.
     let evidence = crate::payday::most_recent(&evidence);
-    let earlier: Vec<EarlierAttempt> = req
-        .attempts
-        .iter()
-        .map(|a| EarlierAttempt {
-            at: a.at,
-            decline: a.decline,
-            advice_code: a.advice_code,
-            channel: a.channel,
-            payment_method_updated: a.payment_method_updated,
-        })
-        .collect();
+    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
     let Some(state) = PaymentState::new(
         req.facts.clone(),
         &earlier,
@@ -1350,7 +1353,7 @@ mod tests {
         assert!(!before.reasons.iter().any(|r| r.code == "failed_retries"));
         let p_before = before.chosen.as_ref().map(|c| c.p_success).expect("a retry");
         // E: the failed retry scored from the state before it, at its time, without a message.
-        let first = PaymentState::new(req.facts.clone(), &[earlier_of_request(&req.attempts[0])], false, &[]).expect("state");
+        let first = PaymentState::new(req.facts.clone(), &[EarlierAttempt::from(&req.attempts[0])], false, &[]).expect("state");
         let expected = plain.predict(&first.encode(&Candidate { at: failed_at, channel: Channel::None }));
         let n = crate::declines::DeclineClass::VARIANTS.len();
         let mut corrected = plain.clone();
@@ -1370,16 +1373,6 @@ mod tests {
         assert!((moved - (-2.0 * expected)).abs() < 1e-9, "{moved} vs {}", -2.0 * expected);
     }
 
-    fn earlier_of_request(a: &RequestAttempt) -> EarlierAttempt {
-        EarlierAttempt {
-            at: a.at,
-            decline: a.decline,
-            advice_code: a.advice_code,
-            channel: a.channel,
-            payment_method_updated: a.payment_method_updated,
-        }
-    }
-
     #[test]
     fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() {
         let mut m = model();
@@ -1392,13 +1385,7 @@ mod tests {
         let req = request();
         let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
         let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
-        let earlier = [EarlierAttempt {
-            at: req.attempts[0].at,
-            decline: req.attempts[0].decline,
-            advice_code: None,
-            channel: None,
-            payment_method_updated: false,
-        }];
+        let earlier = [EarlierAttempt::from(&req.attempts[0])];
         let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
         let chosen = d.chosen.clone().expect("chosen");
         assert!(d.alternatives.len() > 1000, "{} alternatives", d.alternatives.len());
@@ -1442,13 +1429,7 @@ mod tests {
         let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
         let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
         assert_eq!(d.action, Action::Retry);
-        let earlier = [EarlierAttempt {
-            at: req.attempts[0].at,
-            decline: req.attempts[0].decline,
-            advice_code: None,
-            channel: None,
-            payment_method_updated: false,
-        }];
+        let earlier = [EarlierAttempt::from(&req.attempts[0])];
         let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
         let chosen = d.chosen.clone().expect("chosen");
         let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();

@@ -33,6 +33,9 @@ use crate::declines::DeclineClass;
 /// Later retries (after at least one failed retry) a class needs for its own `γ`.
 pub const MIN_ROWS: usize = 200;
 
+/// The most negative `γ` a fit gives and a model may hold (a failure never raises the next P: `γ ≤ 0`).
+pub const MIN_GAMMA: f64 = -8.0;
+
 /// Retry numbers with their own mean; later ones share the last.
 pub const RETRY_CELLS: usize = 5;
 
@@ -134,7 +137,7 @@ pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
                 hess += p * (1.0 - p) * x * x;
             }
             let step = grad / hess;
-            g = (g + step).clamp(-8.0, 0.0);
+            g = (g + step).clamp(MIN_GAMMA, 0.0);
             if step.abs() < 1e-9 {
                 break;
             }

@@ -161,7 +161,13 @@ impl SuccessModel {
                 return bad(format!("asks.{}.rate/se", c.channel), if rate(c.rate) { c.se } else { c.rate }, "rate in [0, 1], se ≥ 0");
             }
         }
-        if let Some((i, &g)) = self.failed_retries.gamma.iter().enumerate().find(|(_, g)| !(g.is_finite() && (-8.0..=0.0).contains(*g))) {
+        if let Some((i, &g)) = self
+            .failed_retries
+            .gamma
+            .iter()
+            .enumerate()
+            .find(|(_, g)| !(g.is_finite() && (crate::failed_retries::MIN_GAMMA..=0.0).contains(*g)))
+        {
             return bad(format!("failed_retries.gamma[{i}]"), g, "[-8, 0]");
         }
         for (c, m) in self.failed_retries.mean.iter().enumerate() {
