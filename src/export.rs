@@ -69,6 +69,23 @@ pub struct Forecast {
     pub reason: String,
 }
 
+impl Forecast {
+    /// No next step: nothing to retry or ask, no recovery expected; `reason` says why.
+    pub fn stop(reason: String) -> Forecast {
+        Forecast {
+            next: Next::Stop,
+            retry_at: None,
+            channel: None,
+            send_at: None,
+            p_next_success: 0.0,
+            p_recovery: 0.0,
+            p_recovery_model: 0.0,
+            retries_if_all_fail: 0,
+            reason,
+        }
+    }
+}
+
 /// How often payers whose payment needs a new payment method provide one,
 /// measured in a history: for each such payment (the first needs-update
 /// decline of a payment whose window closed before the cut-off), the days
@@ -142,17 +159,7 @@ fn forecast(model: &SuccessModel, cfg: &EngineConfig, req: &Request, updates: &U
             reason,
         });
     }
-    let stop = Forecast {
-        next: Next::Stop,
-        retry_at: None,
-        channel: None,
-        send_at: None,
-        p_next_success: 0.0,
-        p_recovery: 0.0,
-        p_recovery_model: 0.0,
-        retries_if_all_fail: 0,
-        reason,
-    };
+    let stop = Forecast::stop(reason);
     // Not retrying. A payment waiting for a new payment method is recovered if
     // the payer updates it: at the rate measured in history, when the payers who
     // did so updated, and then as the engine retries an updated method.

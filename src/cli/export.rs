@@ -13,7 +13,7 @@ use polars::prelude::*;
 use rayon::prelude::*;
 
 use crate::engine::EngineConfig;
-use crate::export::{open_payments, request, Forecast, Forecaster, Next, Open, Payers};
+use crate::export::{open_payments, request, Forecast, Forecaster, Open, Payers};
 use crate::history::{load, History, LoadOptions};
 
 /// Predict, for every payment still open at --as-of (failed, not recovered,
@@ -280,17 +280,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
 fn row(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>, fc: &Forecaster) -> Row {
     let req = request(h, payers, p, as_of);
     let last_decline = p.last().decline.unwrap_or(crate::declines::DeclineCode::Other);
-    let f = fc.forecast(&req).unwrap_or_else(|e| Forecast {
-        next: Next::Stop,
-        retry_at: None,
-        channel: None,
-        send_at: None,
-        p_next_success: 0.0,
-        p_recovery: 0.0,
-        p_recovery_model: 0.0,
-        retries_if_all_fail: 0,
-        reason: format!("invalid: {e}"),
-    });
+    let f = fc.forecast(&req).unwrap_or_else(|e| Forecast::stop(format!("invalid: {e}")));
     let last = p.last();
     Row {
         payment_id: req.payment_id,
