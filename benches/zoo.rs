@@ -9,6 +9,9 @@
 //! chose (ECE: all, first retries, later retries). Release build:
 //!
 //!     cargo bench --bench zoo        # RECOUP_ZOO_PAYERS=20000 (log), RECOUP_ZOO_CASES=20000 (backtest payers)
+//!
+//! `RECOUP_ZOO_WORLDS=bills,fixed-log` runs only those worlds; `RECOUP_ZOO_DETAIL=1` adds,
+//! per world, the chosen retries' mean predicted vs realised success per decline class.
 
 mod common;
 
@@ -36,7 +39,12 @@ fn main() {
         "{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}",
         "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs"
     );
+    let only: Option<Vec<String>> = std::env::var("RECOUP_ZOO_WORLDS").ok().map(|v| v.split(',').map(|w| w.trim().to_string()).collect());
+    let detail = std::env::var("RECOUP_ZOO_DETAIL").is_ok_and(|v| v == "1");
     for (name, _) in zoo::PRESETS {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
+            continue;
+        }
         let t0 = Instant::now();
         let cfg = zoo::preset(name).expect("preset");
         let log = dir.join(format!("{name}.parquet"));
@@ -83,6 +91,14 @@ fn main() {
             ece("later retries"),
             t0.elapsed().as_secs_f64()
         );
+        if detail {
+            for c in &cal {
+                println!(
+                    "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}",
+                    c.segment, c.retries, c.mean_predicted, c.realised, c.ece
+                );
+            }
+        }
     }
     println!("\npeak RSS {:.0} MiB", common::vm_hwm_mib());
 }

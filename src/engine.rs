@@ -701,6 +701,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let tz = req.facts.timezone;
     let mut scratch = Vec::with_capacity(64);
     let fixed_logit = model.fixed_logit(&state) + failed_retries_shift(model, &req.facts, &earlier, &evidence, &mut reasons, &mut scratch);
+    // This decline class's calibration at this retry stage.
+    let platt = model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1);
     // Allowed channels with their logit terms, message cost and attrition (the same at
     // every hour). A positive lift over no message is discounted by its uncertainty.
     let none_logit = model.channel_logit(&state, Channel::None, &mut scratch);
@@ -712,7 +714,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         .map(|ch| {
             let (logit, cut) = valued_channel_logit(model, cfg, &state, ch, none_logit, &mut scratch);
             discounted.extend(cut.map(|(lift, kept)| (ch, lift, kept)));
-            (ch, logit, model.odds_against(logit, false), cfg.message_cost(ch), model.attrition.rate(ch, messages_before))
+            (ch, logit, platt.odds_against(logit, false), cfg.message_cost(ch), model.attrition.rate(ch, messages_before))
         })
         .collect();
     let lead = Duration::hours(cfg.message_lead_hours);
@@ -825,8 +827,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             _ => send_time(start + Duration::hours(hour)).with_timezone(&tz).hour(),
         };
         let message_quiet = c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
-        let hour_odds = model.odds_against(hour_logit, true);
-        let valued_odds = if kappa > 0.0 { model.odds_against(hour_logit - kappa * time_var.max(0.0).sqrt(), true) } else { hour_odds };
+        let hour_odds = platt.odds_against(hour_logit, true);
+        let valued_odds = if kappa > 0.0 { platt.odds_against(hour_logit - kappa * time_var.max(0.0).sqrt(), true) } else { hour_odds };
         for &(ch, channel_logit, channel_odds, message_cost, attrition) in &channels {
             if message_quiet && ch != Channel::None {
                 count_removed(("constraint", "quiet_hours_message"), &|| "the message would be sent in quiet hours".into(), 1);
@@ -843,7 +845,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             // One exp per hour and per channel, not per candidate; the direct form where
             // the product is not a number (inf · 0 at absurd logits).
             let odds = hour_odds * channel_odds;
-            let p = if odds.is_nan() { model.calibrate(hour_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
+            let p = if odds.is_nan() { platt.calibrate(hour_logit + channel_logit) } else { 1.0 / (1.0 + odds) };
             // Valued at the lower bound; reported at the estimate.
             let p_valued = if kappa > 0.0 {
                 let o = valued_odds * channel_odds;
@@ -1144,13 +1146,14 @@ fn plan_ask(
     // The retry once the method is updated, scored as the log shows it: updated, after the
     // ask's channel, whose lift is valued as the grid values it.
     let updated = PaymentState::new(req.facts.clone(), earlier, true, &evidence_with_retries(evidence, req.facts.timezone, earlier))?;
+    let platt = model.platt_for(earlier.last()?.decline.class(), earlier.len() as u32 - 1);
     let mut scratch = Vec::with_capacity(64);
     let none_logit = model.channel_logit(&updated, Channel::None, &mut scratch);
     let mut p_after = |ch: Channel| {
         let z = model.logit(&updated.encode(&Candidate { at: times[0] + lead, channel: ch }));
         let raw = model.channel_logit(&updated, ch, &mut scratch);
         let (valued, _) = valued_channel_logit(model, cfg, &updated, ch, none_logit, &mut scratch);
-        model.calibrate(z - raw + valued)
+        platt.calibrate(z - raw + valued)
     };
     let s = 1.0 - (-response.spontaneous_per_day.max(0.0) * spacing.num_minutes() as f64 / 1440.0).exp();
     // Per allowed channel: P(update) with the ask (q), P(success once updated), message cost.
@@ -1274,6 +1277,7 @@ fn describe(v: &RuleViolation) -> String {
 mod tests {
     use super::*;
     use crate::domain::{BillingInterval, CardBrand, CardFunding, PaymentMethod};
+    use crate::model::{sigmoid, Platt};
     use chrono::TimeZone;
 
     /// A model with arbitrary (deterministic) weights: every column matters.
@@ -1299,6 +1303,7 @@ mod tests {
             trees: Default::default(),
             support: Default::default(),
             failed_retries: Default::default(),
+            class_platt: Vec::new(),
         }
     }
 
@@ -1523,6 +1528,7 @@ mod tests {
             trees: Default::default(),
             support: Default::default(),
             failed_retries: Default::default(),
+            class_platt: Vec::new(),
         }
     }
 
@@ -1635,6 +1641,27 @@ mod tests {
         let mut bad = req.clone();
         bad.asks = vec![SentAsk { at: req.now + Duration::hours(1), channel: Channel::Email }];
         assert_eq!(decide(&model(), &free, &bad, (0.5, 0.5)).unwrap_err().field, "asks[0].sent_at");
+    }
+
+    #[test]
+    fn a_retry_is_valued_with_its_decline_class_and_stage_calibration() {
+        let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+        let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+        m.weights[sms] = 0.5;
+        let mut req = request();
+        req.constraints.channels = vec![Channel::Sms];
+        let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 0.0, ..Default::default() };
+        let class = req.attempts[0].decline.class() as usize;
+        let global = m.platt();
+        // Every cell the global scaling but this class's first retry.
+        m.class_platt = vec![[global; 2]; <DeclineClass as strum::VariantArray>::VARIANTS.len()];
+        m.class_platt[class][0] = Platt { a: 0.5, b: -0.3 };
+        m.class_platt[class][1] = Platt { a: 3.0, b: 1.0 };
+        let chosen = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides").chosen.expect("a retry");
+        assert_eq!(chosen.channel, Channel::Sms);
+        let want = sigmoid(0.5 * (m.intercept + 0.5) - 0.3);
+        assert!((chosen.p_success - want).abs() < 1e-12, "{} vs {want}", chosen.p_success);
+        assert!((chosen.p_success - m.calibrate(m.intercept + 0.5)).abs() > 0.01, "not the global scaling");
     }
 
     #[test]

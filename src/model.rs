@@ -60,6 +60,33 @@ pub struct SuccessModel {
     /// ([`crate::failed_retries`]); empty for models trained before it existed (no shift).
     #[serde(default, skip_serializing_if = "FailedRetries::is_empty")]
     pub failed_retries: FailedRetries,
+    /// Platt scaling per decline class (by index) and retry stage (`[first retry, later
+    /// retries]`), fitted on the calibration split toward the global `platt_a`/`platt_b`
+    /// ([`crate::train::fit_class_platt`]); empty for models trained before it existed
+    /// (the global scaling everywhere).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub class_platt: Vec<[Platt; 2]>,
+}
+
+/// Platt scaling of a raw logit: `p = σ(a·z + b)`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Platt {
+    pub a: f64,
+    pub b: f64,
+}
+
+impl Platt {
+    /// Calibrated probability from a raw logit.
+    pub fn calibrate(self, z: f64) -> f64 {
+        sigmoid(self.a * z + self.b)
+    }
+
+    /// `exp(-(a·z + b))` split in two: `calibrate(z1 + z2) = 1 / (1 + o1·o2)` with
+    /// `o1 = odds_against(z1, true)` and `o2 = odds_against(z2, false)`, so a grid of
+    /// hours × channels takes one `exp` per hour and one per channel.
+    pub fn odds_against(self, z: f64, with_offset: bool) -> f64 {
+        (-(self.a * z + if with_offset { self.b } else { 0.0 })).exp()
+    }
 }
 
 /// Groups the trees may split on: every group but the channel.
@@ -143,6 +170,16 @@ impl SuccessModel {
         if !(self.platt_a > 0.0 && self.platt_a <= MAX_ABS_PARAMETER) {
             return bad("platt_a".into(), self.platt_a, "(0, 50]");
         }
+        for (c, stages) in self.class_platt.iter().enumerate() {
+            for (k, p) in stages.iter().enumerate() {
+                if !(p.a > 0.0 && p.a <= MAX_ABS_PARAMETER) {
+                    return bad(format!("class_platt[{c}][{k}].a"), p.a, "(0, 50]");
+                }
+                if !param(p.b) {
+                    return bad(format!("class_platt[{c}][{k}].b"), p.b, "[-50, 50]");
+                }
+            }
+        }
         if let Some((i, &v)) = self.weight_variances.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v >= 0.0)) {
             return bad(format!("weight_variances[{i}]"), v, "[0, ∞)");
         }
@@ -191,16 +228,20 @@ impl SuccessModel {
         }
     }
 
-    /// Calibrated probability from a raw logit.
+    /// Calibrated probability from a raw logit, with the global scaling.
     pub fn calibrate(&self, z: f64) -> f64 {
-        sigmoid(self.platt_a * z + self.platt_b)
+        self.platt().calibrate(z)
     }
 
-    /// `exp(-(platt_a·z + platt_b))` split in two: `calibrate(z1 + z2) = 1 / (1 + o1·o2)`
-    /// with `o1 = odds_against(z1, true)` and `o2 = odds_against(z2, false)`, so a grid
-    /// of hours × channels takes one `exp` per hour and one per channel.
-    pub fn odds_against(&self, z: f64, with_offset: bool) -> f64 {
-        (-(self.platt_a * z + if with_offset { self.platt_b } else { 0.0 })).exp()
+    /// The global Platt scaling (fitted on the whole calibration split).
+    pub fn platt(&self) -> Platt {
+        Platt { a: self.platt_a, b: self.platt_b }
+    }
+
+    /// The scaling of a retry answering a decline of `class` after `retries` earlier
+    /// retries: the class's own for its stage where the model has one, else the global.
+    pub fn platt_for(&self, class: crate::declines::DeclineClass, retries: u32) -> Platt {
+        self.class_platt.get(class as usize).map_or(self.platt(), |s| s[(retries > 0) as usize])
     }
 
     /// Calibrated probability of a vector of active columns.

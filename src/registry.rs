@@ -375,6 +375,30 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             let _ = writeln!(s, "| {} | {n}{note} | {g:.3} | {m} |", <&str>::from(*class));
         }
     }
+    let _ = writeln!(s, "\n## Calibration per decline class and retry stage\n");
+    if model.class_platt.is_empty() {
+        let _ = writeln!(s, "Not fitted (a model trained before it existed): the global Platt scaling everywhere.");
+    } else {
+        let _ = writeln!(s, "Each decline class gets its own Platt scaling `p = σ(a·z + b)` at its first retry and at later ones, fitted");
+        let _ =
+            writeln!(s, "on the calibration split (after the failed-retries shift) as a departure from the global a, b with a ridge of");
+        let _ = writeln!(
+            s,
+            "{} on the slope and offset changes: a cell with few retries stays near the global scaling. Test split:\n",
+            crate::train::CLASS_PLATT_RIDGE
+        );
+        let _ = writeln!(s, "| class | stage | a | b | test examples | mean predicted | observed |\n|---|---|---|---|---|---|---|");
+        for (c, class) in <crate::declines::DeclineClass as strum::VariantArray>::VARIANTS.iter().enumerate() {
+            for (k, stage) in ["first retry", "later retries"].iter().enumerate() {
+                let Some(p) = model.class_platt.get(c).map(|s| s[k]) else { continue };
+                let name = <&str>::from(*class);
+                let test = r.class_calibration.iter().find(|t| t.class == name && t.stage == *stage);
+                let t =
+                    test.map_or("0 | – | –".to_string(), |t| format!("{} | {:.3} | {:.3}", t.examples, t.mean_predicted, t.observed));
+                let _ = writeln!(s, "| {name} | {stage} | {:.3} | {:+.3} | {t} |", p.a, p.b);
+            }
+        }
+    }
     let _ = writeln!(s, "\n## Message attrition (whole history)\n");
     if attrition.is_empty() {
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
@@ -20,7 +21,7 @@ use crate::features::{
     PaymentState, ACTIVE, SCHEMA,
 };
 use crate::history::History;
-use crate::model::{logit_loss, sigmoid, SuccessModel, TREE_GROUPS};
+use crate::model::{logit_loss, sigmoid, Platt, SuccessModel, TREE_GROUPS};
 use crate::payday::Evidence;
 use crate::trees::{BoostConfig, Forest};
 
@@ -591,6 +592,59 @@ pub fn fit_platt(z: &[f64], y: &[bool]) -> anyhow::Result<(f64, f64)> {
     Ok(if fitted.labels().pos.class == 1 { (a, b) } else { (-a, -b) })
 }
 
+/// Ridge on a decline class's departure from the global Platt scaling (slope and offset,
+/// per class and retry stage): about the weight of a few dozen retries.
+pub const CLASS_PLATT_RIDGE: f64 = 4.0;
+
+/// Per decline class and retry stage (`[first retry, later retries]`), the Platt scaling of
+/// the calibration split's retries `(class, retries before, raw logit with every correction,
+/// succeeded)`, as a departure from `global`: `a·z + b → (1 + e)·(a·z + b) + d`, fitted by
+/// Newton's method with a ridge [`CLASS_PLATT_RIDGE`]·(d² + e²)/2. A cell with few retries
+/// stays near the global scaling, one with none keeps it; the slope factor stays in [0.2, 3].
+///
+/// Why: one global scaling leaves a class whose predictions spread too wide (or too
+/// narrow) on later data as it is, and the engine acts where a class's predictions are
+/// highest, so that is where the error shows (#20: soft-issuer slopes 0.2–0.4 on the
+/// calibration split of every zoo world).
+pub fn fit_class_platt(rows: &[(DeclineClass, u32, f64, bool)], global: Platt) -> Vec<[Platt; 2]> {
+    let mut out = vec![[global; 2]; DeclineClass::VARIANTS.len()];
+    for class in DeclineClass::VARIANTS {
+        for later in [false, true] {
+            let xs: Vec<(f64, bool)> = rows
+                .iter()
+                .filter(|r| r.0 == *class && (r.1 > 0) == later && r.2.is_finite())
+                .map(|r| (global.a * r.2 + global.b, r.3))
+                .collect();
+            let (mut d, mut e) = (0.0f64, 0.0f64);
+            for _ in 0..50 {
+                let (mut g0, mut g1) = (-CLASS_PLATT_RIDGE * d, -CLASS_PLATT_RIDGE * e);
+                let (mut h00, mut h01, mut h11) = (CLASS_PLATT_RIDGE, 0.0, CLASS_PLATT_RIDGE);
+                for &(x, y) in &xs {
+                    let p = sigmoid(x + d + e * x);
+                    let (r, w) = (y as u8 as f64 - p, p * (1.0 - p));
+                    g0 += r;
+                    g1 += r * x;
+                    h00 += w;
+                    h01 += w * x;
+                    h11 += w * x * x;
+                }
+                let det = h00 * h11 - h01 * h01;
+                let (s0, s1) = ((h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det);
+                if !(s0.is_finite() && s1.is_finite()) {
+                    break;
+                }
+                d += s0;
+                e = (e + s1).clamp(-0.8, 2.0);
+                if s0.abs() + s1.abs() < 1e-9 {
+                    break;
+                }
+            }
+            out[*class as usize][later as usize] = Platt { a: (1.0 + e) * global.a, b: (1.0 + e) * global.b + d };
+        }
+    }
+    out
+}
+
 /// Held-out quality of a set of predictions.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Metrics {
@@ -730,6 +784,47 @@ pub struct TrainReport {
     pub baseline_code_payday: Metrics,
     /// What each message channel adds over no message, per decline class, on the test split.
     pub channel_lift: Vec<ChannelLift>,
+    /// Mean predicted against observed success per decline class and retry stage, test split.
+    #[serde(default)]
+    pub class_calibration: Vec<CellCalibration>,
+}
+
+/// Test-split calibration of one decline class at one retry stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CellCalibration {
+    pub class: String,
+    /// `first retry` or `later retries`.
+    pub stage: String,
+    pub examples: usize,
+    pub mean_predicted: f64,
+    pub observed: f64,
+}
+
+/// [`CellCalibration`] of every (class, stage) with test examples.
+fn class_calibration(examples: &[crate::failed_retries::Example], p: &[f64]) -> Vec<CellCalibration> {
+    let mut out = Vec::new();
+    for class in DeclineClass::VARIANTS {
+        for later in [false, true] {
+            let cell: Vec<(f64, bool)> = examples
+                .iter()
+                .zip(p)
+                .filter(|(e, _)| e.class == *class && (e.retries > 0) == later)
+                .map(|(e, &p)| (p, e.succeeded))
+                .collect();
+            if cell.is_empty() {
+                continue;
+            }
+            let n = cell.len() as f64;
+            out.push(CellCalibration {
+                class: <&str>::from(*class).to_string(),
+                stage: if later { "later retries" } else { "first retry" }.to_string(),
+                examples: cell.len(),
+                mean_predicted: cell.iter().map(|c| c.0).sum::<f64>() / n,
+                observed: cell.iter().filter(|c| c.1).count() as f64 / n,
+            });
+        }
+    }
+    out
 }
 
 /// The channel-response view of the success model (an S-learner): for every
@@ -1017,6 +1112,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         trees: f.trees,
         support: Default::default(),
         failed_retries: Default::default(),
+        class_platt: Vec::new(),
     };
     let mut model = model;
     // What each payment's own failed retries say beyond their number (crate::failed_retries).
@@ -1033,9 +1129,27 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         cal_ll(&|e| e.logit),
         cal_ll(&shifted)
     ));
+    // Per decline class and retry stage, on the calibration split with every correction.
+    let cal_rows: Vec<(DeclineClass, u32, f64, bool)> =
+        examples[fit_end..test_start].iter().map(|e| (e.class, e.retries, shifted(e), e.succeeded)).collect();
+    let class_platt = fit_class_platt(&cal_rows, model.platt());
+    model.class_platt = class_platt;
+    progress(&format!(
+        "calibrated per decline class and stage (slope, offset): {}",
+        DeclineClass::VARIANTS
+            .iter()
+            .map(|c| {
+                let s = model.class_platt[*c as usize];
+                format!("{} {:.2}/{:+.2}, {:.2}/{:+.2}", <&str>::from(*c), s[0].a, s[0].b, s[1].a, s[1].b)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
     let fit_seconds = started.elapsed().as_secs_f64();
+    let shifted = |e: &crate::failed_retries::Example| e.logit + model.failed_retries.shift(e.class, e.retries, e.expected);
     let z_test: Vec<f64> = examples[test_start..].iter().map(shifted).collect();
-    let p_test: Vec<f64> = z_test.iter().map(|&z| model.calibrate(z)).collect();
+    let p_test: Vec<f64> =
+        examples[test_start..].iter().zip(&z_test).map(|(e, &z)| model.platt_for(e.class, e.retries).calibrate(z)).collect();
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
     // Baselines learn from everything before the test period, like the model.
     let before = set.range(0..test_start);
@@ -1062,6 +1176,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         baseline_code: metrics(&b1, &test.labels, &test.declines),
         baseline_code_payday: metrics(&b2, &test.labels, &test.declines),
         channel_lift: channel_lift(&model, &test),
+        class_calibration: class_calibration(&examples[test_start..], &p_test),
     };
     Ok(Trained { model, report, fit_seconds })
 }
@@ -1070,6 +1185,28 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// A class whose predictions spread too wide gets a slope below the global one, a class
+    /// that is calibrated keeps about the global scaling, and a cell without retries keeps it exactly.
+    #[test]
+    fn class_platt_shrinks_an_overconfident_class_toward_its_truth() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let global = Platt { a: 1.0, b: 0.0 };
+        let mut rows = Vec::new();
+        for _ in 0..20_000 {
+            let z: f64 = rng.random::<f64>() * 6.0 - 3.0;
+            // Soft-issuer truth: a third of the model's spread, a bit lower; soft-funds: as predicted.
+            rows.push((DeclineClass::SoftIssuer, 0, z, rng.random::<f64>() < sigmoid(z / 3.0 - 0.3)));
+            rows.push((DeclineClass::SoftFunds, 0, z, rng.random::<f64>() < sigmoid(z)));
+        }
+        let fitted = fit_class_platt(&rows, global);
+        let issuer = fitted[DeclineClass::SoftIssuer as usize][0];
+        assert!((issuer.a - 1.0 / 3.0).abs() < 0.05 && (issuer.b + 0.3).abs() < 0.08, "{issuer:?}");
+        let funds = fitted[DeclineClass::SoftFunds as usize][0];
+        assert!((funds.a - 1.0).abs() < 0.06 && funds.b.abs() < 0.06, "{funds:?}");
+        assert_eq!(fitted[DeclineClass::Technical as usize], [global; 2], "no retries: the global scaling");
+        assert_eq!(fitted[DeclineClass::SoftIssuer as usize][1], global, "no later retries: the global scaling");
+    }
 
     /// Random examples laid out like encoded vectors (one column per slot), with
     /// labels drawn from a known logistic model.
