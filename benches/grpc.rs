@@ -23,7 +23,8 @@
 //! openssl command) and drives it over https; RECOUP_BENCH_AUTH=1 requires a
 //! bearer token and sends it; RECOUP_BENCH_BIN=PATH benches another build of
 //! `recoup` (e.g. the previous release, for an A/B on the same machine state;
-//! it must take the same flags).
+//! it must take the same flags). RECOUP_BENCH_DECISION_LOG=1 keeps the decision
+//! log (`--decision-log`, Parquet) and reports what it wrote and dropped.
 
 mod common;
 
@@ -173,6 +174,7 @@ fn main() {
     let bin = std::env::var("RECOUP_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_recoup").to_string());
     let tls = std::env::var("RECOUP_BENCH_TLS").is_ok_and(|v| v == "1");
     let auth = std::env::var("RECOUP_BENCH_AUTH").is_ok_and(|v| v == "1");
+    let decision_log = std::env::var("RECOUP_BENCH_DECISION_LOG").is_ok_and(|v| v == "1");
     let mut serve = Command::new(&bin);
     serve
         .args([
@@ -198,6 +200,10 @@ fn main() {
         assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
         serve.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
     }
+    if decision_log {
+        let _ = std::fs::remove_dir_all(dir.join("decision-log"));
+        serve.arg("--decision-log").arg(dir.join("decision-log"));
+    }
     let token = auth.then(|| {
         let token = "rcp_bench_token".to_string();
         use sha2::Digest;
@@ -220,7 +226,12 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    println!("server: {bin}{}{}", if tls { ", TLS" } else { "" }, if auth { ", bearer token required" } else { "" });
+    println!(
+        "server: {bin}{}{}{}",
+        if tls { ", TLS" } else { "" },
+        if auth { ", bearer token required" } else { "" },
+        if decision_log { ", decision log (Parquet)" } else { "" }
+    );
     let load = Load { port, seconds, clients, streams, tls, token };
     let echo = h2load("echo", &load, "/recoup.bench.v1.Echo/Echo", &echo_body, None);
     let max = h2load("decide-max", &load, "/recoup.v1.RetryDecider/Decide", &decide_body, None);
@@ -255,5 +266,13 @@ fn main() {
     println!("server /metrics: {ok:.0} Decide calls answered OK, {not_ok:.0} calls of any method not OK, {decided:.0} decisions counted");
     for l in metrics.lines().filter(|l| l.starts_with("recoup_requests_total{") && !l.contains(r#"code="OK""#)) {
         println!("  not OK: {l}");
+    }
+    if decision_log {
+        println!(
+            "decision log: {:.0} decisions written, {:.0} dropped (queue full), {:.0} write errors",
+            sum_samples(&metrics, "recoup_decision_log_written_total"),
+            sum_samples(&metrics, "recoup_decision_log_dropped_total"),
+            sum_samples(&metrics, "recoup_decision_log_write_errors_total")
+        );
     }
 }

@@ -30,6 +30,7 @@
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`report`]: the backtest's HTML report with SVG plots.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
+//! - [`decision_log`]: every decision served and every outcome reported, in Parquet files; their join back into history.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
 //! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
 //! - [`metrics`]: a per-server Prometheus registry and the `/metrics` endpoint.
@@ -42,6 +43,7 @@ pub mod attrition;
 pub mod backtest;
 pub mod calendar;
 pub mod cli;
+pub mod decision_log;
 pub mod declines;
 pub mod domain;
 pub mod engine;

@@ -104,6 +104,14 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
     }
 
+    /// Count the decision log's writes and drops here too.
+    pub fn register_log(&self, c: &crate::decision_log::LogCounters) {
+        for m in [&c.decisions_written, &c.decisions_dropped, &c.outcomes_written, &c.write_errors] {
+            // A second registration of the same counters (a test restarting) is harmless.
+            let _ = self.registry.register(Box::new(m.clone()));
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

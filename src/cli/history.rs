@@ -25,6 +25,28 @@ pub enum HistoryCommand {
         after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check history.csv --skip-bad-rows --rejects rejects.csv\n  recoup history check exports/ --json | jq .decline_codes"
     )]
     Check(CheckArgs),
+    /// Rebuild contract-v1 history from a decision log (`recoup serve --decision-log DIR`):
+    /// per payment, the facts and earlier attempts of its latest decision's request and the
+    /// attempts reported with ReportAttempts; a retry that followed a decision (its hour
+    /// and message) carries that decision's propensity, others none. The result is checked
+    /// by the contract loader before this answers, so `recoup train` can read it.
+    #[command(
+        after_help = "Examples:\n  recoup history from-log decision-log/ --out history.parquet\n  recoup train --history history.parquet\n  recoup backtest-history history.parquet"
+    )]
+    FromLog(FromLogArgs),
+}
+
+/// Arguments of `recoup history from-log`.
+#[derive(Debug, clap::Args)]
+pub struct FromLogArgs {
+    /// The decision log directory (it holds decisions/ and outcomes/).
+    pub log: PathBuf,
+    /// Where the history goes (.parquet or .csv).
+    #[arg(long, short, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `recoup history check`.
@@ -47,7 +69,54 @@ pub struct CheckArgs {
 pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     match &args.command {
         HistoryCommand::Check(a) => check(a, quiet),
+        HistoryCommand::FromLog(a) => from_log(a, quiet),
     }
+}
+
+fn from_log(a: &FromLogArgs, quiet: bool) -> anyhow::Result<ExitCode> {
+    let (decisions, outcomes) =
+        crate::decision_log::read(&a.log).with_context(|| format!("reading the decision log {}", a.log.display()))?;
+    let (mut df, report) = crate::decision_log::to_history(&decisions, &outcomes)?;
+    crate::history::write_frame(&mut df, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
+    let history = load(&a.out, &LoadOptions::default()).with_context(|| format!("checking {} against contract v1", a.out.display()))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else if !quiet {
+        writeln!(
+            out,
+            "{} decisions, {} reported outcomes → {} attempts of {} payments in {}",
+            report.decisions,
+            report.outcomes,
+            history.attempts.len(),
+            report.payments,
+            a.out.display()
+        )?;
+        writeln!(
+            out,
+            "retries with recoup's propensity (they followed its decision): {}; without (made otherwise): {}",
+            report.retries_following_a_decision, report.retries_without_a_decision
+        )?;
+        if report.outcomes_without_a_decision > 0 {
+            writeln!(
+                out,
+                "left out: {} outcomes of payments recoup never decided on (no payment facts)",
+                report.outcomes_without_a_decision
+            )?;
+        }
+        if report.conflicting_reports > 0 {
+            writeln!(
+                out,
+                "{} reports differ in time or outcome from an earlier copy of the same attempt: the latest report kept",
+                report.conflicting_reports
+            )?;
+        }
+        if let Some(why) = &report.first_inconsistency {
+            writeln!(out, "left out: {} payments whose attempts contradict each other (first: {why})", report.inconsistent_payments)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(a: &CheckArgs, quiet: bool) -> anyhow::Result<ExitCode> {

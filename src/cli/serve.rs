@@ -48,6 +48,15 @@ pub struct Args {
     /// whichever is earlier) the call answers DEADLINE_EXCEEDED and its work stops.
     #[arg(long, env = "RECOUP_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
+    /// Keep every decision (Decide, DecideBatch, hyperswitch's Decide) and every outcome
+    /// reported with ReportAttempts in Parquet files under DIR (decisions/, outcomes/), for
+    /// `recoup history from-log`. Off by default (ReportAttempts is then refused).
+    #[arg(long, env = "RECOUP_DECISION_LOG", value_name = "DIR")]
+    pub decision_log: Option<PathBuf>,
+    /// Seconds between writes of the decision log: a kill -9 loses at most the decisions
+    /// answered in the last interval (reported outcomes are written before they are answered).
+    #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", default_value_t = 1.0)]
+    pub decision_log_flush: f64,
     /// Address of the Prometheus metrics endpoint (GET /metrics); `off` to disable.
     #[arg(long, env = "RECOUP_METRICS_ADDR", value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
     pub metrics_addr: MetricsAddr,
@@ -193,6 +202,29 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         },
         ..ServeConfig::new(a.addr, a.models.clone())
     };
+    anyhow::ensure!(
+        a.decision_log_flush.is_finite() && a.decision_log_flush > 0.0 && a.decision_log_flush <= 3600.0,
+        "--decision-log-flush {}: expected seconds in (0, 3600]",
+        a.decision_log_flush
+    );
+    let log = match &a.decision_log {
+        Some(dir) => {
+            let mut c = crate::decision_log::LogConfig::new(dir.clone());
+            c.flush_every = Duration::from_secs_f64(a.decision_log_flush);
+            let counters = crate::decision_log::LogCounters::new();
+            let (log, writer) = crate::decision_log::DecisionLog::open(c, counters.clone())?;
+            Some((log, counters, writer))
+        }
+        None => None,
+    };
+    let log_note = match &a.decision_log {
+        Some(d) => format!("; decision log {} (every {} s)", d.display(), a.decision_log_flush),
+        None => "; no decision log (--decision-log DIR keeps decisions and outcomes for retraining)".to_string(),
+    };
+    let (log, writer) = match log {
+        Some((l, c, w)) => (Some((l, c)), Some(w)),
+        None => (None, None),
+    };
     crate::serve::quiet_panics();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
@@ -219,14 +251,17 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             (false, false) => format!("open to anyone: {}; training refused (no admin token)", open.join(", ")),
         };
         eprintln!(
-            "recoup serve: model {} on {} ({scheme}; recoup.v1, hyperswitch decider.Decider{trainer}, health{reflection}{metrics_at}; access: {access}; Ctrl-C or SIGTERM to stop)",
+            "recoup serve: model {} on {} ({scheme}; recoup.v1, hyperswitch decider.Decider{trainer}, health{reflection}{metrics_at}; access: {access}{log_note}; Ctrl-C or SIGTERM to stop)",
             loaded.version,
             listener.local_addr()?
         );
         tracing::info!(model = %loaded.version, addr = %cfg.addr, max_in_flight = cfg.max_in_flight, "serving");
-        let state = State::new(loaded, engine, cfg.max_in_flight);
+        let state = State::with_log(loaded, engine, cfg.max_in_flight, log);
         serve(listener, metrics, cfg, state, shutdown_signal()).await
     })?;
+    // The decision log's last write, before saying we stopped.
+    drop(rt);
+    drop(writer);
     eprintln!("recoup serve: stopped");
     Ok(ExitCode::SUCCESS)
 }

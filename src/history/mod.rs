@@ -1248,14 +1248,19 @@ pub fn summarize(h: &History) -> Summary {
 /// Write attempts back out in the contract format (CSV or Parquet by extension).
 /// Used by tests, benchmarks and, later, the simulator's sample data.
 pub fn write(h: &History, path: &Path) -> Result<(), LoadError> {
+    let mut df = to_frame(h).map_err(|source| LoadError::Polars { path: path.to_path_buf(), source })?;
+    write_frame(&mut df, path)
+}
+
+/// Write a contract-typed DataFrame (CSV or Parquet by extension).
+pub fn write_frame(df: &mut DataFrame, path: &Path) -> Result<(), LoadError> {
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
-    let mut df = to_frame(h).map_err(pe)?;
     let f = File::create(path).map_err(|source| LoadError::Io { path: path.to_path_buf(), source })?;
     match file_kind(path) {
-        Some(FileKind::Parquet) => ParquetWriter::new(f).finish(&mut df).map(|_| ()).map_err(pe),
+        Some(FileKind::Parquet) => ParquetWriter::new(f).finish(df).map(|_| ()).map_err(pe),
         Some(FileKind::Csv) => {
             // RFC 3339 with an explicit UTC offset, as the contract asks of CSV.
-            CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).finish(&mut df).map_err(pe)
+            CsvWriter::new(f).include_header(true).with_datetime_format(Some("%Y-%m-%dT%H:%M:%S%.fZ".into())).finish(df).map_err(pe)
         }
         None => Err(LoadError::UnsupportedFile { path: path.to_path_buf() }),
     }

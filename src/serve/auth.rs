@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum Scope {
-    /// Ask for decisions: `recoup.v1.RetryDecider/Decide`, `DecideBatch`, hyperswitch's `decider.Decider/Decide`.
+    /// Ask for decisions and report their outcomes: `recoup.v1.RetryDecider/Decide`, `DecideBatch`,
+    /// `ReportAttempts`, hyperswitch's `decider.Decider/Decide`.
     Decide,
     /// Read the serving model (`GetModel`) and the schema (server reflection).
     Read,
@@ -213,6 +214,7 @@ mod tests {
     fn methods_map_to_scopes() {
         assert_eq!(scope_of("/grpc.health.v1.Health/Check"), None);
         assert_eq!(scope_of("/recoup.v1.RetryDecider/Decide"), Some(Scope::Decide));
+        assert_eq!(scope_of("/recoup.v1.RetryDecider/ReportAttempts"), Some(Scope::Decide), "outcomes come from the billing platform");
         assert_eq!(scope_of("/recoup.v1.RetryDecider/GetModel"), Some(Scope::Read));
         assert_eq!(scope_of("/decider.Decider/Decide"), Some(Scope::Decide));
         assert_eq!(scope_of("/trainer.TrainerService/TriggerTraining"), Some(Scope::Admin));

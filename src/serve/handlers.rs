@@ -21,10 +21,12 @@ use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use super::State;
 use crate::api::{self, v1};
+use crate::decision_log::{DecisionRecord, OutcomeRecord};
 use crate::engine::{self, EngineConfig};
 use crate::hyperswitch;
 
@@ -124,6 +126,7 @@ impl Decider {
         let out = api::decide(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
         match &out {
             Ok(r) => {
+                log_decision(state, "decide", req, r);
                 state.metrics.decision(r.action().as_str_name(), r.channel().as_str_name());
                 tracing::debug!(payment_id = %req.payment.as_ref().map_or("", |p| p.payment_id.as_str()), action = r.action().as_str_name(), channel = r.channel().as_str_name(), p = r.p_success, model = %r.model_version, "decided");
             }
@@ -149,6 +152,7 @@ impl Decider {
                         std::panic::catch_unwind(AssertUnwindSafe(|| api::decide(&loaded.model, &loaded.version, &state.cfg, r, now)));
                     let result = match one {
                         Ok(Ok(d)) => {
+                            log_decision(state, "decide_batch", r, &d);
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)
                         }
@@ -168,6 +172,83 @@ impl Decider {
             .await?;
         Ok(v1::DecideBatchResponse { items })
     }
+}
+
+fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
+}
+
+/// Append an answered decision to the decision log, if the server keeps one. Its time is
+/// the request's `now` (the time the decision was made for), else the server's clock.
+fn log_decision(state: &State, source: &str, req: &v1::DecideRequest, r: &v1::DecideResponse) {
+    let Some(log) = &state.log else { return };
+    let p = req.payment.as_ref();
+    log.decision(DecisionRecord {
+        decided_at: time_of(&req.now).unwrap_or_else(Utc::now),
+        source: source.into(),
+        payment_id: p.map(|p| p.payment_id.clone()).unwrap_or_default(),
+        customer_id: p.map(|p| p.customer_id.clone()).unwrap_or_default(),
+        model_version: r.model_version.clone(),
+        arm: "model".into(),
+        action: r.action().as_str_name().into(),
+        next_step: r.next_step().as_str_name().into(),
+        retry_at: time_of(&r.retry_at),
+        channel: r.channel().as_str_name().into(),
+        p_success: r.p_success,
+        p_recovery: r.p_recovery,
+        propensity: r.propensity,
+        request: prost::Message::encode_to_vec(req),
+    });
+}
+
+/// One report checked against the contract's rules, naming the field.
+fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Result<OutcomeRecord, Status> {
+    let bad = |field: &str, why: String| Err(Status::invalid_argument(format!("reports[{i}].{field}: {why}")));
+    for (field, v) in [("payment_id", &r.payment_id), ("customer_id", &r.customer_id), ("attempt_id", &r.attempt_id)] {
+        if v.len() > crate::limits::MAX_TEXT_BYTES {
+            return bad(field, format!("{} bytes; at most {}", v.len(), crate::limits::MAX_TEXT_BYTES));
+        }
+    }
+    if r.payment_id.trim().is_empty() {
+        return bad("payment_id", "required".into());
+    }
+    let Some(at) = time_of(&r.attempted_at) else { return bad("attempted_at", "required (a valid timestamp)".into()) };
+    if let Err(e) = crate::limits::check_time("attempted_at", at) {
+        return bad("attempted_at", e.message);
+    }
+    let outcome = r.outcome.trim().to_ascii_lowercase();
+    match outcome.as_str() {
+        "succeeded" if !r.decline_code.trim().is_empty() => return bad("decline_code", "must be empty when the attempt succeeded".into()),
+        "succeeded" => {}
+        "failed" if [&r.decline_code, &r.network_code, &r.advice_code].iter().all(|c| c.trim().is_empty()) => {
+            return bad("decline_code", "a failed attempt needs a decline_code, network_code or advice_code".into())
+        }
+        "failed" => {}
+        other => return bad("outcome", format!("{other:?}: expected succeeded or failed")),
+    }
+    let channel = r.channel.trim().to_ascii_lowercase();
+    if !channel.is_empty() && channel.parse::<crate::domain::Channel>().is_err() {
+        return bad("channel", format!("{channel:?}: expected none, email, sms, push or in_app"));
+    }
+    for (field, v) in [("decline_code", &r.decline_code), ("network_code", &r.network_code), ("advice_code", &r.advice_code)] {
+        if v.len() > crate::limits::MAX_TEXT_BYTES {
+            return bad(field, format!("{} bytes; at most {}", v.len(), crate::limits::MAX_TEXT_BYTES));
+        }
+    }
+    Ok(OutcomeRecord {
+        reported_at,
+        payment_id: r.payment_id.trim().to_string(),
+        customer_id: r.customer_id.trim().to_string(),
+        attempt_id: r.attempt_id.trim().to_string(),
+        attempt_number: r.attempt_number,
+        attempted_at: at,
+        outcome,
+        decline_code: r.decline_code.trim().to_string(),
+        network_code: r.network_code.trim().to_string(),
+        advice_code: r.advice_code.trim().to_string(),
+        channel,
+        payment_method_updated: r.payment_method_updated,
+    })
 }
 
 /// Held admission units, counted in the `recoup_in_flight` gauge while held.
@@ -201,6 +282,22 @@ impl v1::retry_decider_server::RetryDecider for Decider {
         self.batch(request.into_inner().requests).await.map(Response::new)
     }
 
+    async fn report_attempts(&self, request: Request<v1::ReportAttemptsRequest>) -> Result<Response<v1::ReportAttemptsResponse>, Status> {
+        let reports = request.into_inner().reports;
+        crate::limits::check_len("reports", reports.len(), crate::limits::MAX_BATCH).map_err(invalid_argument)?;
+        let Some(log) = self.state.log.clone() else {
+            return Err(Status::failed_precondition(
+                "this server keeps no decision log: start it with --decision-log DIR to accept outcome reports",
+            ));
+        };
+        let _permit = self.permit(self.units(reports.len()))?;
+        let now = Utc::now();
+        let rows = reports.iter().enumerate().map(|(i, r)| outcome_of(i, r, now)).collect::<Result<Vec<_>, _>>()?;
+        let accepted = rows.len() as u32;
+        log.outcomes(rows).await.map_err(Status::unavailable)?;
+        Ok(Response::new(v1::ReportAttemptsResponse { accepted }))
+    }
+
     async fn get_model(&self, _request: Request<v1::GetModelRequest>) -> Result<Response<v1::GetModelResponse>, Status> {
         let l = self.state.current();
         Ok(Response::new(v1::GetModelResponse {
@@ -228,6 +325,25 @@ impl HyperswitchDecider {
         let loaded = state.current();
         match hyperswitch::decide(&loaded.model, &self.cfg, r, chrono::Utc::now(), self.default_country) {
             Ok(a) => {
+                if let Some(log) = &state.log {
+                    log.decision(DecisionRecord {
+                        decided_at: Utc::now(),
+                        source: "hyperswitch".into(),
+                        payment_id: r.payment_id.clone().unwrap_or_default(),
+                        customer_id: String::new(),
+                        model_version: loaded.version.clone(),
+                        arm: "model".into(),
+                        action: a.action.into(),
+                        next_step: a.reason.clone(),
+                        retry_at: None,
+                        channel: "CHANNEL_NONE".into(),
+                        p_success: f64::NAN,
+                        p_recovery: f64::NAN,
+                        // hyperswitch's route does not explore yet: every answer is certain.
+                        propensity: 1.0,
+                        request: Vec::new(),
+                    });
+                }
                 state.metrics.decision(a.action, "CHANNEL_NONE");
                 tracing::debug!(payment_id = r.payment_id.as_deref().unwrap_or(""), merchant_id = r.merchant_id.as_deref().unwrap_or(""), action = a.action, reason = %a.reason, threshold = ?a.response.decision_threshold, previous_threshold = ?r.previous_threshold, model = %loaded.version, "hyperswitch decision");
                 Ok(a.response)

@@ -61,14 +61,30 @@ pub struct State {
     capacity: usize,
     /// Request counts, latencies, decisions by action and channel, reloads.
     pub metrics: Arc<Metrics>,
+    /// Where decisions and reported outcomes go (`--decision-log`); `None`: nowhere.
+    pub(crate) log: Option<crate::decision_log::DecisionLog>,
 }
 
 impl State {
     pub fn new(loaded: Loaded, cfg: EngineConfig, max_in_flight: usize) -> Arc<State> {
+        State::with_log(loaded, cfg, max_in_flight, None)
+    }
+
+    /// As [`State::new`], appending every decision and reported outcome to `log`.
+    pub fn with_log(
+        loaded: Loaded,
+        cfg: EngineConfig,
+        max_in_flight: usize,
+        log: Option<(crate::decision_log::DecisionLog, crate::decision_log::LogCounters)>,
+    ) -> Arc<State> {
         let metrics = Arc::new(Metrics::new());
         metrics.serving(&loaded.version);
         let capacity = max_in_flight.max(1);
-        Arc::new(State { model: RwLock::new(Arc::new(loaded)), cfg, permits: Arc::new(Semaphore::new(capacity)), capacity, metrics })
+        let log = log.map(|(log, counters)| {
+            metrics.register_log(&counters);
+            log
+        });
+        Arc::new(State { model: RwLock::new(Arc::new(loaded)), cfg, permits: Arc::new(Semaphore::new(capacity)), capacity, metrics, log })
     }
 
     /// The model serving now.

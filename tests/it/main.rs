@@ -4,6 +4,7 @@ mod attrition;
 mod backtest;
 mod cards;
 mod cli;
+mod closed_loop;
 mod export;
 mod fuzz;
 mod history;

@@ -478,7 +478,7 @@ async fn health_reflection_and_load_shedding() {
         let file = prost_types::FileDescriptorProto::decode(&files.file_descriptor_proto[0][..]).expect("a file descriptor");
         assert_eq!(file.package(), "recoup.v1");
         let methods: Vec<&str> = file.service.iter().flat_map(|s| s.method.iter().map(|m| m.name())).collect();
-        assert_eq!(methods, ["Decide", "DecideBatch", "GetModel"], "{file:?}");
+        assert_eq!(methods, ["Decide", "DecideBatch", "GetModel", "ReportAttempts"], "{:?}", file.service);
     }
 
     // One permit: a burst of concurrent calls sheds some with RESOURCE_EXHAUSTED, none waits forever.

@@ -1,0 +1,856 @@
+//! The decision log (edge, files): every decision `recoup serve` makes and
+//! every attempt outcome the billing platform reports, appended to Parquet
+//! files, and their join back into contract-v1 history carrying recoup's own
+//! propensities, so `recoup train` retrains on recoup's decisions and
+//! `recoup backtest-history` can weigh them (#24).
+//!
+//! Layout under the log directory: `decisions/part-<µs>-<seq>.parquet` and
+//! `outcomes/part-<µs>-<seq>.parquet`. A file is written to a `.tmp` name,
+//! synced and renamed, so a reader never sees half a file.
+//!
+//! **Durability.**
+//! - A decision is handed to a writer thread through a bounded queue and
+//!   never waits for it: when the queue is full the decision is answered
+//!   anyway and counted in `recoup_decision_log_dropped_total` (a log that
+//!   cannot keep up must not slow payments). The writer writes a file every
+//!   `flush_every` (default 1 s) or every `rows_per_file` decisions, so a
+//!   `kill -9` loses at most the decisions acknowledged in the last
+//!   `flush_every` plus one file's write time; a clean shutdown loses none.
+//! - Reported outcomes are the ground truth the next model learns from:
+//!   `ReportAttempts` answers only once its reports are in a renamed file
+//!   (UNAVAILABLE otherwise, so the platform reports again).
+//! - A write that fails (disk full) is logged and retried at the next flush,
+//!   keeping at most four files' worth of decisions; beyond that the oldest
+//!   are dropped and counted.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use polars::prelude::*;
+use prost::Message;
+
+use crate::api::v1;
+
+/// `with_context` for results and options (anyhow's and polars' traits share the name).
+trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T>;
+}
+
+impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.map_err(|e| anyhow::anyhow!("{}: {e}", what()))
+    }
+}
+
+impl<T> Ctx<T> for Option<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
+        self.ok_or_else(|| anyhow::anyhow!("{}", what()))
+    }
+}
+
+/// One decision, as the server answered it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    pub decided_at: DateTime<Utc>,
+    /// `decide`, `decide_batch` or `hyperswitch`.
+    pub source: String,
+    pub payment_id: String,
+    pub customer_id: String,
+    pub model_version: String,
+    /// The experiment arm that answered (`model` until holdouts exist).
+    pub arm: String,
+    /// `RETRY` or `DO_NOT_RETRY`, and the next step (`NEXT_STEP_…`).
+    pub action: String,
+    pub next_step: String,
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The message before the retry (`none`, `email`, …).
+    pub channel: String,
+    pub p_success: f64,
+    pub p_recovery: f64,
+    /// Probability with which this action was chosen.
+    pub propensity: f64,
+    /// The whole `recoup.v1.DecideRequest`, protobuf-encoded (empty for hyperswitch's calls).
+    pub request: Vec<u8>,
+}
+
+/// One reported attempt outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeRecord {
+    pub reported_at: DateTime<Utc>,
+    pub payment_id: String,
+    pub customer_id: String,
+    pub attempt_id: String,
+    pub attempt_number: u32,
+    pub attempted_at: DateTime<Utc>,
+    /// `succeeded` or `failed`.
+    pub outcome: String,
+    pub decline_code: String,
+    pub network_code: String,
+    pub advice_code: String,
+    pub channel: String,
+    pub payment_method_updated: bool,
+}
+
+/// How the writer rotates files.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    /// Write the decisions gathered so far at least this often.
+    pub flush_every: Duration,
+    /// Decisions per file at most.
+    pub rows_per_file: usize,
+    /// Decisions waiting for the writer at most; more are dropped and counted.
+    pub queue: usize,
+}
+
+impl LogConfig {
+    pub fn new(dir: PathBuf) -> LogConfig {
+        LogConfig { dir, flush_every: Duration::from_secs(1), rows_per_file: 100_000, queue: 65_536 }
+    }
+}
+
+/// Counters of the log (registered in the server's metrics).
+#[derive(Clone)]
+pub struct LogCounters {
+    pub decisions_written: prometheus::IntCounter,
+    pub decisions_dropped: prometheus::IntCounter,
+    pub outcomes_written: prometheus::IntCounter,
+    pub write_errors: prometheus::IntCounter,
+}
+
+impl LogCounters {
+    pub fn new() -> LogCounters {
+        let c = |name: &str, help: &str| prometheus::IntCounter::new(name, help).expect("valid metric");
+        LogCounters {
+            decisions_written: c("recoup_decision_log_written_total", "Decisions written to the decision log"),
+            decisions_dropped: c(
+                "recoup_decision_log_dropped_total",
+                "Decisions answered but not logged (the log's queue was full, or writes kept failing)",
+            ),
+            outcomes_written: c("recoup_outcome_reports_written_total", "Attempt outcomes reported and written"),
+            write_errors: c("recoup_decision_log_write_errors_total", "Decision-log files that could not be written"),
+        }
+    }
+}
+
+impl Default for LogCounters {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+enum Entry {
+    Decision(Box<DecisionRecord>),
+    Outcomes(Vec<OutcomeRecord>, tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Write what is pending and stop.
+    Close,
+}
+
+/// The appending side: cheap to clone, never blocks a decision.
+#[derive(Clone)]
+pub struct DecisionLog {
+    tx: SyncSender<Entry>,
+    counters: LogCounters,
+}
+
+/// The writer thread: dropping it writes what is pending and waits for that (a clean
+/// shutdown loses no decision); decisions appended afterwards are counted as dropped.
+pub struct LogWriter {
+    thread: Option<std::thread::JoinHandle<()>>,
+    tx: SyncSender<Entry>,
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Entry::Close);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl DecisionLog {
+    /// Create the directories and start the writer thread; drop the [`LogWriter`] to stop it.
+    pub fn open(cfg: LogConfig, counters: LogCounters) -> anyhow::Result<(DecisionLog, LogWriter)> {
+        for sub in ["decisions", "outcomes"] {
+            let d = cfg.dir.join(sub);
+            std::fs::create_dir_all(&d).ctx(|| format!("creating the decision log directory {}", d.display()))?;
+        }
+        let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let c = counters.clone();
+        let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || writer(rx, cfg, c))?;
+        Ok((DecisionLog { tx: tx.clone(), counters }, LogWriter { thread: Some(thread), tx }))
+    }
+
+    /// Append a decision; never waits (a full queue drops it and counts it).
+    pub fn decision(&self, d: DecisionRecord) {
+        match self.tx.try_send(Entry::Decision(Box::new(d))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.counters.decisions_dropped.inc(),
+        }
+    }
+
+    /// Append outcomes; resolves once they are in a renamed file.
+    pub async fn outcomes(&self, rows: Vec<OutcomeRecord>) -> Result<(), String> {
+        let (ack, done) = tokio::sync::oneshot::channel();
+        match self.tx.try_send(Entry::Outcomes(rows, ack)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => return Err("the decision log is busy; report again".into()),
+            Err(TrySendError::Disconnected(_)) => return Err("the decision log has stopped".into()),
+        }
+        done.await.unwrap_or_else(|_| Err("the decision log has stopped".into()))
+    }
+}
+
+fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters) {
+    let mut pending: Vec<DecisionRecord> = Vec::new();
+    let mut seq = 0u64;
+    let mut last = Instant::now();
+    let keep = cfg.rows_per_file.max(1) * 4;
+    let flush = |pending: &mut Vec<DecisionRecord>, seq: &mut u64| {
+        if pending.is_empty() {
+            return;
+        }
+        *seq += 1;
+        match write_decisions(&cfg.dir, pending, *seq) {
+            Ok(()) => {
+                counters.decisions_written.inc_by(pending.len() as u64);
+                pending.clear();
+            }
+            Err(e) => {
+                counters.write_errors.inc();
+                tracing::error!(error = %format!("{e:#}"), kept = pending.len(), "cannot write the decision log; retrying at the next flush");
+                if pending.len() > keep {
+                    let over = pending.len() - keep;
+                    pending.drain(..over);
+                    counters.decisions_dropped.inc_by(over as u64);
+                }
+            }
+        }
+    };
+    loop {
+        let wait = cfg.flush_every.saturating_sub(last.elapsed());
+        match rx.recv_timeout(wait) {
+            Ok(Entry::Decision(d)) => {
+                pending.push(*d);
+                if pending.len() >= cfg.rows_per_file.max(1) {
+                    flush(&mut pending, &mut seq);
+                    last = Instant::now();
+                }
+            }
+            Ok(Entry::Outcomes(rows, ack)) => {
+                // Gather the reports already queued into the same file.
+                let mut rows = rows;
+                let mut acks = vec![ack];
+                let mut closing = false;
+                while let Ok(e) = rx.try_recv() {
+                    match e {
+                        Entry::Decision(d) => pending.push(*d),
+                        Entry::Outcomes(more, a) => {
+                            rows.extend(more);
+                            acks.push(a);
+                        }
+                        Entry::Close => {
+                            closing = true;
+                            break;
+                        }
+                    }
+                }
+                seq += 1;
+                let result = write_outcomes(&cfg.dir, &rows, seq).map_err(|e| {
+                    counters.write_errors.inc();
+                    tracing::error!(error = %format!("{e:#}"), "cannot write reported outcomes; the callers are told to report again");
+                    "the decision log could not write the reports; report again".to_string()
+                });
+                if result.is_ok() {
+                    counters.outcomes_written.inc_by(rows.len() as u64);
+                }
+                for a in acks {
+                    let _ = a.send(result.clone());
+                }
+                if closing {
+                    flush(&mut pending, &mut seq);
+                    return;
+                }
+            }
+            Ok(Entry::Close) => {
+                flush(&mut pending, &mut seq);
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                flush(&mut pending, &mut seq);
+                last = Instant::now();
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                flush(&mut pending, &mut seq);
+                return;
+            }
+        }
+    }
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn time_column(name: &str, v: Vec<Option<i64>>) -> Column {
+    Int64Chunked::from_iter_options(name.into(), v.into_iter())
+        .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
+        .into_series()
+        .into_column()
+}
+
+/// Write `df` to `dir/part-<µs>-<seq>.parquet` through a synced `.tmp` file and a rename.
+fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> anyhow::Result<()> {
+    let name = format!("part-{}-{seq:06}.parquet", Utc::now().timestamp_micros());
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
+    ParquetWriter::new(&mut f).finish(df).ctx(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(&name)).ctx(|| format!("renaming {}", tmp.display()))?;
+    Ok(())
+}
+
+fn write_decisions(dir: &Path, rows: &[DecisionRecord], seq: u64) -> anyhow::Result<()> {
+    let s = |f: &dyn Fn(&DecisionRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let n = rows.len();
+    let mut df = DataFrame::new(
+        n,
+        vec![
+            time_column("decided_at", rows.iter().map(|r| Some(micros(r.decided_at))).collect()),
+            Column::new("source".into(), s(&|r| &r.source)),
+            Column::new("payment_id".into(), s(&|r| &r.payment_id)),
+            Column::new("customer_id".into(), s(&|r| &r.customer_id)),
+            Column::new("model_version".into(), s(&|r| &r.model_version)),
+            Column::new("arm".into(), s(&|r| &r.arm)),
+            Column::new("action".into(), s(&|r| &r.action)),
+            Column::new("next_step".into(), s(&|r| &r.next_step)),
+            time_column("retry_at", rows.iter().map(|r| r.retry_at.map(micros)).collect()),
+            Column::new("channel".into(), s(&|r| &r.channel)),
+            Column::new("p_success".into(), rows.iter().map(|r| r.p_success).collect::<Vec<f64>>()),
+            Column::new("p_recovery".into(), rows.iter().map(|r| r.p_recovery).collect::<Vec<f64>>()),
+            Column::new("propensity".into(), rows.iter().map(|r| r.propensity).collect::<Vec<f64>>()),
+            Column::new("request".into(), rows.iter().map(|r| r.request.as_slice()).collect::<Vec<&[u8]>>()),
+        ],
+    )?;
+    write_atomically(&dir.join("decisions"), &mut df, seq)
+}
+
+fn write_outcomes(dir: &Path, rows: &[OutcomeRecord], seq: u64) -> anyhow::Result<()> {
+    let s = |f: &dyn Fn(&OutcomeRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+    let mut df = DataFrame::new(
+        rows.len(),
+        vec![
+            time_column("reported_at", rows.iter().map(|r| Some(micros(r.reported_at))).collect()),
+            Column::new("payment_id".into(), s(&|r| &r.payment_id)),
+            Column::new("customer_id".into(), s(&|r| &r.customer_id)),
+            Column::new("attempt_id".into(), s(&|r| &r.attempt_id)),
+            Column::new("attempt_number".into(), rows.iter().map(|r| r.attempt_number as i64).collect::<Vec<i64>>()),
+            time_column("attempted_at", rows.iter().map(|r| Some(micros(r.attempted_at))).collect()),
+            Column::new("outcome".into(), s(&|r| &r.outcome)),
+            Column::new("decline_code".into(), s(&|r| &r.decline_code)),
+            Column::new("network_code".into(), s(&|r| &r.network_code)),
+            Column::new("advice_code".into(), s(&|r| &r.advice_code)),
+            Column::new("channel".into(), s(&|r| &r.channel)),
+            Column::new("payment_method_updated".into(), rows.iter().map(|r| r.payment_method_updated).collect::<Vec<bool>>()),
+        ],
+    )?;
+    write_atomically(&dir.join("outcomes"), &mut df, seq)
+}
+
+/// The finished Parquet files of `dir`, in name (time) order.
+fn parts(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ctx(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
+    let f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
+    ParquetReader::new(f).finish().ctx(|| format!("reading {}", path.display()))
+}
+
+fn strs(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<String>> {
+    let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
+    let ca = c.str().ctx(|| format!("{}: column {name}", path.display()))?;
+    Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or("").to_string()).collect())
+}
+
+fn times(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<Option<DateTime<Utc>>>> {
+    let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
+    let c = c.cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
+    let phys = c.datetime().ctx(|| format!("{}: column {name}", path.display()))?.physical().clone();
+    Ok((0..phys.len()).map(|i| phys.get(i).and_then(DateTime::<Utc>::from_timestamp_micros)).collect())
+}
+
+fn floats(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<f64>> {
+    let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
+    let ca = c.f64().ctx(|| format!("{}: column {name}", path.display()))?;
+    Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
+}
+
+/// Every decision and outcome under a log directory, in file order.
+pub fn read(dir: &Path) -> anyhow::Result<(Vec<DecisionRecord>, Vec<OutcomeRecord>)> {
+    let mut decisions = Vec::new();
+    for path in parts(&dir.join("decisions"))? {
+        let df = read_part(&path)?;
+        let t = times(&df, "decided_at", &path)?;
+        let retry_at = times(&df, "retry_at", &path)?;
+        let [source, payment_id, customer_id, model_version, arm, action, next_step, channel] =
+            ["source", "payment_id", "customer_id", "model_version", "arm", "action", "next_step", "channel"].map(|n| strs(&df, n, &path));
+        let (p_success, p_recovery, propensity) =
+            (floats(&df, "p_success", &path)?, floats(&df, "p_recovery", &path)?, floats(&df, "propensity", &path)?);
+        let request = df.column("request").ctx(|| format!("{}: no column request", path.display()))?.binary()?.clone();
+        let (source, payment_id, customer_id, model_version, arm, action, next_step, channel) =
+            (source?, payment_id?, customer_id?, model_version?, arm?, action?, next_step?, channel?);
+        for i in 0..request.len() {
+            let req = request.get(i);
+            decisions.push(DecisionRecord {
+                decided_at: t[i].ctx(|| format!("{}: row {i}: no decided_at", path.display()))?,
+                source: source[i].clone(),
+                payment_id: payment_id[i].clone(),
+                customer_id: customer_id[i].clone(),
+                model_version: model_version[i].clone(),
+                arm: arm[i].clone(),
+                action: action[i].clone(),
+                next_step: next_step[i].clone(),
+                retry_at: retry_at[i],
+                channel: channel[i].clone(),
+                p_success: p_success[i],
+                p_recovery: p_recovery[i],
+                propensity: propensity[i],
+                request: req.unwrap_or_default().to_vec(),
+            });
+        }
+    }
+    let mut outcomes = Vec::new();
+    for path in parts(&dir.join("outcomes"))? {
+        let df = read_part(&path)?;
+        let reported = times(&df, "reported_at", &path)?;
+        let attempted = times(&df, "attempted_at", &path)?;
+        let [payment_id, customer_id, attempt_id, outcome, decline_code, network_code, advice_code, channel] =
+            ["payment_id", "customer_id", "attempt_id", "outcome", "decline_code", "network_code", "advice_code", "channel"]
+                .map(|n| strs(&df, n, &path));
+        let (payment_id, customer_id, attempt_id, outcome, decline_code, network_code, advice_code, channel) =
+            (payment_id?, customer_id?, attempt_id?, outcome?, decline_code?, network_code?, advice_code?, channel?);
+        let number = df.column("attempt_number")?.i64()?.clone();
+        let updated = df.column("payment_method_updated")?.bool()?.clone();
+        for i in 0..df.height() {
+            outcomes.push(OutcomeRecord {
+                reported_at: reported[i].ctx(|| format!("{}: row {i}: no reported_at", path.display()))?,
+                payment_id: payment_id[i].clone(),
+                customer_id: customer_id[i].clone(),
+                attempt_id: attempt_id[i].clone(),
+                attempt_number: u32::try_from(number.get(i).unwrap_or(-1))
+                    .ctx(|| format!("{}: row {i}: attempt_number", path.display()))?,
+                attempted_at: attempted[i].ctx(|| format!("{}: row {i}: no attempted_at", path.display()))?,
+                outcome: outcome[i].clone(),
+                decline_code: decline_code[i].clone(),
+                network_code: network_code[i].clone(),
+                advice_code: advice_code[i].clone(),
+                channel: channel[i].clone(),
+                payment_method_updated: updated.get(i).unwrap_or(false),
+            });
+        }
+    }
+    Ok((decisions, outcomes))
+}
+
+/// What [`to_history`] did, for the command's summary.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FromLogReport {
+    pub decisions: usize,
+    pub outcomes: usize,
+    pub payments: usize,
+    pub rows: usize,
+    /// Retries that followed a recoup decision (its hour and channel): they carry its propensity.
+    pub retries_following_a_decision: usize,
+    /// Retries made otherwise (the platform did something else): no propensity.
+    pub retries_without_a_decision: usize,
+    /// Outcomes for payments recoup never decided on (no payment facts): left out.
+    pub outcomes_without_a_decision: usize,
+    /// Reports whose time or outcome differ from an earlier report or request's copy of the
+    /// same attempt: the latest report kept.
+    pub conflicting_reports: usize,
+    /// Payments left out because their attempts contradict each other, with the first reason.
+    pub inconsistent_payments: usize,
+    pub first_inconsistency: Option<String>,
+}
+
+/// One history row before it becomes a column.
+struct Row {
+    attempt_id: String,
+    attempt_number: u32,
+    at: DateTime<Utc>,
+    outcome: String,
+    decline_code: String,
+    network_code: String,
+    advice_code: String,
+    channel: String,
+    updated: bool,
+    propensity: Option<f64>,
+}
+
+/// Join decisions and outcomes into contract-v1 history (a DataFrame with the
+/// contract's columns). Per payment, the facts and the earlier attempts come from
+/// its latest decision's request, the later attempts from the reports; a retry
+/// carries the propensity of the decision before it when it followed that
+/// decision (a retry within the decided hour, with the decided message), and
+/// none otherwise.
+pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> anyhow::Result<(DataFrame, FromLogReport)> {
+    let mut report = FromLogReport { decisions: decisions.len(), outcomes: outcomes.len(), ..Default::default() };
+    let mut by_payment: HashMap<&str, Vec<&DecisionRecord>> = HashMap::new();
+    for d in decisions.iter().filter(|d| !d.request.is_empty()) {
+        by_payment.entry(d.payment_id.as_str()).or_default().push(d);
+    }
+    let mut reported: HashMap<&str, Vec<&OutcomeRecord>> = HashMap::new();
+    for o in outcomes {
+        if by_payment.contains_key(o.payment_id.as_str()) {
+            reported.entry(o.payment_id.as_str()).or_default().push(o);
+        } else {
+            report.outcomes_without_a_decision += 1;
+        }
+    }
+    let mut ids: Vec<&str> = by_payment.keys().copied().collect();
+    ids.sort_unstable();
+    let mut cols: Cols = Cols::default();
+    for pid in ids {
+        let mut ds = by_payment.remove(pid).unwrap_or_default();
+        ds.sort_by_key(|d| d.decided_at);
+        let Some(latest) = ds.last() else { continue };
+        let req = match v1::DecideRequest::decode(latest.request.as_slice()) {
+            Ok(r) => r,
+            Err(e) => {
+                note_inconsistent(&mut report, format!("payment {pid}: its logged request does not decode: {e}"));
+                continue;
+            }
+        };
+        let payment = req.payment.clone().unwrap_or_default();
+        let mut rows: Vec<Row> = req
+            .attempts
+            .iter()
+            .enumerate()
+            .filter_map(|(k, a)| {
+                let at = a
+                    .attempted_at
+                    .as_ref()
+                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))?;
+                Some(Row {
+                    attempt_id: format!("{pid}#{k}"),
+                    attempt_number: k as u32,
+                    at,
+                    outcome: "failed".into(),
+                    decline_code: a.decline_code.clone(),
+                    network_code: a.network_code.clone(),
+                    advice_code: a.advice_code.clone(),
+                    channel: a.channel.clone(),
+                    updated: a.payment_method_updated,
+                    propensity: None,
+                })
+            })
+            .collect();
+        let mut reps = reported.remove(pid).unwrap_or_default();
+        reps.sort_by_key(|o| o.reported_at);
+        for o in reps {
+            let row = Row {
+                attempt_id: if o.attempt_id.is_empty() { format!("{pid}#{}", o.attempt_number) } else { o.attempt_id.clone() },
+                attempt_number: o.attempt_number,
+                at: o.attempted_at,
+                outcome: o.outcome.clone(),
+                decline_code: o.decline_code.clone(),
+                network_code: o.network_code.clone(),
+                advice_code: o.advice_code.clone(),
+                channel: o.channel.clone(),
+                updated: o.payment_method_updated,
+                propensity: None,
+            };
+            // The platform's own report of an attempt wins over the copy in a request.
+            match rows.iter_mut().find(|r| r.attempt_number == o.attempt_number) {
+                Some(r) => {
+                    if r.at != row.at || r.outcome != row.outcome {
+                        report.conflicting_reports += 1;
+                    }
+                    *r = row;
+                }
+                None => rows.push(row),
+            }
+        }
+        rows.sort_by_key(|r| r.attempt_number);
+        if let Some(why) = inconsistency(&rows) {
+            note_inconsistent(&mut report, format!("payment {pid}: {why}"));
+            continue;
+        }
+        // The propensity of the decision each retry followed.
+        for r in rows.iter_mut().filter(|r| r.attempt_number > 0) {
+            let before = ds.iter().rev().find(|d| d.decided_at <= r.at);
+            let followed = before.filter(|d| {
+                d.action == "RETRY"
+                    && d.retry_at.is_some_and(|t| (r.at - t).num_minutes().abs() < 60)
+                    && channel_name(&d.channel) == channel_name(&r.channel)
+            });
+            match followed {
+                Some(d) => {
+                    r.propensity = Some(d.propensity.clamp(f64::MIN_POSITIVE, 1.0));
+                    report.retries_following_a_decision += 1;
+                }
+                None => report.retries_without_a_decision += 1,
+            }
+        }
+        let customer = [latest.customer_id.as_str(), payment.customer_id.as_str()]
+            .into_iter()
+            .find(|c| !c.is_empty())
+            .map_or_else(|| format!("payment:{pid}"), str::to_string);
+        report.payments += 1;
+        report.rows += rows.len();
+        for r in rows {
+            cols.push(pid, &customer, &payment, r);
+        }
+    }
+    Ok((cols.frame()?, report))
+}
+
+fn note_inconsistent(report: &mut FromLogReport, why: String) {
+    report.inconsistent_payments += 1;
+    report.first_inconsistency.get_or_insert(why);
+}
+
+/// Why a payment's rows break the contract's order rules, if they do.
+fn inconsistency(rows: &[Row]) -> Option<String> {
+    for w in rows.windows(2) {
+        if w[1].at <= w[0].at {
+            return Some(format!("attempt {} is not after attempt {}", w[1].attempt_number, w[0].attempt_number));
+        }
+    }
+    let last = rows.len().checked_sub(1)?;
+    rows.iter()
+        .position(|r| r.outcome == "succeeded")
+        .filter(|&i| i != last)
+        .map(|i| format!("attempt {} succeeded but attempts follow it", rows[i].attempt_number))
+}
+
+/// `CHANNEL_EMAIL` / `email` / `` → `email` / `email` / `none`.
+fn channel_name(s: &str) -> String {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_prefix("channel_").unwrap_or(&s).to_string();
+    if s.is_empty() || s == "unspecified" {
+        "none".into()
+    } else {
+        s
+    }
+}
+
+#[derive(Default)]
+struct Cols {
+    attempt_id: Vec<String>,
+    payment_id: Vec<String>,
+    customer_id: Vec<String>,
+    attempted_at: Vec<Option<i64>>,
+    attempt_number: Vec<i64>,
+    amount_minor: Vec<i64>,
+    text: [Vec<Option<String>>; 12],
+    updated: Vec<bool>,
+    tenure_days: Vec<Option<i64>>,
+    propensity: Vec<Option<f64>>,
+}
+
+const TEXT: [&str; 12] = [
+    "currency",
+    "payment_method",
+    "card_brand",
+    "card_funding",
+    "country",
+    "timezone",
+    "outcome",
+    "decline_code",
+    "network_code",
+    "advice_code",
+    "channel",
+    "billing_interval",
+];
+
+impl Cols {
+    fn push(&mut self, pid: &str, customer: &str, p: &v1::Payment, r: Row) {
+        let opt = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+        self.attempt_id.push(r.attempt_id);
+        self.payment_id.push(pid.to_string());
+        self.customer_id.push(customer.to_string());
+        self.attempted_at.push(Some(r.at.timestamp_micros()));
+        self.attempt_number.push(r.attempt_number as i64);
+        self.amount_minor.push(p.amount_minor);
+        let channel = opt(&r.channel).map(|c| channel_name(&c));
+        let values = [
+            opt(&p.currency),
+            opt(&p.payment_method),
+            opt(&p.card_brand),
+            opt(&p.card_funding),
+            opt(&p.country),
+            opt(&p.timezone),
+            Some(r.outcome),
+            opt(&r.decline_code),
+            opt(&r.network_code),
+            opt(&r.advice_code),
+            channel,
+            opt(&p.billing_interval),
+        ];
+        for (c, v) in self.text.iter_mut().zip(values) {
+            c.push(v);
+        }
+        self.updated.push(r.updated);
+        self.tenure_days.push(p.tenure_days.map(i64::from));
+        self.propensity.push(r.propensity);
+    }
+
+    fn frame(self) -> PolarsResult<DataFrame> {
+        let n = self.attempt_id.len();
+        let mut cols = vec![
+            Column::new("attempt_id".into(), self.attempt_id),
+            Column::new("payment_id".into(), self.payment_id),
+            Column::new("customer_id".into(), self.customer_id),
+            time_column("attempted_at", self.attempted_at),
+            Column::new("attempt_number".into(), self.attempt_number),
+            Column::new("amount_minor".into(), self.amount_minor),
+        ];
+        for (name, v) in TEXT.iter().zip(self.text) {
+            cols.push(Column::new((*name).into(), v));
+        }
+        cols.push(Column::new("payment_method_updated".into(), self.updated));
+        cols.push(Column::new("tenure_days".into(), self.tenure_days));
+        cols.push(Column::new("propensity".into(), self.propensity));
+        DataFrame::new(n, cols)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_767_225_600 + h * 3600, 0).expect("a time")
+    }
+
+    fn request(pid: &str, attempts: &[(i64, &str)]) -> Vec<u8> {
+        v1::DecideRequest {
+            payment: Some(v1::Payment {
+                payment_id: pid.into(),
+                customer_id: "c1".into(),
+                amount_minor: 1999,
+                currency: "USD".into(),
+                payment_method: "card".into(),
+                card_brand: "visa".into(),
+                country: "US".into(),
+                ..Default::default()
+            }),
+            attempts: attempts
+                .iter()
+                .map(|&(h, code)| v1::Attempt {
+                    attempted_at: Some(prost_types::Timestamp { seconds: t(h).timestamp(), nanos: 0 }),
+                    decline_code: code.into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn decision(pid: &str, at: i64, retry_at: i64, channel: &str, propensity: f64, attempts: &[(i64, &str)]) -> DecisionRecord {
+        DecisionRecord {
+            decided_at: t(at),
+            source: "decide".into(),
+            payment_id: pid.into(),
+            customer_id: "c1".into(),
+            model_version: "m1".into(),
+            arm: "model".into(),
+            action: "RETRY".into(),
+            next_step: "NEXT_STEP_RETRY".into(),
+            retry_at: Some(t(retry_at)),
+            channel: channel.into(),
+            p_success: 0.4,
+            p_recovery: 0.7,
+            propensity,
+            request: request(pid, attempts),
+        }
+    }
+
+    fn outcome(pid: &str, n: u32, at: i64, outcome: &str, code: &str, channel: &str) -> OutcomeRecord {
+        OutcomeRecord {
+            reported_at: t(at + 1),
+            payment_id: pid.into(),
+            customer_id: String::new(),
+            attempt_id: String::new(),
+            attempt_number: n,
+            attempted_at: t(at),
+            outcome: outcome.into(),
+            decline_code: code.into(),
+            network_code: String::new(),
+            advice_code: String::new(),
+            channel: channel.into(),
+            payment_method_updated: false,
+        }
+    }
+
+    /// Decisions and reports written by the writer read back as they were, and join into
+    /// history the contract loader accepts, with the propensity only on the retry that
+    /// followed its decision.
+    #[test]
+    fn written_decisions_and_outcomes_join_into_loadable_history() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = LogConfig::new(dir.path().to_path_buf());
+        cfg.rows_per_file = 2;
+        let (log, writer) = DecisionLog::open(cfg, LogCounters::new()).expect("opens");
+        let d1 = decision("p1", 1, 30, "CHANNEL_EMAIL", 0.9, &[(0, "insufficient_funds")]);
+        let d2 = decision("p1", 31, 80, "CHANNEL_NONE", 0.25, &[(0, "insufficient_funds"), (30, "insufficient_funds")]);
+        let d3 = decision("p2", 2, 20, "CHANNEL_NONE", 0.5, &[(0, "do_not_honor")]);
+        for d in [&d1, &d2, &d3] {
+            log.decision(d.clone());
+        }
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let reports = vec![
+            outcome("p1", 1, 30, "failed", "insufficient_funds", "email"),
+            outcome("p1", 2, 80, "succeeded", "", "none"),
+            // p2's retry came a day late: not the decision's.
+            outcome("p2", 1, 44, "failed", "do_not_honor", "none"),
+            outcome("nobody", 1, 5, "failed", "do_not_honor", "none"),
+        ];
+        rt.block_on(log.outcomes(reports.clone())).expect("written");
+        drop(log);
+        drop(writer);
+        let (decisions, outcomes) = read(dir.path()).expect("reads");
+        assert_eq!(decisions, vec![d1, d2, d3]);
+        assert_eq!(outcomes, reports);
+        assert!(parts(&dir.path().join("decisions")).expect("parts").len() >= 2, "rotated by rows_per_file");
+
+        let (mut df, report) = to_history(&decisions, &outcomes).expect("joins");
+        assert_eq!((report.payments, report.rows, report.outcomes_without_a_decision), (2, 5, 1), "{report:?}");
+        assert_eq!((report.retries_following_a_decision, report.retries_without_a_decision), (2, 1), "{report:?}");
+        let path = dir.path().join("history.parquet");
+        ParquetWriter::new(File::create(&path).expect("create")).finish(&mut df).expect("write");
+        let h = crate::history::load(&path, &Default::default()).expect("the contract loader accepts it");
+        assert_eq!(h.attempts.len(), 5);
+        let mut props: Vec<(u32, Option<f64>)> = h.attempts.iter().map(|a| (a.attempt_number, a.propensity)).collect();
+        props.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.partial_cmp(&b.1).expect("numbers")));
+        assert_eq!(props, vec![(0, None), (0, None), (1, None), (1, Some(0.9)), (2, Some(0.25))]);
+        assert_eq!(h.attempts.iter().filter(|a| a.outcome == crate::domain::Outcome::Succeeded).count(), 1);
+    }
+
+    /// A report that contradicts the order rules leaves its payment out, counted and explained.
+    #[test]
+    fn a_payment_whose_reports_contradict_is_left_out_with_a_reason() {
+        let d = decision("p1", 1, 30, "CHANNEL_NONE", 0.9, &[(0, "insufficient_funds")]);
+        let o = [outcome("p1", 1, 30, "succeeded", "", "none"), outcome("p1", 2, 50, "failed", "insufficient_funds", "none")];
+        let (df, report) = to_history(&[d], &o).expect("joins");
+        assert_eq!((df.height(), report.inconsistent_payments), (0, 1));
+        assert!(
+            report.first_inconsistency.as_deref().is_some_and(|w| w.contains("attempt 1 succeeded but attempts follow it")),
+            "{report:?}"
+        );
+    }
+}

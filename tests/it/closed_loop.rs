@@ -1,0 +1,205 @@
+//! The decision log (#24): decisions and reported outcomes kept by `recoup serve`,
+//! joined back into history by `recoup history from-log`, and what a `kill -9` loses.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use recoup::api::v1::{self, retry_decider_client::RetryDeciderClient};
+use recoup::decision_log::{DecisionLog, LogConfig, LogCounters};
+use recoup::engine::EngineConfig;
+use recoup::serve::auth::Scope;
+use recoup::serve::{load_current, serve, ServeConfig, State};
+
+use crate::serve::{registry, test_access, ts};
+
+fn request(pid: &str, failed_at: DateTime<Utc>) -> v1::DecideRequest {
+    v1::DecideRequest {
+        payment: Some(v1::Payment {
+            payment_id: pid.into(),
+            customer_id: format!("cus_{pid}"),
+            amount_minor: 2500,
+            currency: "USD".into(),
+            payment_method: "card".into(),
+            card_brand: "visa".into(),
+            card_funding: "debit".into(),
+            country: "US".into(),
+            ..Default::default()
+        }),
+        attempts: vec![v1::Attempt { attempted_at: ts(failed_at), decline_code: "insufficient_funds".into(), ..Default::default() }],
+        now: ts(failed_at + chrono::Duration::minutes(1)),
+        ..Default::default()
+    }
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> DateTime<Utc> {
+    let t = t.as_ref().expect("a timestamp");
+    DateTime::from_timestamp(t.seconds, t.nanos as u32).expect("a valid time")
+}
+
+fn channel_name(c: v1::Channel) -> String {
+    c.as_str_name().trim_start_matches("CHANNEL_").to_ascii_lowercase()
+}
+
+/// A billing platform that follows recoup's answers and reports what happened: the log
+/// rebuilds into history the contract loader accepts, where each followed retry carries
+/// the propensity recoup answered, a retry the platform made otherwise carries none, and
+/// bad reports are refused naming the field without losing the good ones sent before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
+    let (_models, models) = registry();
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let mut log_cfg = LogConfig::new(log_dir.path().to_path_buf());
+    log_cfg.flush_every = Duration::from_millis(50);
+    let counters = LogCounters::new();
+    let (log, writer) = DecisionLog::open(log_cfg, counters.clone()).expect("the log opens");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut cfg = ServeConfig::new(addr, models.clone());
+    cfg.access = test_access(&[Scope::Decide, Scope::Read]);
+    let state = State::with_log(load_current(&models).expect("model"), EngineConfig::default(), 64, Some((log, counters)));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, None, cfg, state, async move {
+        let _ = stopped.await;
+    }));
+    let mut client = RetryDeciderClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect"),
+    );
+
+    let base = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).unwrap();
+    let mut followed = Vec::new();
+    let mut reports = Vec::new();
+    for i in 0..12 {
+        let pid = format!("inv_{i}");
+        let failed_at = base + chrono::Duration::hours(7 * i);
+        let d = client.decide(request(&pid, failed_at)).await.expect("decides").into_inner();
+        assert_eq!(d.action(), v1::Action::Retry, "{d:?}");
+        let retry_at = time(&d.retry_at);
+        // Every third payment the platform retries a day later than told, without the message.
+        let follow = i % 3 != 0;
+        let (at, channel) =
+            if follow { (retry_at, channel_name(d.channel())) } else { (retry_at + chrono::Duration::days(1), "none".into()) };
+        if follow {
+            followed.push((pid.clone(), d.propensity));
+        }
+        reports.push(v1::AttemptReport {
+            payment_id: pid.clone(),
+            attempt_number: 1,
+            attempted_at: ts(at),
+            outcome: if i % 2 == 0 { "succeeded".into() } else { "failed".into() },
+            decline_code: if i % 2 == 0 { String::new() } else { "insufficient_funds".into() },
+            channel,
+            ..Default::default()
+        });
+    }
+    // A batch decision is logged too.
+    let batch = client
+        .decide_batch(v1::DecideBatchRequest { requests: vec![request("inv_batch", base + chrono::Duration::days(9))] })
+        .await
+        .expect("a batch")
+        .into_inner();
+    assert_eq!(batch.items.len(), 1);
+    reports.push(v1::AttemptReport {
+        payment_id: "inv_never_decided".into(),
+        attempt_number: 1,
+        attempted_at: ts(base),
+        outcome: "failed".into(),
+        decline_code: "do_not_honor".into(),
+        ..Default::default()
+    });
+    let accepted = client.report_attempts(v1::ReportAttemptsRequest { reports: reports.clone() }).await.expect("reports").into_inner();
+    assert_eq!(accepted.accepted as usize, reports.len());
+
+    // A bad report refuses the call, naming the report and the field, and writes none of it.
+    let mut bad = reports[1].clone();
+    bad.outcome = "maybe".into();
+    let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![reports[0].clone(), bad] }).await.expect_err("refused");
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("reports[1].outcome"), "{}", err.message());
+    let mut no_code = reports[1].clone();
+    no_code.decline_code.clear();
+    let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![no_code] }).await.expect_err("refused");
+    assert!(err.message().contains("reports[0].decline_code"), "{}", err.message());
+
+    let _ = stop.send(());
+    task.await.expect("joins").expect("serves");
+    drop(writer);
+
+    let out = log_dir.path().join("history.parquet");
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
+        .args(["history", "from-log"])
+        .arg(log_dir.path())
+        .arg("--out")
+        .arg(&out)
+        .arg("--json")
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(summary["decisions"], 13, "{summary}");
+    assert_eq!(summary["outcomes_without_a_decision"], 1, "{summary}");
+    assert_eq!(summary["retries_following_a_decision"], followed.len(), "{summary}");
+    assert_eq!(summary["retries_without_a_decision"], 12 - followed.len(), "{summary}");
+
+    let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
+    // 13 original charges (the batch's too) and 12 retries.
+    assert_eq!(h.attempts.len(), 25);
+    for (pid, propensity) in &followed {
+        let ix = (0..h.payment_ids.len() as u32).find(|&i| h.payment_ids.get(i) == pid.as_str()).expect("the payment is there");
+        let retry = h.attempts.iter().find(|a| a.payment.0 == ix && a.attempt_number == 1).expect("its retry");
+        assert_eq!(retry.propensity, Some(*propensity), "{pid}");
+    }
+    assert_eq!(h.attempts.iter().filter(|a| a.attempt_number == 1 && a.propensity.is_none()).count(), 12 - followed.len());
+}
+
+/// `kill -9` of a serving process loses no decision answered more than a flush interval
+/// before it (the guarantee `recoup serve --help` and the README state).
+#[test]
+fn a_kill_9_loses_no_decision_answered_before_the_last_flush() {
+    let (_models, models) = registry();
+    let log_dir = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port").local_addr().expect("addr").port();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
+        .args(["serve", "--quiet", "--metrics-addr", "off", "--decision-log-flush", "0.2"])
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--models")
+        .arg(&models)
+        .arg("--decision-log")
+        .arg(log_dir.path())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve starts");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let answered = rt.block_on(async {
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("uri");
+        let mut channel = None;
+        for _ in 0..200 {
+            if let Ok(c) = endpoint.connect().await {
+                channel = Some(c);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut client = RetryDeciderClient::new(channel.expect("the server came up"));
+        let base = Utc.with_ymd_and_hms(2026, 3, 2, 15, 0, 0).unwrap();
+        let mut n = 0;
+        for i in 0..300 {
+            client.decide(request(&format!("inv_{i}"), base + chrono::Duration::minutes(i))).await.expect("decides");
+            n += 1;
+        }
+        // More than a flush interval (and a write) after the last answer.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        n
+    });
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let (decisions, _) = recoup::decision_log::read(log_dir.path()).expect("the log reads after a kill");
+    assert_eq!(decisions.len(), answered);
+    let leftovers: Vec<_> = std::fs::read_dir(log_dir.path().join("decisions"))
+        .expect("dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no half-written file once idle: {leftovers:?}");
+}
