@@ -306,9 +306,22 @@ pub fn decide(
     r: &v1::DecideRequest,
     clock: DateTime<Utc>,
 ) -> Result<v1::DecideResponse, InvalidField> {
+    decide_classified(model, version, cfg, r, clock).map(|(d, _)| d)
+}
+
+/// [`decide`], with the decline class of the request's last attempt (what the answer's
+/// `p_success` is calibrated for: the server's live calibration counts by it).
+pub fn decide_classified(
+    model: &crate::model::SuccessModel,
+    version: &str,
+    cfg: &engine::EngineConfig,
+    r: &v1::DecideRequest,
+    clock: DateTime<Utc>,
+) -> Result<(v1::DecideResponse, crate::declines::DeclineClass), InvalidField> {
     let er = to_engine(r, clock)?;
     let d = engine::decide(model, cfg, &er, request_randomness(&er))?;
-    Ok(to_response(&d, version))
+    let class = er.attempts.last().map_or(crate::declines::DeclineClass::Hard, |a| a.decline.class());
+    Ok((to_response(&d, version), class))
 }
 
 /// Two uniforms in [0, 1) from the request's identity, for reproducible exploration.

@@ -104,6 +104,11 @@ impl Metrics {
         self.reloads.with_label_values(&[result]).inc();
     }
 
+    /// The registry, for parts of the server that keep their own metrics.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Count the decision log's writes and drops here too.
     pub fn register_log(&self, c: &crate::decision_log::LogCounters) {
         for m in [&c.decisions_written, &c.decisions_dropped, &c.outcomes_written, &c.write_errors] {

@@ -123,10 +123,13 @@ impl Decider {
 
     fn decide_now(state: &State, req: &v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
         let loaded = state.current();
-        let out = api::decide(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
+        let out = api::decide_classified(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
+        let out = out.map(|(r, class)| {
+            log_decision(state, "decide", req, &r, class);
+            r
+        });
         match &out {
             Ok(r) => {
-                log_decision(state, "decide", req, r);
                 state.metrics.decision(r.action().as_str_name(), r.channel().as_str_name());
                 tracing::debug!(payment_id = %req.payment.as_ref().map_or("", |p| p.payment_id.as_str()), action = r.action().as_str_name(), channel = r.channel().as_str_name(), p = r.p_success, model = %r.model_version, "decided");
             }
@@ -148,11 +151,12 @@ impl Decider {
                     if cancel.load(Ordering::Relaxed) {
                         break;
                     }
-                    let one =
-                        std::panic::catch_unwind(AssertUnwindSafe(|| api::decide(&loaded.model, &loaded.version, &state.cfg, r, now)));
+                    let one = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        api::decide_classified(&loaded.model, &loaded.version, &state.cfg, r, now)
+                    }));
                     let result = match one {
-                        Ok(Ok(d)) => {
-                            log_decision(state, "decide_batch", r, &d);
+                        Ok(Ok((d, class))) => {
+                            log_decision(state, "decide_batch", r, &d, class);
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)
                         }
@@ -178,11 +182,19 @@ fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
 }
 
-/// Append an answered decision to the decision log, if the server keeps one. Its time is
-/// the request's `now` (the time the decision was made for), else the server's clock.
-fn log_decision(state: &State, source: &str, req: &v1::DecideRequest, r: &v1::DecideResponse) {
+/// Append an answered decision to the decision log, if the server keeps one, and remember
+/// a RETRY's p_success for the live calibration. Its time is the request's `now` (the time
+/// the decision was made for), else the server's clock.
+fn log_decision(state: &State, source: &str, req: &v1::DecideRequest, r: &v1::DecideResponse, class: crate::declines::DeclineClass) {
     let Some(log) = &state.log else { return };
     let p = req.payment.as_ref();
+    if let (Some(live), Some(at)) = (&state.live, time_of(&r.retry_at)) {
+        if r.action() == v1::Action::Retry {
+            let channel = r.channel().as_str_name().trim_start_matches("CHANNEL_").to_ascii_lowercase();
+            let pid = p.map_or("", |p| p.payment_id.as_str());
+            live.answered(pid, req.attempts.len() as u32, r.p_success, class, at, &channel);
+        }
+    }
     log.decision(DecisionRecord {
         decided_at: time_of(&req.now).unwrap_or_else(Utc::now),
         source: source.into(),
@@ -294,7 +306,16 @@ impl v1::retry_decider_server::RetryDecider for Decider {
         let now = Utc::now();
         let rows = reports.iter().enumerate().map(|(i, r)| outcome_of(i, r, now)).collect::<Result<Vec<_>, _>>()?;
         let accepted = rows.len() as u32;
+        let judged: Vec<(String, u32, DateTime<Utc>, String, bool)> = rows
+            .iter()
+            .map(|r| (r.payment_id.clone(), r.attempt_number, r.attempted_at, r.channel.clone(), r.outcome == "succeeded"))
+            .collect();
         log.outcomes(rows).await.map_err(Status::unavailable)?;
+        if let Some(live) = &self.state.live {
+            for (pid, n, at, channel, ok) in judged {
+                live.reported(&pid, n, at, &channel, ok);
+            }
+        }
         Ok(Response::new(v1::ReportAttemptsResponse { accepted }))
     }
 

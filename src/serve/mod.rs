@@ -10,7 +10,9 @@
 //!   that call only), status codes, and the metrics of every call;
 //! - [`handlers`]: admission by cost, decisions off the async workers when
 //!   large, validation by [`crate::api::to_engine`] (`INVALID_ARGUMENT` naming
-//!   the field; every bound in [`crate::limits`]).
+//!   the field; every bound in [`crate::limits`]), the decision log and
+//!   outcome reports ([`crate::decision_log`]);
+//! - [`live`]: predicted against reported success of the retries decided, in Prometheus counters.
 //!
 //! Hot reload: the registry's `CURRENT` pointer is watched; a promoted model is
 //! loaded, checked and swapped in atomically (calls in flight finish on the
@@ -23,6 +25,7 @@ pub mod auth;
 pub mod conn;
 pub mod guard;
 pub mod handlers;
+pub mod live;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +66,8 @@ pub struct State {
     pub metrics: Arc<Metrics>,
     /// Where decisions and reported outcomes go (`--decision-log`); `None`: nowhere.
     pub(crate) log: Option<crate::decision_log::DecisionLog>,
+    /// Predicted against reported success (kept with the decision log: reports need it).
+    pub(crate) live: Option<live::LiveCalibration>,
 }
 
 impl State {
@@ -84,7 +89,16 @@ impl State {
             metrics.register_log(&counters);
             log
         });
-        Arc::new(State { model: RwLock::new(Arc::new(loaded)), cfg, permits: Arc::new(Semaphore::new(capacity)), capacity, metrics, log })
+        let live = log.as_ref().map(|_| live::LiveCalibration::new(metrics.registry(), live::DEFAULT_CAPACITY));
+        Arc::new(State {
+            model: RwLock::new(Arc::new(loaded)),
+            cfg,
+            permits: Arc::new(Semaphore::new(capacity)),
+            capacity,
+            metrics,
+            log,
+            live,
+        })
     }
 
     /// The model serving now.

@@ -59,7 +59,7 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     cfg.access = test_access(&[Scope::Decide, Scope::Read]);
     let state = State::with_log(load_current(&models).expect("model"), EngineConfig::default(), 64, Some((log, counters)));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, None, cfg, state, async move {
+    let task = tokio::spawn(serve(listener, None, cfg, state.clone(), async move {
         let _ = stopped.await;
     }));
     let mut client = RetryDeciderClient::new(
@@ -80,7 +80,7 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
         let (at, channel) =
             if follow { (retry_at, channel_name(d.channel())) } else { (retry_at + chrono::Duration::days(1), "none".into()) };
         if follow {
-            followed.push((pid.clone(), d.propensity));
+            followed.push((i, d.propensity, d.p_success));
         }
         reports.push(v1::AttemptReport {
             payment_id: pid.clone(),
@@ -109,6 +109,19 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     });
     let accepted = client.report_attempts(v1::ReportAttemptsRequest { reports: reports.clone() }).await.expect("reports").into_inner();
     assert_eq!(accepted.accepted as usize, reports.len());
+
+    // Live calibration: the followed retries count against their answers, the others apart.
+    let m = state.metrics.render();
+    let sample = |line: &str| -> f64 {
+        m.lines().find(|l| l.starts_with(line)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+    };
+    let expected_p: f64 = followed.iter().map(|(_, _, p)| p).sum();
+    let expected_ok = followed.iter().filter(|(i, _, _)| i % 2 == 0).count() as f64;
+    assert_eq!(sample(r#"recoup_live_outcomes_total{class="soft_funds"}"#), followed.len() as f64, "{m}");
+    assert_eq!(sample(r#"recoup_live_succeeded_total{class="soft_funds"}"#), expected_ok, "{m}");
+    assert!((sample(r#"recoup_live_predicted_total{class="soft_funds"}"#) - expected_p).abs() < 1e-9, "{m}");
+    assert_eq!(sample(r#"recoup_live_unjudged_reports_total{why="not_followed"}"#), (12 - followed.len()) as f64, "{m}");
+    assert_eq!(sample(r#"recoup_live_unjudged_reports_total{why="no_answer"}"#), 1.0, "{m}");
 
     // A bad report refuses the call, naming the report and the field, and writes none of it.
     let mut bad = reports[1].clone();
@@ -144,7 +157,8 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
     // 13 original charges (the batch's too) and 12 retries.
     assert_eq!(h.attempts.len(), 25);
-    for (pid, propensity) in &followed {
+    for (i, propensity, _) in &followed {
+        let pid = format!("inv_{i}");
         let ix = (0..h.payment_ids.len() as u32).find(|&i| h.payment_ids.get(i) == pid.as_str()).expect("the payment is there");
         let retry = h.attempts.iter().find(|a| a.payment.0 == ix && a.attempt_number == 1).expect("its retry");
         assert_eq!(retry.propensity, Some(*propensity), "{pid}");
