@@ -324,6 +324,60 @@ pub fn decide_classified(
     Ok((to_response(&d, version), class))
 }
 
+/// A holdout experiment: this share of payers is served `schedule` instead of the model.
+#[derive(Debug, Clone)]
+pub struct Holdout {
+    /// In [0, 1].
+    pub share: f64,
+    pub schedule: crate::backtest::Schedule,
+}
+
+impl Holdout {
+    /// The arm's name in the decision log: `control:<schedule name>`.
+    pub fn arm(&self) -> String {
+        format!("control:{}", self.schedule.name)
+    }
+
+    /// Whether the request's payer is in the holdout: SHA-256 of `recoup-holdout/v1:` and its
+    /// customer id (its payment id when it has none), the first 8 bytes read big-endian as a
+    /// fraction of 2⁶⁴, below `share`. Stable across servers, restarts and versions, so a
+    /// payer stays in one arm and any team can recompute the assignment.
+    pub fn holds(&self, r: &v1::DecideRequest) -> bool {
+        let id = r.payment.as_ref().map_or("", |p| if p.customer_id.is_empty() { p.payment_id.as_str() } else { p.customer_id.as_str() });
+        holdout_fraction(id) < self.share
+    }
+}
+
+/// [`Holdout::holds`]'s hash of an id, in [0, 1).
+pub fn holdout_fraction(id: &str) -> f64 {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"recoup-holdout/v1:");
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b) as f64 / 18_446_744_073_709_551_616.0
+}
+
+/// The control arm's answer: the holdout's schedule under the network rules
+/// ([`engine::decide_fixed`]), with the decline class as [`decide_classified`] gives it.
+pub fn decide_control(
+    model: &crate::model::SuccessModel,
+    version: &str,
+    cfg: &engine::EngineConfig,
+    r: &v1::DecideRequest,
+    clock: DateTime<Utc>,
+    holdout: &Holdout,
+) -> Result<(v1::DecideResponse, crate::declines::DeclineClass), InvalidField> {
+    let er = to_engine(r, clock)?;
+    let (tz, failed) = (er.facts.timezone, er.attempts.first().map_or(er.now, |a| a.at));
+    let next = |after: DateTime<Utc>| holdout.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
+    let d = engine::decide_fixed(model, cfg, &er, &holdout.schedule.name, &next)?;
+    let class = er.attempts.last().map_or(crate::declines::DeclineClass::Hard, |a| a.decline.class());
+    Ok((to_response(&d, version), class))
+}
+
 /// Two uniforms in [0, 1) from the request's identity, for reproducible exploration.
 pub fn request_randomness(req: &engine::Request) -> (f64, f64) {
     use std::hash::{BuildHasher, Hash, Hasher};
@@ -333,4 +387,29 @@ pub fn request_randomness(req: &engine::Request) -> (f64, f64) {
     req.now.timestamp().hash(&mut h);
     let x = h.finish();
     ((x >> 32) as f64 / 4294967296.0, (x & 0xffff_ffff) as f64 / 4294967296.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The holdout hash is the documented one (SHA-256 of `recoup-holdout/v1:` + id, first 8
+    /// bytes big-endian over 2⁶⁴): the value below was computed with Python's hashlib, so a
+    /// data team can recompute every payer's arm without recoup.
+    #[test]
+    fn holdout_assignment_is_the_documented_hash() {
+        assert!((holdout_fraction("cus_inv_0") - 0.39565092864705453).abs() < 1e-15);
+        assert!((holdout_fraction("cus_inv_6") - 0.08585031326344991).abs() < 1e-15);
+        let schedule = crate::backtest::parse_schedules(crate::backtest::DEFAULT_SCHEDULES).expect("schedules").remove(0);
+        let h = Holdout { share: 0.1, schedule };
+        let req = |customer: &str, payment: &str| v1::DecideRequest {
+            payment: Some(v1::Payment { customer_id: customer.into(), payment_id: payment.into(), ..Default::default() }),
+            ..Default::default()
+        };
+        assert!(h.holds(&req("cus_inv_6", "x")), "0.086 < 0.1");
+        assert!(!h.holds(&req("cus_inv_0", "x")), "0.396 ≥ 0.1");
+        // Without a customer id, the payment id decides.
+        assert!(h.holds(&req("", "cus_inv_6")));
+        assert_eq!(h.arm(), "control:daily x4");
+    }
 }

@@ -728,6 +728,170 @@ impl Cols {
     }
 }
 
+/// One arm of the holdout experiment, over the payments whose dunning window had closed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ArmReport {
+    /// `model`, or `control:<schedule>`.
+    pub arm: String,
+    pub payments: usize,
+    pub recovered: usize,
+    /// Share of payments recovered, with its bootstrap 95 % interval.
+    pub recovery_rate: crate::backtest::Estimate,
+    /// Recovered amount per payment (minor units, mixed currencies).
+    pub revenue_per_payment: crate::backtest::Estimate,
+    /// Recovered amount less the attempt and message costs, per payment.
+    pub net_per_payment: crate::backtest::Estimate,
+    pub retries_per_payment: f64,
+    pub messages_per_payment: f64,
+}
+
+/// `recoup report live`: per arm, and each arm's difference from the model's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveReport {
+    pub as_of: DateTime<Utc>,
+    pub window_days: i64,
+    /// Payments counted: their window closed by `as_of`.
+    pub closed_payments: usize,
+    /// Payments left out: still inside their window at `as_of`.
+    pub open_payments: usize,
+    pub arms: Vec<ArmReport>,
+    /// Per control arm: the model's arm minus it (net per payment, recovery rate), with
+    /// intervals from independent bootstraps of the two arms.
+    pub model_minus_control: Vec<(String, crate::backtest::Estimate, crate::backtest::Estimate)>,
+}
+
+/// Per payment of the log: (arm, amount, recovered, retries, message cost).
+struct PaymentOutcome {
+    arm: String,
+    amount: f64,
+    recovered: bool,
+    retries: u32,
+    messages: u32,
+    message_cost: f64,
+}
+
+/// The holdout estimate from a decision log: a payment belongs to the arm of its first
+/// decision; it counts once its dunning window (`cfg.dunning_window_days` after the
+/// original charge) closed by `as_of` (default: the log's latest time); recovered when a
+/// reported attempt succeeded; net = recovered amount − `cfg`'s attempt cost per reported
+/// retry − its message cost per reported message. Intervals: `resamples` bootstrap
+/// resamples of each arm's payments.
+pub fn live_report(
+    decisions: &[DecisionRecord],
+    outcomes: &[OutcomeRecord],
+    cfg: &crate::engine::EngineConfig,
+    as_of: Option<DateTime<Utc>>,
+    resamples: usize,
+) -> LiveReport {
+    use rand::{Rng, SeedableRng};
+    let latest = decisions.iter().map(|d| d.decided_at).chain(outcomes.iter().map(|o| o.reported_at.max(o.attempted_at))).max();
+    let as_of = as_of.or(latest).unwrap_or_else(Utc::now);
+    let mut first: HashMap<&str, &DecisionRecord> = HashMap::new();
+    for d in decisions.iter().filter(|d| !d.request.is_empty()) {
+        let e = first.entry(d.payment_id.as_str()).or_insert(d);
+        if d.decided_at < e.decided_at {
+            *e = d;
+        }
+    }
+    let mut reports: HashMap<&str, Vec<&OutcomeRecord>> = HashMap::new();
+    for o in outcomes {
+        reports.entry(o.payment_id.as_str()).or_default().push(o);
+    }
+    let window = chrono::Duration::days(cfg.dunning_window_days);
+    let (mut payments, mut open) = (Vec::new(), 0usize);
+    let mut ids: Vec<&str> = first.keys().copied().collect();
+    ids.sort_unstable();
+    for pid in ids {
+        let d = first[pid];
+        let Ok(req) = v1::DecideRequest::decode(d.request.as_slice()) else { continue };
+        let failed = req
+            .attempts
+            .first()
+            .and_then(|a| a.attempted_at.as_ref())
+            .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
+            .unwrap_or(d.decided_at);
+        if failed + window > as_of {
+            open += 1;
+            continue;
+        }
+        let mut reps: Vec<&OutcomeRecord> = reports.remove(pid).unwrap_or_default().into_iter().filter(|o| o.attempt_number > 0).collect();
+        reps.sort_by_key(|o| o.attempt_number);
+        reps.dedup_by_key(|o| o.attempt_number);
+        let messages: Vec<crate::domain::Channel> = reps
+            .iter()
+            .filter_map(|o| o.channel.parse::<crate::domain::Channel>().ok())
+            .filter(|c| *c != crate::domain::Channel::None)
+            .collect();
+        payments.push(PaymentOutcome {
+            arm: d.arm.clone(),
+            amount: req.payment.as_ref().map_or(0.0, |p| p.amount_minor as f64),
+            recovered: reps.iter().any(|o| o.outcome == "succeeded"),
+            retries: reps.len() as u32,
+            messages: messages.len() as u32,
+            message_cost: messages.iter().map(|c| cfg.message_cost(*c)).sum(),
+        });
+    }
+    let mut arms: Vec<String> = payments.iter().map(|p| p.arm.clone()).collect();
+    arms.sort();
+    arms.dedup();
+    // Metrics per payment: recovered, revenue, net.
+    let metrics = |p: &PaymentOutcome| {
+        let revenue = if p.recovered { p.amount } else { 0.0 };
+        [p.recovered as u8 as f64, revenue, revenue - cfg.attempt_cost_minor * p.retries as f64 - p.message_cost]
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let mut boots: HashMap<String, Vec<[f64; 3]>> = HashMap::new();
+    let mut out = Vec::new();
+    for arm in &arms {
+        let ps: Vec<&PaymentOutcome> = payments.iter().filter(|p| &p.arm == arm).collect();
+        let n = ps.len();
+        let rows: Vec<[f64; 3]> = ps.iter().map(|p| metrics(p)).collect();
+        let mean = |idx: &mut dyn Iterator<Item = usize>| {
+            let mut m = [0.0; 3];
+            for i in idx {
+                for k in 0..3 {
+                    m[k] += rows[i][k] / n as f64;
+                }
+            }
+            m
+        };
+        let point = mean(&mut (0..n));
+        let boot: Vec<[f64; 3]> = (0..resamples).map(|_| mean(&mut (0..n).map(|_| rng.random_range(0..n)))).collect();
+        let est = |k: usize| crate::backtest::interval(boot.iter().map(|b| b[k]).collect(), point[k]);
+        out.push(ArmReport {
+            arm: arm.clone(),
+            payments: n,
+            recovered: ps.iter().filter(|p| p.recovered).count(),
+            recovery_rate: est(0),
+            revenue_per_payment: est(1),
+            net_per_payment: est(2),
+            retries_per_payment: ps.iter().map(|p| p.retries as f64).sum::<f64>() / n as f64,
+            messages_per_payment: ps.iter().map(|p| p.messages as f64).sum::<f64>() / n as f64,
+        });
+        boots.insert(arm.clone(), boot);
+    }
+    let mut diffs = Vec::new();
+    if let (Some(model), Some(mb)) = (out.iter().find(|a| a.arm == "model"), boots.get("model")) {
+        for c in out.iter().filter(|a| a.arm != "model") {
+            let cb = &boots[&c.arm];
+            let d = |k: usize, point: f64| crate::backtest::interval(mb.iter().zip(cb).map(|(m, c)| m[k] - c[k]).collect(), point);
+            diffs.push((
+                c.arm.clone(),
+                d(2, model.net_per_payment.value - c.net_per_payment.value),
+                d(0, model.recovery_rate.value - c.recovery_rate.value),
+            ));
+        }
+    }
+    LiveReport {
+        as_of,
+        window_days: cfg.dunning_window_days,
+        closed_payments: payments.len(),
+        open_payments: open,
+        arms: out,
+        model_minus_control: diffs,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,6 +1003,48 @@ mod tests {
         props.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.partial_cmp(&b.1).expect("numbers")));
         assert_eq!(props, vec![(0, None), (0, None), (1, None), (1, Some(0.9)), (2, Some(0.25))]);
         assert_eq!(h.attempts.iter().filter(|a| a.outcome == crate::domain::Outcome::Succeeded).count(), 1);
+    }
+
+    /// Two arms with known recovery rates: each arm's interval holds its truth, the
+    /// difference's interval holds the true difference, and open payments are left out.
+    #[test]
+    fn live_report_brackets_each_arms_truth() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        let (mut decisions, mut outcomes) = (Vec::new(), Vec::new());
+        for i in 0..4000 {
+            let pid = format!("p{i}");
+            let (arm, rate) = if i % 2 == 0 { ("model", 0.62) } else { ("control:2 weeks x8", 0.50) };
+            let mut d = decision(&pid, 1, 30, "CHANNEL_NONE", 1.0, &[(0, "insufficient_funds")]);
+            d.arm = arm.into();
+            decisions.push(d);
+            let ok = rng.random::<f64>() < rate;
+            outcomes.push(outcome(
+                &pid,
+                1,
+                30,
+                if ok { "succeeded" } else { "failed" },
+                if ok { "" } else { "insufficient_funds" },
+                "none",
+            ));
+        }
+        // One payment still in its window at the report's time.
+        decisions.push(decision("late", 24 * 30, 24 * 30 + 5, "CHANNEL_NONE", 1.0, &[(24 * 30, "insufficient_funds")]));
+        let cfg = crate::engine::EngineConfig::default();
+        let r = live_report(&decisions, &outcomes, &cfg, Some(t(24 * 31)), 400);
+        assert_eq!((r.closed_payments, r.open_payments), (4000, 1));
+        let arm = |name: &str| r.arms.iter().find(|a| a.arm == name).expect("the arm");
+        for (name, truth) in [("model", 0.62), ("control:2 weeks x8", 0.50)] {
+            let e = arm(name).recovery_rate;
+            assert!(e.lo < truth && truth < e.hi, "{name}: {e:?}");
+            let rev = arm(name).revenue_per_payment;
+            assert!((rev.value - 1999.0 * e.value).abs() < 1e-6, "{rev:?}");
+            // One retry each: net = revenue − one attempt's cost.
+            assert!((arm(name).net_per_payment.value - (rev.value - cfg.attempt_cost_minor)).abs() < 1e-6);
+        }
+        let (name, _, recovery) = &r.model_minus_control[0];
+        assert_eq!(name, "control:2 weeks x8");
+        assert!(recovery.lo < 0.12 && 0.12 < recovery.hi && recovery.lo > 0.0, "{recovery:?}");
     }
 
     /// A report that contradicts the order rules leaves its payment out, counted and explained.

@@ -347,7 +347,7 @@ impl EngineConfig {
         Ok(())
     }
 
-    fn message_cost(&self, c: Channel) -> f64 {
+    pub fn message_cost(&self, c: Channel) -> f64 {
         self.message_cost_minor.iter().find(|(k, _)| *k == c).map_or(0.0, |(_, v)| *v)
     }
 }
@@ -527,13 +527,9 @@ pub struct Decision {
     pub pay_schedule_confidence: f64,
 }
 
-/// Decide one request with `model`. `random` in [0, 1) drives exploration
-/// (callers pass a hash of the request for reproducible answers, or a random draw).
-pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {
-    req.validate()?;
-    let (Some(first), Some(last)) = (req.attempts.first(), req.attempts.last()) else {
-        return Err(invalid("attempts", "must hold at least the failed original charge"));
-    };
+/// The request's attempts as the network rules read them: this payment's, and the same
+/// card's attempts on other payments.
+fn rule_history(req: &Request) -> (Vec<PastAttempt>, Vec<PastAttempt>) {
     let past: Vec<PastAttempt> = req
         .attempts
         .iter()
@@ -563,6 +559,114 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
             card: req.card,
         })
         .collect();
+    (past, elsewhere)
+}
+
+/// Decide one request of a holdout's control arm: the next slot of a fixed schedule
+/// (`next(after)` gives the first slot strictly after `after`) that the network rules
+/// allow, valued with `model` for the live calibration but never chosen by it. A
+/// permanent rule (a hard decline, a revoked authorization, a cap reached) stops the
+/// payment as it does for the model; a slot a rule forbids for now is skipped.
+pub fn decide_fixed(
+    model: &SuccessModel,
+    cfg: &EngineConfig,
+    req: &Request,
+    name: &str,
+    next: &dyn Fn(DateTime<Utc>) -> Option<(DateTime<Utc>, Channel)>,
+) -> Result<Decision, InvalidField> {
+    req.validate()?;
+    let (Some(first), Some(last)) = (req.attempts.first(), req.attempts.last()) else {
+        return Err(invalid("attempts", "must hold at least the failed original charge"));
+    };
+    let (past, elsewhere) = rule_history(req);
+    let card = rules::CardContext { card: req.card, elsewhere: &elsewhere };
+    let rule_facts = rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand };
+    let mut reasons = vec![reason(
+        "holdout_control",
+        format!("this payment is in the holdout: it follows the control schedule {name:?}, not the model (network rules still apply); P(recovery) counts this retry only"),
+    )];
+    let stop = |reasons: Vec<Reason>| Decision {
+        action: Action::DoNotRetry,
+        next: NextStep::Stop,
+        chosen: None,
+        ask_channel: None,
+        ask: None,
+        p_recovery: 0.0,
+        planned_retries: 0,
+        alternatives: Vec::new(),
+        reasons,
+        propensity: 1.0,
+        terms: Vec::new(),
+        candidates_scored: 0,
+        candidates_removed: 0,
+        pay_schedule: String::new(),
+        pay_schedule_confidence: 0.0,
+    };
+    let window_end = first.at + Duration::days(cfg.dunning_window_days);
+    let mut after = req.now.max(last.at);
+    let mut chosen = None;
+    for _ in 0..256 {
+        let Some((at, channel)) = next(after).filter(|(at, _)| *at <= window_end) else { break };
+        let verdict = rules::check_retry_on_card(
+            rule_facts,
+            &past,
+            card,
+            Proposal { at, payment_method_updated: req.payment_method_updated },
+            &cfg.rules,
+        );
+        if verdict.is_permanent() {
+            reasons
+                .extend(verdict.violations.iter().filter(|v| v.is_permanent()).map(|v| reason(format!("rule:{}", v.code()), describe(v))));
+            return Ok(stop(reasons));
+        }
+        if verdict.violations.is_empty() {
+            chosen = Some((at, channel));
+            break;
+        }
+        if let Some(v) = verdict.violations.first() {
+            reasons
+                .push(reason(format!("rule:{}", v.code()), format!("the schedule's slot at {} skipped: {}", at.to_rfc3339(), describe(v))));
+        }
+        after = at;
+    }
+    let Some((at, channel)) = chosen else {
+        reasons
+            .push(reason("stop", format!("the control schedule {name:?} has no retry left in the {}-day window", cfg.dunning_window_days)));
+        return Ok(stop(reasons));
+    };
+    // The model's P of the schedule's slot: what the live calibration compares against.
+    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
+    let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
+    let evidence = crate::payday::most_recent(&evidence);
+    let p_success = PaymentState::new(
+        req.facts.clone(),
+        &earlier,
+        req.payment_method_updated,
+        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
+    )
+    .map_or(f64::NAN, |state| {
+        let z = model.logit(&state.encode(&Candidate { at, channel }));
+        model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1).calibrate(z)
+    });
+    let send_at = (channel != Channel::None).then(|| (at - Duration::hours(cfg.message_lead_hours.max(0))).max(req.now));
+    Ok(Decision {
+        action: Action::Retry,
+        next: NextStep::Retry,
+        chosen: Some(Slot { retry_at: at, channel, send_at, p_success, attrition: 0.0, expected_value: 0.0, value: 0.0 }),
+        p_recovery: p_success,
+        planned_retries: 1,
+        ..stop(reasons)
+    })
+}
+
+/// Decide one request with `model`. `random` in [0, 1) drives exploration
+/// (callers pass a hash of the request for reproducible answers, or a random draw).
+pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {
+    req.validate()?;
+    let (Some(first), Some(last)) = (req.attempts.first(), req.attempts.last()) else {
+        return Err(invalid("attempts", "must hold at least the failed original charge"));
+    };
+    let (past, elsewhere) = rule_history(req);
     let card = rules::CardContext { card: req.card, elsewhere: &elsewhere };
     let rule_facts = rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand };
     let ask = best_ask_channel(&req.constraints);

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod export;
 pub mod history;
 pub mod models;
+pub mod report;
 pub mod serve;
 pub mod simulate;
 pub mod token;
@@ -56,6 +57,8 @@ pub enum Command {
     Models(models::Args),
     /// Make a bearer token (with scopes) for `recoup serve --tokens`.
     Token(token::Args),
+    /// Reports from the service's decision log: the holdout experiment, measured.
+    Report(report::Args),
 }
 
 /// Format of a table the CLI writes.
@@ -119,6 +122,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Backtest(args) => backtest::run(args, cli.quiet),
         Command::Export(args) => export::run(args, cli.quiet),
         Command::Token(args) => token::run(args),
+        Command::Report(args) => report::run(args),
     }
 }
 

@@ -27,6 +27,7 @@ Examples:\n\
 \x20 recoup serve --addr 0.0.0.0:50051 --tokens tokens.toml --tls-cert server.pem --tls-key server.key\n\
 \x20 recoup serve --addr 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n\
 \x20 recoup serve --tokens tokens.toml --train-history exports/ --promote-trained   # hyperswitch's trainer, admin only\n\
+\x20 recoup serve --decision-log decision-log/ --holdout-share 0.05  # log; 5 % holdout\n\
 \x20 grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check\n\
 \x20 curl -s 127.0.0.1:9464/metrics")]
 pub struct Args {
@@ -57,6 +58,19 @@ pub struct Args {
     /// answered in the last interval (reported outcomes are written before they are answered).
     #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", default_value_t = 1.0)]
     pub decision_log_flush: f64,
+    /// Share of payers (0–1) in a holdout served the control schedule (--holdout-schedule)
+    /// instead of the model, chosen by a stable hash of the customer id (the payment id
+    /// when there is none) and tagged `control:<name>` in the decision log, for
+    /// `recoup report live`. Needs --decision-log. 0: no holdout.
+    #[arg(long, env = "RECOUP_HOLDOUT_SHARE", default_value_t = 0.0)]
+    pub holdout_share: f64,
+    /// The holdout's control: a schedule's name from --holdout-schedules (default: the shipped
+    /// schedules, data/strategies.toml), e.g. the merchant's current one.
+    #[arg(long, env = "RECOUP_HOLDOUT_SCHEDULE", default_value = "2 weeks x8")]
+    pub holdout_schedule: String,
+    /// Schedules file (TOML, as data/strategies.toml) the control schedule is looked up in.
+    #[arg(long, env = "RECOUP_HOLDOUT_SCHEDULES", value_name = "TOML")]
+    pub holdout_schedules: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint (GET /metrics); `off` to disable.
     #[arg(long, env = "RECOUP_METRICS_ADDR", value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
     pub metrics_addr: MetricsAddr,
@@ -207,6 +221,27 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         "--decision-log-flush {}: expected seconds in (0, 3600]",
         a.decision_log_flush
     );
+    anyhow::ensure!(
+        a.holdout_share.is_finite() && (0.0..=1.0).contains(&a.holdout_share),
+        "--holdout-share {}: expected a share in [0, 1]",
+        a.holdout_share
+    );
+    let holdout = if a.holdout_share > 0.0 {
+        anyhow::ensure!(a.decision_log.is_some(), "--holdout-share needs --decision-log DIR: a holdout nobody logs measures nothing");
+        let text = match &a.holdout_schedules {
+            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            None => crate::backtest::DEFAULT_SCHEDULES.to_string(),
+        };
+        let schedules = crate::backtest::parse_schedules(&text).context("reading the holdout's schedules")?;
+        let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+        let schedule =
+            schedules.iter().find(|s| s.name == a.holdout_schedule).cloned().with_context(|| {
+                format!("--holdout-schedule {:?}: no such schedule (there are: {})", a.holdout_schedule, names.join(", "))
+            })?;
+        Some(crate::api::Holdout { share: a.holdout_share, schedule })
+    } else {
+        None
+    };
     let log = match &a.decision_log {
         Some(dir) => {
             let mut c = crate::decision_log::LogConfig::new(dir.clone());
@@ -220,6 +255,10 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let log_note = match &a.decision_log {
         Some(d) => format!("; decision log {} (every {} s)", d.display(), a.decision_log_flush),
         None => "; no decision log (--decision-log DIR keeps decisions and outcomes for retraining)".to_string(),
+    };
+    let log_note = match &holdout {
+        Some(h) => format!("{log_note}; holdout {:.1} % on {:?}", 100.0 * h.share, h.schedule.name),
+        None => log_note,
     };
     let (log, writer) = match log {
         Some((l, c, w)) => (Some((l, c)), Some(w)),
@@ -256,7 +295,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             listener.local_addr()?
         );
         tracing::info!(model = %loaded.version, addr = %cfg.addr, max_in_flight = cfg.max_in_flight, "serving");
-        let state = State::with_log(loaded, engine, cfg.max_in_flight, log);
+        let state = State::with_log(loaded, engine, cfg.max_in_flight, log, holdout);
         serve(listener, metrics, cfg, state, shutdown_signal()).await
     })?;
     // The decision log's last write, before saying we stopped.

@@ -123,9 +123,9 @@ impl Decider {
 
     fn decide_now(state: &State, req: &v1::DecideRequest) -> Result<v1::DecideResponse, Status> {
         let loaded = state.current();
-        let out = api::decide_classified(&loaded.model, &loaded.version, &state.cfg, req, chrono::Utc::now()).map_err(invalid_argument);
-        let out = out.map(|(r, class)| {
-            log_decision(state, "decide", req, &r, class);
+        let out = decide_in_arm(state, &loaded, req, chrono::Utc::now()).map_err(invalid_argument);
+        let out = out.map(|(r, class, arm)| {
+            log_decision(state, "decide", req, &r, class, arm);
             r
         });
         match &out {
@@ -151,12 +151,10 @@ impl Decider {
                     if cancel.load(Ordering::Relaxed) {
                         break;
                     }
-                    let one = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                        api::decide_classified(&loaded.model, &loaded.version, &state.cfg, r, now)
-                    }));
+                    let one = std::panic::catch_unwind(AssertUnwindSafe(|| decide_in_arm(state, &loaded, r, now)));
                     let result = match one {
-                        Ok(Ok((d, class))) => {
-                            log_decision(state, "decide_batch", r, &d, class);
+                        Ok(Ok((d, class, arm))) => {
+                            log_decision(state, "decide_batch", r, &d, class, arm);
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)
                         }
@@ -178,6 +176,28 @@ impl Decider {
     }
 }
 
+/// Which arm of the holdout experiment answered.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Arm {
+    Model,
+    Control,
+}
+
+/// Decide with the model, or with the holdout's control schedule when the payer is in it.
+fn decide_in_arm(
+    state: &State,
+    loaded: &super::Loaded,
+    req: &v1::DecideRequest,
+    now: DateTime<Utc>,
+) -> Result<(v1::DecideResponse, crate::declines::DeclineClass, Arm), engine::InvalidField> {
+    match &state.holdout {
+        Some(h) if h.holds(req) => {
+            api::decide_control(&loaded.model, &loaded.version, &state.cfg, req, now, h).map(|(d, c)| (d, c, Arm::Control))
+        }
+        _ => api::decide_classified(&loaded.model, &loaded.version, &state.cfg, req, now).map(|(d, c)| (d, c, Arm::Model)),
+    }
+}
+
 fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
     t.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
 }
@@ -185,7 +205,14 @@ fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
 /// Append an answered decision to the decision log, if the server keeps one, and remember
 /// a RETRY's p_success for the live calibration. Its time is the request's `now` (the time
 /// the decision was made for), else the server's clock.
-fn log_decision(state: &State, source: &str, req: &v1::DecideRequest, r: &v1::DecideResponse, class: crate::declines::DeclineClass) {
+fn log_decision(
+    state: &State,
+    source: &str,
+    req: &v1::DecideRequest,
+    r: &v1::DecideResponse,
+    class: crate::declines::DeclineClass,
+    arm: Arm,
+) {
     let Some(log) = &state.log else { return };
     let p = req.payment.as_ref();
     if let (Some(live), Some(at)) = (&state.live, time_of(&r.retry_at)) {
@@ -201,7 +228,10 @@ fn log_decision(state: &State, source: &str, req: &v1::DecideRequest, r: &v1::De
         payment_id: p.map(|p| p.payment_id.clone()).unwrap_or_default(),
         customer_id: p.map(|p| p.customer_id.clone()).unwrap_or_default(),
         model_version: r.model_version.clone(),
-        arm: "model".into(),
+        arm: match arm {
+            Arm::Model => "model".into(),
+            Arm::Control => state.holdout.as_ref().map_or_else(|| "control".into(), |h| h.arm()),
+        },
         action: r.action().as_str_name().into(),
         next_step: r.next_step().as_str_name().into(),
         retry_at: time_of(&r.retry_at),

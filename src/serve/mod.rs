@@ -68,19 +68,23 @@ pub struct State {
     pub(crate) log: Option<crate::decision_log::DecisionLog>,
     /// Predicted against reported success (kept with the decision log: reports need it).
     pub(crate) live: Option<live::LiveCalibration>,
+    /// The holdout experiment, if any: its payers get the control schedule.
+    pub(crate) holdout: Option<api::Holdout>,
 }
 
 impl State {
     pub fn new(loaded: Loaded, cfg: EngineConfig, max_in_flight: usize) -> Arc<State> {
-        State::with_log(loaded, cfg, max_in_flight, None)
+        State::with_log(loaded, cfg, max_in_flight, None, None)
     }
 
-    /// As [`State::new`], appending every decision and reported outcome to `log`.
+    /// As [`State::new`], appending every decision and reported outcome to `log`, and
+    /// serving `holdout`'s payers its control schedule.
     pub fn with_log(
         loaded: Loaded,
         cfg: EngineConfig,
         max_in_flight: usize,
         log: Option<(crate::decision_log::DecisionLog, crate::decision_log::LogCounters)>,
+        holdout: Option<api::Holdout>,
     ) -> Arc<State> {
         let metrics = Arc::new(Metrics::new());
         metrics.serving(&loaded.version);
@@ -98,6 +102,7 @@ impl State {
             metrics,
             log,
             live,
+            holdout,
         })
     }
 

@@ -57,7 +57,11 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let addr = listener.local_addr().expect("addr");
     let mut cfg = ServeConfig::new(addr, models.clone());
     cfg.access = test_access(&[Scope::Decide, Scope::Read]);
-    let state = State::with_log(load_current(&models).expect("model"), EngineConfig::default(), 64, Some((log, counters)));
+    // Half the payers (by the stable hash of their customer id) get the control schedule.
+    let schedules = recoup::backtest::parse_schedules(recoup::backtest::DEFAULT_SCHEDULES).expect("schedules");
+    let schedule = schedules.into_iter().find(|s| s.name == "2 weeks x8").expect("shipped");
+    let holdout = recoup::api::Holdout { share: 0.5, schedule: schedule.clone() };
+    let state = State::with_log(load_current(&models).expect("model"), EngineConfig::default(), 64, Some((log, counters)), Some(holdout));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, None, cfg, state.clone(), async move {
         let _ = stopped.await;
@@ -74,6 +78,14 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
         let failed_at = base + chrono::Duration::hours(7 * i);
         let d = client.decide(request(&pid, failed_at)).await.expect("decides").into_inner();
         assert_eq!(d.action(), v1::Action::Retry, "{d:?}");
+        let control = recoup::api::holdout_fraction(&format!("cus_{pid}")) < 0.5;
+        assert_eq!(d.reasons.iter().any(|r| r.code == "holdout_control"), control, "{pid}: {:?}", d.reasons);
+        if control {
+            // The schedule's first slot: a day after the failure, 09:00 New York time, after an email.
+            let want = schedule.next_after(chrono_tz::America::New_York, failed_at, failed_at).expect("a slot");
+            assert_eq!((time(&d.retry_at), d.channel()), (want.retry_at, v1::Channel::Email), "{pid}");
+            assert_eq!(d.propensity, 1.0);
+        }
         let retry_at = time(&d.retry_at);
         // Every third payment the platform retries a day later than told, without the message.
         let follow = i % 3 != 0;
@@ -153,6 +165,34 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     assert_eq!(summary["outcomes_without_a_decision"], 1, "{summary}");
     assert_eq!(summary["retries_following_a_decision"], followed.len(), "{summary}");
     assert_eq!(summary["retries_without_a_decision"], 12 - followed.len(), "{summary}");
+
+    // The holdout, measured per arm: every payment's window has closed by the log's latest time.
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
+        .args(["report", "live", "--json", "--resamples", "200"])
+        .arg(log_dir.path())
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let live: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let arms: Vec<(String, u64, u64)> = live["arms"]
+        .as_array()
+        .expect("arms")
+        .iter()
+        .map(|a| (a["arm"].as_str().unwrap_or("").to_string(), a["payments"].as_u64().unwrap_or(0), a["recovered"].as_u64().unwrap_or(0)))
+        .collect();
+    let in_control: Vec<i64> = (0..12).filter(|i| recoup::api::holdout_fraction(&format!("cus_inv_{i}")) < 0.5).collect();
+    let recovered = |ids: &mut dyn Iterator<Item = i64>| ids.filter(|i| i % 2 == 0).count() as u64;
+    let control_n = in_control.len() as u64;
+    assert_eq!(
+        arms,
+        vec![
+            ("control:2 weeks x8".to_string(), control_n, recovered(&mut in_control.iter().copied())),
+            // The model's arm holds the batch payment too (never reported: not recovered).
+            ("model".to_string(), 13 - control_n, recovered(&mut (0..12).filter(|i| !in_control.contains(i)))),
+        ],
+        "{live}"
+    );
+    assert_eq!(live["model_minus_control"].as_array().map(Vec::len), Some(1), "{live}");
 
     let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
     // 13 original charges (the batch's too) and 12 retries.
