@@ -378,6 +378,73 @@ pub fn decide_control(
     Ok((to_response(&d, version), class))
 }
 
+/// The protobuf request of an engine request: what a client holding engine types (the
+/// simulator's billing platform in the closed-loop tests) sends. Card ids are not carried
+/// (a request built from one has none); [`to_engine`] reads the result back to `r`.
+pub fn from_engine(r: &engine::Request) -> v1::DecideRequest {
+    let ts = |t: DateTime<Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 });
+    let name = |s: Option<&'static str>| s.unwrap_or("").to_string();
+    let f = &r.facts;
+    v1::DecideRequest {
+        payment: Some(v1::Payment {
+            payment_id: r.payment_id.clone(),
+            customer_id: String::new(),
+            amount_minor: f.amount_minor,
+            currency: f.currency.as_str().to_string(),
+            payment_method: <&str>::from(f.method).to_string(),
+            card_brand: name(f.card_brand.map(Into::into)),
+            card_funding: name(f.card_funding.map(Into::into)),
+            country: f.country.as_str().to_string(),
+            timezone: f.timezone.name().to_string(),
+            billing_interval: name(f.billing_interval.map(Into::into)),
+            tenure_days: f.tenure_days,
+            payment_method_id: String::new(),
+        }),
+        attempts: r
+            .attempts
+            .iter()
+            .map(|a| v1::Attempt {
+                attempted_at: ts(a.at),
+                decline_code: a.decline.as_str().to_string(),
+                network_code: a.network_code.as_ref().map_or(String::new(), |c| c.as_str().to_string()),
+                advice_code: a.advice_code.as_ref().map_or(String::new(), |c| c.as_str().to_string()),
+                channel: name(a.channel.map(Into::into)),
+                payment_method_updated: a.payment_method_updated,
+                payment_method_id: String::new(),
+            })
+            .collect(),
+        payment_method_updated: r.payment_method_updated,
+        past_payments: r
+            .past_payments
+            .iter()
+            .map(|p| v1::PastPayment {
+                attempts: p
+                    .iter()
+                    .map(|(at, decline)| v1::PastAttempt {
+                        attempted_at: ts(*at),
+                        outcome: if decline.is_some() { "failed" } else { "succeeded" }.to_string(),
+                        decline_code: decline.map_or(String::new(), |d| d.as_str().to_string()),
+                        payment_method_id: String::new(),
+                        attempt_number: None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        now: ts(r.now),
+        constraints: Some(v1::Constraints {
+            earliest: r.constraints.earliest.and_then(ts),
+            latest: r.constraints.latest.and_then(ts),
+            quiet_start_hour: r.constraints.quiet_hours.map(|q| q.0),
+            quiet_end_hour: r.constraints.quiet_hours.map(|q| q.1),
+            skip_weekends: r.constraints.skip_weekends,
+            skip_holidays: r.constraints.skip_holidays,
+            max_retries: r.constraints.max_retries,
+            allowed_channels: r.constraints.channels.iter().map(|c| <&str>::from(*c).to_string()).collect(),
+        }),
+        asks: r.asks.iter().map(|a| v1::Ask { sent_at: ts(a.at), channel: <&str>::from(a.channel).to_string() }).collect(),
+    }
+}
+
 /// Two uniforms in [0, 1) from the request's identity, for reproducible exploration.
 pub fn request_randomness(req: &engine::Request) -> (f64, f64) {
     use std::hash::{BuildHasher, Hash, Hasher};

@@ -317,7 +317,8 @@ pub struct Learned {
 }
 
 impl Learned {
-    fn request(&self, v: &View) -> engine::Request {
+    /// The request a billing platform would send for this moment of the episode.
+    pub fn request(&self, v: &View) -> engine::Request {
         let p = &v.case.payer;
         let st = v.state;
         let facts = PaymentFacts {

@@ -502,9 +502,9 @@ struct Row {
 /// Join decisions and outcomes into contract-v1 history (a DataFrame with the
 /// contract's columns). Per payment, the facts and the earlier attempts come from
 /// its latest decision's request, the later attempts from the reports; a retry
-/// carries the propensity of the decision before it when it followed that
-/// decision (a retry within the decided hour, with the decided message), and
-/// none otherwise.
+/// carries the propensity of the decision before it (the latest made strictly
+/// before it) when it followed that decision (within the decided hour, with the
+/// decided message), and none otherwise.
 pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> anyhow::Result<(DataFrame, FromLogReport)> {
     let mut report = FromLogReport { decisions: decisions.len(), outcomes: outcomes.len(), ..Default::default() };
     let mut by_payment: HashMap<&str, Vec<&DecisionRecord>> = HashMap::new();
@@ -590,7 +590,8 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> a
         }
         // The propensity of the decision each retry followed.
         for r in rows.iter_mut().filter(|r| r.attempt_number > 0) {
-            let before = ds.iter().rev().find(|d| d.decided_at <= r.at);
+            // The latest decision made before the retry (one made at its very instant came after it).
+            let before = ds.iter().rev().find(|d| d.decided_at < r.at);
             let followed = before.filter(|d| {
                 d.action == "RETRY"
                     && d.retry_at.is_some_and(|t| (r.at - t).num_minutes().abs() < 60)
