@@ -460,3 +460,23 @@ fn a_simulated_world_served_over_grpc_closes_the_loop() {
         control.recovery_rate.value, control.recovery_rate.lo, control.recovery_rate.hi
     );
 }
+
+/// The protobuf request a platform builds from engine types reads back to the same engine
+/// request (what the closed-loop test's platform relies on).
+#[test]
+fn engine_requests_round_trip_through_the_protobuf_request() {
+    let world = recoup::sim::World::new(recoup::sim::WorldConfig::default(), 4, 12);
+    let (_models, models) = registry();
+    let loaded = load_current(&models).expect("model");
+    let builder =
+        recoup::backtest::Learned { model: loaded.model, version: loaded.version, cfg: EngineConfig::default(), channels: Vec::new() };
+    let cases = recoup::backtest::cases(&world, 0..200);
+    assert!(cases.len() > 50);
+    for case in &cases {
+        let st = world.start_episode(case.payer.clone(), case.episode.clone(), case.network_code, case.advice_code);
+        let v = recoup::backtest::View { world: &world, case, state: &st, not_before: st.last().past.at };
+        let er = builder.request(&v);
+        let back = recoup::api::to_engine(&recoup::api::from_engine(&er), Utc::now()).expect("valid");
+        assert_eq!(back, er, "{}", er.payment_id);
+    }
+}
