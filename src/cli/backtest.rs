@@ -29,56 +29,56 @@ use crate::sim::World;
 )]
 pub struct Args {
     /// Payers to simulate; each one's first failed charge is dunned by every strategy.
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, env = "RECOUP_BACKTEST_PAYERS")]
     pub payers: u32,
     /// Seed of the world (use one other than the training data's).
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, env = "RECOUP_BACKTEST_SEED")]
     pub seed: u64,
     /// Months simulated (the period in which first failures are found).
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, env = "RECOUP_BACKTEST_MONTHS")]
     pub months: u32,
     /// World parameters (TOML); fields not given keep their defaults.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, value_name = "TOML", env = "RECOUP_BACKTEST_WORLD")]
     pub world: Option<PathBuf>,
     /// A world from the zoo (see `recoup simulate --list-presets`); use the same one the model's history came from.
-    #[arg(long, value_name = "NAME", conflicts_with = "world")]
+    #[arg(long, value_name = "NAME", conflicts_with = "world", env = "RECOUP_BACKTEST_PRESET")]
     pub preset: Option<String>,
     /// Fixed schedules (TOML, see data/strategies.toml); default: the four shipped ones.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, value_name = "TOML", env = "RECOUP_BACKTEST_SCHEDULES")]
     pub schedules: Option<PathBuf>,
     /// Model registry.
-    #[arg(long, value_name = "DIR", default_value = "models/")]
+    #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_BACKTEST_MODELS")]
     pub models: PathBuf,
     /// Model version of the learned policy (default: the current one).
-    #[arg(long, value_name = "VERSION")]
+    #[arg(long, value_name = "VERSION", env = "RECOUP_BACKTEST_MODEL")]
     pub model: Option<String>,
     /// Channels the learned policy may message on (comma-separated: none, email, sms,
     /// push, in_app); default: all.
-    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', env = "RECOUP_BACKTEST_LEARNED_CHANNELS")]
     pub learned_channels: Vec<crate::domain::Channel>,
     /// Engine settings of the learned policy (TOML), as for `recoup serve`, e.g.
     /// `channel_pessimism = 0` to value channel lifts as estimated.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, value_name = "TOML", env = "RECOUP_BACKTEST_ENGINE")]
     pub engine: Option<PathBuf>,
     /// Also report per segment (comma-separated; default with --json: all of them).
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum, env = "RECOUP_BACKTEST_BY")]
     pub by: Vec<backtest::SegmentBy>,
     /// Bootstrap resamples for the intervals.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, env = "RECOUP_BACKTEST_RESAMPLES")]
     pub resamples: usize,
     /// Also write an HTML report with plots (recovery curves, by decline class, by
     /// pay day) to DIR/index.html (segments: all of them unless --by says).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "RECOUP_BACKTEST_REPORT")]
     pub report: Option<PathBuf>,
     /// Print the results as JSON.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_BACKTEST_JSON")]
     pub json: bool,
     /// Off-policy instead: estimate the strategies on this logged history (Parquet/CSV
     /// file or directory, contract v1, with `propensity`), not in the simulated world.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "RECOUP_BACKTEST_HISTORY")]
     pub history: Option<PathBuf>,
     /// With --history: only each payer's first failed payment.
-    #[arg(long, requires = "history")]
+    #[arg(long, requires = "history", env = "RECOUP_BACKTEST_FIRST_PER_PAYER")]
     pub first_per_payer: bool,
 }
 

@@ -17,16 +17,16 @@ use crate::engine::{self, Action};
 #[command(after_help = "Examples:\n  recoup decide examples/decide.json\n  recoup decide --json - < request.json")]
 pub struct Args {
     /// Request file (JSON); `-` reads standard input.
-    #[arg(value_name = "REQUEST", default_value = "examples/decide.json")]
+    #[arg(value_name = "REQUEST", default_value = "examples/decide.json", env = "RECOUP_DECIDE_REQUEST")]
     pub request: PathBuf,
     /// Model registry; its CURRENT version decides.
-    #[arg(long, value_name = "DIR", default_value = "models/")]
+    #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_DECIDE_MODELS")]
     pub models: PathBuf,
     /// Engine settings (TOML), as for `recoup serve`.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, value_name = "TOML", env = "RECOUP_DECIDE_ENGINE")]
     pub engine: Option<PathBuf>,
     /// Print the decision as JSON.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_DECIDE_JSON")]
     pub json: bool,
 }
 

@@ -34,42 +34,42 @@ use crate::history::{load, History, LoadOptions};
 )]
 pub struct Args {
     /// History (Parquet/CSV file or directory, contract v1).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "RECOUP_EXPORT_HISTORY")]
     pub history: PathBuf,
     /// The cut-off: RFC 3339 (2026-06-01T12:00:00Z) or a date (midnight UTC).
-    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of)]
+    #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of, env = "RECOUP_EXPORT_AS_OF")]
     pub as_of: DateTime<Utc>,
     /// Output file (.parquet or .csv, or say --format).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "RECOUP_EXPORT_OUT")]
     pub out: PathBuf,
     /// Output format (default: from the --out extension).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "RECOUP_EXPORT_FORMAT")]
     pub format: Option<Format>,
     /// Model registry.
-    #[arg(long, value_name = "DIR", default_value = "models/")]
+    #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_EXPORT_MODELS")]
     pub models: PathBuf,
     /// Model version (default: the current one, i.e. the serving policy).
-    #[arg(long, value_name = "VERSION")]
+    #[arg(long, value_name = "VERSION", env = "RECOUP_EXPORT_MODEL")]
     pub model: Option<String>,
     /// Write totals per segment (comma-separated) and currency to --out instead of one row per payment.
-    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum)]
+    #[arg(long, value_name = "LIST", value_delimiter = ',', value_enum, env = "RECOUP_EXPORT_BY")]
     pub by: Vec<Segment>,
     /// With --by: also write the per-payment rows here (format from its extension).
-    #[arg(long, value_name = "FILE", requires = "by")]
+    #[arg(long, value_name = "FILE", requires = "by", env = "RECOUP_EXPORT_PAYMENTS_OUT")]
     pub payments_out: Option<PathBuf>,
     /// Closed payments (the latest) on which the forecast is calibrated.
-    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    #[arg(long, value_name = "N", default_value_t = 20_000, env = "RECOUP_EXPORT_CALIBRATION_PAYMENTS")]
     pub calibration_payments: usize,
     /// Read the history this many times, each time only the payers of one shard (a
     /// hash of customer_id): peak memory shrinks about N-fold, reading takes N times
     /// as long. Rows come out shard by shard; the calibration is fitted on the first.
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(long, value_name = "N", default_value_t = 1, env = "RECOUP_EXPORT_PASSES")]
     pub passes: u64,
     /// Write history rows that break the contract to the reject file and go on.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_EXPORT_SKIP_BAD_ROWS")]
     pub skip_bad_rows: bool,
     /// Where rejected rows go (with --passes: one file per pass, FILE.passK.csv).
-    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_EXPORT_REJECTS")]
     pub rejects: PathBuf,
 }
 

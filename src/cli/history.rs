@@ -40,12 +40,13 @@ pub enum HistoryCommand {
 #[derive(Debug, clap::Args)]
 pub struct FromLogArgs {
     /// The decision log directory (it holds decisions/ and outcomes/).
+    #[arg(env = "RECOUP_HISTORY_LOG")]
     pub log: PathBuf,
     /// Where the history goes (.parquet or .csv).
-    #[arg(long, short, value_name = "FILE")]
+    #[arg(long, short, value_name = "FILE", env = "RECOUP_HISTORY_OUT")]
     pub out: PathBuf,
     /// Print the summary as JSON.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_HISTORY_JSON")]
     pub json: bool,
 }
 
@@ -53,15 +54,16 @@ pub struct FromLogArgs {
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// History file or directory.
+    #[arg(env = "RECOUP_HISTORY_PATH")]
     pub path: PathBuf,
     /// Write rows that break the contract to the reject file and go on, instead of stopping at the first.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_HISTORY_SKIP_BAD_ROWS")]
     pub skip_bad_rows: bool,
     /// Where rejected rows go (CSV, with file, row, column, value and reason columns).
-    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_HISTORY_REJECTS")]
     pub rejects: PathBuf,
     /// Print the summary as JSON.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_HISTORY_JSON")]
     pub json: bool,
 }
 

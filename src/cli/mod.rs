@@ -24,13 +24,13 @@ pub mod train;
 #[command(after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check exports/ --skip-bad-rows --rejects bad.csv")]
 pub struct Cli {
     /// Print only errors.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, env = "RECOUP_QUIET")]
     pub quiet: bool,
     /// More log output (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
     /// Log lines as human text or as JSON objects (one per line, for log pipelines).
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RECOUP_LOG_FORMAT")]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,

@@ -11,7 +11,7 @@ use crate::registry;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Model registry directory (`--models`, as the other subcommands spell it, works too).
-    #[arg(long, visible_alias = "models", value_name = "DIR", default_value = "models/", global = true)]
+    #[arg(long, visible_alias = "models", value_name = "DIR", default_value = "models/", global = true, env = "RECOUP_MODELS_DIR")]
     pub dir: PathBuf,
     #[command(subcommand)]
     pub command: ModelsCommand,
@@ -25,13 +25,13 @@ pub enum ModelsCommand {
     /// Print a version's data, settings and held-out metrics (`current` for the current one).
     Show {
         /// Version name, or `current`.
-        #[arg(value_name = "VERSION")]
+        #[arg(value_name = "VERSION", env = "RECOUP_MODELS_NAME")]
         name: String,
     },
     /// Make a version the current one (the served model). Atomic; the model must load.
     Promote {
         /// Version name (see `recoup models list`).
-        #[arg(value_name = "VERSION")]
+        #[arg(value_name = "VERSION", env = "RECOUP_MODELS_NAME")]
         name: String,
     },
 }

@@ -33,15 +33,16 @@ pub enum ReportCommand {
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
     /// The decision log directory (it holds decisions/ and outcomes/).
+    #[arg(env = "RECOUP_REPORT_LOG")]
     pub log: PathBuf,
     /// Count payments whose window closed by this time (RFC 3339; default: the log's latest).
-    #[arg(long, value_name = "TIME")]
+    #[arg(long, value_name = "TIME", env = "RECOUP_REPORT_AS_OF")]
     pub as_of: Option<DateTime<Utc>>,
     /// Bootstrap resamples for the intervals.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, env = "RECOUP_REPORT_RESAMPLES")]
     pub resamples: usize,
     /// Print the report as JSON.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_REPORT_JSON")]
     pub json: bool,
 }
 

@@ -44,38 +44,38 @@ impl From<Compression> for ParquetCompression {
 )]
 pub struct Args {
     /// Number of payers (subscribers).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "RECOUP_SIMULATE_PAYERS")]
     pub payers: u32,
     /// Months of history from the world's start date.
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, default_value_t = 12, env = "RECOUP_SIMULATE_MONTHS")]
     pub months: u32,
     /// Seed of every random draw.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "RECOUP_SIMULATE_SEED")]
     pub seed: u64,
     /// Output file (.parquet or .csv).
-    #[arg(long, required_unless_present_any = ["print_world", "list_presets"])]
+    #[arg(long, required_unless_present_any = ["print_world", "list_presets"], env = "RECOUP_SIMULATE_OUT")]
     pub out: Option<PathBuf>,
     /// Output format (default: from the file extension).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "RECOUP_SIMULATE_FORMAT")]
     pub format: Option<Format>,
     /// World parameters (TOML); fields not given keep their defaults.
-    #[arg(long, value_name = "TOML")]
+    #[arg(long, value_name = "TOML", env = "RECOUP_SIMULATE_WORLD")]
     pub world: Option<PathBuf>,
     /// Print the world parameters (the default, or --preset's) as TOML and exit.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_SIMULATE_PRINT_WORLD")]
     pub print_world: bool,
     /// A world from the zoo: default, careless-log, fixed-log, bills, top-ups, weekly,
     /// few-apps (`recoup simulate --list-presets` says how each differs).
-    #[arg(long, value_name = "NAME", conflicts_with = "world")]
+    #[arg(long, value_name = "NAME", conflicts_with = "world", env = "RECOUP_SIMULATE_PRESET")]
     pub preset: Option<String>,
     /// List the zoo's presets and exit.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_SIMULATE_LIST_PRESETS")]
     pub list_presets: bool,
     /// Parquet compression: zstd (smallest files) or snappy / lz4 (faster), or none.
-    #[arg(long, value_enum, default_value_t = Compression::Zstd)]
+    #[arg(long, value_enum, default_value_t = Compression::Zstd, env = "RECOUP_SIMULATE_COMPRESSION")]
     pub compression: Compression,
     /// Payers per written chunk (bounds memory).
-    #[arg(long, default_value_t = 20_000, hide = true)]
+    #[arg(long, default_value_t = 20_000, hide = true, env = "RECOUP_SIMULATE_CHUNK_PAYERS")]
     pub chunk_payers: u32,
 }
 

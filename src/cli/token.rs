@@ -13,11 +13,11 @@ use crate::serve::auth::new_token;
 )]
 pub struct Args {
     /// A name for the token's holder (shown in logs and refusals).
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_TOKEN_NAME")]
     pub name: String,
     /// Comma-separated scopes: decide (Decide, DecideBatch, hyperswitch's decider),
     /// read (GetModel, reflection), admin (hyperswitch's trainer).
-    #[arg(long, value_parser = super::serve::scopes_arg)]
+    #[arg(long, value_parser = super::serve::scopes_arg, env = "RECOUP_TOKEN_SCOPES")]
     pub scopes: super::serve::Scopes,
 }
 

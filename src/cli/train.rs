@@ -19,49 +19,49 @@ use crate::trees::BoostConfig;
 )]
 pub struct Args {
     /// History to learn from (Parquet/CSV file or directory, contract v1).
-    #[arg(long, value_name = "PATH", default_value = "data/sample/")]
+    #[arg(long, value_name = "PATH", default_value = "data/sample/", env = "RECOUP_TRAIN_HISTORY")]
     pub history: PathBuf,
     /// Model registry directory; the new version goes into a subdirectory.
-    #[arg(long, value_name = "DIR", default_value = "models/")]
+    #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_TRAIN_OUT")]
     pub out: PathBuf,
     /// Also make the new version the current one.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_TRAIN_PROMOTE")]
     pub promote: bool,
     /// Name of the new version (1–64 of A–Z a–z 0–9 . _ -); default: creation time + model digest.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "RECOUP_TRAIN_NAME")]
     pub name: Option<String>,
     /// Share of the latest retries held out for the test metrics.
-    #[arg(long, default_value_t = 0.25, value_parser = fraction)]
+    #[arg(long, default_value_t = 0.25, value_parser = fraction, env = "RECOUP_TRAIN_TEST_FRACTION")]
     pub test_fraction: f64,
     /// Worker threads (default: all cores).
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_TRAIN_THREADS")]
     pub threads: Option<usize>,
     /// Model family: `logistic` (one-hot columns and crosses), `trees` (boosted
     /// trees over the payment and the retry time, with the channel's logistic
     /// terms on top), or `auto`: trees from 100,000 fit examples up (they score
     /// a decision 2–3× slower than the logistic model, for better predictions).
-    #[arg(long, value_enum, default_value_t = Family::Auto)]
+    #[arg(long, value_enum, default_value_t = Family::Auto, env = "RECOUP_TRAIN_FAMILY")]
     pub family: Family,
     /// Most boosted trees (family trees; early stopping on the calibration split usually ends sooner).
-    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().max_trees, value_parser = max_trees)]
+    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().max_trees, value_parser = max_trees, env = "RECOUP_TRAIN_MAX_TREES")]
     pub max_trees: usize,
     /// Leaves per boosted tree.
-    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().leaves, value_parser = leaves)]
+    #[arg(long, value_name = "N", default_value_t = BoostConfig::default().leaves, value_parser = leaves, env = "RECOUP_TRAIN_LEAVES")]
     pub leaves: usize,
     /// Learning rate of the boosted trees.
-    #[arg(long, value_name = "RATE", default_value_t = BoostConfig::default().learning_rate, value_parser = rate)]
+    #[arg(long, value_name = "RATE", default_value_t = BoostConfig::default().learning_rate, value_parser = rate, env = "RECOUP_TRAIN_LEARNING_RATE")]
     pub learning_rate: f64,
     /// Also write the exact fit/calibration and test feature tables to
     /// DIR/train.parquet and DIR/test.parquet, and this run's held-out metrics and
     /// timings to DIR/recoup.json, for peer pipelines (benches/peer/).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "RECOUP_TRAIN_EXPORT_FEATURES")]
     pub export_features: Option<PathBuf>,
     /// Skip rows that break the history contract instead of stopping: they are
     /// written to --rejects with the reason, and counted.
-    #[arg(long)]
+    #[arg(long, env = "RECOUP_TRAIN_SKIP_BAD_ROWS")]
     pub skip_bad_rows: bool,
     /// Where skipped rows go (CSV), with --skip-bad-rows.
-    #[arg(long, value_name = "FILE", default_value = "rejects.csv")]
+    #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_TRAIN_REJECTS")]
     pub rejects: PathBuf,
 }
 

@@ -13,7 +13,7 @@ fn recoup() -> Command {
 fn help_lists_every_subcommand() {
     let out = recoup().arg("--help").assert().success().get_output().stdout.clone();
     let text = String::from_utf8(out).unwrap();
-    for sub in ["history", "simulate", "train", "serve", "decide", "backtest", "export", "models"] {
+    for sub in ["history", "simulate", "train", "serve", "decide", "backtest", "export", "models", "report"] {
         assert!(text.contains(sub), "--help mentions {sub}:\n{text}");
     }
 }
@@ -25,6 +25,26 @@ fn history_check_prints_a_summary() {
     recoup().args(["history", "check"]).arg(&path).assert().success().stdout(
         predicate::str::contains("accepted").and(predicate::str::contains("insufficient_funds")).and(predicate::str::contains("recovered")),
     );
+}
+
+/// A flag set by its environment variable, as a container would (the path too).
+#[test]
+fn flags_can_be_set_by_environment_variables() {
+    let (_dir, path) = temp_file("h.csv");
+    write_csv(&path, &varied_rows(20));
+    let out = recoup()
+        .args(["history", "check"])
+        .env("RECOUP_HISTORY_PATH", &path)
+        .env("RECOUP_HISTORY_JSON", "true")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).expect("--json came from RECOUP_HISTORY_JSON");
+    assert_eq!(v["payments"], 20);
+    let help = recoup().args(["train", "--help"]).assert().success().get_output().stdout.clone();
+    assert!(String::from_utf8_lossy(&help).contains("[env: RECOUP_TRAIN_HISTORY="), "--help shows the variable");
 }
 
 #[test]
