@@ -599,11 +599,11 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> a
                     && channel_name(&d.channel) == channel_name(&r.channel)
             });
             match followed {
-                Some(d) => {
-                    r.propensity = Some(d.propensity.clamp(f64::MIN_POSITIVE, 1.0));
+                Some(d) if d.propensity.is_finite() && d.propensity > 0.0 => {
+                    r.propensity = Some(d.propensity.min(1.0));
                     report.retries_following_a_decision += 1;
                 }
-                None => report.retries_without_a_decision += 1,
+                _ => report.retries_without_a_decision += 1,
             }
         }
         let customer = [latest.customer_id.as_str(), payment.customer_id.as_str()]

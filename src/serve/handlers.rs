@@ -246,7 +246,17 @@ fn log_decision(
 /// One report checked against the contract's rules, naming the field.
 fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Result<OutcomeRecord, Status> {
     let bad = |field: &str, why: String| Err(Status::invalid_argument(format!("reports[{i}].{field}: {why}")));
-    for (field, v) in [("payment_id", &r.payment_id), ("customer_id", &r.customer_id), ("attempt_id", &r.attempt_id)] {
+    // Every text bounded before it is read or quoted in an error.
+    for (field, v) in [
+        ("payment_id", &r.payment_id),
+        ("customer_id", &r.customer_id),
+        ("attempt_id", &r.attempt_id),
+        ("outcome", &r.outcome),
+        ("decline_code", &r.decline_code),
+        ("network_code", &r.network_code),
+        ("advice_code", &r.advice_code),
+        ("channel", &r.channel),
+    ] {
         if v.len() > crate::limits::MAX_TEXT_BYTES {
             return bad(field, format!("{} bytes; at most {}", v.len(), crate::limits::MAX_TEXT_BYTES));
         }
@@ -271,11 +281,6 @@ fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Re
     let channel = r.channel.trim().to_ascii_lowercase();
     if !channel.is_empty() && channel.parse::<crate::domain::Channel>().is_err() {
         return bad("channel", format!("{channel:?}: expected none, email, sms, push or in_app"));
-    }
-    for (field, v) in [("decline_code", &r.decline_code), ("network_code", &r.network_code), ("advice_code", &r.advice_code)] {
-        if v.len() > crate::limits::MAX_TEXT_BYTES {
-            return bad(field, format!("{} bytes; at most {}", v.len(), crate::limits::MAX_TEXT_BYTES));
-        }
     }
     Ok(OutcomeRecord {
         reported_at,

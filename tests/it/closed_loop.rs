@@ -141,6 +141,14 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![reports[0].clone(), bad] }).await.expect_err("refused");
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("reports[1].outcome"), "{}", err.message());
+    let mut huge = reports[1].clone();
+    huge.outcome = "x".repeat(1 << 20);
+    let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![huge] }).await.expect_err("refused");
+    assert!(
+        err.message().contains("reports[0].outcome") && err.message().len() < 200,
+        "{}",
+        &err.message()[..200.min(err.message().len())]
+    );
     let mut no_code = reports[1].clone();
     no_code.decline_code.clear();
     let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![no_code] }).await.expect_err("refused");
