@@ -2,7 +2,7 @@
 //! every attempt outcome the billing platform reports, appended to Parquet
 //! files, and their join back into contract-v1 history carrying recoup's own
 //! propensities, so `recoup train` retrains on recoup's decisions and
-//! `recoup backtest-history` can weigh them (#24).
+//! `recoup backtest --history` can weigh them (#24).
 //!
 //! Layout under the log directory: `decisions/part-<µs>-<seq>.parquet` and
 //! `outcomes/part-<µs>-<seq>.parquet`. A file is written to a `.tmp` name,

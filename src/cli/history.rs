@@ -31,7 +31,7 @@ pub enum HistoryCommand {
     /// and message) carries that decision's propensity, others none. The result is checked
     /// by the contract loader before this answers, so `recoup train` can read it.
     #[command(
-        after_help = "Examples:\n  recoup history from-log decision-log/ --out history.parquet\n  recoup train --history history.parquet\n  recoup backtest-history history.parquet"
+        after_help = "Examples:\n  recoup history from-log decision-log/ --out history.parquet\n  recoup train --history history.parquet\n  recoup backtest --history history.parquet"
     )]
     FromLog(FromLogArgs),
 }
