@@ -4,8 +4,9 @@
 //! propensities, so `recoup train` retrains on recoup's decisions and
 //! `recoup backtest --history` can weigh them (#24).
 //!
-//! Layout under the log directory: `decisions/part-<µs>-<seq>.parquet` and
-//! `outcomes/part-<µs>-<seq>.parquet`. A file is written to a `.tmp` name,
+//! Layout under the log directory: `decisions/part-<µs>-<writer>-<seq>.parquet`
+//! and `outcomes/part-…`, the writer being the host (pod) name and process id,
+//! so replicas can share one directory. A file is written to a `.tmp` name,
 //! synced and renamed, so a reader never sees half a file.
 //!
 //! **Durability.**
@@ -304,9 +305,20 @@ fn time_column(name: &str, v: Vec<Option<i64>>) -> Column {
         .into_column()
 }
 
-/// Write `df` to `dir/part-<µs>-<seq>.parquet` through a synced `.tmp` file and a rename.
+/// Who writes: the host name (a Kubernetes pod's name) and the process id, so replicas
+/// sharing one log directory never write the same file name.
+fn writer_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let host = std::env::var("HOSTNAME").ok().or_else(|| std::fs::read_to_string("/etc/hostname").ok()).unwrap_or_default();
+        let host: String = host.trim().chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(63).collect();
+        format!("{}{}{}", host, if host.is_empty() { "" } else { "-" }, std::process::id())
+    })
+}
+
+/// Write `df` to `dir/part-<µs>-<writer>-<seq>.parquet` through a synced `.tmp` file and a rename.
 fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> anyhow::Result<()> {
-    let name = format!("part-{}-{seq:06}.parquet", Utc::now().timestamp_micros());
+    let name = format!("part-{}-{}-{seq:06}.parquet", Utc::now().timestamp_micros(), writer_id());
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     // Snappy: a third of zstd's CPU for the writer thread, which shares the cores with the handlers.

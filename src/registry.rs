@@ -221,6 +221,37 @@ pub fn promote(dir: &Path, version: &str) -> Result<(), RegistryError> {
     fs::rename(&tmp, dir.join(CURRENT)).map_err(io(dir))
 }
 
+/// Give the registry `dir` the current version of registry `from` when it lacks it (copied
+/// through a temp dir and a rename, checked to load), and make it the current one when `dir`
+/// has none; a registry that has a current version keeps it. Returns whether a version was
+/// copied. For a fresh model store (a container's volume) from the image's bundled model.
+pub fn seed(dir: &Path, from: &Path) -> Result<bool, RegistryError> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
+    let v = current(from)?;
+    let copy = !dir.join(&v).join("model.json").is_file();
+    if copy {
+        let src = from.join(&v);
+        let tmp = dir.join(format!(".{v}.seed.tmp"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        for entry in fs::read_dir(&src).map_err(io(&src))? {
+            let entry = entry.map_err(io(&src))?;
+            if entry.path().is_file() {
+                fs::copy(entry.path(), tmp.join(entry.file_name())).map_err(io(&entry.path()))?;
+            }
+        }
+        if let Err(e) = load_model_file(&tmp, &v) {
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        fs::rename(&tmp, dir.join(&v)).map_err(io(dir))?;
+    }
+    if current(dir).is_err() {
+        promote(dir, &v)?;
+    }
+    Ok(copy)
+}
+
 /// The current version's name.
 pub fn current(dir: &Path) -> Result<String, RegistryError> {
     let path = dir.join(CURRENT);

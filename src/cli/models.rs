@@ -34,6 +34,14 @@ pub enum ModelsCommand {
         #[arg(value_name = "VERSION", env = "RECOUP_MODELS_NAME")]
         name: String,
     },
+    /// Copy another registry's current version if this one lacks it, and make it current
+    /// when this one has none (a fresh model store gets the image's bundled model; a store
+    /// that has a current model keeps it).
+    Seed {
+        /// The registry to copy from.
+        #[arg(long, value_name = "DIR", env = "RECOUP_MODELS_FROM")]
+        from: PathBuf,
+    },
 }
 
 /// Run `recoup models`.
@@ -67,6 +75,15 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 Ok(_) => println!("\nloads with this build: yes"),
                 Err(e) => println!("\nloads with this build: NO — {e}"),
             }
+        }
+        ModelsCommand::Seed { from } => {
+            let copied = registry::seed(&a.dir, from)?;
+            println!(
+                "{} {}; current: {}",
+                if copied { "copied the current version of" } else { "nothing to copy from" },
+                from.display(),
+                registry::current(&a.dir)?
+            );
         }
         ModelsCommand::Promote { name } => {
             registry::promote(&a.dir, name)?;

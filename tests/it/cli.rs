@@ -256,3 +256,42 @@ fn serve_refuses_an_open_public_address_and_token_makes_a_usable_entry() {
     assert_eq!(access.check("/recoup.v1.RetryDecider/Decide", &h), Ok("billing".to_string()));
     assert!(access.check("/trainer.TrainerService/TriggerTraining", &h).is_err());
 }
+
+/// `models seed` gives a fresh model store the bundled model once and never replaces a
+/// current one; a source without a current version is a clear error.
+#[test]
+fn models_seed_fills_a_fresh_store_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let want = std::fs::read_to_string(bundled.join("CURRENT")).expect("bundled CURRENT").trim().to_string();
+    recoup()
+        .args(["models", "seed", "--from"])
+        .arg(&bundled)
+        .arg("--dir")
+        .arg(&store)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("copied"));
+    assert_eq!(std::fs::read_to_string(store.join("CURRENT")).expect("CURRENT").trim(), want);
+    // A second seed (every pod's start) copies nothing and keeps the current version.
+    std::fs::write(store.join("CURRENT"), format!("{want}\n")).expect("write");
+    recoup()
+        .args(["models", "seed", "--from"])
+        .arg(&bundled)
+        .arg("--dir")
+        .arg(&store)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("nothing to copy"));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    recoup()
+        .args(["models", "seed", "--from"])
+        .arg(&empty)
+        .arg("--dir")
+        .arg(&store)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("CURRENT").or(predicate::str::contains("current")));
+}
