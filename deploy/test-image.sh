@@ -36,8 +36,11 @@ podman import -q \
   --change 'ENV CARGO_HOME=/usr/local/cargo' \
   "$work/builder.tar" localhost/recoup-builder-base:bookworm >/dev/null
 
-echo "== podman build (release build inside the builder: several minutes on 2 cores)"
-podman build -q -f deploy/Containerfile \
+echo "== podman build (release build inside the builder: about 20 minutes on 2 cores)"
+# Chroot isolation for the RUN steps: sandboxes like this project's refuse the OCI
+# runtime's cgroups ("cgroups in hybrid mode not supported"); PODMAN_ISOLATION=oci
+# uses the default runtime where it works.
+podman build -q --isolation "${PODMAN_ISOLATION:-chroot}" -f deploy/Containerfile \
   --build-arg BUILDER=localhost/recoup-builder-base:bookworm \
   --build-arg RUNTIME=localhost/recoup-runtime-base:bookworm \
   -t "$tag" . >/dev/null

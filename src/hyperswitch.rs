@@ -24,8 +24,10 @@
 //! - `retry_count_left <= 0` answers no retry; `wait_time` is the earliest time;
 //! - the payer's calendar and time zone come from `billing_country`; a missing
 //!   currency is an error (no silent USD);
-//! - no message channel (the contract schedules retries only) and no
-//!   exploration (hyperswitch does not log propensities).
+//! - no message channel (the contract schedules retries only); exploration
+//!   only where recoup logs the decision with its propensity itself
+//!   (`recoup serve --decision-log`, `--hyperswitch-exploration`), since
+//!   hyperswitch does not keep propensities.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -311,10 +313,11 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     Ok(Mapped::Decide(Box::new(req)))
 }
 
-/// The engine settings for hyperswitch: the server's, without exploration
+/// The engine settings for hyperswitch: the server's, exploring at `exploration` (0 unless
+/// recoup logs the decisions itself)
 /// (hyperswitch logs no propensities, so exploring would only cost).
-pub fn engine_config(cfg: &EngineConfig) -> EngineConfig {
-    EngineConfig { exploration: 0.0, ..cfg.clone() }
+pub fn engine_config(cfg: &EngineConfig, exploration: f64) -> EngineConfig {
+    EngineConfig { exploration: if exploration.is_finite() { exploration.clamp(0.0, 1.0) } else { 0.0 }, ..cfg.clone() }
 }
 
 /// The answer, and what to log and count about it.
@@ -324,6 +327,11 @@ pub struct Answer {
     pub action: &'static str,
     /// The first reason code (why not, or why this slot).
     pub reason: String,
+    /// The chosen retry's time and P(success), and the probability it was chosen with
+    /// (for the decision log).
+    pub retry_at: Option<DateTime<Utc>>,
+    pub p_success: f64,
+    pub propensity: f64,
 }
 
 /// Decide one hyperswitch request with `model`; `cfg` from [`engine_config`].
@@ -337,7 +345,14 @@ pub fn decide(
     let req = match to_engine(r, clock, default_country)? {
         Mapped::BudgetExhausted => {
             let response = decider::DeciderResponse { retry_flag: false, retry_time: None, decision_threshold: None };
-            return Ok(Answer { response, action: "DO_NOT_RETRY", reason: "retry_count_left_exhausted".into() });
+            return Ok(Answer {
+                response,
+                action: "DO_NOT_RETRY",
+                reason: "retry_count_left_exhausted".into(),
+                retry_at: None,
+                p_success: 0.0,
+                propensity: 1.0,
+            });
         }
         Mapped::Decide(req) => req,
     };
@@ -350,7 +365,14 @@ pub fn decide(
         retry_time: chosen.map(|c| crate::api::timestamp(c.retry_at)),
         decision_threshold: chosen.and_then(|c| threshold(cfg, c)),
     };
-    Ok(Answer { response, action: if chosen.is_some() { "RETRY" } else { "DO_NOT_RETRY" }, reason })
+    Ok(Answer {
+        response,
+        action: if chosen.is_some() { "RETRY" } else { "DO_NOT_RETRY" },
+        reason,
+        retry_at: chosen.map(|c| c.retry_at),
+        p_success: chosen.map_or(0.0, |c| c.p_success),
+        propensity: d.propensity,
+    })
 }
 
 /// The success probability at which a retry at the chosen slot just pays for

@@ -58,6 +58,10 @@ pub struct Args {
     /// answered in the last interval (reported outcomes are written before they are answered).
     #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", default_value_t = 1.0)]
     pub decision_log_flush: f64,
+    /// Exploration rate on hyperswitch's route (its decider does not keep propensities, so it
+    /// explores only when --decision-log keeps them; 0 turns it off).
+    #[arg(long, env = "RECOUP_HYPERSWITCH_EXPLORATION", default_value_t = 0.02)]
+    pub hyperswitch_exploration: f64,
     /// Share of payers (0–1) in a holdout served the control schedule (--holdout-schedule)
     /// instead of the model, chosen by a stable hash of the customer id (the payment id
     /// when there is none) and tagged `control:<name>` in the decision log, for
@@ -201,6 +205,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         echo_service: a.echo_service,
         reflection: a.reflection,
         hyperswitch_country: a.hyperswitch_default_country,
+        hyperswitch_exploration: a.hyperswitch_exploration,
         trainer: a.train_history.as_ref().map(|h| crate::hyperswitch::TrainerConfig {
             history: h.clone(),
             models: a.models.clone(),
@@ -220,6 +225,11 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         a.decision_log_flush.is_finite() && a.decision_log_flush > 0.0 && a.decision_log_flush <= 3600.0,
         "--decision-log-flush {}: expected seconds in (0, 3600]",
         a.decision_log_flush
+    );
+    anyhow::ensure!(
+        a.hyperswitch_exploration.is_finite() && (0.0..=0.5).contains(&a.hyperswitch_exploration),
+        "--hyperswitch-exploration {}: expected a rate in [0, 0.5]",
+        a.hyperswitch_exploration
     );
     anyhow::ensure!(
         a.holdout_share.is_finite() && (0.0..=1.0).contains(&a.holdout_share),

@@ -391,12 +391,11 @@ impl HyperswitchDecider {
                         arm: "model".into(),
                         action: a.action.into(),
                         next_step: a.reason.clone(),
-                        retry_at: None,
+                        retry_at: a.retry_at,
                         channel: "CHANNEL_NONE".into(),
-                        p_success: f64::NAN,
+                        p_success: a.p_success,
                         p_recovery: f64::NAN,
-                        // hyperswitch's route does not explore yet: every answer is certain.
-                        propensity: 1.0,
+                        propensity: a.propensity,
                         request: Vec::new(),
                     });
                 }

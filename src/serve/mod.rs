@@ -134,6 +134,9 @@ pub struct ServeConfig {
     pub reflection: bool,
     /// The payer country assumed when hyperswitch sends no `billing_country`.
     pub hyperswitch_country: crate::domain::Country,
+    /// Exploration on hyperswitch's route, used only with a decision log (which keeps the
+    /// propensities hyperswitch does not).
+    pub hyperswitch_exploration: f64,
     /// Serve hyperswitch's `trainer.TrainerService` with these settings.
     pub trainer: Option<hyperswitch::TrainerConfig>,
     /// Who may call what.
@@ -155,6 +158,7 @@ impl ServeConfig {
             echo_service: false,
             reflection: false,
             hyperswitch_country: crate::domain::Country::from_bytes(*b"US"),
+            hyperswitch_exploration: 0.0,
             trainer: None,
             access: auth::Access::new(None, &[auth::Scope::Decide, auth::Scope::Read]).unwrap_or_default(),
             conn: conn::ConnConfig::default(),
@@ -260,7 +264,7 @@ pub async fn serve(
         .max_encoding_message_size(max);
     let hs = HyperswitchDecider {
         inner: Decider { state: state.clone() },
-        cfg: hyperswitch::engine_config(&state.cfg),
+        cfg: hyperswitch::engine_config(&state.cfg, if state.log.is_some() { cfg.hyperswitch_exploration } else { 0.0 }),
         default_country: cfg.hyperswitch_country,
     };
     let mut routes = tonic::service::Routes::new(health_service).add_service(decider).add_service(

@@ -69,7 +69,7 @@ fn request(
 }
 
 fn decide(r: &DeciderRequest) -> hyperswitch::Answer {
-    let cfg = hyperswitch::engine_config(&EngineConfig::default());
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
     hyperswitch::decide(model(), &cfg, r, clock(), "US".parse().unwrap()).expect("a valid request")
 }
 
@@ -145,7 +145,7 @@ fn hyperswitch_counts_the_cards_retries_of_earlier_invoices() {
 fn hyperswitch_refuses_a_missing_currency_naming_the_field() {
     let mut r = request("Visa", clock() - Duration::days(1), Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
     r.invoice_currency = None;
-    let cfg = hyperswitch::engine_config(&EngineConfig::default());
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
     let err = hyperswitch::decide(model(), &cfg, &r, clock(), "US".parse().unwrap()).err().expect("refused");
     assert_eq!(err.field, "invoice_currency");
 }

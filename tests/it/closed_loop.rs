@@ -57,6 +57,7 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let addr = listener.local_addr().expect("addr");
     let mut cfg = ServeConfig::new(addr, models.clone());
     cfg.access = test_access(&[Scope::Decide, Scope::Read]);
+    cfg.hyperswitch_exploration = 0.3;
     // Half the payers (by the stable hash of their customer id) get the control schedule.
     let schedules = recoup::backtest::parse_schedules(recoup::backtest::DEFAULT_SCHEDULES).expect("schedules");
     let schedule = schedules.into_iter().find(|s| s.name == "2 weeks x8").expect("shipped");
@@ -154,9 +155,28 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let err = client.report_attempts(v1::ReportAttemptsRequest { reports: vec![no_code] }).await.expect_err("refused");
     assert!(err.message().contains("reports[0].decline_code"), "{}", err.message());
 
+    // hyperswitch's decider is logged too, exploring with its propensity (recoup keeps it).
+    let mut hs = recoup::hyperswitch::decider::decider_client::DeciderClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect"),
+    );
+    let now = crate::hyperswitch::hour();
+    let hs_answer = hs
+        .decide(crate::hyperswitch::as_hyperswitch_sends(now - chrono::Duration::days(2), &[now - chrono::Duration::days(1)]))
+        .await
+        .expect("hyperswitch decides")
+        .into_inner();
+
     let _ = stop.send(());
     task.await.expect("joins").expect("serves");
     drop(writer);
+
+    let (logged, _) = recoup::decision_log::read(log_dir.path()).expect("reads");
+    let hs_logged: Vec<_> = logged.iter().filter(|d| d.source == "hyperswitch").collect();
+    assert_eq!(hs_logged.len(), 1);
+    let h = hs_logged[0];
+    assert!(hs_answer.retry_flag && h.action == "RETRY", "{h:?}");
+    assert_eq!(h.retry_at.map(|t| t.timestamp()), hs_answer.retry_time.as_ref().map(|t| t.seconds), "{h:?}");
+    assert!(h.propensity > 0.0 && h.propensity < 1.0, "explored at 0.3: {h:?}");
 
     let out = log_dir.path().join("history.parquet");
     let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
@@ -169,7 +189,7 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
         .expect("runs");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
-    assert_eq!(summary["decisions"], 13, "{summary}");
+    assert_eq!(summary["decisions"], 14, "13 recoup.v1 decisions and hyperswitch's: {summary}");
     assert_eq!(summary["outcomes_without_a_decision"], 1, "{summary}");
     assert_eq!(summary["retries_following_a_decision"], followed.len(), "{summary}");
     assert_eq!(summary["retries_without_a_decision"], 12 - followed.len(), "{summary}");
