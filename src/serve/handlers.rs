@@ -341,6 +341,9 @@ impl v1::retry_decider_server::RetryDecider for Decider {
         let now = Utc::now();
         let rows = reports.iter().enumerate().map(|(i, r)| outcome_of(i, r, now)).collect::<Result<Vec<_>, _>>()?;
         let accepted = rows.len() as u32;
+        if rows.is_empty() {
+            return Ok(Response::new(v1::ReportAttemptsResponse { accepted }));
+        }
         let judged: Vec<(String, u32, DateTime<Utc>, String, bool)> = rows
             .iter()
             .map(|r| (r.payment_id.clone(), r.attempt_number, r.attempted_at, r.channel.clone(), r.outcome == "succeeded"))
