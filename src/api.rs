@@ -320,8 +320,7 @@ pub fn decide_classified(
 ) -> Result<(v1::DecideResponse, crate::declines::DeclineClass), InvalidField> {
     let er = to_engine(r, clock)?;
     let d = engine::decide(model, cfg, &er, request_randomness(&er))?;
-    let class = er.attempts.last().map_or(crate::declines::DeclineClass::Hard, |a| a.decline.class());
-    Ok((to_response(&d, version), class))
+    Ok((to_response(&d, version), last_class(&er)))
 }
 
 /// A holdout experiment: this share of payers is served `schedule` instead of the model.
@@ -374,15 +373,25 @@ pub fn decide_control(
     let (tz, failed) = (er.facts.timezone, er.attempts.first().map_or(er.now, |a| a.at));
     let next = |after: DateTime<Utc>| holdout.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
     let d = engine::decide_fixed(model, cfg, &er, &holdout.schedule.name, &next)?;
-    let class = er.attempts.last().map_or(crate::declines::DeclineClass::Hard, |a| a.decline.class());
-    Ok((to_response(&d, version), class))
+    Ok((to_response(&d, version), last_class(&er)))
+}
+
+/// The decline class of a request's last attempt (a checked request has one).
+fn last_class(er: &engine::Request) -> crate::declines::DeclineClass {
+    er.attempts.last().map_or(crate::declines::DeclineClass::Hard, |a| a.decline.class())
+}
+
+/// A protobuf time the server already accepted (a checked request's, or its answer's), as
+/// [`time`] reads it; `None` when absent.
+pub(crate) fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
+    t.as_ref().and_then(|t| time("", t).ok())
 }
 
 /// The protobuf request of an engine request: what a client holding engine types (the
 /// simulator's billing platform in the closed-loop tests) sends. Card ids are not carried
 /// (a request built from one has none); [`to_engine`] reads the result back to `r`.
 pub fn from_engine(r: &engine::Request) -> v1::DecideRequest {
-    let ts = |t: DateTime<Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 });
+    let ts = |t: DateTime<Utc>| Some(timestamp(t));
     let name = |s: Option<&'static str>| s.unwrap_or("").to_string();
     let f = &r.facts;
     v1::DecideRequest {

@@ -552,10 +552,7 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> a
             .iter()
             .enumerate()
             .filter_map(|(k, a)| {
-                let at = a
-                    .attempted_at
-                    .as_ref()
-                    .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.clamp(0, 999_999_999) as u32))?;
+                let at = crate::api::time_of(&a.attempted_at)?;
                 Some(Row {
                     attempt_id: format!("{pid}#{k}"),
                     attempt_number: k as u32,
@@ -651,7 +648,7 @@ fn inconsistency(rows: &[Row]) -> Option<String> {
 }
 
 /// `CHANNEL_EMAIL` / `email` / `` → `email` / `email` / `none`.
-fn channel_name(s: &str) -> String {
+pub(crate) fn channel_name(s: &str) -> String {
     let s = s.trim().to_ascii_lowercase();
     let s = s.strip_prefix("channel_").unwrap_or(&s).to_string();
     if s.is_empty() || s == "unspecified" {
@@ -818,12 +815,7 @@ pub fn live_report(
     for pid in ids {
         let d = first[pid];
         let Ok(req) = v1::DecideRequest::decode(d.request.as_slice()) else { continue };
-        let failed = req
-            .attempts
-            .first()
-            .and_then(|a| a.attempted_at.as_ref())
-            .and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, 0))
-            .unwrap_or(d.decided_at);
+        let failed = req.attempts.first().and_then(|a| crate::api::time_of(&a.attempted_at)).unwrap_or(d.decided_at);
         if failed + window > as_of {
             open += 1;
             continue;

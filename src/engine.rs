@@ -562,6 +562,44 @@ fn rule_history(req: &Request) -> (Vec<PastAttempt>, Vec<PastAttempt>) {
     (past, elsewhere)
 }
 
+/// A decision that retries nothing: stop, with `reasons` (callers fill in what they know more).
+fn stopped(reasons: Vec<Reason>) -> Decision {
+    Decision {
+        action: Action::DoNotRetry,
+        next: NextStep::Stop,
+        chosen: None,
+        ask_channel: None,
+        ask: None,
+        p_recovery: 0.0,
+        planned_retries: 0,
+        alternatives: Vec::new(),
+        reasons,
+        propensity: 1.0,
+        terms: Vec::new(),
+        candidates_scored: 0,
+        candidates_removed: 0,
+        pay_schedule: String::new(),
+        pay_schedule_confidence: 0.0,
+    }
+}
+
+/// The payment as the model scores its next retry: the pay-day evidence of its earlier
+/// payments (reduced once to what inference reads: the failed-retries correction infers per
+/// earlier retry), its attempts, and the state before the next retry (its own failed funds
+/// retries count as evidence too).
+fn scored_payment(req: &Request) -> (Vec<Evidence>, Vec<EarlierAttempt>, Option<PaymentState>) {
+    let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
+    let evidence = crate::payday::most_recent(&evidence);
+    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
+    let state = PaymentState::new(
+        req.facts.clone(),
+        &earlier,
+        req.payment_method_updated,
+        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
+    );
+    (evidence, earlier, state)
+}
+
 /// Decide one request of a holdout's control arm: the next slot of a fixed schedule
 /// (`next(after)` gives the first slot strictly after `after`) that the network rules
 /// allow, valued with `model` for the live calibration but never chosen by it. A
@@ -585,23 +623,6 @@ pub fn decide_fixed(
         "holdout_control",
         format!("this payment is in the holdout: it follows the control schedule {name:?}, not the model (network rules still apply); P(recovery) counts this retry only"),
     )];
-    let stop = |reasons: Vec<Reason>| Decision {
-        action: Action::DoNotRetry,
-        next: NextStep::Stop,
-        chosen: None,
-        ask_channel: None,
-        ask: None,
-        p_recovery: 0.0,
-        planned_retries: 0,
-        alternatives: Vec::new(),
-        reasons,
-        propensity: 1.0,
-        terms: Vec::new(),
-        candidates_scored: 0,
-        candidates_removed: 0,
-        pay_schedule: String::new(),
-        pay_schedule_confidence: 0.0,
-    };
     let window_end = first.at + Duration::days(cfg.dunning_window_days);
     let mut after = req.now.max(last.at);
     let mut chosen = None;
@@ -617,7 +638,7 @@ pub fn decide_fixed(
         if verdict.is_permanent() {
             reasons
                 .extend(verdict.violations.iter().filter(|v| v.is_permanent()).map(|v| reason(format!("rule:{}", v.code()), describe(v))));
-            return Ok(stop(reasons));
+            return Ok(stopped(reasons));
         }
         if verdict.violations.is_empty() {
             chosen = Some((at, channel));
@@ -632,19 +653,10 @@ pub fn decide_fixed(
     let Some((at, channel)) = chosen else {
         reasons
             .push(reason("stop", format!("the control schedule {name:?} has no retry left in the {}-day window", cfg.dunning_window_days)));
-        return Ok(stop(reasons));
+        return Ok(stopped(reasons));
     };
     // The model's P of the schedule's slot: what the live calibration compares against.
-    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
-    let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
-    let evidence = crate::payday::most_recent(&evidence);
-    let p_success = PaymentState::new(
-        req.facts.clone(),
-        &earlier,
-        req.payment_method_updated,
-        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
-    )
-    .map_or(f64::NAN, |state| {
+    let p_success = scored_payment(req).2.map_or(f64::NAN, |state| {
         let z = model.logit(&state.encode(&Candidate { at, channel }));
         model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1).calibrate(z)
     });
@@ -655,7 +667,7 @@ pub fn decide_fixed(
         chosen: Some(Slot { retry_at: at, channel, send_at, p_success, attrition: 0.0, expected_value: 0.0, value: 0.0 }),
         p_recovery: p_success,
         planned_retries: 1,
-        ..stop(reasons)
+        ..stopped(reasons)
     })
 }
 
@@ -680,16 +692,8 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
         Proposal { at: req.now.max(last.at) + Duration::days(1), payment_method_updated: req.payment_method_updated },
         &cfg.rules,
     );
-    let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
-    // All that pay-day inference reads, once: the failed-retries correction infers per earlier retry.
-    let evidence = crate::payday::most_recent(&evidence);
-    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
-    let Some(state) = PaymentState::new(
-        req.facts.clone(),
-        &earlier,
-        req.payment_method_updated,
-        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
-    ) else {
+    let (evidence, earlier, state) = scored_payment(req);
+    let Some(state) = state else {
         return Err(invalid("attempts", "must hold at least the failed original charge"));
     };
     // Messages already sent in this dunning (before retries, and asks): each one makes
@@ -698,21 +702,11 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let schedule = state.payday().schedule.to_string();
     let confidence = state.payday().confidence;
     let not_retrying = |reasons: Vec<Reason>, scored, removed| Decision {
-        action: Action::DoNotRetry,
-        next: NextStep::Stop,
-        chosen: None,
-        ask_channel: None,
-        ask: None,
-        p_recovery: 0.0,
-        planned_retries: 0,
-        alternatives: Vec::new(),
-        reasons,
-        propensity: 1.0,
-        terms: Vec::new(),
         candidates_scored: scored,
         candidates_removed: removed,
         pay_schedule: schedule.clone(),
         pay_schedule_confidence: confidence,
+        ..stopped(reasons)
     };
     if probe.is_permanent() {
         for v in probe.violations.iter().filter(|v| v.is_permanent()) {

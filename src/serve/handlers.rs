@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use super::State;
-use crate::api::{self, v1};
+use crate::api::{self, time_of, v1};
 use crate::decision_log::{DecisionRecord, OutcomeRecord};
 use crate::engine::{self, EngineConfig};
 use crate::hyperswitch;
@@ -198,10 +198,6 @@ fn decide_in_arm(
     }
 }
 
-fn time_of(t: &Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    t.as_ref().and_then(|t| DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?))
-}
-
 /// Append an answered decision to the decision log, if the server keeps one, and remember
 /// a RETRY's p_success for the live calibration. Its time is the request's `now` (the time
 /// the decision was made for), else the server's clock.
@@ -217,7 +213,7 @@ fn log_decision(
     let p = req.payment.as_ref();
     if let (Some(live), Some(at)) = (&state.live, time_of(&r.retry_at)) {
         if r.action() == v1::Action::Retry {
-            let channel = r.channel().as_str_name().trim_start_matches("CHANNEL_").to_ascii_lowercase();
+            let channel = crate::decision_log::channel_name(r.channel().as_str_name());
             let pid = p.map_or("", |p| p.payment_id.as_str());
             live.answered(pid, req.attempts.len() as u32, r.p_success, class, at, &channel);
         }
@@ -264,10 +260,13 @@ fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Re
     if r.payment_id.trim().is_empty() {
         return bad("payment_id", "required".into());
     }
-    let Some(at) = time_of(&r.attempted_at) else { return bad("attempted_at", "required (a valid timestamp)".into()) };
-    if let Err(e) = crate::limits::check_time("attempted_at", at) {
-        return bad("attempted_at", e.message);
-    }
+    let at = match &r.attempted_at {
+        None => return bad("attempted_at", "required".into()),
+        Some(t) => match api::time("attempted_at", t) {
+            Ok(at) => at,
+            Err(e) => return bad("attempted_at", e.message),
+        },
+    };
     let outcome = r.outcome.trim().to_ascii_lowercase();
     match outcome.as_str() {
         "succeeded" if !r.decline_code.trim().is_empty() => return bad("decline_code", "must be empty when the attempt succeeded".into()),

@@ -265,33 +265,14 @@ fn models_seed_fills_a_fresh_store_once() {
     let store = dir.path().join("store");
     let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let want = std::fs::read_to_string(bundled.join("CURRENT")).expect("bundled CURRENT").trim().to_string();
-    recoup()
-        .args(["models", "seed", "--from"])
-        .arg(&bundled)
-        .arg("--dir")
-        .arg(&store)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("copied"));
-    assert_eq!(std::fs::read_to_string(store.join("CURRENT")).expect("CURRENT").trim(), want);
+    let seed = |from: &std::path::Path| recoup().args(["models", "seed", "--from"]).arg(from).arg("--dir").arg(&store).assert();
+    let current = || std::fs::read_to_string(store.join("CURRENT")).expect("CURRENT").trim().to_string();
+    seed(&bundled).success().stdout(predicate::str::contains("copied"));
+    assert_eq!(current(), want);
     // A second seed (every pod's start) copies nothing and keeps the current version.
-    std::fs::write(store.join("CURRENT"), format!("{want}\n")).expect("write");
-    recoup()
-        .args(["models", "seed", "--from"])
-        .arg(&bundled)
-        .arg("--dir")
-        .arg(&store)
-        .assert()
-        .success()
-        .stdout(predicate::str::contains("nothing to copy"));
+    seed(&bundled).success().stdout(predicate::str::contains("nothing to copy"));
+    assert_eq!(current(), want);
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).expect("mkdir");
-    recoup()
-        .args(["models", "seed", "--from"])
-        .arg(&empty)
-        .arg("--dir")
-        .arg(&store)
-        .assert()
-        .code(2)
-        .stderr(predicate::str::contains("CURRENT").or(predicate::str::contains("current")));
+    seed(&empty).code(2).stderr(predicate::str::contains("CURRENT").or(predicate::str::contains("current")));
 }
