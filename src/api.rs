@@ -2,6 +2,8 @@
 //! types, and the mapping between them and the engine's typed request and
 //! decision. Every conversion error names the request field, so the service
 //! can answer `INVALID_ARGUMENT` with it.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::str::FromStr;
 use std::sync::LazyLock;

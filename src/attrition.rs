@@ -1,104 +1,16 @@
-//! Message attrition: the share of payers a dunning message loses.
+//! Estimating message attrition from a history whose channels were randomized
+//! (learning side). The estimator and its assumptions are documented with the type
+//! in [`recoup_core::attrition`] (re-exported here).
 //!
-//! A message can bring a payment back (the payer tops up, calls the bank,
-//! updates the card) and it can end the dunning: the payer, reminded, cancels.
-//! The success model sees only the first effect (it learns from retries that
-//! happened); a retry that never happened because its message made the payer
-//! cancel leaves no row. Contract v1 has no cancellation event either.
-//!
-//! The loss is still measurable where the logging policy drew the channel at
-//! random (`propensity` < 1), with `none` among its choices. The channel is
-//! drawn before the message goes out, independently of everything else that
-//! decides whether the retry happens, so among the retries that *were*
-//! logged, a channel is under-represented exactly by the share of its
-//! messages that ended the dunning. With weight 1 / propensity, the logged
-//! retries of channel c estimate (planned retries) × (1 − a_c), and those of
-//! `none` estimate (planned retries) × 1, on the same planned retries:
-//!
-//! ```text
-//! a_c = 1 − W_c / W_none,   W_c = Σ over logged retries on c of 1 / propensity
-//! ```
-//!
-//! per number of messages already sent in the dunning (fatigue), then a line
-//! `a_c(m) = base + per_message · m` fitted by weighted least squares over
-//! those buckets.
-//!
-//! Only retries after a soft decline (funds, issuer, technical) count: after
-//! a needs-update decline the message changes whether the retry is allowed at
-//! all (the payer may update the card), which is not attrition.
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
-use serde::{Deserialize, Serialize};
+pub use recoup_core::attrition::*;
+
 use strum::VariantArray;
 
 use crate::declines::DeclineClass;
 use crate::domain::Channel;
 use crate::history::History;
-
-/// Buckets of messages already sent: 0, 1, 2, 3, 4 or more.
-pub const BUCKETS: usize = 5;
-
-/// The estimated attrition per channel. The default (no channels) prices none.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Attrition {
-    /// One entry per message channel that could be estimated.
-    pub channels: Vec<ChannelAttrition>,
-    /// Retries the estimate used (soft declines, channel and propensity < 1 logged).
-    pub retries: usize,
-    /// For a channel the log never randomized: the mean over the estimated
-    /// channels (random-effects mean per bucket, then the line). A message the
-    /// history cannot price is assumed to lose payers like an average one.
-    pub other: Option<ChannelAttrition>,
-}
-
-/// One channel's attrition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChannelAttrition {
-    pub channel: Channel,
-    /// P(a message on this channel ends the dunning) when no message was sent before.
-    pub base: f64,
-    /// Added per message already sent in the dunning.
-    pub per_message: f64,
-    /// The raw estimate per bucket of messages already sent (0, 1, 2, 3, 4+).
-    pub buckets: Vec<Bucket>,
-}
-
-/// The raw estimate for one (channel, messages already sent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
-    pub messages_before: u32,
-    /// Logged retries on this channel.
-    pub retries: usize,
-    /// Logged retries with no message, same bucket.
-    pub retries_none: usize,
-    /// 1 − W_c / W_none.
-    pub rate: f64,
-    /// Its standard error (delta method).
-    pub se: f64,
-    /// After shrinkage toward the other channels' (what the line is fitted to).
-    pub pooled: f64,
-    pub pooled_se: f64,
-}
-
-impl Attrition {
-    /// P(a message on `channel` ends the dunning) after `messages_before`
-    /// messages. 0 for `none` and for channels without an estimate.
-    pub fn rate(&self, channel: Channel, messages_before: u32) -> f64 {
-        if channel == Channel::None {
-            return 0.0;
-        }
-        self.channels
-            .iter()
-            .find(|c| c.channel == channel)
-            .or(self.other.as_ref())
-            .map_or(0.0, |c| (c.base + c.per_message * messages_before as f64).clamp(0.0, 1.0))
-    }
-
-    /// Whether anything is priced.
-    pub fn is_empty(&self) -> bool {
-        self.channels.is_empty()
-    }
-}
 
 /// Weighted counts for one (channel, bucket): Σ w, Σ w², rows.
 #[derive(Debug, Clone, Copy, Default)]

@@ -12,6 +12,8 @@
 //! resampled payments for every strategy.
 //!
 //! Not built yet (issue #6): off-policy estimates on logged history.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use rand::{Rng, SeedableRng};

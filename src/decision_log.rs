@@ -23,6 +23,8 @@
 //! - A write that fails (disk full) is logged and retried at the next flush,
 //!   keeping at most four files' worth of decisions; beyond that the oldest
 //!   are dropped and counted.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::collections::HashMap;
 use std::fs::File;

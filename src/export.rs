@@ -23,6 +23,8 @@
 //! the cut-off), and a logistic map per decline class is fitted from the raw
 //! probability and the days already gone to what was realised. The export
 //! reports both figures.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;

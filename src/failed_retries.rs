@@ -1,92 +1,13 @@
-//! What a payment's own failed retries say beyond how many there were (core, pure).
+//! Fitting the failed-retries correction (learning side); the correction and how the
+//! engine applies it are core: [`recoup_core::failed_retries`] (re-exported here).
 //!
-//! The success model knows how many retries a payment has had, and learns from
-//! the log how much each failure lowers the next retry's chance. But that
-//! lesson is the log's: its failures happened where its logging policy put them,
-//! mostly at ordinary times. A retry that failed at a time the model rated well
-//! (the payer's pay day, say) says more: the payer is short of money for longer,
-//! or the pay day was inferred wrongly. A learned policy retries at the times
-//! the model rates best, so its failures are exactly those, and without this
-//! correction it over-predicts every retry after its first (#20: chosen-retry
-//! P 0.34 against 0.22 realised on later retries of the default world).
-//!
-//! The correction is a per-payment random effect read to first order: a failure
-//! of a retry the model gave P = p moves the payment's log-odds by about
-//! `−τ²·p` (the derivative of `log(1 − σ(z))`). So the retry after `k` failed
-//! retries gets
-//!
-//! `z += γ[class] · (E − mean[class][k])`, `E = Σ p` over the earlier failed retries,
-//!
-//! where `mean` is the log's own average `E` for that decline class and retry
-//! number (the model's retry-number terms already price the average failure),
-//! and `γ ≤ 0` is fitted per decline class on the fit split with the model's
-//! logit as an offset. Assumptions, written in the model card: the first retry
-//! needs none (the original charge is not a retry the model scored); a failure
-//! never makes the next retry likelier (`γ` is clamped to `[−8, 0]`); a class
-//! with fewer than [`MIN_ROWS`] later retries in the log gets `γ = 0`.
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
-use serde::{Deserialize, Serialize};
+pub use recoup_core::failed_retries::*;
+
 use strum::VariantArray;
 
 use crate::declines::DeclineClass;
-
-/// Later retries (after at least one failed retry) a class needs for its own `γ`.
-pub const MIN_ROWS: usize = 200;
-
-/// The most negative `γ` a fit gives and a model may hold (a failure never raises the next P: `γ ≤ 0`).
-pub const MIN_GAMMA: f64 = -8.0;
-
-/// Retry numbers with their own mean; later ones share the last.
-pub const RETRY_CELLS: usize = 5;
-
-/// `E` sums the most recent this many failed retries, in training and scoring alike: a
-/// payment with more is past every network's cap, and it bounds what a request at the
-/// attempt limit costs (each counted retry is scored again).
-pub const MAX_COUNTED: usize = 32;
-
-/// The fitted correction (empty: none, e.g. a model trained before it existed).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FailedRetries {
-    /// Per decline class (by index): logit change per expected success of the earlier failed retries.
-    pub gamma: Vec<f64>,
-    /// `mean[class][k − 1]`: the log's mean expected successes of the failed retries before a retry
-    /// made after `k` retries (`k` from 1; the last cell holds `k ≥` [`RETRY_CELLS`]).
-    pub mean: Vec<Vec<f64>>,
-    /// Later retries of each class it was fitted on.
-    pub rows: Vec<u64>,
-}
-
-impl FailedRetries {
-    /// True when there is no correction.
-    pub fn is_empty(&self) -> bool {
-        self.gamma.is_empty()
-    }
-
-    /// The log's mean expected successes of the failed retries before a retry answering `class`
-    /// after `retries` retries (0 for the first retry or an empty correction).
-    pub fn mean_for(&self, class: DeclineClass, retries: u32) -> f64 {
-        if retries == 0 {
-            return 0.0;
-        }
-        let k = (retries as usize).min(RETRY_CELLS) - 1;
-        self.mean.get(class as usize).and_then(|m| m.get(k)).copied().unwrap_or(0.0)
-    }
-
-    /// The logit change for a retry answering `class` after `retries` retries whose failures
-    /// had `expected` successes in all (0 for the first retry or an empty correction).
-    pub fn shift(&self, class: DeclineClass, retries: u32, expected: f64) -> f64 {
-        if retries == 0 {
-            return 0.0;
-        }
-        let Some(&g) = self.gamma.get(class as usize) else { return 0.0 };
-        let s = g * (expected - self.mean_for(class, retries));
-        if s.is_finite() {
-            s
-        } else {
-            0.0
-        }
-    }
-}
 
 /// One retry example for [`fit`]: its class, the retries before it, the expected successes of
 /// their failures, the model's raw logit, and the outcome.

@@ -28,6 +28,8 @@
 //!   only where recoup logs the decision with its propensity itself
 //!   (`recoup serve --decision-log`, `--hyperswitch-exploration`), since
 //!   hyperswitch does not keep propensities.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::collections::HashMap;
 use std::path::PathBuf;

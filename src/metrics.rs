@@ -11,6 +11,8 @@
 //! | `recoup_model_reloads_total` | `result` | hot reloads: `ok` or `refused` |
 //!
 //! Each server has its own registry (tests run several servers in one process).
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::time::Duration;
 

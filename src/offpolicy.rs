@@ -35,6 +35,8 @@
 //! counted. After the logging policy's last retry nothing is observed: a
 //! strategy that would retry later gets no credit for it (the estimate is low
 //! for strategies that dunn longer than the log did).
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use chrono::{DateTime, Duration, Utc};
 use rand::{Rng, SeedableRng};

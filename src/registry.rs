@@ -7,6 +7,8 @@
 //! (version, creation time, training-data fingerprint, settings) and
 //! `MODEL_CARD.md`. Everything except the creation time is a function of the
 //! training data and settings.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::fmt::Write as _;
 use std::fs;

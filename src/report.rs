@@ -5,6 +5,8 @@
 //! - share recovered by days since the failed charge, per strategy;
 //! - recovery by decline class, per strategy;
 //! - recovery by days between the payer's last pay day and the failed charge.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::fmt::Write as _;
 use std::path::Path;

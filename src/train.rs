@@ -6,6 +6,8 @@
 //! the retry's own time and channel are the features; its outcome is the label.
 //! Examples are split by time: the last `test_fraction` of retry times is the
 //! test set, and within the rest the last `calibration_fraction` calibrates.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use std::collections::HashMap;
 

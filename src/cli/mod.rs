@@ -1,6 +1,8 @@
 //! The `recoup` command line: one binary, one file per subcommand, each with a
 //! `run` function. Edge side: parses flags, sets up logging, calls the library
 //! and prints for humans (`--json` for machines).
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::process::ExitCode;
 

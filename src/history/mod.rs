@@ -7,6 +7,8 @@
 //! row silently: a bad row stops the load with an error naming file, row,
 //! column and value, or — with `skip_bad_rows` — goes to a reject file and is
 //! counted.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 pub mod checksum;
 pub mod csv;

@@ -20,6 +20,8 @@
 //! and the old one keeps serving. SIGTERM / Ctrl-C turn health to NOT_SERVING,
 //! stop accepting, let calls in flight finish within the grace period, then
 //! close what is left.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 pub mod auth;
 pub mod conn;

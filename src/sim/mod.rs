@@ -6,6 +6,8 @@
 //! [`World::true_success_probability`] gives the oracle its upper bound.
 //! [`generate`] writes the history a logging policy would have produced;
 //! [`zoo`] holds structurally different worlds and logging policies.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 pub mod config;
 pub mod generate;

@@ -8,6 +8,8 @@
 //! bound is far above anything a real payment has (Visa allows 15 retries in
 //! 30 days), so a legitimate caller never meets one; a request past a bound is
 //! refused with the field named, before any work is done.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use chrono::{DateTime, Utc};
 

@@ -5,6 +5,8 @@
 //!
 //! Core side of the boundary: a pure function of the payment's attempt
 //! history, the proposal and the configuration. No clock, no I/O.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};

@@ -20,6 +20,8 @@
 //!    later slot (at least a day later) is still there, `(1 − a)(1 − p) × V(later)`.
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use chrono::{DateTime, Datelike, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,8 @@
 //! evidence the answer is the country's most common schedule, with its prior
 //! share as the confidence. Pure: the same evidence gives the same answer in
 //! training and in scoring.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use chrono::{Datelike, Days, NaiveDate, Weekday};
 

@@ -9,6 +9,8 @@
 //!
 //! Pay days that fall on a weekend or bank holiday move to the previous
 //! business day, as employers and banks do in every country covered here.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use chrono::{Datelike, Days, Months, NaiveDate, Weekday};
 use chrono_tz::Tz;
@@ -334,7 +336,7 @@ pub fn holidays_in_year(country: Country, year: i32) -> Vec<NaiveDate> {
 /// Public holidays of the largest subscription markets without a hand-written
 /// table, generated from the maintained python-holidays package by
 /// `scripts/gen_holidays.py` and checked in as data (`data/calendars/holidays.csv`).
-const GENERATED_CSV: &str = include_str!("../data/calendars/holidays.csv");
+const GENERATED_CSV: &str = include_str!("../../../data/calendars/holidays.csv");
 /// The years the generated calendars cover.
 pub const GENERATED_YEARS: std::ops::RangeInclusive<i32> = 2018..=2040;
 

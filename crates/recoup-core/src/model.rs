@@ -8,6 +8,8 @@
 //! ([`SuccessModel::fixed_logit`]), the time-dependent part once per candidate
 //! hour ([`SuccessModel::time_logit`], [`SuccessModel::tree_logit`]) and the channel part once per channel
 //! ([`SuccessModel::channel_logit`]): a candidate is then one addition and a sigmoid.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use serde::{Deserialize, Serialize};
 
@@ -62,7 +64,7 @@ pub struct SuccessModel {
     pub failed_retries: FailedRetries,
     /// Platt scaling per decline class (by index) and retry stage (`[first retry, later
     /// retries]`), fitted on the calibration split toward the global `platt_a`/`platt_b`
-    /// ([`crate::train::fit_class_platt`]); empty for models trained before it existed
+    /// (`recoup::train::fit_class_platt`); empty for models trained before it existed
     /// (the global scaling everywhere).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_platt: Vec<[Platt; 2]>,

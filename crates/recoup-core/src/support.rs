@@ -18,6 +18,8 @@
 //! A class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
 //! classes; a model without support (trained before it existed) decides
 //! everywhere, as it did.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;

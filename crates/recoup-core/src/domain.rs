@@ -4,6 +4,8 @@
 //! Core side of the boundary: no I/O, no polars, no tokio. Strings from the
 //! outside world are parsed into these types once, at the edge (the history
 //! loader, the gRPC service), so the rest of the code never compares strings.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use std::fmt;
 use std::str::FromStr;
@@ -378,7 +380,7 @@ pub struct SourceRow {
 /// One validated charge attempt: one row of the history contract, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {
-    /// Index of `attempt_id` in [`crate::history::History::attempt_ids`].
+    /// Index of `attempt_id` in the loaded history's id table (`recoup::history::History::attempt_ids`).
     pub attempt_ix: u32,
     /// The payment (invoice) this attempt collects.
     pub payment: PaymentIx,

@@ -14,6 +14,8 @@
 //! - NACHA Operating Rules, Appendix Four, ACH return reason codes R01–R85.
 //! - EPC SEPA Direct Debit Core Rulebook / ISO 20022 ExternalStatusReason1Code
 //!   reason codes for R-transactions (AC04, AM04, MD06, MS02, MS03, …).
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use serde::{Deserialize, Serialize};
 

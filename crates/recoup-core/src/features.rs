@@ -8,9 +8,11 @@
 //! ones (that change with the retry time and the channel), so scoring a grid of
 //! candidates adds the payment-level part once.
 //!
-//! Training builds [`PaymentState`] from history rows ([`crate::train`]) and
+//! Training builds [`PaymentState`] from history rows (`recoup::train`) and
 //! scoring builds it from a request; both then call [`PaymentState::encode`].
 //! A test builds both for sampled rows and compares them value for value.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use std::sync::LazyLock;
 
@@ -475,7 +477,7 @@ pub fn payment_evidence(tz: Tz, attempts: &[(DateTime<Utc>, Option<DeclineCode>)
 /// retries (`earlier[1..]`: funds declines are days the money was short). The original
 /// charge is left out, so a first retry sees only the earlier payments, and a retry after
 /// one that failed at the inferred pay day sees that pay day refuted. The same in training
-/// ([`crate::train::build`]) and in scoring.
+/// (`recoup::train::build`) and in scoring.
 ///
 /// Attempts are in time order, so only the last [`crate::payday::MAX_EVIDENCE`] funds retries can
 /// be among what inference reads: the others are left out (a request at the attempt limit
