@@ -153,6 +153,42 @@ impl Drop for Server {
     }
 }
 
+/// The server's TLS certificate, decision log and bearer token, as the bench's
+/// environment asks; returns the token the load generator sends.
+fn server_options(serve: &mut Command, dir: &std::path::Path, tls: bool, auth: bool, decision_log: bool) -> Option<String> {
+    if tls {
+        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+        let made = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .expect("openssl makes the bench's self-signed certificate");
+        assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+        serve.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
+    }
+    if decision_log {
+        let _ = std::fs::remove_dir_all(dir.join("decision-log"));
+        serve.arg("--decision-log").arg(dir.join("decision-log"));
+    }
+    auth.then(|| {
+        let token = "rcp_bench_token".to_string();
+        use sha2::Digest;
+        let file = dir.join("tokens.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[token]]\nname = \"bench\"\nsha256 = \"{}\"\nscopes = [\"decide\"]\n",
+                hex::encode(sha2::Sha256::digest(token.as_bytes()))
+            ),
+        )
+        .expect("tokens file");
+        serve.arg("--tokens").arg(&file).args(["--anonymous-scopes", "none"]);
+        token
+    })
+}
+
 fn main() {
     if Command::new("h2load").arg("--version").output().is_err() {
         eprintln!("grpc bench: h2load not found; install it with `apt-get install -y nghttp2-client`");
@@ -188,37 +224,7 @@ fn main() {
         ])
         .arg("--models")
         .arg(&models);
-    if tls {
-        let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-        let made = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout"])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("openssl makes the bench's self-signed certificate");
-        assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
-        serve.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
-    }
-    if decision_log {
-        let _ = std::fs::remove_dir_all(dir.join("decision-log"));
-        serve.arg("--decision-log").arg(dir.join("decision-log"));
-    }
-    let token = auth.then(|| {
-        let token = "rcp_bench_token".to_string();
-        use sha2::Digest;
-        let file = dir.join("tokens.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[[token]]\nname = \"bench\"\nsha256 = \"{}\"\nscopes = [\"decide\"]\n",
-                hex::encode(sha2::Sha256::digest(token.as_bytes()))
-            ),
-        )
-        .expect("tokens file");
-        serve.arg("--tokens").arg(&file).args(["--anonymous-scopes", "none"]);
-        token
-    });
+    let token = server_options(&mut serve, &dir, tls, auth, decision_log);
     let server = Server(serve.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start recoup serve"));
     let up = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {

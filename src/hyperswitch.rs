@@ -152,43 +152,8 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     ] {
         crate::limits::check_text(field, v.as_deref().unwrap_or(""))?;
     }
-    let method = method("payment_method_type", text(&r.payment_method_type))?;
-    let amount_minor = match (r.invoice_amount, r.attempt_amount) {
-        (Some(a), _) if a > 0 => a,
-        (None | Some(0), Some(a)) if a > 0 => a,
-        (Some(a), _) if a < 0 => return Err(bad("invoice_amount", format!("must be positive (minor units), got {a}"))),
-        (_, Some(a)) if a < 0 => return Err(bad("attempt_amount", format!("must be positive (minor units), got {a}"))),
-        _ => return Err(bad("invoice_amount", "is required: the amount due in minor units (or attempt_amount)")),
-    };
-    let currency = match text(&r.invoice_currency)
-        .map(|c| ("invoice_currency", c))
-        .or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c)))
-    {
-        Some((field, c)) => {
-            c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?
-        }
-        // No silent default: the amount's minor unit depends on it.
-        None => return Err(bad("invoice_currency", "is required: the ISO 4217 currency of invoice_amount (or attempt_currency)")),
-    };
-    let country = match text(&r.billing_country) {
-        Some(c) => c
-            .to_ascii_uppercase()
-            .parse::<Country>()
-            .map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
-        None => default_country,
-    };
-    let card_funding = text(&r.card_funding).and_then(|f| f.to_ascii_lowercase().parse::<CardFunding>().ok());
-    let facts = PaymentFacts {
-        amount_minor,
-        currency,
-        method,
-        card_brand: if method == PaymentMethod::Card { brand(text(&r.card_network)) } else { None },
-        card_funding,
-        country,
-        timezone: crate::calendar::default_timezone(country),
-        billing_interval: None,
-        tenure_days: None,
-    };
+    let facts = payment_facts(r, default_country)?;
+    let method = facts.method;
 
     // The card's latest failure's codes (hyperswitch keeps them per card), and
     // the invoice's first failure's (invoice-level: maybe another card).
@@ -202,29 +167,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     let first_given = first_advice.is_some() || first_network.is_some() || text(&r.first_pg_error_code).is_some();
     let first = decline(method, brand, text(&r.first_pg_error_code), first_network, first_advice);
 
-    // Retries per hour; a count of n becomes n attempts spread over the hour.
-    // Bounded before anything is expanded: a count is a number of attempts to
-    // build, so one huge count would otherwise allocate without limit.
-    crate::limits::check_len("hourly_retry_history", r.hourly_retry_history.len(), crate::limits::MAX_HISTORY_KEYS)?;
-    let total: i64 = r.hourly_retry_history.values().map(|&c| i64::from(c.max(0))).sum();
-    if total > crate::limits::MAX_ATTEMPTS as i64 {
-        return Err(bad("hourly_retry_history", format!("{total} retries in all, at most {} accepted", crate::limits::MAX_ATTEMPTS)));
-    }
-    let mut keys: Vec<(DateTime<Utc>, i64)> = Vec::with_capacity(r.hourly_retry_history.len());
-    for (key, &count) in &r.hourly_retry_history {
-        let field = || format!("hourly_retry_history[{:?}]", key.chars().take(40).collect::<String>());
-        let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
-        crate::limits::check_time_named(field, at)?;
-        if count < 0 {
-            return Err(bad(field(), format!("count must not be negative, got {count}")));
-        }
-        // A few minutes of clock skew between hyperswitch and recoup are tolerated.
-        if at > clock + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
-            return Err(bad(field(), format!("is in the future (now is {})", clock.to_rfc3339_opts(SecondsFormat::Secs, true))));
-        }
-        keys.push((at, i64::from(count)));
-    }
-    keys.sort();
+    let keys = retry_keys(r, clock)?;
     let started = [
         r.invoice_start_time.as_ref().map(|t| ("invoice_start_time", t)),
         r.first_error_msg_time.as_ref().map(|t| ("first_error_msg_time", t)),
@@ -238,38 +181,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     .unwrap_or(clock)
     .min(clock);
 
-    // hyperswitch floors the keys to the hour, per card across invoices. A key
-    // in or after the invoice's first hour is this invoice's retry (spread over
-    // the part of its hour after the start and before now); an earlier key is
-    // the card's retry of an earlier invoice, counted whole toward the card's caps.
-    let first_hour = started - chrono::Duration::seconds(started.timestamp().rem_euclid(3600));
-    let mut retries: Vec<DateTime<Utc>> = Vec::new();
-    let mut card_attempts: Vec<CardAttempt> = Vec::new();
-    for &(at, n) in &keys {
-        if n == 0 {
-            continue;
-        }
-        if at < first_hour {
-            // Late in its hour: the windows that count it close as late as they can.
-            card_attempts.extend((0..n).map(|k| CardAttempt { at: at + chrono::Duration::seconds(3599 - k.min(3599)), retry: true }));
-            continue;
-        }
-        let lo = at.max(started + chrono::Duration::seconds(1));
-        let hi = (at + chrono::Duration::hours(1)).min(clock);
-        let span = (hi - lo).num_seconds();
-        if span >= n {
-            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k * (span / n))));
-        } else {
-            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k)));
-        }
-    }
-    retries.sort();
-    // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
-    for i in 1..retries.len() {
-        if retries[i] <= retries[i - 1] {
-            retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
-        }
-    }
+    let (retries, card_attempts) = spread_retries(&keys, started, clock);
     let attempt = |at, decline, network_code, advice_code, card| RequestAttempt {
         at,
         decline,
@@ -313,6 +225,115 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     };
     req.validate()?;
     Ok(Mapped::Decide(Box::new(req)))
+}
+
+/// The payment's facts: method, amount and currency (required: the minor unit depends
+/// on it), country (`default_country` when missing), card network and funding.
+fn payment_facts(r: &decider::DeciderRequest, default_country: Country) -> Result<PaymentFacts, InvalidField> {
+    let method = method("payment_method_type", text(&r.payment_method_type))?;
+    let amount_minor = match (r.invoice_amount, r.attempt_amount) {
+        (Some(a), _) if a > 0 => a,
+        (None | Some(0), Some(a)) if a > 0 => a,
+        (Some(a), _) if a < 0 => return Err(bad("invoice_amount", format!("must be positive (minor units), got {a}"))),
+        (_, Some(a)) if a < 0 => return Err(bad("attempt_amount", format!("must be positive (minor units), got {a}"))),
+        _ => return Err(bad("invoice_amount", "is required: the amount due in minor units (or attempt_amount)")),
+    };
+    let currency = match text(&r.invoice_currency)
+        .map(|c| ("invoice_currency", c))
+        .or_else(|| text(&r.attempt_currency).map(|c| ("attempt_currency", c)))
+    {
+        Some((field, c)) => {
+            c.to_ascii_uppercase().parse::<Currency>().map_err(|_| bad(field, format!("{c:?} is not an ISO 4217 currency code (USD)")))?
+        }
+        // No silent default: the amount's minor unit depends on it.
+        None => return Err(bad("invoice_currency", "is required: the ISO 4217 currency of invoice_amount (or attempt_currency)")),
+    };
+    let country = match text(&r.billing_country) {
+        Some(c) => c
+            .to_ascii_uppercase()
+            .parse::<Country>()
+            .map_err(|_| bad("billing_country", format!("{c:?} is not an ISO 3166-1 alpha-2 country code (US)")))?,
+        None => default_country,
+    };
+    let card_funding = text(&r.card_funding).and_then(|f| f.to_ascii_lowercase().parse::<CardFunding>().ok());
+    let facts = PaymentFacts {
+        amount_minor,
+        currency,
+        method,
+        card_brand: if method == PaymentMethod::Card { brand(text(&r.card_network)) } else { None },
+        card_funding,
+        country,
+        timezone: crate::calendar::default_timezone(country),
+        billing_interval: None,
+        tenure_days: None,
+    };
+    Ok(facts)
+}
+
+/// `hourly_retry_history` as (hour, count), in time order, each key checked (a time,
+/// not in the future beyond the tolerated skew, a non-negative count).
+fn retry_keys(r: &decider::DeciderRequest, clock: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, i64)>, InvalidField> {
+    // Retries per hour; a count of n becomes n attempts spread over the hour.
+    // Bounded before anything is expanded: a count is a number of attempts to
+    // build, so one huge count would otherwise allocate without limit.
+    crate::limits::check_len("hourly_retry_history", r.hourly_retry_history.len(), crate::limits::MAX_HISTORY_KEYS)?;
+    let total: i64 = r.hourly_retry_history.values().map(|&c| i64::from(c.max(0))).sum();
+    if total > crate::limits::MAX_ATTEMPTS as i64 {
+        return Err(bad("hourly_retry_history", format!("{total} retries in all, at most {} accepted", crate::limits::MAX_ATTEMPTS)));
+    }
+    let mut keys: Vec<(DateTime<Utc>, i64)> = Vec::with_capacity(r.hourly_retry_history.len());
+    for (key, &count) in &r.hourly_retry_history {
+        let field = || format!("hourly_retry_history[{:?}]", key.chars().take(40).collect::<String>());
+        let at = history_key(key).ok_or_else(|| bad(field(), "key is not a time (YYYY-MM-DD HH:MM:SS[.f], UTC)"))?;
+        crate::limits::check_time_named(field, at)?;
+        if count < 0 {
+            return Err(bad(field(), format!("count must not be negative, got {count}")));
+        }
+        // A few minutes of clock skew between hyperswitch and recoup are tolerated.
+        if at > clock + chrono::Duration::minutes(CLOCK_SKEW_MINUTES) {
+            return Err(bad(field(), format!("is in the future (now is {})", clock.to_rfc3339_opts(SecondsFormat::Secs, true))));
+        }
+        keys.push((at, i64::from(count)));
+    }
+    keys.sort();
+    Ok(keys)
+}
+
+/// The hour keys as attempts: this invoice's retries, and the card's retries of earlier invoices.
+fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: DateTime<Utc>) -> (Vec<DateTime<Utc>>, Vec<CardAttempt>) {
+    // hyperswitch floors the keys to the hour, per card across invoices. A key
+    // in or after the invoice's first hour is this invoice's retry (spread over
+    // the part of its hour after the start and before now); an earlier key is
+    // the card's retry of an earlier invoice, counted whole toward the card's caps.
+    let first_hour = started - chrono::Duration::seconds(started.timestamp().rem_euclid(3600));
+    let mut retries: Vec<DateTime<Utc>> = Vec::new();
+    let mut card_attempts: Vec<CardAttempt> = Vec::new();
+    for &(at, n) in keys {
+        if n == 0 {
+            continue;
+        }
+        if at < first_hour {
+            // Late in its hour: the windows that count it close as late as they can.
+            card_attempts.extend((0..n).map(|k| CardAttempt { at: at + chrono::Duration::seconds(3599 - k.min(3599)), retry: true }));
+            continue;
+        }
+        let lo = at.max(started + chrono::Duration::seconds(1));
+        let hi = (at + chrono::Duration::hours(1)).min(clock);
+        let span = (hi - lo).num_seconds();
+        if span >= n {
+            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k * (span / n))));
+        } else {
+            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k)));
+        }
+    }
+    retries.sort();
+    // Two keys naming the same time ("2026-11-20" and "2026-11-20 00:00:00") still give distinct attempts.
+    for i in 1..retries.len() {
+        if retries[i] <= retries[i - 1] {
+            retries[i] = retries[i - 1] + chrono::Duration::seconds(1);
+        }
+    }
+    (retries, card_attempts)
 }
 
 /// The engine settings for hyperswitch: the server's, exploring at `exploration` (0 unless

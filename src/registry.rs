@@ -315,10 +315,30 @@ fn metrics_row(name: &str, m: &Metrics) -> String {
     format!("| {name} | {:.4} | {:.4} | {:.4} | {:.4} |\n", m.log_loss, m.auc, m.brier, m.ece)
 }
 
-/// The human-readable model card.
+/// The human-readable model card: its sections in order.
 pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String {
-    let attrition = &model.attrition;
     let mut s = String::new();
+    let sections: [CardSection; 8] = [
+        overview,
+        channel_response,
+        failed_retries_section,
+        class_calibration,
+        attrition_section,
+        asks_section,
+        support_section,
+        known_limits,
+    ];
+    for section in sections {
+        section(&mut s, m, r, model);
+    }
+    s
+}
+
+/// One section of the model card, appended to the text.
+type CardSection = fn(&mut String, &Manifest, &TrainReport, &SuccessModel);
+
+/// The title, the model family, the data and the held-out metrics against the baselines.
+fn overview(s: &mut String, m: &Manifest, r: &TrainReport, model: &SuccessModel) {
     let d = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_else(|| "-".into());
     let _ = writeln!(s, "# Model {}\n", m.version);
     let _ = writeln!(s, "Success model for the next retry of a failed payment: P(the retry succeeds | features),");
@@ -349,10 +369,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     );
     let _ = writeln!(s, "## Held-out metrics (test split)\n");
     let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");
-    s += &metrics_row("this model", &r.model);
-    s += &metrics_row("this model, before Platt scaling", &r.uncalibrated);
-    s += &metrics_row("baseline: rate per decline code", &r.baseline_code);
-    s += &metrics_row("baseline: rate per decline code × days since pay day", &r.baseline_code_payday);
+    *s += &metrics_row("this model", &r.model);
+    *s += &metrics_row("this model, before Platt scaling", &r.uncalibrated);
+    *s += &metrics_row("baseline: rate per decline code", &r.baseline_code);
+    *s += &metrics_row("baseline: rate per decline code × days since pay day", &r.baseline_code_payday);
     let _ = writeln!(s, "\n## AUC by decline class\n\n| class | test examples | AUC |\n|---|---|---|");
     for (c, n, a) in &r.model.auc_by_class {
         let _ = writeln!(s, "| {c} | {n} | {a:.4} |");
@@ -362,6 +382,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
     for (lo, k, mp, my) in &r.model.calibration {
         let _ = writeln!(s, "| {:.1}–{:.1} | {k} | {mp:.3} | {my:.3} |", lo, lo + 0.1);
     }
+}
+
+/// What a message adds to the next retry (model and observed lift), and how the engine discounts it.
+fn channel_response(s: &mut String, _m: &Manifest, r: &TrainReport, model: &SuccessModel) {
     let _ = writeln!(s, "\n## Channel response (test split)\n");
     let _ = writeln!(s, "What a message adds to the next retry's success probability over no message, per decline class.");
     let _ = writeln!(s, "Model: the same retries scored with and without the message. Observed: success rate of retries");
@@ -385,6 +409,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
         let _ = writeln!(s, "below none, and ask response rates less as many standard errors: the best of several noisy lifts is the");
         let _ = writeln!(s, "one overestimated most, and a channel this history rarely or never randomized is not trusted.");
     }
+}
+
+/// The failed-retries correction per decline class.
+fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &SuccessModel) {
     let _ = writeln!(s, "\n## What a payment's failed retries say (fit split)\n");
     let fr = &model.failed_retries;
     if fr.is_empty() {
@@ -408,6 +436,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             let _ = writeln!(s, "| {} | {n}{note} | {g:.3} | {m} |", <&str>::from(*class));
         }
     }
+}
+
+/// The Platt scaling per decline class and retry stage, against the test split.
+fn class_calibration(s: &mut String, _m: &Manifest, r: &TrainReport, model: &SuccessModel) {
     let _ = writeln!(s, "\n## Calibration per decline class and retry stage\n");
     if model.class_platt.is_empty() {
         let _ = writeln!(s, "Not fitted (a model trained before it existed): the global Platt scaling everywhere.");
@@ -432,6 +464,11 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             }
         }
     }
+}
+
+/// Message attrition per channel.
+fn attrition_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &SuccessModel) {
+    let attrition = &model.attrition;
     let _ = writeln!(s, "\n## Message attrition (whole history)\n");
     if attrition.is_empty() {
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");
@@ -482,6 +519,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             );
         }
     }
+}
+
+/// The ask response: how it was estimated, and per channel.
+fn asks_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &SuccessModel) {
     let _ = writeln!(s, "\n## Asking for a new payment method (whole history)\n");
     let asks = &model.asks;
     let _ = writeln!(s, "Estimated by: **{}**.", asks.method);
@@ -536,6 +577,10 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             );
         }
     }
+}
+
+/// The support the engine decides within.
+fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &SuccessModel) {
     let _ = writeln!(s, "\n## Where the log holds evidence (support)\n");
     if model.support.is_empty() {
         let _ = writeln!(s, "Not recorded (a model trained before support existed): the engine decides everywhere in the window.");
@@ -552,12 +597,15 @@ pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String
             let _ = writeln!(s, "- {label}: {}", c.describe());
         }
     }
+}
+
+/// What the model cannot know.
+fn known_limits(s: &mut String, _m: &Manifest, _r: &TrainReport, _model: &SuccessModel) {
     let _ = writeln!(s, "\n## Known limits\n");
     let _ = writeln!(s, "- Learned from the retries the logging policy chose: times and channels it never tried are extrapolated.");
     let _ = writeln!(s, "- Pay days are inferred from the payer's earlier funds declines and recoveries; with little history the country's most common schedule is assumed (`payday_confidence` feature).");
     let _ = writeln!(s, "- Linear in the features and their listed crosses: interactions not listed are not learned. On the same feature tables LightGBM (100 trees) reaches a lower log loss; see `benches/peer/`.");
     let _ = writeln!(s, "- Probabilities are per attempt; recovery over a whole dunning window is the decision engine's job.");
-    s
 }
 
 #[cfg(test)]

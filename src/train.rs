@@ -425,45 +425,7 @@ pub fn fit_logistic_on(
             let width = range.len();
             let prev = pending.take();
             let db = std::mem::take(&mut pending_b);
-            let parts: Vec<(Vec<f64>, Vec<f64>)> = z
-                .par_chunks_mut(CHUNK)
-                .enumerate()
-                .map(|(c, zc)| {
-                    let mut g = vec![0.0; width];
-                    let mut h = vec![0.0; width];
-                    let lo = c * CHUNK;
-                    let ys = &labels[lo..lo + zc.len()];
-                    if let Some((ps, delta)) = &prev {
-                        for (zi, &l) in zc.iter_mut().zip(&by_slot[*ps][lo..]) {
-                            *zi += delta[l as usize];
-                        }
-                    }
-                    if db != 0.0 {
-                        zc.iter_mut().for_each(|zi| *zi += db);
-                    }
-                    if slot < ACTIVE {
-                        for ((zi, &l), &y) in zc.iter().zip(&by_slot[slot][lo..]).zip(ys) {
-                            let p = sigmoid(*zi);
-                            g[l as usize] += p - y;
-                            h[l as usize] += p * (1.0 - p);
-                        }
-                    } else {
-                        for (zi, &y) in zc.iter().zip(ys) {
-                            let p = sigmoid(*zi);
-                            g[0] += p - y;
-                            h[0] += p * (1.0 - p);
-                        }
-                    }
-                    (g, h)
-                })
-                .collect();
-            let (mut g, mut h) = (vec![0.0; width], vec![0.0; width]);
-            for (pg, ph) in parts {
-                for k in 0..width {
-                    g[k] += pg[k];
-                    h[k] += ph[k];
-                }
-            }
+            let (g, h) = slot_gradient(&mut z, &labels, &by_slot, slot, width, prev.as_ref(), db);
             if slot < ACTIVE {
                 let delta: Vec<f64> = (0..width)
                     .map(|k| {
@@ -484,32 +446,10 @@ pub fn fit_logistic_on(
         // Apply the intercept's step, then measure.
         let db = std::mem::take(&mut pending_b);
         z.par_iter_mut().for_each(|zi| *zi += db);
-        let mut now = objective(&z, &w);
+        let now = objective(&z, &w);
         // Coordinate descent crawls along correlated slots (a group and its
-        // crosses); the logits are linear in the weights, so trying the sweep's
-        // whole step stretched by t = 2, 4, 8… costs one pass each, and
-        // keeping the best t speeds the tail up several-fold.
-        let stretch = |t: f64| -> (Vec<f64>, Vec<f64>) {
-            let wt: Vec<f64> = w0.iter().zip(&w).map(|(a, c)| a + t * (c - a)).collect();
-            let zt: Vec<f64> = z0.par_iter().zip(z.par_iter()).map(|(a, c)| a + t * (c - a)).collect();
-            (wt, zt)
-        };
-        let mut t = 2.0;
-        let mut best_t = 1.0;
-        while t <= 64.0 {
-            let (wt, zt) = stretch(t);
-            let ft = objective(&zt, &wt);
-            if ft >= now {
-                break;
-            }
-            (now, best_t) = (ft, t);
-            t *= 2.0;
-        }
-        if best_t > 1.0 {
-            let (wt, zt) = stretch(best_t);
-            (w, z) = (wt, zt);
-            b = b0 + best_t * (b - b0);
-        }
+        // crosses): try the sweep's whole step stretched (see `stretch_sweep`).
+        let now = stretch_sweep((&w0, b0, &z0), (&mut w, &mut b, &mut z), now, &objective);
         let gain = last - now;
         last = now;
         if gain.abs() < 1e-6 {
@@ -517,6 +457,95 @@ pub fn fit_logistic_on(
         }
     }
     Ok((w, b, sweeps))
+}
+
+/// One coordinate-Newton visit's gradient and hessian per column of `slot` (the
+/// intercept when `slot` is ACTIVE), applying first the previous visit's pending step
+/// (`prev`: its slot and per-column deltas; `db`: the intercept's) to the logits `z`.
+/// Chunks are added in order, so the sums do not depend on the thread count.
+fn slot_gradient(
+    z: &mut [f64],
+    labels: &[f64],
+    by_slot: &[Vec<u16>],
+    slot: usize,
+    width: usize,
+    prev: Option<&(usize, Vec<f64>)>,
+    db: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let parts: Vec<(Vec<f64>, Vec<f64>)> = z
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .map(|(c, zc)| {
+            let mut g = vec![0.0; width];
+            let mut h = vec![0.0; width];
+            let lo = c * CHUNK;
+            let ys = &labels[lo..lo + zc.len()];
+            if let Some((ps, delta)) = prev {
+                for (zi, &l) in zc.iter_mut().zip(&by_slot[*ps][lo..]) {
+                    *zi += delta[l as usize];
+                }
+            }
+            if db != 0.0 {
+                zc.iter_mut().for_each(|zi| *zi += db);
+            }
+            if slot < ACTIVE {
+                for ((zi, &l), &y) in zc.iter().zip(&by_slot[slot][lo..]).zip(ys) {
+                    let p = sigmoid(*zi);
+                    g[l as usize] += p - y;
+                    h[l as usize] += p * (1.0 - p);
+                }
+            } else {
+                for (zi, &y) in zc.iter().zip(ys) {
+                    let p = sigmoid(*zi);
+                    g[0] += p - y;
+                    h[0] += p * (1.0 - p);
+                }
+            }
+            (g, h)
+        })
+        .collect();
+    let (mut g, mut h) = (vec![0.0; width], vec![0.0; width]);
+    for (pg, ph) in parts {
+        for k in 0..width {
+            g[k] += pg[k];
+            h[k] += ph[k];
+        }
+    }
+    (g, h)
+}
+
+/// The logits are linear in the weights, so trying a sweep's whole step (from
+/// `start` to `at`) stretched by t = 2, 4, 8… 64 costs one pass each; the best t is
+/// kept (several-fold faster in the tail). Returns the objective at the point kept.
+fn stretch_sweep(
+    start: (&[f64], f64, &[f64]),
+    at: (&mut Vec<f64>, &mut f64, &mut Vec<f64>),
+    mut now: f64,
+    objective: &dyn Fn(&[f64], &[f64]) -> f64,
+) -> f64 {
+    let ((w0, b0, z0), (w, b, z)) = (start, at);
+    let stretch = |t: f64| -> (Vec<f64>, Vec<f64>) {
+        let wt: Vec<f64> = w0.iter().zip(w.iter()).map(|(a, c)| a + t * (c - a)).collect();
+        let zt: Vec<f64> = z0.par_iter().zip(z.par_iter()).map(|(a, c)| a + t * (c - a)).collect();
+        (wt, zt)
+    };
+    let mut t = 2.0;
+    let mut best_t = 1.0;
+    while t <= 64.0 {
+        let (wt, zt) = stretch(t);
+        let ft = objective(&zt, &wt);
+        if ft >= now {
+            break;
+        }
+        (now, best_t) = (ft, t);
+        t *= 2.0;
+    }
+    if best_t > 1.0 {
+        let (wt, zt) = stretch(best_t);
+        (*w, *z) = (wt, zt);
+        *b = b0 + best_t * (*b - b0);
+    }
+    now
 }
 
 /// Posterior variance of each weight of a fit on `set` with penalty `l2`, by

@@ -170,11 +170,27 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_summary(a, cases.len(), &learned.version, &lineup, &out[oracle - 1], &summaries, &segments);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The backtest as a table: every strategy's recovery, net, timing and oracle share, the
+/// learned policy's calibration where it acted, and the `--by` segments.
+fn print_summary(
+    a: &Args,
+    payments: usize,
+    version: &str,
+    lineup: &backtest::Lineup,
+    learned_out: &[backtest::Outcome1],
+    summaries: &[backtest::Summary],
+    segments: &[backtest::Segment],
+) {
+    let oracle = lineup.oracle.unwrap_or(0);
     println!(
         "{} failed payments (first failure of each payer), world seed {}; learned = model {}; 95 % paired-bootstrap intervals ({} resamples)",
-        cases.len(),
+        payments,
         a.seed,
-        learned.version,
+        version,
         a.resamples
     );
     println!("money: minor units per payment, mixed currencies; net = recovered − attempt, message and penalty costs\n");
@@ -182,7 +198,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         "{:<26} {:>21} {:>27} {:>8} {:>6} {:>6} {:>11} {:>5} {:>17}",
         "strategy", "recovered", "net per payment", "days p50", "tries", "msgs", "cancelled", "viol", "oracle uplift"
     );
-    for s in &summaries {
+    for s in summaries {
         let pct = |e: &backtest::Estimate| format!("{:.1} % [{:.1}, {:.1}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi);
         let share = s
             .oracle_uplift_share
@@ -201,7 +217,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             share,
         );
     }
-    let calibration = backtest::chosen_calibration(&out[oracle - 1]);
+    let calibration = backtest::chosen_calibration(learned_out);
     if !calibration.is_empty() {
         println!("\nlearned: calibration of the retries it chose (predicted P(success) against what happened; ECE over 10 bins)");
         for c in &calibration {
@@ -232,18 +248,16 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 s.net_per_payment.hi + 0.0
             )
         };
-        let learned_ix = oracle - 1;
         println!(
             "{:<13} {:<12} n={:<7} {} | {} | {}",
             seg.by.as_str(),
             seg.value,
             seg.payments,
             show(best_fixed),
-            show(learned_ix),
+            show(oracle - 1),
             show(oracle)
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// `recoup backtest --history`: off-policy estimates on a logged history.

@@ -184,6 +184,51 @@ pub fn engine_config(path: Option<&PathBuf>) -> anyhow::Result<EngineConfig> {
     }
 }
 
+/// The holdout's control arm, when `--holdout-share` is above 0 (it needs the decision log).
+fn holdout(a: &Args) -> anyhow::Result<Option<crate::api::Holdout>> {
+    anyhow::ensure!(
+        a.holdout_share.is_finite() && (0.0..=1.0).contains(&a.holdout_share),
+        "--holdout-share {}: expected a share in [0, 1]",
+        a.holdout_share
+    );
+    if a.holdout_share <= 0.0 {
+        return Ok(None);
+    }
+    anyhow::ensure!(a.decision_log.is_some(), "--holdout-share needs --decision-log DIR: a holdout nobody logs measures nothing");
+    let text = match &a.holdout_schedules {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => crate::backtest::DEFAULT_SCHEDULES.to_string(),
+    };
+    let schedules = crate::backtest::parse_schedules(&text).context("reading the holdout's schedules")?;
+    let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
+    let schedule = schedules
+        .iter()
+        .find(|s| s.name == a.holdout_schedule)
+        .cloned()
+        .with_context(|| format!("--holdout-schedule {:?}: no such schedule (there are: {})", a.holdout_schedule, names.join(", ")))?;
+    Ok(Some(crate::api::Holdout { share: a.holdout_share, schedule }))
+}
+
+/// The line `recoup serve` starts with: what it serves, where, to whom, and what it logs.
+fn banner(cfg: &ServeConfig, version: &str, addr: std::net::SocketAddr, metrics_at: &str, log_note: &str) -> String {
+    let trainer = match &cfg.trainer {
+        Some(t) => format!(", trainer.TrainerService on {}", t.history.display()),
+        None => String::new(),
+    };
+    let reflection = if cfg.reflection { ", reflection" } else { "" };
+    let scheme = if cfg.conn.tls.is_some() { "TLS" } else { "plaintext" };
+    let open: Vec<String> = cfg.access.anonymous().iter().map(|s| s.to_string()).collect();
+    let access = match (cfg.access.has_tokens(), open.is_empty()) {
+        (true, true) => "tokens required".to_string(),
+        (true, false) => format!("tokens; open to anyone: {}", open.join(", ")),
+        (false, true) => "no tokens: every call but health refused".to_string(),
+        (false, false) => format!("open to anyone: {}; training refused (no admin token)", open.join(", ")),
+    };
+    format!(
+        "recoup serve: model {version} on {addr} ({scheme}; recoup.v1, hyperswitch decider.Decider{trainer}, health{reflection}{metrics_at}; access: {access}{log_note}; Ctrl-C or SIGTERM to stop)"
+    )
+}
+
 /// Run `recoup serve`.
 pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(a.reload_every > 0.0 && a.timeout > 0.0, "--reload-every and --timeout must be positive");
@@ -231,27 +276,7 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         "--hyperswitch-exploration {}: expected a rate in [0, 0.5]",
         a.hyperswitch_exploration
     );
-    anyhow::ensure!(
-        a.holdout_share.is_finite() && (0.0..=1.0).contains(&a.holdout_share),
-        "--holdout-share {}: expected a share in [0, 1]",
-        a.holdout_share
-    );
-    let holdout = if a.holdout_share > 0.0 {
-        anyhow::ensure!(a.decision_log.is_some(), "--holdout-share needs --decision-log DIR: a holdout nobody logs measures nothing");
-        let text = match &a.holdout_schedules {
-            Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            None => crate::backtest::DEFAULT_SCHEDULES.to_string(),
-        };
-        let schedules = crate::backtest::parse_schedules(&text).context("reading the holdout's schedules")?;
-        let names: Vec<&str> = schedules.iter().map(|s| s.name.as_str()).collect();
-        let schedule =
-            schedules.iter().find(|s| s.name == a.holdout_schedule).cloned().with_context(|| {
-                format!("--holdout-schedule {:?}: no such schedule (there are: {})", a.holdout_schedule, names.join(", "))
-            })?;
-        Some(crate::api::Holdout { share: a.holdout_share, schedule })
-    } else {
-        None
-    };
+    let holdout = holdout(a)?;
     let log = match &a.decision_log {
         Some(dir) => {
             let mut c = crate::decision_log::LogConfig::new(dir.clone());
@@ -279,31 +304,18 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.addr).await.with_context(|| format!("binding {}", cfg.addr))?;
         let metrics = match a.metrics_addr.0 {
-            Some(m) => Some(tokio::net::TcpListener::bind(m).await.with_context(|| format!("binding the metrics endpoint {m} (--metrics-addr off to disable)"))?),
+            Some(m) => Some(
+                tokio::net::TcpListener::bind(m)
+                    .await
+                    .with_context(|| format!("binding the metrics endpoint {m} (--metrics-addr off to disable)"))?,
+            ),
             None => None,
         };
         let metrics_at = match &metrics {
             Some(l) => format!("; metrics on http://{}/metrics", l.local_addr()?),
             None => String::new(),
         };
-        let trainer = match &cfg.trainer {
-            Some(t) => format!(", trainer.TrainerService on {}", t.history.display()),
-            None => String::new(),
-        };
-        let reflection = if cfg.reflection { ", reflection" } else { "" };
-        let scheme = if cfg.conn.tls.is_some() { "TLS" } else { "plaintext" };
-        let open: Vec<String> = cfg.access.anonymous().iter().map(|s| s.to_string()).collect();
-        let access = match (cfg.access.has_tokens(), open.is_empty()) {
-            (true, true) => "tokens required".to_string(),
-            (true, false) => format!("tokens; open to anyone: {}", open.join(", ")),
-            (false, true) => "no tokens: every call but health refused".to_string(),
-            (false, false) => format!("open to anyone: {}; training refused (no admin token)", open.join(", ")),
-        };
-        eprintln!(
-            "recoup serve: model {} on {} ({scheme}; recoup.v1, hyperswitch decider.Decider{trainer}, health{reflection}{metrics_at}; access: {access}{log_note}; Ctrl-C or SIGTERM to stop)",
-            loaded.version,
-            listener.local_addr()?
-        );
+        eprintln!("{}", banner(&cfg, &loaded.version, listener.local_addr()?, &metrics_at, &log_note));
         tracing::info!(model = %loaded.version, addr = %cfg.addr, max_in_flight = cfg.max_in_flight, "serving");
         let state = State::with_log(loaded, engine, cfg.max_in_flight, log, holdout);
         serve(listener, metrics, cfg, state, shutdown_signal()).await

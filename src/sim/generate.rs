@@ -137,40 +137,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
         };
         let mut st = world.start_episode(payer.clone(), episode, net, adv);
         let mut policy_rng = world.logging_rng(payer_id, cycle);
-        let plan = logging_schedule(world, &st, &mut policy_rng);
-        let mut propensities = vec![1.0];
-        for logged in plan {
-            if st.closed.is_some() {
-                break;
-            }
-            if logged.action.retry_at <= st.last().past.at {
-                continue;
-            }
-            // Message first: the payer may update the card before the rules are checked.
-            if world.approach(&mut st, logged.action).is_some() {
-                break;
-            }
-            let verdict = check_retry(
-                st.facts(),
-                &st.past(),
-                Proposal { at: logged.action.retry_at, payment_method_updated: st.updated_since_last(logged.action.retry_at) },
-                &world.rules,
-            );
-            // A careless policy retries a needs-update payment anyway (the world charges the violation).
-            let careless = world.cfg.logging.retry_needs_update == super::config::NeedsUpdateRetries::Regardless
-                && verdict.violations.iter().all(|v| matches!(v, crate::rules::RuleViolation::NeedsPaymentMethodUpdate { .. }));
-            if !verdict.is_allowed() && !careless {
-                // Waiting may lift a needs-update or time rule; anything else permanent ends dunning.
-                if verdict.is_hopeless() {
-                    break;
-                }
-                continue;
-            }
-            match world.attempt(&mut st, logged.action.retry_at) {
-                StepResult::Attempted { .. } => propensities.push(logged.propensity),
-                StepResult::Cancelled | StepResult::OutsideWindow | StepResult::AlreadyClosed => break,
-            }
-        }
+        let propensities = log_episode(world, &mut st, &mut policy_rng);
         for (k, a) in st.attempts.iter().enumerate() {
             let raw_only =
                 a.past.decline.is_some() && a.past.network_code.is_some() && rng.random::<f64>() < cfg.failures.raw_code_only_share;
@@ -196,6 +163,48 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
         cycle += 1;
     }
     (rows, tz_missing)
+}
+
+/// Run the world's logging policy on one failed payment (`st`): its planned retries,
+/// each message first, each retry the network rules allow (a careless policy also
+/// retries needs-update payments), until it closes. The propensity of every attempt,
+/// the original charge's (1) first.
+fn log_episode(world: &World, st: &mut EpisodeState, policy_rng: &mut ChaCha8Rng) -> Vec<f64> {
+    let plan = logging_schedule(world, st, policy_rng);
+    let mut propensities = vec![1.0];
+    for logged in plan {
+        if st.closed.is_some() {
+            break;
+        }
+        if logged.action.retry_at <= st.last().past.at {
+            continue;
+        }
+        // Message first: the payer may update the card before the rules are checked.
+        if world.approach(st, logged.action).is_some() {
+            break;
+        }
+        let verdict = check_retry(
+            st.facts(),
+            &st.past(),
+            Proposal { at: logged.action.retry_at, payment_method_updated: st.updated_since_last(logged.action.retry_at) },
+            &world.rules,
+        );
+        // A careless policy retries a needs-update payment anyway (the world charges the violation).
+        let careless = world.cfg.logging.retry_needs_update == super::config::NeedsUpdateRetries::Regardless
+            && verdict.violations.iter().all(|v| matches!(v, crate::rules::RuleViolation::NeedsPaymentMethodUpdate { .. }));
+        if !verdict.is_allowed() && !careless {
+            // Waiting may lift a needs-update or time rule; anything else permanent ends dunning.
+            if verdict.is_hopeless() {
+                break;
+            }
+            continue;
+        }
+        match world.attempt(st, logged.action.retry_at) {
+            StepResult::Attempted { .. } => propensities.push(logged.propensity),
+            StepResult::Cancelled | StepResult::OutsideWindow | StepResult::AlreadyClosed => break,
+        }
+    }
+    propensities
 }
 
 /// A chunk of generated history, ready to write.

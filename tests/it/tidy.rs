@@ -55,8 +55,10 @@ fn the_core_crate_depends_on_no_io_crate_and_its_sources_use_none() {
     let modules = declared(&lib);
     assert!(modules.len() >= 12, "{modules:?}");
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/recoup-core/src");
-    for entry in std::fs::read_dir(&dir).expect("core sources") {
-        let path = entry.expect("entry").path();
+    let mut files = Vec::new();
+    rust_files(&dir, &mut files);
+    assert!(files.len() > 20, "{files:?}");
+    for path in files {
         let text = std::fs::read_to_string(&path).expect("readable");
         for (i, line) in text.lines().enumerate() {
             let code = line.split("//").next().unwrap_or_default();
@@ -141,4 +143,73 @@ fn every_flag_has_an_environment_variable() {
         }
     }
     assert!(missing.is_empty(), "flags without env = \"RECOUP_…\":\n{}", missing.join("\n"));
+}
+
+/// Every `.rs` file under `dir` (recursively).
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// (lines, name, first line) of every function in `text` outside its unit tests
+/// (`#[cfg(test)] mod tests` to the end). A function runs from its `fn` line to the
+/// first line that is its indentation and a closing brace (the code is rustfmt'ed).
+fn function_lengths(text: &str) -> Vec<(usize, String, usize)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let end = (0..lines.len())
+        .find(|&i| lines[i].starts_with("#[cfg(test)]") && lines.get(i + 1).is_some_and(|l| l.starts_with("mod ")))
+        .unwrap_or(lines.len());
+    let mut out = Vec::new();
+    for i in 0..end {
+        let line = lines[i];
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let mut rest = line.trim_start();
+        for prefix in ["pub(crate) ", "pub(super) ", "pub ", "const ", "async ", "unsafe "] {
+            rest = rest.strip_prefix(prefix).unwrap_or(rest);
+        }
+        let Some(sig) = rest.strip_prefix("fn ") else { continue };
+        if line.trim_end().ends_with(';') {
+            continue;
+        }
+        let name: String = sig.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let close = format!("{indent}}}");
+        if let Some(j) = (i..end).find(|&j| lines[j] == close) {
+            out.push((j - i + 1, name, i + 1));
+        }
+    }
+    out
+}
+
+/// No function outside tests is longer than 120 lines (#23): a longer one is doing
+/// several jobs that deserve names. The longest are printed (`cargo test tidy -- --nocapture`).
+#[test]
+fn no_function_outside_tests_is_over_120_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "crates/recoup-core/src", "benches"] {
+        rust_files(&root.join(dir), &mut files);
+    }
+    files.push(root.join("build.rs"));
+    let mut all: Vec<(usize, String)> = Vec::new();
+    for path in files.iter().filter(|p| !p.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(path).expect("readable");
+        let rel = path.strip_prefix(root).unwrap_or(path).display().to_string();
+        all.extend(function_lengths(&text).into_iter().map(|(n, name, line)| (n, format!("{rel}:{line} {name}"))));
+    }
+    all.sort_by_key(|f| std::cmp::Reverse(f.0));
+    assert!(all.len() > 500, "only {} functions found: the scan is broken", all.len());
+    for (n, at) in all.iter().take(5) {
+        println!("{n:>4} lines  {at}");
+    }
+    let long: Vec<String> = all.iter().filter(|(n, _)| *n > 120).map(|(n, at)| format!("{n} lines: {at}")).collect();
+    assert!(long.is_empty(), "functions over 120 lines (split them into named steps):\n{}", long.join("\n"));
+    // The scan measures what it claims: a function of 121 lines is caught.
+    let long_fn = format!("fn f() {{\n{}}}\n", "    x();\n".repeat(119));
+    assert_eq!(function_lengths(&long_fn), vec![(121, "f".to_string(), 1)]);
 }

@@ -1,0 +1,444 @@
+//! The engine's unit tests.
+
+use super::grid::in_quiet;
+use super::*;
+use crate::declines::{DeclineClass, DeclineCode};
+use crate::domain::Channel;
+use crate::domain::{BillingInterval, CardBrand, CardFunding, PaymentMethod};
+use crate::features::{Candidate, EarlierAttempt, PaymentFacts, PaymentState, SCHEMA};
+use crate::limits::ceil_hour;
+use crate::model::{sigmoid, Platt};
+use chrono::TimeZone;
+use chrono::{Timelike, Utc};
+use strum::VariantArray;
+
+/// A model with arbitrary (deterministic) weights: every column matters.
+fn model() -> SuccessModel {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let weights = (0..SCHEMA.len())
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % 2001) as f64 / 1000.0 - 1.0
+        })
+        .collect();
+    SuccessModel {
+        schema: SCHEMA.clone(),
+        weights,
+        intercept: -1.0,
+        platt_a: 0.9,
+        platt_b: 0.1,
+        attrition: Default::default(),
+        asks: Default::default(),
+        weight_variances: Vec::new(),
+        trees: Default::default(),
+        support: Default::default(),
+        failed_retries: Default::default(),
+        class_platt: Vec::new(),
+    }
+}
+
+fn request() -> Request {
+    let t0 = Utc.with_ymd_and_hms(2026, 3, 5, 14, 20, 0).unwrap(); // the US switches to DST on 2026-03-08
+    Request {
+        payment_id: "inv_1".into(),
+        facts: PaymentFacts {
+            amount_minor: 4_999,
+            currency: "USD".parse().expect("USD"),
+            method: PaymentMethod::Card,
+            card_brand: Some(CardBrand::Mastercard),
+            card_funding: Some(CardFunding::Debit),
+            country: "US".parse().expect("US"),
+            timezone: chrono_tz::America::Chicago,
+            billing_interval: Some(BillingInterval::Month),
+            tenure_days: Some(200),
+        },
+        attempts: vec![RequestAttempt {
+            at: t0,
+            decline: DeclineCode::InsufficientFunds,
+            network_code: None,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+            card: None,
+        }],
+        payment_method_updated: false,
+        asks: Vec::new(),
+        past_payments: Vec::new(),
+        card: None,
+        card_attempts: Vec::new(),
+        now: t0 + Duration::minutes(5),
+        constraints: Constraints { quiet_hours: Some((22, 7)), ..Default::default() },
+    }
+}
+
+/// After a failed retry, a model with a failed-retries correction shifts every candidate's
+/// logit by γ·(E − mean), E being the failed retry's P as the model scored it then, and says so.
+#[test]
+fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
+    let mut req = request();
+    let failed_at = req.attempts[0].at + Duration::days(3);
+    req.attempts.push(RequestAttempt { at: failed_at, channel: Some(Channel::None), ..req.attempts[0].clone() });
+    req.now = failed_at + Duration::minutes(5);
+    // One slot: the comparison is of the same candidate.
+    let slot = ceil_hour(failed_at + Duration::days(2));
+    req.constraints = Constraints { earliest: Some(slot), latest: Some(slot), channels: vec![Channel::None], ..Default::default() };
+    let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+    let plain = model();
+    let before = decide(&plain, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert!(!before.reasons.iter().any(|r| r.code == "failed_retries"));
+    let p_before = before.chosen.as_ref().map(|c| c.p_success).expect("a retry");
+    // E: the failed retry scored from the state before it, at its time, without a message.
+    let first = PaymentState::new(req.facts.clone(), &[EarlierAttempt::from(&req.attempts[0])], false, &[]).expect("state");
+    let expected = plain.predict(&first.encode(&Candidate { at: failed_at, channel: Channel::None }));
+    let n = crate::declines::DeclineClass::VARIANTS.len();
+    let mut corrected = plain.clone();
+    corrected.failed_retries = crate::failed_retries::FailedRetries {
+        gamma: vec![-2.0; n],
+        mean: vec![vec![0.0; crate::failed_retries::RETRY_CELLS]; n],
+        rows: vec![1_000; n],
+    };
+    let after = decide(&corrected, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let chosen = after.chosen.as_ref().expect("a retry");
+    assert_eq!(chosen.retry_at, slot);
+    let why = after.reasons.iter().find(|r| r.code == "failed_retries").expect("explained");
+    assert!(why.detail.contains(&format!("{expected:.2}")), "{why:?}");
+    // Exactly the shift on the raw logit.
+    let logit = |p: f64| (p / (1.0 - p)).ln();
+    let moved = (logit(chosen.p_success) - logit(p_before)) / plain.platt_a;
+    assert!((moved - (-2.0 * expected)).abs() < 1e-9, "{moved} vs {}", -2.0 * expected);
+}
+
+#[test]
+fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() {
+    let mut m = model();
+    m.trees = crate::trees::random_forest(3, 12, 6, crate::model::TREE_GROUPS);
+    m.check_schema().expect("a valid model");
+    let mut on_channel = m.clone();
+    on_channel.trees.trees[0].nodes[0].group = crate::features::CHANNEL_GROUP as u8;
+    let err = on_channel.check_schema().expect_err("a split on the channel is refused").to_string();
+    assert!(err.contains("channel") && err.contains("retrain"), "{err}");
+    let req = request();
+    let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let earlier = [EarlierAttempt::from(&req.attempts[0])];
+    let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
+    let chosen = d.chosen.clone().expect("chosen");
+    assert!(d.alternatives.len() > 1000, "{} alternatives", d.alternatives.len());
+    // Every slot of the grid (bound to the payment, then to each day) as the full vector scores it.
+    for s in std::iter::once(&chosen).chain(&d.alternatives) {
+        let full = m.predict(&state.encode(&Candidate { at: s.retry_at, channel: s.channel }));
+        assert!((s.p_success - full).abs() < 1e-12, "{s:?}: grid {} vs full {full}", s.p_success);
+    }
+    // The trees move the choice: without them another hour wins.
+    let plain = decide(&model(), &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert_ne!(plain.chosen.map(|c| c.p_success), Some(chosen.p_success));
+    // The explanation names the groups the trees split on, with what they added.
+    let trees: Vec<&Term> = d.terms.iter().filter(|t| t.feature.starts_with("trees:")).collect();
+    assert!(!trees.is_empty(), "{:?}", d.terms);
+    let x = crate::features::group_levels(&state.encode(&Candidate { at: chosen.retry_at, channel: chosen.channel }));
+    let (by_group, _) = m.trees.contributions(&x);
+    for t in trees {
+        let g = crate::features::group_names().iter().position(|n| t.feature[6..].starts_with(&format!("{n}="))).expect("a group");
+        assert_eq!(t.weight, by_group[g], "{t:?}");
+    }
+}
+
+#[test]
+fn hours_the_model_cannot_tell_apart_do_not_all_go_to_the_earliest() {
+    let (m, req) = (model(), request());
+    let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+    let mut hours = std::collections::BTreeSet::new();
+    for i in 0..40 {
+        let r = Request { payment_id: format!("inv_{i}"), ..req.clone() };
+        let d = decide(&m, &cfg, &r, (0.5, 0.5)).expect("decides");
+        if d.reasons.iter().any(|x| x.code == "plateau") {
+            hours.insert(d.chosen.expect("a retry").retry_at);
+        }
+    }
+    assert!(hours.len() > 1, "every payment went to {hours:?}");
+}
+
+#[test]
+fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
+    let (m, req) = (model(), request());
+    let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(d.action, Action::Retry);
+    let earlier = [EarlierAttempt::from(&req.attempts[0])];
+    let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
+    let chosen = d.chosen.clone().expect("chosen");
+    let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
+    assert_eq!(all.len(), 13);
+    for s in &all {
+        let full = m.predict(&state.encode(&Candidate { at: s.retry_at, channel: s.channel }));
+        assert!((s.p_success - full).abs() < 1e-12, "{s:?}: grid {} vs full {full}", s.p_success);
+        let local = s.retry_at.with_timezone(&chrono_tz::America::Chicago).hour();
+        assert!(!in_quiet(local, 22, 7), "{s:?} in quiet hours");
+        if let Some(send) = s.send_at {
+            assert!(!in_quiet(send.with_timezone(&chrono_tz::America::Chicago).hour(), 22, 7), "{s:?}: message in quiet hours");
+        }
+    }
+    // 07:00 local is allowed for the retry, but its message would go out at 06:00.
+    assert!(d.reasons.iter().any(|r| r.code == "constraint:quiet_hours_message"), "{:?}", d.reasons);
+    // Alternatives best first, by the look-ahead value; ties by time then channel. The
+    // chosen slot is the best, or another hour of its plateau (same P, within 1 %).
+    for w in d.alternatives.windows(2) {
+        assert!(w[0].value >= w[1].value, "{:?} before {:?}", w[0], w[1]);
+    }
+    let best = all.iter().map(|s| s.value).fold(f64::NEG_INFINITY, f64::max);
+    assert!(chosen.value >= 0.99 * best, "{chosen:?} vs best value {best}");
+    if chosen.value < best {
+        assert!(d.reasons.iter().any(|r| r.code == "plateau"), "{:?}", d.reasons);
+        let first = all.iter().find(|s| s.value == best).expect("the best");
+        assert_eq!((first.p_success, first.channel), (chosen.p_success, chosen.channel));
+    }
+    // The partial selection keeps exactly the head of the full order.
+    let every = decide(&m, &EngineConfig { top_k: 100_000, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(every.alternatives.len() + 1, d.candidates_scored);
+    assert_eq!(every.chosen, d.chosen);
+    assert_eq!(every.alternatives[..12], d.alternatives[..]);
+    // The discount is per day of delay from now.
+    let days = (chosen.retry_at - req.now).num_minutes() as f64 / 1440.0;
+    let cost = cfg.attempt_cost_minor + cfg.message_cost(chosen.channel);
+    let ev = (1.0 - cfg.daily_discount).powf(days) * chosen.p_success * 4_999.0 - cost;
+    assert!((chosen.expected_value - ev).abs() < 1e-6, "{} vs {ev}", chosen.expected_value);
+}
+
+#[test]
+fn recovery_follows_the_best_slot_a_day_after_each_failure() {
+    let (m, req) = (model(), request());
+    let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let chosen = d.chosen.clone().expect("chosen");
+    // Brute force over every scored slot: the best expected value at least 24 h after
+    // the last retry, while one is worth its cost.
+    let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
+    let (mut fail, mut at, mut n) = (1.0 - chosen.p_success, chosen.retry_at, 1);
+    while let Some(next) = all
+        .iter()
+        .filter(|s| s.retry_at >= at + Duration::hours(24) && s.expected_value > 0.0)
+        .max_by(|a, b| a.expected_value.total_cmp(&b.expected_value))
+    {
+        fail *= 1.0 - next.p_success;
+        at = next.retry_at;
+        n += 1;
+    }
+    assert!(n >= 3, "a 14-day grid holds more than two retries a day apart ({n})");
+    assert_eq!(d.planned_retries, n);
+    assert!((d.p_recovery - (1.0 - fail)).abs() < 1e-12, "{} vs {}", d.p_recovery, 1.0 - fail);
+    // The caller's retry budget ends the path: one retry left, one planned.
+    let capped = Request { constraints: Constraints { max_retries: Some(1), ..req.constraints.clone() }, ..req.clone() };
+    let d1 = decide(&m, &cfg, &capped, (0.5, 0.5)).expect("decides");
+    assert_eq!((d1.planned_retries, d1.p_recovery), (1, d1.chosen.expect("chosen").p_success));
+}
+
+/// A model whose every retry has the same P(success), with an ask response
+/// (SMS 30 %, email 20 %, 2 %/day on their own) and the given attrition lines.
+fn asking_model(email: (f64, f64), sms: (f64, f64)) -> SuccessModel {
+    use crate::asks::{AskResponse, ChannelResponse};
+    use crate::attrition::{Attrition, ChannelAttrition};
+    let line = |channel, (base, per_message)| ChannelAttrition { channel, base, per_message, buckets: vec![] };
+    let response = |channel, rate| ChannelResponse { channel, rate, se: 0.01, retries: 100 };
+    SuccessModel {
+        schema: SCHEMA.clone(),
+        weights: vec![0.0; SCHEMA.len()],
+        intercept: 0.5,
+        platt_a: 1.0,
+        platt_b: 0.0,
+        attrition: Attrition { channels: vec![line(Channel::Email, email), line(Channel::Sms, sms)], retries: 100, other: None },
+        asks: AskResponse {
+            channels: vec![response(Channel::Email, 0.2), response(Channel::Sms, 0.3)],
+            spontaneous_per_day: 0.02,
+            payments: 100,
+            first_retry_days: (0.75, 1.25),
+            other: None,
+            ..AskResponse::default()
+        },
+        weight_variances: Vec::new(),
+        trees: Default::default(),
+        support: Default::default(),
+        failed_retries: Default::default(),
+        class_platt: Vec::new(),
+    }
+}
+
+#[test]
+fn an_expired_card_gets_a_valued_plan_of_asks() {
+    let p = crate::model::sigmoid(0.5);
+    let mut req = request();
+    req.attempts[0].decline = DeclineCode::ExpiredCard;
+    req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
+    let free = EngineConfig {
+        exploration: 0.0,
+        message_cost_minor: vec![],
+        daily_discount: 0.0,
+        channel_pessimism: 0.0,
+        message_quiet_hours: None,
+        ..Default::default()
+    };
+    // Messages that lose nobody and cost nothing: ask on the most responsive channel at
+    // every opportunity, once a day from now to the end of the window.
+    let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(d.action, Action::DoNotRetry);
+    let plan = d.ask.clone().expect("a plan");
+    assert_eq!((plan.channel, d.ask_channel, plan.send_at), (Channel::Sms, Some(Channel::Sms), req.now));
+    let left = (req.attempts[0].at + Duration::days(free.dunning_window_days) - Duration::hours(free.message_lead_hours) - req.now)
+        .num_hours()
+        / 24
+        + 1;
+    assert_eq!(plan.planned_asks as i64, left);
+    let s = 1.0 - (-0.02f64).exp();
+    let q = 0.3 + 0.7 * s;
+    assert!((plan.p_update - q).abs() < 1e-12 && (plan.p_success_after - p).abs() < 1e-12, "{plan:?}");
+    let recovery = p * (1.0 - (1.0 - q).powi(left as i32));
+    assert!((d.p_recovery - recovery).abs() < 1e-12, "{} vs {recovery}", d.p_recovery);
+    let gain = p * 4_999.0 - free.attempt_cost_minor;
+    assert!((plan.value - gain * (1.0 - (1.0 - q).powi(left as i32))).abs() < 1e-6, "{plan:?}");
+    assert!(plan.value > plan.value_without_asking && d.reasons.iter().any(|r| r.code == "ask_for_new_payment_method"));
+
+    // SMS loses half the payers it reaches: email instead, and fewer asks as fatigue grows.
+    // When delay costs nothing, the plan first waits for the updates that come anyway
+    // (each ask spent loses payers), then asks.
+    let fatigue = asking_model((0.01, 0.05), (0.5, 0.0));
+    let d = decide(&fatigue, &free, &req, (0.5, 0.5)).expect("decides");
+    let plan = d.ask.clone().expect("a plan");
+    assert_eq!(plan.channel, Channel::Email);
+    assert!(plan.planned_asks > 1 && (plan.planned_asks as i64) < left, "{plan:?}");
+    assert!((plan.attrition - 0.01).abs() < 1e-12);
+    assert!(plan.send_at > req.now, "{plan:?}");
+    // When the payer may leave meanwhile (5 % of the value a day), it asks at once.
+    let impatient = EngineConfig { daily_discount: 0.05, ..free.clone() };
+    let now = decide(&fatigue, &impatient, &req, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!((now.channel, now.send_at), (Channel::Email, req.now));
+
+    // Two asks already sent, the last an hour ago: the next waits out the spacing, and
+    // its attrition counts them.
+    let mut asked = req.clone();
+    asked.asks = vec![
+        SentAsk { at: req.now - Duration::hours(30), channel: Channel::Email },
+        SentAsk { at: req.now - Duration::hours(1), channel: Channel::Email },
+    ];
+    let later = decide(&fatigue, &impatient, &asked, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!(later.send_at, req.now + Duration::hours(23));
+    assert!((later.attrition - 0.11).abs() < 1e-12, "{later:?}");
+
+    // Every ask loses more than it brings: none, and the reason says so.
+    let d = decide(&asking_model((0.99, 0.0), (0.99, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.ask_channel, d.ask.as_ref().map(|a| a.channel)), (None, Some(Channel::None)));
+    assert!(d.reasons.iter().any(|r| r.code == "ask_not_worth_it"), "{:?}", d.reasons);
+
+    // A model without an ask response: no plan, the channel suggestion as before.
+    let d = decide(&model(), &free, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.ask, d.ask_channel, d.next), (None, Some(Channel::Email), NextStep::AskForPaymentMethod));
+
+    // By default no ask goes out in the payer's night (21:00–8:00 local): one due at
+    // 07:25 Chicago time waits for 08:00.
+    let night =
+        decide(&fatigue, &EngineConfig { message_quiet_hours: Some((21, 8)), ..impatient.clone() }, &asked, (0.5, 0.5)).expect("decides");
+    let plan = night.ask.expect("a plan");
+    assert_eq!(plan.send_at.with_timezone(&chrono_tz::America::Chicago).hour(), 8, "{plan:?}");
+    // Not due now: a wait, with no channel to ask on yet.
+    assert_eq!((night.next, night.ask_channel), (NextStep::WaitForUpdate, None));
+
+    // The payer told the merchant to stop: no retry and no ask.
+    let mut revoked = req.clone();
+    revoked.attempts[0].decline = DeclineCode::RevocationOfAuthorization;
+    let d = decide(&model(), &free, &revoked, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.next, d.ask_channel), (NextStep::Stop, None));
+    // A stolen card: ask for a new payment method.
+    let mut stolen = req.clone();
+    stolen.attempts[0].decline = DeclineCode::StolenCard;
+    let d = decide(&model(), &free, &stolen, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.action, d.next, d.ask_channel), (Action::DoNotRetry, NextStep::AskForPaymentMethod, Some(Channel::Email)));
+
+    // Valued pessimistically, each response rate is two standard errors lower, and a
+    // channel the history never randomized (valued at the others' mean) gets no ask.
+    let mut other = asking_model((0.0, 0.0), (0.0, 0.0));
+    other.asks.other = Some(crate::asks::ChannelResponse { channel: Channel::InApp, rate: 0.9, se: 0.01, retries: 0 });
+    let any = Request {
+        constraints: Constraints { channels: vec![Channel::Email, Channel::Sms, Channel::InApp], ..Default::default() },
+        ..req.clone()
+    };
+    let open = EngineConfig { channel_pessimism: 0.0, ..impatient.clone() };
+    let plan = decide(&other, &open, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!((plan.channel, plan.send_at), (Channel::InApp, req.now), "{plan:?}");
+    let careful = EngineConfig { channel_pessimism: 2.0, ..open };
+    let plan = decide(&other, &careful, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!(plan.channel, Channel::Sms);
+    assert!((plan.p_update - (0.28 + 0.72 * s)).abs() < 1e-12, "{plan:?}");
+
+    // An ask from the future is refused, naming the field.
+    let mut bad = req.clone();
+    bad.asks = vec![SentAsk { at: req.now + Duration::hours(1), channel: Channel::Email }];
+    assert_eq!(decide(&model(), &free, &bad, (0.5, 0.5)).unwrap_err().field, "asks[0].sent_at");
+}
+
+#[test]
+fn a_retry_is_valued_with_its_decline_class_and_stage_calibration() {
+    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[sms] = 0.5;
+    let mut req = request();
+    req.constraints.channels = vec![Channel::Sms];
+    let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 0.0, ..Default::default() };
+    let class = req.attempts[0].decline.class() as usize;
+    let global = m.platt();
+    // Every cell the global scaling but this class's first retry.
+    m.class_platt = vec![[global; 2]; <DeclineClass as strum::VariantArray>::VARIANTS.len()];
+    m.class_platt[class][0] = Platt { a: 0.5, b: -0.3 };
+    m.class_platt[class][1] = Platt { a: 3.0, b: 1.0 };
+    let chosen = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides").chosen.expect("a retry");
+    assert_eq!(chosen.channel, Channel::Sms);
+    let want = sigmoid(0.5 * (m.intercept + 0.5) - 0.3);
+    assert!((chosen.p_success - want).abs() < 1e-12, "{} vs {want}", chosen.p_success);
+    assert!((chosen.p_success - m.calibrate(m.intercept + 0.5)).abs() > 0.01, "not the global scaling");
+}
+
+#[test]
+fn a_noisy_channel_lift_is_discounted_by_its_uncertainty() {
+    // Every weight 0 but SMS's own column: SMS lifts the logit by 0.5 over no message.
+    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[sms] = 0.5;
+    let mut req = request();
+    req.constraints.channels = vec![Channel::Sms];
+    let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 2.0, ..Default::default() };
+    let discounted = |d: &Decision| d.reasons.iter().find(|r| r.code == "channel_lift_discounted").map(|r| r.detail.clone());
+    // No variances (an older model): the lift as estimated.
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let chosen = d.chosen.clone().expect("a retry");
+    assert_eq!(chosen.channel, Channel::Sms);
+    assert!((chosen.p_success - m.calibrate(m.intercept + 0.5)).abs() < 1e-12);
+    assert_eq!(discounted(&d), None);
+    // A lift known to ± 0.2: two standard deviations off leaves 0.1.
+    m.weight_variances = vec![0.0; SCHEMA.len()];
+    m.weight_variances[sms] = 0.04;
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let chosen = d.chosen.clone().expect("a retry");
+    assert_eq!(chosen.channel, Channel::Sms);
+    assert!((chosen.p_success - m.calibrate(m.intercept + 0.1)).abs() < 1e-12, "{chosen:?}");
+    assert!(discounted(&d).is_some_and(|t| t.contains("sms +0.500 → +0.100")), "{:?}", d.reasons);
+    // Known to ± 0.3: nothing is left, and the SMS's cost makes no message better.
+    m.weight_variances[sms] = 0.09;
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(d.chosen.expect("a retry").channel, Channel::None);
+    // Pessimism off: the estimate again.
+    let d = decide(&m, &EngineConfig { channel_pessimism: 0.0, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(d.chosen.expect("a retry").channel, Channel::Sms);
+    // The ask plan values the retry after an SMS ask with the same discount.
+    let mut asking = asking_model((0.0, 0.0), (0.0, 0.0));
+    asking.weights[sms] = 0.5;
+    asking.weight_variances = m.weight_variances.clone();
+    asking.weight_variances[sms] = 0.04;
+    let mut expired = req.clone();
+    expired.attempts[0].decline = DeclineCode::ExpiredCard;
+    let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!(plan.channel, Channel::Sms);
+    assert!((plan.p_success_after - asking.calibrate(asking.intercept + 0.1)).abs() < 1e-12, "{plan:?}");
+    // A channel that looks worse than no message is left as it is.
+    m.weights[sms] = -0.5;
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.chosen.as_ref().expect("a retry").channel, discounted(&d)), (Channel::None, None));
+}
