@@ -17,7 +17,8 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::Duration;
 use polars::prelude::SerReader;
-use recoup::domain::{Attempt, CustomerIx, PaymentIx};
+use recoup::attempt::Attempt;
+use recoup::domain::{CustomerIx, PaymentIx};
 use recoup::export::open_payments;
 use recoup::history::{self, History};
 use recoup::sim::{generate, World, WorldConfig};

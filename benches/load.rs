@@ -16,6 +16,7 @@ mod common;
 use common::vm_hwm_mib;
 
 use chrono::{Duration, TimeZone, Utc};
+use recoup::attempt::Attempt;
 use recoup::declines::DeclineCode;
 use recoup::domain::*;
 use recoup::history::{load, write, History, LoadOptions};

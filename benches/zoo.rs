@@ -52,7 +52,7 @@ fn main() {
         polars::prelude::ParquetWriter::new(std::fs::File::create(&log).expect("create")).finish(&mut df).expect("write");
         let models = dir.join(format!("models-{name}"));
         let _ = std::fs::remove_dir_all(&models);
-        let job = recoup::cli::train::Job {
+        let job = recoup::pipeline::Job {
             history: log.clone(),
             out: models.clone(),
             version: Some("zoo".into()),
@@ -61,7 +61,7 @@ fn main() {
             export_features: None,
             load: recoup::history::LoadOptions::default(),
         };
-        recoup::cli::train::to_registry(&job, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
+        recoup::pipeline::to_registry(&job, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
         let (version, model) = recoup::registry::load_current(&models).expect("the trained version loads");
         let world = World::new(cfg, 11, 12);
         let cases = backtest::cases(&world, 0..cases_payers);

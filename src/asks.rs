@@ -9,9 +9,10 @@ pub use recoup_core::asks::*;
 
 use strum::VariantArray;
 
+use crate::attempt::Attempt;
 use crate::attrition::Attrition;
 use crate::declines::DeclineClass;
-use crate::domain::{Attempt, Channel};
+use crate::domain::Channel;
 use crate::history::History;
 
 /// Fewest first retries on a channel for its response to be estimated.

@@ -29,8 +29,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
+use crate::attempt::Attempt;
 use crate::declines::{DeclineClass, DeclineCode};
-use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
+use crate::domain::{Channel, CustomerIx, Outcome};
 use crate::engine::{self, Action, EngineConfig, InvalidField, PastPayment, Request, RequestAttempt};
 use crate::history::History;
 use crate::model::SuccessModel;

@@ -542,7 +542,7 @@ impl Trainer {
         tokio::spawn(async move {
             let _turn = this.gate.clone().acquire_owned().await;
             this.update(&job_id, Some(trainer::JobStatus::Running), "starting".into());
-            let job = crate::cli::train::Job {
+            let job = crate::pipeline::Job {
                 history: this.cfg.history.clone(),
                 out: this.cfg.models.clone(),
                 version: (!tag.is_empty()).then(|| tag.clone()),
@@ -553,8 +553,7 @@ impl Trainer {
             };
             let (me, id) = (this.clone(), job_id.clone());
             let result =
-                tokio::task::spawn_blocking(move || crate::cli::train::to_registry(&job, &mut |m| me.update(&id, None, m.to_string())))
-                    .await;
+                tokio::task::spawn_blocking(move || crate::pipeline::to_registry(&job, &mut |m| me.update(&id, None, m.to_string()))).await;
             match result {
                 Ok(Ok(w)) => {
                     let m = &w.report.model;

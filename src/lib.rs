@@ -25,6 +25,7 @@
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`report`]: the backtest's HTML report with SVG plots.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
+//! - [`pipeline`]: the training pipeline from a history file to a registry version (`recoup train`, the trainer service).
 //! - [`decision_log`]: every decision served and every outcome reported, in Parquet files; their join back into history.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
 //! - [`hyperswitch`]: hyperswitch's recovery decider and trainer contracts, mapped onto the engine and registry.
@@ -34,7 +35,7 @@
 
 // The pure core is its own crate (crates/recoup-core: the compiler keeps I/O out of
 // it); its modules are re-exported here under the same paths.
-pub use recoup_core::{calendar, declines, domain, engine, features, limits, model, payday, rules, support};
+pub use recoup_core::{attempt, calendar, declines, domain, engine, features, limits, model, payday, rules, support};
 
 pub mod api;
 pub mod asks;
@@ -48,6 +49,7 @@ pub mod history;
 pub mod hyperswitch;
 pub mod metrics;
 pub mod offpolicy;
+pub mod pipeline;
 pub mod registry;
 pub mod report;
 pub mod serve;

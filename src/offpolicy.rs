@@ -44,9 +44,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::attempt::Attempt;
 use crate::backtest::{interval, Estimate, Learned, Offsets, PayDayHeuristic, Schedule};
 use crate::declines::{DeclineClass, DeclineCode};
-use crate::domain::{Attempt, Channel, Outcome};
+use crate::domain::{Channel, Outcome};
 use crate::engine::{self, PastPayment};
 use crate::export::{self, Open, Payers};
 use crate::features::{payment_evidence, Candidate, EarlierAttempt, PaymentState};

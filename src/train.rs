@@ -16,8 +16,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
+use crate::attempt::Attempt;
 use crate::declines::{DeclineClass, DeclineCode};
-use crate::domain::{Attempt, Channel, CustomerIx, Outcome};
+use crate::domain::{Channel, CustomerIx, Outcome};
 use crate::features::{
     channel_slots, evidence_with_retries, group_levels, payment_evidence, Candidate, EarlierAttempt, GroupLevels, PaymentFacts,
     PaymentState, ACTIVE, SCHEMA,

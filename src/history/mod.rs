@@ -23,11 +23,12 @@ use chrono_tz::Tz;
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::attempt::Attempt;
 use crate::calendar::default_timezone;
 use crate::declines::{normalize, DeclineCode, NormalizedFrom, Signals};
 use crate::domain::{
-    Attempt, BillingInterval, CardBrand, CardFunding, CardId, Channel, Country, Currency, CustomerIx, Money, Outcome, PaymentIx,
-    PaymentMethod, RawCode, SourceRow,
+    BillingInterval, CardBrand, CardFunding, CardId, Channel, Country, Currency, CustomerIx, Money, Outcome, PaymentIx, PaymentMethod,
+    RawCode, SourceRow,
 };
 
 /// The contract's columns in contract order, with whether each is required.

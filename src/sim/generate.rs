@@ -2,15 +2,16 @@
 //! and the logging policy's retries (a fixed schedule randomized with known
 //! probabilities, so every row carries its `propensity`).
 //!
-//! Core side: produces typed rows; the caller (CLI) writes them out.
+//! Produces typed rows and their polars frame; the caller (CLI) writes them out.
 
 use chrono::{DateTime, Duration, Months, Utc};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::world::{Action, Closed, Episode, EpisodeState, StepResult, World};
+use crate::attempt::Attempt;
 use crate::declines::DeclineClass;
-use crate::domain::{Attempt, BillingInterval, Channel, CustomerIx, Money, Outcome, PaymentIx, SourceRow};
+use crate::domain::{BillingInterval, Channel, CustomerIx, Money, Outcome, PaymentIx, SourceRow};
 use crate::history::History;
 use crate::rules::{check_retry, Proposal};
 use polars::prelude::DataFrame;

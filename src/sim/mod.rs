@@ -1,6 +1,6 @@
 //! The simulated payment world with ground truth.
 //!
-//! Core side of the boundary: no I/O. [`World`] draws payers, pay schedules,
+//! [`World`] draws payers, pay schedules,
 //! liquidity, declines and channel responsiveness from [`WorldConfig`] and a
 //! seed; any policy can be run inside it with [`World::step`], and
 //! [`World::true_success_probability`] gives the oracle its upper bound.

@@ -2,7 +2,7 @@
 //! payments (episodes), and the true probability that a retry at a given time
 //! after a given message succeeds.
 //!
-//! Core side: pure functions of the configuration, the seed and the policy's
+//! Pure functions of the configuration, the seed and the policy's
 //! actions. Randomness comes only from counter-style streams seeded by
 //! (world seed, payer, billing cycle, purpose), so two policies run on the
 //! same episode see the same random numbers for their k-th attempt and k-th

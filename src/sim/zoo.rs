@@ -1,5 +1,5 @@
 //! A zoo of simulated worlds and logging policies that differ in structure, not
-//! only in parameters (core, no I/O). The learned policy must beat the best
+//! only in parameters (pure data, no I/O). The learned policy must beat the best
 //! fixed schedule in every one of them, trained on that world's own log: what
 //! is tuned against one world does not transfer by itself.
 //!

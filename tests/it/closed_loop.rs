@@ -465,7 +465,7 @@ fn a_simulated_world_served_over_grpc_closes_the_loop() {
     let history = log_dir.path().join("history.parquet");
     recoup::history::write_frame(&mut df, &history).expect("writes");
     let retrained = tempfile::tempdir().expect("tempdir");
-    let job = recoup::cli::train::Job {
+    let job = recoup::pipeline::Job {
         history: history.clone(),
         out: retrained.path().to_path_buf(),
         version: Some("from-log".into()),
@@ -474,7 +474,7 @@ fn a_simulated_world_served_over_grpc_closes_the_loop() {
         export_features: None,
         load: recoup::history::LoadOptions::default(),
     };
-    recoup::cli::train::to_registry(&job, &mut |_| {}).expect("retrains on recoup's own log");
+    recoup::pipeline::to_registry(&job, &mut |_| {}).expect("retrains on recoup's own log");
     let (version, model) = recoup::registry::load_current(retrained.path()).expect("the retrained model loads");
     // Its backtest in the same world keeps every network rule and recovers payments.
     let learned = recoup::backtest::Learned { model, version, cfg: EngineConfig::default(), channels: Vec::new() };

@@ -24,7 +24,7 @@ fn export_forecasts_match_recovery_realised_in_the_history() {
     // Through the file and the loader, as the CLI reads it (codes given only raw are derived there).
     history::write(&generate::chunk(&w, 0..n).history, &path).unwrap();
     let h = history::load(&path, &LoadOptions::default()).unwrap();
-    let full: HashMap<&str, &[recoup::domain::Attempt]> = h.payments().map(|p| (h.payment_id(&p[0]), p)).collect();
+    let full: HashMap<&str, &[recoup::attempt::Attempt]> = h.payments().map(|p| (h.payment_id(&p[0]), p)).collect();
     let payers = Payers::new(&h);
     let (_, model) = recoup::registry::load_current(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")).unwrap();
     let cfg = EngineConfig::default();

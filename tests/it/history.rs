@@ -38,7 +38,7 @@ fn valid_history_loads_typed_and_grouped() {
     rows.push(row("x0", "p2", 0, "2026-03-02T10:00:00Z", "failed"));
     let h = load_rows(&rows).expect("valid");
     assert_eq!(h.attempts.len(), 3);
-    let payments: Vec<&[recoup::domain::Attempt]> = h.payments().collect();
+    let payments: Vec<&[recoup::attempt::Attempt]> = h.payments().collect();
     assert_eq!(payments.len(), 2);
     let p1 = payments[0];
     assert_eq!(h.payment_id(&p1[0]), "p1");
@@ -259,7 +259,7 @@ fn csv_and_parquet_round_trip_to_identical_tables() {
     for other in [&from_parquet, &from_csv2] {
         assert_eq!(to_frame(&from_csv).unwrap(), to_frame(other).unwrap());
         let strip = |h: &History| {
-            h.attempts.iter().map(|a| recoup::domain::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>()
+            h.attempts.iter().map(|a| recoup::attempt::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>()
         };
         assert_eq!(strip(&from_csv), strip(other));
     }

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use chrono::{Duration, TimeZone, Timelike};
+use recoup::attempt::Attempt;
 use recoup::declines::{DeclineClass, DeclineCode};
-use recoup::domain::{Attempt, CardFunding, Channel, Outcome};
+use recoup::domain::{CardFunding, Channel, Outcome};
 use recoup::history::{load, History, LoadOptions};
 use recoup::sim::world::pay_bracket;
 use recoup::sim::{Action, Episode, StepResult, World, WorldConfig};

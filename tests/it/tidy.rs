@@ -213,3 +213,83 @@ fn no_function_outside_tests_is_over_120_lines() {
     let long_fn = format!("fn f() {{\n{}}}\n", "    x();\n".repeat(119));
     assert_eq!(function_lengths(&long_fn), vec![(121, "f".to_string(), 1)]);
 }
+
+/// The modules of this crate a module's files name (`crate::x` or `use crate::{x, …}`),
+/// outside its unit tests.
+fn module_deps(dir: &Path, m: &str, modules: &[String]) -> Vec<String> {
+    let mut files = Vec::new();
+    if dir.join(format!("{m}.rs")).exists() {
+        files.push(dir.join(format!("{m}.rs")));
+    }
+    if dir.join(m).is_dir() {
+        rust_files(&dir.join(m), &mut files);
+    }
+    let mut deps = Vec::new();
+    for f in files.iter().filter(|p| !p.ends_with("tests.rs")) {
+        let text = std::fs::read_to_string(f).expect("readable");
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        for line in code.lines().filter(|l| !l.trim_start().starts_with("//")) {
+            for (i, _) in line.match_indices("crate::") {
+                let rest = &line[i + "crate::".len()..];
+                let names: Vec<&str> = match rest.strip_prefix('{') {
+                    // `use crate::{a::X, b, c::{Y, Z}}`: the first name of each top-level item.
+                    Some(list) => list.split(',').map(|s| s.trim().trim_start_matches('{')).collect(),
+                    None => vec![rest],
+                };
+                for n in names {
+                    let name: String = n.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_' || c.is_ascii_digit()).collect();
+                    if name != m && modules.contains(&name) && !deps.contains(&name) {
+                        deps.push(name);
+                    }
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// Data flows one way (#23): no two modules of a crate depend on each other, directly
+/// or through others. A cycle is printed as the modules on it.
+#[test]
+fn no_module_depends_on_itself_through_others() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cycles = Vec::new();
+    for (lib, dir) in [("crates/recoup-core/src/lib.rs", "crates/recoup-core/src"), ("src/lib.rs", "src")] {
+        let modules = declared(&read(lib));
+        let deps: Vec<Vec<usize>> = modules
+            .iter()
+            .map(|m| module_deps(&root.join(dir), m, &modules).iter().filter_map(|d| modules.iter().position(|x| x == d)).collect())
+            .collect();
+        // A module is on a cycle when it reaches itself.
+        for start in 0..modules.len() {
+            let (mut seen, mut stack, mut path_to) = (vec![false; modules.len()], vec![start], vec![usize::MAX; modules.len()]);
+            while let Some(v) = stack.pop() {
+                for &w in &deps[v] {
+                    if w == start {
+                        let mut cycle = vec![modules[start].clone()];
+                        let mut at = v;
+                        while at != start {
+                            cycle.push(modules[at].clone());
+                            at = path_to[at];
+                        }
+                        cycle.reverse();
+                        cycles.push(format!("{dir}: {} → {}", modules[start], cycle.join(" → ")));
+                        stack.clear();
+                        break;
+                    }
+                    if !seen[w] {
+                        seen[w] = true;
+                        path_to[w] = v;
+                        stack.push(w);
+                    }
+                }
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
+    // The scan sees the dependencies it must: the engine uses the rules, the CLI the registry.
+    let core = declared(&read("crates/recoup-core/src/lib.rs"));
+    assert!(module_deps(&root.join("crates/recoup-core/src"), "engine", &core).contains(&"rules".to_string()));
+    let outer = declared(&read("src/lib.rs"));
+    assert!(module_deps(&root.join("src"), "cli", &outer).contains(&"registry".to_string()));
+}

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use recoup::domain::{Attempt, Channel};
+use recoup::attempt::Attempt;
+use recoup::domain::Channel;
 use recoup::features::{payment_evidence, Candidate, EarlierAttempt, PaymentFacts, PaymentState};
 use recoup::history::{load, History, LoadOptions};
 use recoup::payday::{infer, same_pay_days};

@@ -10,11 +10,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
-
-use crate::declines::DeclineCode;
 
 /// How the payer pays (contract column `payment_method`).
 #[derive(
@@ -375,62 +371,6 @@ pub struct SourceRow {
     pub file: u32,
     /// 1-based data row within the file (the header does not count).
     pub row: u32,
-}
-
-/// One validated charge attempt: one row of the history contract, typed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Attempt {
-    /// Index of `attempt_id` in the loaded history's id table (`recoup::history::History::attempt_ids`).
-    pub attempt_ix: u32,
-    /// The payment (invoice) this attempt collects.
-    pub payment: PaymentIx,
-    /// The payer.
-    pub customer: CustomerIx,
-    /// When the charge was attempted (UTC).
-    pub attempted_at: DateTime<Utc>,
-    /// 0 = the original scheduled charge, 1, 2, … = retries.
-    pub attempt_number: u32,
-    /// Amount and currency.
-    pub amount: Money,
-    /// Payment method.
-    pub method: PaymentMethod,
-    /// Card network, for cards.
-    pub card_brand: Option<CardBrand>,
-    /// Card funding, for cards.
-    pub card_funding: Option<CardFunding>,
-    /// Payer's country.
-    pub country: Country,
-    /// Payer's time zone (given, or the country default).
-    pub timezone: Tz,
-    /// Succeeded or failed.
-    pub outcome: Outcome,
-    /// Normalized decline reason; `Some` exactly when the attempt failed.
-    pub decline: Option<DeclineCode>,
-    /// Issuer's raw response code as received.
-    pub network_code: Option<RawCode>,
-    /// Mastercard Merchant Advice Code as received.
-    pub advice_code: Option<RawCode>,
-    /// Dunning message sent since the previous attempt.
-    pub channel: Option<Channel>,
-    /// Payer updated the payment method since the previous attempt.
-    pub payment_method_updated: Option<bool>,
-    /// The card (or account) charged, when the history identifies it (`payment_method_id`).
-    pub card: Option<CardId>,
-    /// Billing interval of the subscription.
-    pub billing_interval: Option<BillingInterval>,
-    /// Days since the customer's first successful payment.
-    pub tenure_days: Option<u32>,
-    /// Probability with which the logging policy chose this attempt.
-    pub propensity: Option<f64>,
-    /// Where the row came from, for error messages.
-    pub source: SourceRow,
-}
-
-impl Attempt {
-    /// True when the payer updated the payment method since the previous attempt.
-    pub fn method_updated(&self) -> bool {
-        self.payment_method_updated.unwrap_or(false)
-    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
+pub use crate::attempt::EarlierAttempt;
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, PaymentMethod, RawCode};
 use crate::payday::{infer, Evidence, PayDayEstimate};
@@ -28,21 +29,6 @@ use crate::payday::{infer, Evidence, PayDayEstimate};
 /// Bump when the meaning of any column changes: artifacts trained under another
 /// version are refused.
 pub const FEATURE_VERSION: u32 = 2;
-
-/// One earlier attempt of the payment being decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EarlierAttempt {
-    /// When it was attempted.
-    pub at: DateTime<Utc>,
-    /// Its normalized decline (every earlier attempt of a payment still open failed).
-    pub decline: DeclineCode,
-    /// Mastercard Merchant Advice Code, if any.
-    pub advice_code: Option<RawCode>,
-    /// Message sent before it (`None` when the column was empty).
-    pub channel: Option<Channel>,
-    /// The payer updated the payment method before it.
-    pub payment_method_updated: bool,
-}
 
 /// The facts about a payer and a failed payment that do not change while it waits.
 #[derive(Debug, Clone, PartialEq)]

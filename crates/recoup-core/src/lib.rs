@@ -6,8 +6,9 @@
 //!
 //! Code map, in reading order (each module's doc starts with its side of the boundary):
 //! - [`limits`]: the one set of bounds (times, counts, sizes) every route holds input to.
-//! - [`domain`]: plain types: payment methods, channels, money, the attempt record.
+//! - [`domain`]: plain types: payment methods, channels, money, countries, raw codes.
 //! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
+//! - [`attempt`]: one vocabulary for a charge attempt: the history record and the views rules, features and requests read.
 //! - [`rules`]: network retry rules (Visa/Mastercard caps, ACH/SEPA, hard declines).
 //! - [`calendar`]: bank holidays, business days, pay schedules, default time zones.
 //! - [`payday`]: pay-schedule inference from funds declines and recoveries.
@@ -21,6 +22,7 @@
 //! - [`engine`]: the decision: request → grid → value → choose → explain.
 
 pub mod asks;
+pub mod attempt;
 pub mod attrition;
 pub mod calendar;
 pub mod declines;

@@ -13,7 +13,14 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::InvalidField;
+/// A request field that is missing or wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidField {
+    /// Dotted path of the field, as named in the API (`attempts[2].at`).
+    pub field: String,
+    pub message: String,
+}
 
 /// Earliest time accepted anywhere: 1970-01-01T00:00:00Z.
 pub const EARLIEST_SECONDS: i64 = 0;

@@ -11,8 +11,9 @@
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use crate::attempt::PastAttempt;
 use crate::declines::{advice_forbids_retry, DeclineClass, DeclineCode};
-use crate::domain::{Attempt, CardBrand, CardId, Outcome, PaymentMethod, RawCode};
+use crate::domain::{CardBrand, CardId, Outcome, PaymentMethod, RawCode};
 
 /// Visa Core Rules, "Authorization reattempt limits" (since April 2021): at most
 /// 15 reattempts of a declined transaction within 30 days.
@@ -85,42 +86,6 @@ pub struct Proposal {
     pub at: DateTime<Utc>,
     /// The payer updated the payment method since the last attempt.
     pub payment_method_updated: bool,
-}
-
-/// The facts of one earlier attempt that the rules need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PastAttempt {
-    /// When it was attempted.
-    pub at: DateTime<Utc>,
-    /// 0 = original charge, 1.. = retries.
-    pub attempt_number: u32,
-    /// Succeeded or failed.
-    pub outcome: Outcome,
-    /// Normalized decline (failed attempts).
-    pub decline: Option<DeclineCode>,
-    /// Raw network / return code.
-    pub network_code: Option<RawCode>,
-    /// Mastercard Merchant Advice Code.
-    pub advice_code: Option<RawCode>,
-    /// The payer updated the payment method before this attempt.
-    pub payment_method_updated: bool,
-    /// The card it charged, when the caller identified it (`payment_method_id`).
-    pub card: Option<CardId>,
-}
-
-impl From<&Attempt> for PastAttempt {
-    fn from(a: &Attempt) -> Self {
-        PastAttempt {
-            at: a.attempted_at,
-            attempt_number: a.attempt_number,
-            outcome: a.outcome,
-            decline: a.decline,
-            network_code: a.network_code,
-            advice_code: a.advice_code,
-            payment_method_updated: a.method_updated(),
-            card: a.card,
-        }
-    }
 }
 
 /// Which card a proposal charges, and that card's attempts in the payer's other

@@ -7,9 +7,10 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::config::EngineConfig;
 use super::decision::{describe, reason, stopped, Action, Decision, NextStep, Slot};
-use super::request::{invalid, rule_facts, rule_history, scored_payment, InvalidField, Request};
+use super::request::{invalid, rule_facts, rule_history, scored_payment, Request};
 use crate::domain::Channel;
 use crate::features::Candidate;
+use crate::limits::InvalidField;
 use crate::model::SuccessModel;
 use crate::rules::{self, Proposal};
 

@@ -41,10 +41,11 @@ mod tests;
 
 use chrono::Duration;
 
+pub use crate::limits::InvalidField;
 pub use config::EngineConfig;
 pub use decision::{Action, AskPlan, Decision, NextStep, Reason, Slot, Term};
 pub use fixed::decide_fixed;
-pub use request::{CardAttempt, Constraints, InvalidField, PastPayment, Request, RequestAttempt, SentAsk};
+pub use request::{CardAttempt, Constraints, PastPayment, Request, RequestAttempt, SentAsk};
 
 use decision::reason;
 use explain::Chosen;

@@ -7,44 +7,13 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::decision::{stopped, Decision, Reason};
+pub use crate::attempt::RequestAttempt;
 use crate::declines::DeclineCode;
-use crate::domain::{CardId, Channel, Outcome, RawCode};
+use crate::domain::{CardId, Channel, Outcome};
 use crate::features::{evidence_with_retries, payment_evidence, EarlierAttempt, PaymentFacts, PaymentState};
-use crate::limits;
+use crate::limits::{self, InvalidField};
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt};
-
-/// One earlier attempt of the payment being decided (all failed: the payment is open).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestAttempt {
-    pub at: DateTime<Utc>,
-    /// Normalized decline.
-    pub decline: DeclineCode,
-    /// Issuer's raw response / return code.
-    pub network_code: Option<RawCode>,
-    /// Mastercard Merchant Advice Code.
-    pub advice_code: Option<RawCode>,
-    /// Message sent before this attempt.
-    pub channel: Option<Channel>,
-    /// The payer updated the payment method before this attempt.
-    pub payment_method_updated: bool,
-    /// The card it charged, when the caller identified it.
-    #[serde(default)]
-    pub card: Option<CardId>,
-}
-
-impl From<&RequestAttempt> for EarlierAttempt {
-    /// What the features read of an attempt of the payment being decided.
-    fn from(a: &RequestAttempt) -> EarlierAttempt {
-        EarlierAttempt {
-            at: a.at,
-            decline: a.decline,
-            advice_code: a.advice_code,
-            channel: a.channel,
-            payment_method_updated: a.payment_method_updated,
-        }
-    }
-}
 
 /// An attempt on the request's card in another payment (another invoice):
 /// counted toward the networks' per-card caps.
@@ -109,15 +78,6 @@ pub struct Request {
     /// The decision time.
     pub now: DateTime<Utc>,
     pub constraints: Constraints,
-}
-
-/// A request field that is missing or wrong.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidField {
-    /// Dotted path of the field, as named in the API (`attempts[2].at`).
-    pub field: String,
-    pub message: String,
 }
 
 pub(super) fn invalid(field: impl Into<String>, message: impl Into<String>) -> InvalidField {
@@ -213,21 +173,8 @@ impl Request {
 /// The request's attempts as the network rules read them: this payment's, and the same
 /// card's attempts on other payments.
 pub(super) fn rule_history(req: &Request) -> (Vec<PastAttempt>, Vec<PastAttempt>) {
-    let past: Vec<PastAttempt> = req
-        .attempts
-        .iter()
-        .enumerate()
-        .map(|(i, a)| PastAttempt {
-            at: a.at,
-            attempt_number: i as u32,
-            outcome: Outcome::Failed,
-            decline: Some(a.decline),
-            network_code: a.network_code,
-            advice_code: a.advice_code,
-            payment_method_updated: a.payment_method_updated,
-            card: a.card,
-        })
-        .collect();
+    let past: Vec<PastAttempt> =
+        req.attempts.iter().enumerate().map(|(i, a)| PastAttempt { attempt_number: i as u32, ..PastAttempt::from(a) }).collect();
     let elsewhere: Vec<PastAttempt> = req
         .card_attempts
         .iter()
