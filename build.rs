@@ -5,6 +5,27 @@
 
 use prost::Message;
 
+/// The messages of a `DecideRequest`, read from JSON by `recoup decide`.
+const JSON_REQUEST: [&str; 7] = [
+    "recoup.v1.DecideRequest",
+    "recoup.v1.Payment",
+    "recoup.v1.Attempt",
+    "recoup.v1.PastPayment",
+    "recoup.v1.PastAttempt",
+    "recoup.v1.Ask",
+    "recoup.v1.Constraints",
+];
+
+/// Their timestamp fields.
+const JSON_TIMES: [&str; 6] = [
+    "recoup.v1.DecideRequest.now",
+    "recoup.v1.Attempt.attempted_at",
+    "recoup.v1.PastAttempt.attempted_at",
+    "recoup.v1.Ask.sent_at",
+    "recoup.v1.Constraints.earliest",
+    "recoup.v1.Constraints.latest",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos =
         ["recoup/v1/recoup.proto", "recoup/bench/v1/echo.proto", "hyperswitch/recovery_decider.proto", "hyperswitch/trainer.proto"];
@@ -24,6 +45,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let files = fds.file.iter().filter(|f| names.iter().any(|n| n == f.name())).cloned().collect();
         std::fs::write(out.join(format!("{file}_descriptor.bin")), prost_types::FileDescriptorSet { file: files }.encode_to_vec())?;
     }
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(fds)?;
+    // `recoup decide` reads a DecideRequest as JSON: serde derives on the request's
+    // messages, so the CLI's JSON is the proto's and is never written again by hand.
+    // Timestamps are RFC 3339 strings (`api::json`); `past_payments` also takes the
+    // older bare form, a list of attempt lists.
+    let mut builder = tonic_prost_build::configure().build_client(true).build_server(true);
+    for message in JSON_REQUEST {
+        builder = builder.type_attribute(message, "#[derive(serde::Deserialize)] #[serde(default, deny_unknown_fields)]");
+    }
+    for field in JSON_TIMES {
+        builder = builder.field_attribute(field, "#[serde(with = \"crate::api::json::time\")]");
+    }
+    builder = builder
+        .field_attribute("recoup.v1.DecideRequest.past_payments", "#[serde(deserialize_with = \"crate::api::json::past_payments\")]");
+    builder.compile_fds(fds)?;
     Ok(())
 }

@@ -81,6 +81,52 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 use crate::domain::vocabulary;
 
+/// JSON for the request messages (serde derives added by build.rs), as `recoup decide` reads them.
+pub mod json {
+    use chrono::{DateTime, Utc};
+    use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+    use serde::de::{MapAccess, SeqAccess, Visitor};
+    use serde::{Deserialize, Deserializer};
+
+    use super::v1;
+
+    /// An optional timestamp as an RFC 3339 string (`null` or absent: none).
+    pub mod time {
+        use super::*;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<prost_types::Timestamp>, D::Error> {
+            Ok(Option::<DateTime<Utc>>::deserialize(d)?.map(super::super::timestamp))
+        }
+    }
+
+    /// `past_payments`: each payment as `{"attempts": [...]}` (the proto's form) or as a bare
+    /// list of attempts (the form `recoup decide` first read).
+    pub fn past_payments<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<v1::PastPayment>, D::Error> {
+        Ok(Vec::<PastPayment>::deserialize(d)?.into_iter().map(|p| p.0).collect())
+    }
+
+    struct PastPayment(v1::PastPayment);
+
+    impl<'de> Deserialize<'de> for PastPayment {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Either;
+            impl<'de> Visitor<'de> for Either {
+                type Value = v1::PastPayment;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a past payment: {\"attempts\": [...]} or a list of attempts")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                    Ok(v1::PastPayment { attempts: Vec::deserialize(SeqAccessDeserializer::new(seq))? })
+                }
+                fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                    v1::PastPayment::deserialize(MapAccessDeserializer::new(map))
+                }
+            }
+            d.deserialize_any(Either).map(PastPayment)
+        }
+    }
+}
+
 static METHODS: LazyLock<String> = LazyLock::new(vocabulary::<PaymentMethod>);
 static CHANNELS: LazyLock<String> = LazyLock::new(vocabulary::<Channel>);
 static MESSAGES: LazyLock<String> = LazyLock::new(|| vocabulary::<Channel>().replace("none, ", ""));

@@ -275,11 +275,11 @@ fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Re
             return bad("decline_code", "a failed attempt needs a decline_code, network_code or advice_code".into())
         }
         "failed" => {}
-        other => return bad("outcome", format!("{other:?}: expected succeeded or failed")),
+        other => return bad("outcome", format!("{other:?}: expected one of {}", crate::domain::vocabulary::<crate::domain::Outcome>())),
     }
     let channel = r.channel.trim().to_ascii_lowercase();
     if !channel.is_empty() && channel.parse::<crate::domain::Channel>().is_err() {
-        return bad("channel", format!("{channel:?}: expected none, email, sms, push or in_app"));
+        return bad("channel", format!("{channel:?}: expected one of {}", crate::domain::vocabulary::<crate::domain::Channel>()));
     }
     Ok(OutcomeRecord {
         reported_at,

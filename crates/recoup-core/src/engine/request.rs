@@ -5,6 +5,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use strum::VariantArray;
 
 use super::decision::{stopped, Decision, Reason};
 pub use crate::attempt::RequestAttempt;
@@ -158,7 +159,8 @@ impl Request {
                 return Err(invalid(format!("asks[{i}].sent_at"), "asks must be in time order"));
             }
             if a.channel == Channel::None {
-                return Err(invalid(format!("asks[{i}].channel"), "an ask is a message: email, sms, push or in_app"));
+                let messages: Vec<&str> = Channel::VARIANTS.iter().filter(|c| **c != Channel::None).map(|c| (*c).into()).collect();
+                return Err(invalid(format!("asks[{i}].channel"), format!("an ask is a message: one of {}", messages.join(", "))));
             }
         }
         for (i, p) in self.past_payments.iter().enumerate() {
