@@ -148,19 +148,35 @@ struct ScheduleFile {
 pub const DEFAULT_SCHEDULES: &str = include_str!("../data/strategies.toml");
 
 /// Parse a schedules file; errors name the schedule.
-pub fn parse_schedules(text: &str) -> anyhow::Result<Vec<Schedule>> {
+pub fn parse_schedules(text: &str) -> Result<Vec<Schedule>, ScheduleError> {
     let f: ScheduleFile = toml::from_str(text)?;
-    anyhow::ensure!(!f.schedule.is_empty(), "no [[schedule]] in the file");
+    if f.schedule.is_empty() {
+        return Err(ScheduleError::Empty);
+    }
     for s in &f.schedule {
-        anyhow::ensure!(s.hour < 24, "schedule {:?}: hour must be 0..=23, got {}", s.name, s.hour);
-        anyhow::ensure!(
-            !s.days.is_empty() && s.days.iter().all(|d| *d >= 0),
-            "schedule {:?}: days must be a non-empty list of days ≥ 0",
-            s.name
-        );
-        anyhow::ensure!(s.days.windows(2).all(|w| w[0] < w[1]), "schedule {:?}: days must increase", s.name);
+        let bad = |why: &str| Err(ScheduleError::Invalid { name: s.name.clone(), why: why.to_string() });
+        if s.hour >= 24 {
+            return bad(&format!("hour must be 0..=23, got {}", s.hour));
+        }
+        if s.days.is_empty() || s.days.iter().any(|d| *d < 0) {
+            return bad("days must be a non-empty list of days ≥ 0");
+        }
+        if !s.days.windows(2).all(|w| w[0] < w[1]) {
+            return bad("days must increase");
+        }
     }
     Ok(f.schedule)
+}
+
+/// A schedules file that cannot be used; the message names the schedule.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error(transparent)]
+    Toml(#[from] toml::de::Error),
+    #[error("no [[schedule]] in the file")]
+    Empty,
+    #[error("schedule {name:?}: {why}")]
+    Invalid { name: String, why: String },
 }
 
 /// `days` after `from`'s local date, at `hour`:00 local (the next valid time across a DST gap).

@@ -38,20 +38,38 @@ use prost::Message;
 
 use crate::api::v1;
 
-/// `with_context` for results and options (anyhow's and polars' traits share the name).
-trait Ctx<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T>;
+/// Why the decision log could not be opened, written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An operation on a named file or column failed.
+    #[error("{what}: {source}")]
+    Context { what: String, source: Box<dyn std::error::Error + Send + Sync> },
+    /// Something the log writes is missing (a column, a value).
+    #[error("{0}")]
+    Missing(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Polars(#[from] PolarsError),
+    /// A logged request holds a value no request may hold.
+    #[error("a logged request: {0}")]
+    Request(#[from] crate::limits::InvalidField),
 }
 
-impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
-    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
-        self.map_err(|e| anyhow::anyhow!("{}: {e}", what()))
+/// `with_context` for results and options (polars has a trait of the same name).
+trait Ctx<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LogError>;
+}
+
+impl<T, E: std::error::Error + Send + Sync + 'static> Ctx<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LogError> {
+        self.map_err(|e| LogError::Context { what: what(), source: Box::new(e) })
     }
 }
 
 impl<T> Ctx<T> for Option<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> anyhow::Result<T> {
-        self.ok_or_else(|| anyhow::anyhow!("{}", what()))
+    fn ctx(self, what: impl FnOnce() -> String) -> Result<T, LogError> {
+        self.ok_or_else(|| LogError::Missing(what()))
     }
 }
 
@@ -178,7 +196,7 @@ impl Drop for LogWriter {
 
 impl DecisionLog {
     /// Create the directories and start the writer thread; drop the [`LogWriter`] to stop it.
-    pub fn open(cfg: LogConfig, counters: LogCounters) -> anyhow::Result<(DecisionLog, LogWriter)> {
+    pub fn open(cfg: LogConfig, counters: LogCounters) -> Result<(DecisionLog, LogWriter), LogError> {
         for sub in ["decisions", "outcomes"] {
             let d = cfg.dir.join(sub);
             std::fs::create_dir_all(&d).ctx(|| format!("creating the decision log directory {}", d.display()))?;
@@ -319,7 +337,7 @@ fn writer_id() -> &'static str {
 }
 
 /// Write `df` to `dir/part-<µs>-<writer>-<seq>.parquet` through a synced `.tmp` file and a rename.
-fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> anyhow::Result<()> {
+fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> Result<(), LogError> {
     let name = format!("part-{}-{}-{seq:06}.parquet", Utc::now().timestamp_micros(), writer_id());
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
@@ -330,7 +348,7 @@ fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> anyhow::Result<
     Ok(())
 }
 
-fn write_decisions(dir: &Path, rows: &[DecisionRecord], seq: u64) -> anyhow::Result<()> {
+fn write_decisions(dir: &Path, rows: &[DecisionRecord], seq: u64) -> Result<(), LogError> {
     let s = |f: &dyn Fn(&DecisionRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let n = rows.len();
     let mut df = DataFrame::new(
@@ -355,7 +373,7 @@ fn write_decisions(dir: &Path, rows: &[DecisionRecord], seq: u64) -> anyhow::Res
     write_atomically(&dir.join("decisions"), &mut df, seq)
 }
 
-fn write_outcomes(dir: &Path, rows: &[OutcomeRecord], seq: u64) -> anyhow::Result<()> {
+fn write_outcomes(dir: &Path, rows: &[OutcomeRecord], seq: u64) -> Result<(), LogError> {
     let s = |f: &dyn Fn(&OutcomeRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
     let mut df = DataFrame::new(
         rows.len(),
@@ -378,7 +396,7 @@ fn write_outcomes(dir: &Path, rows: &[OutcomeRecord], seq: u64) -> anyhow::Resul
 }
 
 /// The finished Parquet files of `dir`, in name (time) order.
-fn parts(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+fn parts(dir: &Path) -> Result<Vec<PathBuf>, LogError> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .ctx(|| format!("reading {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -388,32 +406,32 @@ fn parts(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-fn read_part(path: &Path) -> anyhow::Result<DataFrame> {
+fn read_part(path: &Path) -> Result<DataFrame, LogError> {
     let f = File::open(path).ctx(|| format!("opening {}", path.display()))?;
     ParquetReader::new(f).finish().ctx(|| format!("reading {}", path.display()))
 }
 
-fn strs(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<String>> {
+fn strs(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<String>, LogError> {
     let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
     let ca = c.str().ctx(|| format!("{}: column {name}", path.display()))?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or("").to_string()).collect())
 }
 
-fn times(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<Option<DateTime<Utc>>>> {
+fn times(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<Option<DateTime<Utc>>>, LogError> {
     let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
     let c = c.cast(&DataType::Datetime(TimeUnit::Microseconds, Some(TimeZone::UTC)))?;
     let phys = c.datetime().ctx(|| format!("{}: column {name}", path.display()))?.physical().clone();
     Ok((0..phys.len()).map(|i| phys.get(i).and_then(DateTime::<Utc>::from_timestamp_micros)).collect())
 }
 
-fn floats(df: &DataFrame, name: &str, path: &Path) -> anyhow::Result<Vec<f64>> {
+fn floats(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>, LogError> {
     let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
     let ca = c.f64().ctx(|| format!("{}: column {name}", path.display()))?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
 }
 
 /// Every decision and outcome under a log directory, in file order.
-pub fn read(dir: &Path) -> anyhow::Result<(Vec<DecisionRecord>, Vec<OutcomeRecord>)> {
+pub fn read(dir: &Path) -> Result<(Vec<DecisionRecord>, Vec<OutcomeRecord>), LogError> {
     let mut decisions = Vec::new();
     for path in parts(&dir.join("decisions"))? {
         let df = read_part(&path)?;
@@ -520,7 +538,7 @@ struct Row {
 /// carries the propensity of the decision before it (the latest made strictly
 /// before it) when it followed that decision (within the decided hour, with the
 /// decided message), and none otherwise.
-pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> anyhow::Result<(DataFrame, FromLogReport)> {
+pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> Result<(DataFrame, FromLogReport), LogError> {
     let mut report = FromLogReport { decisions: decisions.len(), outcomes: outcomes.len(), ..Default::default() };
     let mut by_payment: HashMap<&str, Vec<&DecisionRecord>> = HashMap::new();
     for d in decisions.iter().filter(|d| !d.request.is_empty()) {

@@ -36,6 +36,7 @@ use crate::engine::{self, Action, EngineConfig, InvalidField, PastPayment, Reque
 use crate::history::History;
 use crate::model::SuccessModel;
 use crate::train::facts_of;
+use crate::train::FitError;
 
 /// What the serving policy does next with an open payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::IntoStaticStr)]
@@ -360,7 +361,7 @@ impl Calibration {
     }
 
     /// Fit on `points`.
-    pub fn fit(points: &[Point]) -> anyhow::Result<Calibration> {
+    pub fn fit(points: &[Point]) -> Result<Calibration, FitError> {
         let pooled = Self::fit_one(points)?;
         let mut classes = Vec::new();
         for class in <DeclineClass as strum::VariantArray>::VARIANTS {
@@ -390,7 +391,7 @@ impl Calibration {
         Ok(Calibration { classes })
     }
 
-    fn fit_one(points: &[Point]) -> anyhow::Result<(f64, Vec<f64>, f64)> {
+    fn fit_one(points: &[Point]) -> Result<(f64, Vec<f64>, f64), FitError> {
         use linfa::prelude::*;
         use linfa_logistic::LogisticRegression;
         let fit: Vec<&Point> = points.iter().filter(|p| p.raw > 0.0).collect();
@@ -403,7 +404,11 @@ impl Calibration {
             j => (day_bucket(fit[i].elapsed_days) == j) as u8 as f64,
         });
         let y = ndarray::Array1::from_iter(fit.iter().map(|p| p.recovered as usize));
-        let m = LogisticRegression::default().alpha(1e-3).max_iterations(300).fit(&Dataset::new(x, y))?;
+        let m = LogisticRegression::default()
+            .alpha(1e-3)
+            .max_iterations(300)
+            .fit(&Dataset::new(x, y))
+            .map_err(|e| FitError::Optimizer(format!("forecast calibration: {e}")))?;
         // linfa orders the two classes itself: make the probability the one of recovery (1).
         let sign = if m.labels().pos.class == 1 { 1.0 } else { -1.0 };
         let w: Vec<f64> = m.params().iter().map(|v| sign * v).collect();
@@ -448,7 +453,7 @@ impl Forecaster {
         cfg: EngineConfig,
         as_of: DateTime<Utc>,
         max_points: usize,
-    ) -> anyhow::Result<Forecaster> {
+    ) -> Result<Forecaster, FitError> {
         use rayon::prelude::*;
         // The forecast follows the best slot: no exploration, no alternatives to report.
         let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg };

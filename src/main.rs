@@ -19,9 +19,26 @@ fn main() -> std::process::ExitCode {
     match recoup::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` prints the whole context chain on one line: "loading x.csv: row 3: …".
-            eprintln!("error: {err:#}");
+            // The whole chain on one line: "loading history: x.csv: row 3: …".
+            eprintln!("error: {}", one_line(&err));
             std::process::ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: typed errors often say their
+/// source in their own message already ("{path}: {source}"), and anyhow's `{:#}` would
+/// then repeat it.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let msg = cause.to_string();
+        if !line.contains(&msg) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&msg);
+        }
+    }
+    line
 }

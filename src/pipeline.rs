@@ -9,11 +9,33 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
-
 use crate::history::{load, LoadOptions};
+use crate::model::SuccessModel;
 use crate::registry::{self, Manifest};
-use crate::train::{build, train, TrainConfig};
+use crate::train::{build, train, TrainConfig, TrainingSet};
+
+/// Why a training run wrote no version.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The version name is not allowed, or taken.
+    #[error("{0}")]
+    Version(String),
+    /// The history could not be loaded (the message names the file, row and field).
+    #[error("loading history: {source}")]
+    History { path: PathBuf, source: crate::history::LoadError },
+    #[error(transparent)]
+    Fit(#[from] crate::train::FitError),
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parquet { path: PathBuf, source: polars::prelude::PolarsError },
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
+    move |source| PipelineError::Io { path: path.to_path_buf(), source }
+}
 
 /// One training run into a registry (what `recoup train` and the trainer service do).
 #[derive(Debug, Clone)]
@@ -39,14 +61,16 @@ pub struct Written {
 
 /// Load the history, fit, evaluate and write a new version (promoting it if
 /// asked), reporting each step to `progress`.
-pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Written> {
+pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written, PipelineError> {
     if let Some(v) = &job.version {
-        registry::check_version_name(v).map_err(anyhow::Error::msg)?;
+        registry::check_version_name(v).map_err(PipelineError::Version)?;
         let dir = job.out.join(v);
-        anyhow::ensure!(!dir.exists(), "{} already exists; model versions are immutable", dir.display());
+        if dir.exists() {
+            return Err(PipelineError::Version(format!("{} already exists; model versions are immutable", dir.display())));
+        }
     }
     let started = Instant::now();
-    let history = load(&job.history, &job.load).with_context(|| format!("loading history {}", job.history.display()))?;
+    let history = load(&job.history, &job.load).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
     if history.report.rows_rejected > 0 {
         let to = job.load.reject_path.as_deref().map_or("rejects.csv".into(), |p| p.display().to_string());
@@ -93,7 +117,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         progress(&format!("  asks: {n}"));
     }
     if let Some(dir) = &job.export_features {
-        crate::train::export_features(&set, &job.cfg, &trained.model, dir)?;
+        export_features(&set, &job.cfg, &trained.model, dir)?;
         let summary = serde_json::json!({
             "pipeline": "recoup",
             "examples": set.len(),
@@ -109,7 +133,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
             "test": trained.report.model,
         });
         let path = dir.join("recoup.json");
-        std::fs::write(&path, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, format!("{summary:#}")).map_err(io(&path))?;
         progress(&format!("exported feature tables and recoup.json to {}", dir.display()));
     }
     let manifest = Manifest {
@@ -127,4 +151,50 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> anyhow::Result<
         registry::promote(&job.out, &version)?;
     }
     Ok(Written { version, dir, report: trained.report })
+}
+
+/// Write the exact feature tables a training run uses, for peer pipelines
+/// (`benches/peer/`): `train.parquet` (the fit and calibration examples, column
+/// `split` = `fit`/`calibration`) and `test.parquet`. One small-integer column
+/// per feature group holds its level (Int32) (see the schema for level names; crosses
+/// are left to the peer to learn), then `recoup_logit` (`model`'s raw logit, for
+/// stacking experiments; not a feature), `label` and `retry_at`.
+pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessModel, dir: &std::path::Path) -> Result<(), PipelineError> {
+    use polars::prelude::*;
+    if set.len() < 100 {
+        return Err(PipelineError::Fit(crate::train::FitError::TooFewExamples(set.len())));
+    }
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let (fit_end, test_start) = crate::train::split_points(set.len(), cfg);
+    let names = crate::features::group_names();
+    let write = |range: std::ops::Range<usize>, file: &str| -> Result<(), PipelineError> {
+        let n = range.len();
+        let mut cols: Vec<Column> = names
+            .iter()
+            .enumerate()
+            .map(|(g, name)| {
+                let v: Vec<i32> = range.clone().map(|i| crate::features::group_level(set.row(i), g) as i32).collect();
+                Column::new((*name).into(), v)
+            })
+            .collect();
+        if file == "train.parquet" {
+            let split: Vec<&str> = range.clone().map(|i| if i < fit_end { "fit" } else { "calibration" }).collect();
+            cols.push(Column::new("split".into(), split));
+        }
+        cols.push(Column::new("recoup_logit".into(), range.clone().map(|i| model.logit(set.row(i))).collect::<Vec<f64>>()));
+        cols.push(Column::new("label".into(), range.clone().map(|i| set.labels[i]).collect::<Vec<_>>()));
+        let ms: Vec<i64> = range.clone().map(|i| set.times[i].timestamp_millis()).collect();
+        let path = dir.join(file);
+        let parquet = |source| PipelineError::Parquet { path: path.clone(), source };
+        let t =
+            Column::new("retry_at".into(), ms).cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC))).map_err(parquet)?;
+        cols.push(t);
+        let mut df = DataFrame::new(n, cols).map_err(parquet)?;
+        let f = std::fs::File::create(&path).map_err(io(&path))?;
+        ParquetWriter::new(f).finish(&mut df).map_err(parquet)?;
+        Ok(())
+    };
+    write(0..test_start, "train.parquet")?;
+    write(test_start..set.len(), "test.parquet")?;
+    Ok(())
 }

@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::Context;
 use plotters::prelude::*;
 
 use crate::backtest::{Case, Lineup, Outcome1, Segment, Summary};
@@ -49,8 +48,28 @@ fn short(name: &str) -> &str {
 
 type Lines = Vec<(String, Vec<(f64, f64)>)>;
 
+/// Why the report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
+    /// plotters could not draw a plot.
+    #[error("drawing a plot: {0}")]
+    Plot(String),
+}
+
+impl<E: std::error::Error + Send + Sync> From<plotters::drawing::DrawingAreaErrorKind<E>> for ReportError {
+    fn from(e: plotters::drawing::DrawingAreaErrorKind<E>) -> Self {
+        ReportError::Plot(e.to_string())
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
+    move |source| ReportError::Io { path: path.to_path_buf(), source }
+}
+
 /// A line chart of named series; y is a share (0–1), shown in percent.
-fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> anyhow::Result<String> {
+fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> Result<String, ReportError> {
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, (820, 460)).into_drawing_area();
@@ -82,7 +101,7 @@ fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> anyhow::R
 }
 
 /// Grouped bars: one group per category, one bar per series; y a share.
-fn bars_svg(title: &str, categories: &[String], series: &[(String, Vec<f64>)]) -> anyhow::Result<String> {
+fn bars_svg(title: &str, categories: &[String], series: &[(String, Vec<f64>)]) -> Result<String, ReportError> {
     let mut s = String::new();
     {
         let root = SVGBackend::with_string(&mut s, (820, 460)).into_drawing_area();
@@ -187,8 +206,8 @@ fn esc(s: &str) -> String {
 }
 
 /// Write `dir/index.html` and the plots as `dir/*.svg`; returns the HTML path.
-pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+pub fn write(dir: &Path, r: &Report) -> Result<std::path::PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
     let curves = lines_svg(
         "Share recovered by days since the failed charge",
         "days since the failed charge",
@@ -221,7 +240,7 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
     }
     plots.push(("recovery_by_pay_day.svg", payday));
     for (name, svg) in &plots {
-        std::fs::write(dir.join(name), svg).with_context(|| format!("writing {}", dir.join(name).display()))?;
+        std::fs::write(dir.join(name), svg).map_err(io(&dir.join(name)))?;
     }
 
     let mut h = String::new();
@@ -284,6 +303,6 @@ pub fn write(dir: &Path, r: &Report) -> anyhow::Result<std::path::PathBuf> {
     }
     h.push_str("</body></html>\n");
     let path = dir.join("index.html");
-    std::fs::write(&path, h).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::write(&path, h).map_err(io(&path))?;
     Ok(path)
 }

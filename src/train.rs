@@ -342,11 +342,13 @@ impl argmin::core::Gradient for Objective<'_> {
 
 /// Where a fit starts: `warm` (weights, intercept) when given, else zero
 /// weights and the intercept at the (smoothed) base rate.
-fn start_point(set: &TrainingSet, warm: Option<(&[f64], f64)>) -> anyhow::Result<(Vec<f64>, f64)> {
+fn start_point(set: &TrainingSet, warm: Option<(&[f64], f64)>) -> Result<(Vec<f64>, f64), FitError> {
     let d = SCHEMA.len();
     match warm {
         Some((w, b)) => {
-            anyhow::ensure!(w.len() == d, "warm start has {} weights, the schema {d}", w.len());
+            if w.len() != d {
+                return Err(FitError::Invalid(format!("warm start has {} weights, the schema {d}", w.len())));
+            }
             Ok((w.to_vec(), b))
         }
         None => {
@@ -371,7 +373,7 @@ fn start_point(set: &TrainingSet, warm: Option<(&[f64], f64)>) -> anyhow::Result
 ///
 /// Starts from `warm` (weights, intercept) when given, else from the base rate.
 /// Returns (weights, intercept, sweeps).
-pub fn fit_logistic(set: &TrainingSet, l2: f64, max_sweeps: u64, warm: Option<(&[f64], f64)>) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+pub fn fit_logistic(set: &TrainingSet, l2: f64, max_sweeps: u64, warm: Option<(&[f64], f64)>) -> Result<(Vec<f64>, f64, u64), FitError> {
     fit_logistic_on(set, l2, max_sweeps, warm, None, None)
 }
 
@@ -385,9 +387,13 @@ pub fn fit_logistic_on(
     warm: Option<(&[f64], f64)>,
     offset: Option<&[f64]>,
     only: Option<&[usize]>,
-) -> anyhow::Result<(Vec<f64>, f64, u64)> {
-    anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
-    anyhow::ensure!(offset.is_none_or(|o| o.len() == set.len()), "offset has a length other than the examples'");
+) -> Result<(Vec<f64>, f64, u64), FitError> {
+    if set.is_empty() {
+        return Err(FitError::NoExamples);
+    }
+    if offset.is_some_and(|o| o.len() != set.len()) {
+        return Err(FitError::Invalid("offset has a length other than the examples'".into()));
+    }
     let n = set.len();
     let nf = n as f64;
     let slots = SCHEMA.slot_ranges();
@@ -587,11 +593,14 @@ pub fn fit_logistic_lbfgs(
     l2: f64,
     max_iterations: u64,
     warm: Option<(&[f64], f64)>,
-) -> anyhow::Result<(Vec<f64>, f64, u64)> {
+) -> Result<(Vec<f64>, f64, u64), FitError> {
     use argmin::core::{Executor, State};
     use argmin::solver::linesearch::MoreThuenteLineSearch;
     use argmin::solver::quasinewton::LBFGS;
-    anyhow::ensure!(!set.is_empty(), "no training examples (the history has no retries)");
+    if set.is_empty() {
+        return Err(FitError::NoExamples);
+    }
+    let optimizer = |e: argmin::core::Error| FitError::Optimizer(e.to_string());
     let obj = Objective { set, l2 };
     let d = obj.dim();
     let (mut init, b0) = start_point(set, warm)?;
@@ -599,26 +608,31 @@ pub fn fit_logistic_lbfgs(
     let init = ndarray::Array1::from(init);
     // The cost tolerance stops once an iteration gains less than 1e-9 nats per
     // example: far below what the held-out log loss can tell apart.
-    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10).with_tolerance_grad(1e-7)?.with_tolerance_cost(1e-9)?;
-    let res = Executor::new(obj, solver).configure(|s| s.param(init).max_iters(max_iterations)).run()?;
+    let solver = LBFGS::new(MoreThuenteLineSearch::new(), 10)
+        .with_tolerance_grad(1e-7)
+        .map_err(optimizer)?
+        .with_tolerance_cost(1e-9)
+        .map_err(optimizer)?;
+    let res = Executor::new(obj, solver).configure(|s| s.param(init).max_iters(max_iterations)).run().map_err(optimizer)?;
     let state = res.state();
-    let w = state.get_best_param().ok_or_else(|| anyhow::anyhow!("optimizer returned no parameters"))?;
+    let w = state.get_best_param().ok_or_else(|| FitError::Optimizer("L-BFGS returned no parameters".into()))?;
     let w = w.to_vec();
     Ok((w[..d - 1].to_vec(), w[d - 1], state.get_iter()))
 }
 
 /// Platt scaling: fit `p = σ(a·z + b)` on raw logits `z` with linfa's logistic regression.
-pub fn fit_platt(z: &[f64], y: &[bool]) -> anyhow::Result<(f64, f64)> {
+pub fn fit_platt(z: &[f64], y: &[bool]) -> Result<(f64, f64), FitError> {
     use linfa::prelude::*;
     use linfa_logistic::LogisticRegression;
     if y.iter().all(|&v| v) || y.iter().all(|&v| !v) {
         // One class only: nothing to calibrate against; keep the raw logit.
         return Ok((1.0, 0.0));
     }
-    let x = ndarray::Array2::from_shape_vec((z.len(), 1), z.to_vec())?;
+    let platt = |e: String| FitError::Optimizer(format!("Platt scaling: {e}"));
+    let x = ndarray::Array2::from_shape_vec((z.len(), 1), z.to_vec()).map_err(|e| platt(e.to_string()))?;
     let t = ndarray::Array1::from_iter(y.iter().map(|&v| v as usize));
     let ds = Dataset::new(x, t);
-    let fitted = LogisticRegression::default().alpha(0.0).max_iterations(200).fit(&ds)?;
+    let fitted = LogisticRegression::default().alpha(0.0).max_iterations(200).fit(&ds).map_err(|e| platt(e.to_string()))?;
     let (a, b) = (fitted.params()[0], fitted.intercept());
     // linfa orders the two classes itself: make the probability the one of success (1).
     Ok(if fitted.labels().pos.class == 1 { (a, b) } else { (-a, -b) })
@@ -926,49 +940,6 @@ pub fn split_points(n: usize, cfg: &TrainConfig) -> (usize, usize) {
     (fit_end, test_start)
 }
 
-/// Write the exact feature tables a training run uses, for peer pipelines
-/// (`benches/peer/`): `train.parquet` (the fit and calibration examples, column
-/// `split` = `fit`/`calibration`) and `test.parquet`. One small-integer column
-/// per feature group holds its level (Int32) (see the schema for level names; crosses
-/// are left to the peer to learn), then `recoup_logit` (`model`'s raw logit, for
-/// stacking experiments; not a feature), `label` and `retry_at`.
-pub fn export_features(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessModel, dir: &std::path::Path) -> anyhow::Result<()> {
-    use anyhow::Context;
-    use polars::prelude::*;
-    anyhow::ensure!(set.len() >= 100, "only {} retry examples; nothing worth exporting", set.len());
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (fit_end, test_start) = split_points(set.len(), cfg);
-    let names = crate::features::group_names();
-    let write = |range: std::ops::Range<usize>, file: &str| -> anyhow::Result<()> {
-        let n = range.len();
-        let mut cols: Vec<Column> = names
-            .iter()
-            .enumerate()
-            .map(|(g, name)| {
-                let v: Vec<i32> = range.clone().map(|i| crate::features::group_level(set.row(i), g) as i32).collect();
-                Column::new((*name).into(), v)
-            })
-            .collect();
-        if file == "train.parquet" {
-            let split: Vec<&str> = range.clone().map(|i| if i < fit_end { "fit" } else { "calibration" }).collect();
-            cols.push(Column::new("split".into(), split));
-        }
-        cols.push(Column::new("recoup_logit".into(), range.clone().map(|i| model.logit(set.row(i))).collect::<Vec<f64>>()));
-        cols.push(Column::new("label".into(), range.clone().map(|i| set.labels[i]).collect::<Vec<_>>()));
-        let ms: Vec<i64> = range.clone().map(|i| set.times[i].timestamp_millis()).collect();
-        let t = Column::new("retry_at".into(), ms).cast(&DataType::Datetime(TimeUnit::Milliseconds, Some(TimeZone::UTC)))?;
-        cols.push(t);
-        let mut df = DataFrame::new(n, cols)?;
-        let path = dir.join(file);
-        let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        anyhow::Context::with_context(ParquetWriter::new(f).finish(&mut df), || format!("writing {}", path.display()))?;
-        Ok(())
-    };
-    write(0..test_start, "train.parquet")?;
-    write(test_start..set.len(), "test.parquet")?;
-    Ok(())
-}
-
 /// A starting point for fitting `fit` with penalty `l2`: a cold start crawls for
 /// tens of sweeps on its way to the optimum, so fit the smallest strided subset
 /// (every 4^k-th example) that still has `min_part` examples cold, then every
@@ -981,7 +952,7 @@ pub fn warm_up(
     max_sweeps: u64,
     min_part: usize,
     progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Option<(Vec<f64>, f64)>> {
+) -> Result<Option<(Vec<f64>, f64)>, FitError> {
     let mut stride = 1;
     while fit.len() / (stride * 4) >= min_part.max(1) {
         stride *= 4;
@@ -1026,7 +997,7 @@ fn l2_path(
     offset: Option<(&[f64], &[f64])>,
     only: Option<&[usize]>,
     progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Fitted> {
+) -> Result<Fitted, FitError> {
     let mut best: Option<(f64, Vec<f64>, f64, u64, f64)> = None;
     let mut l2_search = Vec::new();
     let mut path = cfg.l2.clone();
@@ -1049,7 +1020,7 @@ fn l2_path(
             best = Some((l2, w, b, iters, ll));
         }
     }
-    let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| anyhow::anyhow!("no L2 penalty to try"))?;
+    let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| FitError::Invalid("no L2 penalty to try".into()))?;
     Ok(Fitted { weights, intercept, l2, sweeps, l2_search, trees: Forest::default(), fit_offset: None, cal_offset: None })
 }
 
@@ -1059,7 +1030,7 @@ fn l2_path(
 /// top of the trees. The logging policy randomizes the channel, so leaving it
 /// out of the trees biases nothing, and the channel's lift keeps its weights and
 /// their variances (the engine's uncertainty discount).
-fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Fitted> {
+fn fit_trees(fit: &TrainingSet, cal: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> Result<Fitted, FitError> {
     let t = std::time::Instant::now();
     let levels = |s: &TrainingSet| -> Vec<GroupLevels> { (0..s.len()).into_par_iter().map(|i| group_levels(s.row(i))).collect() };
     let (fx, cx) = (levels(fit), levels(cal));
@@ -1113,13 +1084,32 @@ pub fn failed_retry_examples(set: &TrainingSet, model: &SuccessModel) -> Vec<cra
         .collect()
 }
 
+/// Why a fit could not be made (the learning layer's error).
+#[derive(Debug, thiserror::Error)]
+pub enum FitError {
+    /// The history has no retries to learn from.
+    #[error("no training examples (the history has no retries)")]
+    NoExamples,
+    /// Too few retries for a time split into fit, calibration and test.
+    #[error("only {0} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)")]
+    TooFewExamples(usize),
+    /// Inputs that do not fit together, or a setting out of range.
+    #[error("{0}")]
+    Invalid(String),
+    /// Boosting could not start.
+    #[error(transparent)]
+    Boost(#[from] crate::trees::BoostError),
+    /// An optimizer (L-BFGS, the Platt fit) failed.
+    #[error("{0}")]
+    Optimizer(String),
+}
+
 /// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
-pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> anyhow::Result<Trained> {
+pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> Result<Trained, FitError> {
     let n = set.len();
-    anyhow::ensure!(
-        n >= 100,
-        "only {n} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)"
-    );
+    if n < 100 {
+        return Err(FitError::TooFewExamples(n));
+    }
     let (fit_end, test_start) = split_points(n, cfg);
     let started = std::time::Instant::now();
     let (fit, cal, test) = (set.range(0..fit_end), set.range(fit_end..test_start), set.range(test_start..n));

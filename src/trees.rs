@@ -20,6 +20,11 @@ const CHUNK: usize = 1 << 14;
 /// Added to the hessian when ordering a nominal group's levels (LightGBM's `cat_smooth`).
 const CAT_SMOOTH: f64 = 10.0;
 
+/// Why boosting could not start: inputs that do not fit together, or settings out of range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("boosting: {0}")]
+pub struct BoostError(pub String);
+
 /// Boosting settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -321,12 +326,23 @@ pub fn boost(
     allowed: u32,
     cfg: &BoostConfig,
     progress: &mut dyn FnMut(&str),
-) -> anyhow::Result<Boosted> {
-    anyhow::ensure!(fit_x.len() == fit_y.len() && fit_y.len() == fit_offset.len(), "fit inputs differ in length");
-    anyhow::ensure!(cal_x.len() == cal_y.len() && cal_y.len() == cal_offset.len(), "calibration inputs differ in length");
-    anyhow::ensure!(!fit_x.is_empty() && !cal_x.is_empty(), "boosting needs fit and calibration examples");
-    anyhow::ensure!(GROUP_SIZES.iter().all(|&s| s <= MAX_LEVELS), "a group has more than {MAX_LEVELS} levels");
-    anyhow::ensure!(cfg.learning_rate > 0.0 && cfg.l2 >= 0.0 && cfg.leaves >= 2, "boosting settings out of range: {cfg:?}");
+) -> Result<Boosted, BoostError> {
+    let fail = |why: String| Err(BoostError(why));
+    if !(fit_x.len() == fit_y.len() && fit_y.len() == fit_offset.len()) {
+        return fail("fit inputs differ in length".into());
+    }
+    if !(cal_x.len() == cal_y.len() && cal_y.len() == cal_offset.len()) {
+        return fail("calibration inputs differ in length".into());
+    }
+    if fit_x.is_empty() || cal_x.is_empty() {
+        return fail("boosting needs fit and calibration examples".into());
+    }
+    if !GROUP_SIZES.iter().all(|&s| s <= MAX_LEVELS) {
+        return fail(format!("a group has more than {MAX_LEVELS} levels"));
+    }
+    if !(cfg.learning_rate > 0.0 && cfg.l2 >= 0.0 && cfg.leaves >= 2) {
+        return fail(format!("boosting settings out of range: {cfg:?}"));
+    }
     let groups: Vec<usize> = (0..N_GROUPS).filter(|&g| allowed >> g & 1 == 1 && GROUP_SIZES[g] > 1).collect();
     let (mut fit_z, mut cal_z) = (fit_offset.to_vec(), cal_offset.to_vec());
     // Group-major copy of the fit examples' levels (only the groups split on).

@@ -318,7 +318,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         eprintln!("{}", banner(&cfg, &loaded.version, listener.local_addr()?, &metrics_at, &log_note));
         tracing::info!(model = %loaded.version, addr = %cfg.addr, max_in_flight = cfg.max_in_flight, "serving");
         let state = State::with_log(loaded, engine, cfg.max_in_flight, log, holdout);
-        serve(listener, metrics, cfg, state, shutdown_signal()).await
+        serve(listener, metrics, cfg, state, shutdown_signal()).await?;
+        anyhow::Ok(())
     })?;
     // The decision log's last write, before saying we stopped.
     drop(rt);

@@ -51,10 +51,21 @@ pub struct Loaded {
 }
 
 /// Load a registry's current model, with its metrics.
-pub fn load_current(dir: &std::path::Path) -> anyhow::Result<Loaded> {
+pub fn load_current(dir: &std::path::Path) -> Result<Loaded, registry::RegistryError> {
     let (version, model) = registry::load_current(dir)?;
     let metrics_json = std::fs::read_to_string(dir.join(&version).join("metrics.json")).unwrap_or_default();
     Ok(Loaded { version, model, metrics_json })
+}
+
+/// Why the service stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listener or a connection failed.
+    #[error("serving: {0}")]
+    Io(#[from] std::io::Error),
+    /// Server reflection could not be set up from the compiled descriptors.
+    #[error("server reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
 }
 
 /// Shared state of the service.
@@ -247,7 +258,7 @@ pub async fn serve(
     cfg: ServeConfig,
     state: Arc<State>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), ServeError> {
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = metrics.map(|l| {
         tokio::spawn(crate::metrics::serve(l, state.metrics.clone(), async move {

@@ -305,3 +305,19 @@ fn models_seed_fills_a_fresh_store_once() {
     std::fs::create_dir_all(&empty).expect("mkdir");
     seed(&empty).code(2).stderr(predicate::str::contains("CURRENT").or(predicate::str::contains("current")));
 }
+
+/// An error's causes are printed once each on the one error line, even when a typed
+/// error already says its source in its own message.
+#[test]
+fn an_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nowhere");
+    for args in [vec!["models", "list", "--dir"], vec!["train", "-q", "--history"]] {
+        let out = recoup().args(&args).arg(&missing).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(err.matches("No such file or directory").count(), 1, "{args:?}: {err}");
+        assert!(err.contains("nowhere"), "{err}");
+    }
+}

@@ -379,7 +379,12 @@ fn serve_world(
     models: &std::path::Path,
     dir: &std::path::Path,
     holdout: Option<recoup::api::Holdout>,
-) -> (Platform, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>, recoup::decision_log::LogWriter) {
+) -> (
+    Platform,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), recoup::serve::ServeError>>,
+    recoup::decision_log::LogWriter,
+) {
     let mut log_cfg = LogConfig::new(dir.to_path_buf());
     log_cfg.flush_every = Duration::from_millis(200);
     let counters = LogCounters::new();

@@ -53,7 +53,7 @@ pub(crate) struct Server {
     pub(crate) channel: Channel,
     pub(crate) state: Arc<State>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), recoup::serve::ServeError>>,
 }
 
 /// The tests' admin token (training) and decide token (decisions, reading).
@@ -152,7 +152,7 @@ impl Server {
     }
 
     /// Signal shutdown and return the server task, to time it.
-    pub(crate) fn signal_stop(mut self) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    pub(crate) fn signal_stop(mut self) -> tokio::task::JoinHandle<Result<(), recoup::serve::ServeError>> {
         let _ = self.stop.take().unwrap().send(());
         self.task
     }

@@ -293,3 +293,31 @@ fn no_module_depends_on_itself_through_others() {
     let outer = declared(&read("src/lib.rs"));
     assert!(module_deps(&root.join("src"), "cli", &outer).contains(&"registry".to_string()));
 }
+
+/// Errors are typed (#23): the library returns one thiserror enum per boundary
+/// (`train::FitError`, `pipeline::PipelineError`, `decision_log::LogError`,
+/// `registry::RegistryError`, `history::LoadError`…); anyhow, which erases them, is
+/// only for the binary's commands (`src/cli/`, `src/main.rs`).
+#[test]
+fn anyhow_is_only_used_by_the_commands() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    rust_files(&root.join("crates/recoup-core/src"), &mut files);
+    let mut found = Vec::new();
+    for path in &files {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        if rel.starts_with("src/cli") || rel.ends_with("main.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(path).expect("readable");
+        for (i, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            if code.contains("anyhow::") || code.contains("use anyhow") {
+                found.push(format!("{}:{}: {}", rel.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(files.len() > 60, "{} files", files.len());
+    assert!(found.is_empty(), "anyhow outside the commands:\n{}", found.join("\n"));
+}
