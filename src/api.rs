@@ -81,6 +81,77 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 use crate::domain::vocabulary;
 
+/// Why a call failed: the one place recoup's errors become gRPC statuses (codes and
+/// messages). Handlers, the trainer and the guard name the case; this decides the code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    /// A request field is missing or wrong (the message names it).
+    #[error("{0}")]
+    Invalid(String),
+    /// No admission left: too many calls in flight, or too many jobs waiting.
+    #[error("{0}")]
+    Overloaded(String),
+    /// A message larger than the server takes.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The thing to create exists already (a training job under the same tag).
+    #[error("{0}")]
+    Exists(String),
+    /// The thing asked about does not exist (for this caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// The server is not set up for this call (no decision log for outcome reports).
+    #[error("{0}")]
+    NotConfigured(String),
+    /// A dependency is failing for now (the decision log's writer): retrying may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// No bearer token, or one that is not known.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// A known token without the scope the method needs.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// No answer within the call's deadline.
+    #[error("{0}")]
+    DeadlineExceeded(String),
+    /// The client went away while sending the request.
+    #[error("{0}")]
+    Cancelled(String),
+    /// A method the server does not serve.
+    #[error("{0}")]
+    NoSuchMethod(String),
+    /// The server's own fault (a panic, a failed task); the details are in its log.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<CallError> for tonic::Status {
+    fn from(e: CallError) -> tonic::Status {
+        use tonic::Status;
+        match e {
+            CallError::Invalid(m) => Status::invalid_argument(m),
+            CallError::Overloaded(m) | CallError::TooLarge(m) => Status::resource_exhausted(m),
+            CallError::Exists(m) => Status::already_exists(m),
+            CallError::NotFound(m) => Status::not_found(m),
+            CallError::NotConfigured(m) => Status::failed_precondition(m),
+            CallError::Unavailable(m) => Status::unavailable(m),
+            CallError::Unauthenticated(m) => Status::unauthenticated(m),
+            CallError::PermissionDenied(m) => Status::permission_denied(m),
+            CallError::DeadlineExceeded(m) => Status::deadline_exceeded(m),
+            CallError::Cancelled(m) => Status::cancelled(m),
+            CallError::NoSuchMethod(m) => Status::unimplemented(m),
+            CallError::Internal(m) => Status::internal(m),
+        }
+    }
+}
+
+impl From<InvalidField> for CallError {
+    fn from(e: InvalidField) -> CallError {
+        CallError::Invalid(e.to_string())
+    }
+}
+
 /// JSON for the request messages (serde derives added by build.rs), as `recoup decide` reads them.
 pub mod json {
     use chrono::{DateTime, Utc};

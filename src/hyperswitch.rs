@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 
-use crate::api::{bad, time};
+use crate::api::{bad, time, CallError};
 use crate::declines::{normalize, DeclineCode, Signals};
 use crate::domain::{CardBrand, CardFunding, CardId, Channel, Country, Currency, PaymentMethod, RawCode};
 use crate::engine::{self, Action, CardAttempt, Constraints, EngineConfig, InvalidField, RequestAttempt};
@@ -489,13 +489,13 @@ impl Trainer {
     }
 
     /// Start (or find) `caller`'s job for `tag`.
-    pub fn trigger(&self, caller: &Caller, tag: &str, merchant_id: &str) -> Result<trainer::TriggerTrainingResponse, tonic::Status> {
+    pub fn trigger(&self, caller: &Caller, tag: &str, merchant_id: &str) -> Result<trainer::TriggerTrainingResponse, CallError> {
         let tag = tag.trim();
-        crate::limits::check_text("merchant_id", merchant_id).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
+        crate::limits::check_text("merchant_id", merchant_id)?;
         if !tag.is_empty() {
-            crate::registry::check_version_name(tag).map_err(|m| tonic::Status::invalid_argument(format!("model_version_tag: {m}")))?;
+            crate::registry::check_version_name(tag).map_err(|m| CallError::Invalid(format!("model_version_tag: {m}")))?;
             if self.cfg.models.join(tag).exists() {
-                return Err(tonic::Status::already_exists(format!(
+                return Err(CallError::Exists(format!(
                     "model_version_tag: version {tag:?} already exists in the registry; versions are immutable"
                 )));
             }
@@ -505,9 +505,7 @@ impl Trainer {
         if !tag.is_empty() {
             if let Some((id, j)) = jobs.iter().find(|(_, j)| j.tag == tag && active(j)) {
                 if j.owner != caller.0 {
-                    return Err(tonic::Status::already_exists(format!(
-                        "model_version_tag: a job for {tag:?} is already running for another caller"
-                    )));
+                    return Err(CallError::Exists(format!("model_version_tag: a job for {tag:?} is already running for another caller")));
                 }
                 return Ok(trainer::TriggerTrainingResponse {
                     job_id: id.clone(),
@@ -516,7 +514,7 @@ impl Trainer {
             }
         }
         if jobs.values().filter(|j| active(j)).count() >= MAX_ACTIVE_JOBS {
-            return Err(tonic::Status::resource_exhausted(format!(
+            return Err(CallError::Overloaded(format!(
                 "{MAX_ACTIVE_JOBS} training jobs are already waiting or running; try again when one has finished"
             )));
         }
@@ -590,13 +588,11 @@ impl Trainer {
     }
 
     /// The state of one of `caller`'s jobs (another caller's job is not found).
-    pub fn status(&self, caller: &Caller, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, tonic::Status> {
+    pub fn status(&self, caller: &Caller, id: &str) -> Result<trainer::GetTrainingJobStatusResponse, CallError> {
         let jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
         let shown: String = id.chars().take(64).collect();
         let j = jobs.get(id.trim()).filter(|j| j.owner == caller.0).ok_or_else(|| {
-            tonic::Status::not_found(format!(
-                "job_id: no training job {shown:?} of yours (jobs are kept in memory until the server restarts)"
-            ))
+            CallError::NotFound(format!("job_id: no training job {shown:?} of yours (jobs are kept in memory until the server restarts)"))
         })?;
         Ok(trainer::GetTrainingJobStatusResponse {
             job_id: id.trim().to_string(),
@@ -621,7 +617,7 @@ impl trainer::trainer_service_server::TrainerService for Trainer {
     ) -> Result<tonic::Response<trainer::TriggerTrainingResponse>, tonic::Status> {
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
         let r = request.into_inner();
-        self.trigger(&caller, &r.model_version_tag, &r.merchant_id).map(tonic::Response::new)
+        self.trigger(&caller, &r.model_version_tag, &r.merchant_id).map(tonic::Response::new).map_err(Into::into)
     }
 
     async fn get_training_job_status(
@@ -629,7 +625,7 @@ impl trainer::trainer_service_server::TrainerService for Trainer {
         request: tonic::Request<trainer::GetTrainingJobStatusRequest>,
     ) -> Result<tonic::Response<trainer::GetTrainingJobStatusResponse>, tonic::Status> {
         let caller = request.extensions().get::<Caller>().cloned().unwrap_or_default();
-        self.status(&caller, &request.into_inner().job_id).map(tonic::Response::new)
+        self.status(&caller, &request.into_inner().job_id).map(tonic::Response::new).map_err(Into::into)
     }
 }
 

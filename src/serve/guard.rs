@@ -28,6 +28,8 @@ use futures_util::FutureExt;
 use tonic::body::Body;
 use tonic::{Code, Status};
 
+use crate::api::CallError;
+
 use super::auth::{Access, Refusal};
 use crate::metrics::Metrics;
 
@@ -81,9 +83,10 @@ where
         let who = cfg.access.check(req.uri().path(), req.headers());
         if let Err(refusal) = who.clone() {
             let status = match refusal {
-                Refusal::Unauthenticated(m) => Status::unauthenticated(m),
-                Refusal::PermissionDenied(m) => Status::permission_denied(m),
+                Refusal::Unauthenticated(m) => CallError::Unauthenticated(m),
+                Refusal::PermissionDenied(m) => CallError::PermissionDenied(m),
             };
+            let status = Status::from(status);
             tracing::info!(rpc, code = ?status.code(), message = status.message(), "call refused");
             cfg.metrics.call(rpc, status.code(), started.elapsed());
             return Box::pin(std::future::ready(Ok(status.into_http())));
@@ -102,15 +105,15 @@ where
         Box::pin(async move {
             let call = AssertUnwindSafe(inner.call(req)).catch_unwind();
             let resp = match tokio::time::timeout_at(deadline.into(), call).await {
-                Err(_) => Status::deadline_exceeded(format!(
+                Err(_) => Status::from(CallError::DeadlineExceeded(format!(
                     "no answer within {:.3} s (the earlier of the client's deadline and the server's --timeout)",
                     budget.as_secs_f64()
-                ))
+                )))
                 .into_http(),
                 Ok(Err(panic)) => {
                     cfg.metrics.panic(rpc);
                     tracing::error!(rpc, panic = panic_message(&*panic), "handler panicked; answered INTERNAL");
-                    Status::internal("internal error while answering this call (logged on the server)").into_http()
+                    Status::from(CallError::Internal("internal error while answering this call (logged on the server)".into())).into_http()
                 }
                 Ok(Ok(Ok(resp))) => remap(resp, uri.path()),
                 Ok(Ok(Err(never))) => match never {},
@@ -176,26 +179,26 @@ fn remap(resp: http::Response<Body>, path: &str) -> http::Response<Body> {
     let Some(status) = Status::from_header_map(resp.headers()) else { return resp };
     let m = status.message();
     let fixed = if code == Code::Unimplemented && m.is_empty() {
-        Status::unimplemented(format!("no such method: {}", path.chars().take(200).collect::<String>()))
+        CallError::NoSuchMethod(format!("no such method: {}", path.chars().take(200).collect::<String>()))
     } else if code == Code::Internal && path == "/trainer.TrainerService/TriggerTraining" && m.contains("merchant_id") {
         // hyperswitch's trainer contract exists in two variants; recoup serves the one it ships.
-        Status::invalid_argument(format!(
+        CallError::Invalid(format!(
             "this looks like the trainer contract variant with `bool enable_incremental_learning = 2`; recoup serves \
              `string merchant_id = 2` (proto/hyperswitch/trainer.proto) and always trains afresh: {m}"
         ))
     } else if code == Code::Internal
         && (m.starts_with("failed to decode Protobuf message") || m.starts_with("protocol error: received message with"))
     {
-        Status::invalid_argument(format!("the request is not a valid message: {m}"))
+        CallError::Invalid(format!("the request is not a valid message: {m}"))
     } else if code == Code::OutOfRange && m.contains("message length too large") {
-        Status::resource_exhausted(format!("{m} (every service takes at most {} bytes)", crate::limits::MAX_MESSAGE_BYTES))
+        CallError::TooLarge(format!("{m} (every service takes at most {} bytes)", crate::limits::MAX_MESSAGE_BYTES))
     } else if code == Code::Unknown && (m.starts_with("h2 protocol error") || m.contains("error reading a body")) {
         // The client reset the stream or closed the connection while sending the request.
-        Status::cancelled(format!("the client went away while sending the request: {m}"))
+        CallError::Cancelled(format!("the client went away while sending the request: {m}"))
     } else {
         return resp;
     };
-    fixed.into_http()
+    Status::from(fixed).into_http()
 }
 
 #[cfg(test)]

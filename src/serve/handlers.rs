@@ -25,7 +25,7 @@ use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use super::State;
-use crate::api::{self, time_of, v1};
+use crate::api::{self, time_of, v1, CallError};
 use crate::decision_log::{DecisionRecord, OutcomeRecord};
 use crate::engine::{self, EngineConfig};
 use crate::hyperswitch;
@@ -34,7 +34,7 @@ use crate::hyperswitch;
 pub const WORK_PER_UNIT: usize = 256;
 
 fn invalid_argument(e: engine::InvalidField) -> Status {
-    Status::invalid_argument(e.to_string())
+    CallError::from(e).into()
 }
 
 /// Work items of one decision request.
@@ -69,7 +69,7 @@ impl Decider {
             Ok(p) => Ok(InFlight::new(p, &self.state.metrics)),
             Err(_) => {
                 self.state.metrics.shed();
-                Err(Status::resource_exhausted("too many decisions in flight; retry with backoff"))
+                Err(CallError::Overloaded("too many decisions in flight; retry with backoff".into()).into())
             }
         }
     }
@@ -95,9 +95,9 @@ impl Decider {
             Ok(Err(panic)) => {
                 self.state.metrics.panic("blocking");
                 tracing::error!(panic = super::guard::panic_message(&*panic), "decision panicked; answered INTERNAL");
-                Err(Status::internal("internal error while deciding (logged on the server)"))
+                Err(CallError::Internal("internal error while deciding (logged on the server)".into()).into())
             }
-            Err(e) => Err(Status::internal(format!("decision task failed: {e}"))),
+            Err(e) => Err(CallError::Internal(format!("decision task failed: {e}")).into()),
         }
     }
 
@@ -241,7 +241,7 @@ fn log_decision(
 
 /// One report checked against the contract's rules, naming the field.
 fn outcome_of(i: usize, r: &v1::AttemptReport, reported_at: DateTime<Utc>) -> Result<OutcomeRecord, Status> {
-    let bad = |field: &str, why: String| Err(Status::invalid_argument(format!("reports[{i}].{field}: {why}")));
+    let bad = |field: &str, why: String| Err(CallError::Invalid(format!("reports[{i}].{field}: {why}")).into());
     // Every text bounded before it is read or quoted in an error.
     for (field, v) in [
         ("payment_id", &r.payment_id),
@@ -332,9 +332,10 @@ impl v1::retry_decider_server::RetryDecider for Decider {
         let reports = request.into_inner().reports;
         crate::limits::check_len("reports", reports.len(), crate::limits::MAX_BATCH).map_err(invalid_argument)?;
         let Some(log) = self.state.log.clone() else {
-            return Err(Status::failed_precondition(
-                "this server keeps no decision log: start it with --decision-log DIR to accept outcome reports",
-            ));
+            return Err(CallError::NotConfigured(
+                "this server keeps no decision log: start it with --decision-log DIR to accept outcome reports".into(),
+            )
+            .into());
         };
         let _permit = self.permit(self.units(reports.len()))?;
         let now = Utc::now();
@@ -347,7 +348,7 @@ impl v1::retry_decider_server::RetryDecider for Decider {
             .iter()
             .map(|r| (r.payment_id.clone(), r.attempt_number, r.attempted_at, r.channel.clone(), r.outcome == "succeeded"))
             .collect();
-        log.outcomes(rows).await.map_err(Status::unavailable)?;
+        log.outcomes(rows).await.map_err(CallError::Unavailable)?;
         if let Some(live) = &self.state.live {
             for (pid, n, at, channel, ok) in judged {
                 live.reported(&pid, n, at, &channel, ok);

@@ -321,3 +321,47 @@ fn anyhow_is_only_used_by_the_commands() {
     assert!(files.len() > 60, "{} files", files.len());
     assert!(found.is_empty(), "anyhow outside the commands:\n{}", found.join("\n"));
 }
+
+/// Errors become gRPC statuses in exactly one place (#23): `api::CallError` and its
+/// `From<CallError> for Status`. Handlers, the guard and the trainer name the case.
+#[test]
+fn grpc_statuses_are_made_in_one_place() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&root.join("src"), &mut files);
+    let constructors = [
+        "invalid_argument(",
+        "internal(",
+        "failed_precondition(",
+        "not_found(",
+        "resource_exhausted(",
+        "unavailable(",
+        "deadline_exceeded(",
+        "permission_denied(",
+        "unauthenticated(",
+        "already_exists(",
+        "cancelled(",
+        "unimplemented(",
+        "unknown(",
+        "out_of_range(",
+        "aborted(",
+        "new(",
+    ];
+    let mut found = Vec::new();
+    let mut in_api = 0;
+    for path in &files {
+        let rel = path.strip_prefix(root).unwrap_or(path);
+        let text = std::fs::read_to_string(path).expect("readable");
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        for (i, line) in code.lines().enumerate() {
+            let made = constructors.iter().any(|c| line.contains(&format!("Status::{c}")));
+            if made && rel == Path::new("src/api.rs") {
+                in_api += 1;
+            } else if made {
+                found.push(format!("{}:{}: {}", rel.display(), i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(in_api >= 10, "api.rs makes {in_api} statuses: the scan is broken");
+    assert!(found.is_empty(), "statuses made outside api::CallError:\n{}", found.join("\n"));
+}
