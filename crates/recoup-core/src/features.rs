@@ -548,9 +548,7 @@ const G_RETRIES: usize = 2;
 const G_AMOUNT: usize = 3;
 const G_COUNTRY: usize = 4;
 const G_METHOD: usize = 5;
-const G_BRAND: usize = 6;
 const G_FUNDING: usize = 7;
-const G_INTERVAL: usize = 8;
 const G_TENURE: usize = 9;
 const G_MESSAGES: usize = 10;
 const G_UPDATED: usize = 11;
@@ -704,40 +702,71 @@ fn bucket_names(bounds: &[&str]) -> Vec<String> {
     bounds.iter().map(|s| s.to_string()).collect()
 }
 
-/// The feature groups: name and level names, in column order.
-fn groups() -> Vec<(&'static str, Vec<String>)> {
+/// One feature group: its name, how its level names are made, whether its levels are
+/// ordered buckets (a tree splits them at a threshold) rather than names with no order
+/// (a tree splits them into any two sets), and whether it depends on the retry's local
+/// date only (a grid's trees are bound to such groups once per local day).
+struct GroupDef {
+    name: &'static str,
+    levels: fn() -> Vec<String>,
+    ordered: bool,
+    day: bool,
+}
+
+const fn group(name: &'static str, levels: fn() -> Vec<String>, ordered: bool, day: bool) -> GroupDef {
+    GroupDef { name, levels, ordered, day }
+}
+
+/// Ordered buckets, named.
+macro_rules! buckets {
+    ($($l:literal),+) => {
+        || bucket_names(&[$($l),+])
+    };
+}
+
+/// The feature groups, in column order: payment-level first ([`N_FIXED`] of them, indices
+/// `G_CODE`…), then the candidate's (indices `G_SINCE_LAST`…). The one table a new group
+/// is added to (with its index constant and the code that computes its level).
+const GROUPS: [GroupDef; N_GROUPS] = [
+    group("decline_code", || names(DeclineCode::VARIANTS), false, false),
+    group("decline_class", || names(DeclineClass::VARIANTS), false, false),
+    group("retries_before", buckets!("0", "1", "2", "3", "4", "5+"), true, false),
+    group("amount_usd", buckets!("<5", "5-10", "10-20", "20-50", "50-100", "100-200", "200+"), true, false),
+    group("country", country_levels, false, false),
+    group("payment_method", || names(PaymentMethod::VARIANTS), false, false),
+    group("card_brand", || optional(names(CardBrand::VARIANTS)), false, false),
+    group("card_funding", || optional(names(CardFunding::VARIANTS)), false, false),
+    group("billing_interval", || optional(names(BillingInterval::VARIANTS)), false, false),
+    group("tenure_days", buckets!("unknown", "<30", "30-90", "90-365", "365-730", "730+"), true, false),
+    group("messages_before", buckets!("0", "1", "2+"), true, false),
+    group("method_updated", buckets!("false", "true"), true, false),
+    group("advice_hint", buckets!("none", "wait<=24h", "wait>24h", "other"), false, false),
+    group("payday_confidence", buckets!("<0.5", "0.5-0.8", "0.8+"), true, false),
+    group("hours_since_last", buckets!("<2", "2-6", "6-12", "12-24", "24-48", "48-96", "96-168", "168+"), true, false),
+    group("days_since_first", buckets!("<1", "1-2", "2-4", "4-7", "7-14", "14-21", "21+"), true, false),
+    group("local_hour", buckets!("0-3", "4-6", "7-9", "10-13", "14-17", "18-21", "22-23"), true, false),
+    group("local_weekday", buckets!("mon", "tue", "wed", "thu", "fri", "sat", "sun"), true, true),
+    group("days_since_payday", buckets!("0", "1", "2", "3", "4-6", "7-13", "14+"), true, true),
+    group("days_until_payday", buckets!("1", "2", "3", "4-6", "7-13", "14+"), true, true),
+    group("day_of_month", buckets!("1-5", "6-10", "11-15", "16-20", "21-25", "26-31"), true, true),
+    group("channel", || names(Channel::VARIANTS), false, false),
+    group(
+        "pay_period_elapsed",
+        buckets!("unknown", "<0.1", "0.1-0.2", "0.2-0.35", "0.35-0.5", "0.5-0.65", "0.65-0.8", "0.8-0.9", "0.9+"),
+        true,
+        true,
+    ),
+];
+
+fn country_levels() -> Vec<String> {
     let mut countries: Vec<String> = COUNTRIES.iter().map(|s| s.to_string()).collect();
     countries.push("other".into());
-    let g: Vec<(&'static str, Vec<String>)> = vec![
-        ("decline_code", names(DeclineCode::VARIANTS)),
-        ("decline_class", names(DeclineClass::VARIANTS)),
-        ("retries_before", bucket_names(&["0", "1", "2", "3", "4", "5+"])),
-        ("amount_usd", bucket_names(&["<5", "5-10", "10-20", "20-50", "50-100", "100-200", "200+"])),
-        ("country", countries),
-        ("payment_method", names(PaymentMethod::VARIANTS)),
-        ("card_brand", optional(names(CardBrand::VARIANTS))),
-        ("card_funding", optional(names(CardFunding::VARIANTS))),
-        ("billing_interval", optional(names(BillingInterval::VARIANTS))),
-        ("tenure_days", bucket_names(&["unknown", "<30", "30-90", "90-365", "365-730", "730+"])),
-        ("messages_before", bucket_names(&["0", "1", "2+"])),
-        ("method_updated", bucket_names(&["false", "true"])),
-        ("advice_hint", bucket_names(&["none", "wait<=24h", "wait>24h", "other"])),
-        ("payday_confidence", bucket_names(&["<0.5", "0.5-0.8", "0.8+"])),
-        ("hours_since_last", bucket_names(&["<2", "2-6", "6-12", "12-24", "24-48", "48-96", "96-168", "168+"])),
-        ("days_since_first", bucket_names(&["<1", "1-2", "2-4", "4-7", "7-14", "14-21", "21+"])),
-        ("local_hour", bucket_names(&["0-3", "4-6", "7-9", "10-13", "14-17", "18-21", "22-23"])),
-        ("local_weekday", bucket_names(&["mon", "tue", "wed", "thu", "fri", "sat", "sun"])),
-        ("days_since_payday", bucket_names(&["0", "1", "2", "3", "4-6", "7-13", "14+"])),
-        ("days_until_payday", bucket_names(&["1", "2", "3", "4-6", "7-13", "14+"])),
-        ("day_of_month", bucket_names(&["1-5", "6-10", "11-15", "16-20", "21-25", "26-31"])),
-        ("channel", names(Channel::VARIANTS)),
-        (
-            "pay_period_elapsed",
-            bucket_names(&["unknown", "<0.1", "0.1-0.2", "0.2-0.35", "0.35-0.5", "0.5-0.65", "0.65-0.8", "0.8-0.9", "0.9+"]),
-        ),
-    ];
-    assert_eq!(g.len(), N_FIXED + N_CAND);
-    g
+    countries
+}
+
+/// The feature groups: name and level names, in column order.
+fn groups() -> Vec<(&'static str, Vec<String>)> {
+    GROUPS.iter().map(|g| (g.name, (g.levels)())).collect()
 }
 
 /// Column layout: every group's levels, then every cross's level pairs.
@@ -841,7 +870,7 @@ pub static SCHEMA: LazyLock<Schema> = LazyLock::new(Schema::build);
 
 /// Column-group names, for reports ("which groups carry the signal").
 pub fn group_names() -> Vec<&'static str> {
-    groups().into_iter().map(|(n, _)| n).collect()
+    GROUPS.iter().map(|g| g.name).collect()
 }
 
 /// Number of feature groups (payment-level, then candidate): what a tree splits on.
@@ -859,13 +888,23 @@ pub static GROUP_SIZES: LazyLock<[usize; N_GROUPS]> = LazyLock::new(|| {
 /// Whether a group's levels are ordered buckets (a tree splits them at a
 /// threshold) rather than names with no order (a tree splits them into any two sets).
 pub fn group_is_ordered(g: usize) -> bool {
-    !matches!(g, G_CODE | G_CLASS | G_COUNTRY | G_METHOD | G_BRAND | G_FUNDING | G_INTERVAL | G_ADVICE | G_CHANNEL)
+    GROUPS[g].ordered
 }
 
 /// The candidate groups that depend on the retry's local date only (weekday,
 /// days since and until pay day, day of month, pay period elapsed), bit per
 /// group: a grid's trees are bound to them once per local day.
-pub const DAY_GROUPS: u32 = 1 << G_WEEKDAY | 1 << G_SINCE_PAY | 1 << G_UNTIL_PAY | 1 << G_DAY_OF_MONTH | 1 << G_CYCLE;
+pub const DAY_GROUPS: u32 = {
+    let mut bits = 0;
+    let mut g = 0;
+    while g < N_GROUPS {
+        if GROUPS[g].day {
+            bits |= 1 << g;
+        }
+        g += 1;
+    }
+    bits
+};
 
 /// The column name (`group=level`) of a group's level.
 pub fn group_column(g: usize, level: usize) -> &'static str {
@@ -880,6 +919,56 @@ pub fn group_levels(active: &[u16]) -> GroupLevels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The index constants name the table's rows, and the table's flags are the ones
+    /// the trees and the grid rely on (the day groups, the unordered names).
+    #[test]
+    fn the_group_table_matches_its_indices_and_flags() {
+        let at = |g: usize| GROUPS[g].name;
+        let named = [
+            (G_CODE, "decline_code"),
+            (G_CLASS, "decline_class"),
+            (G_RETRIES, "retries_before"),
+            (G_AMOUNT, "amount_usd"),
+            (G_COUNTRY, "country"),
+            (G_METHOD, "payment_method"),
+            (G_FUNDING, "card_funding"),
+            (G_TENURE, "tenure_days"),
+            (G_MESSAGES, "messages_before"),
+            (G_UPDATED, "method_updated"),
+            (G_ADVICE, "advice_hint"),
+            (G_CONFIDENCE, "payday_confidence"),
+            (G_SINCE_LAST, "hours_since_last"),
+            (G_SINCE_FIRST, "days_since_first"),
+            (G_HOUR, "local_hour"),
+            (G_WEEKDAY, "local_weekday"),
+            (G_SINCE_PAY, "days_since_payday"),
+            (G_UNTIL_PAY, "days_until_payday"),
+            (G_DAY_OF_MONTH, "day_of_month"),
+            (G_CHANNEL, "channel"),
+            (G_CYCLE, "pay_period_elapsed"),
+        ];
+        for (g, name) in named {
+            assert_eq!(at(g), name);
+        }
+        assert_eq!(DAY_GROUPS, 1 << G_WEEKDAY | 1 << G_SINCE_PAY | 1 << G_UNTIL_PAY | 1 << G_DAY_OF_MONTH | 1 << G_CYCLE);
+        let unordered: Vec<&str> = (0..N_GROUPS).filter(|&g| !group_is_ordered(g)).map(at).collect();
+        assert_eq!(
+            unordered,
+            [
+                "decline_code",
+                "decline_class",
+                "country",
+                "payment_method",
+                "card_brand",
+                "card_funding",
+                "billing_interval",
+                "advice_hint",
+                "channel"
+            ]
+        );
+        assert!(GROUPS[..N_FIXED].iter().all(|g| !g.day), "payment-level groups never change with the day");
+    }
     use crate::calendar::PaySchedule;
     use chrono::TimeZone;
 
