@@ -229,7 +229,7 @@ fn hour_slot(failed: DateTime<Utc>, t: DateTime<Utc>) -> i64 {
 /// proposals are skipped for the next one; a permanent violation stops.
 fn projected(s: &dyn LoggedStrategy, v: &mut LoggedView, window_end: DateTime<Utc>, rules_cfg: &RulesConfig) -> Option<Action> {
     let last = v.seen.last()?;
-    let facts = rules::PaymentFacts { method: last.method, card_brand: last.card_brand };
+    let facts = rules::Network::from(last);
     let past: Vec<rules::PastAttempt> = v.seen.iter().map(rules::PastAttempt::from).collect();
     for _ in 0..64 {
         let a = s.propose(v)?;

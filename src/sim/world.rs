@@ -18,7 +18,7 @@ use super::config::WorldConfig;
 use crate::calendar::{default_timezone, PaySchedule};
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{BillingInterval, CardBrand, CardFunding, Channel, Country, Currency, Outcome, PaymentMethod, RawCode};
-use crate::rules::{check_retry, PastAttempt, PaymentFacts, Proposal, RuleViolation, RulesConfig};
+use crate::rules::{check_retry, Network, PastAttempt, Proposal, RuleViolation, RulesConfig};
 
 /// Purposes of the random streams, so each draws independently.
 #[derive(Debug, Clone, Copy)]
@@ -153,8 +153,8 @@ pub struct EpisodeState {
 
 impl EpisodeState {
     /// Payment facts for the rules.
-    pub fn facts(&self) -> PaymentFacts {
-        PaymentFacts { method: self.payer.method, card_brand: self.payer.card_brand }
+    pub fn facts(&self) -> Network {
+        Network { method: self.payer.method, card_brand: self.payer.card_brand }
     }
 
     /// The attempts as rule inputs.

@@ -342,7 +342,7 @@ async fn network_caps_hold_over_a_long_sequence_of_failed_retries() {
             payment_method_updated: false,
             card: None,
         }];
-        let facts = rules::PaymentFacts { method: recoup::domain::PaymentMethod::Card, card_brand: Some(brand.parse().unwrap()) };
+        let facts = rules::Network { method: recoup::domain::PaymentMethod::Card, card_brand: Some(brand.parse().unwrap()) };
         let mut retries = 0;
         for _ in 0..60 {
             let r = s.client.decide(req.clone()).await.expect("decides").into_inner();

@@ -30,6 +30,12 @@ use crate::payday::{infer, Evidence, PayDayEstimate};
 /// version are refused.
 pub const FEATURE_VERSION: u32 = 2;
 
+impl From<&PaymentFacts> for crate::rules::Network {
+    fn from(f: &PaymentFacts) -> crate::rules::Network {
+        crate::rules::Network { method: f.method, card_brand: f.card_brand }
+    }
+}
+
 /// The facts about a payer and a failed payment that do not change while it waits.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PaymentFacts {

@@ -114,13 +114,20 @@ fn on_card(history: &[PastAttempt], card: Option<CardId>, proposal_updated: bool
     same
 }
 
-/// The payment facts the rules depend on.
+/// Which network's rules apply: the payment method and, for cards, the brand. The
+/// rules' view of a payment's facts (`features::PaymentFacts` converts into it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PaymentFacts {
+pub struct Network {
     /// Payment method.
     pub method: PaymentMethod,
     /// Card network, when a card; `None` for an unknown brand (both card caps then apply).
     pub card_brand: Option<CardBrand>,
+}
+
+impl From<&crate::attempt::Attempt> for Network {
+    fn from(a: &crate::attempt::Attempt) -> Network {
+        Network { method: a.method, card_brand: a.card_brand }
+    }
 }
 
 /// Why a retry is not allowed. Each variant is a reason code.
@@ -261,7 +268,7 @@ fn count_in_window(history: &[PastAttempt], end: DateTime<Utc>, window: Duration
 ///
 /// `history` is the payment's attempts in order (oldest first). The proposal
 /// is allowed when the returned verdict has no violations.
-pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Proposal, cfg: &RulesConfig) -> Verdict {
+pub fn check_retry(facts: Network, history: &[PastAttempt], proposal: Proposal, cfg: &RulesConfig) -> Verdict {
     check_retry_on_card(facts, history, CardContext::default(), proposal, cfg)
 }
 
@@ -270,7 +277,7 @@ pub fn check_retry(facts: PaymentFacts, history: &[PastAttempt], proposal: Propo
 /// method starts afresh), and the card caps count the card's attempts in
 /// other payments too.
 pub fn check_retry_on_card(
-    facts: PaymentFacts,
+    facts: Network,
     history: &[PastAttempt],
     card: CardContext<'_>,
     proposal: Proposal,
@@ -333,7 +340,7 @@ pub fn check_retry_on_card(
 /// checked afresh. Keep `RetryChecker::changes` in step with the rules: the
 /// test `checker_agrees_with_check_retry_everywhere` walks every rule.
 pub struct RetryChecker<'a> {
-    facts: PaymentFacts,
+    facts: Network,
     history: &'a [PastAttempt],
     card: CardContext<'a>,
     cfg: RulesConfig,
@@ -344,13 +351,7 @@ pub struct RetryChecker<'a> {
 }
 
 impl<'a> RetryChecker<'a> {
-    pub fn new(
-        facts: PaymentFacts,
-        history: &'a [PastAttempt],
-        card: CardContext<'a>,
-        payment_method_updated: bool,
-        cfg: &RulesConfig,
-    ) -> Self {
+    pub fn new(facts: Network, history: &'a [PastAttempt], card: CardContext<'a>, payment_method_updated: bool, cfg: &RulesConfig) -> Self {
         let mut changes: Vec<i64> = Self::changes(history, card.elsewhere, cfg).iter().map(DateTime::timestamp).collect();
         changes.sort_unstable();
         changes.dedup();
@@ -507,8 +508,8 @@ mod tests {
             card: None,
         }
     }
-    fn card(brand: CardBrand) -> PaymentFacts {
-        PaymentFacts { method: PaymentMethod::Card, card_brand: Some(brand) }
+    fn card(brand: CardBrand) -> Network {
+        Network { method: PaymentMethod::Card, card_brand: Some(brand) }
     }
     fn at(hours: i64) -> Proposal {
         Proposal { at: t0() + Duration::hours(hours), payment_method_updated: false }
@@ -702,7 +703,7 @@ mod tests {
 
     #[test]
     fn unknown_card_brand_gets_both_caps() {
-        let facts = PaymentFacts { method: PaymentMethod::Card, card_brand: None };
+        let facts = Network { method: PaymentMethod::Card, card_brand: None };
         let h = sequence(10, 2, DeclineCode::IssuerNotAvailable);
         assert!(codes(&check_retry(facts, &h, at(20), &RulesConfig::default())).contains(&"mastercard_daily_cap"));
         let h = sequence(16, 24, FUNDS);
@@ -751,8 +752,8 @@ mod tests {
     fn ach(code: &str, hours: i64, n: u32) -> PastAttempt {
         PastAttempt { network_code: Some(raw(code)), ..failed(hours, n, FUNDS) }
     }
-    const ACH: PaymentFacts = PaymentFacts { method: PaymentMethod::AchDebit, card_brand: None };
-    const SEPA: PaymentFacts = PaymentFacts { method: PaymentMethod::SepaDebit, card_brand: None };
+    const ACH: Network = Network { method: PaymentMethod::AchDebit, card_brand: None };
+    const SEPA: Network = Network { method: PaymentMethod::SepaDebit, card_brand: None };
 
     #[test]
     fn ach_only_r01_and_r09_are_represented_twice() {
@@ -800,9 +801,9 @@ mod tests {
             card(CardBrand::Visa),
             card(CardBrand::Mastercard),
             card(CardBrand::Amex),
-            PaymentFacts { method: PaymentMethod::Card, card_brand: None },
-            PaymentFacts { method: PaymentMethod::AchDebit, card_brand: None },
-            PaymentFacts { method: PaymentMethod::SepaDebit, card_brand: None },
+            Network { method: PaymentMethod::Card, card_brand: None },
+            Network { method: PaymentMethod::AchDebit, card_brand: None },
+            Network { method: PaymentMethod::SepaDebit, card_brand: None },
         ];
         let mut checked = 0;
         for case in 0..150 {

@@ -212,8 +212,8 @@ pub(super) fn scored_payment(req: &Request) -> (Vec<Evidence>, Vec<EarlierAttemp
 }
 
 /// The network rules' facts of the request's payment.
-pub(super) fn rule_facts(req: &Request) -> rules::PaymentFacts {
-    rules::PaymentFacts { method: req.facts.method, card_brand: req.facts.card_brand }
+pub(super) fn rule_facts(req: &Request) -> rules::Network {
+    rules::Network::from(&req.facts)
 }
 
 /// A validated request, read once: its first and last attempts, its attempts as the
