@@ -456,7 +456,8 @@ impl Forecaster {
     ) -> Result<Forecaster, FitError> {
         use rayon::prelude::*;
         // The forecast follows the best slot: no exploration, no alternatives to report.
-        let cfg = EngineConfig { exploration: 0.0, top_k: 1, ..cfg };
+        // Exploration off and one slot: always valid on top of a checked config.
+        let cfg = crate::engine::EngineParams { exploration: 0.0, top_k: 1, ..cfg.params() }.check().unwrap_or(cfg);
         let updates = UpdateRates::from_history(h, as_of, cfg.dunning_window_days);
         let start = h.attempts.iter().map(|a| a.attempted_at).min();
         let mut points: Vec<Point> = Vec::new();

@@ -340,7 +340,9 @@ fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: 
 /// recoup logs the decisions itself)
 /// (hyperswitch logs no propensities, so exploring would only cost).
 pub fn engine_config(cfg: &EngineConfig, exploration: f64) -> EngineConfig {
-    EngineConfig { exploration: if exploration.is_finite() { exploration.clamp(0.0, 1.0) } else { 0.0 }, ..cfg.clone() }
+    let exploration = if exploration.is_finite() { exploration.clamp(0.0, 1.0) } else { 0.0 };
+    // Only the exploration changes, to a valid rate: the check cannot fail on a checked config.
+    engine::EngineParams { exploration, ..cfg.params() }.check().unwrap_or_else(|_| cfg.clone())
 }
 
 /// The answer, and what to log and count about it.

@@ -177,9 +177,9 @@ pub fn engine_config(path: Option<&PathBuf>) -> anyhow::Result<EngineConfig> {
         None => Ok(EngineConfig::default()),
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            let cfg: EngineConfig = toml::from_str(&text).with_context(|| format!("parsing engine settings {}", p.display()))?;
-            cfg.validate().map_err(|e| anyhow::anyhow!("engine settings {}: {e}", p.display()))?;
-            Ok(cfg)
+            let params: crate::engine::EngineParams =
+                toml::from_str(&text).with_context(|| format!("parsing engine settings {}", p.display()))?;
+            params.check().with_context(|| format!("engine settings {}", p.display()))
         }
     }
 }

@@ -327,8 +327,15 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
 async fn network_caps_hold_over_a_long_sequence_of_failed_retries() {
     let (_d, models) = registry();
     // No look-ahead discount and no costs: the engine would retry as often as allowed.
-    let engine =
-        EngineConfig { attempt_cost_minor: 0.0, daily_discount: 0.2, exploration: 0.0, dunning_window_days: 40, ..EngineConfig::default() };
+    let engine = recoup::engine::EngineParams {
+        attempt_cost_minor: 0.0,
+        daily_discount: 0.2,
+        exploration: 0.0,
+        dunning_window_days: 40,
+        ..Default::default()
+    }
+    .check()
+    .expect("valid");
     let mut s = start(&models, 4, engine).await;
     for (brand, code) in [("visa", "do_not_honor"), ("mastercard", "do_not_honor"), ("visa", "insufficient_funds")] {
         let mut req = request(brand, code);

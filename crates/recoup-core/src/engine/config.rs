@@ -1,5 +1,8 @@
 //! The engine's settings: economics (costs, discount), the grid's horizon, quiet
-//! hours, exploration and the two pessimism knobs, each checked before use.
+//! hours, exploration and the two pessimism knobs. linfa's pattern: what a caller
+//! writes is [`EngineParams`]; [`EngineParams::check`] turns it into an
+//! [`EngineConfig`], the only form the engine accepts, so no decision runs with a
+//! setting out of range.
 //!
 //! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
@@ -8,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::domain::Channel;
 use crate::rules::RulesConfig;
 
-/// Economics and behaviour of the engine.
+/// Economics and behaviour of the engine, as written (a TOML file, code); unchecked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct EngineConfig {
+pub struct EngineParams {
     /// Hours the candidate grid covers from the first allowed time.
     pub horizon_hours: i64,
     /// Local hours `[start, end)` in which no message or ask is sent when the
@@ -47,9 +50,9 @@ pub struct EngineConfig {
     pub rules: RulesConfig,
 }
 
-impl Default for EngineConfig {
+impl Default for EngineParams {
     fn default() -> Self {
-        EngineConfig {
+        EngineParams {
             horizon_hours: 14 * 24,
             support_pessimism: 1.0,
             message_quiet_hours: Some((21, 8)),
@@ -73,10 +76,42 @@ impl Default for EngineConfig {
     }
 }
 
+/// A setting no decision can be made with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {why}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub why: String,
+}
+
+/// Checked engine settings: made only by [`EngineParams::check`] (or the defaults,
+/// which a test checks); read through `Deref` as the [`EngineParams`] they hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
+pub struct EngineConfig(EngineParams);
+
+impl std::ops::Deref for EngineConfig {
+    type Target = EngineParams;
+    fn deref(&self) -> &EngineParams {
+        &self.0
+    }
+}
+
 impl EngineConfig {
+    /// The settings as written, to change some and check them again.
+    pub fn params(&self) -> EngineParams {
+        self.0.clone()
+    }
+}
+
+impl EngineParams {
     /// Refuse settings no decision can be made with, naming the field.
-    pub fn validate(&self) -> Result<(), String> {
-        let bad = |field: &str, why: &str| Err(format!("{field}: {why}"));
+    pub fn check(self) -> Result<EngineConfig, ConfigError> {
+        self.problem().map_or(Ok(EngineConfig(self)), |(field, why)| Err(ConfigError { field, why }))
+    }
+
+    fn problem(&self) -> Option<(&'static str, String)> {
+        let bad = |field: &'static str, why: &str| Some((field, why.to_string()));
         // Upper bounds keep every time the engine adds inside chrono's range.
         if !(1..=24 * 366).contains(&self.horizon_hours) {
             return bad("horizon_hours", "must be 1..=8784 (a year)");
@@ -94,7 +129,7 @@ impl EngineConfig {
             return bad("attempt_cost_minor", "must be a non-negative number");
         }
         if let Some((c, _)) = self.message_cost_minor.iter().find(|(_, v)| !(*v >= 0.0 && v.is_finite())) {
-            return bad("message_cost_minor", &format!("{}'s cost must be a non-negative number", <&str>::from(*c)));
+            return Some(("message_cost_minor", format!("{}'s cost must be a non-negative number", <&str>::from(*c))));
         }
         if !(0.0..1.0).contains(&self.daily_discount) {
             return bad("daily_discount", "must be in [0, 1)");
@@ -119,7 +154,7 @@ impl EngineConfig {
         if !(self.channel_pessimism >= 0.0 && self.channel_pessimism.is_finite()) {
             return bad("channel_pessimism", "must be a non-negative number of standard deviations (0: lifts as estimated)");
         }
-        Ok(())
+        None
     }
 
     pub fn message_cost(&self, c: Channel) -> f64 {

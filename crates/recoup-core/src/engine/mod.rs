@@ -42,7 +42,7 @@ mod tests;
 use chrono::Duration;
 
 pub use crate::limits::InvalidField;
-pub use config::EngineConfig;
+pub use config::{ConfigError, EngineConfig, EngineParams};
 pub use decision::{Action, AskPlan, Decision, NextStep, Reason, Slot, Term};
 pub use fixed::decide_fixed;
 pub use request::{CardAttempt, Constraints, PastPayment, Request, RequestAttempt, SentAsk};

@@ -84,7 +84,7 @@ fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
     // One slot: the comparison is of the same candidate.
     let slot = ceil_hour(failed_at + Duration::days(2));
     req.constraints = Constraints { earliest: Some(slot), latest: Some(slot), channels: vec![Channel::None], ..Default::default() };
-    let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
     let plain = model();
     let before = decide(&plain, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert!(!before.reasons.iter().any(|r| r.code == "failed_retries"));
@@ -120,7 +120,7 @@ fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() 
     let err = on_channel.check_schema().expect_err("a split on the channel is refused").to_string();
     assert!(err.contains("channel") && err.contains("retrain"), "{err}");
     let req = request();
-    let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, top_k: 100_000, ..Default::default() }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     let earlier = [EarlierAttempt::from(&req.attempts[0])];
     let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
@@ -148,7 +148,7 @@ fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() 
 #[test]
 fn hours_the_model_cannot_tell_apart_do_not_all_go_to_the_earliest() {
     let (m, req) = (model(), request());
-    let cfg = EngineConfig { exploration: 0.0, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
     let mut hours = std::collections::BTreeSet::new();
     for i in 0..40 {
         let r = Request { payment_id: format!("inv_{i}"), ..req.clone() };
@@ -163,7 +163,7 @@ fn hours_the_model_cannot_tell_apart_do_not_all_go_to_the_earliest() {
 #[test]
 fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
     let (m, req) = (model(), request());
-    let cfg = EngineConfig { exploration: 0.0, top_k: 12, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, top_k: 12, ..Default::default() }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert_eq!(d.action, Action::Retry);
     let earlier = [EarlierAttempt::from(&req.attempts[0])];
@@ -195,7 +195,7 @@ fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
         assert_eq!((first.p_success, first.channel), (chosen.p_success, chosen.channel));
     }
     // The partial selection keeps exactly the head of the full order.
-    let every = decide(&m, &EngineConfig { top_k: 100_000, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+    let every = decide(&m, &EngineParams { top_k: 100_000, ..cfg.params() }.check().expect("valid"), &req, (0.5, 0.5)).expect("decides");
     assert_eq!(every.alternatives.len() + 1, d.candidates_scored);
     assert_eq!(every.chosen, d.chosen);
     assert_eq!(every.alternatives[..12], d.alternatives[..]);
@@ -209,7 +209,7 @@ fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
 #[test]
 fn recovery_follows_the_best_slot_a_day_after_each_failure() {
     let (m, req) = (model(), request());
-    let cfg = EngineConfig { exploration: 0.0, top_k: 100_000, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, top_k: 100_000, ..Default::default() }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     let chosen = d.chosen.clone().expect("chosen");
     // Brute force over every scored slot: the best expected value at least 24 h after
@@ -270,14 +270,16 @@ fn an_expired_card_gets_a_valued_plan_of_asks() {
     let mut req = request();
     req.attempts[0].decline = DeclineCode::ExpiredCard;
     req.constraints = Constraints { channels: vec![Channel::Email, Channel::Sms], ..Default::default() };
-    let free = EngineConfig {
+    let free = EngineParams {
         exploration: 0.0,
         message_cost_minor: vec![],
         daily_discount: 0.0,
         channel_pessimism: 0.0,
         message_quiet_hours: None,
         ..Default::default()
-    };
+    }
+    .check()
+    .expect("valid");
     // Messages that lose nobody and cost nothing: ask on the most responsive channel at
     // every opportunity, once a day from now to the end of the window.
     let d = decide(&asking_model((0.0, 0.0), (0.0, 0.0)), &free, &req, (0.5, 0.5)).expect("decides");
@@ -309,7 +311,7 @@ fn an_expired_card_gets_a_valued_plan_of_asks() {
     assert!((plan.attrition - 0.01).abs() < 1e-12);
     assert!(plan.send_at > req.now, "{plan:?}");
     // When the payer may leave meanwhile (5 % of the value a day), it asks at once.
-    let impatient = EngineConfig { daily_discount: 0.05, ..free.clone() };
+    let impatient = EngineParams { daily_discount: 0.05, ..free.params() }.check().expect("valid");
     let now = decide(&fatigue, &impatient, &req, (0.5, 0.5)).expect("decides").ask.expect("a plan");
     assert_eq!((now.channel, now.send_at), (Channel::Email, req.now));
 
@@ -335,8 +337,13 @@ fn an_expired_card_gets_a_valued_plan_of_asks() {
 
     // By default no ask goes out in the payer's night (21:00–8:00 local): one due at
     // 07:25 Chicago time waits for 08:00.
-    let night =
-        decide(&fatigue, &EngineConfig { message_quiet_hours: Some((21, 8)), ..impatient.clone() }, &asked, (0.5, 0.5)).expect("decides");
+    let night = decide(
+        &fatigue,
+        &EngineParams { message_quiet_hours: Some((21, 8)), ..impatient.params() }.check().expect("valid"),
+        &asked,
+        (0.5, 0.5),
+    )
+    .expect("decides");
     let plan = night.ask.expect("a plan");
     assert_eq!(plan.send_at.with_timezone(&chrono_tz::America::Chicago).hour(), 8, "{plan:?}");
     // Not due now: a wait, with no channel to ask on yet.
@@ -361,10 +368,10 @@ fn an_expired_card_gets_a_valued_plan_of_asks() {
         constraints: Constraints { channels: vec![Channel::Email, Channel::Sms, Channel::InApp], ..Default::default() },
         ..req.clone()
     };
-    let open = EngineConfig { channel_pessimism: 0.0, ..impatient.clone() };
+    let open = EngineParams { channel_pessimism: 0.0, ..impatient.params() }.check().expect("valid");
     let plan = decide(&other, &open, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
     assert_eq!((plan.channel, plan.send_at), (Channel::InApp, req.now), "{plan:?}");
-    let careful = EngineConfig { channel_pessimism: 2.0, ..open };
+    let careful = EngineParams { channel_pessimism: 2.0, ..open.params() }.check().expect("valid");
     let plan = decide(&other, &careful, &any, (0.5, 0.5)).expect("decides").ask.expect("a plan");
     assert_eq!(plan.channel, Channel::Sms);
     assert!((plan.p_update - (0.28 + 0.72 * s)).abs() < 1e-12, "{plan:?}");
@@ -382,7 +389,7 @@ fn a_retry_is_valued_with_its_decline_class_and_stage_calibration() {
     m.weights[sms] = 0.5;
     let mut req = request();
     req.constraints.channels = vec![Channel::Sms];
-    let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 0.0, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, channel_pessimism: 0.0, ..Default::default() }.check().expect("valid");
     let class = req.attempts[0].decline.class() as usize;
     let global = m.platt();
     // Every cell the global scaling but this class's first retry.
@@ -404,7 +411,7 @@ fn a_noisy_channel_lift_is_discounted_by_its_uncertainty() {
     m.weights[sms] = 0.5;
     let mut req = request();
     req.constraints.channels = vec![Channel::Sms];
-    let cfg = EngineConfig { exploration: 0.0, channel_pessimism: 2.0, ..Default::default() };
+    let cfg = EngineParams { exploration: 0.0, channel_pessimism: 2.0, ..Default::default() }.check().expect("valid");
     let discounted = |d: &Decision| d.reasons.iter().find(|r| r.code == "channel_lift_discounted").map(|r| r.detail.clone());
     // No variances (an older model): the lift as estimated.
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
@@ -425,7 +432,8 @@ fn a_noisy_channel_lift_is_discounted_by_its_uncertainty() {
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert_eq!(d.chosen.expect("a retry").channel, Channel::None);
     // Pessimism off: the estimate again.
-    let d = decide(&m, &EngineConfig { channel_pessimism: 0.0, ..cfg.clone() }, &req, (0.5, 0.5)).expect("decides");
+    let d =
+        decide(&m, &EngineParams { channel_pessimism: 0.0, ..cfg.params() }.check().expect("valid"), &req, (0.5, 0.5)).expect("decides");
     assert_eq!(d.chosen.expect("a retry").channel, Channel::Sms);
     // The ask plan values the retry after an SMS ask with the same discount.
     let mut asking = asking_model((0.0, 0.0), (0.0, 0.0));
@@ -441,4 +449,25 @@ fn a_noisy_channel_lift_is_discounted_by_its_uncertainty() {
     m.weights[sms] = -0.5;
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert_eq!((d.chosen.as_ref().expect("a retry").channel, discounted(&d)), (Channel::None, None));
+}
+
+/// linfa's pattern: params are checked into the only config the engine takes; the
+/// defaults pass, and a setting out of range is refused naming its field.
+#[test]
+fn engine_params_are_checked_into_a_config() {
+    let checked = EngineParams::default().check().expect("the defaults are valid");
+    assert_eq!(checked, EngineConfig::default());
+    for (params, field) in [
+        (EngineParams { exploration: 1.5, ..Default::default() }, "exploration"),
+        (EngineParams { daily_discount: 1.0, ..Default::default() }, "daily_discount"),
+        (EngineParams { horizon_hours: 0, ..Default::default() }, "horizon_hours"),
+        (EngineParams { support_pessimism: f64::NAN, ..Default::default() }, "support_pessimism"),
+        (EngineParams { message_quiet_hours: Some((24, 3)), ..Default::default() }, "message_quiet_hours"),
+    ] {
+        assert_eq!(params.check().expect_err("refused").field, field);
+    }
+    // Reading a checked config reads its params; changing one means checking again.
+    let mut p = checked.params();
+    p.top_k = 3;
+    assert_eq!(p.check().expect("valid").top_k, 3);
 }
