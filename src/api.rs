@@ -13,7 +13,7 @@ use chrono_tz::Tz;
 
 use crate::declines::{normalize, DeclineCode, Signals};
 use crate::domain::{BillingInterval, CardBrand, CardFunding, CardId, Channel, Country, Currency, Outcome, PaymentMethod, RawCode};
-use crate::engine::{self, Constraints, Decision, InvalidField, RequestAttempt};
+use crate::engine::{self, Constraints, Decision, EarlierAttempt, InvalidField};
 use crate::features::PaymentFacts;
 
 /// Generated `recoup.v1` messages, client and server.
@@ -267,7 +267,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
         let decline = decline_of(&f("decline_code"), &a.decline_code, network_code, advice_code, method, facts.card_brand)?
             .ok_or_else(|| bad(f("decline_code"), "is required: give decline_code, network_code or advice_code"))?;
-        attempts.push(RequestAttempt {
+        attempts.push(EarlierAttempt {
             at,
             decline,
             network_code,

@@ -24,7 +24,7 @@ use strum::VariantArray;
 
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, Outcome};
-use crate::engine::{self, EngineConfig, RequestAttempt};
+use crate::engine::{self, EarlierAttempt, EngineConfig};
 use crate::features::PaymentFacts;
 use crate::model::SuccessModel;
 use crate::rules::{check_retry, Proposal, RuleViolation};
@@ -354,7 +354,7 @@ impl Learned {
             .attempts
             .iter()
             .filter(|a| a.past.outcome == Outcome::Failed)
-            .map(|a| RequestAttempt {
+            .map(|a| EarlierAttempt {
                 at: a.past.at,
                 decline: a.past.decline.unwrap_or(DeclineCode::Other),
                 network_code: a.past.network_code,

@@ -32,7 +32,7 @@ use serde::Serialize;
 use crate::attempt::Attempt;
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::{Channel, CustomerIx, Outcome};
-use crate::engine::{self, Action, EngineConfig, InvalidField, PastPayment, Request, RequestAttempt};
+use crate::engine::{self, Action, EarlierAttempt, EngineConfig, InvalidField, PastPayment, Request};
 use crate::history::History;
 use crate::model::SuccessModel;
 use crate::train::facts_of;
@@ -279,7 +279,7 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
     let attempts = p
         .attempts
         .iter()
-        .map(|a| RequestAttempt {
+        .map(|a| EarlierAttempt {
             at: a.attempted_at,
             decline: a.decline.unwrap_or(DeclineCode::Other),
             network_code: a.network_code,

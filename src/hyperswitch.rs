@@ -40,7 +40,7 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use crate::api::{bad, time, CallError};
 use crate::declines::{normalize, DeclineCode, Signals};
 use crate::domain::{CardBrand, CardFunding, CardId, Channel, Country, Currency, PaymentMethod, RawCode};
-use crate::engine::{self, Action, CardAttempt, Constraints, EngineConfig, InvalidField, RequestAttempt};
+use crate::engine::{self, Action, CardAttempt, Constraints, EarlierAttempt, EngineConfig, InvalidField};
 use crate::features::PaymentFacts;
 use crate::model::SuccessModel;
 
@@ -182,7 +182,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     .min(clock);
 
     let (retries, card_attempts) = spread_retries(&keys, started, clock);
-    let attempt = |at, decline, network_code, advice_code, card| RequestAttempt {
+    let attempt = |at, decline, network_code, advice_code, card| EarlierAttempt {
         at,
         decline,
         network_code,

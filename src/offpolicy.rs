@@ -55,7 +55,7 @@ use crate::history::History;
 use crate::model::SuccessModel;
 use crate::rules::{self, check_retry, Proposal, RulesConfig};
 use crate::sim::world::Action;
-use crate::train::{earlier_of, facts_of};
+use crate::train::facts_of;
 
 /// What a strategy sees of a logged payment: its attempts so far (all
 /// failed), the payer's earlier payments, and the time its proposal must follow.
@@ -250,7 +250,7 @@ fn projected(s: &dyn LoggedStrategy, v: &mut LoggedView, window_end: DateTime<Ut
 
 /// The payment's state before retry `k` (what q̂ scores a retry from).
 fn state_before(e: &LoggedEpisode, k: usize, updated: bool) -> Option<PaymentState> {
-    let earlier: Vec<EarlierAttempt> = e.attempts[..k].iter().map(earlier_of).collect();
+    let earlier: Vec<EarlierAttempt> = e.attempts[..k].iter().map(EarlierAttempt::from).collect();
     let payday = if k > 1 {
         let tz = e.attempts[0].timezone;
         crate::payday::infer(e.attempts[0].country, &crate::features::evidence_with_retries(&e.evidence, tz, &earlier))

@@ -67,7 +67,7 @@ pub enum RegistryError {
 pub fn probe(model: &SuccessModel) -> Result<(), String> {
     use crate::declines::DeclineCode;
     use crate::domain::{BillingInterval, CardBrand, CardFunding, PaymentMethod};
-    use crate::engine::{self, Constraints, EngineConfig, Request, RequestAttempt};
+    use crate::engine::{self, Constraints, EarlierAttempt, EngineConfig, Request};
     let t0 = chrono::DateTime::from_timestamp(1_772_463_600, 0).unwrap_or_default(); // 2026-03-02T15:00:00Z
     let facts = |method, card_brand| crate::features::PaymentFacts {
         amount_minor: 2_500,
@@ -91,7 +91,7 @@ pub fn probe(model: &SuccessModel) -> Result<(), String> {
         let req = Request {
             payment_id: "probe".into(),
             facts: facts(method, brand),
-            attempts: vec![RequestAttempt {
+            attempts: vec![EarlierAttempt {
                 at: t0,
                 decline,
                 network_code: None,

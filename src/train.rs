@@ -77,17 +77,6 @@ pub fn facts_of(a: &Attempt) -> PaymentFacts {
     }
 }
 
-/// An attempt of an open payment as an earlier attempt (it failed: only a payment's last attempt may succeed).
-pub fn earlier_of(a: &Attempt) -> EarlierAttempt {
-    EarlierAttempt {
-        at: a.attempted_at,
-        decline: a.decline.unwrap_or(DeclineCode::Other),
-        advice_code: a.advice_code,
-        channel: a.channel,
-        payment_method_updated: a.payment_method_updated.unwrap_or(false),
-    }
-}
-
 /// Evidence known strictly before `cutoff`.
 pub fn evidence_before(events: &[(DateTime<Utc>, Evidence)], cutoff: DateTime<Utc>) -> Vec<Evidence> {
     events.iter().filter(|(t, _)| *t < cutoff).map(|(_, e)| *e).collect()
@@ -141,7 +130,7 @@ pub fn build(h: &History) -> TrainingSet {
                 }
                 let evidence = evidence_before(&events, p[0].attempted_at);
                 let payday = crate::payday::infer(p[0].country, &evidence);
-                let earlier: Vec<EarlierAttempt> = p.iter().map(earlier_of).collect();
+                let earlier: Vec<EarlierAttempt> = p.iter().map(EarlierAttempt::from).collect();
                 // The inference with this payment's own funds retries: redone only when one is added.
                 let mut own_payday = payday;
                 for k in 1..p.len() {

@@ -65,6 +65,8 @@ fn from_request(h: &History, retry: &Attempt) -> Vec<u16> {
     let earlier: Vec<EarlierAttempt> = earlier
         .iter()
         .map(|a| EarlierAttempt {
+            network_code: None,
+            card: None,
             at: a.attempted_at,
             decline: a.decline.expect("earlier attempts failed"),
             advice_code: a.advice_code,

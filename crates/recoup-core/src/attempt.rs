@@ -3,7 +3,7 @@
 //! reads, with their `From` conversions here, next to them:
 //! - [`PastAttempt`]: what the network rules count (time, number, outcome, codes, card);
 //! - [`EarlierAttempt`]: what the features read of a still-open payment's attempts;
-//! - [`RequestAttempt`]: an attempt as a decision request gives it (all failed).
+//! - [`EarlierAttempt`]: an attempt as a decision request gives it (all failed).
 //!
 //! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
@@ -109,24 +109,10 @@ impl From<&Attempt> for PastAttempt {
     }
 }
 
-/// One earlier attempt of the payment being decided.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EarlierAttempt {
-    /// When it was attempted.
-    pub at: DateTime<Utc>,
-    /// Its normalized decline (every earlier attempt of a payment still open failed).
-    pub decline: DeclineCode,
-    /// Mastercard Merchant Advice Code, if any.
-    pub advice_code: Option<RawCode>,
-    /// Message sent before it (`None` when the column was empty).
-    pub channel: Option<Channel>,
-    /// The payer updated the payment method before it.
-    pub payment_method_updated: bool,
-}
-
-/// One earlier attempt of the payment being decided (all failed: the payment is open).
+/// One earlier attempt of a payment still open (so it failed): what a decision request
+/// gives, and what the features read, in training as in serving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RequestAttempt {
+pub struct EarlierAttempt {
     pub at: DateTime<Utc>,
     /// Normalized decline.
     pub decline: DeclineCode,
@@ -143,23 +129,26 @@ pub struct RequestAttempt {
     pub card: Option<CardId>,
 }
 
-impl From<&RequestAttempt> for EarlierAttempt {
-    /// What the features read of an attempt of the payment being decided.
-    fn from(a: &RequestAttempt) -> EarlierAttempt {
+impl From<&Attempt> for EarlierAttempt {
+    /// A record of an open payment as an earlier attempt (it failed: only a payment's
+    /// last attempt may succeed; a failure without a normalized code reads as `other`).
+    fn from(a: &Attempt) -> EarlierAttempt {
         EarlierAttempt {
-            at: a.at,
-            decline: a.decline,
+            at: a.attempted_at,
+            decline: a.decline.unwrap_or(DeclineCode::Other),
+            network_code: a.network_code,
             advice_code: a.advice_code,
             channel: a.channel,
-            payment_method_updated: a.payment_method_updated,
+            payment_method_updated: a.payment_method_updated.unwrap_or(false),
+            card: a.card,
         }
     }
 }
 
-impl From<&RequestAttempt> for PastAttempt {
+impl From<&EarlierAttempt> for PastAttempt {
     /// A request's attempt as the rules count it: `attempt_number` is its index
     /// among the payment's attempts (0 = the original charge); every one failed.
-    fn from(a: &RequestAttempt) -> PastAttempt {
+    fn from(a: &EarlierAttempt) -> PastAttempt {
         PastAttempt {
             at: a.at,
             attempt_number: 0,

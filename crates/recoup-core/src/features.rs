@@ -1000,6 +1000,8 @@ mod tests {
         assert!(groups().iter().all(|(_, levels)| levels.len() <= 256), "TimeLevels stores levels as u8");
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
         let earlier = [EarlierAttempt {
+            network_code: None,
+            card: None,
             at: t0,
             decline: DeclineCode::InsufficientFunds,
             advice_code: None,
@@ -1033,6 +1035,8 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
         let earlier = [
             EarlierAttempt {
+                network_code: None,
+                card: None,
                 at: t0,
                 decline: DeclineCode::InsufficientFunds,
                 advice_code: None,
@@ -1040,6 +1044,8 @@ mod tests {
                 payment_method_updated: false,
             },
             EarlierAttempt {
+                network_code: None,
+                card: None,
                 at: t0 + chrono::Duration::hours(30),
                 decline: DeclineCode::DoNotHonor,
                 advice_code: None,
@@ -1097,6 +1103,8 @@ mod tests {
             let t0 = Utc.with_ymd_and_hms(y, m, d, 21, 17, 42).unwrap();
             let earlier = [
                 EarlierAttempt {
+                    network_code: None,
+                    card: None,
                     at: t0 - chrono::Duration::days(3),
                     decline: DeclineCode::InsufficientFunds,
                     advice_code: None,
@@ -1104,6 +1112,8 @@ mod tests {
                     payment_method_updated: false,
                 },
                 EarlierAttempt {
+                    network_code: None,
+                    card: None,
                     at: t0,
                     decline: DeclineCode::InsufficientFunds,
                     advice_code: None,
@@ -1143,6 +1153,8 @@ mod tests {
         }
         let evidence: Vec<Evidence> = ev.into_iter().map(|(_, e)| e).collect();
         let earlier = [EarlierAttempt {
+            network_code: None,
+            card: None,
             at: at(7, 14),
             decline: DeclineCode::InsufficientFunds,
             advice_code: None,
@@ -1170,6 +1182,8 @@ mod tests {
         let t0 = Utc.with_ymd_and_hms(2026, 1, 5, 15, 0, 0).unwrap();
         let earlier: Vec<EarlierAttempt> = (0..60)
             .map(|k| EarlierAttempt {
+                network_code: None,
+                card: None,
                 at: t0 + chrono::Duration::hours(31 * k),
                 decline: if k % 7 == 3 { DeclineCode::DoNotHonor } else { DeclineCode::InsufficientFunds },
                 advice_code: None,

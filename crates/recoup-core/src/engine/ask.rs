@@ -41,7 +41,7 @@ pub(super) fn not_retryable(model: &SuccessModel, cfg: &EngineConfig, req: &Requ
         reasons.push(reason("stop", "the payer (or the bank for them) revoked the authorization or asked to stop: no retry and no ask"));
         return p.not_retrying(reasons, 0, 0);
     }
-    let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &p.earlier, &p.evidence, p.messages_before)).flatten();
+    let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, p.earlier, &p.evidence, p.messages_before)).flatten();
     let Some((plan, p_recovery)) = plan else {
         let ask = best_ask_channel(&req.constraints);
         reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));

@@ -45,7 +45,7 @@ pub use crate::limits::InvalidField;
 pub use config::{ConfigError, EngineConfig, EngineParams};
 pub use decision::{Action, AskPlan, Decision, NextStep, Reason, Slot, Term};
 pub use fixed::decide_fixed;
-pub use request::{CardAttempt, Constraints, PastPayment, Request, RequestAttempt, SentAsk};
+pub use request::{CardAttempt, Constraints, EarlierAttempt, PastPayment, Request, SentAsk};
 
 use decision::reason;
 use explain::Chosen;
@@ -93,7 +93,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let grid = Grid::new(cfg, req, &p);
     let mut scratch = Vec::with_capacity(64);
     let fixed_logit =
-        model.fixed_logit(&p.state) + value::failed_retries_shift(model, &req.facts, &p.earlier, &p.evidence, &mut reasons, &mut scratch);
+        model.fixed_logit(&p.state) + value::failed_retries_shift(model, &req.facts, p.earlier, &p.evidence, &mut reasons, &mut scratch);
     // This decline class's calibration at this retry stage.
     let platt = model.platt_for(p.last.decline.class(), p.retries(req));
     let channels = value::channels(model, cfg, req, &p, platt, &mut scratch);

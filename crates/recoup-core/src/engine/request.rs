@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 use strum::VariantArray;
 
 use super::decision::{stopped, Decision, Reason};
-pub use crate::attempt::RequestAttempt;
+pub use crate::attempt::EarlierAttempt;
 use crate::declines::DeclineCode;
 use crate::domain::{CardId, Channel, Outcome};
-use crate::features::{evidence_with_retries, payment_evidence, EarlierAttempt, PaymentFacts, PaymentState};
+use crate::features::{evidence_with_retries, payment_evidence, PaymentFacts, PaymentState};
 use crate::limits::{self, InvalidField};
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt};
@@ -62,7 +62,7 @@ pub struct Request {
     pub payment_id: String,
     pub facts: PaymentFacts,
     /// The payment's attempts so far, original charge first, all failed.
-    pub attempts: Vec<RequestAttempt>,
+    pub attempts: Vec<EarlierAttempt>,
     /// The payer updated the payment method since the last attempt.
     pub payment_method_updated: bool,
     /// Asks for a new payment method sent in this dunning that no retry
@@ -196,19 +196,19 @@ pub(super) fn rule_history(req: &Request) -> (Vec<PastAttempt>, Vec<PastAttempt>
 
 /// The payment as the model scores its next retry: the pay-day evidence of its earlier
 /// payments (reduced once to what inference reads: the failed-retries correction infers per
-/// earlier retry), its attempts, and the state before the next retry (its own failed funds
+/// earlier retry), and the state before the next retry (its own failed funds
 /// retries count as evidence too).
-pub(super) fn scored_payment(req: &Request) -> (Vec<Evidence>, Vec<EarlierAttempt>, Option<PaymentState>) {
+pub(super) fn scored_payment(req: &Request) -> (Vec<Evidence>, Option<PaymentState>) {
     let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
     let evidence = crate::payday::most_recent(&evidence);
-    let earlier: Vec<EarlierAttempt> = req.attempts.iter().map(EarlierAttempt::from).collect();
+    let earlier = &req.attempts;
     let state = PaymentState::new(
         req.facts.clone(),
-        &earlier,
+        earlier,
         req.payment_method_updated,
-        &evidence_with_retries(&evidence, req.facts.timezone, &earlier),
+        &evidence_with_retries(&evidence, req.facts.timezone, earlier),
     );
-    (evidence, earlier, state)
+    (evidence, state)
 }
 
 /// The network rules' facts of the request's payment.
@@ -219,15 +219,15 @@ pub(super) fn rule_facts(req: &Request) -> rules::Network {
 /// A validated request, read once: its first and last attempts, its attempts as the
 /// network rules read them, and the payment as the model scores its next retry.
 pub(super) struct Prepared<'r> {
-    pub first: &'r RequestAttempt,
-    pub last: &'r RequestAttempt,
+    pub first: &'r EarlierAttempt,
+    pub last: &'r EarlierAttempt,
     /// This payment's attempts as the rules read them.
     pub past: Vec<PastAttempt>,
     /// The same card's attempts in other payments.
     pub elsewhere: Vec<PastAttempt>,
     /// Pay-day evidence of the payer's earlier payments.
     pub evidence: Vec<Evidence>,
-    pub earlier: Vec<EarlierAttempt>,
+    pub earlier: &'r [EarlierAttempt],
     /// The state before the next retry.
     pub state: PaymentState,
     /// Messages already sent in this dunning (before retries, and asks): each one makes
@@ -243,7 +243,8 @@ impl<'r> Prepared<'r> {
             return Err(none());
         };
         let (past, elsewhere) = rule_history(req);
-        let (evidence, earlier, state) = scored_payment(req);
+        let (evidence, state) = scored_payment(req);
+        let earlier = &req.attempts;
         let state = state.ok_or_else(none)?;
         let messages_before = state.messages() + req.asks.len() as u32;
         Ok(Prepared { first, last, past, elsewhere, evidence, earlier, state, messages_before })

@@ -54,7 +54,7 @@ fn request() -> Request {
             billing_interval: Some(BillingInterval::Month),
             tenure_days: Some(200),
         },
-        attempts: vec![RequestAttempt {
+        attempts: vec![EarlierAttempt {
             at: t0,
             decline: DeclineCode::InsufficientFunds,
             network_code: None,
@@ -79,7 +79,7 @@ fn request() -> Request {
 fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
     let mut req = request();
     let failed_at = req.attempts[0].at + Duration::days(3);
-    req.attempts.push(RequestAttempt { at: failed_at, channel: Some(Channel::None), ..req.attempts[0].clone() });
+    req.attempts.push(EarlierAttempt { at: failed_at, channel: Some(Channel::None), ..req.attempts[0].clone() });
     req.now = failed_at + Duration::minutes(5);
     // One slot: the comparison is of the same candidate.
     let slot = ceil_hour(failed_at + Duration::days(2));
@@ -90,7 +90,7 @@ fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
     assert!(!before.reasons.iter().any(|r| r.code == "failed_retries"));
     let p_before = before.chosen.as_ref().map(|c| c.p_success).expect("a retry");
     // E: the failed retry scored from the state before it, at its time, without a message.
-    let first = PaymentState::new(req.facts.clone(), &[EarlierAttempt::from(&req.attempts[0])], false, &[]).expect("state");
+    let first = PaymentState::new(req.facts.clone(), &[req.attempts[0].clone()], false, &[]).expect("state");
     let expected = plain.predict(&first.encode(&Candidate { at: failed_at, channel: Channel::None }));
     let n = crate::declines::DeclineClass::VARIANTS.len();
     let mut corrected = plain.clone();
@@ -122,7 +122,7 @@ fn with_trees_the_grid_scores_equal_the_full_encoding_and_the_terms_name_them() 
     let req = request();
     let cfg = EngineParams { exploration: 0.0, top_k: 100_000, ..Default::default() }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
-    let earlier = [EarlierAttempt::from(&req.attempts[0])];
+    let earlier = [req.attempts[0].clone()];
     let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
     let chosen = d.chosen.clone().expect("chosen");
     assert!(d.alternatives.len() > 1000, "{} alternatives", d.alternatives.len());
@@ -166,7 +166,7 @@ fn grid_scores_equal_the_full_encoding_and_alternatives_are_the_next_best() {
     let cfg = EngineParams { exploration: 0.0, top_k: 12, ..Default::default() }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert_eq!(d.action, Action::Retry);
-    let earlier = [EarlierAttempt::from(&req.attempts[0])];
+    let earlier = [req.attempts[0].clone()];
     let state = PaymentState::new(req.facts.clone(), &earlier, false, &[]).expect("state");
     let chosen = d.chosen.clone().expect("chosen");
     let all: Vec<&Slot> = std::iter::once(&chosen).chain(&d.alternatives).collect();
