@@ -357,6 +357,8 @@ pub struct Answer {
     pub retry_at: Option<DateTime<Utc>>,
     pub p_success: f64,
     pub propensity: f64,
+    /// The holdout arm that answered: `model`, or `control:<schedule>`.
+    pub arm: String,
 }
 
 /// Decide one hyperswitch request with `model`; `cfg` from [`engine_config`].
@@ -366,6 +368,20 @@ pub fn decide(
     r: &decider::DeciderRequest,
     clock: DateTime<Utc>,
     default_country: Country,
+) -> Result<Answer, InvalidField> {
+    decide_in(model, cfg, r, clock, default_country, None)
+}
+
+/// [`decide`], or, for a payment in `holdout`, the holdout's control schedule under the
+/// network rules (`engine::decide_fixed`), as the `recoup.v1` route does. hyperswitch sends
+/// no customer id, so a payment is assigned by its `payment_id` (the same documented hash).
+pub fn decide_in(
+    model: &SuccessModel,
+    cfg: &EngineConfig,
+    r: &decider::DeciderRequest,
+    clock: DateTime<Utc>,
+    default_country: Country,
+    holdout: Option<&crate::api::Holdout>,
 ) -> Result<Answer, InvalidField> {
     let req = match to_engine(r, clock, default_country)? {
         Mapped::BudgetExhausted => {
@@ -377,11 +393,20 @@ pub fn decide(
                 retry_at: None,
                 p_success: 0.0,
                 propensity: 1.0,
+                arm: "model".into(),
             });
         }
         Mapped::Decide(req) => req,
     };
-    let d = engine::decide(model, cfg, &req, crate::api::request_randomness(&req))?;
+    let control = holdout.filter(|h| crate::api::holdout_fraction(&req.payment_id) < h.share);
+    let d = match control {
+        Some(h) => {
+            let (tz, failed) = (req.facts.timezone, req.attempts.first().map_or(req.now, |a| a.at));
+            let next = |after: DateTime<Utc>| h.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
+            engine::decide_fixed(model, cfg, &req, &h.schedule.name, &next)?
+        }
+        None => engine::decide(model, cfg, &req, crate::api::request_randomness(&req))?,
+    };
     let reason =
         d.reasons.iter().find(|r| !r.code.starts_with("constraint:")).or(d.reasons.first()).map(|r| r.code.clone()).unwrap_or_default();
     let chosen = d.chosen.as_ref().filter(|_| d.action == Action::Retry);
@@ -397,6 +422,7 @@ pub fn decide(
         retry_at: chosen.map(|c| c.retry_at),
         p_success: chosen.map_or(0.0, |c| c.p_success),
         propensity: d.propensity,
+        arm: control.map_or_else(|| "model".into(), |h| h.arm()),
     })
 }
 

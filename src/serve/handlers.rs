@@ -382,7 +382,7 @@ impl HyperswitchDecider {
     fn decide_now(&self, r: &hyperswitch::decider::DeciderRequest) -> Result<hyperswitch::decider::DeciderResponse, Status> {
         let state = &self.inner.state;
         let loaded = state.current();
-        match hyperswitch::decide(&loaded.model, &self.cfg, r, chrono::Utc::now(), self.default_country) {
+        match hyperswitch::decide_in(&loaded.model, &self.cfg, r, chrono::Utc::now(), self.default_country, state.holdout.as_ref()) {
             Ok(a) => {
                 if let Some(log) = &state.log {
                     log.decision(DecisionRecord {
@@ -391,7 +391,7 @@ impl HyperswitchDecider {
                         payment_id: r.payment_id.clone().unwrap_or_default(),
                         customer_id: String::new(),
                         model_version: loaded.version.clone(),
-                        arm: "model".into(),
+                        arm: a.arm.clone(),
                         action: a.action.into(),
                         next_step: a.reason.clone(),
                         retry_at: a.retry_at,

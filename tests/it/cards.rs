@@ -270,3 +270,27 @@ fn the_history_loader_reads_gateway_and_brand_codes_like_the_api() {
     assert_eq!(by_id("a1").card, by_id("a2").card);
     assert!(by_id("a1").card.is_some() && by_id("a3").card.is_none());
 }
+
+/// The holdout reaches hyperswitch's route too (#24): a payment in the control arm gets
+/// the control schedule's next slot under the network rules, its answer says so, and a
+/// payment outside it gets the model's answer, as it did without a holdout.
+#[test]
+fn hyperswitch_payments_in_the_holdout_follow_the_control_schedule() {
+    let started = clock() - Duration::hours(2);
+    let r = request("Visa", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
+    let schedules = recoup::backtest::parse_schedules(recoup::backtest::DEFAULT_SCHEDULES).expect("shipped schedules");
+    let schedule = schedules[0].clone();
+    let country = "US".parse().unwrap();
+    let all = recoup::api::Holdout { share: 1.0, schedule: schedule.clone() };
+    let held = hyperswitch::decide_in(model(), &cfg, &r, clock(), country, Some(&all)).expect("a valid request");
+    assert_eq!(held.arm, format!("control:{}", schedule.name));
+    assert_eq!(held.reason, "holdout_control");
+    let tz = recoup::calendar::default_timezone(country);
+    let slot = schedule.next_after(tz, started, clock()).expect("a slot in the window");
+    assert_eq!(retry_time(&held), Some(slot.retry_at), "the schedule's next slot");
+    let none = recoup::api::Holdout { share: 0.0, schedule };
+    let model_arm = hyperswitch::decide_in(model(), &cfg, &r, clock(), country, Some(&none)).expect("a valid request");
+    assert_eq!(model_arm.arm, "model");
+    assert_eq!(retry_time(&model_arm), retry_time(&decide(&r)), "outside the holdout, the model decides as before");
+}
