@@ -46,7 +46,7 @@ fn main() {
             continue;
         }
         let t0 = Instant::now();
-        let cfg = zoo::preset(name).expect("preset");
+        let cfg = zoo::preset(name).expect("preset").check().expect("a valid world");
         let log = dir.join(format!("{name}.parquet"));
         let mut df = generate::chunk(&World::new(cfg.clone(), 3, 12), 0..payers).to_frame().expect("frame");
         polars::prelude::ParquetWriter::new(std::fs::File::create(&log).expect("create")).finish(&mut df).expect("write");

@@ -143,7 +143,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         data_fingerprint: fingerprint,
         data_files: history.files.iter().map(|f| f.display().to_string()).collect(),
         data_rows: history.attempts.len() as u64,
-        config: job.cfg.clone(),
+        config: job.cfg.params(),
     };
     let dir = registry::write_version(&job.out, &trained.model, &trained.report, manifest)?;
     let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::model::SuccessModel;
-use crate::train::{Metrics, TrainConfig, TrainReport};
+use crate::train::{Metrics, TrainParams, TrainReport};
 
 /// The pointer file naming the current version.
 pub const CURRENT: &str = "CURRENT";
@@ -37,7 +37,7 @@ pub struct Manifest {
     pub data_fingerprint: String,
     pub data_files: Vec<String>,
     pub data_rows: u64,
-    pub config: TrainConfig,
+    pub config: TrainParams,
 }
 
 /// Errors of the registry, naming the path involved.

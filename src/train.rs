@@ -197,9 +197,10 @@ impl TrainingSet {
     }
 }
 
-/// Training settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainConfig {
+/// Training settings as written (flags, code, a manifest's record); unchecked.
+/// [`TrainParams::check`] makes the [`TrainConfig`] training takes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainParams {
     /// Share of the latest examples held out for testing.
     pub test_fraction: f64,
     /// Share of the latest training examples used to calibrate (Platt scaling).
@@ -216,9 +217,9 @@ pub struct TrainConfig {
     pub boost: BoostConfig,
 }
 
-impl Default for TrainConfig {
+impl Default for TrainParams {
     fn default() -> Self {
-        TrainConfig {
+        TrainParams {
             test_fraction: 0.25,
             calibration_fraction: 0.15,
             l2: vec![1e-5, 1e-4, 1e-3],
@@ -226,6 +227,54 @@ impl Default for TrainConfig {
             family: Family::Auto,
             boost: BoostConfig::default(),
         }
+    }
+}
+
+impl TrainParams {
+    /// Refuse settings no fit can be made with (shares that leave no fit split, an empty
+    /// or negative L2 path, boosting settings out of range), naming the setting.
+    pub fn check(self) -> Result<TrainConfig, FitError> {
+        let bad = |why: String| Err(FitError::Invalid(why));
+        let share = |v: f64| v > 0.0 && v < 1.0;
+        // The test split is the latest `test_fraction`; calibration the latest
+        // `calibration_fraction` of the rest; the fit gets what remains.
+        let fit_share = (1.0 - self.test_fraction) * (1.0 - self.calibration_fraction);
+        if !share(self.test_fraction) || !share(self.calibration_fraction) || fit_share < 0.05 {
+            return bad(format!(
+                "test_fraction {} and calibration_fraction {} must each be in (0, 1) and leave at least 5 % to fit on",
+                self.test_fraction, self.calibration_fraction
+            ));
+        }
+        if self.l2.is_empty() || self.l2.iter().any(|l| !(l.is_finite() && *l >= 0.0)) {
+            return bad(format!("l2 {:?}: give at least one non-negative penalty", self.l2));
+        }
+        if self.max_sweeps == 0 {
+            return bad("max_sweeps must be at least 1".into());
+        }
+        let b = &self.boost;
+        if !(b.learning_rate > 0.0 && b.learning_rate.is_finite() && b.l2 >= 0.0 && b.l2.is_finite() && b.leaves >= 2 && b.max_trees >= 1) {
+            return bad(format!("boosting settings out of range: {b:?}"));
+        }
+        Ok(TrainConfig(self))
+    }
+}
+
+/// Checked training settings (linfa's pattern): made only by [`TrainParams::check`] or
+/// from the defaults (a test checks them); read through `Deref`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TrainConfig(TrainParams);
+
+impl std::ops::Deref for TrainConfig {
+    type Target = TrainParams;
+    fn deref(&self) -> &TrainParams {
+        &self.0
+    }
+}
+
+impl TrainConfig {
+    /// The settings as written (what a model's manifest records).
+    pub fn params(&self) -> TrainParams {
+        self.0.clone()
     }
 }
 
@@ -1306,14 +1355,35 @@ mod tests {
         assert!(warm_up(&set, l2, 200, 20_000, &mut |_| {}).expect("runs").is_none());
     }
 
+    /// linfa's pattern: the defaults check, and settings no fit can use are refused by name.
+    #[test]
+    fn train_params_are_checked_into_a_config() {
+        assert_eq!(TrainParams::default().check().expect("the defaults are valid"), TrainConfig::default());
+        for (p, says) in [
+            (TrainParams { test_fraction: 0.0, ..TrainParams::default() }, "test_fraction"),
+            (TrainParams { test_fraction: 0.96, calibration_fraction: 0.5, ..TrainParams::default() }, "test_fraction"),
+            (TrainParams { l2: vec![], ..TrainParams::default() }, "l2"),
+            (TrainParams { l2: vec![1e-4, f64::NAN], ..TrainParams::default() }, "l2"),
+            (TrainParams { max_sweeps: 0, ..TrainParams::default() }, "max_sweeps"),
+            (TrainParams { boost: BoostConfig { leaves: 1, ..BoostConfig::default() }, ..TrainParams::default() }, "boosting"),
+        ] {
+            let e = p.check().expect_err("refused").to_string();
+            assert!(e.contains(says), "{e}");
+        }
+        // The CLI's widest test split still leaves a fit split.
+        TrainParams { test_fraction: 0.89, ..TrainParams::default() }.check().expect("valid");
+    }
+
     #[test]
     fn the_trees_family_fits_trees_then_only_the_channel_terms() {
         let set = synthetic(20_000, 3);
-        let cfg = TrainConfig {
+        let cfg = TrainParams {
             family: Family::Trees,
             boost: BoostConfig { leaves: 15, max_trees: 60, ..BoostConfig::default() },
-            ..TrainConfig::default()
-        };
+            ..TrainParams::default()
+        }
+        .check()
+        .expect("valid");
         let mut heard = Vec::new();
         let t = train(&set, &cfg, &mut |m| heard.push(m.to_string())).expect("trains");
         let m = &t.model;

@@ -93,7 +93,6 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         }
     };
     let cfg = crate::cli::simulate::world_config(a.world.as_deref(), a.preset.as_deref())?;
-    cfg.check()?;
     let world = World::new(cfg, a.seed, a.months);
     let schedules = match &a.schedules {
         Some(p) => backtest::parse_schedules(&std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?)

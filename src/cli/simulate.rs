@@ -83,8 +83,9 @@ pub struct Args {
 pub fn world_config(file: Option<&std::path::Path>, preset: Option<&str>) -> anyhow::Result<WorldConfig> {
     match (file, preset) {
         (Some(p), _) => Ok(WorldConfig::from_toml_file(p)?),
-        (None, Some(name)) => crate::sim::zoo::preset(name)
-            .ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names())),
+        (None, Some(name)) => Ok(crate::sim::zoo::preset(name)
+            .ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names()))?
+            .check()?),
         (None, None) => Ok(WorldConfig::default()),
     }
 }
@@ -103,7 +104,6 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let Some(out) = &a.out else { bail!("--out is required") };
-    cfg.check()?;
     if a.payers == 0 || a.payers >= (1 << 24) {
         bail!("--payers must be between 1 and 16777215, got {}", a.payers);
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::history::LoadOptions;
 use crate::pipeline::{to_registry, Job};
-use crate::train::{Family, TrainConfig};
+use crate::train::{Family, TrainParams};
 use crate::trees::BoostConfig;
 
 /// Train the retry-success model on history, evaluate it on the latest months and
@@ -117,12 +117,13 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         out: a.out.clone(),
         version: a.name.clone(),
         promote: a.promote,
-        cfg: TrainConfig {
+        cfg: TrainParams {
             test_fraction: a.test_fraction,
             family: a.family,
             boost: BoostConfig { max_trees: a.max_trees, leaves: a.leaves, learning_rate: a.learning_rate, ..BoostConfig::default() },
-            ..TrainConfig::default()
-        },
+            ..TrainParams::default()
+        }
+        .check()?,
         export_features: a.export_features.clone(),
         load: LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() },
     };

@@ -6,10 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{BillingInterval, Channel};
 
-/// Everything that shapes the simulated world.
+/// Everything that shapes the simulated world, as written (a TOML file, a preset, code);
+/// unchecked. [`WorldParams::check`] makes the [`WorldConfig`] a [`super::World`] takes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct WorldConfig {
+pub struct WorldParams {
     /// First day of the simulated period (UTC), `YYYY-MM-DD`.
     pub start: chrono::NaiveDate,
     /// Payer mix by country.
@@ -211,7 +212,7 @@ pub enum NeedsUpdateRetries {
     Regardless,
 }
 
-impl Default for WorldConfig {
+impl Default for WorldParams {
     fn default() -> Self {
         use crate::domain::CardBrand::*;
         let c = |country: &str, weight: f64, currency: &str, debit: f64| CountryMix {
@@ -220,7 +221,7 @@ impl Default for WorldConfig {
             currency: currency.parse().expect("valid literal"),
             debit_method_share: debit,
         };
-        WorldConfig {
+        WorldParams {
             start: chrono::NaiveDate::from_ymd_opt(2025, 1, 1).expect("valid date"),
             countries: vec![
                 c("US", 0.34, "USD", 0.08),
@@ -373,18 +374,43 @@ pub enum ConfigError {
     Invalid(String),
 }
 
+/// A checked world configuration (linfa's pattern, as for the engine): made only by
+/// [`WorldParams::check`] or from the defaults (a test checks them); read through `Deref`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
+pub struct WorldConfig(WorldParams);
+
+impl std::ops::Deref for WorldConfig {
+    type Target = WorldParams;
+    fn deref(&self) -> &WorldParams {
+        &self.0
+    }
+}
+
 impl WorldConfig {
     /// Read a TOML world file (fields not given keep their defaults) and check it.
     pub fn from_toml_file(path: &std::path::Path) -> Result<WorldConfig, ConfigError> {
         let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: p.clone(), source })?;
-        let cfg: WorldConfig = toml::from_str(&text).map_err(|source| ConfigError::Toml { path: p, source })?;
-        cfg.check()?;
-        Ok(cfg)
+        let params: WorldParams = toml::from_str(&text).map_err(|source| ConfigError::Toml { path: p, source })?;
+        params.check()
     }
 
-    /// Check ranges once, before any simulation starts.
-    pub fn check(&self) -> Result<(), ConfigError> {
+    /// The settings as written, to change some and check them again.
+    pub fn params(&self) -> WorldParams {
+        self.0.clone()
+    }
+}
+
+impl WorldParams {
+    /// Check ranges once, before any simulation starts; the checked form is the only one
+    /// a world is built from.
+    pub fn check(self) -> Result<WorldConfig, ConfigError> {
+        self.problem()?;
+        Ok(WorldConfig(self))
+    }
+
+    fn problem(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let prob = |name: &str, v: f64| -> Result<(), ConfigError> {
             if (0.0..=1.0).contains(&v) {

@@ -14,5 +14,5 @@ pub mod generate;
 pub mod world;
 pub mod zoo;
 
-pub use config::WorldConfig;
+pub use config::{WorldConfig, WorldParams};
 pub use world::{Action, Closed, Episode, EpisodeState, Payer, StepResult, World};

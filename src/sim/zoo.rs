@@ -7,7 +7,7 @@
 //! its description says; `recoup simulate --preset NAME --print-world` shows
 //! the full configuration.
 
-use super::config::{FundsModel, NeedsUpdateRetries, WorldConfig};
+use super::config::{FundsModel, NeedsUpdateRetries, WorldParams};
 use crate::domain::{BillingInterval, Channel};
 
 /// The presets: name and what differs.
@@ -21,9 +21,10 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("few-apps", "push and in-app messages reach 5 % of payers (few have the app); the log still sends them"),
 ];
 
-/// The world configuration of preset `name`, or `None` for an unknown name.
-pub fn preset(name: &str) -> Option<WorldConfig> {
-    let mut w = WorldConfig::default();
+/// The world parameters of preset `name` (check them to build a world), or `None` for an
+/// unknown name.
+pub fn preset(name: &str) -> Option<WorldParams> {
+    let mut w = WorldParams::default();
     match name {
         "default" => {}
         "careless-log" => {
@@ -71,9 +72,12 @@ mod tests {
     fn every_preset_is_a_valid_world_and_differs_from_the_default() {
         for (name, _) in PRESETS {
             let w = preset(name).expect("listed presets exist");
+            assert_eq!(*name == "default", w == WorldParams::default(), "{name}");
             w.check().unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(*name == "default", w == WorldConfig::default(), "{name}");
         }
         assert!(preset("nope").is_none());
+        // Parameters out of range never become a world configuration.
+        let err = WorldParams { monthly_churn: 2.0, ..WorldParams::default() }.check().expect_err("refused");
+        assert!(err.to_string().contains("monthly_churn"), "{err}");
     }
 }

@@ -99,7 +99,7 @@ fn ask_response_on_a_randomized_log_matches_the_payers_responsiveness() {
 /// every number is a probability with a finite error.
 #[test]
 fn ask_response_on_a_careless_log_comes_from_the_update_flags() {
-    let cfg = recoup::sim::zoo::preset("careless-log").unwrap();
+    let cfg = recoup::sim::zoo::preset("careless-log").unwrap().check().expect("a valid world");
     let h = generate::chunk(&World::new(cfg.clone(), 41, 12), 0..30_000).history;
     let a = attrition::estimate(&h);
     let asks = recoup::asks::estimate(&h, &a);
