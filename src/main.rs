@@ -1,4 +1,6 @@
 //! The `recoup` binary: parse flags, run, turn any error into one line and an exit code.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use clap::Parser;
 

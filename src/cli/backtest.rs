@@ -1,4 +1,6 @@
 //! `recoup backtest`: retry strategies side by side inside the simulated world.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,6 @@
 //! `recoup decide`: the decision engine on one JSON request, for people and scripts.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,7 @@
 //! `recoup export`: predicted recovery of every payment open at a cut-off, per
 //! payment or per segment, for finance's MRR forecast.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::collections::BTreeMap;
 use std::fs::File;

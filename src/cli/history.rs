@@ -1,4 +1,6 @@
 //! `recoup history`: validate a history and summarize it.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::io::Write;
 use std::path::PathBuf;

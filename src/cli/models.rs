@@ -1,4 +1,6 @@
 //! `recoup models`: list, show and promote model versions.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,4 +1,6 @@
 //! `recoup report`: what the service's own log says about it.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -1,4 +1,6 @@
 //! `recoup serve`: the gRPC decision service.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

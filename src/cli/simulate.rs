@@ -1,4 +1,6 @@
 //! `recoup simulate`: write history from the simulated world.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::fs::File;
 use std::path::PathBuf;

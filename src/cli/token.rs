@@ -1,4 +1,6 @@
 //! `recoup token`: make a bearer token for `recoup serve --tokens`.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::process::ExitCode;
 

@@ -1,4 +1,6 @@
 //! `recoup train`: fit the success model on a history and write a model version.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -8,6 +8,8 @@
 //! report counts both kinds of page so a user knows what was verified. A CRC
 //! covers a page's body, not its header: a flip in a header's statistics can
 //! pass unseen (a flip that breaks the header's structure cannot).
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;

@@ -8,6 +8,8 @@
 //!
 //! Assumption (stated in the contract's spirit: ids, codes and timestamps):
 //! a field never holds a line break, so every line is one record.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 /// One record that cannot be parsed.
 #[derive(Debug, Clone, PartialEq)]

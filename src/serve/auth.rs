@@ -15,6 +15,8 @@
 //! A client sends `authorization: Bearer <token>` (or `x-api-key: <token>`).
 //! A missing or unknown token answers `UNAUTHENTICATED`; a known token without
 //! the method's scope answers `PERMISSION_DENIED`.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::path::Path;
 

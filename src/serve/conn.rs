@@ -11,6 +11,8 @@
 //!   of spinning;
 //! - shutdown stops accepting, asks every connection to finish its calls
 //!   (HTTP/2 GOAWAY) and closes whatever is still open after `shutdown_grace`.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::convert::Infallible;
 use std::future::Future;

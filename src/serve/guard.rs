@@ -15,6 +15,8 @@
 //!    abandoned mid-body (`UNKNOWN` from the HTTP/2 layer) is `CANCELLED`.
 //! 5. **Metrics**: every call is counted here with its final status, including
 //!    those refused, shed, timed out, undecodable or panicked.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -16,6 +16,8 @@
 //!   checks it between items and stops.
 //! - **Contained.** A panic in one decision becomes `INTERNAL` for that call (or
 //!   an error item for that batch item), counted in `recoup_panics_total`.
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};

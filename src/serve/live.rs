@@ -14,6 +14,8 @@
 //!
 //! Memory is bounded: at most [`LiveCalibration::capacity`] answers wait for
 //! their report; past it the oldest is forgotten (counted).
+//!
+//! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

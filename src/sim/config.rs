@@ -1,6 +1,8 @@
 //! World parameters with documented defaults. Every number a user may want to
 //! change is here, loadable from a TOML file (`recoup simulate --world w.toml`);
 //! a file only needs the fields it changes.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use serde::{Deserialize, Serialize};
 

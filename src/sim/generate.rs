@@ -3,6 +3,8 @@
 //! probabilities, so every row carries its `propensity`).
 //!
 //! Produces typed rows and their polars frame; the caller (CLI) writes them out.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use chrono::{DateTime, Duration, Months, Utc};
 use rand::Rng;

@@ -7,6 +7,8 @@
 //! (world seed, payer, billing cycle, purpose), so two policies run on the
 //! same episode see the same random numbers for their k-th attempt and k-th
 //! message (common random numbers): differences between policies are not noise.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use chrono::{DateTime, Datelike, Days, Duration, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;

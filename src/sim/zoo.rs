@@ -6,6 +6,8 @@
 //! Each preset changes the default world ([`WorldConfig::default`]) in the way
 //! its description says; `recoup simulate --preset NAME --print-world` shows
 //! the full configuration.
+//!
+//! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use super::config::{FundsModel, NeedsUpdateRetries, WorldParams};
 use crate::domain::{BillingInterval, Channel};

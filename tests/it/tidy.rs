@@ -365,3 +365,31 @@ fn grpc_statuses_are_made_in_one_place() {
     assert!(in_api >= 10, "api.rs makes {in_api} statuses: the scan is broken");
     assert!(found.is_empty(), "statuses made outside api::CallError:\n{}", found.join("\n"));
 }
+
+/// Every source file's module doc says which side of the boundary it is on (#23), not
+/// only the top-level modules': a file of the core crate says core; one of the root
+/// crate says learning or edge (a submodule may differ from its parent's side only in
+/// the root crate). The code maps (`lib.rs`) and test files are exempt.
+#[test]
+fn every_source_file_says_its_side() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for (dir, sides) in [("crates/recoup-core/src", &["core"][..]), ("src", &["learning", "edge"][..])] {
+        let mut files = Vec::new();
+        rust_files(&root.join(dir), &mut files);
+        for path in files.iter().filter(|p| !p.ends_with("lib.rs") && !p.ends_with("tests.rs")) {
+            seen += 1;
+            let text = std::fs::read_to_string(path).expect("readable");
+            let rel = path.strip_prefix(root).unwrap_or(path).display().to_string();
+            let side = text.lines().take_while(|l| l.starts_with("//!")).find_map(|l| l.strip_prefix("//! Side: "));
+            match side {
+                Some(s) if sides.iter().any(|want| s.starts_with(want)) => {}
+                Some(s) => missing.push(format!("{rel}: \"Side: {s}\" but files under {dir} are {}", sides.join(" or "))),
+                None => missing.push(format!("{rel}: the module doc lacks a line \"//! Side: {}…\"", sides.join("|"))),
+            }
+        }
+    }
+    assert!(seen > 60, "only {seen} files: the scan is broken");
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+}
