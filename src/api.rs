@@ -462,7 +462,25 @@ impl Holdout {
     /// payer stays in one arm and any team can recompute the assignment.
     pub fn holds(&self, r: &v1::DecideRequest) -> bool {
         let id = r.payment.as_ref().map_or("", |p| if p.customer_id.is_empty() { p.payment_id.as_str() } else { p.customer_id.as_str() });
+        self.holds_id(id)
+    }
+
+    /// Whether the payer (or payment) with this id is in the holdout.
+    pub fn holds_id(&self, id: &str) -> bool {
         holdout_fraction(id) < self.share
+    }
+
+    /// The control arm's decision of an engine request: the schedule's next slot after the
+    /// first failure that the network rules allow ([`engine::decide_fixed`]).
+    pub fn decide(
+        &self,
+        model: &crate::model::SuccessModel,
+        cfg: &engine::EngineConfig,
+        er: &engine::Request,
+    ) -> Result<engine::Decision, InvalidField> {
+        let (tz, failed) = (er.facts.timezone, er.attempts.first().map_or(er.now, |a| a.at));
+        let next = |after: DateTime<Utc>| self.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
+        engine::decide_fixed(model, cfg, er, &self.schedule.name, &next)
     }
 }
 
@@ -489,9 +507,7 @@ pub fn decide_control(
     holdout: &Holdout,
 ) -> Result<(v1::DecideResponse, crate::declines::DeclineClass), InvalidField> {
     let er = to_engine(r, clock)?;
-    let (tz, failed) = (er.facts.timezone, er.attempts.first().map_or(er.now, |a| a.at));
-    let next = |after: DateTime<Utc>| holdout.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
-    let d = engine::decide_fixed(model, cfg, &er, &holdout.schedule.name, &next)?;
+    let d = holdout.decide(model, cfg, &er)?;
     Ok((to_response(&d, version), last_class(&er)))
 }
 

@@ -398,13 +398,9 @@ pub fn decide_in(
         }
         Mapped::Decide(req) => req,
     };
-    let control = holdout.filter(|h| crate::api::holdout_fraction(&req.payment_id) < h.share);
+    let control = holdout.filter(|h| h.holds_id(&req.payment_id));
     let d = match control {
-        Some(h) => {
-            let (tz, failed) = (req.facts.timezone, req.attempts.first().map_or(req.now, |a| a.at));
-            let next = |after: DateTime<Utc>| h.schedule.next_after(tz, failed, after).map(|a| (a.retry_at, a.channel));
-            engine::decide_fixed(model, cfg, &req, &h.schedule.name, &next)?
-        }
+        Some(h) => h.decide(model, cfg, &req)?,
         None => engine::decide(model, cfg, &req, crate::api::request_randomness(&req))?,
     };
     let reason =
