@@ -234,6 +234,14 @@ impl TrainParams {
     /// Refuse settings no fit can be made with (shares that leave no fit split, an empty
     /// or negative L2 path, boosting settings out of range), naming the setting.
     pub fn check(self) -> Result<TrainConfig, FitError> {
+        recoup_core::checked::Params::check(self)
+    }
+}
+
+impl recoup_core::checked::Params for TrainParams {
+    type Error = FitError;
+
+    fn problem(&self) -> Result<(), FitError> {
         let bad = |why: String| Err(FitError::Invalid(why));
         let share = |v: f64| v > 0.0 && v < 1.0;
         // The test split is the latest `test_fraction`; calibration the latest
@@ -255,28 +263,12 @@ impl TrainParams {
         if !(b.learning_rate > 0.0 && b.learning_rate.is_finite() && b.l2 >= 0.0 && b.l2.is_finite() && b.leaves >= 2 && b.max_trees >= 1) {
             return bad(format!("boosting settings out of range: {b:?}"));
         }
-        Ok(TrainConfig(self))
+        Ok(())
     }
 }
 
-/// Checked training settings (linfa's pattern): made only by [`TrainParams::check`] or
-/// from the defaults (a test checks them); read through `Deref`.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct TrainConfig(TrainParams);
-
-impl std::ops::Deref for TrainConfig {
-    type Target = TrainParams;
-    fn deref(&self) -> &TrainParams {
-        &self.0
-    }
-}
-
-impl TrainConfig {
-    /// The settings as written (what a model's manifest records).
-    pub fn params(&self) -> TrainParams {
-        self.0.clone()
-    }
-}
+/// Checked training settings (from [`TrainParams::check`]): the only form training takes.
+pub type TrainConfig = recoup_core::checked::Checked<TrainParams>;
 
 /// The model family `recoup train` fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]

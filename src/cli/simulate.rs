@@ -84,7 +84,7 @@ pub struct Args {
 /// The world from `--world FILE`, `--preset NAME`, or the default.
 pub fn world_config(file: Option<&std::path::Path>, preset: Option<&str>) -> anyhow::Result<WorldConfig> {
     match (file, preset) {
-        (Some(p), _) => Ok(WorldConfig::from_toml_file(p)?),
+        (Some(p), _) => Ok(crate::sim::WorldParams::from_toml_file(p)?),
         (None, Some(name)) => Ok(crate::sim::zoo::preset(name)
             .ok_or_else(|| anyhow::anyhow!("--preset: unknown world {name:?}; the zoo has {}", crate::sim::zoo::names()))?
             .check()?),

@@ -376,20 +376,10 @@ pub enum ConfigError {
     Invalid(String),
 }
 
-/// A checked world configuration (linfa's pattern, as for the engine): made only by
-/// [`WorldParams::check`] or from the defaults (a test checks them); read through `Deref`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-#[serde(transparent)]
-pub struct WorldConfig(WorldParams);
+/// A checked world configuration (from [`WorldParams::check`]): the only form a world is built from.
+pub type WorldConfig = recoup_core::checked::Checked<WorldParams>;
 
-impl std::ops::Deref for WorldConfig {
-    type Target = WorldParams;
-    fn deref(&self) -> &WorldParams {
-        &self.0
-    }
-}
-
-impl WorldConfig {
+impl WorldParams {
     /// Read a TOML world file (fields not given keep their defaults) and check it.
     pub fn from_toml_file(path: &std::path::Path) -> Result<WorldConfig, ConfigError> {
         let p = path.display().to_string();
@@ -398,19 +388,14 @@ impl WorldConfig {
         params.check()
     }
 
-    /// The settings as written, to change some and check them again.
-    pub fn params(&self) -> WorldParams {
-        self.0.clone()
+    /// Check ranges once, before any simulation starts.
+    pub fn check(self) -> Result<WorldConfig, ConfigError> {
+        recoup_core::checked::Params::check(self)
     }
 }
 
-impl WorldParams {
-    /// Check ranges once, before any simulation starts; the checked form is the only one
-    /// a world is built from.
-    pub fn check(self) -> Result<WorldConfig, ConfigError> {
-        self.problem()?;
-        Ok(WorldConfig(self))
-    }
+impl recoup_core::checked::Params for WorldParams {
+    type Error = ConfigError;
 
     fn problem(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));

@@ -6,6 +6,7 @@
 //!
 //! Code map, in reading order (each module's doc starts with its side of the boundary):
 //! - [`limits`]: the one set of bounds (times, counts, sizes) every route holds input to.
+//! - [`checked`]: settings checked once into the only form their users take (linfa's params → check → config).
 //! - [`domain`]: plain types: payment methods, channels, money, countries, raw codes.
 //! - [`declines`]: the normalized decline vocabulary, raw-code mappings, retry classes.
 //! - [`attempt`]: one vocabulary for a charge attempt: the history record and the views rules, features and requests read.
@@ -25,6 +26,7 @@ pub mod asks;
 pub mod attempt;
 pub mod attrition;
 pub mod calendar;
+pub mod checked;
 pub mod declines;
 pub mod domain;
 pub mod engine;

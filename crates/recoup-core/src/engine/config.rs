@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::checked::{Checked, Params};
 use crate::domain::Channel;
 use crate::rules::RulesConfig;
 
@@ -84,33 +85,24 @@ pub struct ConfigError {
     pub why: String,
 }
 
-/// Checked engine settings: made only by [`EngineParams::check`] (or the defaults,
-/// which a test checks); read through `Deref` as the [`EngineParams`] they hold.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-#[serde(transparent)]
-pub struct EngineConfig(EngineParams);
+/// Checked engine settings (from [`EngineParams::check`]): the only form the engine takes.
+pub type EngineConfig = Checked<EngineParams>;
 
-impl std::ops::Deref for EngineConfig {
-    type Target = EngineParams;
-    fn deref(&self) -> &EngineParams {
-        &self.0
-    }
-}
+impl Params for EngineParams {
+    type Error = ConfigError;
 
-impl EngineConfig {
-    /// The settings as written, to change some and check them again.
-    pub fn params(&self) -> EngineParams {
-        self.0.clone()
+    fn problem(&self) -> Result<(), ConfigError> {
+        self.first_problem().map_or(Ok(()), |(field, why)| Err(ConfigError { field, why }))
     }
 }
 
 impl EngineParams {
     /// Refuse settings no decision can be made with, naming the field.
     pub fn check(self) -> Result<EngineConfig, ConfigError> {
-        self.problem().map_or(Ok(EngineConfig(self)), |(field, why)| Err(ConfigError { field, why }))
+        Params::check(self)
     }
 
-    fn problem(&self) -> Option<(&'static str, String)> {
+    fn first_problem(&self) -> Option<(&'static str, String)> {
         let bad = |field: &'static str, why: &str| Some((field, why.to_string()));
         // Upper bounds keep every time the engine adds inside chrono's range.
         if !(1..=24 * 366).contains(&self.horizon_hours) {
