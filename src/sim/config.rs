@@ -351,8 +351,11 @@ impl Default for Costs {
 impl Default for LoggingPolicy {
     fn default() -> Self {
         LoggingPolicy {
-            retry_days: vec![1, 3, 5, 7, 10, 14],
-            jitter_hours: 6,
+            // Eight retries, each moved ±8 h: consecutive retries come 8 h to 4½ days apart, so the
+            // log shows a retry a day after a failed retry as well as several days after it
+            // (a learned policy decides only where its log has evidence: `crate::support`).
+            retry_days: vec![1, 2, 4, 6, 8, 11, 14, 18],
+            jitter_hours: 8,
             technical_first_retry_hours: 6,
             channel_probabilities: vec![(Channel::None, 0.3), (Channel::Email, 0.55), (Channel::Sms, 0.1), (Channel::Push, 0.05)],
             message_lead_hours: 1,

@@ -11,9 +11,9 @@ use recoup::sim::{generate, World, WorldConfig};
 /// The logging policy's shape with its jitter removed: fully supported by the log.
 fn supported() -> Offsets {
     Offsets {
-        name: "days 1/3/5/7/10/14, email".into(),
-        hours: vec![24, 72, 120, 168, 240, 336],
-        technical_hours: vec![3, 24, 72, 120, 168, 240, 336],
+        name: "days 1/2/4/6/8/11/14/18, email".into(),
+        hours: vec![24, 48, 96, 144, 192, 264, 336, 432],
+        technical_hours: vec![3, 24, 48, 96, 144, 192, 264, 336, 432],
         channel: Channel::Email,
     }
 }
