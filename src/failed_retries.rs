@@ -20,7 +20,7 @@ pub struct Example {
     pub succeeded: bool,
 }
 
-/// Fit the correction on `rows` (the fit split), with calibration `p = σ(a·z + b)` applied to
+/// Fit the correction on `rows` (the calibration split: the model's logit out of sample), with calibration `p = σ(a·z + b)` applied to
 /// the shifted logit. Per class: the means, then `γ` by Newton's method on the log-likelihood
 /// with a weak ridge (0.5·γ²); `γ = 0` where a class has fewer than [`MIN_ROWS`] later retries.
 pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {

@@ -413,7 +413,7 @@ fn channel_response(s: &mut String, _m: &Manifest, r: &TrainReport, model: &Succ
 
 /// The failed-retries correction per decline class.
 fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &SuccessModel) {
-    let _ = writeln!(s, "\n## What a payment's failed retries say (fit split)\n");
+    let _ = writeln!(s, "\n## What a payment's failed retries say (calibration split)\n");
     let fr = &model.failed_retries;
     if fr.is_empty() {
         let _ = writeln!(s, "Not estimated (a model trained before it existed): no shift.");
@@ -424,7 +424,7 @@ fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model
         let _ = writeln!(s, "effect to first order). γ is fitted per class with the model's logit as offset, clamped to [−8, 0]; a class");
         let _ = writeln!(
             s,
-            "with fewer than {} later retries in the fit split falls back to γ = 0 (no shift). After a failed retry, the",
+            "with fewer than {} later retries in the calibration split falls back to γ = 0 (no shift). After a failed retry, the",
             crate::failed_retries::MIN_ROWS
         );
         let _ = writeln!(s, "payment's own funds declines are pay-day evidence too (training and scoring alike).\n");

@@ -19,7 +19,8 @@
 //!
 //! where `mean` is the log's own average `E` for that decline class and retry
 //! number (the model's retry-number terms already price the average failure),
-//! and `γ ≤ 0` is fitted per decline class on the fit split with the model's
+//! and `γ ≤ 0` is fitted per decline class on the calibration split (where the
+//! model's logit is out of sample, as when serving) with the model's
 //! logit as an offset. Assumptions, written in the model card: the first retry
 //! needs none (the original charge is not a retry the model scored); a failure
 //! never makes the next retry likelier (`γ` is clamped to `[−8, 0]`); a class
