@@ -918,6 +918,120 @@ pub fn live_report(
     }
 }
 
+/// Calibration of the live model where it acted: one decline class's retries that the model arm
+/// chose and whose outcome was reported, next to the same class on the model's held-out split.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LiveCalibration {
+    /// A decline class, or `all`.
+    pub class: String,
+    pub retries: usize,
+    /// Mean p_success answered, and the share that succeeded.
+    pub predicted: f64,
+    pub realised: f64,
+    /// Expected calibration error over 10 bins of p_success.
+    pub ece: f64,
+    /// The held-out test split of the model that answered (`metrics.json`): examples, mean
+    /// predicted, observed; `None` when the model's metrics lack the class.
+    pub held_out: Option<(usize, f64, f64)>,
+}
+
+/// Each RETRY of the model arm whose retry was reported as followed (within the hour it named,
+/// after the message it named, as the live Prometheus calibration judges), with its class and
+/// outcome. A retry made at another time or channel is not the model's prediction.
+fn decided_retries<'a>(
+    decisions: &'a [DecisionRecord],
+    outcomes: &[OutcomeRecord],
+) -> Vec<(&'a DecisionRecord, crate::declines::DeclineClass, bool)> {
+    let mut reported: HashMap<(&str, u32), &OutcomeRecord> = HashMap::new();
+    for o in outcomes {
+        reported.insert((o.payment_id.as_str(), o.attempt_number), o);
+    }
+    decisions
+        .iter()
+        .filter(|d| d.arm == "model" && d.action == "RETRY" && !d.request.is_empty())
+        .filter_map(|d| {
+            let req = v1::DecideRequest::decode(d.request.as_slice()).ok()?;
+            let engine = crate::api::to_engine(&req, d.decided_at).ok()?;
+            let class = engine.attempts.last()?.decline.class();
+            let o = reported.get(&(d.payment_id.as_str(), req.attempts.len() as u32))?;
+            let channel = if o.channel.is_empty() { "none" } else { o.channel.as_str() };
+            let followed = d.retry_at.is_some_and(|t| (o.attempted_at - t).num_minutes().abs() < 60) && channel == channel_name(&d.channel);
+            followed.then_some((d, class, o.outcome == "succeeded"))
+        })
+        .collect()
+}
+
+/// [`LiveCalibration`] per decline class with reported retries, then `all`; `held_out` reads
+/// the answering model's test-split calibration per class (both retry stages pooled).
+pub fn live_calibration(
+    decisions: &[DecisionRecord],
+    outcomes: &[OutcomeRecord],
+    held_out: Option<&[crate::train::CellCalibration]>,
+) -> Vec<LiveCalibration> {
+    let rows = decided_retries(decisions, outcomes);
+    let one = |class: &str, rs: &[(f64, bool)]| {
+        let n = rs.len();
+        let mut bins = [(0usize, 0.0f64, 0.0f64); 10];
+        for &(p, y) in rs {
+            let b = &mut bins[((p * 10.0) as usize).min(9)];
+            b.0 += 1;
+            b.1 += p;
+            b.2 += y as u8 as f64;
+        }
+        let ece = bins.iter().filter(|b| b.0 > 0).map(|b| (b.1 - b.2).abs() / n as f64).sum();
+        let cells: Vec<&crate::train::CellCalibration> =
+            held_out.unwrap_or(&[]).iter().filter(|c| class == "all" || c.class == class).collect();
+        let m: usize = cells.iter().map(|c| c.examples).sum();
+        LiveCalibration {
+            class: class.to_string(),
+            retries: n,
+            predicted: rs.iter().map(|r| r.0).sum::<f64>() / n as f64,
+            realised: rs.iter().filter(|r| r.1).count() as f64 / n as f64,
+            ece,
+            held_out: (m > 0).then(|| {
+                let w = |f: &dyn Fn(&crate::train::CellCalibration) -> f64| {
+                    cells.iter().map(|c| c.examples as f64 * f(c)).sum::<f64>() / m as f64
+                };
+                (m, w(&|c| c.mean_predicted), w(&|c| c.observed))
+            }),
+        }
+    };
+    let mut out = Vec::new();
+    for class in <crate::declines::DeclineClass as strum::VariantArray>::VARIANTS {
+        let rs: Vec<(f64, bool)> = rows.iter().filter(|r| r.1 == *class).map(|r| (r.0.p_success, r.2)).collect();
+        if !rs.is_empty() {
+            out.push(one(<&str>::from(*class), &rs));
+        }
+    }
+    if !rows.is_empty() {
+        out.push(one("all", &rows.iter().map(|r| (r.0.p_success, r.2)).collect::<Vec<_>>()));
+    }
+    out
+}
+
+/// The key features' population over the log's payments (each at its first decision with a
+/// request), and the model version that answered most of them.
+pub fn live_population(decisions: &[DecisionRecord]) -> (Option<String>, crate::drift::Population) {
+    let mut first: HashMap<&str, &DecisionRecord> = HashMap::new();
+    for d in decisions.iter().filter(|d| !d.request.is_empty()) {
+        let e = first.entry(d.payment_id.as_str()).or_insert(d);
+        if d.decided_at < e.decided_at {
+            *e = d;
+        }
+    }
+    let mut pop = crate::drift::Population::default();
+    let mut versions: HashMap<&str, usize> = HashMap::new();
+    for d in first.values() {
+        let Ok(req) = v1::DecideRequest::decode(d.request.as_slice()) else { continue };
+        let Ok(engine) = crate::api::to_engine(&req, d.decided_at) else { continue };
+        let Some(first_failure) = engine.attempts.first() else { continue };
+        pop.add(&crate::drift::levels(&engine.facts, first_failure.decline.class()));
+        *versions.entry(d.model_version.as_str()).or_default() += 1;
+    }
+    let version = versions.into_iter().max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(a.0))).map(|(v, _)| v.to_string());
+    (version, pop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
 //! - [`offpolicy`]: the same strategies estimated on logged history from its propensities.
 //! - [`export`]: the calibrated recovery forecast of payments open at a cut-off.
+//! - [`drift`]: the key features' population in training and live, compared by PSI.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
@@ -43,6 +44,7 @@ pub mod attrition;
 pub mod backtest;
 pub mod cli;
 pub mod decision_log;
+pub mod drift;
 pub mod export;
 pub mod failed_retries;
 pub mod history;

@@ -88,6 +88,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
     let mut trained = train(&set, &job.cfg, progress)?;
     let fit_seconds = trained.fit_seconds;
     trained.model.attrition = crate::attrition::estimate(&history);
+    trained.report.population = crate::drift::Population::of_history(&history);
     if trained.model.attrition.is_empty() {
         progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; messages are not charged for the payers they lose");
     } else {

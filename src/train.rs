@@ -863,6 +863,10 @@ pub struct TrainReport {
     /// Mean predicted against observed success per decline class and retry stage, test split.
     #[serde(default)]
     pub class_calibration: Vec<CellCalibration>,
+    /// The failed payments' key features, counted (what `recoup report live` measures drift
+    /// against); empty for a model trained before it existed.
+    #[serde(default)]
+    pub population: crate::drift::Population,
 }
 
 /// Test-split calibration of one decline class at one retry stage.
@@ -1233,6 +1237,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         baseline_code_payday: metrics(&b2, &test.labels, &test.declines),
         channel_lift: channel_lift(&model, &test),
         class_calibration: class_calibration(&examples[test_start..], &p_test),
+        population: Default::default(),
     };
     Ok(Trained { model, report, fit_seconds })
 }

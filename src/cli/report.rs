@@ -25,8 +25,13 @@ pub enum ReportCommand {
     /// recovery rate, recovered amount and net per payment (recovered − attempt and message
     /// costs, the engine's defaults), with bootstrap 95 % intervals, and the model's arm
     /// minus each control arm. Recovery counts the outcomes reported with ReportAttempts.
+    /// Then the live model against its held-out test split: predicted and realised success of
+    /// the retries it chose whose outcome was reported, per decline class, with the test split's
+    /// figures from the answering version's metrics.json; and population drift of six key
+    /// features of the log's payments against that version's training data (PSI: < 0.1 stable,
+    /// 0.1–0.25 moderate, > 0.25 major: retrain on recent history).
     #[command(
-        after_help = "Examples:\n  recoup report live decision-log/\n  recoup report live decision-log/ --as-of 2026-12-01T00:00:00Z --json"
+        after_help = "Examples:\n  recoup report live decision-log/\n  recoup report live decision-log/ --as-of 2026-12-01T00:00:00Z --json\n  recoup report live decision-log/ --models /srv/recoup/models/"
     )]
     Live(LiveArgs),
 }
@@ -46,6 +51,74 @@ pub struct LiveArgs {
     /// Print the report as JSON.
     #[arg(long, env = "RECOUP_REPORT_JSON")]
     pub json: bool,
+    /// Model registry holding the versions the log names (for their held-out figures and
+    /// training population).
+    #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_REPORT_MODELS")]
+    pub models: PathBuf,
+}
+
+/// The live model against its held-out split and its training population.
+#[derive(Debug, serde::Serialize)]
+struct Checks {
+    /// The version compared against (the one that answered most payments).
+    version: Option<String>,
+    /// Why the held-out figures or the training population are missing, if they are.
+    note: Option<String>,
+    calibration: Vec<crate::decision_log::LiveCalibration>,
+    drift: Vec<crate::drift::FeatureDrift>,
+}
+
+fn checks(a: &LiveArgs, decisions: &[crate::decision_log::DecisionRecord], outcomes: &[crate::decision_log::OutcomeRecord]) -> Checks {
+    let (version, live) = crate::decision_log::live_population(decisions);
+    let described = version.as_deref().map(|v| crate::registry::describe(&a.models, v));
+    let (report, note) = match described {
+        Some(Ok((_, r))) => {
+            let note = (r.population.payments == 0)
+                .then(|| "the model's metrics.json has no training population (trained before it existed): no drift figures".to_string());
+            (Some(r), note)
+        }
+        Some(Err(e)) => (None, Some(format!("model {}: {e}: no held-out figures or drift", version.as_deref().unwrap_or("")))),
+        None => (None, Some("no decision with a request in the log".to_string())),
+    };
+    Checks {
+        calibration: crate::decision_log::live_calibration(decisions, outcomes, report.as_ref().map(|r| r.class_calibration.as_slice())),
+        drift: report.as_ref().map(|r| r.population.drift(&live)).unwrap_or_default(),
+        version,
+        note,
+    }
+}
+
+fn print_checks(out: &mut impl Write, c: &Checks) -> std::io::Result<()> {
+    let version = c.version.as_deref().unwrap_or("?");
+    writeln!(out, "\nlive calibration: retries the model chose whose outcome was reported, against model {version}'s held-out test split")?;
+    writeln!(
+        out,
+        "{:<14} {:>8} {:>10} {:>9} {:>7}   {:>9} {:>10} {:>9}",
+        "class", "retries", "predicted", "realised", "ECE", "held-out", "predicted", "realised"
+    )?;
+    for k in &c.calibration {
+        let (m, hp, hr) = k
+            .held_out
+            .map_or(("-".to_string(), "-".to_string(), "-".to_string()), |(m, p, r)| (m.to_string(), format!("{p:.3}"), format!("{r:.3}")));
+        writeln!(
+            out,
+            "{:<14} {:>8} {:>10.3} {:>9.3} {:>7.3}   {:>9} {:>10} {:>9}",
+            k.class, k.retries, k.predicted, k.realised, k.ece, m, hp, hr
+        )?;
+    }
+    if c.calibration.is_empty() {
+        writeln!(out, "no reported outcome of a retry the model chose yet")?;
+    }
+    writeln!(out, "\npopulation drift against model {version}'s training data (PSI: < 0.1 stable, 0.1–0.25 moderate, > 0.25 major)")?;
+    for d in &c.drift {
+        let moved: Vec<String> =
+            d.largest.iter().map(|l| format!("{} {:.1} % → {:.1} %", l.level, 100.0 * l.train, 100.0 * l.live)).collect();
+        writeln!(out, "{:<17} {:>6.3}  {:<15} {}", d.feature, d.psi, d.verdict, moved.join(", "))?;
+    }
+    if let Some(n) = &c.note {
+        writeln!(out, "note: {n}")?;
+    }
+    Ok(())
 }
 
 /// Run `recoup report`.
@@ -61,9 +134,17 @@ fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
         crate::decision_log::read(&a.log).with_context(|| format!("reading the decision log {}", a.log.display()))?;
     let cfg = crate::engine::EngineConfig::default();
     let r = crate::decision_log::live_report(&decisions, &outcomes, &cfg, a.as_of, a.resamples);
+    let checks = checks(a, &decisions, &outcomes);
     let mut out = std::io::stdout().lock();
     if a.json {
-        serde_json::to_writer_pretty(&mut out, &r)?;
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            live: &'a crate::decision_log::LiveReport,
+            #[serde(flatten)]
+            checks: &'a Checks,
+        }
+        serde_json::to_writer_pretty(&mut out, &Json { live: &r, checks: &checks })?;
         writeln!(out)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -103,5 +184,6 @@ fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     if r.arms.is_empty() {
         writeln!(out, "no payment's window has closed yet: nothing to compare")?;
     }
+    print_checks(&mut out, &checks)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -198,6 +198,8 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
         .args(["report", "live", "--json", "--resamples", "200"])
         .arg(log_dir.path())
+        .arg("--models")
+        .arg(&models)
         .output()
         .expect("runs");
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
@@ -221,6 +223,31 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
         "{live}"
     );
     assert_eq!(live["model_minus_control"].as_array().map(Vec::len), Some(1), "{live}");
+
+    // Live against held-out: the model arm's followed retries, per class, next to the answering
+    // version's test split; the control arm's retries are not the model's predictions.
+    let current = std::fs::read_to_string(models.join("CURRENT")).expect("CURRENT");
+    assert_eq!(live["version"].as_str(), Some(current.trim()), "{live}");
+    let mine: Vec<&(i64, f64, f64)> = followed.iter().filter(|(i, _, _)| !in_control.contains(i)).collect();
+    assert!(!mine.is_empty(), "some followed retries are the model arm's");
+    let cal = live["calibration"].as_array().expect("calibration");
+    let funds = cal.iter().find(|c| c["class"] == "soft_funds").expect("soft_funds calibrated");
+    assert_eq!(funds["retries"].as_u64(), Some(mine.len() as u64), "{funds}");
+    let predicted = mine.iter().map(|(_, _, p)| p).sum::<f64>() / mine.len() as f64;
+    let realised = mine.iter().filter(|(i, _, _)| i % 2 == 0).count() as f64 / mine.len() as f64;
+    assert!((funds["predicted"].as_f64().unwrap() - predicted).abs() < 1e-9, "{funds}");
+    assert!((funds["realised"].as_f64().unwrap() - realised).abs() < 1e-9, "{funds}");
+    let held_out = funds["held_out"].as_array().expect("the test split's soft_funds figures");
+    assert!(held_out[0].as_u64().unwrap() > 1000, "{funds}");
+    assert_eq!(cal.last().map(|c| &c["class"]), Some(&serde_json::json!("all")));
+    // Drift: every request here is a US card declined for funds, unlike the training data.
+    let drift = live["drift"].as_array().expect("drift");
+    assert_eq!(drift.len(), recoup::drift::FEATURES.len(), "{live}");
+    let class = drift.iter().find(|d| d["feature"] == "decline_class").expect("decline_class");
+    assert!(class["psi"].as_f64().unwrap() > recoup::drift::MAJOR, "{class}");
+    assert_eq!(class["verdict"], "major shift");
+    assert_eq!(class["largest"][0]["level"], "soft_funds", "{class}");
+    assert!(drift.iter().all(|d| d["psi"].as_f64().is_some_and(f64::is_finite)), "{live}");
 
     let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
     // 13 original charges (the batch's too) and 12 retries.
