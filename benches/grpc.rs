@@ -24,7 +24,8 @@
 //! bearer token and sends it; RECOUP_BENCH_BIN=PATH benches another build of
 //! `recoup` (e.g. the previous release, for an A/B on the same machine state;
 //! it must take the same flags). RECOUP_BENCH_DECISION_LOG=1 keeps the decision
-//! log (`--decision-log`, Parquet) and reports what it wrote and dropped.
+//! log (`--decision-log`, Parquet) and reports what it wrote and dropped;
+//! RECOUP_BENCH_DECISION_LOG=postgres://… keeps it in that PostgreSQL database.
 
 mod common;
 
@@ -155,7 +156,7 @@ impl Drop for Server {
 
 /// The server's TLS certificate, decision log and bearer token, as the bench's
 /// environment asks; returns the token the load generator sends.
-fn server_options(serve: &mut Command, dir: &std::path::Path, tls: bool, auth: bool, decision_log: bool) -> Option<String> {
+fn server_options(serve: &mut Command, dir: &std::path::Path, tls: bool, auth: bool, decision_log: Option<&str>) -> Option<String> {
     if tls {
         let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
         let made = Command::new("openssl")
@@ -168,9 +169,15 @@ fn server_options(serve: &mut Command, dir: &std::path::Path, tls: bool, auth: b
         assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
         serve.arg("--tls-cert").arg(&cert).arg("--tls-key").arg(&key);
     }
-    if decision_log {
-        let _ = std::fs::remove_dir_all(dir.join("decision-log"));
-        serve.arg("--decision-log").arg(dir.join("decision-log"));
+    match decision_log {
+        Some("1") => {
+            let _ = std::fs::remove_dir_all(dir.join("decision-log"));
+            serve.arg("--decision-log").arg(dir.join("decision-log"));
+        }
+        Some(url) => {
+            serve.arg("--decision-log").arg(url);
+        }
+        None => {}
     }
     auth.then(|| {
         let token = "rcp_bench_token".to_string();
@@ -210,7 +217,8 @@ fn main() {
     let bin = std::env::var("RECOUP_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_recoup").to_string());
     let tls = std::env::var("RECOUP_BENCH_TLS").is_ok_and(|v| v == "1");
     let auth = std::env::var("RECOUP_BENCH_AUTH").is_ok_and(|v| v == "1");
-    let decision_log = std::env::var("RECOUP_BENCH_DECISION_LOG").is_ok_and(|v| v == "1");
+    let log_target = std::env::var("RECOUP_BENCH_DECISION_LOG").ok().filter(|v| v == "1" || v.starts_with("postgres"));
+    let decision_log = log_target.is_some();
     let mut serve = Command::new(&bin);
     serve
         .args([
@@ -224,7 +232,7 @@ fn main() {
         ])
         .arg("--models")
         .arg(&models);
-    let token = server_options(&mut serve, &dir, tls, auth, decision_log);
+    let token = server_options(&mut serve, &dir, tls, auth, log_target.as_deref());
     let server = Server(serve.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start recoup serve"));
     let up = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -236,7 +244,11 @@ fn main() {
         "server: {bin}{}{}{}",
         if tls { ", TLS" } else { "" },
         if auth { ", bearer token required" } else { "" },
-        if decision_log { ", decision log (Parquet)" } else { "" }
+        match log_target.as_deref() {
+            Some("1") => ", decision log (Parquet)",
+            Some(_) => ", decision log (PostgreSQL)",
+            None => "",
+        }
     );
     let load = Load { port, seconds, clients, streams, tls, token };
     let echo = h2load("echo", &load, "/recoup.bench.v1.Echo/Echo", &echo_body, None);

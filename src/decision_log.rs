@@ -116,10 +116,39 @@ pub struct OutcomeRecord {
     pub payment_method_updated: bool,
 }
 
-/// How the writer rotates files.
+pub mod postgres;
+
+/// Where the log lives: a directory of Parquet files (the embedded default) or a PostgreSQL
+/// database (`postgres://…`, the tables of `migrations/`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogTarget {
+    Files(PathBuf),
+    Postgres(String),
+}
+
+impl LogTarget {
+    /// A `postgres://` or `postgresql://` URL names a database; anything else a directory.
+    pub fn parse(s: &str) -> LogTarget {
+        if postgres::is_url(s) {
+            LogTarget::Postgres(s.to_string())
+        } else {
+            LogTarget::Files(PathBuf::from(s))
+        }
+    }
+
+    /// For messages: the directory, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            LogTarget::Files(d) => d.display().to_string(),
+            LogTarget::Postgres(url) => postgres::redacted(url),
+        }
+    }
+}
+
+/// How the writer flushes (and, for files, rotates).
 #[derive(Debug, Clone)]
 pub struct LogConfig {
-    pub dir: PathBuf,
+    pub target: LogTarget,
     /// Write the decisions gathered so far at least this often.
     pub flush_every: Duration,
     /// Decisions per file at most.
@@ -129,8 +158,14 @@ pub struct LogConfig {
 }
 
 impl LogConfig {
+    /// A log of Parquet files under `dir`.
     pub fn new(dir: PathBuf) -> LogConfig {
-        LogConfig { dir, flush_every: Duration::from_secs(1), rows_per_file: 100_000, queue: 65_536 }
+        LogConfig::at(LogTarget::Files(dir))
+    }
+
+    /// A log at `target`, with the default flushing.
+    pub fn at(target: LogTarget) -> LogConfig {
+        LogConfig { target, flush_every: Duration::from_secs(1), rows_per_file: 100_000, queue: 65_536 }
     }
 }
 
@@ -195,16 +230,32 @@ impl Drop for LogWriter {
 }
 
 impl DecisionLog {
-    /// Create the directories and start the writer thread; drop the [`LogWriter`] to stop it.
+    /// Create the directories (or connect to the database and apply its migrations) and start
+    /// the writer thread; drop the [`LogWriter`] to stop it. A database that cannot be reached
+    /// is an error here, not a silent loss later.
     pub fn open(cfg: LogConfig, counters: LogCounters) -> Result<(DecisionLog, LogWriter), LogError> {
-        for sub in ["decisions", "outcomes"] {
-            let d = cfg.dir.join(sub);
-            std::fs::create_dir_all(&d).ctx(|| format!("creating the decision log directory {}", d.display()))?;
-        }
         let (tx, rx) = sync_channel(cfg.queue.max(1));
+        let (ready_tx, ready) = std::sync::mpsc::channel();
         let c = counters.clone();
-        let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || writer(rx, cfg, c))?;
-        Ok((DecisionLog { tx: tx.clone(), counters }, LogWriter { thread: Some(thread), tx }))
+        // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
+        // which must not start inside the server's.
+        let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || match Sink::open(&cfg.target) {
+            Ok(sink) => {
+                let _ = ready_tx.send(Ok(()));
+                writer(rx, cfg, c, sink)
+            }
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+            }
+        })?;
+        match ready.recv() {
+            Ok(Ok(())) => Ok((DecisionLog { tx: tx.clone(), counters }, LogWriter { thread: Some(thread), tx })),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => Err(LogError::Missing("the decision log's writer thread stopped while opening".into())),
+        }
     }
 
     /// Append a decision; never waits (a full queue drops it and counts it).
@@ -227,17 +278,52 @@ impl DecisionLog {
     }
 }
 
-fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters) {
+/// Where the writer thread writes.
+enum Sink {
+    Files(PathBuf),
+    Postgres(Box<postgres::Sink>),
+}
+
+impl Sink {
+    fn open(target: &LogTarget) -> Result<Sink, LogError> {
+        match target {
+            LogTarget::Files(dir) => {
+                for sub in ["decisions", "outcomes"] {
+                    let d = dir.join(sub);
+                    std::fs::create_dir_all(&d).ctx(|| format!("creating the decision log directory {}", d.display()))?;
+                }
+                Ok(Sink::Files(dir.clone()))
+            }
+            LogTarget::Postgres(url) => Ok(Sink::Postgres(Box::new(postgres::Sink::open(url, writer_id())?))),
+        }
+    }
+
+    fn decisions(&mut self, rows: &[DecisionRecord], seq: u64) -> Result<(), LogError> {
+        match self {
+            Sink::Files(dir) => write_decisions(dir, rows, seq),
+            Sink::Postgres(pg) => pg.write_decisions(rows),
+        }
+    }
+
+    fn outcomes(&mut self, rows: &[OutcomeRecord], seq: u64) -> Result<(), LogError> {
+        match self {
+            Sink::Files(dir) => write_outcomes(dir, rows, seq),
+            Sink::Postgres(pg) => pg.write_outcomes(rows),
+        }
+    }
+}
+
+fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters, mut sink: Sink) {
     let mut pending: Vec<DecisionRecord> = Vec::new();
     let mut seq = 0u64;
     let mut last = Instant::now();
     let keep = cfg.rows_per_file.max(1) * 4;
-    let flush = |pending: &mut Vec<DecisionRecord>, seq: &mut u64| {
+    let flush = |sink: &mut Sink, pending: &mut Vec<DecisionRecord>, seq: &mut u64| {
         if pending.is_empty() {
             return;
         }
         *seq += 1;
-        match write_decisions(&cfg.dir, pending, *seq) {
+        match sink.decisions(pending, *seq) {
             Ok(()) => {
                 counters.decisions_written.inc_by(pending.len() as u64);
                 pending.clear();
@@ -259,7 +345,7 @@ fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters) {
             Ok(Entry::Decision(d)) => {
                 pending.push(*d);
                 if pending.len() >= cfg.rows_per_file.max(1) {
-                    flush(&mut pending, &mut seq);
+                    flush(&mut sink, &mut pending, &mut seq);
                     last = Instant::now();
                 }
             }
@@ -282,7 +368,7 @@ fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters) {
                     }
                 }
                 seq += 1;
-                let result = write_outcomes(&cfg.dir, &rows, seq).map_err(|e| {
+                let result = sink.outcomes(&rows, seq).map_err(|e| {
                     counters.write_errors.inc();
                     tracing::error!(error = %format!("{e:#}"), "cannot write reported outcomes; the callers are told to report again");
                     "the decision log could not write the reports; report again".to_string()
@@ -294,20 +380,20 @@ fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters) {
                     let _ = a.send(result.clone());
                 }
                 if closing {
-                    flush(&mut pending, &mut seq);
+                    flush(&mut sink, &mut pending, &mut seq);
                     return;
                 }
             }
             Ok(Entry::Close) => {
-                flush(&mut pending, &mut seq);
+                flush(&mut sink, &mut pending, &mut seq);
                 return;
             }
             Err(RecvTimeoutError::Timeout) => {
-                flush(&mut pending, &mut seq);
+                flush(&mut sink, &mut pending, &mut seq);
                 last = Instant::now();
             }
             Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut pending, &mut seq);
+                flush(&mut sink, &mut pending, &mut seq);
                 return;
             }
         }
@@ -428,6 +514,14 @@ fn floats(df: &DataFrame, name: &str, path: &Path) -> Result<Vec<f64>, LogError>
     let c = df.column(name).ctx(|| format!("{}: no column {name}", path.display()))?;
     let ca = c.f64().ctx(|| format!("{}: column {name}", path.display()))?;
     Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
+}
+
+/// Every decision and outcome of a log, in the order written.
+pub fn read_target(target: &LogTarget) -> Result<(Vec<DecisionRecord>, Vec<OutcomeRecord>), LogError> {
+    match target {
+        LogTarget::Files(dir) => read(dir),
+        LogTarget::Postgres(url) => postgres::read(url),
+    }
 }
 
 /// Every decision and outcome under a log directory, in file order.

@@ -27,7 +27,7 @@ pub enum HistoryCommand {
         after_help = "Examples:\n  recoup history check data/sample/\n  recoup history check history.csv --skip-bad-rows --rejects rejects.csv\n  recoup history check exports/ --json | jq .decline_codes"
     )]
     Check(CheckArgs),
-    /// Rebuild contract-v1 history from a decision log (`recoup serve --decision-log DIR`):
+    /// Rebuild contract-v1 history from a decision log (`recoup serve --decision-log DIR|URL`):
     /// per payment, the facts and earlier attempts of its latest decision's request and the
     /// attempts reported with ReportAttempts; a retry that followed a decision (its hour
     /// and message) carries that decision's propensity, others none. The result is checked
@@ -41,9 +41,10 @@ pub enum HistoryCommand {
 /// Arguments of `recoup history from-log`.
 #[derive(Debug, clap::Args)]
 pub struct FromLogArgs {
-    /// The decision log directory (it holds decisions/ and outcomes/).
-    #[arg(env = "RECOUP_HISTORY_LOG")]
-    pub log: PathBuf,
+    /// The decision log: its directory (it holds decisions/ and outcomes/), or the
+    /// postgres:// URL `recoup serve --decision-log` wrote to.
+    #[arg(env = "RECOUP_HISTORY_LOG", value_name = "DIR|URL")]
+    pub log: String,
     /// Where the history goes (.parquet or .csv).
     #[arg(long, short, value_name = "FILE", env = "RECOUP_HISTORY_OUT")]
     pub out: PathBuf,
@@ -78,8 +79,8 @@ pub fn run(args: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn from_log(a: &FromLogArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let (decisions, outcomes) =
-        crate::decision_log::read(&a.log).with_context(|| format!("reading the decision log {}", a.log.display()))?;
+    let (decisions, outcomes) = crate::decision_log::read_target(&crate::decision_log::LogTarget::parse(&a.log))
+        .with_context(|| format!("reading the decision log {}", crate::decision_log::LogTarget::parse(&a.log).describe()))?;
     let (mut df, report) = crate::decision_log::to_history(&decisions, &outcomes)?;
     crate::history::write_frame(&mut df, &a.out).with_context(|| format!("writing {}", a.out.display()))?;
     let history = load(&a.out, &LoadOptions::default()).with_context(|| format!("checking {} against contract v1", a.out.display()))?;

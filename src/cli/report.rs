@@ -10,7 +10,7 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
-/// Reports from the decision log `recoup serve --decision-log DIR` keeps.
+/// Reports from the decision log `recoup serve --decision-log DIR|URL` keeps.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(subcommand)]
@@ -39,9 +39,10 @@ pub enum ReportCommand {
 /// Arguments of `recoup report live`.
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
-    /// The decision log directory (it holds decisions/ and outcomes/).
-    #[arg(env = "RECOUP_REPORT_LOG")]
-    pub log: PathBuf,
+    /// The decision log: its directory (it holds decisions/ and outcomes/), or the
+    /// postgres:// URL `recoup serve --decision-log` wrote to.
+    #[arg(env = "RECOUP_REPORT_LOG", value_name = "DIR|URL")]
+    pub log: String,
     /// Count payments whose window closed by this time (RFC 3339; default: the log's latest).
     #[arg(long, value_name = "TIME", env = "RECOUP_REPORT_AS_OF")]
     pub as_of: Option<DateTime<Utc>>,
@@ -130,8 +131,8 @@ pub fn run(args: &Args) -> anyhow::Result<ExitCode> {
 
 fn live(a: &LiveArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!((10..=100_000).contains(&a.resamples), "--resamples {}: expected 10 to 100000", a.resamples);
-    let (decisions, outcomes) =
-        crate::decision_log::read(&a.log).with_context(|| format!("reading the decision log {}", a.log.display()))?;
+    let (decisions, outcomes) = crate::decision_log::read_target(&crate::decision_log::LogTarget::parse(&a.log))
+        .with_context(|| format!("reading the decision log {}", crate::decision_log::LogTarget::parse(&a.log).describe()))?;
     let cfg = crate::engine::EngineConfig::default();
     let r = crate::decision_log::live_report(&decisions, &outcomes, &cfg, a.as_of, a.resamples);
     let checks = checks(a, &decisions, &outcomes);

@@ -52,10 +52,12 @@ pub struct Args {
     #[arg(long, env = "RECOUP_TIMEOUT", default_value_t = 10.0)]
     pub timeout: f64,
     /// Keep every decision (Decide, DecideBatch, hyperswitch's Decide) and every outcome
-    /// reported with ReportAttempts in Parquet files under DIR (decisions/, outcomes/), for
-    /// `recoup history from-log`. Off by default (ReportAttempts is then refused).
-    #[arg(long, env = "RECOUP_DECISION_LOG", value_name = "DIR")]
-    pub decision_log: Option<PathBuf>,
+    /// reported with ReportAttempts, for `recoup history from-log` and `recoup report live`:
+    /// in Parquet files under DIR (decisions/, outcomes/), or in a PostgreSQL database given
+    /// as a postgres://user[:password]@host[:port]/db URL (tables created at start by the
+    /// migrations in migrations/; plain TCP). Off by default (ReportAttempts is then refused).
+    #[arg(long, env = "RECOUP_DECISION_LOG", value_name = "DIR|URL")]
+    pub decision_log: Option<String>,
     /// Seconds between writes of the decision log: a kill -9 loses at most the decisions
     /// answered in the last interval (reported outcomes are written before they are answered).
     #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", default_value_t = 1.0)]
@@ -196,7 +198,7 @@ fn holdout(a: &Args) -> anyhow::Result<Option<crate::api::Holdout>> {
     if a.holdout_share <= 0.0 {
         return Ok(None);
     }
-    anyhow::ensure!(a.decision_log.is_some(), "--holdout-share needs --decision-log DIR: a holdout nobody logs measures nothing");
+    anyhow::ensure!(a.decision_log.is_some(), "--holdout-share needs --decision-log DIR|URL: a holdout nobody logs measures nothing");
     let text = match &a.holdout_schedules {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => crate::backtest::DEFAULT_SCHEDULES.to_string(),
@@ -280,8 +282,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     );
     let holdout = holdout(a)?;
     let log = match &a.decision_log {
-        Some(dir) => {
-            let mut c = crate::decision_log::LogConfig::new(dir.clone());
+        Some(target) => {
+            let mut c = crate::decision_log::LogConfig::at(crate::decision_log::LogTarget::parse(target));
             c.flush_every = Duration::from_secs_f64(a.decision_log_flush);
             let counters = crate::decision_log::LogCounters::new();
             let (log, writer) = crate::decision_log::DecisionLog::open(c, counters.clone())?;
@@ -290,8 +292,8 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let log_note = match &a.decision_log {
-        Some(d) => format!("; decision log {} (every {} s)", d.display(), a.decision_log_flush),
-        None => "; no decision log (--decision-log DIR keeps decisions and outcomes for retraining)".to_string(),
+        Some(d) => format!("; decision log {} (every {} s)", crate::decision_log::LogTarget::parse(d).describe(), a.decision_log_flush),
+        None => "; no decision log (--decision-log DIR|URL keeps decisions and outcomes for retraining)".to_string(),
     };
     let log_note = match &holdout {
         Some(h) => format!("{log_note}; holdout {:.1} % on {:?}", 100.0 * h.share, h.schedule.name),

@@ -335,7 +335,7 @@ impl v1::retry_decider_server::RetryDecider for Decider {
         crate::limits::check_len("reports", reports.len(), crate::limits::MAX_BATCH).map_err(invalid_argument)?;
         let Some(log) = self.state.log.clone() else {
             return Err(CallError::NotConfigured(
-                "this server keeps no decision log: start it with --decision-log DIR to accept outcome reports".into(),
+                "this server keeps no decision log: start it with --decision-log DIR|URL to accept outcome reports".into(),
             )
             .into());
         };

@@ -11,6 +11,7 @@ mod history;
 mod hostile;
 mod hyperswitch;
 mod offpolicy;
+mod postgres;
 mod serve;
 mod sim;
 mod support;
