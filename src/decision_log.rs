@@ -211,6 +211,7 @@ enum Entry {
 pub struct DecisionLog {
     tx: SyncSender<Entry>,
     counters: LogCounters,
+    target: LogTarget,
 }
 
 /// The writer thread: dropping it writes what is pending and waits for that (a clean
@@ -237,6 +238,7 @@ impl DecisionLog {
         let (tx, rx) = sync_channel(cfg.queue.max(1));
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let c = counters.clone();
+        let target = cfg.target.clone();
         // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
         // which must not start inside the server's.
         let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || match Sink::open(&cfg.target) {
@@ -249,13 +251,18 @@ impl DecisionLog {
             }
         })?;
         match ready.recv() {
-            Ok(Ok(())) => Ok((DecisionLog { tx: tx.clone(), counters }, LogWriter { thread: Some(thread), tx })),
+            Ok(Ok(())) => Ok((DecisionLog { tx: tx.clone(), counters, target }, LogWriter { thread: Some(thread), tx })),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
             }
             Err(_) => Err(LogError::Missing("the decision log's writer thread stopped while opening".into())),
         }
+    }
+
+    /// Where the log is kept.
+    pub fn target(&self) -> &LogTarget {
+        &self.target
     }
 
     /// Append a decision; never waits (a full queue drops it and counts it).

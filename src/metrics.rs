@@ -158,19 +158,23 @@ fn code_name(c: tonic::Code) -> &'static str {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until `shutdown` resolves.
+/// Serve `GET /metrics`, and the routes of `more` (the live page), on `listener` until
+/// `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: std::sync::Arc<Metrics>,
+    more: axum::Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     use axum::http::header::CONTENT_TYPE;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let m = metrics.clone();
-            async move { ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], m.render()) }
-        }),
-    );
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = metrics.clone();
+                async move { ([(CONTENT_TYPE, prometheus::TEXT_FORMAT)], m.render()) }
+            }),
+        )
+        .merge(more);
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

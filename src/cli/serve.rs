@@ -79,7 +79,8 @@ pub struct Args {
     /// Schedules file (TOML, as data/strategies.toml) the control schedule is looked up in.
     #[arg(long, env = "RECOUP_HOLDOUT_SCHEDULES", value_name = "TOML")]
     pub holdout_schedules: Option<PathBuf>,
-    /// Address of the Prometheus metrics endpoint (GET /metrics); `off` to disable.
+    /// Address of the Prometheus metrics endpoint (GET /metrics) and the live page (GET /:
+    /// the model, live calibration, decisions, holdout arms); `off` to disable.
     #[arg(long, env = "RECOUP_METRICS_ADDR", value_name = "ADDR|off", default_value = "127.0.0.1:9464", value_parser = metrics_addr)]
     pub metrics_addr: MetricsAddr,
     /// Also serve recoup.bench.v1.Echo, a call with no work in it (for load benchmarks).

@@ -12,7 +12,9 @@
 //!   large, validation by [`crate::api::to_engine`] (`INVALID_ARGUMENT` naming
 //!   the field; every bound in [`crate::limits`]), the decision log and
 //!   outcome reports ([`crate::decision_log`]);
-//! - [`live`]: predicted against reported success of the retries decided, in Prometheus counters.
+//! - [`live`]: predicted against reported success of the retries decided, in Prometheus counters;
+//! - [`page`]: the live page on the metrics port (`GET /`): the model, the live calibration
+//!   plot, decisions by action and channel, and the holdout arms.
 //!
 //! Hot reload: the registry's `CURRENT` pointer is watched; a promoted model is
 //! loaded, checked and swapped in atomically (calls in flight finish on the
@@ -28,6 +30,7 @@ pub mod conn;
 pub mod guard;
 pub mod handlers;
 pub mod live;
+pub mod page;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -83,6 +86,8 @@ pub struct State {
     pub(crate) live: Option<live::LiveCalibration>,
     /// The holdout experiment, if any: its payers get the control schedule.
     pub(crate) holdout: Option<api::Holdout>,
+    /// The live page's arms, computed from the decision log at most every [`page::ARMS_EVERY`].
+    page_arms: std::sync::Mutex<Option<(std::time::Instant, page::Arms)>>,
 }
 
 impl State {
@@ -116,7 +121,36 @@ impl State {
             log,
             live,
             holdout,
+            page_arms: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The holdout arms for the live page, from the decision log (cached for [`page::ARMS_EVERY`]).
+    async fn page_arms(&self) -> page::Arms {
+        let Some(log) = &self.log else {
+            return Err("This server keeps no decision log (--decision-log): there are no arms to measure.".into());
+        };
+        if let Some((at, r)) = self.page_arms.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            if at.elapsed() < page::ARMS_EVERY {
+                return r.clone();
+            }
+        }
+        let (target, cfg) = (log.target().clone(), self.cfg.clone());
+        let r = tokio::task::spawn_blocking(move || {
+            crate::decision_log::read_target(&target)
+                .map(|(d, o)| Arc::new(crate::decision_log::live_report(&d, &o, &cfg, None, 200)))
+                .map_err(|e| format!("The decision log could not be read: {e}"))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("The arms could not be computed: {e}")));
+        *self.page_arms.lock().unwrap_or_else(|e| e.into_inner()) = Some((std::time::Instant::now(), r.clone()));
+        r
+    }
+
+    /// The live page.
+    pub async fn page(&self) -> String {
+        let arms = self.page_arms().await;
+        page::render(&self.metrics.render(), arms.as_deref().map_err(Clone::clone))
     }
 
     /// The model serving now.
@@ -261,7 +295,15 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let metrics_task = metrics.map(|l| {
-        tokio::spawn(crate::metrics::serve(l, state.metrics.clone(), async move {
+        let st = state.clone();
+        let page = axum::Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let st = st.clone();
+                async move { axum::response::Html(st.page().await) }
+            }),
+        );
+        tokio::spawn(crate::metrics::serve(l, state.metrics.clone(), page, async move {
             let _ = metrics_stopped.await;
         }))
     });

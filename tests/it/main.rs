@@ -11,6 +11,7 @@ mod history;
 mod hostile;
 mod hyperswitch;
 mod offpolicy;
+mod page;
 mod postgres;
 mod serve;
 mod sim;

@@ -103,7 +103,7 @@ pub(crate) fn start() -> Option<Pg> {
     Some(Pg { url: format!("postgres://recoup@127.0.0.1:{port}/postgres"), _dir: dir, data, bin, as_postgres: root })
 }
 
-fn request(pid: &str, failed_at: chrono::DateTime<Utc>) -> v1::DecideRequest {
+pub(crate) fn request(pid: &str, failed_at: chrono::DateTime<Utc>) -> v1::DecideRequest {
     let ts = |t: chrono::DateTime<Utc>| Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 });
     v1::DecideRequest {
         payment: Some(v1::Payment {
@@ -138,7 +138,7 @@ fn serve(models: &Path, url: &str, port: u16) -> std::process::Child {
         .expect("serve starts")
 }
 
-async fn connect(port: u16) -> RetryDeciderClient<tonic::transport::Channel> {
+pub(crate) async fn connect(port: u16) -> RetryDeciderClient<tonic::transport::Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}")).expect("uri");
     for _ in 0..300 {
         if let Ok(c) = endpoint.connect().await {
