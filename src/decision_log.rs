@@ -17,6 +17,10 @@
 //!   `flush_every` (default 1 s) or every `rows_per_file` decisions, so a
 //!   `kill -9` loses at most the decisions acknowledged in the last
 //!   `flush_every` plus one file's write time; a clean shutdown loses none.
+//!   The writer thread runs at the lowest CPU priority (SCHED_IDLE on Linux),
+//!   so its encoding takes only CPU time no handler wants: on cores saturated
+//!   without pause a write can come later than `flush_every`, and a `kill -9`
+//!   then loses the decisions since the last write (at most the queue).
 //! - Reported outcomes are the ground truth the next model learns from:
 //!   `ReportAttempts` answers only once its reports are in a renamed file
 //!   (UNAVAILABLE otherwise, so the platform reports again).
@@ -243,6 +247,7 @@ impl DecisionLog {
         // which must not start inside the server's.
         let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || match Sink::open(&cfg.target) {
             Ok(sink) => {
+                lowest_priority();
                 let _ = ready_tx.send(Ok(()));
                 writer(rx, cfg, c, sink)
             }
@@ -282,6 +287,27 @@ impl DecisionLog {
             Err(TrySendError::Disconnected(_)) => return Err("the decision log has stopped".into()),
         }
         done.await.unwrap_or_else(|_| Err("the decision log has stopped".into()))
+    }
+}
+
+/// Run the calling (writer) thread at the lowest CPU priority, Linux's SCHED_IDLE: the
+/// encoding of the log then only takes CPU time no handler wants, so it does not delay a
+/// decision on a busy core (the grpc bench's p99). Its cost: on cores saturated for longer
+/// than the queue lasts (65,536 decisions) the writer falls behind and decisions are dropped,
+/// counted in `recoup_decision_log_dropped_total`. Where the OS refuses, a warning, and the
+/// writer runs at normal priority.
+fn lowest_priority() {
+    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+    #[cfg(target_os = "linux")]
+    let set = thread_priority::unix::set_thread_priority_and_policy(
+        thread_priority::unix::thread_native_id(),
+        ThreadPriority::Min,
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+    );
+    #[cfg(not(target_os = "linux"))]
+    let set = thread_priority::set_current_thread_priority(ThreadPriority::Min);
+    if let Err(e) = set {
+        tracing::warn!(error = ?e, "cannot lower the decision log writer's priority; it runs at normal priority");
     }
 }
 
@@ -435,7 +461,13 @@ fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> Result<(), LogE
     let tmp = dir.join(format!("{name}.tmp"));
     let mut f = File::create(&tmp).ctx(|| format!("creating {}", tmp.display()))?;
     // Snappy: a third of zstd's CPU for the writer thread, which shares the cores with the handlers.
-    ParquetWriter::new(&mut f).with_compression(ParquetCompression::Snappy).finish(df).ctx(|| format!("writing {}", tmp.display()))?;
+    // Not parallel: polars' pool threads would encode at normal priority, beside the handlers;
+    // on the (idle-priority) writer thread alone the encoding takes only spare CPU time.
+    ParquetWriter::new(&mut f)
+        .with_compression(ParquetCompression::Snappy)
+        .set_parallel(false)
+        .finish(df)
+        .ctx(|| format!("writing {}", tmp.display()))?;
     f.sync_all().ctx(|| format!("syncing {}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(&name)).ctx(|| format!("renaming {}", tmp.display()))?;
     Ok(())
