@@ -34,7 +34,7 @@ pub const MODERATE: f64 = 0.1;
 pub const MAJOR: f64 = 0.25;
 
 /// The amount band of an amount in minor units.
-fn amount_band(minor: i64) -> &'static str {
+pub fn amount_band(minor: i64) -> &'static str {
     match minor {
         ..1_000 => "<1000",
         1_000..3_000 => "1000-2999",

@@ -9,6 +9,8 @@
 //! | `recoup_in_flight` | | decisions running or waiting for a worker now |
 //! | `recoup_model_info` | `version` | 1 for the model serving now |
 //! | `recoup_model_reloads_total` | `result` | hot reloads: `ok` or `refused` |
+//! | `recoup_live_population_total` | `feature`, `level` | payments decided, at their first decision ([`crate::serve::drift`]) |
+//! | `recoup_drift_psi` | `feature` | their PSI against the serving model's training population, at scrape time |
 //!
 //! Each server has its own registry (tests run several servers in one process).
 //!
@@ -32,6 +34,8 @@ pub struct Metrics {
     shed: prometheus::IntCounter,
     model: IntGaugeVec,
     reloads: IntCounterVec,
+    /// Run before every render (gauges computed at scrape time).
+    hooks: std::sync::Mutex<Vec<Box<dyn Fn() + Send + Sync>>>,
 }
 
 impl Metrics {
@@ -71,7 +75,7 @@ impl Metrics {
         registry.register(Box::new(latency.clone())).expect("unique metric");
         registry.register(Box::new(in_flight.clone())).expect("unique metric");
         registry.register(Box::new(model.clone())).expect("unique metric");
-        Metrics { registry, requests, latency, decisions, in_flight, panics, shed, model, reloads }
+        Metrics { registry, requests, latency, decisions, in_flight, panics, shed, model, reloads, hooks: Default::default() }
     }
 
     /// One call of `rpc` answered with `code` after `elapsed`.
@@ -119,8 +123,16 @@ impl Metrics {
         }
     }
 
+    /// Run `f` before every render (to set gauges computed at scrape time).
+    pub fn before_render(&self, f: impl Fn() + Send + Sync + 'static) {
+        self.hooks.lock().unwrap_or_else(|e| e.into_inner()).push(Box::new(f));
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
+        for f in self.hooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            f();
+        }
         let mut out = Vec::new();
         // Encoding in-memory metric families into a Vec cannot fail.
         TextEncoder::new().encode(&self.registry.gather(), &mut out).expect("text encoding");

@@ -200,8 +200,9 @@ fn decide_in_arm(
     }
 }
 
-/// Append an answered decision to the decision log, if the server keeps one, and remember
-/// a RETRY's p_success for the live calibration. Its time is the request's `now` (the time
+/// Count a payment's first decision for the live drift, append an answered decision to the
+/// decision log, if the server keeps one, and remember a RETRY's p_success for the live
+/// calibration. Its time is the request's `now` (the time
 /// the decision was made for), else the server's clock.
 fn log_decision(
     state: &State,
@@ -211,6 +212,7 @@ fn log_decision(
     class: crate::declines::DeclineClass,
     arm: Arm,
 ) {
+    state.drift.decided(req, class);
     let Some(log) = &state.log else { return };
     let p = req.payment.as_ref();
     if let (Some(live), Some(at)) = (&state.live, time_of(&r.retry_at)) {

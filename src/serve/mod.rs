@@ -13,6 +13,7 @@
 //!   the field; every bound in [`crate::limits`]), the decision log and
 //!   outcome reports ([`crate::decision_log`]);
 //! - [`live`]: predicted against reported success of the retries decided, in Prometheus counters;
+//! - [`drift`]: the payments decided against the serving model's training population (PSI per key feature);
 //! - [`page`]: the live page on the metrics port (`GET /`): the model, the live calibration
 //!   plot, decisions by action and channel, and the holdout arms.
 //!
@@ -27,6 +28,7 @@
 
 pub mod auth;
 pub mod conn;
+pub mod drift;
 pub mod guard;
 pub mod handlers;
 pub mod live;
@@ -86,6 +88,8 @@ pub struct State {
     pub(crate) live: Option<live::LiveCalibration>,
     /// The holdout experiment, if any: its payers get the control schedule.
     pub(crate) holdout: Option<api::Holdout>,
+    /// The payments decided, against the serving model's training population.
+    pub(crate) drift: Arc<drift::LiveDrift>,
     /// The live page's arms, computed from the decision log at most every [`page::ARMS_EVERY`].
     page_arms: std::sync::Mutex<Option<(std::time::Instant, page::Arms)>>,
 }
@@ -112,6 +116,9 @@ impl State {
             log
         });
         let live = log.as_ref().map(|_| live::LiveCalibration::new(metrics.registry(), live::DEFAULT_CAPACITY));
+        let drift = Arc::new(drift::LiveDrift::new(metrics.registry(), drift::population_of(&loaded.metrics_json)));
+        let d = drift.clone();
+        metrics.before_render(move || d.refresh());
         Arc::new(State {
             model: RwLock::new(Arc::new(loaded)),
             cfg,
@@ -122,6 +129,7 @@ impl State {
             live,
             holdout,
             page_arms: std::sync::Mutex::new(None),
+            drift,
         })
     }
 
@@ -161,6 +169,7 @@ impl State {
     /// Swap in a new model atomically.
     pub fn swap(&self, loaded: Loaded) {
         self.metrics.serving(&loaded.version);
+        self.drift.set_reference(drift::population_of(&loaded.metrics_json));
         *self.model.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(loaded);
     }
 }

@@ -213,7 +213,18 @@ pub fn render(metrics_text: &str, arms: Result<&LiveReport, String>) -> String {
             s.get(class).copied().unwrap_or(0.0) / count
         );
     }
-    h.push_str("</table><h2>Decisions by action and channel</h2>");
+    h.push_str("</table><h2>Population drift</h2>");
+    let psi = by(&m, "recoup_drift_psi", "feature");
+    if psi.is_empty() {
+        h.push_str("<p class=\"note\" id=\"drift-empty\">No PSI yet: no payment decided at its first decision, or the serving model has no training population (trained before it was recorded).</p>");
+    } else {
+        h.push_str("<p class=\"note\">Payments decided since start, at their first decision, against the serving model's training data: population stability index per key feature (below 0.1 stable, 0.1–0.25 moderate, above 0.25 major: retrain on recent history).</p><table id=\"drift\"><tr><th>feature</th><th>PSI</th><th>reading</th></tr>");
+        for (feature, v) in &psi {
+            let _ = write!(h, "<tr><td>{}</td><td>{v:.3}</td><td>{}</td></tr>", esc(feature), crate::drift::verdict(*v));
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Decisions by action and channel</h2>");
     h.push_str(&decisions_svg(&decisions));
     h.push_str("<h2>Holdout arms</h2>");
     match arms {
