@@ -60,6 +60,7 @@ fn main() {
             cfg: recoup::train::TrainConfig::default(),
             export_features: None,
             load: recoup::history::LoadOptions::default(),
+            sample_payers: None,
         };
         recoup::pipeline::to_registry(&job, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
         let (version, model) = recoup::registry::load_current(&models).expect("the trained version loads");

@@ -572,6 +572,7 @@ impl Trainer {
                 cfg: crate::train::TrainConfig::default(),
                 export_features: None,
                 load: crate::history::LoadOptions::default(),
+                sample_payers: None,
             };
             let (me, id) = (this.clone(), job_id.clone());
             let result =

@@ -20,6 +20,7 @@
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
 //! - [`offpolicy`]: the same strategies estimated on logged history from its propensities.
 //! - [`export`]: the calibrated recovery forecast of payments open at a cut-off.
+//! - [`learning_curve`]: sampling payers by a stable hash, and test log loss against sample size.
 //! - [`drift`]: the key features' population in training and live, compared by PSI.
 //!
 //! Edges:
@@ -49,6 +50,7 @@ pub mod export;
 pub mod failed_retries;
 pub mod history;
 pub mod hyperswitch;
+pub mod learning_curve;
 pub mod metrics;
 pub mod offpolicy;
 pub mod pipeline;

@@ -49,6 +49,8 @@ pub struct Job {
     pub export_features: Option<PathBuf>,
     /// How to load the history (`--skip-bad-rows`, `--rejects`).
     pub load: LoadOptions,
+    /// Train on this share of the payers only ([`crate::learning_curve::sample_payers`]).
+    pub sample_payers: Option<f64>,
 }
 
 /// A version written by [`to_registry`].
@@ -70,8 +72,15 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         }
     }
     let started = Instant::now();
-    let history = load(&job.history, &job.load).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
+    let mut history = load(&job.history, &job.load).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
+    if let Some(share) = job.sample_payers {
+        let (kept, payers) = crate::learning_curve::sample_payers(&mut history, share);
+        progress(&format!(
+            "sampled {kept} of {payers} payers (share {share}, stable hash of the customer id): {} attempts",
+            history.attempts.len()
+        ));
+    }
     if history.report.rows_rejected > 0 {
         let to = job.load.reject_path.as_deref().map_or("rejects.csv".into(), |p| p.display().to_string());
         progress(&format!("skipped {} rows that break the contract (written to {to})", history.report.rows_rejected));

@@ -15,7 +15,7 @@ use crate::trees::BoostConfig;
 /// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
+    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --learning-curve                  # test log loss against the share of payers\n  recoup train --sample-payers 0.1 --out trial/  # a tenth of the payers\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
 )]
 pub struct Args {
     /// History to learn from (Parquet/CSV file or directory, contract v1).
@@ -63,6 +63,52 @@ pub struct Args {
     /// Where skipped rows go (CSV), with --skip-bad-rows.
     #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_TRAIN_REJECTS")]
     pub rejects: PathBuf,
+    /// Train on this share of the payers only (0 < SHARE ≤ 1), chosen by a stable hash of
+    /// the customer id: SHA-256("recoup-sample/v1:" + id), first 8 bytes big-endian over
+    /// 2^64, below SHARE. Smaller samples are subsets of larger ones.
+    #[arg(long, value_name = "SHARE", value_parser = sample_share, env = "RECOUP_TRAIN_SAMPLE_PAYERS")]
+    pub sample_payers: Option<f64>,
+    /// Write no version: fit on 1/32, 1/16, 1/8, 1/4, 1/2 and all of the payers (by the same
+    /// hash) and print each fit's test log loss, AUC and ECE on one common test split (the
+    /// latest --test-fraction of the retries, all payers): how much history the model needs.
+    #[arg(long, env = "RECOUP_TRAIN_LEARNING_CURVE")]
+    pub learning_curve: bool,
+}
+
+fn sample_share(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err("must be in (0, 1]".into())
+    }
+}
+
+/// `--learning-curve`: load, fit per share, print the curve.
+fn learning_curve(a: &Args, cfg: &crate::train::TrainConfig, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let load = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() };
+    let history = crate::history::load(&a.history, &load).with_context(|| format!("loading {}", a.history.display()))?;
+    say(&format!("loaded {} attempts from {}", history.attempts.len(), a.history.display()));
+    let (points, notes) = crate::learning_curve::curve(&history, cfg, &crate::learning_curve::SHARES, &mut |m| say(m))?;
+    println!("learning curve: test split = the latest {:.0} % of the retries, all payers; money-free metrics", 100.0 * a.test_fraction);
+    println!("{:>8} {:>14} {:>9} {:>9} {:>7} {:>7} {:>8}", "payers", "train retries", "test", "log loss", "AUC", "ECE", "fit s");
+    for p in &points {
+        println!(
+            "{:>7.2}% {:>14} {:>9} {:>9.4} {:>7.4} {:>7.4} {:>8.1}",
+            100.0 * p.share,
+            p.train_examples,
+            p.test_examples,
+            p.log_loss,
+            p.auc,
+            p.ece,
+            p.fit_seconds
+        );
+    }
+    for n in &notes {
+        println!("left out: {n}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn max_trees(s: &str) -> Result<usize, String> {
@@ -114,20 +160,29 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             eprintln!("[{:>6.1}s] {msg}", started.elapsed().as_secs_f64());
         }
     };
+    let cfg = TrainParams {
+        test_fraction: a.test_fraction,
+        family: a.family,
+        boost: BoostConfig { max_trees: a.max_trees, leaves: a.leaves, learning_rate: a.learning_rate, ..BoostConfig::default() },
+        ..TrainParams::default()
+    }
+    .check()?;
+    if a.learning_curve {
+        anyhow::ensure!(
+            a.sample_payers.is_none() && !a.promote && a.name.is_none(),
+            "--learning-curve writes no version: it takes none of --sample-payers, --promote, --name"
+        );
+        return learning_curve(a, &cfg, &say);
+    }
     let job = Job {
         history: a.history.clone(),
         out: a.out.clone(),
         version: a.name.clone(),
         promote: a.promote,
-        cfg: TrainParams {
-            test_fraction: a.test_fraction,
-            family: a.family,
-            boost: BoostConfig { max_trees: a.max_trees, leaves: a.leaves, learning_rate: a.learning_rate, ..BoostConfig::default() },
-            ..TrainParams::default()
-        }
-        .check()?,
+        cfg,
         export_features: a.export_features.clone(),
         load: LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() },
+        sample_payers: a.sample_payers,
     };
     let done = to_registry(&job, &mut |m| say(m))?;
     let r = &done.report;

@@ -505,6 +505,7 @@ fn a_simulated_world_served_over_grpc_closes_the_loop() {
         cfg: recoup::train::TrainConfig::default(),
         export_features: None,
         load: recoup::history::LoadOptions::default(),
+        sample_payers: None,
     };
     recoup::pipeline::to_registry(&job, &mut |_| {}).expect("retrains on recoup's own log");
     let (version, model) = recoup::registry::load_current(retrained.path()).expect("the retrained model loads");

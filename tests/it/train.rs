@@ -330,3 +330,36 @@ fn train_skips_bad_rows_when_asked_and_says_how_otherwise() {
     assert!(std::fs::read_to_string(&rejects).unwrap().contains("unbalanced quote"));
     only_version(&tmp.path().join("b"));
 }
+
+/// `--learning-curve`: every share scored on one common test split, more payers never
+/// fewer retries, and the full history fits the test split better than the smallest share;
+/// `--sample-payers` trains on the stable-hash sample and says so.
+#[test]
+fn the_learning_curve_scores_growing_samples_on_one_test_split() {
+    let (_, h, path) = shared();
+    let out = recoup().args(["train", "-q", "--learning-curve", "--history"]).arg(path).output().expect("runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    // Rows: share %, train retries, test, log loss, AUC, ECE, fit s.
+    let rows: Vec<Vec<f64>> = text
+        .lines()
+        .filter(|l| l.trim_start().chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(|l| l.split_whitespace().map(|v| v.trim_end_matches('%').parse().unwrap_or(f64::NAN)).collect())
+        .collect();
+    assert!(rows.len() >= 4, "{text}");
+    assert!(rows.iter().all(|r| r[2] == rows[0][2]), "one common test split: {text}");
+    assert!(rows.windows(2).all(|w| w[1][1] >= w[0][1]), "more payers, more retries: {text}");
+    let (first, last) = (&rows[0], rows.last().expect("rows"));
+    assert_eq!(last[0], 100.0, "{text}");
+    assert!(last[3] < first[3], "the full history predicts the test split better than {}% of it: {text}", first[0]);
+
+    // A sampled version: a quarter of the payers, by the documented hash.
+    let tmp = tempfile::tempdir().unwrap();
+    let run =
+        recoup().args(["train", "--sample-payers", "0.25", "--history"]).arg(path).arg("--out").arg(tmp.path()).output().expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let payers = (0..h.customer_ids.len() as u32).filter(|&c| recoup::learning_curve::payer_fraction(h.customer_ids.get(c)) < 0.25).count();
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains(&format!("sampled {payers} of {} payers", h.customer_ids.len())), "{said}");
+    recoup().args(["train", "--sample-payers", "0", "--history"]).arg(path).assert().failure().stderr(predicates::str::contains("(0, 1]"));
+}
