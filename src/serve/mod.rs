@@ -15,7 +15,7 @@
 //! - [`live`]: predicted against reported success of the retries decided, in Prometheus counters;
 //! - [`drift`]: the payments decided against the serving model's training population (PSI per key feature);
 //! - [`page`]: the live page on the metrics port (`GET /`): the model, the live calibration
-//!   plot, decisions by action and channel, and the holdout arms.
+//!   plot, population drift, decisions by action and channel, and the holdout arms.
 //!
 //! Hot reload: the registry's `CURRENT` pointer is watched; a promoted model is
 //! loaded, checked and swapped in atomically (calls in flight finish on the
