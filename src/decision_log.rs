@@ -23,7 +23,9 @@
 //!   then loses the decisions since the last write (at most the queue).
 //! - Reported outcomes are the ground truth the next model learns from:
 //!   `ReportAttempts` answers only once its reports are in a renamed file
-//!   (UNAVAILABLE otherwise, so the platform reports again).
+//!   (UNAVAILABLE otherwise, so the platform reports again). They have their own
+//!   writer thread at normal priority: an acknowledged call must not wait for
+//!   spare CPU on a saturated machine.
 //! - A write that fails (disk full) is logged and retried at the next flush,
 //!   keeping at most four files' worth of decisions; beyond that the oldest
 //!   are dropped and counted.
@@ -214,23 +216,60 @@ enum Entry {
 #[derive(Clone)]
 pub struct DecisionLog {
     tx: SyncSender<Entry>,
+    /// Reported outcomes go to their own writer thread at normal priority: a report is
+    /// answered only once written, so it must not wait behind the idle-priority
+    /// decision writer on a busy machine.
+    outcomes_tx: SyncSender<Entry>,
     counters: LogCounters,
     target: LogTarget,
 }
 
-/// The writer thread: dropping it writes what is pending and waits for that (a clean
+/// The writer threads: dropping it writes what is pending and waits for that (a clean
 /// shutdown loses no decision); decisions appended afterwards are counted as dropped.
 pub struct LogWriter {
-    thread: Option<std::thread::JoinHandle<()>>,
-    tx: SyncSender<Entry>,
+    threads: Vec<(std::thread::JoinHandle<()>, SyncSender<Entry>)>,
 }
 
 impl Drop for LogWriter {
     fn drop(&mut self) {
-        let _ = self.tx.send(Entry::Close);
-        if let Some(t) = self.thread.take() {
+        for (t, tx) in self.threads.drain(..) {
+            let _ = tx.send(Entry::Close);
             let _ = t.join();
         }
+    }
+}
+
+/// Start a writer thread (`idle`: at the lowest CPU priority) on a sink opened on that thread.
+fn spawn_writer(
+    name: &str,
+    cfg: &LogConfig,
+    counters: &LogCounters,
+    idle: bool,
+) -> Result<(std::thread::JoinHandle<()>, SyncSender<Entry>), LogError> {
+    let (tx, rx) = sync_channel(cfg.queue.max(1));
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let (c, cfg) = (counters.clone(), cfg.clone());
+    // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
+    // which must not start inside the server's.
+    let thread = std::thread::Builder::new().name(name.into()).spawn(move || match Sink::open(&cfg.target) {
+        Ok(sink) => {
+            if idle {
+                lowest_priority();
+            }
+            let _ = ready_tx.send(Ok(()));
+            writer(rx, cfg, c, sink)
+        }
+        Err(e) => {
+            let _ = ready_tx.send(Err(e));
+        }
+    })?;
+    match ready.recv() {
+        Ok(Ok(())) => Ok((thread, tx)),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(LogError::Missing("the decision log's writer thread stopped while opening".into())),
     }
 }
 
@@ -239,30 +278,11 @@ impl DecisionLog {
     /// the writer thread; drop the [`LogWriter`] to stop it. A database that cannot be reached
     /// is an error here, not a silent loss later.
     pub fn open(cfg: LogConfig, counters: LogCounters) -> Result<(DecisionLog, LogWriter), LogError> {
-        let (tx, rx) = sync_channel(cfg.queue.max(1));
-        let (ready_tx, ready) = std::sync::mpsc::channel();
-        let c = counters.clone();
-        let target = cfg.target.clone();
-        // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
-        // which must not start inside the server's.
-        let thread = std::thread::Builder::new().name("decision-log".into()).spawn(move || match Sink::open(&cfg.target) {
-            Ok(sink) => {
-                lowest_priority();
-                let _ = ready_tx.send(Ok(()));
-                writer(rx, cfg, c, sink)
-            }
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-            }
-        })?;
-        match ready.recv() {
-            Ok(Ok(())) => Ok((DecisionLog { tx: tx.clone(), counters, target }, LogWriter { thread: Some(thread), tx })),
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                Err(e)
-            }
-            Err(_) => Err(LogError::Missing("the decision log's writer thread stopped while opening".into())),
-        }
+        let decisions = spawn_writer("decision-log", &cfg, &counters, true)?;
+        // Opened after the first (one migration run at a time); a failure stops the first again.
+        let outcomes = spawn_writer("outcome-log", &cfg, &counters, false)?;
+        let log = DecisionLog { tx: decisions.1.clone(), outcomes_tx: outcomes.1.clone(), counters, target: cfg.target.clone() };
+        Ok((log, LogWriter { threads: vec![decisions, outcomes] }))
     }
 
     /// Where the log is kept.
@@ -281,7 +301,7 @@ impl DecisionLog {
     /// Append outcomes; resolves once they are in a renamed file.
     pub async fn outcomes(&self, rows: Vec<OutcomeRecord>) -> Result<(), String> {
         let (ack, done) = tokio::sync::oneshot::channel();
-        match self.tx.try_send(Entry::Outcomes(rows, ack)) {
+        match self.outcomes_tx.try_send(Entry::Outcomes(rows, ack)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err("the decision log is busy; report again".into()),
             Err(TrySendError::Disconnected(_)) => return Err("the decision log has stopped".into()),
