@@ -7,6 +7,7 @@
 
 pub use recoup_core::asks::*;
 
+use chrono::{DateTime, Utc};
 use strum::VariantArray;
 
 use crate::attempt::Attempt;
@@ -27,7 +28,83 @@ const MIN_NONE: usize = 10;
 /// assumption the log supports (see the module docs); never fails: where the
 /// log cannot say, the prior, with the reason in `notes`.
 pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
-    let intervals = update_intervals(h);
+    estimate_from(&AskInputs::of_history(h), attrition)
+}
+
+/// What the ask estimators read from a history: the needs-update payments' update
+/// intervals, and the first two attempts of every soft-declined or needs-update
+/// payment. A part of a history (a shard of payers) gives its own; merged, they
+/// give the whole history's estimate exactly (see [`AskInputs::merge`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AskInputs {
+    pub intervals: Vec<Interval>,
+    pub firsts: Vec<FirstAttempts>,
+    /// The history's last attempt.
+    pub end: Option<DateTime<Utc>>,
+}
+
+/// A soft-declined or needs-update payment's first decline and its next attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FirstAttempts {
+    /// The payer's [`crate::history::payer_place`] (orders the records canonically).
+    pub payer: u64,
+    pub class: DeclineClass,
+    pub at: DateTime<Utc>,
+    pub next: Option<NextAttempt>,
+}
+
+/// A payment's next attempt after its first decline: whole minutes after it, its channel and propensity.
+pub type NextAttempt = (i64, Option<Channel>, Option<f64>);
+
+/// [`FirstAttempts`]' total order (the propensity by its bits).
+type FirstKey = (u64, DateTime<Utc>, DeclineClass, Option<(i64, Option<Channel>, Option<u64>)>);
+
+impl FirstAttempts {
+    fn key(&self) -> FirstKey {
+        (self.payer, self.at, self.class, self.next.map(|(m, c, p)| (m, c, p.map(f64::to_bits))))
+    }
+}
+
+impl AskInputs {
+    /// Read a whole history.
+    pub fn of_history(h: &History) -> AskInputs {
+        let mut out = AskInputs::default();
+        for p in h.payments() {
+            out.add_payment(crate::history::payer_place(h.customer_ids.get(p[0].customer.0)), p);
+        }
+        out.finish();
+        out
+    }
+
+    /// Read one payment's attempts (in attempt order) of the payer at `payer`.
+    pub fn add_payment(&mut self, payer: u64, p: &[Attempt]) {
+        self.end = self.end.max(p.iter().map(|a| a.attempted_at).max());
+        self.intervals.extend(payment_intervals(p));
+        let class = p[0].decline.map(|d| d.class());
+        if let Some(class @ (DeclineClass::SoftFunds | DeclineClass::SoftIssuer | DeclineClass::NeedsUpdate)) = class {
+            let next = p.get(1).map(|a| ((a.attempted_at - p[0].attempted_at).num_minutes(), a.channel, a.propensity));
+            self.firsts.push(FirstAttempts { payer, class, at: p[0].attempted_at, next });
+        }
+    }
+
+    /// Put the records in canonical order (sums over them then come out the same bit for
+    /// bit however the history was split).
+    pub fn finish(&mut self) {
+        self.firsts.sort_unstable_by_key(FirstAttempts::key);
+        self.intervals.sort_unstable_by_key(|i| (i.days.to_bits(), i.channel, i.updated));
+    }
+
+    /// Add another part's records (then [`AskInputs::finish`]).
+    pub fn merge(&mut self, other: AskInputs) {
+        self.intervals.extend(other.intervals);
+        self.firsts.extend(other.firsts);
+        self.end = self.end.max(other.end);
+    }
+}
+
+/// [`estimate`] from the records of a history ([`AskInputs`], finished).
+pub fn estimate_from(inputs: &AskInputs, attrition: &Attrition) -> AskResponse {
+    let intervals = &inputs.intervals;
     let flagged = intervals.len();
     let not_updated = intervals.iter().filter(|i| !i.updated).count();
     let mut notes = vec![format!(
@@ -37,10 +114,10 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
         notes.push(
             "the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into(),
         );
-        from_update_flags(&intervals, &mut notes).ok_or_else(|| "the update flags hold too few intervals per message channel".to_string())
+        from_update_flags(intervals, &mut notes).ok_or_else(|| "the update flags hold too few intervals per message channel".to_string())
     } else {
         notes.push("no update flags showing retries before an update: share updated by the first retry, per randomized channel".into());
-        match selective_retries(h, attrition) {
+        match selective_retries(inputs, attrition) {
             Ok(r) if !r.is_empty() => Ok(r),
             Ok(_) => Err("no message channel has enough first retries".to_string()),
             Err(why) => Err(why),
@@ -64,27 +141,25 @@ pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
 }
 
 /// One interval between consecutive attempts of a needs-update payment before its first update.
-#[derive(Debug, Clone, Copy)]
-struct Interval {
-    days: f64,
-    channel: Channel,
-    updated: bool,
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub days: f64,
+    pub channel: Channel,
+    pub updated: bool,
 }
 
-/// The intervals of needs-update payments whose later attempt carries an update flag and a channel.
-fn update_intervals(h: &History) -> Vec<Interval> {
+/// A needs-update payment's intervals whose later attempt carries an update flag and a channel.
+fn payment_intervals(p: &[Attempt]) -> Vec<Interval> {
     let mut out = Vec::new();
-    for p in h.payments() {
-        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) {
-            continue;
-        }
-        for w in p.windows(2) {
-            let (Some(updated), Some(channel)) = (w[1].payment_method_updated, w[1].channel) else { break };
-            let days = ((w[1].attempted_at - w[0].attempted_at).num_minutes() as f64 / 1440.0).max(1.0 / 24.0);
-            out.push(Interval { days, channel, updated });
-            if updated {
-                break;
-            }
+    if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) {
+        return out;
+    }
+    for w in p.windows(2) {
+        let (Some(updated), Some(channel)) = (w[1].payment_method_updated, w[1].channel) else { break };
+        let days = ((w[1].attempted_at - w[0].attempted_at).num_minutes() as f64 / 1440.0).max(1.0 / 24.0);
+        out.push(Interval { days, channel, updated });
+        if updated {
+            break;
         }
     }
     out
@@ -198,22 +273,14 @@ fn pooled(channels: &[ChannelResponse]) -> Option<ChannelResponse> {
 /// The counting estimate (module docs): for a history whose channels were
 /// randomized and whose needs-update retries follow updates, with the message
 /// attrition already estimated from it. Empty when the log is too thin.
-fn selective_retries(h: &History, attrition: &Attrition) -> Result<AskResponse, String> {
-    // The first planned retry: delays (days) of first retries after soft declines.
-    let days = |a: &Attempt, b: &Attempt| (b.attempted_at - a.attempted_at).num_minutes() as f64 / 1440.0;
-    let randomized = |a: &Attempt| a.propensity.is_some_and(|p| p > 0.0 && p < 1.0) && a.channel.is_some();
-    // A soft decline's first retry, when its channel was drawn at random.
-    let soft_first = |p: &[Attempt]| {
-        let soft = matches!(p[0].decline.map(|d| d.class()), Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer));
-        p.get(1).filter(|a| soft && randomized(a)).map(|a| days(&p[0], a))
-    };
-    let mut soft: Vec<f64> = Vec::new();
-    let mut end = None;
-    for p in h.payments() {
-        end = end.max(p.iter().map(|a| a.attempted_at).max());
-        soft.extend(soft_first(p));
-    }
-    let (Some(end), false) = (end, soft.len() < MIN_ROWS) else {
+fn selective_retries(inputs: &AskInputs, attrition: &Attrition) -> Result<AskResponse, String> {
+    let days = |minutes: i64| minutes as f64 / 1440.0;
+    let randomized = |channel: Option<Channel>, p: Option<f64>| p.is_some_and(|p| p > 0.0 && p < 1.0) && channel.is_some();
+    let is_soft = |f: &FirstAttempts| matches!(f.class, DeclineClass::SoftFunds | DeclineClass::SoftIssuer);
+    // A soft decline's first retry (days after the failure), when its channel was drawn at random.
+    let soft_first = |f: &FirstAttempts| f.next.filter(|&(_, c, p)| is_soft(f) && randomized(c, p)).map(|(m, _, _)| days(m));
+    let mut soft: Vec<f64> = inputs.firsts.iter().filter_map(soft_first).collect();
+    let (Some(end), false) = (inputs.end, soft.len() < MIN_ROWS) else {
         return Err(format!("fewer than {MIN_ROWS} soft declines' first retries with a randomized channel (propensity < 1)"));
     };
     soft.sort_by(f64::total_cmp);
@@ -230,28 +297,27 @@ fn selective_retries(h: &History, attrition: &Attrition) -> Result<AskResponse, 
     // Soft-declined payments whose first planned retry lies inside the history, and
     // how many of them the log retried then: the assumption check's yardstick.
     let (mut soft_payments, mut soft_retried) = (0usize, 0usize);
-    for p in h.payments() {
-        let is_soft = matches!(p[0].decline.map(|d| d.class()), Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer));
-        if is_soft && p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) <= end {
+    let inside = |f: &FirstAttempts| f.at + chrono::Duration::minutes((hi * 1440.0) as i64) <= end;
+    for f in &inputs.firsts {
+        if is_soft(f) && inside(f) {
             soft_payments += 1;
-            soft_retried += p.get(1).is_some_and(|a| at_first(days(&p[0], a))) as usize;
+            soft_retried += f.next.is_some_and(|(m, _, _)| at_first(days(m))) as usize;
         }
         // π_c: propensities of the logged first retries at the first planned time (soft declines).
-        if soft_first(p).is_some_and(at_first) {
-            let c = p[1].channel.unwrap_or(Channel::None) as usize;
-            prop[c].0 += p[1].propensity.unwrap_or(0.0);
+        if soft_first(f).is_some_and(at_first) {
+            let (_, channel, p) = f.next.unwrap_or_default();
+            let c = channel.unwrap_or(Channel::None) as usize;
+            prop[c].0 += p.unwrap_or(0.0);
             prop[c].1 += 1;
         }
         // Needs-update payments that had their first planned retry inside the history.
-        if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate)
-            || p[0].attempted_at + chrono::Duration::minutes((hi * 1440.0) as i64) > end
-        {
+        if f.class != DeclineClass::NeedsUpdate || !inside(f) {
             continue;
         }
         payments += 1;
-        if p.get(1).is_some_and(|a| randomized(a) && at_first(days(&p[0], a))) {
-            count[p[1].channel.unwrap_or(Channel::None) as usize] += 1;
-            delay_sum += days(&p[0], &p[1]);
+        if let Some((m, channel, _)) = f.next.filter(|&(m, c, p)| randomized(c, p) && at_first(days(m))) {
+            count[channel.unwrap_or(Channel::None) as usize] += 1;
+            delay_sum += days(m);
             delay_n += 1;
         }
     }

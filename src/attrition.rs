@@ -20,29 +20,77 @@ struct Sums {
     n: usize,
 }
 
-/// Estimate attrition from a history whose channels were randomized.
-/// Empty when the history has no randomized retries with `none` among the choices.
-pub fn estimate(h: &History) -> Attrition {
-    let mut sums = [[Sums::default(); BUCKETS]; Channel::VARIANTS.len()];
-    let mut retries = 0usize;
-    for payment in h.payments() {
+/// Fixed-point units per 1 in [`AttritionSums`]: 2⁻³² resolution, so sums add exactly
+/// in any order (shards' sums equal one process's sums bit for bit).
+const FIXED: f64 = 4_294_967_296.0;
+
+/// What [`estimate`] counts over the payments, kept so that the counts of separate
+/// parts of a history (shards of payers) add up to the counts of the whole: per
+/// (channel, messages before), Σ 1/p and Σ 1/p² in fixed point, and rows.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AttritionSums {
+    /// `[channel][bucket]` = (Σ w · 2³², Σ w² · 2³², rows), flattened.
+    cells: Vec<(u128, u128, u64)>,
+    retries: u64,
+}
+
+impl Default for AttritionSums {
+    fn default() -> Self {
+        AttritionSums { cells: vec![(0, 0, 0); Channel::VARIANTS.len() * BUCKETS], retries: 0 }
+    }
+}
+
+impl AttritionSums {
+    /// Count one payment's attempts (in attempt order).
+    pub fn add_payment(&mut self, payment: &[crate::attempt::Attempt]) {
         let mut messages = 0u32;
         for (k, a) in payment.iter().enumerate().skip(1) {
             let Some(channel) = a.channel else { continue };
             let prev = payment[k - 1].decline.map(|d| d.class());
             let soft = matches!(prev, Some(DeclineClass::SoftFunds | DeclineClass::SoftIssuer | DeclineClass::Technical));
             if let (true, Some(p)) = (soft, a.propensity.filter(|p| *p > 0.0 && *p < 1.0)) {
-                let s = &mut sums[channel as usize][(messages as usize).min(BUCKETS - 1)];
-                s.w += 1.0 / p;
-                s.w2 += 1.0 / (p * p);
-                s.n += 1;
-                retries += 1;
+                let c = &mut self.cells[channel as usize * BUCKETS + (messages as usize).min(BUCKETS - 1)];
+                // Saturating: a propensity near 0 makes a weight beyond any real count.
+                c.0 = c.0.saturating_add((FIXED / p).round() as u128);
+                c.1 = c.1.saturating_add((FIXED / (p * p)).round() as u128);
+                c.2 += 1;
+                self.retries += 1;
             }
             if channel != Channel::None {
                 messages += 1;
             }
         }
     }
+
+    /// Add another part's counts.
+    pub fn merge(&mut self, other: &AttritionSums) {
+        for (a, b) in self.cells.iter_mut().zip(&other.cells) {
+            (a.0, a.1, a.2) = (a.0.saturating_add(b.0), a.1.saturating_add(b.1), a.2 + b.2);
+        }
+        self.retries += other.retries;
+    }
+}
+
+/// Estimate attrition from a history whose channels were randomized.
+/// Empty when the history has no randomized retries with `none` among the choices.
+pub fn estimate(h: &History) -> Attrition {
+    let mut sums = AttritionSums::default();
+    for payment in h.payments() {
+        sums.add_payment(payment);
+    }
+    from_sums(&sums)
+}
+
+/// The estimate from counted payments ([`AttritionSums`]).
+pub fn from_sums(counted: &AttritionSums) -> Attrition {
+    let mut sums = [[Sums::default(); BUCKETS]; Channel::VARIANTS.len()];
+    for (ch, row) in sums.iter_mut().enumerate() {
+        for (m, s) in row.iter_mut().enumerate() {
+            let (w, w2, n) = counted.cells.get(ch * BUCKETS + m).copied().unwrap_or_default();
+            *s = Sums { w: w as f64 / FIXED, w2: w2 as f64 / FIXED, n: n as usize };
+        }
+    }
+    let retries = counted.retries as usize;
     let none = sums[Channel::None as usize];
     let mut raw: Vec<(Channel, Vec<Bucket>)> = Vec::new();
     for &channel in Channel::VARIANTS.iter().filter(|c| **c != Channel::None) {

@@ -84,6 +84,17 @@ impl Population {
         }
     }
 
+    /// Add another part's counts (a shard of payers).
+    pub fn merge(&mut self, other: &Population) {
+        self.payments += other.payments;
+        for (feature, levels) in &other.counts {
+            let mine = self.counts.entry(feature.clone()).or_default();
+            for (level, n) in levels {
+                *mine.entry(level.clone()).or_default() += n;
+            }
+        }
+    }
+
     /// The failed payments of a history, each counted at its first failed attempt.
     pub fn of_history(h: &History) -> Population {
         let mut p = Population::default();

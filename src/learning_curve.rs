@@ -14,7 +14,6 @@
 //! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::history::History;
 use crate::train::{build, split_points, train, FitError, TrainConfig};
@@ -24,10 +23,12 @@ pub const SHARES: [f64; 6] = [1.0 / 32.0, 1.0 / 16.0, 0.125, 0.25, 0.5, 1.0];
 
 /// A payer's place in [0, 1) for sampling (see the module documentation).
 pub fn payer_fraction(customer_id: &str) -> f64 {
-    let digest = Sha256::digest(format!("recoup-sample/v1:{customer_id}").as_bytes());
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_be_bytes(first) as f64 / 2f64.powi(64)
+    place_fraction(crate::history::payer_place(customer_id))
+}
+
+/// A [`crate::history::payer_place`] as a share of its range.
+pub fn place_fraction(place: u64) -> f64 {
+    place as f64 / 2f64.powi(64)
 }
 
 /// Keep the attempts of the payers whose place is below `share`; returns (payers kept, payers).
@@ -67,8 +68,7 @@ pub fn curve(
         return Err(FitError::TooFewExamples(n));
     }
     let (_, test_start) = split_points(n, cfg);
-    let place: Vec<f64> =
-        (0..test_start).map(|i| payer_fraction(h.customer_ids.get(h.attempts[set.rows[i] as usize].customer.0))).collect();
+    let place: Vec<f64> = (0..test_start).map(|i| place_fraction(set.payers[i])).collect();
     let test: Vec<usize> = (test_start..n).collect();
     let (mut points, mut notes) = (Vec::new(), Vec::new());
     for &share in shares {

@@ -27,6 +27,7 @@
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`report`]: the backtest's HTML report with SVG plots.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
+//! - [`digest`]: what training reads from a history, built per shard of payers, written, read back and merged exactly.
 //! - [`pipeline`]: the training pipeline from a history file to a registry version (`recoup train`, the trainer service).
 //! - [`decision_log`]: every decision served and every outcome reported, in Parquet files; their join back into history.
 //! - [`api`]: the `recoup.v1` protobuf types and their mapping to engine types (request validation).
@@ -45,6 +46,7 @@ pub mod attrition;
 pub mod backtest;
 pub mod cli;
 pub mod decision_log;
+pub mod digest;
 pub mod drift;
 pub mod export;
 pub mod failed_retries;

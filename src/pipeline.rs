@@ -9,10 +9,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::digest::Digest;
 use crate::history::{load, LoadOptions};
 use crate::model::SuccessModel;
 use crate::registry::{self, Manifest};
-use crate::train::{build, train, TrainConfig, TrainingSet};
+use crate::train::{train, TrainConfig, TrainingSet};
 
 /// Why a training run wrote no version.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,9 @@ pub enum PipelineError {
     Fit(#[from] crate::train::FitError),
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
+    /// Writing or reading shards of the features ([`crate::digest`]).
+    #[error(transparent)]
+    Shards(#[from] crate::digest::DigestError),
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
@@ -35,6 +39,18 @@ pub enum PipelineError {
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PipelineError + '_ {
     move |source| PipelineError::Io { path: path.to_path_buf(), source }
+}
+
+/// The version name is allowed and not taken.
+fn check_version(job: &Job) -> Result<(), PipelineError> {
+    if let Some(v) = &job.version {
+        registry::check_version_name(v).map_err(PipelineError::Version)?;
+        let dir = job.out.join(v);
+        if dir.exists() {
+            return Err(PipelineError::Version(format!("{} already exists; model versions are immutable", dir.display())));
+        }
+    }
+    Ok(())
 }
 
 /// One training run into a registry (what `recoup train` and the trainer service do).
@@ -64,13 +80,7 @@ pub struct Written {
 /// Load the history, fit, evaluate and write a new version (promoting it if
 /// asked), reporting each step to `progress`.
 pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written, PipelineError> {
-    if let Some(v) = &job.version {
-        registry::check_version_name(v).map_err(PipelineError::Version)?;
-        let dir = job.out.join(v);
-        if dir.exists() {
-            return Err(PipelineError::Version(format!("{} already exists; model versions are immutable", dir.display())));
-        }
-    }
+    check_version(job)?;
     let started = Instant::now();
     let mut history = load(&job.history, &job.load).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
@@ -86,7 +96,93 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         progress(&format!("skipped {} rows that break the contract (written to {to})", history.report.rows_rejected));
     }
     let fingerprint = registry::fingerprint(&history.files)?;
-    let set = build(&history);
+    let source =
+        Source { files: history.files.iter().map(|f| f.display().to_string()).collect(), fingerprint, rows: history.attempts.len() as u64 };
+    let digest = Digest::of_history(&history);
+    // The fit needs only the digest: the history's memory goes back before it.
+    drop(history);
+    fit_and_write(job, digest, source, started, progress)
+}
+
+/// The history a version was trained on, for its manifest.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub files: Vec<String>,
+    pub fingerprint: String,
+    pub rows: u64,
+}
+
+/// Build the digest of shard `k` of `n` of the job's history (its payers by
+/// [`crate::history::shard_of`]) and write it under `dir` (#25's `--features-only`).
+pub fn features_only(
+    job: &Job,
+    shard: (u64, u64),
+    dir: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<PathBuf, PipelineError> {
+    let (k, n) = shard;
+    let load_opts = LoadOptions { shard: Some((k, n)), ..job.load.clone() };
+    let history = load(&job.history, &load_opts).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
+    let r = &history.report;
+    progress(&format!(
+        "shard {k} of {n}: {} attempts of this shard's payers from {} ({} rows of other shards' payers skipped)",
+        history.attempts.len(),
+        job.history.display(),
+        r.rows_other_shards
+    ));
+    let fingerprint = registry::fingerprint(&history.files)?;
+    let digest = Digest::of_history(&history);
+    progress(&format!("built {} retry examples", digest.set.len()));
+    let meta = crate::digest::ShardMeta {
+        format: crate::digest::FORMAT.to_string(),
+        recoup_version: env!("CARGO_PKG_VERSION").to_string(),
+        active_columns: crate::features::ACTIVE,
+        schema_columns: crate::features::SCHEMA.len(),
+        shard: k,
+        shards: n,
+        history: job.history.display().to_string(),
+        files: history.files.iter().map(|f| f.display().to_string()).collect(),
+        fingerprint,
+        rows_read: r.rows_read,
+        rows_rejected: r.rows_rejected,
+        rows_other_shards: r.rows_other_shards,
+        attempts: digest.attempts,
+        payments: digest.payments,
+        examples: digest.set.len() as u64,
+        attrition: digest.attrition.clone(),
+        population: digest.population.clone(),
+        last_attempt: digest.asks.end,
+    };
+    drop(history);
+    Ok(crate::digest::write_shard(dir, &digest, &meta)?)
+}
+
+/// Read every shard under `dir`, merge them and fit, as [`to_registry`] does on a history
+/// (`job.history` is not read).
+pub fn from_shards(job: &Job, dir: &std::path::Path, progress: &mut dyn FnMut(&str)) -> Result<Written, PipelineError> {
+    check_version(job)?;
+    let started = Instant::now();
+    let shards = crate::digest::find_shards(dir)?;
+    let first = shards[0].1.clone();
+    let mut parts = Vec::with_capacity(shards.len());
+    for (path, meta) in &shards {
+        parts.push(crate::digest::read_shard(path, meta)?);
+        progress(&format!("read shard {} of {}: {} retry examples", meta.shard, meta.shards, meta.examples));
+    }
+    let digest = Digest::merge(parts);
+    let source = Source { files: first.files.clone(), fingerprint: first.fingerprint.clone(), rows: digest.attempts };
+    fit_and_write(job, digest, source, started, progress)
+}
+
+/// Fit on a digest and write the version (what [`to_registry`] and [`from_shards`] share).
+fn fit_and_write(
+    job: &Job,
+    digest: Digest,
+    source: Source,
+    started: Instant,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Written, PipelineError> {
+    let set = &digest.set;
     progress(&format!(
         "built {} retry examples × {} active of {} feature columns",
         set.len(),
@@ -94,10 +190,10 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         crate::features::SCHEMA.len()
     ));
     let built_at = started.elapsed();
-    let mut trained = train(&set, &job.cfg, progress)?;
+    let mut trained = train(set, &job.cfg, progress)?;
     let fit_seconds = trained.fit_seconds;
-    trained.model.attrition = crate::attrition::estimate(&history);
-    trained.report.population = crate::drift::Population::of_history(&history);
+    trained.model.attrition = crate::attrition::from_sums(&digest.attrition);
+    trained.report.population = digest.population.clone();
     if trained.model.attrition.is_empty() {
         progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; messages are not charged for the payers they lose");
     } else {
@@ -109,8 +205,8 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
             .collect();
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
-    trained.model.asks = crate::asks::estimate(&history, &trained.model.attrition);
-    trained.model.support = crate::support::estimate(&crate::train::observed_retries(&history));
+    trained.model.asks = crate::asks::estimate_from(&digest.asks, &trained.model.attrition);
+    trained.model.support = crate::support::estimate(&digest.observed);
     for c in &trained.model.support.classes {
         progress(&format!("support after {}: {}", c.class.map_or("any decline", |c| c.into()), c.describe()));
     }
@@ -127,7 +223,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         progress(&format!("  asks: {n}"));
     }
     if let Some(dir) = &job.export_features {
-        export_features(&set, &job.cfg, &trained.model, dir)?;
+        export_features(set, &job.cfg, &trained.model, dir)?;
         let summary = serde_json::json!({
             "pipeline": "recoup",
             "examples": set.len(),
@@ -150,9 +246,9 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         version: job.version.clone().unwrap_or_default(),
         created_at: chrono::Utc::now(),
         recoup_version: env!("CARGO_PKG_VERSION").to_string(),
-        data_fingerprint: fingerprint,
-        data_files: history.files.iter().map(|f| f.display().to_string()).collect(),
-        data_rows: history.attempts.len() as u64,
+        data_fingerprint: source.fingerprint,
+        data_files: source.files,
+        data_rows: source.rows,
         config: job.cfg.params(),
     };
     let dir = registry::write_version(&job.out, &trained.model, &trained.report, manifest)?;

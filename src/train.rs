@@ -39,9 +39,13 @@ pub struct TrainingSet {
     pub times: Vec<DateTime<Utc>>,
     /// The decline the retry answered.
     pub declines: Vec<DeclineCode>,
-    /// Index in [`History::attempts`] of the retry.
-    pub rows: Vec<u32>,
-    /// The payment of the retry (its [`crate::domain::PaymentIx`]).
+    /// The payer's [`crate::history::payer_place`] (the stable hash that samples and shards cut).
+    pub payers: Vec<u64>,
+    /// The example's place among its payer's examples: with the time and the payer, the
+    /// key that orders examples the same however the history was split or stored.
+    pub seq: Vec<u32>,
+    /// The payment of the retry: an id unique within the set (in one history, its
+    /// [`crate::domain::PaymentIx`]).
     pub payments: Vec<u32>,
 }
 
@@ -112,8 +116,6 @@ pub fn build(h: &History) -> TrainingSet {
     }
     let mut customers: Vec<Vec<usize>> = by_customer.into_values().collect();
     customers.sort_unstable_by_key(|ps| ps[0]);
-    let base = h.attempts.as_ptr() as usize;
-    let row_of = |a: &Attempt| ((a as *const Attempt as usize - base) / std::mem::size_of::<Attempt>()) as u32;
     let parts: Vec<TrainingSet> = customers
         .par_iter()
         .map(|ps| {
@@ -121,6 +123,7 @@ pub fn build(h: &History) -> TrainingSet {
             let mut ps: Vec<&[Attempt]> = ps.iter().map(|&i| payments[i]).collect();
             ps.sort_by_key(|p| p[0].attempted_at);
             let tz = ps[0][0].timezone;
+            let payer = crate::history::payer_place(h.customer_ids.get(ps[0][0].customer.0));
             let mut events: Vec<(DateTime<Utc>, Evidence)> =
                 ps.iter().flat_map(|p| payment_evidence(tz, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>())).collect();
             events.sort_by_key(|(t, e)| (*t, *e));
@@ -152,26 +155,37 @@ pub fn build(h: &History) -> TrainingSet {
                     out.labels.push(a.outcome == Outcome::Succeeded);
                     out.times.push(a.attempted_at);
                     out.declines.push(earlier[k - 1].decline);
-                    out.rows.push(row_of(a));
+                    out.payers.push(payer);
+                    out.seq.push(out.seq.len() as u32);
                     out.payments.push(a.payment.0);
                 }
             }
             out
         })
         .collect();
-    // Merge, then order by time (ties by history row) so splits are by time and reproducible.
-    let mut all = TrainingSet::default();
-    for p in parts {
-        all.columns.extend(p.columns);
-        all.labels.extend(p.labels);
-        all.times.extend(p.times);
-        all.declines.extend(p.declines);
-        all.rows.extend(p.rows);
-        all.payments.extend(p.payments);
+    TrainingSet::merge(parts)
+}
+
+impl TrainingSet {
+    /// Concatenate sets (payment ids must already be distinct across them) and put the
+    /// examples in the canonical order: by time, ties by payer place and place among the
+    /// payer's examples. Splits are by time, and the order is the same however the
+    /// payers were spread over the parts (shards give the single-process set exactly).
+    pub fn merge(parts: Vec<TrainingSet>) -> TrainingSet {
+        let mut all = TrainingSet::default();
+        for p in parts {
+            all.columns.extend(p.columns);
+            all.labels.extend(p.labels);
+            all.times.extend(p.times);
+            all.declines.extend(p.declines);
+            all.payers.extend(p.payers);
+            all.seq.extend(p.seq);
+            all.payments.extend(p.payments);
+        }
+        let mut order: Vec<usize> = (0..all.len()).collect();
+        order.par_sort_unstable_by_key(|&i| (all.times[i], all.payers[i], all.seq[i]));
+        all.select(&order)
     }
-    let mut order: Vec<usize> = (0..all.len()).collect();
-    order.par_sort_unstable_by_key(|&i| (all.times[i], all.rows[i]));
-    all.select(&order)
 }
 
 impl TrainingSet {
@@ -186,7 +200,8 @@ impl TrainingSet {
             labels: ix.iter().map(|&i| self.labels[i]).collect(),
             times: ix.iter().map(|&i| self.times[i]).collect(),
             declines: ix.iter().map(|&i| self.declines[i]).collect(),
-            rows: ix.iter().map(|&i| self.rows[i]).collect(),
+            payers: ix.iter().map(|&i| self.payers.get(i).copied().unwrap_or(0)).collect(),
+            seq: ix.iter().map(|&i| self.seq.get(i).copied().unwrap_or(0)).collect(),
             payments: ix.iter().map(|&i| self.payments.get(i).copied().unwrap_or(u32::MAX)).collect(),
         }
     }
@@ -1285,7 +1300,7 @@ mod tests {
             set.labels.push(rng.random::<f64>() < sigmoid(z));
             set.times.push(t0 + chrono::Duration::minutes(i as i64));
             set.declines.push(DeclineCode::InsufficientFunds);
-            set.rows.push(i as u32);
+            set.seq.push(i as u32);
         }
         set
     }

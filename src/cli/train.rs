@@ -15,7 +15,7 @@ use crate::trees::BoostConfig;
 /// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --learning-curve                  # test log loss against the share of payers\n  recoup train --sample-payers 0.1 --out trial/  # a tenth of the payers\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
+    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --learning-curve                  # test log loss against the share of payers\n  recoup train --sample-payers 0.1 --out trial/  # a tenth of the payers\n  recoup train --features-only --shard 3/8 --features feat/   # sharded: one of 8 jobs\n  recoup train --features feat/ --out models/    # sharded: the fit step, after all 8\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
 )]
 pub struct Args {
     /// History to learn from (Parquet/CSV file or directory, contract v1).
@@ -73,6 +73,36 @@ pub struct Args {
     /// latest --test-fraction of the retries, all payers): how much history the model needs.
     #[arg(long, env = "RECOUP_TRAIN_LEARNING_CURVE")]
     pub learning_curve: bool,
+    /// With --features-only: the shard of the payers to read, K of N (0 ≤ K < N), by the
+    /// payer's stable hash (SHA-256 as for --sample-payers; shard K holds the payers whose
+    /// place lies in [K/N, (K+1)/N)). In a Kubernetes Indexed Job: `--shard
+    /// $(JOB_COMPLETION_INDEX)/N`.
+    #[arg(long, value_name = "K/N", value_parser = shard, env = "RECOUP_TRAIN_SHARD")]
+    pub shard: Option<(u64, u64)>,
+    /// Sharded training, first step: read the --shard's payers of --history and write
+    /// what training estimates from (examples, retries, counts) to --features DIR, with
+    /// about 1/N of the memory of a whole train. Fits nothing, writes no version.
+    #[arg(long, requires_all = ["shard", "features"], env = "RECOUP_TRAIN_FEATURES_ONLY")]
+    pub features_only: bool,
+    /// Sharded training's directory of shards. With --features-only a shard is written
+    /// there; without, the fit step reads every shard there (all N must be finished, from
+    /// one history and one build) instead of --history, and writes the version to --out:
+    /// the same model a single train on the whole history writes.
+    #[arg(long, value_name = "DIR", env = "RECOUP_TRAIN_FEATURES")]
+    pub features: Option<PathBuf>,
+}
+
+fn shard(s: &str) -> Result<(u64, u64), String> {
+    let (k, n) = s.split_once('/').ok_or_else(|| format!("expected K/N (e.g. 3/8), got {s:?}"))?;
+    let k: u64 = k.trim().parse().map_err(|_| format!("shard index is not a whole number: {k:?}"))?;
+    let n: u64 = n.trim().parse().map_err(|_| format!("shard count is not a whole number: {n:?}"))?;
+    if !(1..=99_999).contains(&n) {
+        return Err(format!("shard count must be in 1..=99999, got {n}"));
+    }
+    if k >= n {
+        return Err(format!("shard index must be below the count (0 ≤ K < N), got {k}/{n}"));
+    }
+    Ok((k, n))
 }
 
 fn sample_share(s: &str) -> Result<f64, String> {
@@ -174,6 +204,12 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         );
         return learning_curve(a, &cfg, &say);
     }
+    if a.shard.is_some() && !a.features_only {
+        anyhow::bail!("--shard goes with --features-only (sharded training's first step); the fit step reads every shard of --features");
+    }
+    if a.features.is_some() && (a.sample_payers.is_some() || a.learning_curve || a.export_features.is_some()) {
+        anyhow::bail!("sharded training (--features) takes none of --sample-payers, --learning-curve, --export-features");
+    }
     let job = Job {
         history: a.history.clone(),
         out: a.out.clone(),
@@ -184,7 +220,16 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         load: LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(a.rejects.clone()), ..LoadOptions::default() },
         sample_payers: a.sample_payers,
     };
-    let done = to_registry(&job, &mut |m| say(m))?;
+    let done = match (&a.features, a.shard) {
+        (Some(dir), Some(shard)) if a.features_only => {
+            let written = crate::pipeline::features_only(&job, shard, dir, &mut |m| say(m))?;
+            println!("shard {} of {} written to {}", shard.0, shard.1, written.display());
+            say("done");
+            return Ok(ExitCode::SUCCESS);
+        }
+        (Some(dir), _) => crate::pipeline::from_shards(&job, dir, &mut |m| say(m))?,
+        (None, _) => to_registry(&job, &mut |m| say(m))?,
+    };
     let r = &done.report;
     println!("model {} written to {}{}", done.version, done.dir.display(), if a.promote { " and promoted" } else { "" });
     println!("test split: {} retries from {}", r.test_examples, r.test_from.map(|t| t.to_rfc3339()).unwrap_or_default());

@@ -161,9 +161,25 @@ pub struct LoadOptions {
     pub shard: Option<(u64, u64)>,
 }
 
-/// The shard of `n` that a payer's rows belong to.
+/// A payer's place in [0, 2⁶⁴): the first 8 bytes, big-endian, of
+/// SHA-256(`recoup-sample/v1:` + customer id). Documented and stable (any tool can
+/// recompute it, unlike the process's hasher): payer samples
+/// ([`crate::learning_curve`]) and shards both cut this one number.
+pub fn payer_place(customer_id: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"recoup-sample/v1:");
+    h.update(customer_id.as_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The shard of `n` that a payer's rows belong to: ⌊place · n / 2⁶⁴⌋ of its
+/// [`payer_place`], so shard k holds the places in [k/n, (k+1)/n) of the range.
 pub fn shard_of(customer_id: &str, n: u64) -> u64 {
-    id_hash(customer_id) % n.max(1)
+    ((payer_place(customer_id) as u128 * n.max(1) as u128) >> 64) as u64
 }
 
 /// Counts and notes from one load, for `history check` and logs.

@@ -367,6 +367,26 @@ fn shards_partition_the_payers() {
     assert_eq!(customers.len(), full.customer_ids.len());
 }
 
+/// The shard hash is the documented one, recomputable outside recoup: the first 8 bytes
+/// of SHA-256("recoup-sample/v1:" + id), big-endian, times N over 2⁶⁴; shard 0 of N is
+/// the sample of share 1/N.
+#[test]
+fn the_shard_of_a_payer_is_the_documented_hash() {
+    use sha2::Digest;
+    for id in ["cus_1", "cus_000042", "payer-ü", ""] {
+        let d = sha2::Sha256::digest(format!("recoup-sample/v1:{id}").as_bytes());
+        let place = u64::from_be_bytes(d[..8].try_into().unwrap());
+        assert_eq!(recoup::history::payer_place(id), place);
+        for n in [1u64, 2, 3, 8, 1000] {
+            assert_eq!(recoup::history::shard_of(id, n), ((place as u128 * n as u128) >> 64) as u64, "{id} of {n}");
+            assert_eq!(recoup::history::shard_of(id, n) == 0, recoup::learning_curve::payer_fraction(id) < 1.0 / n as f64, "{id} of {n}");
+        }
+    }
+    // A value computed outside recoup (Python's hashlib), so a change of hash cannot pass unnoticed.
+    assert_eq!(recoup::history::payer_place("cus_1"), 0x9111_f7b3_de66_590a);
+    assert_eq!(recoup::history::shard_of("cus_1", 8), 4);
+}
+
 /// The CSV text of `rows` with data row `k` (0-based) replaced by `line`.
 fn csv_with_line(rows: &[Vec<(&'static str, String)>], k: usize, line: &[u8]) -> Vec<u8> {
     let (_dir, path) = temp_file("h.csv");

@@ -85,9 +85,10 @@ fn batch_and_scoring_paths_build_identical_vectors() {
     let (_, h, _) = shared();
     let set = build(h);
     assert!(set.len() > 5_000, "{} examples", set.len());
+    let by_payment: HashMap<u32, &[Attempt]> = h.payments().map(|p| (p[0].payment.0, p)).collect();
     let mut checked = 0;
     for i in (0..set.len()).step_by(37) {
-        let retry = &h.attempts[set.rows[i] as usize];
+        let retry = by_payment[&set.payments[i]].iter().find(|a| a.attempted_at == set.times[i]).expect("the example's retry");
         let v = from_request(h, retry);
         assert_eq!(v.as_slice(), set.row(i), "example {i} (attempt {})", h.attempt_id(retry));
         checked += 1;
@@ -362,4 +363,79 @@ fn the_learning_curve_scores_growing_samples_on_one_test_split() {
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(said.contains(&format!("sampled {payers} of {} payers", h.customer_ids.len())), "{said}");
     recoup().args(["train", "--sample-payers", "0", "--history"]).arg(path).assert().failure().stderr(predicates::str::contains("(0, 1]"));
+}
+
+#[test]
+fn sharded_training_writes_the_same_model_as_one_process() {
+    let (_, h, path) = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let (single, sharded, features) = (tmp.path().join("single"), tmp.path().join("sharded"), tmp.path().join("features"));
+    let family = ["--family", "trees", "--max-trees", "20", "--leaves", "15", "--name", "v1"];
+    recoup().args(["train", "-q", "--history"]).arg(path).arg("--out").arg(&single).args(family).assert().success();
+    // The fit step refuses an incomplete set, naming what is missing.
+    for k in [2, 0] {
+        recoup()
+            .args(["train", "-q", "--features-only", "--shard", &format!("{k}/3"), "--history"])
+            .arg(path)
+            .arg("--features")
+            .arg(&features)
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(format!("shard {k} of 3 written")));
+    }
+    recoup()
+        .args(["train", "-q", "--features"])
+        .arg(&features)
+        .arg("--out")
+        .arg(&sharded)
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("2 of 3 shards are finished; missing: 1"));
+    recoup()
+        .args(["train", "-q", "--features-only", "--shard", "1/3", "--history"])
+        .arg(path)
+        .arg("--features")
+        .arg(&features)
+        .assert()
+        .success();
+    // Every attempt is in exactly one shard, and each shard read all the rows.
+    let metas: Vec<recoup::digest::ShardMeta> =
+        recoup::digest::find_shards(&features).expect("a complete set").into_iter().map(|(_, m)| m).collect();
+    assert_eq!(metas.iter().map(|m| m.attempts).sum::<u64>(), h.attempts.len() as u64);
+    for m in &metas {
+        assert_eq!(m.attempts + m.rows_other_shards, h.attempts.len() as u64, "shard {}", m.shard);
+        assert!(m.attempts as f64 > 0.2 * h.attempts.len() as f64, "shard {} holds {} attempts", m.shard, m.attempts);
+    }
+    recoup().args(["train", "-q", "--features"]).arg(&features).arg("--out").arg(&sharded).args(family).assert().success();
+    for f in ["model.json", "metrics.json"] {
+        let (x, y) = (std::fs::read(single.join("v1").join(f)).unwrap(), std::fs::read(sharded.join("v1").join(f)).unwrap());
+        assert!(x == y, "{f} differs between the single and the sharded train");
+    }
+    // A shard of another split of payers does not mix in.
+    recoup()
+        .args(["train", "-q", "--features-only", "--shard", "0/2", "--history"])
+        .arg(path)
+        .arg("--features")
+        .arg(&features)
+        .assert()
+        .success();
+    recoup()
+        .args(["train", "-q", "--features"])
+        .arg(&features)
+        .arg("--out")
+        .arg(tmp.path().join("mixed"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("the number of shards differs"));
+    // Bad shard arguments are refused before any work.
+    for (arg, says) in [("3/3", "below the count"), ("1", "expected K/N"), ("0/0", "1..=99999")] {
+        recoup()
+            .args(["train", "--features-only", "--features"])
+            .arg(&features)
+            .args(["--shard", arg])
+            .assert()
+            .failure()
+            .stderr(predicates::str::contains(says));
+    }
+    recoup().args(["train", "--shard", "0/2"]).assert().failure().stderr(predicates::str::contains("--features-only"));
 }
