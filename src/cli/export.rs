@@ -36,8 +36,8 @@ use crate::history::{load, History, LoadOptions};
 )]
 pub struct Args {
     /// History (Parquet/CSV file or directory, contract v1).
-    #[arg(long, value_name = "PATH", env = "RECOUP_EXPORT_HISTORY")]
-    pub history: PathBuf,
+    #[arg(long, value_name = "PATH", required_unless_present = "merge", env = "RECOUP_EXPORT_HISTORY")]
+    pub history: Option<PathBuf>,
     /// The cut-off: RFC 3339 (2026-06-01T12:00:00Z) or a date (midnight UTC).
     #[arg(long, value_name = "TIMESTAMP", value_parser = parse_as_of, env = "RECOUP_EXPORT_AS_OF")]
     pub as_of: DateTime<Utc>,
@@ -67,10 +67,23 @@ pub struct Args {
     /// as long. Rows come out shard by shard; the calibration is fitted on the first.
     #[arg(long, value_name = "N", default_value_t = 1, env = "RECOUP_EXPORT_PASSES")]
     pub passes: u64,
+    /// One job of a sharded export (#25; a Kubernetes Indexed Job: `--shard
+    /// $(JOB_COMPLETION_INDEX)/N`): only the payers of shard K of N (the stable payer hash
+    /// of `train --shard`), written to the directory --out as part-KKKKK-of-NNNNN.parquet.
+    /// The calibration is fitted on shard 0's payers in every job (shard 0 is read first),
+    /// as --passes N does, so the merged export equals `--passes N` exactly.
+    #[arg(long, value_name = "K/N", value_parser = super::train::shard, conflicts_with_all = ["passes", "by", "merge"], env = "RECOUP_EXPORT_SHARD")]
+    pub shard: Option<(u64, u64)>,
+    /// The merge step of a sharded export: read every part in DIR (all N must be there,
+    /// for one --as-of) and write --out (per payment, or with --by the segment totals);
+    /// reads no history.
+    #[arg(long, value_name = "DIR", env = "RECOUP_EXPORT_MERGE")]
+    pub merge: Option<PathBuf>,
     /// Write history rows that break the contract to the reject file and go on.
     #[arg(long, env = "RECOUP_EXPORT_SKIP_BAD_ROWS")]
     pub skip_bad_rows: bool,
-    /// Where rejected rows go (with --passes: one file per pass, FILE.passK.csv).
+    /// Where rejected rows go (with --passes: one file per pass, FILE.passK.csv; with
+    /// --shard K/N: FILE.shardK.csv, and FILE.shardK.calibration.csv for shard 0's rows).
     #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_EXPORT_REJECTS")]
     pub rejects: PathBuf,
 }
@@ -116,9 +129,14 @@ impl Segment {
 
 /// `rejects.csv` → `rejects.pass2.csv` (1-based pass).
 fn per_pass(path: &Path, pass: u64) -> PathBuf {
+    suffixed(path, &format!("pass{}", pass + 1))
+}
+
+/// `rejects.csv` → `rejects.SUFFIX.csv`.
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
     let stem = path.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
     let ext = path.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
-    path.with_file_name(format!("{stem}.pass{}{ext}", pass + 1))
+    path.with_file_name(format!("{stem}.{suffix}{ext}"))
 }
 
 fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
@@ -166,14 +184,31 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
         }
     };
-    let out_format = Format::of(&a.out, a.format)?;
-    let payments_format = a.payments_out.as_deref().map(|p| Format::of(p, None)).transpose()?;
+    if let Some(dir) = &a.merge {
+        return merge(a, dir, &say);
+    }
+    let history = a.history.as_deref().context("--history is required")?;
     let (version, model) = match &a.model {
         Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
         None => crate::registry::load_current(&a.models)?,
     };
     anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
-    let write_payments = if a.by.is_empty() { Some((a.out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
+    // The shards this process reads, in order.
+    let shards: Vec<Option<(u64, u64)>> = match (a.shard, a.passes) {
+        (Some(s), _) => vec![Some(s)],
+        (None, 1) => vec![None],
+        (None, n) => (0..n).map(|k| Some((k, n))).collect(),
+    };
+    let out = match a.shard {
+        Some((k, n)) => {
+            std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+            a.out.join(part_name(k, n))
+        }
+        None => a.out.clone(),
+    };
+    let out_format = if a.shard.is_some() { Format::Parquet } else { Format::of(&a.out, a.format)? };
+    let payments_format = a.payments_out.as_deref().map(|p| Format::of(p, None)).transpose()?;
+    let write_payments = if a.by.is_empty() { Some((out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
     let mut writer = write_payments.map(|(p, f)| Writer::create(p, f)).transpose()?;
     let mut totals: BTreeMap<Vec<String>, Total> = BTreeMap::new();
     let (mut invalid, mut open_total) = (0usize, 0usize);
@@ -182,23 +217,16 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} open payments {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
+    let cfg = EngineConfig::default();
     let mut forecaster: Option<Forecaster> = None;
-    for pass in 0..a.passes {
-        let shard = (a.passes > 1).then_some((pass, a.passes));
-        // With passes, memory is what matters: decode smaller slices too.
-        let parquet_slice_rows = (a.passes > 1).then_some(1 << 17);
-        // One reject file per pass: each pass judges only its own payers' rows.
-        let rejects = if a.passes > 1 { per_pass(&a.rejects, pass) } else { a.rejects.clone() };
-        let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(rejects.clone()), shard, parquet_slice_rows };
-        let h = load(&a.history, &opts).with_context(|| format!("loading history {}", a.history.display()))?;
-        if h.report.rows_rejected > 0 {
-            tracing::warn!(rows = h.report.rows_rejected, file = %rejects.display(), "rows broke the contract and were written to the reject file");
-        }
-        let which = if a.passes > 1 { format!(" (pass {} of {}: the payers of that shard)", pass + 1, a.passes) } else { String::new() };
-        bar.suspend(|| {
-            say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), a.history.display()))
-        });
-        let cfg = EngineConfig::default();
+    if let Some((k, n)) = a.shard.filter(|s| s.0 != 0) {
+        // Every job calibrates on shard 0's payers, as one process in passes does.
+        let h = load_shard(a, history, Some((0, n)), &bar, &say)?;
+        say(&format!("shard {k} of {n}: calibrating on shard 0's payers, as every shard does"));
+        forecaster = Some(fit_forecaster(a, &h, model.clone(), cfg.clone(), &bar, &say)?);
+    }
+    for shard in shards {
+        let h = load_shard(a, history, shard, &bar, &say)?;
         let open = open_payments(&h, a.as_of, cfg.dunning_window_days);
         open_total += open.len();
         bar.inc_length(open.len() as u64);
@@ -207,29 +235,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         // payment is scored by the same calibration.
         let fc: &Forecaster = match &forecaster {
             Some(fc) => fc,
-            None => {
-                let fc = Forecaster::fit(&h, &payers, model.clone(), cfg, a.as_of, a.calibration_payments)?;
-                bar.suspend(|| {
-                    say(&format!(
-                        "payers updated their payment method on {:.1} % of {} needs-update payments closed by then; calibrated on {} forecasts",
-                        100.0 * fc.updates.overall(),
-                        fc.updates.payments,
-                        fc.calibration.classes.iter().map(|c| c.forecasts).sum::<usize>()
-                    ))
-                });
-                for m in &fc.calibration.classes {
-                    tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
-                }
-                if fc.updates.payments == 0 {
-                    tracing::warn!(
-                        "no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0"
-                    );
-                }
-                if fc.calibration.classes.is_empty() {
-                    tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
-                }
-                forecaster.insert(fc)
-            }
+            None => forecaster.insert(fit_forecaster(a, &h, model.clone(), cfg.clone(), &bar, &say)?),
         };
         bar.suspend(|| say(&format!("{} payments open at {}", open.len(), a.as_of.to_rfc3339())));
         for chunk in open.chunks(BATCH) {
@@ -238,7 +244,7 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             for r in &rows {
                 let mut key: Vec<String> = a.by.iter().map(|s| s.of(r)).collect();
                 key.push(r.currency.clone());
-                totals.entry(key).or_default().add(r);
+                totals.entry(key).or_default().add(r.amount_minor, r.expected_recovered(), r.f.p_recovery);
             }
             if let Some(w) = writer.as_mut() {
                 w.write(&payment_frame(&rows, a.as_of, &version)?)?;
@@ -259,16 +265,29 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     if invalid > 0 {
         tracing::warn!(payments = invalid, "payments could not be forecast (their row says why in `reason`); forecast at 0");
     }
+    finish(a, &out, out_format, &totals, open_total, &version, &say)
+}
+
+/// Write the segment totals (with --by) and print the headline per currency.
+fn finish(
+    a: &Args,
+    out: &Path,
+    out_format: Format,
+    totals: &BTreeMap<Vec<String>, Total>,
+    open_total: usize,
+    version: &str,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ExitCode> {
     if !a.by.is_empty() {
-        let mut w = Writer::create(&a.out, out_format)?;
-        w.write(&segment_frame(&a.by, &totals, a.as_of, &version)?)?;
+        let mut w = Writer::create(out, out_format)?;
+        w.write(&segment_frame(&a.by, totals, a.as_of, version)?)?;
         w.finish()?;
     }
-    say(&format!("wrote {}{}", a.out.display(), a.payments_out.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()));
+    say(&format!("wrote {}{}", out.display(), a.payments_out.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default()));
 
     // The headline per currency on the terminal.
     let mut per_currency: BTreeMap<&str, Total> = BTreeMap::new();
-    for (k, t) in &totals {
+    for (k, t) in totals {
         per_currency.entry(k.last().expect("currency").as_str()).or_default().merge(t);
     }
     println!("{} open payments at {}, model {}", open_total, a.as_of.to_rfc3339(), version);
@@ -277,6 +296,165 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         println!("{c:<8} {:>9} {:>18} {:>22.0} {:>8.1} %", t.payments, t.amount, t.expected, 100.0 * t.rate());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A shard's part file name in the --out directory of `--shard K/N`.
+fn part_name(k: u64, n: u64) -> String {
+    format!("part-{k:05}-of-{n:05}.parquet")
+}
+
+/// Load the history, or the payers of one shard of it.
+fn load_shard(
+    a: &Args,
+    history: &Path,
+    shard: Option<(u64, u64)>,
+    bar: &indicatif::ProgressBar,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<History> {
+    // With shards, memory is what matters: decode smaller slices too.
+    let parquet_slice_rows = shard.is_some().then_some(1 << 17);
+    // One reject file per pass or shard job: each judges only its own payers' rows.
+    let rejects = match (shard, a.shard) {
+        (Some((k, _)), None) => per_pass(&a.rejects, k),
+        (Some(_), Some((job, _))) => suffixed(&a.rejects, &format!("shard{job}{}", if shard == a.shard { "" } else { ".calibration" })),
+        (None, _) => a.rejects.clone(),
+    };
+    let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(rejects.clone()), shard, parquet_slice_rows };
+    let h = load(history, &opts).with_context(|| format!("loading history {}", history.display()))?;
+    if h.report.rows_rejected > 0 {
+        tracing::warn!(rows = h.report.rows_rejected, file = %rejects.display(), "rows broke the contract and were written to the reject file");
+    }
+    let which = shard.map_or(String::new(), |(k, n)| format!(" (shard {k} of {n}: the payers of that shard)"));
+    bar.suspend(|| {
+        say(&format!("loaded {} attempts of {} payments from {}{which}", h.attempts.len(), h.payment_ids.len(), history.display()))
+    });
+    Ok(h)
+}
+
+/// Fit the forecast's calibration on a history's closed payments.
+fn fit_forecaster(
+    a: &Args,
+    h: &History,
+    model: crate::model::SuccessModel,
+    cfg: EngineConfig,
+    bar: &indicatif::ProgressBar,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<Forecaster> {
+    let payers = Payers::new(h);
+    let fc = Forecaster::fit(h, &payers, model, cfg, a.as_of, a.calibration_payments)?;
+    bar.suspend(|| {
+        say(&format!(
+            "payers updated their payment method on {:.1} % of {} needs-update payments closed by then; calibrated on {} forecasts",
+            100.0 * fc.updates.overall(),
+            fc.updates.payments,
+            fc.calibration.classes.iter().map(|c| c.forecasts).sum::<usize>()
+        ))
+    });
+    for m in &fc.calibration.classes {
+        tracing::info!(class = %m.class, a = m.a, by_days = ?m.by_days, b = m.b, rate_at_zero = m.rate_at_zero, forecasts = m.forecasts, realised = m.realised, "calibration");
+    }
+    if fc.updates.payments == 0 {
+        tracing::warn!("no needs-update payment closed before --as-of: payments waiting for a new payment method are forecast at 0");
+    }
+    if fc.calibration.classes.is_empty() {
+        tracing::warn!("no failed payment closed before --as-of: the forecast is the model's look-ahead, uncalibrated");
+    }
+    Ok(fc)
+}
+
+/// `--merge DIR`: every shard's part, in shard order, to --out (see [`Args::merge`]).
+fn merge(a: &Args, dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
+    let parts = find_parts(dir)?;
+    let out_format = Format::of(&a.out, a.format)?;
+    let payments_format = a.payments_out.as_deref().map(|p| Format::of(p, None)).transpose()?;
+    let write_payments = if a.by.is_empty() { Some((a.out.as_path(), out_format)) } else { a.payments_out.as_deref().zip(payments_format) };
+    let mut writer = write_payments.map(|(p, f)| Writer::create(p, f)).transpose()?;
+    let mut totals: BTreeMap<Vec<String>, Total> = BTreeMap::new();
+    let (mut open_total, mut version) = (0usize, None::<String>);
+    for path in &parts {
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let df = pctx(ParquetReader::new(f).finish(), || format!("reading {}", path.display()))?;
+        let text = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
+            let c = pctx(df.column(name), || format!("{}: no column {name}", path.display()))?;
+            let ca = pctx(c.str(), || format!("{}: column {name}", path.display()))?;
+            Ok((0..ca.len()).map(|i| ca.get(i).map(str::to_string)).collect())
+        };
+        let num = |name: &str| -> anyhow::Result<Vec<f64>> {
+            let c = pctx(df.column(name), || format!("{}: no column {name}", path.display()))?;
+            let ca = pctx(c.cast(&DataType::Float64), || format!("{}: column {name}", path.display()))?;
+            let ca = pctx(ca.f64(), || format!("{}: column {name}", path.display()))?.clone();
+            Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
+        };
+        let as_of = pctx(df.column("as_of"), || format!("{}: no column as_of", path.display()))?;
+        let as_of = pctx(as_of.cast(&DataType::Int64), || format!("{}: column as_of", path.display()))?;
+        let want = a.as_of.timestamp_micros();
+        if let Some(i) = (0..as_of.len()).find(|&i| as_of.i64().ok().and_then(|c| c.get(i)) != Some(want)) {
+            anyhow::bail!(
+                "{}: row {} is as of another time than --as-of {}: parts of different exports are mixed",
+                path.display(),
+                i + 1,
+                a.as_of.to_rfc3339()
+            );
+        }
+        let versions = text("model_version")?;
+        if let Some(v) = versions.iter().flatten().find(|v| version.as_ref().is_some_and(|w| w != *v)) {
+            anyhow::bail!(
+                "{}: model {v}, the parts before it used {}: parts of different exports are mixed",
+                path.display(),
+                version.unwrap_or_default()
+            );
+        }
+        version = version.or_else(|| versions.into_iter().flatten().next());
+        let segments: Vec<Vec<Option<String>>> =
+            a.by.iter().map(|s| text(if *s == Segment::Currency { "currency" } else { s.column() })).collect::<anyhow::Result<_>>()?;
+        let (currency, amount, expected, p) =
+            (text("currency")?, num("amount_minor")?, num("expected_recovered_minor")?, num("p_recovery")?);
+        for i in 0..df.height() {
+            let mut key: Vec<String> = segments.iter().map(|c| c[i].clone().unwrap_or_default()).collect();
+            key.push(currency[i].clone().unwrap_or_default());
+            totals.entry(key).or_default().add(amount[i] as i64, expected[i], p[i]);
+        }
+        open_total += df.height();
+        if let Some(w) = writer.as_mut() {
+            w.write(&df)?;
+        }
+        say(&format!("merged {} ({} open payments)", path.display(), df.height()));
+    }
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    finish(a, &a.out, out_format, &totals, open_total, &version.unwrap_or_default(), say)
+}
+
+/// A polars result with anyhow's context.
+fn pctx<T>(r: PolarsResult<T>, msg: impl FnOnce() -> String) -> anyhow::Result<T> {
+    r.map_err(|e| anyhow::anyhow!("{}: {e}", msg()))
+}
+
+/// The part files of a sharded export in `dir`, in shard order, checked to be complete.
+fn find_parts(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut found: Vec<(u64, u64, PathBuf)> = Vec::new();
+    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = e.with_context(|| format!("reading {}", dir.display()))?.path();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let Some(kn) = name.strip_prefix("part-").and_then(|r| r.strip_suffix(".parquet")) else { continue };
+        let Some((k, n)) = kn.split_once("-of-").and_then(|(k, n)| Some((k.parse().ok()?, n.parse().ok()?))) else { continue };
+        found.push((k, n, path));
+    }
+    found.sort();
+    let Some(n) = found.first().map(|f| f.1) else {
+        anyhow::bail!("{}: no part-KKKKK-of-NNNNN.parquet (from `recoup export --shard K/N --out {}`)", dir.display(), dir.display());
+    };
+    anyhow::ensure!(found.iter().all(|f| f.1 == n), "{}: parts of different shard counts are mixed", dir.display());
+    let missing: Vec<String> = (0..n).filter(|k| !found.iter().any(|f| f.0 == *k)).map(|k| k.to_string()).collect();
+    anyhow::ensure!(
+        missing.is_empty(),
+        "{}: {} of {n} parts are there; missing: {} (their jobs have not finished, or failed)",
+        dir.display(),
+        found.len(),
+        missing.join(", ")
+    );
+    Ok(found.into_iter().map(|f| f.2).collect())
 }
 
 fn row(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>, fc: &Forecaster) -> Row {
@@ -312,11 +490,11 @@ struct Total {
 }
 
 impl Total {
-    fn add(&mut self, r: &Row) {
+    fn add(&mut self, amount_minor: i64, expected: f64, p_recovery: f64) {
         self.payments += 1;
-        self.amount += r.amount_minor;
-        self.expected += r.expected_recovered();
-        self.sum_p += r.f.p_recovery;
+        self.amount += amount_minor;
+        self.expected += expected;
+        self.sum_p += p_recovery;
     }
     fn merge(&mut self, o: &Total) {
         self.payments += o.payments;

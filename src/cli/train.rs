@@ -92,7 +92,8 @@ pub struct Args {
     pub features: Option<PathBuf>,
 }
 
-fn shard(s: &str) -> Result<(u64, u64), String> {
+/// Parse `K/N` (0 ≤ K < N ≤ 99,999).
+pub(crate) fn shard(s: &str) -> Result<(u64, u64), String> {
     let (k, n) = s.split_once('/').ok_or_else(|| format!("expected K/N (e.g. 3/8), got {s:?}"))?;
     let k: u64 = k.trim().parse().map_err(|_| format!("shard index is not a whole number: {k:?}"))?;
     let n: u64 = n.trim().parse().map_err(|_| format!("shard count is not a whole number: {n:?}"))?;
