@@ -46,6 +46,11 @@ pub fn cases(world: &World, payers: std::ops::Range<u32>) -> Vec<Case> {
     payers.into_par_iter().filter_map(|id| first_failure(world, id)).collect()
 }
 
+/// The first failed charge of each of the payers `ids` (in that order; payers without one are skipped).
+pub fn cases_of(world: &World, ids: &[u32]) -> Vec<Case> {
+    ids.par_iter().filter_map(|&id| first_failure(world, id)).collect()
+}
+
 fn first_failure(world: &World, id: u32) -> Option<Case> {
     let payer = world.payer(id);
     let mut charges = world.charges_rng(id);

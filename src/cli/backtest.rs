@@ -79,6 +79,20 @@ pub struct Args {
     /// file or directory, contract v1, with `propensity`), not in the simulated world.
     #[arg(long, value_name = "PATH", env = "RECOUP_BACKTEST_HISTORY")]
     pub history: Option<PathBuf>,
+    /// One job of a sharded backtest (#25; a Kubernetes Indexed Job: `--shard
+    /// $(JOB_COMPLETION_INDEX)/N`): only the payers of shard K of N (the stable hash of
+    /// their customer id, `cus_` + 8 digits, as `train --shard`), every strategy, written to
+    /// --out DIR as part-KKKKK-of-NNNNN.json. The merge step prints the backtest.
+    #[arg(long, value_name = "K/N", value_parser = super::train::shard, requires = "out", conflicts_with_all = ["history", "merge", "report", "json"], env = "RECOUP_BACKTEST_SHARD")]
+    pub shard: Option<(u64, u64)>,
+    /// With --shard: the directory the part goes to.
+    #[arg(long, value_name = "DIR", requires = "shard", env = "RECOUP_BACKTEST_OUT")]
+    pub out: Option<PathBuf>,
+    /// The merge step of a sharded backtest: read every part in DIR (all N, run with the
+    /// same world, payers, seed, months, schedules and model as this command's) and print,
+    /// report or write JSON exactly as one process over all the payers would.
+    #[arg(long, value_name = "DIR", conflicts_with = "history", env = "RECOUP_BACKTEST_MERGE")]
+    pub merge: Option<PathBuf>,
     /// With --history: only each payer's first failed payment.
     #[arg(long, requires = "history", env = "RECOUP_BACKTEST_FIRST_PER_PAYER")]
     pub first_per_payer: bool,
@@ -116,6 +130,17 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let oracle = strategies.len() - 2;
     let names: Vec<String> = strategies.iter().map(|s| s.name()).collect();
 
+    if let Some((k, n)) = a.shard {
+        let ids: Vec<u32> = (0..a.payers).filter(|&id| crate::history::shard_of(&format!("cus_{id:08}"), n) == k).collect();
+        let cases = backtest::cases_of(&world, &ids);
+        say(&format!("shard {k} of {n}: {} of {} payers, {} with a failed charge", ids.len(), a.payers, cases.len()));
+        let out = backtest::run_all(&world, &cases, &strategies, &|_| {});
+        let dir = a.out.as_deref().context("--shard needs --out DIR")?;
+        let part = parts::Part::new(a, (k, n), &learned.version, &names, &cases, &out);
+        let path = part.write(dir)?;
+        println!("shard {k} of {n}: {} payments × {} strategies written to {}", cases.len(), names.len(), path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let cases = backtest::cases(&world, 0..a.payers);
     say(&format!(
         "{} payers, {} with a failed charge in {} months (seed {}); {} strategies",
@@ -131,9 +156,20 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} payments {elapsed}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let out = backtest::run_all(&world, &cases, &strategies, &|i| bar.set_position(i as u64));
-    bar.finish_and_clear();
-    say("dunned every payment with every strategy");
+    let out = match &a.merge {
+        Some(dir) => {
+            bar.finish_and_clear();
+            let out = parts::merge(dir, a, &learned.version, &names, &cases)?;
+            say(&format!("merged the shards' parts in {}", dir.display()));
+            out
+        }
+        None => {
+            let out = backtest::run_all(&world, &cases, &strategies, &|i| bar.set_position(i as u64));
+            bar.finish_and_clear();
+            say("dunned every payment with every strategy");
+            out
+        }
+    };
     let lineup = backtest::Lineup { names, fixed, oracle: Some(oracle) };
     let summaries = backtest::summarize(&lineup, &out, a.resamples, a.seed);
     let by: Vec<backtest::SegmentBy> =
@@ -321,4 +357,203 @@ fn off_policy(
     }
     println!("\nreplay and plain IPS are in --json. After the log's last retry nothing is observed: strategies that dunn longer than the log did are estimated low.");
     Ok(ExitCode::SUCCESS)
+}
+
+/// A sharded backtest's parts: every strategy's outcome on the payments of one shard's
+/// payers, with what the run was, so the merge refuses parts of another run.
+mod parts {
+    use std::collections::HashMap;
+    use std::path::{Path, PathBuf};
+
+    use anyhow::Context;
+    use serde::{Deserialize, Serialize};
+
+    use crate::backtest::{Case, Outcome1, Prediction, PREDICTIONS_KEPT};
+
+    /// The part file format this build writes and reads.
+    const FORMAT: &str = "recoup-backtest-part/v1";
+
+    /// What a part was run with; every part of one merge must agree, and with the merge's own arguments.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    struct Run {
+        format: String,
+        shards: u64,
+        payers: u32,
+        seed: u64,
+        months: u32,
+        world: Option<String>,
+        preset: Option<String>,
+        schedules: Option<String>,
+        engine: Option<String>,
+        learned_channels: Vec<String>,
+        model: String,
+        strategies: Vec<String>,
+    }
+
+    impl Run {
+        fn of(a: &super::Args, shards: u64, model: &str, strategies: &[String]) -> Run {
+            let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+            Run {
+                format: FORMAT.into(),
+                shards,
+                payers: a.payers,
+                seed: a.seed,
+                months: a.months,
+                world: path(&a.world),
+                preset: a.preset.clone(),
+                schedules: path(&a.schedules),
+                engine: path(&a.engine),
+                learned_channels: a.learned_channels.iter().map(|c| <&str>::from(*c).to_string()).collect(),
+                model: model.into(),
+                strategies: strategies.to_vec(),
+            }
+        }
+    }
+
+    /// One outcome as stored (with the predictions the calibration table reads).
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    struct Stored {
+        recovered: bool,
+        first_retry_success: bool,
+        revenue: f64,
+        days_to_recovery: Option<f64>,
+        attempts: u32,
+        messages: u32,
+        cost: f64,
+        cancelled: bool,
+        violations: u32,
+        forbidden_proposals: u32,
+        predictions: Vec<(f32, u8, u8, bool)>,
+    }
+
+    impl From<&Outcome1> for Stored {
+        fn from(o: &Outcome1) -> Stored {
+            Stored {
+                recovered: o.recovered,
+                first_retry_success: o.first_retry_success,
+                revenue: o.revenue,
+                days_to_recovery: o.days_to_recovery,
+                attempts: o.attempts,
+                messages: o.messages,
+                cost: o.cost,
+                cancelled: o.cancelled,
+                violations: o.violations,
+                forbidden_proposals: o.forbidden_proposals,
+                predictions: o.predictions[..(o.predicted as usize).min(PREDICTIONS_KEPT)]
+                    .iter()
+                    .map(|p| (p.p, p.class, p.retry, p.succeeded))
+                    .collect(),
+            }
+        }
+    }
+
+    impl From<&Stored> for Outcome1 {
+        fn from(s: &Stored) -> Outcome1 {
+            let mut predictions = [Prediction::default(); PREDICTIONS_KEPT];
+            for (slot, &(p, class, retry, succeeded)) in predictions.iter_mut().zip(&s.predictions) {
+                *slot = Prediction { p, class, retry, succeeded };
+            }
+            Outcome1 {
+                recovered: s.recovered,
+                first_retry_success: s.first_retry_success,
+                revenue: s.revenue,
+                days_to_recovery: s.days_to_recovery,
+                attempts: s.attempts,
+                messages: s.messages,
+                cost: s.cost,
+                cancelled: s.cancelled,
+                violations: s.violations,
+                forbidden_proposals: s.forbidden_proposals,
+                predictions,
+                predicted: s.predictions.len().min(PREDICTIONS_KEPT) as u8,
+            }
+        }
+    }
+
+    /// One shard's part file.
+    #[derive(Debug, Serialize, Deserialize)]
+    pub struct Part {
+        run: Run,
+        shard: u64,
+        /// Per payment (by payer id): each strategy's outcome, in the run's strategy order.
+        payments: Vec<(u32, Vec<Stored>)>,
+    }
+
+    impl Part {
+        pub fn new(a: &super::Args, (k, n): (u64, u64), model: &str, strategies: &[String], cases: &[Case], out: &[Vec<Outcome1>]) -> Part {
+            let payments =
+                cases.iter().enumerate().map(|(c, case)| (case.payer.id, out.iter().map(|s| Stored::from(&s[c])).collect())).collect();
+            Part { run: Run::of(a, n, model, strategies), shard: k, payments }
+        }
+
+        /// Write to `dir/part-KKKKK-of-NNNNN.json` (through a temporary name).
+        pub fn write(&self, dir: &Path) -> anyhow::Result<PathBuf> {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("part-{:05}-of-{:05}.json", self.shard, self.run.shards));
+            let tmp = path.with_extension("json.partial");
+            std::fs::write(&tmp, serde_json::to_vec(self)?).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, &path).with_context(|| format!("renaming {}", tmp.display()))?;
+            Ok(path)
+        }
+    }
+
+    /// Every part in `dir`, checked against this run, as `out[s][c]` over `cases` (all payers, in order).
+    pub fn merge(dir: &Path, a: &super::Args, model: &str, strategies: &[String], cases: &[Case]) -> anyhow::Result<Vec<Vec<Outcome1>>> {
+        let mut parts: Vec<Part> = Vec::new();
+        for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = e.with_context(|| format!("reading {}", dir.display()))?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !(name.starts_with("part-") && name.ends_with(".json")) {
+                continue;
+            }
+            let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let part: Part =
+                serde_json::from_slice(&text).with_context(|| format!("{}: not a backtest part of this build", path.display()))?;
+            let want = Run::of(a, part.run.shards, model, strategies);
+            anyhow::ensure!(
+                part.run == want,
+                "{}: run with other settings than this merge (part: {:?}; this merge: {:?}): parts of different runs are mixed, or the merge's arguments differ",
+                path.display(),
+                part.run,
+                want
+            );
+            parts.push(part);
+        }
+        let Some(n) = parts.first().map(|p| p.run.shards) else {
+            anyhow::bail!("{}: no part-KKKKK-of-NNNNN.json (from `recoup backtest --shard K/N --out {}`)", dir.display(), dir.display());
+        };
+        let missing: Vec<String> = (0..n).filter(|k| !parts.iter().any(|p| p.shard == *k)).map(|k| k.to_string()).collect();
+        anyhow::ensure!(
+            missing.is_empty() && parts.len() as u64 == n,
+            "{}: {} of {n} parts are there; missing: {} (their jobs have not finished, or failed)",
+            dir.display(),
+            parts.len(),
+            if missing.is_empty() { "none, but a shard is doubled".into() } else { missing.join(", ") }
+        );
+        let mut by_payer: HashMap<u32, Vec<Stored>> = HashMap::new();
+        for p in parts {
+            by_payer.extend(p.payments);
+        }
+        let mut out: Vec<Vec<Outcome1>> = vec![Vec::with_capacity(cases.len()); strategies.len()];
+        for c in cases {
+            let stored = by_payer.get(&c.payer.id).with_context(|| format!("payer cus_{:08}'s payment is in no part", c.payer.id))?;
+            anyhow::ensure!(
+                stored.len() == strategies.len(),
+                "payer cus_{:08}: {} outcomes for {} strategies",
+                c.payer.id,
+                stored.len(),
+                strategies.len()
+            );
+            for (s, o) in stored.iter().enumerate() {
+                out[s].push(Outcome1::from(o));
+            }
+        }
+        anyhow::ensure!(
+            by_payer.len() == cases.len(),
+            "the parts hold {} payments, this world {}: parts of another world",
+            by_payer.len(),
+            cases.len()
+        );
+        Ok(out)
+    }
 }

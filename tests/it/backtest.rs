@@ -139,3 +139,40 @@ fn backtest_command_prints_every_strategy_as_json() {
         .failure();
     assert!(String::from_utf8_lossy(&bad.get_output().stderr).contains("--payers"));
 }
+
+/// A sharded backtest (three `--shard K/3` jobs and a `--merge`) prints exactly what one
+/// process over all the payers prints; a merge with other settings is refused.
+#[test]
+fn sharded_backtest_merges_to_the_single_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let recoup = || {
+        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
+        c.current_dir(env!("CARGO_MANIFEST_DIR")).args(["-q", "backtest", "--payers", "240", "--seed", "5", "--resamples", "50"]);
+        c
+    };
+    let single = recoup().arg("--json").output().unwrap();
+    assert!(single.status.success(), "{}", String::from_utf8_lossy(&single.stderr));
+    for k in 0..3 {
+        recoup()
+            .args(["--shard", &format!("{k}/3"), "--out"])
+            .arg(dir.path())
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(format!("shard {k} of 3:")));
+    }
+    let merged = recoup().arg("--json").arg("--merge").arg(dir.path()).output().unwrap();
+    assert!(merged.status.success(), "{}", String::from_utf8_lossy(&merged.stderr));
+    assert!(single.stdout.len() > 1000);
+    assert!(single.stdout == merged.stdout, "the merged backtest differs from the single run");
+    // Parts of a run with another seed are refused, naming the difference.
+    let mut other = assert_cmd::Command::cargo_bin("recoup").unwrap();
+    other
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["-q", "backtest", "--payers", "240", "--seed", "6", "--resamples", "50", "--merge"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("other settings"));
+    std::fs::remove_file(dir.path().join("part-00001-of-00003.json")).unwrap();
+    recoup().arg("--merge").arg(dir.path()).assert().failure().stderr(predicates::str::contains("missing: 1"));
+}
