@@ -121,7 +121,9 @@ pub fn features_only(
     progress: &mut dyn FnMut(&str),
 ) -> Result<PathBuf, PipelineError> {
     let (k, n) = shard;
-    let load_opts = LoadOptions { shard: Some((k, n)), ..job.load.clone() };
+    // A shard keeps 1/n of the rows but decodes all of them: smaller slices keep the
+    // decoded columns from dominating its memory (as export's passes do).
+    let load_opts = LoadOptions { shard: Some((k, n)), parquet_slice_rows: Some(1 << 17), ..job.load.clone() };
     let history = load(&job.history, &load_opts).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     let r = &history.report;
     progress(&format!(
