@@ -10,13 +10,18 @@ if [ ! -x .venv/bin/kubernetes-validate ]; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 fi
-manifests=$(ls k8s/*.yaml | grep -v kustomization.yaml)
-# Every file named in kustomization.yaml exists, and every manifest is listed there.
-for f in $manifests; do
-  grep -q "  - $(basename "$f")" k8s/kustomization.yaml || { echo "k8s/kustomization.yaml does not list $f"; exit 1; }
-done
-for f in $(sed -n 's/^  - \(.*\.yaml\)$/\1/p' k8s/kustomization.yaml); do
-  [ -f "k8s/$f" ] || { echo "k8s/kustomization.yaml lists k8s/$f, which does not exist"; exit 1; }
+manifests=""
+# The service (k8s/) and the sharded batch jobs (k8s/sharded/): in each, every file
+# named in kustomization.yaml exists, and every manifest is listed there.
+for dir in k8s k8s/sharded; do
+  here=$(ls $dir/*.yaml | grep -v kustomization.yaml)
+  for f in $here; do
+    grep -q "  - $(basename "$f")" $dir/kustomization.yaml || { echo "$dir/kustomization.yaml does not list $f"; exit 1; }
+  done
+  for f in $(sed -n 's/^  - \(.*\.yaml\)$/\1/p' $dir/kustomization.yaml); do
+    [ -f "$dir/$f" ] || { echo "$dir/kustomization.yaml lists $dir/$f, which does not exist"; exit 1; }
+  done
+  manifests="$manifests $here"
 done
 .venv/bin/kubernetes-validate --strict --kubernetes-version "$KUBE_VERSION" $manifests
 echo "manifests valid for Kubernetes $KUBE_VERSION: $(echo $manifests | wc -w) files"
