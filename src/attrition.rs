@@ -62,6 +62,20 @@ impl AttritionSums {
         }
     }
 
+    /// The counts hold together: one cell per (channel, bucket), and as many rows in them
+    /// as retries counted (read from a file, they may not).
+    pub fn check(&self) -> Result<(), String> {
+        let cells = Channel::VARIANTS.len() * BUCKETS;
+        if self.cells.len() != cells {
+            return Err(format!("attrition counts have {} cells, this build {cells}", self.cells.len()));
+        }
+        let rows: u64 = self.cells.iter().map(|c| c.2).sum();
+        if rows != self.retries {
+            return Err(format!("attrition counts hold {rows} rows but say {} retries", self.retries));
+        }
+        Ok(())
+    }
+
     /// Add another part's counts.
     pub fn merge(&mut self, other: &AttritionSums) {
         for (a, b) in self.cells.iter_mut().zip(&other.cells) {

@@ -281,6 +281,9 @@ pub fn find_shards(dir: &Path) -> Result<Vec<(PathBuf, ShardMeta)>, DigestError>
         if m.shards != first.shards {
             return Err(differs("the number of shards"));
         }
+        if let Err(why) = m.attrition.check() {
+            return Err(DigestError::Invalid(format!("{}: shard.json: {why}: the shard is damaged; rebuild it", path.display())));
+        }
         if m.fingerprint != first.fingerprint {
             return Err(differs("the history's fingerprint"));
         }

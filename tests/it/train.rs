@@ -411,6 +411,20 @@ fn sharded_training_writes_the_same_model_as_one_process() {
         let (x, y) = (std::fs::read(single.join("v1").join(f)).unwrap(), std::fs::read(sharded.join("v1").join(f)).unwrap());
         assert!(x == y, "{f} differs between the single and the sharded train");
     }
+    // A damaged shard.json is refused, naming the file.
+    let meta = features.join("shard-00001-of-00003/shard.json");
+    let text = std::fs::read_to_string(&meta).unwrap();
+    let retries = text.lines().find(|l| l.trim_start().starts_with("\"retries\"")).expect("attrition retries").to_string();
+    std::fs::write(&meta, text.replacen(&retries, "      \"retries\": 1", 1)).unwrap();
+    recoup()
+        .args(["train", "-q", "--features"])
+        .arg(&features)
+        .arg("--out")
+        .arg(tmp.path().join("damaged"))
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("shard-00001-of-00003").and(predicates::str::contains("damaged")));
+    std::fs::write(&meta, text).unwrap();
     // A shard of another split of payers does not mix in.
     recoup()
         .args(["train", "-q", "--features-only", "--shard", "0/2", "--history"])
