@@ -123,7 +123,13 @@ pub fn features_only(
     let (k, n) = shard;
     // A shard keeps 1/n of the rows but decodes all of them: smaller slices keep the
     // decoded columns from dominating its memory (as export's passes do).
-    let load_opts = LoadOptions { shard: Some((k, n)), parquet_slice_rows: Some(1 << 17), ..job.load.clone() };
+    // Each shard job writes its own reject file (jobs may share a volume): FILE.shardK.csv.
+    let reject_path = job.load.reject_path.as_ref().map(|p| {
+        let stem = p.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
+        let ext = p.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+        p.with_file_name(format!("{stem}.shard{k}{ext}"))
+    });
+    let load_opts = LoadOptions { shard: Some((k, n)), parquet_slice_rows: Some(1 << 17), reject_path, ..job.load.clone() };
     let history = load(&job.history, &load_opts).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     let r = &history.report;
     progress(&format!(
@@ -170,6 +176,10 @@ pub fn from_shards(job: &Job, dir: &std::path::Path, progress: &mut dyn FnMut(&s
     for (path, meta) in &shards {
         parts.push(crate::digest::read_shard(path, meta)?);
         progress(&format!("read shard {} of {}: {} retry examples", meta.shard, meta.shards, meta.examples));
+    }
+    let rejected: u64 = shards.iter().map(|(_, m)| m.rows_rejected).sum();
+    if rejected > 0 {
+        progress(&format!("the shard jobs skipped {rejected} rows that break the contract (each job's reject file, FILE.shardK.csv)"));
     }
     let digest = Digest::merge(parts);
     let source = Source { files: first.files.clone(), fingerprint: first.fingerprint.clone(), rows: digest.attempts };

@@ -60,7 +60,7 @@ pub struct Args {
     /// written to --rejects with the reason, and counted.
     #[arg(long, env = "RECOUP_TRAIN_SKIP_BAD_ROWS")]
     pub skip_bad_rows: bool,
-    /// Where skipped rows go (CSV), with --skip-bad-rows.
+    /// Where skipped rows go (CSV), with --skip-bad-rows (a --features-only job: FILE.shardK.csv).
     #[arg(long, value_name = "FILE", default_value = "rejects.csv", env = "RECOUP_TRAIN_REJECTS")]
     pub rejects: PathBuf,
     /// Train on this share of the payers only (0 < SHARE ≤ 1), chosen by a stable hash of

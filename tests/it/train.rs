@@ -330,6 +330,23 @@ fn train_skips_bad_rows_when_asked_and_says_how_otherwise() {
         .success();
     assert!(std::fs::read_to_string(&rejects).unwrap().contains("unbalanced quote"));
     only_version(&tmp.path().join("b"));
+    // A shard job writes its own reject file (a row without a customer id is shard 0's).
+    for k in 0..2 {
+        recoup()
+            .args(["train", "-q", "--skip-bad-rows", "--rejects"])
+            .arg(&rejects)
+            .args(["--features-only", "--shard", &format!("{k}/2"), "--history"])
+            .arg(&csv)
+            .arg("--features")
+            .arg(tmp.path().join("features"))
+            .assert()
+            .success();
+    }
+    assert!(std::fs::read_to_string(tmp.path().join("rejects.shard0.csv")).unwrap().contains("unbalanced quote"));
+    let fit =
+        recoup().args(["train", "--features"]).arg(tmp.path().join("features")).arg("--out").arg(tmp.path().join("c")).output().unwrap();
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    assert!(String::from_utf8_lossy(&fit.stderr).contains("skipped 1 rows"), "{}", String::from_utf8_lossy(&fit.stderr));
 }
 
 /// `--learning-curve`: every share scored on one common test split, more payers never
