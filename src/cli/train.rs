@@ -198,18 +198,18 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         ..TrainParams::default()
     }
     .check()?;
+    if a.shard.is_some() && !a.features_only {
+        anyhow::bail!("--shard goes with --features-only (sharded training's first step); the fit step reads every shard of --features");
+    }
+    if a.features.is_some() && (a.sample_payers.is_some() || a.learning_curve || a.export_features.is_some()) {
+        anyhow::bail!("sharded training (--features) takes none of --sample-payers, --learning-curve, --export-features");
+    }
     if a.learning_curve {
         anyhow::ensure!(
             a.sample_payers.is_none() && !a.promote && a.name.is_none(),
             "--learning-curve writes no version: it takes none of --sample-payers, --promote, --name"
         );
         return learning_curve(a, &cfg, &say);
-    }
-    if a.shard.is_some() && !a.features_only {
-        anyhow::bail!("--shard goes with --features-only (sharded training's first step); the fit step reads every shard of --features");
-    }
-    if a.features.is_some() && (a.sample_payers.is_some() || a.learning_curve || a.export_features.is_some()) {
-        anyhow::bail!("sharded training (--features) takes none of --sample-payers, --learning-curve, --export-features");
     }
     let job = Job {
         history: a.history.clone(),
