@@ -49,7 +49,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = BoostConfig::default().leaves, value_parser = leaves, env = "RECOUP_TRAIN_LEAVES")]
     pub leaves: usize,
     /// Learning rate of the boosted trees.
-    #[arg(long, value_name = "RATE", default_value_t = BoostConfig::default().learning_rate, value_parser = rate, env = "RECOUP_TRAIN_LEARNING_RATE")]
+    #[arg(long, value_name = "RATE", default_value_t = BoostConfig::default().learning_rate, value_parser = share, env = "RECOUP_TRAIN_LEARNING_RATE")]
     pub learning_rate: f64,
     /// Also write the exact fit/calibration and test feature tables to
     /// DIR/train.parquet and DIR/test.parquet, and this run's held-out metrics and
@@ -66,7 +66,7 @@ pub struct Args {
     /// Train on this share of the payers only (0 < SHARE ≤ 1), chosen by a stable hash of
     /// the customer id: SHA-256("recoup-sample/v1:" + id), first 8 bytes big-endian over
     /// 2^64, below SHARE. Smaller samples are subsets of larger ones.
-    #[arg(long, value_name = "SHARE", value_parser = sample_share, env = "RECOUP_TRAIN_SAMPLE_PAYERS")]
+    #[arg(long, value_name = "SHARE", value_parser = share, env = "RECOUP_TRAIN_SAMPLE_PAYERS")]
     pub sample_payers: Option<f64>,
     /// Write no version: fit on 1/32, 1/16, 1/8, 1/4, 1/2 and all of the payers (by the same
     /// hash) and print each fit's test log loss, AUC and ECE on one common test split (the
@@ -106,7 +106,8 @@ pub(crate) fn shard(s: &str) -> Result<(u64, u64), String> {
     Ok((k, n))
 }
 
-fn sample_share(s: &str) -> Result<f64, String> {
+/// A number in (0, 1] (a share of the payers, a learning rate).
+fn share(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
     if v > 0.0 && v <= 1.0 {
         Ok(v)
@@ -157,15 +158,6 @@ fn leaves(s: &str) -> Result<usize, String> {
         Ok(v)
     } else {
         Err("must be in 2..=4096".into())
-    }
-}
-
-fn rate(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("not a number: {s}"))?;
-    if v > 0.0 && v <= 1.0 {
-        Ok(v)
-    } else {
-        Err("must be in (0, 1]".into())
     }
 }
 
