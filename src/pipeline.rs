@@ -124,11 +124,7 @@ pub fn features_only(
     // A shard keeps 1/n of the rows but decodes all of them: smaller slices keep the
     // decoded columns from dominating its memory (as export's passes do).
     // Each shard job writes its own reject file (jobs may share a volume): FILE.shardK.csv.
-    let reject_path = job.load.reject_path.as_ref().map(|p| {
-        let stem = p.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
-        let ext = p.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
-        p.with_file_name(format!("{stem}.shard{k}{ext}"))
-    });
+    let reject_path = job.load.reject_path.as_ref().map(|p| crate::history::reject_file_for(p, &format!("shard{k}")));
     let load_opts = LoadOptions { shard: Some((k, n)), parquet_slice_rows: Some(1 << 17), reject_path, ..job.load.clone() };
     let history = load(&job.history, &load_opts).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     let r = &history.report;

@@ -129,14 +129,7 @@ impl Segment {
 
 /// `rejects.csv` → `rejects.pass2.csv` (1-based pass).
 fn per_pass(path: &Path, pass: u64) -> PathBuf {
-    suffixed(path, &format!("pass{}", pass + 1))
-}
-
-/// `rejects.csv` → `rejects.SUFFIX.csv`.
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let stem = path.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
-    let ext = path.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
-    path.with_file_name(format!("{stem}.{suffix}{ext}"))
+    crate::history::reject_file_for(path, &format!("pass{}", pass + 1))
 }
 
 fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
@@ -316,7 +309,9 @@ fn load_shard(
     // One reject file per pass or shard job: each judges only its own payers' rows.
     let rejects = match (shard, a.shard) {
         (Some((k, _)), None) => per_pass(&a.rejects, k),
-        (Some(_), Some((job, _))) => suffixed(&a.rejects, &format!("shard{job}{}", if shard == a.shard { "" } else { ".calibration" })),
+        (Some(_), Some((job, _))) => {
+            crate::history::reject_file_for(&a.rejects, &format!("shard{job}{}", if shard == a.shard { "" } else { ".calibration" }))
+        }
         (None, _) => a.rejects.clone(),
     };
     let opts = LoadOptions { skip_bad_rows: a.skip_bad_rows, reject_path: Some(rejects.clone()), shard, parquet_slice_rows };

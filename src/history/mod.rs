@@ -161,6 +161,13 @@ pub struct LoadOptions {
     pub shard: Option<(u64, u64)>,
 }
 
+/// A reject file beside `path` for one pass or job: `rejects.csv` → `rejects.SUFFIX.csv`.
+pub fn reject_file_for(path: &Path, suffix: &str) -> PathBuf {
+    let stem = path.file_stem().map_or_else(|| "rejects".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path.extension().map_or_else(String::new, |e| format!(".{}", e.to_string_lossy()));
+    path.with_file_name(format!("{stem}.{suffix}{ext}"))
+}
+
 /// A payer's place in [0, 2⁶⁴): the first 8 bytes, big-endian, of
 /// SHA-256(`recoup-sample/v1:` + customer id). Documented and stable (any tool can
 /// recompute it, unlike the process's hasher): payer samples
