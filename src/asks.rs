@@ -28,7 +28,7 @@ const MIN_NONE: usize = 10;
 /// assumption the log supports (see the module docs); never fails: where the
 /// log cannot say, the prior, with the reason in `notes`.
 pub fn estimate(h: &History, attrition: &Attrition) -> AskResponse {
-    estimate_from(&AskInputs::of_history(h), attrition)
+    estimate_from(&AskInputs::of_history(h, &h.payer_places()), attrition)
 }
 
 /// What the ask estimators read from a history: the needs-update payments' update
@@ -66,11 +66,11 @@ impl FirstAttempts {
 }
 
 impl AskInputs {
-    /// Read a whole history.
-    pub fn of_history(h: &History) -> AskInputs {
+    /// Read a whole history; `places` are its [`History::payer_places`].
+    pub fn of_history(h: &History, places: &[u64]) -> AskInputs {
         let mut out = AskInputs::default();
         for p in h.payments() {
-            out.add_payment(crate::history::payer_place(h.customer_ids.get(p[0].customer.0)), p);
+            out.add_payment(places[p[0].customer.0 as usize], p);
         }
         out.finish();
         out

@@ -64,11 +64,13 @@ impl Digest {
         for p in h.payments() {
             attrition.add_payment(p);
         }
+        // One hash per payer, for the examples' order and the ask records' alike.
+        let places = h.payer_places();
         Digest {
-            set: crate::train::build(h),
+            set: crate::train::build_placed(h, &places),
             observed: crate::train::observed_retries(h),
             attrition,
-            asks: AskInputs::of_history(h),
+            asks: AskInputs::of_history(h, &places),
             population: Population::of_history(h),
             attempts: h.attempts.len() as u64,
             payments: h.payment_ids.len() as u64,

@@ -108,6 +108,11 @@ pub fn observed_retries(h: &History) -> Vec<crate::support::Observed> {
 
 /// Build the examples of `h` (the batch feature path), in parallel over payers.
 pub fn build(h: &History) -> TrainingSet {
+    build_placed(h, &h.payer_places())
+}
+
+/// [`build`] with the history's [`History::payer_places`] already computed.
+pub fn build_placed(h: &History, places: &[u64]) -> TrainingSet {
     // Payments grouped by payer, in the order of their first attempt.
     let payments: Vec<&[Attempt]> = h.payments().collect();
     let mut by_customer: HashMap<CustomerIx, Vec<usize>> = HashMap::new();
@@ -123,7 +128,7 @@ pub fn build(h: &History) -> TrainingSet {
             let mut ps: Vec<&[Attempt]> = ps.iter().map(|&i| payments[i]).collect();
             ps.sort_by_key(|p| p[0].attempted_at);
             let tz = ps[0][0].timezone;
-            let payer = crate::history::payer_place(h.customer_ids.get(ps[0][0].customer.0));
+            let payer = places[ps[0][0].customer.0 as usize];
             let mut events: Vec<(DateTime<Utc>, Evidence)> =
                 ps.iter().flat_map(|p| payment_evidence(tz, &p.iter().map(|a| (a.attempted_at, a.decline)).collect::<Vec<_>>())).collect();
             events.sort_by_key(|(t, e)| (*t, *e));

@@ -243,6 +243,12 @@ impl History {
         self.attempts.chunk_by(|a, b| a.payment == b.payment)
     }
 
+    /// Every payer's [`payer_place`], indexed by [`CustomerIx`] (one hash per payer).
+    pub fn payer_places(&self) -> Vec<u64> {
+        use rayon::prelude::*;
+        (0..self.customer_ids.len() as u32).into_par_iter().map(|c| payer_place(self.customer_ids.get(c))).collect()
+    }
+
     /// The `attempt_id` of an attempt.
     pub fn attempt_id(&self, a: &Attempt) -> &str {
         self.attempt_ids.get(a.attempt_ix)
