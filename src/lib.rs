@@ -27,6 +27,8 @@
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
 //! - [`report`]: the backtest's HTML report with SVG plots.
 //! - [`registry`]: model versions on disk and the `CURRENT` pointer.
+//! - [`model_store`]: where the registry lives: a local directory or an S3 prefix, one interface.
+//! - [`s3`]: object storage (`s3://` URLs on S3-compatible servers); histories mirrored into a local cache.
 //! - [`digest`]: what training reads from a history, built per shard of payers, written, read back and merged exactly.
 //! - [`pipeline`]: the training pipeline from a history file to a registry version (`recoup train`, the trainer service).
 //! - [`decision_log`]: every decision served and every outcome reported, in Parquet files; their join back into history.
@@ -54,10 +56,12 @@ pub mod history;
 pub mod hyperswitch;
 pub mod learning_curve;
 pub mod metrics;
+pub mod model_store;
 pub mod offpolicy;
 pub mod pipeline;
 pub mod registry;
 pub mod report;
+pub mod s3;
 pub mod serve;
 pub mod sim;
 pub mod train;

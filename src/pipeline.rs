@@ -12,6 +12,7 @@ use std::time::Instant;
 use crate::digest::Digest;
 use crate::history::{load, LoadOptions};
 use crate::model::SuccessModel;
+use crate::model_store::ModelStore;
 use crate::registry::{self, Manifest};
 use crate::train::{train, TrainConfig, TrainingSet};
 
@@ -41,16 +42,17 @@ fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PipelineError + 
     move |source| PipelineError::Io { path: path.to_path_buf(), source }
 }
 
-/// The version name is allowed and not taken.
-fn check_version(job: &Job) -> Result<(), PipelineError> {
+/// Open the job's registry (a directory or `s3://…`, before any long work: a wrong URL or
+/// missing credentials fail now), and check the version name is allowed and not taken.
+fn open_out(job: &Job) -> Result<ModelStore, PipelineError> {
+    let store = ModelStore::open(&job.out)?;
     if let Some(v) = &job.version {
         registry::check_version_name(v).map_err(PipelineError::Version)?;
-        let dir = job.out.join(v);
-        if dir.exists() {
-            return Err(PipelineError::Version(format!("{} already exists; model versions are immutable", dir.display())));
+        if store.has(v)? {
+            return Err(PipelineError::Version(format!("{}/{v} already exists; model versions are immutable", store.name().display())));
         }
     }
-    Ok(())
+    Ok(store)
 }
 
 /// One training run into a registry (what `recoup train` and the trainer service do).
@@ -73,6 +75,7 @@ pub struct Job {
 #[derive(Debug)]
 pub struct Written {
     pub version: String,
+    /// Where: the version's directory, or its `s3://` URL.
     pub dir: PathBuf,
     pub report: crate::train::TrainReport,
 }
@@ -80,7 +83,7 @@ pub struct Written {
 /// Load the history, fit, evaluate and write a new version (promoting it if
 /// asked), reporting each step to `progress`.
 pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written, PipelineError> {
-    check_version(job)?;
+    let store = open_out(job)?;
     let started = Instant::now();
     let mut history = load(&job.history, &job.load).map_err(|source| PipelineError::History { path: job.history.clone(), source })?;
     progress(&format!("loaded {} attempts from {}", history.attempts.len(), job.history.display()));
@@ -96,12 +99,15 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         progress(&format!("skipped {} rows that break the contract (written to {to})", history.report.rows_rejected));
     }
     let fingerprint = registry::fingerprint(&history.files)?;
-    let source =
-        Source { files: history.files.iter().map(|f| f.display().to_string()).collect(), fingerprint, rows: history.attempts.len() as u64 };
+    let source = Source {
+        files: history.files.iter().map(|f| crate::s3::source_name(f)).collect(),
+        fingerprint,
+        rows: history.attempts.len() as u64,
+    };
     let digest = Digest::of_history(&history);
     // The fit needs only the digest: the history's memory goes back before it.
     drop(history);
-    fit_and_write(job, digest, source, started, progress)
+    fit_and_write(job, &store, digest, source, started, progress)
 }
 
 /// The history a version was trained on, for its manifest.
@@ -145,7 +151,7 @@ pub fn features_only(
         shard: k,
         shards: n,
         history: job.history.display().to_string(),
-        files: history.files.iter().map(|f| f.display().to_string()).collect(),
+        files: history.files.iter().map(|f| crate::s3::source_name(f)).collect(),
         fingerprint,
         rows_read: r.rows_read,
         rows_rejected: r.rows_rejected,
@@ -164,7 +170,7 @@ pub fn features_only(
 /// Read every shard under `dir`, merge them and fit, as [`to_registry`] does on a history
 /// (`job.history` is not read).
 pub fn from_shards(job: &Job, dir: &std::path::Path, progress: &mut dyn FnMut(&str)) -> Result<Written, PipelineError> {
-    check_version(job)?;
+    let store = open_out(job)?;
     let started = Instant::now();
     let shards = crate::digest::find_shards(dir)?;
     let first = shards[0].1.clone();
@@ -179,12 +185,13 @@ pub fn from_shards(job: &Job, dir: &std::path::Path, progress: &mut dyn FnMut(&s
     }
     let digest = Digest::merge(parts);
     let source = Source { files: first.files.clone(), fingerprint: first.fingerprint.clone(), rows: digest.attempts };
-    fit_and_write(job, digest, source, started, progress)
+    fit_and_write(job, &store, digest, source, started, progress)
 }
 
 /// Fit on a digest and write the version (what [`to_registry`] and [`from_shards`] share).
 fn fit_and_write(
     job: &Job,
+    store: &ModelStore,
     digest: Digest,
     source: Source,
     started: Instant,
@@ -259,11 +266,11 @@ fn fit_and_write(
         data_rows: source.rows,
         config: job.cfg.params(),
     };
-    let dir = registry::write_version(&job.out, &trained.model, &trained.report, manifest)?;
-    let version = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let version = store.write_version(&trained.model, &trained.report, manifest)?;
     if job.promote {
-        registry::promote(&job.out, &version)?;
+        store.promote(&version)?;
     }
+    let dir = store.name().join(&version);
     Ok(Written { version, dir, report: trained.report })
 }
 

@@ -59,6 +59,9 @@ pub enum RegistryError {
     Schema { version: String, source: crate::model::SchemaMismatch },
     #[error("model {version} fails its probe decisions: {message}; it is not served")]
     Probe { version: String, message: String },
+    /// A registry on object storage could not be read or written.
+    #[error(transparent)]
+    Remote(#[from] crate::s3::S3Error),
 }
 
 /// Decide a few typical failed payments with `model` and check every number it

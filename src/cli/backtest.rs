@@ -48,7 +48,7 @@ pub struct Args {
     /// Fixed schedules (TOML, see data/strategies.toml); default: the four shipped ones.
     #[arg(long, value_name = "TOML", env = "RECOUP_BACKTEST_SCHEDULES")]
     pub schedules: Option<PathBuf>,
-    /// Model registry.
+    /// Model registry: a directory or `s3://bucket/prefix`.
     #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_BACKTEST_MODELS")]
     pub models: PathBuf,
     /// Model version of the learned policy (default: the current one).
@@ -76,7 +76,8 @@ pub struct Args {
     #[arg(long, env = "RECOUP_BACKTEST_JSON")]
     pub json: bool,
     /// Off-policy instead: estimate the strategies on this logged history (Parquet/CSV
-    /// file or directory, contract v1, with `propensity`), not in the simulated world.
+    /// file or directory, or `s3://bucket/prefix`; contract v1, with `propensity`), not in
+    /// the simulated world.
     #[arg(long, value_name = "PATH", env = "RECOUP_BACKTEST_HISTORY")]
     pub history: Option<PathBuf>,
     /// One job of a sharded backtest (#25; a Kubernetes Indexed Job: `--shard
@@ -115,13 +116,15 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("schedules {}", p.display()))?,
         None => backtest::parse_schedules(backtest::DEFAULT_SCHEDULES)?,
     };
+    let store = crate::model_store::ModelStore::open(&a.models)?;
     let (version, model) = match &a.model {
-        Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
-        None => crate::registry::load_current(&a.models)?,
+        Some(v) => (v.clone(), store.load_version(v)?),
+        None => store.load_current()?,
     };
     let engine = crate::cli::serve::engine_config(a.engine.as_ref())?;
     let learned = Learned { model, version, cfg: engine, channels: a.learned_channels.clone() };
     if let Some(path) = &a.history {
+        crate::cli::mirror_history(path, &say)?;
         return off_policy(a, path, &schedules, &learned, &say);
     }
     let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();

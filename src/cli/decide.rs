@@ -21,7 +21,7 @@ pub struct Args {
     /// Request file (JSON); `-` reads standard input.
     #[arg(value_name = "REQUEST", default_value = "examples/decide.json", env = "RECOUP_DECIDE_REQUEST")]
     pub request: PathBuf,
-    /// Model registry; its CURRENT version decides.
+    /// Model registry (a directory or `s3://bucket/prefix`); its CURRENT version decides.
     #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_DECIDE_MODELS")]
     pub models: PathBuf,
     /// Engine settings (TOML), as for `recoup serve`.
@@ -41,8 +41,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     };
     let req: v1::DecideRequest = serde_json::from_str(&text).with_context(|| format!("parsing the request {}", a.request.display()))?;
     let engine_cfg = super::serve::engine_config(a.engine.as_ref())?;
-    let (version, model) =
-        crate::registry::load_current(&a.models).with_context(|| format!("loading the current model from {}", a.models.display()))?;
+    let (version, model) = crate::model_store::ModelStore::open(&a.models)
+        .and_then(|s| s.load_current())
+        .with_context(|| format!("loading the current model from {}", a.models.display()))?;
     let er = api::to_engine(&req, Utc::now()).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
     let d = engine::decide(&model, &engine_cfg, &er, api::request_randomness(&er)).map_err(|e| anyhow::anyhow!("invalid request: {e}"))?;
     if a.json {

@@ -35,7 +35,7 @@ use crate::history::{load, History, LoadOptions};
     after_help = "A payment is open at --as-of when it has attempts at or before it, none succeeded,\nand its window has not ended; only attempts up to --as-of are read.\n\np_recovery starts from the engine's look-ahead with the model (the next retry, then\nthe best slot a day after each failure); payments waiting for a new payment method\ncount on the update rate measured in the same history. It is then calibrated by\nbacktesting the same forecast at the same moment of earlier months (--as-of minus\n1, 2, ... months) against what happened; p_recovery_model is the figure before.\n\nExamples:\n  recoup export --history data/sample/ --as-of 2025-10-15 --out open.parquet\n  recoup export --history exports/ --as-of 2026-11-01T00:00:00Z --out by-segment.csv --by decline-class,country\n  recoup export --history h.parquet --as-of 2026-06-01 --out seg.parquet --by month --payments-out open.parquet\n\nColumns (per payment): payment_id, customer_id, as_of, model_version, currency,\namount_minor, payment_method, card_brand, card_funding, country, decline_code,\ndecline_class, first_failed_at, month, window_end, attempts, next_action\n(retry | ask_for_update | stop), next_retry_at, next_channel, next_send_at,\np_next_success, p_recovery (calibrated), p_recovery_model (the model look-ahead\nbefore calibration), expected_recovered_minor, retries_if_all_fail, reason.\nPer segment: the --by columns, currency, payments, amount_minor,\nexpected_recovered_minor, expected_recovery_rate (amount-weighted),\nmean_p_recovery, as_of, model_version. Amounts are in the currency's minor unit."
 )]
 pub struct Args {
-    /// History (Parquet/CSV file or directory, contract v1).
+    /// History (Parquet/CSV file or directory, or `s3://bucket/prefix`; contract v1).
     #[arg(long, value_name = "PATH", required_unless_present = "merge", env = "RECOUP_EXPORT_HISTORY")]
     pub history: Option<PathBuf>,
     /// The cut-off: RFC 3339 (2026-06-01T12:00:00Z) or a date (midnight UTC).
@@ -47,7 +47,7 @@ pub struct Args {
     /// Output format (default: from the --out extension).
     #[arg(long, value_enum, env = "RECOUP_EXPORT_FORMAT")]
     pub format: Option<Format>,
-    /// Model registry.
+    /// Model registry: a directory or `s3://bucket/prefix`.
     #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_EXPORT_MODELS")]
     pub models: PathBuf,
     /// Model version (default: the current one, i.e. the serving policy).
@@ -181,9 +181,11 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
         return merge(a, dir, &say);
     }
     let history = a.history.as_deref().context("--history is required")?;
+    crate::cli::mirror_history(history, &say)?;
+    let store = crate::model_store::ModelStore::open(&a.models)?;
     let (version, model) = match &a.model {
-        Some(v) => (v.clone(), crate::registry::load_version(&a.models, v)?),
-        None => crate::registry::load_current(&a.models)?,
+        Some(v) => (v.clone(), store.load_version(v)?),
+        None => store.load_current()?,
     };
     anyhow::ensure!(a.passes >= 1, "--passes must be at least 1");
     // The shards this process reads, in order.

@@ -56,7 +56,7 @@ pub struct FromLogArgs {
 /// Arguments of `recoup history check`.
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
-    /// History file or directory.
+    /// History file or directory, or `s3://bucket/prefix` (mirrored into the local cache).
     #[arg(env = "RECOUP_HISTORY_PATH")]
     pub path: PathBuf,
     /// Write rows that break the contract to the reject file and go on, instead of stopping at the first.

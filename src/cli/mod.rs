@@ -104,7 +104,9 @@ fn init_logging(cli: &Cli) {
         (false, _) => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     let _ = match cli.log_format {
         LogFormat::Text => fmt.try_init(),
         LogFormat::Json => fmt.json().flatten_event(true).try_init(),
@@ -126,6 +128,25 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => token::run(args),
         Command::Report(args) => report::run(args),
     }
+}
+
+/// For an `s3://` history: mirror it into the local cache now, saying what was
+/// downloaded (the loader then finds the mirror fresh and only lists the prefix again).
+pub fn mirror_history(path: &std::path::Path, say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    let Some(url) = crate::s3::S3Url::of_path(path) else { return Ok(()) };
+    let url = url?;
+    say(&format!("mirroring {url} into {}", crate::s3::cache_dir().display()));
+    let m = crate::s3::mirror(&url, &crate::s3::cache_dir())?;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    say(&format!(
+        "{url}: {} history files, {:.1} MiB; downloaded {} ({:.1} MiB){}",
+        m.objects,
+        mib(m.bytes),
+        m.downloaded,
+        mib(m.downloaded_bytes),
+        if m.removed > 0 { format!("; removed {} the bucket no longer has", m.removed) } else { String::new() }
+    ));
+    Ok(())
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use crate::registry;
+use crate::model_store::ModelStore;
 
 /// Manage the model registry (`models/<version>/` and the `CURRENT` pointer).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Model registry directory (`--models`, as the other subcommands spell it, works too).
+    /// Model registry: a directory, or `s3://bucket/prefix` (`--models`, as the other
+    /// subcommands spell it, works too).
     #[arg(long, visible_alias = "models", value_name = "DIR", default_value = "models/", global = true, env = "RECOUP_MODELS_DIR")]
     pub dir: PathBuf,
     #[command(subcommand)]
@@ -40,7 +41,7 @@ pub enum ModelsCommand {
     /// when this one has none (a fresh model store gets the image's bundled model; a store
     /// that has a current model keeps it).
     Seed {
-        /// The registry to copy from.
+        /// The local registry to copy from (the image's bundled `models/`).
         #[arg(long, value_name = "DIR", env = "RECOUP_MODELS_FROM")]
         from: PathBuf,
     },
@@ -48,15 +49,17 @@ pub enum ModelsCommand {
 
 /// Run `recoup models`.
 pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
+    let store = ModelStore::open(&a.dir)?;
+    let name = store.name();
     match &a.command {
         ModelsCommand::List => {
-            let current = registry::current(&a.dir).ok();
-            let versions = registry::list(&a.dir)?;
+            let current = store.current().ok();
+            let versions = store.list()?;
             if versions.is_empty() {
-                eprintln!("no model versions in {} (train one with `recoup train`)", a.dir.display());
+                eprintln!("no model versions in {} (train one with `recoup train`)", name.display());
             }
             for v in versions {
-                let (m, r) = registry::describe(&a.dir, &v)?;
+                let (m, r) = store.describe(&v)?;
                 let mark = if current.as_deref() == Some(v.as_str()) { "*" } else { " " };
                 println!(
                     "{mark} {v}  {} retries  test log loss {:.4}  AUC {:.4}  ECE {:.4}  data {}",
@@ -69,27 +72,26 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
             }
         }
         ModelsCommand::Show { name } => {
-            let v = if name == "current" { registry::current(&a.dir)? } else { name.clone() };
-            registry::describe(&a.dir, &v)?;
-            let card = std::fs::read_to_string(a.dir.join(&v).join("MODEL_CARD.md"))?;
-            print!("{card}");
-            match registry::load_version(&a.dir, &v) {
+            let v = if name == "current" { store.current()? } else { name.clone() };
+            store.describe(&v)?;
+            print!("{}", store.read(&v, "MODEL_CARD.md")?);
+            match store.load_version(&v) {
                 Ok(_) => println!("\nloads with this build: yes"),
                 Err(e) => println!("\nloads with this build: NO — {e}"),
             }
         }
         ModelsCommand::Seed { from } => {
-            let copied = registry::seed(&a.dir, from)?;
+            let copied = store.seed(from)?;
             println!(
                 "{} {}; current: {}",
                 if copied { "copied the current version of" } else { "nothing to copy from" },
                 from.display(),
-                registry::current(&a.dir)?
+                store.current()?
             );
         }
-        ModelsCommand::Promote { name } => {
-            registry::promote(&a.dir, name)?;
-            println!("{name} is now the current model in {}", a.dir.display());
+        ModelsCommand::Promote { name: version } => {
+            store.promote(version)?;
+            println!("{version} is now the current model in {}", name.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -53,7 +53,7 @@ pub struct LiveArgs {
     #[arg(long, env = "RECOUP_REPORT_JSON")]
     pub json: bool,
     /// Model registry holding the versions the log names (for their held-out figures and
-    /// training population).
+    /// training population): a directory or `s3://bucket/prefix`.
     #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_REPORT_MODELS")]
     pub models: PathBuf,
 }
@@ -71,7 +71,7 @@ struct Checks {
 
 fn checks(a: &LiveArgs, decisions: &[crate::decision_log::DecisionRecord], outcomes: &[crate::decision_log::OutcomeRecord]) -> Checks {
     let (version, live) = crate::decision_log::live_population(decisions);
-    let described = version.as_deref().map(|v| crate::registry::describe(&a.models, v));
+    let described = version.as_deref().map(|v| crate::model_store::ModelStore::open(&a.models).and_then(|s| s.describe(v)));
     let (report, note) = match described {
         Some(Ok((_, r))) => {
             let note = (r.population.payments == 0)

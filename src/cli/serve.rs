@@ -30,13 +30,15 @@ Examples:\n\
 \x20 recoup serve --addr 0.0.0.0:50051 --tls-cert server.pem --tls-key server.key --tls-client-ca clients-ca.pem\n\
 \x20 recoup serve --tokens tokens.toml --train-history exports/ --promote-trained   # hyperswitch's trainer, admin only\n\
 \x20 recoup serve --decision-log decision-log/ --holdout-share 0.05  # log; 5 % holdout\n\
+\x20 recoup serve --models s3://billing/recoup-models   # registry on S3 (AWS_* env; AWS_ENDPOINT_URL for MinIO…)\n\
 \x20 grpcurl -plaintext 127.0.0.1:50051 grpc.health.v1.Health/Check\n\
 \x20 curl -s 127.0.0.1:9464/metrics")]
 pub struct Args {
     /// Address to listen on.
     #[arg(long, env = "RECOUP_ADDR", default_value = "127.0.0.1:50051")]
     pub addr: SocketAddr,
-    /// Model registry; its CURRENT version is served and watched.
+    /// Model registry (a directory or `s3://bucket/prefix`); its CURRENT version is served
+    /// and watched. On S3, versions are downloaded once into the cache (RECOUP_CACHE_DIR).
     #[arg(long, env = "RECOUP_MODELS", value_name = "DIR", default_value = "models/")]
     pub models: PathBuf,
     /// Admission units at once: a usual decision takes one, a large call one per 256 items

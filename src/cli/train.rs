@@ -15,13 +15,16 @@ use crate::trees::BoostConfig;
 /// write `OUT/<version>/` (model, feature schema, metrics, data fingerprint, model card).
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --learning-curve                  # test log loss against the share of payers\n  recoup train --sample-payers 0.1 --out trial/  # a tenth of the payers\n  recoup train --features-only --shard 3/8 --features feat/   # sharded: one of 8 jobs\n  recoup train --features feat/ --out models/    # sharded: the fit step, after all 8\n  recoup train --name 2026-11-churn-fix\n  recoup models list"
+    after_help = "Examples:\n  recoup train                                   # data/sample/ → models/\n  recoup train --history exports/ --out models/ --promote\n  recoup train --learning-curve                  # test log loss against the share of payers\n  recoup train --sample-payers 0.1 --out trial/  # a tenth of the payers\n  recoup train --features-only --shard 3/8 --features feat/   # sharded: one of 8 jobs\n  recoup train --features feat/ --out models/    # sharded: the fit step, after all 8\n  recoup train --name 2026-11-churn-fix\n  recoup train --history s3://billing/attempts/ --out s3://billing/recoup-models --promote   # AWS_* env\n  recoup models list"
 )]
 pub struct Args {
-    /// History to learn from (Parquet/CSV file or directory, contract v1).
+    /// History to learn from (Parquet/CSV file or directory, contract v1), or
+    /// `s3://bucket/prefix`: its .parquet/.pq/.csv objects are mirrored into the local cache
+    /// (RECOUP_CACHE_DIR, else ~/.cache/recoup) and read from there.
     #[arg(long, value_name = "PATH", default_value = "data/sample/", env = "RECOUP_TRAIN_HISTORY")]
     pub history: PathBuf,
-    /// Model registry directory; the new version goes into a subdirectory.
+    /// Model registry: a directory (the new version goes into a subdirectory) or
+    /// `s3://bucket/prefix` (uploaded there, `manifest.json` last; CURRENT is one object).
     #[arg(long, value_name = "DIR", default_value = "models/", env = "RECOUP_TRAIN_OUT")]
     pub out: PathBuf,
     /// Also make the new version the current one.
@@ -195,6 +198,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     }
     if a.features.is_some() && (a.sample_payers.is_some() || a.learning_curve || a.export_features.is_some()) {
         anyhow::bail!("sharded training (--features) takes none of --sample-payers, --learning-curve, --export-features");
+    }
+    if a.features.is_none() || a.features_only {
+        crate::cli::mirror_history(&a.history, &say)?;
     }
     if a.learning_curve {
         anyhow::ensure!(

@@ -124,6 +124,9 @@ pub enum LoadError {
     /// A directory without Parquet or CSV files.
     #[error("{}: no .parquet or .csv files found", path.display())]
     NoFiles { path: PathBuf },
+    /// An `s3://` history could not be listed or downloaded.
+    #[error(transparent)]
+    Remote(#[from] crate::s3::S3Error),
     /// A file whose extension is neither .parquet nor .csv.
     #[error("{}: unsupported file type (expected .parquet or .csv)", path.display())]
     UnsupportedFile { path: PathBuf },
@@ -349,7 +352,18 @@ fn id_hash(s: &str) -> u64 {
 }
 
 /// List the files a path stands for: itself, or every .parquet/.csv below a directory, sorted.
+/// An `s3://bucket/prefix` URL is first mirrored into the local cache ([`crate::s3::mirror`]);
+/// its files are then listed there.
 pub fn list_files(path: &Path) -> Result<Vec<PathBuf>, LoadError> {
+    if let Some(url) = crate::s3::S3Url::of_path(path) {
+        let m = crate::s3::mirror(&url?, &crate::s3::cache_dir())?;
+        tracing::info!(
+            url = %path.display(), mirror = %m.path.display(), objects = m.objects, bytes = m.bytes,
+            downloaded = m.downloaded, downloaded_bytes = m.downloaded_bytes, removed = m.removed,
+            "history mirrored from object storage"
+        );
+        return list_files(&m.path);
+    }
     let io = |source| LoadError::Io { path: path.to_path_buf(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
     if meta.is_file() {

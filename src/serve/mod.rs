@@ -46,6 +46,7 @@ use crate::engine::EngineConfig;
 use crate::hyperswitch;
 use crate::metrics::Metrics;
 use crate::model::SuccessModel;
+use crate::model_store::ModelStore;
 use crate::registry;
 
 /// The model being served.
@@ -55,10 +56,16 @@ pub struct Loaded {
     pub metrics_json: String,
 }
 
-/// Load a registry's current model, with its metrics.
-pub fn load_current(dir: &std::path::Path) -> Result<Loaded, registry::RegistryError> {
-    let (version, model) = registry::load_current(dir)?;
-    let metrics_json = std::fs::read_to_string(dir.join(&version).join("metrics.json")).unwrap_or_default();
+/// Load the current model of the registry `models` (a directory or `s3://…`), with its
+/// metrics. Blocking: a store on S3 downloads it.
+pub fn load_current(models: &std::path::Path) -> Result<Loaded, registry::RegistryError> {
+    load_from(&ModelStore::open(models)?)
+}
+
+/// [`load_current`] from an open store.
+fn load_from(store: &ModelStore) -> Result<Loaded, registry::RegistryError> {
+    let (version, model) = store.load_current()?;
+    let metrics_json = store.read(&version, "metrics.json").unwrap_or_default();
     Ok(Loaded { version, model, metrics_json })
 }
 
@@ -222,27 +229,42 @@ impl ServeConfig {
     }
 }
 
-/// Watch `CURRENT` and swap in promoted models.
+/// Watch `CURRENT` (a file, or an object on S3) and swap in promoted models.
 async fn watch(state: Arc<State>, dir: PathBuf, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Opened once (an S3 store keeps its connections); blocking calls go to the blocking pool.
+    let store = loop {
+        tick.tick().await;
+        let d = dir.clone();
+        match tokio::task::spawn_blocking(move || ModelStore::open(&d)).await {
+            Ok(Ok(s)) => break Arc::new(s),
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot open the model registry to watch it; will retry"),
+            Err(e) => tracing::error!(error = %e, "opening the model registry failed"),
+        }
+    };
     // A refused version is not retried (nor logged again) until CURRENT moves.
     let mut refused: Option<String> = None;
     loop {
         tick.tick().await;
         let serving = state.current().version.clone();
-        let current = match registry::current(&dir) {
-            Ok(v) => v,
-            Err(e) => {
+        let s = store.clone();
+        let current = match tokio::task::spawn_blocking(move || s.current()).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the CURRENT pointer; keeping {serving}");
+                continue;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reading the CURRENT pointer failed; keeping {serving}");
                 continue;
             }
         };
         if current == serving || refused.as_ref() == Some(&current) {
             continue;
         }
-        let d = dir.clone();
-        match tokio::task::spawn_blocking(move || load_current(&d)).await {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || load_from(&s)).await {
             Ok(Ok(l)) if l.version == current => {
                 tracing::info!(from = %serving, to = %l.version, "model reloaded");
                 state.swap(l);

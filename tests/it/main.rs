@@ -13,6 +13,7 @@ mod hyperswitch;
 mod offpolicy;
 mod page;
 mod postgres;
+mod s3;
 mod serve;
 mod sim;
 mod support;

@@ -287,11 +287,11 @@ fn no_module_depends_on_itself_through_others() {
         }
     }
     assert!(cycles.is_empty(), "module cycles:\n{}", cycles.join("\n"));
-    // The scan sees the dependencies it must: the engine uses the rules, the CLI the registry.
+    // The scan sees the dependencies it must: the engine uses the rules, the CLI the model store.
     let core = declared(&read("crates/recoup-core/src/lib.rs"));
     assert!(module_deps(&root.join("crates/recoup-core/src"), "engine", &core).contains(&"rules".to_string()));
     let outer = declared(&read("src/lib.rs"));
-    assert!(module_deps(&root.join("src"), "cli", &outer).contains(&"registry".to_string()));
+    assert!(module_deps(&root.join("src"), "cli", &outer).contains(&"model_store".to_string()));
 }
 
 /// Errors are typed (#23): the library returns one thiserror enum per boundary
