@@ -5,7 +5,8 @@
 //! 1. Echo (`--echo-service`, a call with no work in it): the ceiling.
 //! 2. Decide, closed loop: the most decisions per second this machine gives.
 //! 3. Decide at a fixed offered rate (default 15,000/s): achieved rate and the
-//!    latency percentiles at that load.
+//!    latency percentiles at that load. With a decision log, this run starts once
+//!    the log has written what the closed-loop run left queued.
 //!
 //! Each request is the README's example (card, funds decline, pay-day evidence,
 //! quiet hours): a 14-day hourly grid × 5 channels scored per call. Latency
@@ -26,6 +27,13 @@
 //! it must take the same flags). RECOUP_BENCH_DECISION_LOG=1 keeps the decision
 //! log (`--decision-log`, Parquet) and reports what it wrote and dropped;
 //! RECOUP_BENCH_DECISION_LOG=postgres://… keeps it in that PostgreSQL database.
+//!
+//! The decision log's cost (#24): RECOUP_BENCH_COMPARE=none,files,postgres://…
+//! runs RECOUP_BENCH_ROUNDS (5) rounds of fresh servers, the variants alternated,
+//! each a 3 s echo warm-up then Decide at the fixed rate, and prints the median
+//! p99 per variant against `none`:
+//!
+//!     RECOUP_LOAD_RATE=5000 RECOUP_BENCH_COMPARE=none,files cargo bench --bench grpc
 
 mod common;
 
@@ -145,6 +153,105 @@ fn sum_samples(body: &str, prefix: &str) -> f64 {
     body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
+/// Wait until the decision log has written (or dropped) every decision counted so far.
+fn settle(metrics_port: u16) {
+    let started = Instant::now();
+    loop {
+        let m = scrape(metrics_port);
+        let decided = sum_samples(&m, "recoup_decisions_total{");
+        let done = sum_samples(&m, "recoup_decision_log_written_total") + sum_samples(&m, "recoup_decision_log_dropped_total");
+        if done >= decided {
+            println!("decision log caught up with {decided:.0} decisions after {:.1} s", started.elapsed().as_secs_f64());
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "the decision log did not catch up: {done:.0} of {decided:.0} written");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Start `recoup serve` (echo service on, the bundled model) and wait until it listens:
+/// (server, gRPC port, metrics port, the bearer token the load must send).
+fn start(bin: &str, dir: &std::path::Path, tls: bool, auth: bool, log_target: Option<&str>) -> (Server, u16, u16, Option<String>) {
+    let (port, metrics_port) = (free_port(), free_port());
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let mut serve = Command::new(bin);
+    serve
+        .args([
+            "-q",
+            "serve",
+            "--echo-service",
+            "--addr",
+            &format!("127.0.0.1:{port}"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{metrics_port}"),
+        ])
+        .arg("--models")
+        .arg(&models);
+    let token = server_options(&mut serve, dir, tls, auth, log_target);
+    let server = Server(serve.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start recoup serve"));
+    let up = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(up.elapsed() < Duration::from_secs(30), "recoup serve did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, port, metrics_port, token)
+}
+
+/// `RECOUP_BENCH_COMPARE=none,files[,postgres://…]`: what the decision log adds to Decide's
+/// p99 at the fixed rate. Rounds of fresh servers, the variants alternated within each
+/// round (one machine state per round); each server answers a 3 s echo warm-up, then
+/// Decide at the fixed rate. Prints every run, then per variant the median p99 and its
+/// change against `none`.
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    spec: &str,
+    rounds: u64,
+    bin: &str,
+    dir: &std::path::Path,
+    shape: &Load,
+    rate: u64,
+    decide: &std::path::Path,
+    echo: &std::path::Path,
+) {
+    let variants: Vec<(String, Option<String>)> = spec
+        .split(',')
+        .map(|v| match v.trim() {
+            "none" => ("none".to_string(), None),
+            "files" => ("files".to_string(), Some("1".to_string())),
+            url if url.starts_with("postgres") => ("postgres".to_string(), Some(url.to_string())),
+            other => panic!("RECOUP_BENCH_COMPARE: {other:?} is none, files or a postgres:// URL"),
+        })
+        .collect();
+    let mut p99: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    println!("decision log cost: Decide at {rate}/s, {} s runs, {rounds} rounds of {spec}", shape.seconds);
+    println!("{:<6} {:<10} {:>9} {:>9} {:>9} {:>9}", "round", "variant", "req/s", "p50 ms", "p99 ms", "dropped");
+    for round in 1..=rounds {
+        for (i, (name, target)) in variants.iter().enumerate() {
+            let (server, port, metrics_port, token) = start(bin, dir, shape.tls, false, target.as_deref());
+            let load = Load { port, token, ..shape.clone() };
+            h2load("warm-up", &Load { seconds: 3, ..load.clone() }, "/recoup.bench.v1.Echo/Echo", echo, None);
+            let run = h2load("decide", &load, "/recoup.v1.RetryDecider/Decide", decide, Some(rate.div_ceil(shape.clients)));
+            let dropped = match target {
+                Some(_) => format!("{:.0}", sum_samples(&scrape(metrics_port), "recoup_decision_log_dropped_total").abs()),
+                None => "-".to_string(),
+            };
+            drop(server);
+            println!("{round:<6} {name:<10} {:>9.0} {:>9.2} {:>9.2} {dropped:>9}", run.rate, run.p50_ms, run.p99_ms);
+            p99[i].push(run.p99_ms);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = variants.iter().position(|(n, _)| n == "none").map(|i| median(&mut p99[i].clone()));
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(&mut p99[i]);
+        let change = base.map_or(String::new(), |b| format!(" ({:+.1} % against none)", 100.0 * (m / b - 1.0)));
+        println!("{name:<10} median p99 {m:.2} ms{change}");
+    }
+}
+
 struct Server(Child);
 
 impl Drop for Server {
@@ -212,34 +319,16 @@ fn main() {
     std::fs::write(&decide_body, frame(&req)).expect("write frame");
     std::fs::write(&echo_body, frame(&bench::EchoMessage { payload: req.encode_to_vec() })).expect("write frame");
 
-    let (port, metrics_port) = (free_port(), free_port());
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let bin = std::env::var("RECOUP_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_recoup").to_string());
     let tls = std::env::var("RECOUP_BENCH_TLS").is_ok_and(|v| v == "1");
     let auth = std::env::var("RECOUP_BENCH_AUTH").is_ok_and(|v| v == "1");
+    if let Ok(spec) = std::env::var("RECOUP_BENCH_COMPARE") {
+        let shape = Load { port: 0, seconds, clients, streams, tls, token: None };
+        return compare(&spec, env("RECOUP_BENCH_ROUNDS", 5), &bin, &dir, &shape, rate, &decide_body, &echo_body);
+    }
     let log_target = std::env::var("RECOUP_BENCH_DECISION_LOG").ok().filter(|v| v == "1" || v.starts_with("postgres"));
     let decision_log = log_target.is_some();
-    let mut serve = Command::new(&bin);
-    serve
-        .args([
-            "-q",
-            "serve",
-            "--echo-service",
-            "--addr",
-            &format!("127.0.0.1:{port}"),
-            "--metrics-addr",
-            &format!("127.0.0.1:{metrics_port}"),
-        ])
-        .arg("--models")
-        .arg(&models);
-    let token = server_options(&mut serve, &dir, tls, auth, log_target.as_deref());
-    let server = Server(serve.stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().expect("start recoup serve"));
-    let up = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(up.elapsed() < Duration::from_secs(30), "recoup serve did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-
+    let (server, port, metrics_port, token) = start(&bin, &dir, tls, auth, log_target.as_deref());
     println!(
         "server: {bin}{}{}{}",
         if tls { ", TLS" } else { "" },
@@ -253,6 +342,12 @@ fn main() {
     let load = Load { port, seconds, clients, streams, tls, token };
     let echo = h2load("echo", &load, "/recoup.bench.v1.Echo/Echo", &echo_body, None);
     let max = h2load("decide-max", &load, "/recoup.v1.RetryDecider/Decide", &decide_body, None);
+    if decision_log {
+        // The closed-loop run answers faster than the idle-priority writer writes; the
+        // fixed-rate run starts once that backlog is written, so it measures logging at
+        // its own load and not the catch-up after a saturated one.
+        settle(metrics_port);
+    }
     let fixed = h2load(&format!("decide-at-{rate}"), &load, "/recoup.v1.RetryDecider/Decide", &decide_body, Some(rate.div_ceil(clients)));
     let metrics = scrape(metrics_port);
     drop(server);
