@@ -256,6 +256,26 @@ fn is_history_file(key: &str) -> bool {
     !name.starts_with(['.', '_']) && (lower.ends_with(".parquet") || lower.ends_with(".pq") || lower.ends_with(".csv"))
 }
 
+/// The history files below `root` (as the loader would read them), relative, `/`-separated.
+fn local_history_files(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(rel) = p.strip_prefix(root) {
+                let rel = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+                if is_history_file(&rel) {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The mirror's record of what it holds: relative path → ETag (or size when the server gives none).
 const MIRROR_STATE: &str = ".recoup-mirror.json";
 
@@ -333,9 +353,11 @@ pub fn mirror(url: &S3Url, cache: &Path) -> Result<Mirrored, S3Error> {
         }
         after.insert(r, tag(o));
     }
-    // Files the bucket no longer has leave the mirror: the loader reads the directory.
-    for r in before.keys().filter(|r| !after.contains_key(*r)) {
-        if std::fs::remove_file(root.join(r)).is_ok() {
+    // Every history file the bucket does not have leaves the mirror (the loader reads the
+    // whole directory): those deleted since the last run, and any left by a run that
+    // stopped before it wrote its state.
+    for stray in local_history_files(&root).into_iter().filter(|r| !after.contains_key(r)) {
+        if std::fs::remove_file(root.join(&stray)).is_ok() {
             m.removed += 1;
         }
     }

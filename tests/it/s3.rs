@@ -255,6 +255,16 @@ fn a_history_mirror_follows_the_bucket_and_errors_name_the_url() {
     let one = check("removed=1");
     assert_ne!(both, one, "the summary changed with the data");
     assert!(!cache.path().join("s3").join(BUCKET).join("history/part-1.parquet").exists());
+    // A history file in the mirror that the bucket never had (a run stopped halfway, a
+    // hand-made copy) is not read as history either.
+    let stray = cache.path().join("s3").join(BUCKET).join("history/old/part-9.parquet");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    std::fs::copy(cache.path().join("s3").join(BUCKET).join("history/part-0.parquet"), &stray).unwrap();
+    let after_stray = check("removed=1");
+    // The same summary as before the stray copy (its first line holds the load time).
+    assert!(after_stray.starts_with("history: 1 file(s)"), "{after_stray}");
+    assert!(after_stray.lines().skip(1).eq(one.lines().skip(1)), "the stray copy's rows are not read:\n{after_stray}");
+    assert!(!stray.exists());
 
     // One object by its key works too; a prefix with no history and a bad URL are clear errors.
     let mut c = recoup(&moto, cache.path());
