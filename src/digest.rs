@@ -292,14 +292,12 @@ pub fn find_shards(dir: &Path) -> Result<Vec<(PathBuf, ShardMeta)>, DigestError>
     }
     found.sort_by_key(|(_, m)| m.shard);
     let have: Vec<u64> = found.iter().map(|(_, m)| m.shard).collect();
-    let missing: Vec<String> = (0..first.shards).filter(|k| !have.contains(k)).map(|k| k.to_string()).collect();
-    if !missing.is_empty() || have.len() as u64 != first.shards {
+    if let Some(missing) = crate::history::shards_incomplete(&have, first.shards) {
         return Err(DigestError::Invalid(format!(
-            "{}: {} of {} shards are finished; missing: {} (their jobs have not finished, or failed)",
+            "{}: {} of {} shards are finished; missing: {missing} (their jobs have not finished, or failed)",
             dir.display(),
             have.len(),
             first.shards,
-            if missing.is_empty() { "none, but an index is doubled".to_string() } else { missing.join(", ") }
         )));
     }
     Ok(found)

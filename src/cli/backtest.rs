@@ -525,14 +525,14 @@ mod parts {
         let Some(n) = parts.first().map(|p| p.run.shards) else {
             anyhow::bail!("{}: no part-KKKKK-of-NNNNN.json (from `recoup backtest --shard K/N --out {}`)", dir.display(), dir.display());
         };
-        let missing: Vec<String> = (0..n).filter(|k| !parts.iter().any(|p| p.shard == *k)).map(|k| k.to_string()).collect();
-        anyhow::ensure!(
-            missing.is_empty() && parts.len() as u64 == n,
-            "{}: {} of {n} parts are there; missing: {} (their jobs have not finished, or failed)",
-            dir.display(),
-            parts.len(),
-            if missing.is_empty() { "none, but a shard is doubled".into() } else { missing.join(", ") }
-        );
+        let have: Vec<u64> = parts.iter().map(|p| p.shard).collect();
+        if let Some(missing) = crate::history::shards_incomplete(&have, n) {
+            anyhow::bail!(
+                "{}: {} of {n} parts are there; missing: {missing} (their jobs have not finished, or failed)",
+                dir.display(),
+                parts.len()
+            );
+        }
         let mut by_payer: HashMap<u32, Vec<Stored>> = HashMap::new();
         for p in parts {
             by_payer.extend(p.payments);

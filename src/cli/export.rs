@@ -443,14 +443,14 @@ fn find_parts(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
         anyhow::bail!("{}: no part-KKKKK-of-NNNNN.parquet (from `recoup export --shard K/N --out {}`)", dir.display(), dir.display());
     };
     anyhow::ensure!(found.iter().all(|f| f.1 == n), "{}: parts of different shard counts are mixed", dir.display());
-    let missing: Vec<String> = (0..n).filter(|k| !found.iter().any(|f| f.0 == *k)).map(|k| k.to_string()).collect();
-    anyhow::ensure!(
-        missing.is_empty(),
-        "{}: {} of {n} parts are there; missing: {} (their jobs have not finished, or failed)",
-        dir.display(),
-        found.len(),
-        missing.join(", ")
-    );
+    let have: Vec<u64> = found.iter().map(|f| f.0).collect();
+    if let Some(missing) = crate::history::shards_incomplete(&have, n) {
+        anyhow::bail!(
+            "{}: {} of {n} parts are there; missing: {missing} (their jobs have not finished, or failed)",
+            dir.display(),
+            found.len()
+        );
+    }
     Ok(found.into_iter().map(|f| f.2).collect())
 }
 

@@ -192,6 +192,20 @@ pub fn shard_of(customer_id: &str, n: u64) -> u64 {
     ((payer_place(customer_id) as u128 * n.max(1) as u128) >> 64) as u64
 }
 
+/// Whether the shard indexes `have` (one per finished job, in any order) are exactly
+/// 0..n, once each; if not, what is wrong ("1, 4" missing, or a doubled index), for the
+/// merge and fit steps' errors.
+pub fn shards_incomplete(have: &[u64], n: u64) -> Option<String> {
+    let missing: Vec<String> = (0..n).filter(|k| !have.contains(k)).map(|k| k.to_string()).collect();
+    if !missing.is_empty() {
+        Some(missing.join(", "))
+    } else if have.len() as u64 != n {
+        Some("none, but a shard is doubled".to_string())
+    } else {
+        None
+    }
+}
+
 /// Counts and notes from one load, for `history check` and logs.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
@@ -1360,7 +1374,16 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_tz, trim};
+    use super::{parse_tz, shards_incomplete, trim};
+
+    #[test]
+    fn a_shard_set_is_complete_only_with_each_index_once() {
+        assert_eq!(shards_incomplete(&[2, 0, 1], 3), None);
+        assert_eq!(shards_incomplete(&[0, 2], 3).as_deref(), Some("1"));
+        assert_eq!(shards_incomplete(&[], 2).as_deref(), Some("0, 1"));
+        // The same index twice (part-1-of-3 beside part-00001-of-00003) is not a full set.
+        assert_eq!(shards_incomplete(&[0, 1, 1, 2], 3).as_deref(), Some("none, but a shard is doubled"));
+    }
 
     #[test]
     fn trim_fast_path_agrees_with_str_trim() {
