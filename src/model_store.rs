@@ -178,11 +178,7 @@ impl ModelStore {
             if bucket.head(&url.join(&format!("{version}/manifest.json")))?.is_some() {
                 return Err(RegistryError::Exists { path: PathBuf::from(format!("{url}/{version}")) });
             }
-            for f in VERSION_FILES {
-                let path = dir.join(f);
-                let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { path: path.clone(), source })?;
-                bucket.put(&url.join(&format!("{version}/{f}")), bytes)?;
-            }
+            upload(bucket, url, &dir, &version)?;
             // The cache keeps it: serving it next needs no download.
             std::fs::create_dir_all(cache).map_err(|source| RegistryError::Io { path: cache.clone(), source })?;
             if !cache.join(&version).exists() {
@@ -218,11 +214,7 @@ impl ModelStore {
         registry::load_version(from, &v)?;
         let copy = bucket.head(&url.join(&format!("{v}/manifest.json")))?.is_none();
         if copy {
-            for f in VERSION_FILES {
-                let path = from.join(&v).join(f);
-                let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { path: path.clone(), source })?;
-                bucket.put(&url.join(&format!("{v}/{f}")), bytes)?;
-            }
+            upload(bucket, url, &from.join(&v), &v)?;
         }
         if matches!(self.current(), Err(RegistryError::NoCurrent { .. })) {
             self.promote(&v)?;
@@ -239,4 +231,14 @@ impl ModelStore {
             (_, e) => e,
         }
     }
+}
+
+/// Upload the version directory `dir` as `version` below `url`, `manifest.json` last.
+fn upload(bucket: &Bucket, url: &S3Url, dir: &Path, version: &str) -> Result<(), RegistryError> {
+    for f in VERSION_FILES {
+        let path = dir.join(f);
+        let bytes = std::fs::read(&path).map_err(|source| RegistryError::Io { path: path.clone(), source })?;
+        bucket.put(&url.join(&format!("{version}/{f}")), bytes)?;
+    }
+    Ok(())
 }

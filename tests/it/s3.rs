@@ -228,6 +228,18 @@ fn train_promote_serve_and_reload_with_history_and_registry_on_s3() {
     let _ = child.wait();
     assert_eq!(now_serving, "v2", "the replica reloads the version promoted on S3");
 
+    // An empty registry on S3 is seeded from a local one (the image's bundled model), once.
+    let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let shipped = recoup::registry::current(&bundled).unwrap();
+    let seeded = format!("s3://{BUCKET}/seeded");
+    for expect in ["copied the current version of", "nothing to copy from"] {
+        let mut c = recoup(&moto, cache.path());
+        c.args(["models", "seed", "--dir", &seeded, "--from"]).arg(&bundled);
+        let (stdout, _) = run(c);
+        assert!(stdout.starts_with(expect) && stdout.contains(&format!("current: {shipped}")), "{stdout}");
+    }
+    assert_eq!(get(&moto, "seeded/CURRENT"), Some(format!("{shipped}\n")));
+
     // Errors name the bucket's URL.
     let mut c = recoup(&moto, cache.path());
     let out = c.args(["models", "promote", "v9", "--dir", &models]).output().unwrap();
