@@ -201,7 +201,7 @@ fn start(bin: &str, dir: &std::path::Path, tls: bool, auth: bool, log_target: Op
 /// p99 at the fixed rate. Rounds of fresh servers, the variants alternated within each
 /// round (one machine state per round); each server answers a 3 s echo warm-up, then
 /// Decide at the fixed rate. Prints every run, then per variant the median p99 and its
-/// change against `none`.
+/// change against `none`, and the median of the per-round changes.
 #[allow(clippy::too_many_arguments)]
 fn compare(
     spec: &str,
@@ -244,10 +244,15 @@ fn compare(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let base = variants.iter().position(|(n, _)| n == "none").map(|i| median(&mut p99[i].clone()));
+    let none = variants.iter().position(|(n, _)| n == "none");
+    let base = none.map(|i| median(&mut p99[i].clone()));
     for (i, (name, _)) in variants.iter().enumerate() {
+        // Paired: the change within each round (one machine state), then its median.
+        let mut paired: Vec<f64> = none.map_or(Vec::new(), |b| p99[i].iter().zip(&p99[b]).map(|(v, n)| v / n - 1.0).collect());
         let m = median(&mut p99[i]);
-        let change = base.map_or(String::new(), |b| format!(" ({:+.1} % against none)", 100.0 * (m / b - 1.0)));
+        let change = base.map_or(String::new(), |b| {
+            format!(" ({:+.1} % against none; paired per round {:+.1} %)", 100.0 * (m / b - 1.0), 100.0 * median(&mut paired))
+        });
         println!("{name:<10} median p99 {m:.2} ms{change}");
     }
 }

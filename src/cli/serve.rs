@@ -62,8 +62,11 @@ pub struct Args {
     pub decision_log: Option<String>,
     /// Seconds between writes of the decision log: a kill -9 loses at most the decisions
     /// answered in the last interval (reported outcomes are written before they are answered).
-    #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", default_value_t = 1.0)]
-    pub decision_log_flush: f64,
+    /// Default 1 for a directory (one Parquet file per write), 0.02 for PostgreSQL (small
+    /// transactions keep the database's CPU from coming in bursts that slow the handlers
+    /// on a shared host).
+    #[arg(long, env = "RECOUP_DECISION_LOG_FLUSH", value_name = "SECONDS")]
+    pub decision_log_flush: Option<f64>,
     /// Exploration rate on hyperswitch's route (its decider does not keep propensities, so it
     /// explores only when --decision-log keeps them; 0 turns it off).
     #[arg(long, env = "RECOUP_HYPERSWITCH_EXPLORATION", default_value_t = 0.02)]
@@ -273,11 +276,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         },
         ..ServeConfig::new(a.addr, a.models.clone())
     };
-    anyhow::ensure!(
-        a.decision_log_flush.is_finite() && a.decision_log_flush > 0.0 && a.decision_log_flush <= 3600.0,
-        "--decision-log-flush {}: expected seconds in (0, 3600]",
-        a.decision_log_flush
-    );
+    if let Some(f) = a.decision_log_flush {
+        anyhow::ensure!(f.is_finite() && f > 0.0 && f <= 3600.0, "--decision-log-flush {f}: expected seconds in (0, 3600]");
+    }
     anyhow::ensure!(
         a.hyperswitch_exploration.is_finite() && (0.0..=0.5).contains(&a.hyperswitch_exploration),
         "--hyperswitch-exploration {}: expected a rate in [0, 0.5]",
@@ -287,7 +288,9 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
     let log = match &a.decision_log {
         Some(target) => {
             let mut c = crate::decision_log::LogConfig::at(crate::decision_log::LogTarget::parse(target));
-            c.flush_every = Duration::from_secs_f64(a.decision_log_flush);
+            if let Some(f) = a.decision_log_flush {
+                c.flush_every = Duration::from_secs_f64(f);
+            }
             let counters = crate::decision_log::LogCounters::new();
             let (log, writer) = crate::decision_log::DecisionLog::open(c, counters.clone())?;
             Some((log, counters, writer))
@@ -295,7 +298,11 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let log_note = match &a.decision_log {
-        Some(d) => format!("; decision log {} (every {} s)", crate::decision_log::LogTarget::parse(d).describe(), a.decision_log_flush),
+        Some(d) => {
+            let target = crate::decision_log::LogTarget::parse(d);
+            let every = a.decision_log_flush.unwrap_or(target.default_flush().as_secs_f64());
+            format!("; decision log {} (every {every} s)", target.describe())
+        }
         None => "; no decision log (--decision-log DIR|URL keeps decisions and outcomes for retraining)".to_string(),
     };
     let log_note = match &holdout {

@@ -2,8 +2,10 @@
 //! in the tables of `migrations/` (applied at start, once across replicas).
 //!
 //! The writer thread owns a synchronous client. A flush is one transaction
-//! (decisions in statements of at most [`ROWS_PER_STATEMENT`] rows, through
-//! `unnest` of arrays), so PostgreSQL's commit is the durability point: a
+//! holding one binary `COPY` (the cheapest way in for the database's own CPU,
+//! which on a shared host competes with the handlers; flushing every 20 ms,
+//! [`super::LogTarget::default_flush`], keeps that work from coming in bursts), so
+//! PostgreSQL's commit is the durability point: a
 //! `kill -9` of the server loses at most the decisions answered since the last
 //! commit, as with files. A failed write drops the connection; the next flush
 //! reconnects. Text is stored as sent, except NUL (PostgreSQL's text cannot
@@ -12,16 +14,13 @@
 //!
 //! Side: edge (files, network or terminal: turns outside input into core types and back).
 
-use chrono::{DateTime, Utc};
+use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::{Client, NoTls};
 
 use super::{Ctx, DecisionRecord, LogError, OutcomeRecord};
 
 /// The migrations, in order: (version, SQL).
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_decision_log.sql"))];
-
-/// Rows per INSERT statement (a flush of more is several statements in one transaction).
-pub const ROWS_PER_STATEMENT: usize = 5_000;
 
 /// Whether a decision-log target names a PostgreSQL database.
 pub fn is_url(target: &str) -> bool {
@@ -119,72 +118,79 @@ impl Sink {
     }
 
     pub fn write_decisions(&mut self, rows: &[DecisionRecord]) -> Result<(), LogError> {
+        use postgres::types::Type;
         let writer = self.writer.clone();
         self.in_transaction("writing decisions to PostgreSQL", |tx| {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let s = |f: &dyn Fn(&DecisionRecord) -> &str| chunk.iter().map(|r| text(f(r)).into_owned()).collect::<Vec<String>>();
-                let decided_at: Vec<DateTime<Utc>> = chunk.iter().map(|r| r.decided_at).collect();
-                let retry_at: Vec<Option<DateTime<Utc>>> = chunk.iter().map(|r| r.retry_at).collect();
-                let f = |g: &dyn Fn(&DecisionRecord) -> f64| chunk.iter().map(g).collect::<Vec<f64>>();
-                let request: Vec<&[u8]> = chunk.iter().map(|r| r.request.as_slice()).collect();
-                let writers = vec![writer.as_str(); chunk.len()];
-                tx.execute(
-                    "INSERT INTO recoup_decisions (decided_at, source, payment_id, customer_id, model_version, arm, action, next_step, \
-                     retry_at, channel, p_success, p_recovery, propensity, request, writer) \
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
-                     $8::text[], $9::timestamptz[], $10::text[], $11::float8[], $12::float8[], $13::float8[], $14::bytea[], $15::text[])",
-                    &[
-                        &decided_at,
-                        &s(&|r| &r.source),
-                        &s(&|r| &r.payment_id),
-                        &s(&|r| &r.customer_id),
-                        &s(&|r| &r.model_version),
-                        &s(&|r| &r.arm),
-                        &s(&|r| &r.action),
-                        &s(&|r| &r.next_step),
-                        &retry_at,
-                        &s(&|r| &r.channel),
-                        &f(&|r| r.p_success),
-                        &f(&|r| r.p_recovery),
-                        &f(&|r| r.propensity),
-                        &request,
-                        &writers,
-                    ],
-                )?;
+            let copy = tx.copy_in(
+                "COPY recoup_decisions (decided_at, source, payment_id, customer_id, model_version, arm, action, next_step, \
+                 retry_at, channel, p_success, p_recovery, propensity, request, writer) FROM STDIN (FORMAT binary)",
+            )?;
+            let t = [Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
+            let types =
+                [&t[..], &[Type::TIMESTAMPTZ, Type::TEXT, Type::FLOAT8, Type::FLOAT8, Type::FLOAT8, Type::BYTEA, Type::TEXT]].concat();
+            let mut w = BinaryCopyInWriter::new(copy, &types);
+            for r in rows {
+                w.write(&[
+                    &r.decided_at,
+                    &text(&r.source),
+                    &text(&r.payment_id),
+                    &text(&r.customer_id),
+                    &text(&r.model_version),
+                    &text(&r.arm),
+                    &text(&r.action),
+                    &text(&r.next_step),
+                    &r.retry_at,
+                    &text(&r.channel),
+                    &r.p_success,
+                    &r.p_recovery,
+                    &r.propensity,
+                    &r.request.as_slice(),
+                    &writer.as_str(),
+                ])?;
             }
-            Ok(())
+            w.finish().map(drop)
         })
     }
 
     pub fn write_outcomes(&mut self, rows: &[OutcomeRecord]) -> Result<(), LogError> {
+        use postgres::types::Type;
         self.in_transaction("writing reported outcomes to PostgreSQL", |tx| {
-            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                let s = |f: &dyn Fn(&OutcomeRecord) -> &str| chunk.iter().map(|r| text(f(r)).into_owned()).collect::<Vec<String>>();
-                let t = |f: &dyn Fn(&OutcomeRecord) -> DateTime<Utc>| chunk.iter().map(f).collect::<Vec<DateTime<Utc>>>();
-                let numbers: Vec<i32> = chunk.iter().map(|r| r.attempt_number.min(i32::MAX as u32) as i32).collect();
-                let updated: Vec<bool> = chunk.iter().map(|r| r.payment_method_updated).collect();
-                tx.execute(
-                    "INSERT INTO recoup_outcomes (reported_at, payment_id, customer_id, attempt_id, attempt_number, attempted_at, outcome, \
-                     decline_code, network_code, advice_code, channel, payment_method_updated) \
-                     SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::timestamptz[], $7::text[], \
-                     $8::text[], $9::text[], $10::text[], $11::text[], $12::bool[])",
-                    &[
-                        &t(&|r| r.reported_at),
-                        &s(&|r| &r.payment_id),
-                        &s(&|r| &r.customer_id),
-                        &s(&|r| &r.attempt_id),
-                        &numbers,
-                        &t(&|r| r.attempted_at),
-                        &s(&|r| &r.outcome),
-                        &s(&|r| &r.decline_code),
-                        &s(&|r| &r.network_code),
-                        &s(&|r| &r.advice_code),
-                        &s(&|r| &r.channel),
-                        &updated,
-                    ],
-                )?;
+            let copy = tx.copy_in(
+                "COPY recoup_outcomes (reported_at, payment_id, customer_id, attempt_id, attempt_number, attempted_at, outcome, \
+                 decline_code, network_code, advice_code, channel, payment_method_updated) FROM STDIN (FORMAT binary)",
+            )?;
+            let types = [
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT4,
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::BOOL,
+            ];
+            let mut w = BinaryCopyInWriter::new(copy, &types);
+            for r in rows {
+                w.write(&[
+                    &r.reported_at,
+                    &text(&r.payment_id),
+                    &text(&r.customer_id),
+                    &text(&r.attempt_id),
+                    &(r.attempt_number.min(i32::MAX as u32) as i32),
+                    &r.attempted_at,
+                    &text(&r.outcome),
+                    &text(&r.decline_code),
+                    &text(&r.network_code),
+                    &text(&r.advice_code),
+                    &text(&r.channel),
+                    &r.payment_method_updated,
+                ])?;
             }
-            Ok(())
+            w.finish().map(drop)
         })
     }
 }
