@@ -285,25 +285,18 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         a.hyperswitch_exploration
     );
     let holdout = holdout(a)?;
-    let log = match &a.decision_log {
+    let (log, log_note) = match &a.decision_log {
         Some(target) => {
             let mut c = crate::decision_log::LogConfig::at(crate::decision_log::LogTarget::parse(target));
             if let Some(f) = a.decision_log_flush {
                 c.flush_every = Duration::from_secs_f64(f);
             }
+            let note = format!("; decision log {} (every {} s)", c.target.describe(), c.flush_every.as_secs_f64());
             let counters = crate::decision_log::LogCounters::new();
             let (log, writer) = crate::decision_log::DecisionLog::open(c, counters.clone())?;
-            Some((log, counters, writer))
+            (Some((log, counters, writer)), note)
         }
-        None => None,
-    };
-    let log_note = match &a.decision_log {
-        Some(d) => {
-            let target = crate::decision_log::LogTarget::parse(d);
-            let every = a.decision_log_flush.unwrap_or(target.default_flush().as_secs_f64());
-            format!("; decision log {} (every {every} s)", target.describe())
-        }
-        None => "; no decision log (--decision-log DIR|URL keeps decisions and outcomes for retraining)".to_string(),
+        None => (None, "; no decision log (--decision-log DIR|URL keeps decisions and outcomes for retraining)".to_string()),
     };
     let log_note = match &holdout {
         Some(h) => format!("{log_note}; holdout {:.1} % on {:?}", 100.0 * h.share, h.schedule.name),

@@ -15,6 +15,7 @@
 //! Side: edge (files, network or terminal: turns outside input into core types and back).
 
 use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
 use postgres::{Client, NoTls};
 
 use super::{Ctx, DecisionRecord, LogError, OutcomeRecord};
@@ -118,47 +119,56 @@ impl Sink {
     }
 
     pub fn write_decisions(&mut self, rows: &[DecisionRecord]) -> Result<(), LogError> {
-        use postgres::types::Type;
         let writer = self.writer.clone();
         self.in_transaction("writing decisions to PostgreSQL", |tx| {
-            let copy = tx.copy_in(
-                "COPY recoup_decisions (decided_at, source, payment_id, customer_id, model_version, arm, action, next_step, \
-                 retry_at, channel, p_success, p_recovery, propensity, request, writer) FROM STDIN (FORMAT binary)",
-            )?;
-            let t = [Type::TIMESTAMPTZ, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT];
-            let types =
-                [&t[..], &[Type::TIMESTAMPTZ, Type::TEXT, Type::FLOAT8, Type::FLOAT8, Type::FLOAT8, Type::BYTEA, Type::TEXT]].concat();
-            let mut w = BinaryCopyInWriter::new(copy, &types);
-            for r in rows {
-                w.write(&[
-                    &r.decided_at,
-                    &text(&r.source),
-                    &text(&r.payment_id),
-                    &text(&r.customer_id),
-                    &text(&r.model_version),
-                    &text(&r.arm),
-                    &text(&r.action),
-                    &text(&r.next_step),
-                    &r.retry_at,
-                    &text(&r.channel),
-                    &r.p_success,
-                    &r.p_recovery,
-                    &r.propensity,
-                    &r.request.as_slice(),
-                    &writer.as_str(),
-                ])?;
-            }
-            w.finish().map(drop)
+            let types = [
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TIMESTAMPTZ,
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::FLOAT8,
+                Type::FLOAT8,
+                Type::BYTEA,
+                Type::TEXT,
+            ];
+            copy(
+                tx,
+                "recoup_decisions (decided_at, source, payment_id, customer_id, model_version, arm, action, next_step, retry_at, \
+                 channel, p_success, p_recovery, propensity, request, writer)",
+                &types,
+                rows,
+                |w, r| {
+                    w.write(&[
+                        &r.decided_at,
+                        &text(&r.source),
+                        &text(&r.payment_id),
+                        &text(&r.customer_id),
+                        &text(&r.model_version),
+                        &text(&r.arm),
+                        &text(&r.action),
+                        &text(&r.next_step),
+                        &r.retry_at,
+                        &text(&r.channel),
+                        &r.p_success,
+                        &r.p_recovery,
+                        &r.propensity,
+                        &r.request.as_slice(),
+                        &writer.as_str(),
+                    ])
+                },
+            )
         })
     }
 
     pub fn write_outcomes(&mut self, rows: &[OutcomeRecord]) -> Result<(), LogError> {
-        use postgres::types::Type;
         self.in_transaction("writing reported outcomes to PostgreSQL", |tx| {
-            let copy = tx.copy_in(
-                "COPY recoup_outcomes (reported_at, payment_id, customer_id, attempt_id, attempt_number, attempted_at, outcome, \
-                 decline_code, network_code, advice_code, channel, payment_method_updated) FROM STDIN (FORMAT binary)",
-            )?;
             let types = [
                 Type::TIMESTAMPTZ,
                 Type::TEXT,
@@ -173,26 +183,46 @@ impl Sink {
                 Type::TEXT,
                 Type::BOOL,
             ];
-            let mut w = BinaryCopyInWriter::new(copy, &types);
-            for r in rows {
-                w.write(&[
-                    &r.reported_at,
-                    &text(&r.payment_id),
-                    &text(&r.customer_id),
-                    &text(&r.attempt_id),
-                    &(r.attempt_number.min(i32::MAX as u32) as i32),
-                    &r.attempted_at,
-                    &text(&r.outcome),
-                    &text(&r.decline_code),
-                    &text(&r.network_code),
-                    &text(&r.advice_code),
-                    &text(&r.channel),
-                    &r.payment_method_updated,
-                ])?;
-            }
-            w.finish().map(drop)
+            copy(
+                tx,
+                "recoup_outcomes (reported_at, payment_id, customer_id, attempt_id, attempt_number, attempted_at, outcome, \
+                 decline_code, network_code, advice_code, channel, payment_method_updated)",
+                &types,
+                rows,
+                |w, r| {
+                    w.write(&[
+                        &r.reported_at,
+                        &text(&r.payment_id),
+                        &text(&r.customer_id),
+                        &text(&r.attempt_id),
+                        &(r.attempt_number.min(i32::MAX as u32) as i32),
+                        &r.attempted_at,
+                        &text(&r.outcome),
+                        &text(&r.decline_code),
+                        &text(&r.network_code),
+                        &text(&r.advice_code),
+                        &text(&r.channel),
+                        &r.payment_method_updated,
+                    ])
+                },
+            )
         })
     }
+}
+
+/// One binary `COPY` of `rows` into `target` ("table (columns)"), whose columns have `types`.
+fn copy<R>(
+    tx: &mut postgres::Transaction<'_>,
+    target: &str,
+    types: &[Type],
+    rows: &[R],
+    write: impl Fn(&mut BinaryCopyInWriter<'_>, &R) -> Result<(), postgres::Error>,
+) -> Result<(), postgres::Error> {
+    let mut w = BinaryCopyInWriter::new(tx.copy_in(&format!("COPY {target} FROM STDIN (FORMAT binary)"))?, types);
+    for r in rows {
+        write(&mut w, r)?;
+    }
+    w.finish().map(drop)
 }
 
 /// Every decision and outcome in the database, in the order they were written.
