@@ -56,6 +56,27 @@ use value::Valuer;
 use crate::model::SuccessModel;
 use crate::rules::{self, Proposal};
 
+/// The raw logit (before calibration) the engine gives a retry of `req`'s payment at `at`
+/// with `channel`: the model's terms for that time and channel plus what the payment's
+/// failed retries say ([`crate::failed_retries`]), exactly as [`decide`] scores its
+/// candidates. Calibrate it with `model.platt_for(class of the last decline, retries made)`.
+/// Training uses it to score logged retries the way serving would (`src/policy_calibration.rs`).
+pub fn retry_logit(
+    model: &SuccessModel,
+    req: &Request,
+    at: chrono::DateTime<chrono::Utc>,
+    channel: crate::domain::Channel,
+) -> Result<f64, InvalidField> {
+    req.validate()?;
+    let p = Prepared::new(req)?;
+    let mut scratch = Vec::with_capacity(64);
+    let shift = value::failed_retries_shift(model, &req.facts, p.earlier, &p.evidence, &mut Vec::new(), &mut scratch);
+    scratch.clear();
+    scratch.extend_from_slice(p.state.fixed());
+    p.state.candidate_columns(&crate::features::Candidate { at, channel }, &mut scratch);
+    Ok(model.logit(&scratch) + shift)
+}
+
 /// Decide one request with `model`. `random` in [0, 1) drives exploration
 /// (callers pass a hash of the request for reproducible answers, or a random draw).
 pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {

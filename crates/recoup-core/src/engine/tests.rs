@@ -108,6 +108,15 @@ fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
     let logit = |p: f64| (p / (1.0 - p)).ln();
     let moved = (logit(chosen.p_success) - logit(p_before)) / plain.platt_a;
     assert!((moved - (-2.0 * expected)).abs() < 1e-9, "{moved} vs {}", -2.0 * expected);
+    // retry_logit scores the same candidate as decide does, the shift included, and a
+    // different time differently.
+    let platt = corrected.platt_for(DeclineClass::SoftFunds, 1);
+    let z = retry_logit(&corrected, &req, slot, Channel::None).expect("scores");
+    assert!((platt.calibrate(z) - chosen.p_success).abs() < 1e-12, "{} vs {}", platt.calibrate(z), chosen.p_success);
+    let z_plain = retry_logit(&plain, &req, slot, Channel::None).expect("scores");
+    assert!((z - z_plain - (-2.0 * expected)).abs() < 1e-9);
+    let elsewhere = retry_logit(&corrected, &req, slot + Duration::hours(7 * 24 + 5), Channel::Email).expect("scores");
+    assert!((elsewhere - z).abs() > 1e-6);
 }
 
 #[test]
