@@ -18,6 +18,8 @@ mod common;
 use std::path::Path;
 use std::time::Instant;
 
+use strum::VariantArray;
+
 use recoup::backtest::{self, Learned, Lineup, Oracle, Schedule, Strategy};
 use recoup::domain::Channel;
 use recoup::sim::{generate, zoo, World};
@@ -62,7 +64,12 @@ fn main() {
             load: recoup::history::LoadOptions::default(),
             sample_payers: None,
         };
-        recoup::pipeline::to_registry(&job, &mut |_| {}).unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
+        recoup::pipeline::to_registry(&job, &mut |line| {
+            if detail && (line.starts_with("calibration where") || line.starts_with("  refit") || line.starts_with("  held out")) {
+                println!("    {line}");
+            }
+        })
+        .unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
         let (version, model) = recoup::registry::load_current(&models).expect("the trained version loads");
         let world = World::new(cfg, 11, 12);
         let cases = backtest::cases(&world, 0..cases_payers);
@@ -98,6 +105,23 @@ fn main() {
                     "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}",
                     c.segment, c.retries, c.mean_predicted, c.realised, c.ece
                 );
+            }
+            // Per decline class and stage: where a class's error sits.
+            let preds: Vec<_> = out[n].iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
+            for c in recoup::declines::DeclineClass::VARIANTS {
+                for (stage, later) in [("first", false), ("later", true)] {
+                    let ps: Vec<_> = preds.iter().filter(|p| p.class == *c as u8 && (p.retry > 1) == later).collect();
+                    if ps.len() >= 30 {
+                        let mean = |f: &dyn Fn(&&recoup::backtest::Prediction) -> f64| ps.iter().map(f).sum::<f64>() / ps.len() as f64;
+                        println!(
+                            "      {:<12} {stage:<5} {:>6} retries  predicted {:.3}  realised {:.3}",
+                            <&str>::from(*c),
+                            ps.len(),
+                            mean(&|p| p.p as f64),
+                            mean(&|p| p.succeeded as u8 as f64)
+                        );
+                    }
+                }
             }
         }
     }

@@ -17,6 +17,7 @@
 //! - [`failed_retries`]: fitting the failed-retries correction.
 //! - [`attrition`]: estimating how many payers a message loses, from the log's randomized channels.
 //! - [`asks`]: estimating how likely a payer asked for a new payment method provides one, per channel.
+//! - [`policy_calibration`]: the per-class calibration refitted on the logged retries nearest the policy's choices.
 //! - [`backtest`]: retry strategies run inside the simulated world, with paired-bootstrap intervals.
 //! - [`offpolicy`]: the same strategies estimated on logged history from its propensities.
 //! - [`export`]: the calibrated recovery forecast of payments open at a cut-off.
@@ -59,6 +60,7 @@ pub mod metrics;
 pub mod model_store;
 pub mod offpolicy;
 pub mod pipeline;
+pub mod policy_calibration;
 pub mod registry;
 pub mod report;
 pub mod s3;

@@ -105,9 +105,64 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
         rows: history.attempts.len() as u64,
     };
     let digest = Digest::of_history(&history);
-    // The fit needs only the digest: the history's memory goes back before it.
+    // The calibration window's logged retries, as serving would have seen them, for the
+    // refit where the policy acts (crate::policy_calibration).
+    let replays = replay_windows(&digest.set, &job.cfg).map(|(cal, test, shards)| {
+        (crate::policy_calibration::replays(&history, cal, shards), crate::policy_calibration::replays(&history, test, shards))
+    });
+    // The fit needs only the digest and those: the history's memory goes back before it.
     drop(history);
-    fit_and_write(job, &store, digest, source, started, progress)
+    fit_and_write(job, &store, digest, Ok(replays.unwrap_or_default()), source, started, progress)
+}
+
+/// A calibration window, a test window and a number of shards of payers.
+type Windows = (std::ops::Range<chrono::DateTime<chrono::Utc>>, std::ops::Range<chrono::DateTime<chrono::Utc>>, u64);
+
+/// The time windows of the calibration and the test split's retries (the examples are in
+/// time order), and the shards of payers the replay cuts them into
+/// ([`crate::policy_calibration::replay_shards`]).
+fn replay_windows(set: &TrainingSet, cfg: &TrainConfig) -> Option<Windows> {
+    // Below train's minimum the fit refuses the set (with the clear error) before any replay.
+    if set.len() < crate::train::MIN_EXAMPLES {
+        return None;
+    }
+    let (fit_end, test_start) = crate::train::split_points(set.len(), cfg);
+    let (cal_from, test_from, last) = (*set.times.get(fit_end)?, *set.times.get(test_start)?, *set.times.last()?);
+    let shards = crate::policy_calibration::replay_shards((test_start - fit_end).max(set.len() - test_start));
+    Some((cal_from..test_from, test_from..last + chrono::Duration::seconds(1), shards))
+}
+
+/// The calibration window's replays (refitted on) and the test window's (checked on).
+type Replays = (Vec<crate::policy_calibration::Replay>, Vec<crate::policy_calibration::Replay>);
+
+/// Sharded training's replays: the fit step reads the payers of shard 0 of the replay's
+/// shards from the history the shard jobs read (the same payers and retries a single
+/// process replays, so the same model). A history it cannot read skips the refit, saying why.
+fn sharded_replays(
+    digest: &Digest,
+    cfg: &TrainConfig,
+    history: &std::path::Path,
+    progress: &mut dyn FnMut(&str),
+) -> Result<Replays, String> {
+    let Some((cal, test, shards)) = replay_windows(&digest.set, cfg) else { return Ok(Default::default()) };
+    // Rows that break the contract were reported by the shard jobs: skipped here too (as a
+    // single process with --skip-bad-rows does), into a scratch file.
+    let rejects = std::env::temp_dir().join(format!("recoup-replay-rejects-{}.csv", std::process::id()));
+    let opts = LoadOptions {
+        shard: (shards > 1).then_some((0, shards)),
+        skip_bad_rows: true,
+        reject_path: Some(rejects.clone()),
+        parquet_slice_rows: Some(1 << 17),
+    };
+    let loaded = load(history, &opts);
+    let _ = std::fs::remove_file(&rejects);
+    let h = loaded.map_err(|e| format!("reading {} for the replay: {e}", history.display()))?;
+    progress(&format!(
+        "read {} attempts of shard 0 of {shards} of the payers from {} to replay the policy",
+        h.attempts.len(),
+        history.display()
+    ));
+    Ok((crate::policy_calibration::replays(&h, cal, shards), crate::policy_calibration::replays(&h, test, shards)))
 }
 
 /// The history a version was trained on, for its manifest.
@@ -185,7 +240,8 @@ pub fn from_shards(job: &Job, dir: &std::path::Path, progress: &mut dyn FnMut(&s
     }
     let digest = Digest::merge(parts);
     let source = Source { files: first.files.clone(), fingerprint: first.fingerprint.clone(), rows: digest.attempts };
-    fit_and_write(job, &store, digest, source, started, progress)
+    let replays = sharded_replays(&digest, &job.cfg, std::path::Path::new(&first.history), progress);
+    fit_and_write(job, &store, digest, replays, source, started, progress)
 }
 
 /// Fit on a digest and write the version (what [`to_registry`] and [`from_shards`] share).
@@ -193,6 +249,7 @@ fn fit_and_write(
     job: &Job,
     store: &ModelStore,
     digest: Digest,
+    replays: Result<Replays, String>,
     source: Source,
     started: Instant,
     progress: &mut dyn FnMut(&str),
@@ -236,6 +293,21 @@ fn fit_and_write(
     ));
     for n in &asks.notes {
         progress(&format!("  asks: {n}"));
+    }
+    // Calibration where the policy acts: the model must be whole (support, asks, attrition)
+    // for the engine to choose as it will when serving.
+    trained.report.acting_calibration = match replays {
+        Ok((cal, test)) => {
+            let engine = crate::engine::EngineConfig::default();
+            let mut acting = crate::policy_calibration::refit(&mut trained.model, &engine, &cal);
+            crate::train::rescore_test(set, &job.cfg, &trained.model, &mut trained.report);
+            acting.test = crate::policy_calibration::check(&trained.model, &engine, &test);
+            acting
+        }
+        Err(why) => crate::policy_calibration::ActingCalibration::skipped(&why),
+    };
+    for line in trained.report.acting_calibration.lines() {
+        progress(&line);
     }
     if let Some(dir) = &job.export_features {
         export_features(set, &job.cfg, &trained.model, dir)?;

@@ -706,39 +706,70 @@ pub fn fit_class_platt(rows: &[(DeclineClass, u32, f64, bool)], global: Platt) -
     let mut out = vec![[global; 2]; DeclineClass::VARIANTS.len()];
     for class in DeclineClass::VARIANTS {
         for later in [false, true] {
-            let xs: Vec<(f64, bool)> = rows
+            let xs: Vec<(f64, bool, f64)> = rows
                 .iter()
                 .filter(|r| r.0 == *class && (r.1 > 0) == later && r.2.is_finite())
-                .map(|r| (global.a * r.2 + global.b, r.3))
+                .map(|r| (global.a * r.2 + global.b, r.3, 1.0))
                 .collect();
-            let (mut d, mut e) = (0.0f64, 0.0f64);
-            for _ in 0..50 {
-                let (mut g0, mut g1) = (-CLASS_PLATT_RIDGE * d, -CLASS_PLATT_RIDGE * e);
-                let (mut h00, mut h01, mut h11) = (CLASS_PLATT_RIDGE, 0.0, CLASS_PLATT_RIDGE);
-                for &(x, y) in &xs {
-                    let p = sigmoid(x + d + e * x);
-                    let (r, w) = (y as u8 as f64 - p, p * (1.0 - p));
-                    g0 += r;
-                    g1 += r * x;
-                    h00 += w;
-                    h01 += w * x;
-                    h11 += w * x * x;
-                }
-                let det = h00 * h11 - h01 * h01;
-                let (s0, s1) = ((h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det);
-                if !(s0.is_finite() && s1.is_finite()) {
-                    break;
-                }
-                d += s0;
-                e = (e + s1).clamp(-0.8, 2.0);
-                if s0.abs() + s1.abs() < 1e-9 {
-                    break;
-                }
-            }
-            out[*class as usize][later as usize] = Platt { a: (1.0 + e) * global.a, b: (1.0 + e) * global.b + d };
+            out[*class as usize][later as usize] = departure(global, fit_departure(&xs, CLASS_PLATT_RIDGE, true));
         }
     }
     out
+}
+
+/// `base` followed by the departure `(d, e)` of [`fit_departure`]: `(1 + e)·(a·z + b) + d`.
+pub fn departure(base: Platt, (d, e): (f64, f64)) -> Platt {
+    Platt { a: (1.0 + e) * base.a, b: (1.0 + e) * base.b + d }
+}
+
+/// The departure `x → (1 + e)·x + d` from calibrated logits `x` that maximizes the weighted
+/// log-likelihood of `(x, succeeded, weight)` less `ridge`·(d² + e²)/2, by Newton's method;
+/// the slope factor stays in [0.2, 3]. Without `slope`, `e` stays 0 (the offset alone).
+/// No rows (or no weight): `(0, 0)`, no departure.
+pub fn fit_departure(xs: &[(f64, bool, f64)], ridge: f64, slope: bool) -> (f64, f64) {
+    let (mut d, mut e) = (0.0f64, 0.0f64);
+    for _ in 0..50 {
+        let (mut g0, mut g1) = (-ridge * d, -ridge * e);
+        let (mut h00, mut h01, mut h11) = (ridge, 0.0, ridge);
+        for &(x, y, weight) in xs {
+            let p = sigmoid(x + d + e * x);
+            let (r, w) = (weight * (y as u8 as f64 - p), weight * p * (1.0 - p));
+            g0 += r;
+            g1 += r * x;
+            h00 += w;
+            h01 += w * x;
+            h11 += w * x * x;
+        }
+        let (s0, s1) = if slope {
+            let det = h00 * h11 - h01 * h01;
+            ((h11 * g0 - h01 * g1) / det, (h00 * g1 - h01 * g0) / det)
+        } else {
+            (g0 / h00, 0.0)
+        };
+        if !(s0.is_finite() && s1.is_finite()) {
+            break;
+        }
+        d += s0;
+        e = (e + s1).clamp(-0.8, 2.0);
+        if s0.abs() + s1.abs() < 1e-9 {
+            break;
+        }
+    }
+    (d, e)
+}
+
+/// Score the test split again with `model`'s calibration as it is now (after a refit outside
+/// [`train`]): the report's `model` metrics and `class_calibration`.
+pub fn rescore_test(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessModel, report: &mut TrainReport) {
+    let (_, test_start) = split_points(set.len(), cfg);
+    let examples = failed_retry_examples(set, model);
+    let test = set.range(test_start..set.len());
+    let p: Vec<f64> = examples[test_start..]
+        .iter()
+        .map(|e| model.platt_for(e.class, e.retries).calibrate(e.logit + model.failed_retries.shift(e.class, e.retries, e.expected)))
+        .collect();
+    report.model = metrics(&p, &test.labels, &test.declines);
+    report.class_calibration = class_calibration(&examples[test_start..], &p);
 }
 
 /// Held-out quality of a set of predictions.
@@ -887,6 +918,101 @@ pub struct TrainReport {
     /// against); empty for a model trained before it existed.
     #[serde(default)]
     pub population: crate::drift::Population,
+    /// The per-class scalings' refit where the policy acts ([`crate::policy_calibration`]);
+    /// `model` and `class_calibration` are of the refitted model.
+    #[serde(default)]
+    pub acting_calibration: ActingCalibration,
+}
+
+/// Calibration where the policy acts (`src/policy_calibration.rs`), one decline class at one
+/// retry stage: what the weighted retries showed and what the refit changed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActingCell {
+    pub class: String,
+    /// `first retry` or `later retries`.
+    pub stage: String,
+    /// Logged retries with weight (the policy would retry within a few bandwidths of them).
+    pub retries: usize,
+    /// Their total weight.
+    pub weight: f64,
+    /// Weighted mean predicted success before and after the refit, and realised.
+    pub predicted_before: f64,
+    pub predicted_after: f64,
+    pub observed: f64,
+    /// The offset added to the scaling's logit.
+    pub offset: f64,
+}
+
+/// What the refit did, for the model card (a model trained before it existed reads as skipped).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActingCalibration {
+    /// Logged retries replayed; those from which the policy would retry.
+    pub replayed: usize,
+    pub policy_retries: usize,
+    pub bandwidth_hours: f64,
+    pub cells: Vec<ActingCell>,
+    /// Why it was not done, when it was not.
+    pub skipped: Option<String>,
+    /// The refitted model on the test window's logged retries, weighted the same way: held-out
+    /// calibration where the policy acts ([`crate::policy_calibration::check`]).
+    #[serde(default)]
+    pub test: Vec<ActingCheck>,
+}
+
+/// Held-out calibration of one decline class at one retry stage, near the policy's choices.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ActingCheck {
+    pub class: String,
+    pub stage: String,
+    pub retries: usize,
+    pub weight: f64,
+    /// Weighted mean predicted success and realised.
+    pub predicted: f64,
+    pub observed: f64,
+}
+
+impl Default for ActingCalibration {
+    fn default() -> Self {
+        ActingCalibration::skipped("a model trained before this step existed")
+    }
+}
+
+impl ActingCalibration {
+    /// Not done, and why.
+    pub fn skipped(why: &str) -> ActingCalibration {
+        ActingCalibration {
+            replayed: 0,
+            policy_retries: 0,
+            bandwidth_hours: 0.0,
+            cells: Vec::new(),
+            skipped: Some(why.to_string()),
+            test: Vec::new(),
+        }
+    }
+
+    /// Training's progress output: a summary line, then one per cell refitted and held out.
+    pub fn lines(&self) -> Vec<String> {
+        if let Some(why) = &self.skipped {
+            return vec![format!("calibration where the policy acts: skipped ({why})")];
+        }
+        let mut out = vec![format!(
+            "calibration where the policy acts: {} logged retries of the calibration window replayed, the policy retries from {} (kernel {} h)",
+            self.replayed, self.policy_retries, self.bandwidth_hours
+        )];
+        out.extend(self.cells.iter().map(|c| {
+            format!(
+                "  refit {} {}: weight {:.0}, predicted {:.3} → {:.3}, observed {:.3}",
+                c.class, c.stage, c.weight, c.predicted_before, c.predicted_after, c.observed
+            )
+        }));
+        out.extend(self.test.iter().map(|c| {
+            format!(
+                "  held out (test window) {} {}: weight {:.0}, predicted {:.3}, observed {:.3}",
+                c.class, c.stage, c.weight, c.predicted, c.observed
+            )
+        }));
+        out
+    }
 }
 
 /// Test-split calibration of one decline class at one retry stage.
@@ -1158,10 +1284,14 @@ pub enum FitError {
     Optimizer(String),
 }
 
+/// Fewer retry examples than this are refused ([`FitError::TooFewExamples`]): too few for a
+/// time split into fit, calibration and test.
+pub const MIN_EXAMPLES: usize = 100;
+
 /// Train on `set` (from [`build`], in time order) with `cfg`; `progress` hears each step.
 pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str)) -> Result<Trained, FitError> {
     let n = set.len();
-    if n < 100 {
+    if n < MIN_EXAMPLES {
         return Err(FitError::TooFewExamples(n));
     }
     let (fit_end, test_start) = split_points(n, cfg);
@@ -1258,6 +1388,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         channel_lift: channel_lift(&model, &test),
         class_calibration: class_calibration(&examples[test_start..], &p_test),
         population: Default::default(),
+        acting_calibration: Default::default(),
     };
     Ok(Trained { model, report, fit_seconds })
 }
@@ -1266,6 +1397,28 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
+
+    /// The offset alone, fitted where the weight is (crate::policy_calibration's refit).
+    #[test]
+    fn a_weighted_offset_fit_follows_the_weight_and_keeps_the_slope() {
+        // Predictions 0.5 everywhere; success 30 % where the weight is, 70 % elsewhere.
+        let x = 0.0;
+        let mut xs = Vec::new();
+        for i in 0..1_000 {
+            xs.push((x, i % 10 < 3, 1.0));
+            xs.push((x, i % 10 < 7, 0.0));
+        }
+        let (d, e) = fit_departure(&xs, 1.0, false);
+        assert_eq!(e, 0.0);
+        assert!((sigmoid(d) - 0.3).abs() < 0.01, "{}", sigmoid(d));
+        // Unweighted, the two halves cancel; no rows, no departure.
+        let even: Vec<_> = xs.iter().map(|&(x, y, _)| (x, y, 1.0)).collect();
+        assert!(fit_departure(&even, 1.0, false).0.abs() < 1e-6);
+        assert_eq!(fit_departure(&[], 1.0, true), (0.0, 0.0));
+        // A ridge as heavy as the weight halves the move (in logit, to first order).
+        let (half, _) = fit_departure(&xs, 1_000.0 * 0.25, false);
+        assert!(half < 0.0 && half > d && (half / d - 0.5).abs() < 0.1, "{half} vs {d}");
+    }
 
     /// A class whose predictions spread too wide gets a slope below the global one, a class
     /// that is calibrated keeps about the global scaling, and a cell without retries keeps it exactly.

@@ -470,3 +470,41 @@ fn sharded_training_writes_the_same_model_as_one_process() {
     }
     recoup().args(["train", "--shard", "0/2"]).assert().failure().stderr(predicates::str::contains("--features-only"));
 }
+
+/// Calibration where the policy acts (#20): training replays the engine on the calibration
+/// window's logged retries, moves each class's offset toward what the retries near its
+/// choices realised, says so in the model card, and scores the test split with the result.
+#[test]
+fn training_refits_the_calibration_where_the_policy_acts() {
+    let (_, _, path) = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = recoup().args(["train", "--history"]).arg(path).arg("--out").arg(tmp.path()).output().expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        said.contains("calibration where the policy acts:") && said.contains("logged retries of the calibration window replayed"),
+        "{said}"
+    );
+    assert!(said.contains("  refit soft_funds") && said.contains("  held out (test window) soft_funds"), "{said}");
+    let v = only_version(tmp.path());
+    let report: recoup::train::TrainReport =
+        serde_json::from_slice(&std::fs::read(tmp.path().join(&v).join("metrics.json")).unwrap()).expect("metrics.json");
+    let a = &report.acting_calibration;
+    assert!(a.skipped.is_none(), "{a:?}");
+    assert!(a.replayed > 500 && a.policy_retries > 0 && a.policy_retries <= a.replayed, "{a:?}");
+    assert!(a.cells.iter().any(|c| c.class == "soft_funds" && c.weight > 20.0), "{a:?}");
+    for c in &a.cells {
+        // The offset moves the weighted mean toward what was realised, never past it by much.
+        assert!((c.predicted_after - c.observed).abs() <= (c.predicted_before - c.observed).abs() + 1e-9, "{c:?}");
+        assert!(c.retries > 0 && c.weight > 0.0 && c.weight <= c.retries as f64 + 1e-9, "{c:?}");
+    }
+    // The shipped scalings carry the offsets: a cell that moved differs from the whole split's fit.
+    let model: recoup::model::SuccessModel =
+        serde_json::from_slice(&std::fs::read(tmp.path().join(&v).join("model.json")).unwrap()).expect("model.json");
+    assert!(a.cells.iter().any(|c| c.offset.abs() > 1e-3), "{a:?}");
+    assert!(model.class_platt.iter().flatten().all(|p| p.a.is_finite() && p.b.is_finite()));
+    assert!(!a.test.is_empty() && a.test.iter().all(|c| c.weight > 0.0 && (0.0..=1.0).contains(&c.predicted)), "{a:?}");
+    let card = std::fs::read_to_string(tmp.path().join(&v).join("MODEL_CARD.md")).unwrap();
+    assert!(card.contains("where the policy acts") && card.contains("logged retries replayed"), "{card}");
+    assert!(card.contains("Held out: the test window's logged retries"), "{card}");
+}
