@@ -107,16 +107,19 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
     let digest = Digest::of_history(&history);
     // The calibration window's logged retries, as serving would have seen them, for the
     // refit where the policy acts (crate::policy_calibration).
-    let replays = replay_windows(&digest.set, &job.cfg).map(|(cal, test, shards)| {
-        (crate::policy_calibration::replays(&history, cal, shards), crate::policy_calibration::replays(&history, test, shards))
+    let replays = replay_windows(&digest.set, &job.cfg).map(|(cal, test)| {
+        (crate::policy_calibration::replays(&history, cal.0, cal.1), crate::policy_calibration::replays(&history, test.0, test.1))
     });
     // The fit needs only the digest and those: the history's memory goes back before it.
     drop(history);
     fit_and_write(job, &store, digest, Ok(replays.unwrap_or_default()), source, started, progress)
 }
 
-/// A calibration window, a test window and a number of shards of payers.
-type Windows = (std::ops::Range<chrono::DateTime<chrono::Utc>>, std::ops::Range<chrono::DateTime<chrono::Utc>>, u64);
+/// A time window of retries and the shards of payers its replay cuts them into.
+type Window = (std::ops::Range<chrono::DateTime<chrono::Utc>>, u64);
+
+/// The calibration window and the test window.
+type Windows = (Window, Window);
 
 /// The time windows of the calibration and the test split's retries (the examples are in
 /// time order), and the shards of payers the replay cuts them into
@@ -128,8 +131,11 @@ fn replay_windows(set: &TrainingSet, cfg: &TrainConfig) -> Option<Windows> {
     }
     let (fit_end, test_start) = crate::train::split_points(set.len(), cfg);
     let (cal_from, test_from, last) = (*set.times.get(fit_end)?, *set.times.get(test_start)?, *set.times.last()?);
-    let shards = crate::policy_calibration::replay_shards((test_start - fit_end).max(set.len() - test_start));
-    Some((cal_from..test_from, test_from..last + chrono::Duration::seconds(1), shards))
+    let shards = crate::policy_calibration::replay_shards;
+    Some((
+        (cal_from..test_from, shards(test_start - fit_end)),
+        (test_from..last + chrono::Duration::seconds(1), shards(set.len() - test_start)),
+    ))
 }
 
 /// The calibration window's replays (refitted on) and the test window's (checked on).
@@ -144,7 +150,9 @@ fn sharded_replays(
     history: &std::path::Path,
     progress: &mut dyn FnMut(&str),
 ) -> Result<Replays, String> {
-    let Some((cal, test, shards)) = replay_windows(&digest.set, cfg) else { return Ok(Default::default()) };
+    let Some((cal, test)) = replay_windows(&digest.set, cfg) else { return Ok(Default::default()) };
+    // Shard 0 of the smaller count holds the payers of both windows' shard 0.
+    let shards = cal.1.min(test.1);
     // Rows that break the contract were reported by the shard jobs: skipped here too (as a
     // single process with --skip-bad-rows does), into a scratch file.
     let rejects = std::env::temp_dir().join(format!("recoup-replay-rejects-{}.csv", std::process::id()));
@@ -162,7 +170,7 @@ fn sharded_replays(
         h.attempts.len(),
         history.display()
     ));
-    Ok((crate::policy_calibration::replays(&h, cal, shards), crate::policy_calibration::replays(&h, test, shards)))
+    Ok((crate::policy_calibration::replays(&h, cal.0, cal.1), crate::policy_calibration::replays(&h, test.0, test.1)))
 }
 
 /// The history a version was trained on, for its manifest.
