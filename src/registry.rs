@@ -472,6 +472,13 @@ fn class_calibration(s: &mut String, _m: &Manifest, r: &TrainReport, model: &Suc
 
 /// The refit where the policy acts ([`crate::policy_calibration`]), under the per-class table.
 fn acting_calibration(s: &mut String, a: &crate::policy_calibration::ActingCalibration) {
+    if let Some(why) = &a.skipped {
+        let _ = writeln!(
+            s,
+            "\nCalibration where the policy acts: not done for this version ({why}); the offsets are those of the whole calibration split."
+        );
+        return;
+    }
     let _ = writeln!(s, "\nThe offsets (b) above include a refit **where the policy acts**: the calibration window's logged retries,");
     let _ =
         writeln!(s, "each weighted by exp(−Δ²/2h²), Δ the hours between it and the retry the engine (default settings) would have made");
@@ -482,10 +489,6 @@ fn acting_calibration(s: &mut String, a: &crate::policy_calibration::ActingCalib
         crate::policy_calibration::RIDGE
     );
     let _ = writeln!(s, "near the policy's choice succeeds as the policy's would; the test split above is of the refitted model.\n");
-    if let Some(why) = &a.skipped {
-        let _ = writeln!(s, "Not done for this version ({why}): the offsets are those of the whole calibration split.");
-        return;
-    }
     let _ = writeln!(s, "{} logged retries replayed; the policy would retry from {} of them.\n", a.replayed, a.policy_retries);
     let _ = writeln!(
         s,

@@ -508,3 +508,32 @@ fn training_refits_the_calibration_where_the_policy_acts() {
     assert!(card.contains("where the policy acts") && card.contains("logged retries replayed"), "{card}");
     assert!(card.contains("Held out: the test window's logged retries"), "{card}");
 }
+
+/// Sharded training's fit step reads one shard of payers back from the history for the
+/// calibration where the policy acts; when the history is gone, it still writes the version,
+/// without the refit, and the model card says why.
+#[test]
+fn a_sharded_fit_without_its_history_skips_the_refit_and_says_why() {
+    let (_, _, path) = shared();
+    let tmp = tempfile::tempdir().unwrap();
+    let copy = tmp.path().join("history.parquet");
+    std::fs::copy(path, &copy).unwrap();
+    let features = tmp.path().join("features");
+    recoup()
+        .args(["train", "-q", "--features-only", "--shard", "0/1", "--history"])
+        .arg(&copy)
+        .arg("--features")
+        .arg(&features)
+        .assert()
+        .success();
+    std::fs::remove_file(&copy).unwrap();
+    let out = tmp.path().join("models");
+    let fit = recoup().args(["train", "--features"]).arg(&features).arg("--out").arg(&out).output().unwrap();
+    assert!(fit.status.success(), "{}", String::from_utf8_lossy(&fit.stderr));
+    let said = String::from_utf8_lossy(&fit.stderr);
+    assert!(said.contains("calibration where the policy acts: skipped (reading"), "{said}");
+    let v = only_version(&out);
+    let card = std::fs::read_to_string(out.join(&v).join("MODEL_CARD.md")).unwrap();
+    assert!(card.contains("Calibration where the policy acts: not done for this version (reading"), "{card}");
+    assert!(card.contains("history.parquet"), "the card names the file it could not read: {card}");
+}
