@@ -107,9 +107,7 @@ pub fn to_registry(job: &Job, progress: &mut dyn FnMut(&str)) -> Result<Written,
     let digest = Digest::of_history(&history);
     // The calibration window's logged retries, as serving would have seen them, for the
     // refit where the policy acts (crate::policy_calibration).
-    let replays = replay_windows(&digest.set, &job.cfg).map(|(cal, test)| {
-        (crate::policy_calibration::replays(&history, cal.0, cal.1), crate::policy_calibration::replays(&history, test.0, test.1))
-    });
+    let replays = replay_windows(&digest.set, &job.cfg).map(|windows| window_replays(&history, windows));
     // The fit needs only the digest and those: the history's memory goes back before it.
     drop(history);
     fit_and_write(job, &store, digest, Ok(replays.unwrap_or_default()), source, started, progress)
@@ -170,7 +168,13 @@ fn sharded_replays(
         h.attempts.len(),
         history.display()
     ));
-    Ok((crate::policy_calibration::replays(&h, cal.0, cal.1), crate::policy_calibration::replays(&h, test.0, test.1)))
+    Ok(window_replays(&h, (cal, test)))
+}
+
+/// Both windows' replays from `h` (one index of its payers serves both).
+fn window_replays(h: &crate::history::History, (cal, test): Windows) -> Replays {
+    let payers = crate::export::Payers::new(h);
+    (crate::policy_calibration::replays(h, &payers, cal.0, cal.1), crate::policy_calibration::replays(h, &payers, test.0, test.1))
 }
 
 /// The history a version was trained on, for its manifest.
@@ -308,7 +312,7 @@ fn fit_and_write(
         Ok((cal, test)) => {
             let engine = crate::engine::EngineConfig::default();
             let mut acting = crate::policy_calibration::refit(&mut trained.model, &engine, &cal);
-            crate::train::rescore_test(set, &job.cfg, &trained.model, &mut trained.report);
+            trained.rescore_test(set, &job.cfg);
             acting.test = crate::policy_calibration::check(&trained.model, &engine, &test);
             acting
         }

@@ -84,9 +84,9 @@ pub fn replay_shards(retries: usize) -> u64 {
 }
 
 /// The logged retries of `h` made in `window` (a failed payment's attempts after its
-/// original charge) by the payers of shard 0 of `shards`, in time order (ties by payment id:
+/// original charge) by the payers of shard 0 of `shards` (`payers`: [`Payers::new`] of `h`), in time order (ties by payment id:
 /// the same order whether `h` holds every payer or only that shard's).
-pub fn replays(h: &History, window: std::ops::Range<DateTime<Utc>>, shards: u64) -> Vec<Replay> {
+pub fn replays(h: &History, payers: &Payers, window: std::ops::Range<DateTime<Utc>>, shards: u64) -> Vec<Replay> {
     let mut at: Vec<(DateTime<Utc>, &str, &[crate::attempt::Attempt], usize)> = Vec::new();
     for p in h.payments().filter(|p| p[0].outcome == Outcome::Failed) {
         if shards > 1 && crate::history::shard_of(h.customer_id(&p[0]), shards) != 0 {
@@ -99,10 +99,9 @@ pub fn replays(h: &History, window: std::ops::Range<DateTime<Utc>>, shards: u64)
         }
     }
     at.sort_by(|x, y| (x.0, x.1, x.3).cmp(&(y.0, y.1, y.3)));
-    let payers = Payers::new(h);
     at.iter()
         .map(|&(t, _, p, k)| {
-            let mut req = export::request(h, &payers, &Open { attempts: &p[..k] }, p[k - 1].attempted_at);
+            let mut req = export::request(h, payers, &Open { attempts: &p[..k] }, p[k - 1].attempted_at);
             // An update recorded on retry k happened before it: serving would have been told.
             req.payment_method_updated = p[k].method_updated();
             Replay { req, at: t, channel: p[k].channel.unwrap_or(Channel::None), succeeded: p[k].outcome == Outcome::Succeeded }
@@ -117,6 +116,15 @@ struct Scored {
     x: f64,
     succeeded: bool,
     weight: f64,
+}
+
+/// The scored retries of one decline class at one stage that carry weight.
+fn cell(scored: &[Scored], class: DeclineClass, later: bool) -> Vec<&Scored> {
+    scored.iter().filter(|s| s.class == class && s.later == later && s.weight > 1e-6 && s.x.is_finite()).collect()
+}
+
+fn stage(later: bool) -> String {
+    if later { "later retries" } else { "first retry" }.to_string()
 }
 
 fn score(model: &SuccessModel, cfg: &EngineConfig, r: &Replay) -> Option<Scored> {
@@ -156,11 +164,7 @@ pub fn refit(model: &mut SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -
     };
     for class in DeclineClass::VARIANTS {
         for later in [false, true] {
-            let xs: Vec<(f64, bool, f64)> = scored
-                .iter()
-                .filter(|s| s.class == *class && s.later == later && s.weight > 1e-6 && s.x.is_finite())
-                .map(|s| (s.x, s.succeeded, s.weight))
-                .collect();
+            let xs: Vec<(f64, bool, f64)> = cell(&scored, *class, later).iter().map(|s| (s.x, s.succeeded, s.weight)).collect();
             if xs.is_empty() {
                 continue;
             }
@@ -171,7 +175,7 @@ pub fn refit(model: &mut SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -
             let mean = |f: &dyn Fn(&(f64, bool, f64)) -> f64| xs.iter().map(|x| x.2 * f(x)).sum::<f64>() / weight;
             out.cells.push(ActingCell {
                 class: <&str>::from(*class).to_string(),
-                stage: if later { "later retries" } else { "first retry" }.to_string(),
+                stage: stage(later),
                 retries: xs.len(),
                 weight,
                 predicted_before: mean(&|x| crate::model::sigmoid(x.0)),
@@ -191,15 +195,14 @@ pub fn check(model: &SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -> Ve
     let mut out = Vec::new();
     for class in DeclineClass::VARIANTS {
         for later in [false, true] {
-            let cell: Vec<&Scored> =
-                scored.iter().filter(|s| s.class == *class && s.later == later && s.weight > 1e-6 && s.x.is_finite()).collect();
-            let weight: f64 = cell.iter().map(|s| s.weight).sum();
+            let cell = cell(&scored, *class, later);
             if cell.is_empty() {
                 continue;
             }
+            let weight: f64 = cell.iter().map(|s| s.weight).sum();
             out.push(ActingCheck {
                 class: <&str>::from(*class).to_string(),
-                stage: if later { "later retries" } else { "first retry" }.to_string(),
+                stage: stage(later),
                 retries: cell.len(),
                 weight,
                 predicted: cell.iter().map(|s| s.weight * crate::model::sigmoid(s.x)).sum::<f64>() / weight,

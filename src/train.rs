@@ -758,18 +758,26 @@ pub fn fit_departure(xs: &[(f64, bool, f64)], ridge: f64, slope: bool) -> (f64, 
     (d, e)
 }
 
-/// Score the test split again with `model`'s calibration as it is now (after a refit outside
-/// [`train`]): the report's `model` metrics and `class_calibration`.
-pub fn rescore_test(set: &TrainingSet, cfg: &TrainConfig, model: &SuccessModel, report: &mut TrainReport) {
-    let (_, test_start) = split_points(set.len(), cfg);
-    let examples = failed_retry_examples(set, model);
-    let test = set.range(test_start..set.len());
-    let p: Vec<f64> = examples[test_start..]
+/// The calibrated P of `examples` with `model`'s calibration as it is now: the failed-retries
+/// shift, then the scaling of the example's decline class and retry stage.
+fn calibrated(model: &SuccessModel, examples: &[crate::failed_retries::Example]) -> Vec<f64> {
+    examples
         .iter()
         .map(|e| model.platt_for(e.class, e.retries).calibrate(e.logit + model.failed_retries.shift(e.class, e.retries, e.expected)))
-        .collect();
-    report.model = metrics(&p, &test.labels, &test.declines);
-    report.class_calibration = class_calibration(&examples[test_start..], &p);
+        .collect()
+}
+
+impl Trained {
+    /// Score the test split again with the model's calibration as it is now (after a refit
+    /// of the per-class scalings outside [`train`]): the report's `model` metrics and
+    /// `class_calibration`. The examples' logits and failed-retries inputs do not depend on
+    /// those scalings, so the ones [`train`] kept are reused.
+    pub fn rescore_test(&mut self, set: &TrainingSet, cfg: &TrainConfig) {
+        let (_, test_start) = split_points(set.len(), cfg);
+        let p = calibrated(&self.model, &self.test_examples);
+        self.report.model = metrics(&p, &set.labels[test_start..], &set.declines[test_start..]);
+        self.report.class_calibration = class_calibration(&self.test_examples, &p);
+    }
 }
 
 /// Held-out quality of a set of predictions.
@@ -880,6 +888,9 @@ pub struct Trained {
     /// Seconds from the examples to the calibrated model (what a peer's fit
     /// time measures), without the held-out evaluation and the reports.
     pub fit_seconds: f64,
+    /// The test split's examples as the failed-retries correction reads them (for
+    /// [`Trained::rescore_test`]).
+    pub test_examples: Vec<crate::failed_retries::Example>,
 }
 
 /// What a training run measured: goes to `metrics.json` and the model card.
@@ -1358,8 +1369,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
     let fit_seconds = started.elapsed().as_secs_f64();
     let shifted = |e: &crate::failed_retries::Example| e.logit + model.failed_retries.shift(e.class, e.retries, e.expected);
     let z_test: Vec<f64> = examples[test_start..].iter().map(shifted).collect();
-    let p_test: Vec<f64> =
-        examples[test_start..].iter().zip(&z_test).map(|(e, &z)| model.platt_for(e.class, e.retries).calibrate(z)).collect();
+    let p_test = calibrated(&model, &examples[test_start..]);
     let raw_test: Vec<f64> = z_test.iter().map(|&z| sigmoid(z)).collect();
     // Baselines learn from everything before the test period, like the model.
     let before = set.range(0..test_start);
@@ -1390,7 +1400,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         population: Default::default(),
         acting_calibration: Default::default(),
     };
-    Ok(Trained { model, report, fit_seconds })
+    Ok(Trained { model, report, fit_seconds, test_examples: examples[test_start..].to_vec() })
 }
 
 #[cfg(test)]
