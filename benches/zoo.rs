@@ -10,6 +10,9 @@
 //!
 //!     cargo bench --bench zoo        # RECOUP_ZOO_PAYERS=20000 (log), RECOUP_ZOO_CASES=20000 (backtest payers)
 //!
+//! `RECOUP_ZOO_SEED=3` and `RECOUP_ZOO_CASES_SEED=11` draw the log and the backtest's payers
+//! (another seed is another draw of the same world: a check that a figure is not one draw's luck).
+//!
 //! `RECOUP_ZOO_WORLDS=bills,fixed-log` runs only those worlds; `RECOUP_ZOO_DETAIL=1` adds,
 //! per world, the chosen retries' mean predicted vs realised success per decline class.
 
@@ -30,13 +33,14 @@ fn env(name: &str, default: u32) -> u32 {
 
 fn main() {
     let (payers, cases_payers) = (env("RECOUP_ZOO_PAYERS", 20_000), env("RECOUP_ZOO_CASES", 20_000));
+    let (seed, cases_seed) = (env("RECOUP_ZOO_SEED", 3), env("RECOUP_ZOO_CASES_SEED", 11));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
     let quiet: Vec<Schedule> =
         schedules.iter().map(|s| Schedule { name: format!("{} (no message)", s.name), channel: Channel::None, ..s.clone() }).collect();
     schedules.extend(quiet);
-    println!("zoo: logs of {payers} payers × 12 months (seed 3); backtests on the first failures of {cases_payers} payers (seed 11); 8 fixed schedules\n");
+    println!("zoo: logs of {payers} payers × 12 months (seed {seed}); backtests on the first failures of {cases_payers} payers (seed {cases_seed}); 8 fixed schedules\n");
     println!(
         "{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}",
         "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs"
@@ -50,7 +54,7 @@ fn main() {
         let t0 = Instant::now();
         let cfg = zoo::preset(name).expect("preset").check().expect("a valid world");
         let log = dir.join(format!("{name}.parquet"));
-        let mut df = generate::chunk(&World::new(cfg.clone(), 3, 12), 0..payers).to_frame().expect("frame");
+        let mut df = generate::chunk(&World::new(cfg.clone(), seed.into(), 12), 0..payers).to_frame().expect("frame");
         polars::prelude::ParquetWriter::new(std::fs::File::create(&log).expect("create")).finish(&mut df).expect("write");
         let models = dir.join(format!("models-{name}"));
         let _ = std::fs::remove_dir_all(&models);
@@ -71,7 +75,7 @@ fn main() {
         })
         .unwrap_or_else(|e| panic!("{name}: training failed: {e:#}"));
         let (version, model) = recoup::registry::load_current(&models).expect("the trained version loads");
-        let world = World::new(cfg, 11, 12);
+        let world = World::new(cfg, cases_seed.into(), 12);
         let cases = backtest::cases(&world, 0..cases_payers);
         let learned = Learned { model, version, cfg: recoup::engine::EngineConfig::default(), channels: Vec::new() };
         let mut strategies: Vec<&dyn Strategy> = schedules.iter().map(|s| s as &dyn Strategy).collect();
