@@ -34,6 +34,9 @@
 //! p99 per variant against `none`:
 //!
 //!     RECOUP_LOAD_RATE=5000 RECOUP_BENCH_COMPARE=none,files cargo bench --bench grpc
+//!
+//! RECOUP_BENCH_PIN=1 runs the server on CPU 0 and h2load on CPU 1 (`taskset`): on a
+//! 2-core machine the two otherwise trade cores, and that noise exceeds the log's cost.
 
 mod common;
 
@@ -86,7 +89,7 @@ struct Load {
 fn h2load(name: &str, load: &Load, path: &str, body: &std::path::Path, rps: Option<u64>) -> Run {
     let Load { port, seconds, clients, streams, .. } = *load;
     let log = std::env::temp_dir().join(format!("recoup-h2load-{}-{name}.log", std::process::id()));
-    let mut cmd = Command::new("h2load");
+    let mut cmd = pinned("h2load", 1);
     cmd.args(["-t", "1", "-c", &clients.to_string(), "-m", &streams.to_string()])
         .args(["-D", &seconds.to_string(), "--warm-up-time", "2"])
         .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
@@ -174,7 +177,7 @@ fn settle(metrics_port: u16) {
 fn start(bin: &str, dir: &std::path::Path, tls: bool, auth: bool, log_target: Option<&str>) -> (Server, u16, u16, Option<String>) {
     let (port, metrics_port) = (free_port(), free_port());
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    let mut serve = Command::new(bin);
+    let mut serve = pinned(bin, 0);
     serve
         .args([
             "-q",
@@ -254,6 +257,19 @@ fn compare(
             format!(" ({:+.1} % against none; paired per round {:+.1} %)", 100.0 * (m / b - 1.0), 100.0 * median(&mut paired))
         });
         println!("{name:<10} median p99 {m:.2} ms{change}");
+    }
+}
+
+/// `program` to run, on CPU `cpu` alone when RECOUP_BENCH_PIN=1 (`taskset`, util-linux): the
+/// server on CPU 0, the load generator on CPU 1, so neither takes the other's core and a
+/// variant's p99 is not which process the scheduler happened to put where.
+fn pinned(program: &str, cpu: u32) -> Command {
+    if std::env::var("RECOUP_BENCH_PIN").is_ok_and(|v| v == "1") {
+        let mut cmd = Command::new("taskset");
+        cmd.args(["-c", &cpu.to_string(), program]);
+        cmd
+    } else {
+        Command::new(program)
     }
 }
 
