@@ -22,7 +22,9 @@ pub struct Example {
 
 /// Fit the correction on `rows` (the calibration split: the model's logit out of sample), with calibration `p = σ(a·z + b)` applied to
 /// the shifted logit. Per class: the means, then `γ` by Newton's method on the log-likelihood
-/// with a weak ridge (0.5·γ²); `γ = 0` where a class has fewer than [`MIN_ROWS`] later retries.
+/// with a weak ridge (0.5·γ²), its standard error from the curvature there, and the `γ` the
+/// model holds [`PESSIMISM_SE`] standard errors below the fit; `γ = 0` where a class has
+/// fewer than [`MIN_ROWS`] later retries.
 pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
     let n_class = DeclineClass::VARIANTS.len();
     let mut sums = vec![vec![(0.0f64, 0u64); RETRY_CELLS]; n_class];
@@ -33,7 +35,8 @@ pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
     }
     let mean: Vec<Vec<f64>> =
         sums.iter().map(|cells| cells.iter().map(|&(s, n)| if n > 0 { s / n as f64 } else { 0.0 }).collect()).collect();
-    let mut out = FailedRetries { gamma: vec![0.0; n_class], mean, rows: vec![0; n_class] };
+    let mut out =
+        FailedRetries { gamma: vec![0.0; n_class], fitted: vec![0.0; n_class], se: vec![0.0; n_class], mean, rows: vec![0; n_class] };
     let (a, b) = platt;
     for class in DeclineClass::VARIANTS {
         let c = *class as usize;
@@ -49,21 +52,25 @@ pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
         if xs.len() < MIN_ROWS {
             continue;
         }
+        // The log-likelihood's gradient and curvature in γ (with the ridge's).
+        let slope = |g: f64| {
+            xs.iter().fold((-0.5 * 2.0 * g, 0.5 * 2.0), |(grad, hess), &(z, x, y)| {
+                let p = crate::model::sigmoid(z + g * x);
+                (grad + (y as u8 as f64 - p) * x, hess + p * (1.0 - p) * x * x)
+            })
+        };
         let mut g = 0.0f64;
         for _ in 0..30 {
-            let (mut grad, mut hess) = (-0.5 * 2.0 * g, 0.5 * 2.0);
-            for &(z, x, y) in &xs {
-                let p = crate::model::sigmoid(z + g * x);
-                grad += (y as u8 as f64 - p) * x;
-                hess += p * (1.0 - p) * x * x;
-            }
+            let (grad, hess) = slope(g);
             let step = grad / hess;
             g = (g + step).clamp(MIN_GAMMA, 0.0);
             if step.abs() < 1e-9 {
                 break;
             }
         }
-        out.gamma[c] = g;
+        let se = 1.0 / slope(g).1.sqrt();
+        (out.fitted[c], out.se[c]) = (g, se);
+        out.gamma[c] = (g - PESSIMISM_SE * se).clamp(MIN_GAMMA, 0.0);
     }
     out
 }
@@ -101,5 +108,38 @@ mod tests {
         assert!(f.shift(DeclineClass::SoftFunds, 1, m + 0.5) < 0.0);
         assert!(f.shift(DeclineClass::SoftFunds, 1, (m - 0.3).max(0.0)) > 0.0);
         assert_eq!(f.shift(DeclineClass::SoftFunds, 0, 3.0), 0.0);
+        let (fitted, se) = (f.fitted[DeclineClass::SoftFunds as usize], f.se[DeclineClass::SoftFunds as usize]);
+        assert!(se > 0.0 && se < 0.2, "se {se}");
+        assert!((g - (fitted - PESSIMISM_SE * se)).abs() < 1e-12, "γ {g} held two standard errors below the fit {fitted} ± {se}");
+    }
+
+    /// Random-effect sequences whose failed retries all had about the same P (a log that
+    /// retries at ordinary times): the fit cannot tell γ, its standard error is wide, and the
+    /// γ held leans toward a larger drop by that much; a class without enough rows stays 0.
+    #[test]
+    fn an_unidentified_gamma_leans_toward_a_larger_drop() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut rows = Vec::new();
+        for _ in 0..600 {
+            let frailty = 1.5 * (rng.random::<f64>() * 2.0 - 1.0);
+            let mut expected = 0.0;
+            for retries in 0..3u32 {
+                let logit = -0.6 + 0.05 * rng.random::<f64>(); // every retry at an ordinary time
+                let y = rng.random::<f64>() < crate::model::sigmoid(logit + frailty);
+                rows.push(Example { class: DeclineClass::SoftIssuer, retries, expected, logit, succeeded: y });
+                if y {
+                    break;
+                }
+                expected += crate::model::sigmoid(logit);
+            }
+        }
+        let f = fit(&rows, (1.0, 0.0));
+        let c = DeclineClass::SoftIssuer as usize;
+        assert!(f.rows[c] >= MIN_ROWS as u64, "{} later retries", f.rows[c]);
+        assert!(f.se[c] > 0.4, "a narrow spread of E leaves γ loose: se {}", f.se[c]);
+        assert!(f.gamma[c] <= f.fitted[c] - 0.8, "held {} against fitted {}", f.gamma[c], f.fitted[c]);
+        assert!(f.gamma[c] >= MIN_GAMMA && f.gamma[c] <= 0.0);
+        let t = DeclineClass::Technical as usize;
+        assert_eq!((f.gamma[t], f.fitted[t], f.se[t]), (0.0, 0.0, 0.0), "no rows: no correction and no bound");
     }
 }

@@ -431,12 +431,25 @@ fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model
             crate::failed_retries::MIN_ROWS
         );
         let _ = writeln!(s, "payment's own funds declines are pay-day evidence too (training and scoring alike).\n");
-        let _ = writeln!(s, "| class | later retries | γ | mean E after 1 / 2 / 3 retries |\n|---|---|---|---|");
+        let _ =
+            writeln!(s, "**Assumption, and pessimism where the log cannot check it.** γ is identified only by how much E varies around");
+        let _ = writeln!(s, "the log's mean; the policy's own failed retries (where the model was most hopeful) lie beyond that range,");
+        let _ = writeln!(
+            s,
+            "where a failure says more than the fitted line does. The model holds γ {} standard errors below its fit",
+            crate::failed_retries::PESSIMISM_SE
+        );
+        let _ = writeln!(s, "(a loose fit: a larger drop after failures, never a smaller one).\n");
+        let _ = writeln!(s, "| class | later retries | γ fitted ± SE | γ held | mean E after 1 / 2 / 3 retries |\n|---|---|---|---|---|");
         for (c, class) in <crate::declines::DeclineClass as strum::VariantArray>::VARIANTS.iter().enumerate() {
             let (g, n) = (fr.gamma.get(c).copied().unwrap_or(0.0), fr.rows.get(c).copied().unwrap_or(0));
             let m = fr.mean.get(c).map(|m| m.iter().take(3).map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" / ")).unwrap_or_default();
-            let note = if n < crate::failed_retries::MIN_ROWS as u64 { " (fallback: too few)" } else { "" };
-            let _ = writeln!(s, "| {} | {n}{note} | {g:.3} | {m} |", <&str>::from(*class));
+            let fit = match (fr.fitted.get(c), fr.se.get(c)) {
+                _ if n < crate::failed_retries::MIN_ROWS as u64 => "– (fallback: too few)".to_string(),
+                (Some(f), Some(se)) => format!("{f:.3} ± {se:.3}"),
+                _ => "– (not kept by the version that trained it)".to_string(),
+            };
+            let _ = writeln!(s, "| {} | {n} | {fit} | {g:.3} | {m} |", <&str>::from(*class));
         }
     }
 }

@@ -1344,9 +1344,11 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         examples[fit_end..test_start].iter().map(|e| crate::model::logit_loss(platt_a * f(e) + platt_b, e.succeeded)).sum::<f64>()
             / (test_start - fit_end).max(1) as f64
     };
+    let fr = &model.failed_retries;
     progress(&format!(
-        "failed retries: γ per class {:?}; calibration-split log loss {:.5} → {:.5}",
-        model.failed_retries.gamma.iter().map(|g| (g * 1000.0).round() / 1000.0).collect::<Vec<_>>(),
+        "failed retries: γ per class (fitted ± SE → held {} SE below) {}; calibration-split log loss {:.5} → {:.5}",
+        crate::failed_retries::PESSIMISM_SE,
+        (0..fr.gamma.len()).map(|c| format!("{:.3} ± {:.3} → {:.3}", fr.fitted[c], fr.se[c], fr.gamma[c])).collect::<Vec<_>>().join(", "),
         cal_ll(&|e| e.logit),
         cal_ll(&shifted)
     ));

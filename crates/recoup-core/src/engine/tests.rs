@@ -98,6 +98,7 @@ fn a_failed_retry_the_model_rated_well_lowers_the_next_one() {
         gamma: vec![-2.0; n],
         mean: vec![vec![0.0; crate::failed_retries::RETRY_CELLS]; n],
         rows: vec![1_000; n],
+        ..Default::default()
     };
     let after = decide(&corrected, &cfg, &req, (0.5, 0.5)).expect("decides");
     let chosen = after.chosen.as_ref().expect("a retry");
