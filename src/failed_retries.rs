@@ -80,26 +80,33 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
-    /// Payments whose success odds carry a per-payment random effect: the fitted γ is negative,
-    /// and a payment whose earlier retries had high P is shifted down against the mean.
-    #[test]
-    fn recovers_a_random_effect_from_sequences() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    /// `payments` failed payments of `class` whose success odds carry a per-payment random
+    /// effect (uniform in ±1.5 logit, unseen by the model), each retried up to `retries` times
+    /// until it succeeds, every retry at a model logit uniform in `low .. low + width`.
+    fn sequences(seed: u64, payments: usize, retries: u32, class: DeclineClass, (low, width): (f64, f64)) -> Vec<Example> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut rows = Vec::new();
-        for _ in 0..20_000 {
-            let u: f64 = rng.random::<f64>() * 2.0 - 1.0;
-            let frailty = 1.5 * u; // payment-level log-odds the model does not see
+        for _ in 0..payments {
+            let frailty = 1.5 * (rng.random::<f64>() * 2.0 - 1.0);
             let mut expected = 0.0;
-            for retries in 0..4u32 {
-                let logit = rng.random::<f64>() * 3.0 - 2.0; // what the model sees
+            for k in 0..retries {
+                let logit = low + width * rng.random::<f64>();
                 let y = rng.random::<f64>() < crate::model::sigmoid(logit + frailty);
-                rows.push(Example { class: DeclineClass::SoftFunds, retries, expected, logit, succeeded: y });
+                rows.push(Example { class, retries: k, expected, logit, succeeded: y });
                 if y {
                     break;
                 }
                 expected += crate::model::sigmoid(logit);
             }
         }
+        rows
+    }
+
+    /// Payments whose success odds carry a per-payment random effect: the fitted γ is negative,
+    /// and a payment whose earlier retries had high P is shifted down against the mean.
+    #[test]
+    fn recovers_a_random_effect_from_sequences() {
+        let rows = sequences(7, 20_000, 4, DeclineClass::SoftFunds, (-2.0, 3.0));
         let f = fit(&rows, (1.0, 0.0));
         let g = f.gamma[DeclineClass::SoftFunds as usize];
         assert!(g < -0.3, "γ = {g}");
@@ -118,21 +125,8 @@ mod tests {
     /// γ held leans toward a larger drop by that much; a class without enough rows stays 0.
     #[test]
     fn an_unidentified_gamma_leans_toward_a_larger_drop() {
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        let mut rows = Vec::new();
-        for _ in 0..600 {
-            let frailty = 1.5 * (rng.random::<f64>() * 2.0 - 1.0);
-            let mut expected = 0.0;
-            for retries in 0..3u32 {
-                let logit = -0.6 + 0.05 * rng.random::<f64>(); // every retry at an ordinary time
-                let y = rng.random::<f64>() < crate::model::sigmoid(logit + frailty);
-                rows.push(Example { class: DeclineClass::SoftIssuer, retries, expected, logit, succeeded: y });
-                if y {
-                    break;
-                }
-                expected += crate::model::sigmoid(logit);
-            }
-        }
+        // Every retry at an ordinary time: the P of the failed ones hardly varies.
+        let rows = sequences(11, 600, 3, DeclineClass::SoftIssuer, (-0.6, 0.05));
         let f = fit(&rows, (1.0, 0.0));
         let c = DeclineClass::SoftIssuer as usize;
         assert!(f.rows[c] >= MIN_ROWS as u64, "{} later retries", f.rows[c]);

@@ -36,7 +36,9 @@
 //! overestimates), and there the fitted line under-states the drop: later retries
 //! came out over-predicted by 0.04–0.14 on zoo logs where the fit gave −0.1 to
 //! −0.4. The direction is known (a selected failure says more, never less); the
-//! size is not, so the bound leans the way that cannot make the policy chase.
+//! size is not, so the bound leans the way that cannot make the policy chase. The
+//! fit's weak ridge (0.5·γ², a prior of standard deviation 1) bounds the standard
+//! error: a log whose failed retries all had the same P holds `γ = −2`.
 //!
 //! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
