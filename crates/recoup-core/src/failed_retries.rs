@@ -30,7 +30,7 @@
 //! the fit minus [`PESSIMISM_SE`] standard errors (clamped as above), and keeps the
 //! fit and its standard error beside it for the model card. `γ` is identified only by
 //! how much `E` varies around the log's mean, and a log that retries at ordinary
-//! times varies it little (a standard error of 0.2–0.6 on a few thousand later
+//! times varies it little (a standard error of 0.15–0.6 on a few thousand later
 //! retries). The learned policy's own failed retries lie beyond that range (it
 //! retries where the model is most hopeful, so its failures carry the model's
 //! overestimates), and there the fitted line under-states the drop: later retries
