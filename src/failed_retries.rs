@@ -23,8 +23,9 @@ pub struct Example {
 /// Fit the correction on `rows` (the calibration split: the model's logit out of sample), with calibration `p = σ(a·z + b)` applied to
 /// the shifted logit. Per class: the means, then `γ` by Newton's method on the log-likelihood
 /// with a weak ridge (0.5·γ²), its standard error from the curvature there, and the `γ` the
-/// model holds [`PESSIMISM_SE`] standard errors below the fit; `γ = 0` where a class has
-/// fewer than [`MIN_ROWS`] later retries.
+/// model holds [`PESSIMISM_SE`] standard errors below the fit. Every class is fitted: one
+/// with few later retries has a wide standard error and is held near the prior's bound
+/// (none at all: `0 ± 1`, held at `−2`, and its mean `E` is 0).
 pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
     let n_class = DeclineClass::VARIANTS.len();
     let mut sums = vec![vec![(0.0f64, 0u64); RETRY_CELLS]; n_class];
@@ -49,9 +50,6 @@ pub fn fit(rows: &[Example], platt: (f64, f64)) -> FailedRetries {
             })
             .collect();
         out.rows[c] = xs.len() as u64;
-        if xs.len() < MIN_ROWS {
-            continue;
-        }
         // The log-likelihood's gradient and curvature in γ (with the ridge's).
         let slope = |g: f64| {
             xs.iter().fold((-0.5 * 2.0 * g, 0.5 * 2.0), |(grad, hess), &(z, x, y)| {
@@ -110,7 +108,9 @@ mod tests {
         let f = fit(&rows, (1.0, 0.0));
         let g = f.gamma[DeclineClass::SoftFunds as usize];
         assert!(g < -0.3, "γ = {g}");
-        assert_eq!(f.gamma[DeclineClass::Technical as usize], 0.0, "a class without rows gets none");
+        let t = DeclineClass::Technical as usize;
+        assert_eq!((f.fitted[t], f.se[t]), (0.0, 1.0), "a class without rows: the prior alone");
+        assert!((f.gamma[t] + PESSIMISM_SE).abs() < 1e-12, "held at the prior's bound: {}", f.gamma[t]);
         let m = f.mean[DeclineClass::SoftFunds as usize][0];
         assert!(f.shift(DeclineClass::SoftFunds, 1, m + 0.5) < 0.0);
         assert!(f.shift(DeclineClass::SoftFunds, 1, (m - 0.3).max(0.0)) > 0.0);
@@ -122,18 +122,22 @@ mod tests {
 
     /// Random-effect sequences whose failed retries all had about the same P (a log that
     /// retries at ordinary times): the fit cannot tell γ, its standard error is wide, and the
-    /// γ held leans toward a larger drop by that much; a class without enough rows stays 0.
+    /// γ held leans toward a larger drop by that much; a class with a handful of later retries
+    /// is held near the prior's bound, with no cliff at a row count.
     #[test]
     fn an_unidentified_gamma_leans_toward_a_larger_drop() {
         // Every retry at an ordinary time: the P of the failed ones hardly varies.
-        let rows = sequences(11, 600, 3, DeclineClass::SoftIssuer, (-0.6, 0.05));
+        let mut rows = sequences(11, 600, 3, DeclineClass::SoftIssuer, (-0.6, 0.05));
+        rows.extend(sequences(13, 12, 3, DeclineClass::Technical, (-1.0, 2.0)));
         let f = fit(&rows, (1.0, 0.0));
         let c = DeclineClass::SoftIssuer as usize;
-        assert!(f.rows[c] >= MIN_ROWS as u64, "{} later retries", f.rows[c]);
+        assert!(f.rows[c] >= 200, "{} later retries", f.rows[c]);
         assert!(f.se[c] > 0.4, "a narrow spread of E leaves γ loose: se {}", f.se[c]);
         assert!(f.gamma[c] <= f.fitted[c] - 0.8, "held {} against fitted {}", f.gamma[c], f.fitted[c]);
         assert!(f.gamma[c] >= MIN_GAMMA && f.gamma[c] <= 0.0);
         let t = DeclineClass::Technical as usize;
-        assert_eq!((f.gamma[t], f.fitted[t], f.se[t]), (0.0, 0.0, 0.0), "no rows: no correction and no bound");
+        assert!(f.rows[t] > 0 && f.rows[t] < 30, "{} later retries", f.rows[t]);
+        assert!(f.se[t] > 0.7 && f.se[t] <= 1.0, "the prior's SD bounds a thin fit's: se {}", f.se[t]);
+        assert!(f.gamma[t] < -1.3, "a handful of rows: near the prior's bound, held {}", f.gamma[t]);
     }
 }

@@ -424,13 +424,10 @@ fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model
         let _ = writeln!(s, "A retry after failed retries gets `z += γ[class] · (E − mean[class][retries])`, E = the P the model gave");
         let _ = writeln!(s, "the earlier failed retries, mean = the log's average E for that class and retry number: a failure where");
         let _ = writeln!(s, "the model expected success lowers the next retry more than the log's usual failure (a per-payment random");
-        let _ = writeln!(s, "effect to first order). γ is fitted per class with the model's logit as offset, clamped to [−8, 0]; a class");
-        let _ = writeln!(
-            s,
-            "with fewer than {} later retries in the calibration split falls back to γ = 0 (no shift). After a failed retry, the",
-            crate::failed_retries::MIN_ROWS
-        );
-        let _ = writeln!(s, "payment's own funds declines are pay-day evidence too (training and scoring alike).\n");
+        let _ = writeln!(s, "effect to first order). γ is fitted per class with the model's logit as offset, clamped to [−8, 0], under a");
+        let _ = writeln!(s, "weak prior (0 ± 1): a class with few later retries in the calibration split is held near the prior's bound.");
+        let _ =
+            writeln!(s, "After a failed retry, the payment's own funds declines are pay-day evidence too (training and scoring alike).\n");
         let _ =
             writeln!(s, "**Assumption, and pessimism where the log cannot check it.** γ is identified only by how much E varies around");
         let _ = writeln!(s, "the log's mean; the policy's own failed retries (where the model was most hopeful) lie beyond that range,");
@@ -445,7 +442,8 @@ fn failed_retries_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model
             let (g, n) = (fr.gamma.get(c).copied().unwrap_or(0.0), fr.rows.get(c).copied().unwrap_or(0));
             let m = fr.mean.get(c).map(|m| m.iter().take(3).map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" / ")).unwrap_or_default();
             let fit = match (fr.fitted.get(c), fr.se.get(c)) {
-                _ if n < crate::failed_retries::MIN_ROWS as u64 => "– (fallback: too few)".to_string(),
+                // Versions before every class was fitted left a class with few rows at 0 ± 0.
+                (Some(_), Some(se)) if *se == 0.0 => "– (too few rows: not fitted by the version that trained it)".to_string(),
                 (Some(f), Some(se)) => format!("{f:.3} ± {se:.3}"),
                 _ => "– (not kept by the version that trained it)".to_string(),
             };

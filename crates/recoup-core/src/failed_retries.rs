@@ -24,7 +24,8 @@
 //! logit as an offset. Assumptions, written in the model card: the first retry
 //! needs none (the original charge is not a retry the model scored); a failure
 //! never makes the next retry likelier (`γ` is clamped to `[−8, 0]`); a class
-//! with fewer than [`MIN_ROWS`] later retries in the log gets `γ = 0`.
+//! with few later retries in the log is held near the bound of the fit's prior
+//! alone (`γ = −2`, below), with no cliff at a row count.
 //!
 //! **Pessimism where the log cannot pin `γ` down.** The model holds `γ` =
 //! the fit minus [`PESSIMISM_SE`] standard errors (clamped as above), and keeps the
@@ -45,9 +46,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::declines::DeclineClass;
-
-/// Later retries (after at least one failed retry) a class needs for its own `γ`.
-pub const MIN_ROWS: usize = 200;
 
 /// The most negative `γ` a fit gives and a model may hold (a failure never raises the next P: `γ ≤ 0`).
 pub const MIN_GAMMA: f64 = -8.0;
@@ -71,7 +69,7 @@ pub struct FailedRetries {
     /// retries, as the engine applies it (the fit less [`PESSIMISM_SE`] standard errors).
     pub gamma: Vec<f64>,
     /// Per decline class: the fitted `γ` and its standard error (empty in a model trained
-    /// before they were kept; 0 for a class with too few rows to fit).
+    /// before they were kept; 0 ± 1 for a class without later retries: the prior alone).
     #[serde(default)]
     pub fitted: Vec<f64>,
     #[serde(default)]
