@@ -76,7 +76,14 @@ fn the_live_page_renders_its_numbers_and_plots_in_a_headless_browser() {
         // A payment a month later closes the first ones' 21-day windows.
         client.decide(request("inv_late", base + chrono::Duration::days(40))).await.expect("decides");
         client.report_attempts(v1::ReportAttemptsRequest { reports }).await.expect("reports");
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        // The decisions' writer runs at idle priority: on a machine busy with other work its
+        // files can come well after the 0.2 s flush, so wait for them (the page reads the log).
+        let logged = || recoup::decision_log::read(log.path()).map_or(0, |(d, _)| d.len());
+        let waited = std::time::Instant::now();
+        while logged() < n as usize + 1 && waited.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(logged(), n as usize + 1, "every decision in the log within a minute");
         n + 1
     });
 
