@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# A world recoup's simulator did not write (#20): write its merchant's history, `recoup
+# train --promote` on it, `recoup serve` the model, and dunn another draw's first failures
+# over gRPC against the eight fixed schedules recoup ships (see world.py's docstring).
+#
+#   benches/foreign/run.sh [PAYERS] [EVAL_PAYERS]
+#
+# PAYERS (20000) is the history's size (12 months), EVAL_PAYERS (20000) the other draw's;
+# RECOUP_FOREIGN_SEED (3) and RECOUP_FOREIGN_EVAL_SEED (11) draw them; RECOUP_BIN picks
+# the recoup binary (default: a release build). Pinned Python packages go to
+# target/foreign-venv/, everything else to target/foreign/.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+payers="${1:-20000}"
+eval_payers="${2:-20000}"
+seed="${RECOUP_FOREIGN_SEED:-3}"
+eval_seed="${RECOUP_FOREIGN_EVAL_SEED:-11}"
+out=target/foreign
+if [ -z "${RECOUP_BIN:-}" ]; then
+  cargo build --release --quiet
+  RECOUP_BIN=./target/release/recoup
+fi
+if [ ! -x target/foreign-venv/bin/python ]; then
+  python3 -m venv target/foreign-venv
+  target/foreign-venv/bin/pip install --quiet -r benches/foreign/requirements.txt
+fi
+py=target/foreign-venv/bin/python
+rm -rf "$out" && mkdir -p "$out/gen"
+$py -m grpc_tools.protoc -Iproto --python_out="$out/gen" --grpc_python_out="$out/gen" proto/recoup/v1/recoup.proto
+touch "$out/gen/recoup/__init__.py" "$out/gen/recoup/v1/__init__.py"
+echo "== history: $payers payers, seed $seed"
+$py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed"
+echo "== recoup train --promote"
+"$RECOUP_BIN" train --history "$out/history.csv" --out "$out/models" --promote --quiet
+"$RECOUP_BIN" models list --models "$out/models"
+port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$RECOUP_BIN" serve --models "$out/models" --addr "127.0.0.1:$port" --metrics-addr off --quiet &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  if $py -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then break; fi
+  sleep 0.2
+done
+echo "== evaluate: the first failures of $eval_payers payers of draw $eval_seed"
+$py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$eval_seed" --addr "127.0.0.1:$port" --gen "$out/gen"
