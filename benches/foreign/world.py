@@ -328,11 +328,11 @@ def history(args):
     print(f"wrote {rows} attempts of {args.payers} payers to {args.out}", file=sys.stderr)
 
 
-def first_failures(seed, payers):
+def first_failures(seed, payers, world="e"):
     last = START + dt.timedelta(days=330)
     out = []
     for i in range(payers):
-        p = Payer(f"e{seed}", i)
+        p = Payer(f"{world}{seed}", i)
         past = []
         for n, t in enumerate(charges(p, last)):
             probe = Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
@@ -426,9 +426,7 @@ def step(s, item, chan):
 
 
 def evaluate(args):
-    import grpc
-    sys.path.insert(0, args.gen)
-    from recoup.v1 import recoup_pb2 as pb, recoup_pb2_grpc as rpc
+    pb, stub = connect(args)
     cases = first_failures(args.seed, args.payers)
     print(f"{len(cases)} first failures of {args.payers} payers (world e{args.seed})", file=sys.stderr)
     schedules = [("daily x4", [1, 2, 3, 4]), ("every 3 days x4", [3, 6, 9, 12]), ("1/3/5/7", [1, 3, 5, 7]),
@@ -437,7 +435,6 @@ def evaluate(args):
     for name, days in schedules:
         for ch in ("email", "none"):
             results[f"{name}{'' if ch == 'email' else ' (no message)'}"] = [fixed(c, days, ch)[0] for c in cases]
-    stub = rpc.RetryDeciderStub(grpc.insecure_channel(args.addr, options=[("grpc.max_receive_message_length", 1 << 28), ("grpc.max_send_message_length", 1 << 28)]))
     out = learned_run(cases, stub, pb)
     results["learned"] = [d for d, _ in out]
     chosen = [x for _, ch in out for x in ch]
@@ -475,6 +472,105 @@ def evaluate(args):
         sys.exit(1)
 
 
+def connect(args):
+    import grpc
+    sys.path.insert(0, args.gen)
+    from recoup.v1 import recoup_pb2 as pb, recoup_pb2_grpc as rpc
+    size = [("grpc.max_receive_message_length", 1 << 28), ("grpc.max_send_message_length", 1 << 28)]
+    return pb, rpc.RetryDeciderStub(grpc.insecure_channel(args.addr, options=size))
+
+
+def probe(args):
+    """Score one retry per first failure at a fixed delay, no message (the engine held to that
+    hour), and charge it: predicted against realised per decline code, away from the policy's
+    own choices. `--world h` probes the history's world (the draw the log came from)."""
+    pb, stub = connect(args)
+    reqs, ds = [], []
+    for c in first_failures(args.seed, args.payers, args.world):
+        p, n, t, _ = c
+        d = Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
+        at = (t + dt.timedelta(hours=args.hours)).replace(minute=0, second=0)
+        r = request(pb, c, d, t + dt.timedelta(minutes=1), [])
+        r.constraints.earliest.CopyFrom(ts(at))
+        r.constraints.latest.CopyFrom(ts(at))
+        r.constraints.allowed_channels.append("none")
+        reqs.append(r)
+        ds.append(d)
+    out = {}
+    for k in range(0, len(reqs), 2000):
+        resp = stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000]))
+        for d, item in zip(ds[k:k + 2000], resp.items):
+            if item.WhichOneof("result") != "decision" or item.decision.action != 1:
+                continue
+            code = d.attempts[0][2]
+            o = out.setdefault(code, [0, 0.0, 0])
+            o[0] += 1
+            o[1] += item.decision.p_success
+            o[2] += d.charge(item.decision.retry_at.ToDatetime(tzinfo=dt.timezone.utc), "none")
+    print(f"a retry {args.hours} h after each first failure of world {args.world}{args.seed}, no message:")
+    for code, (n, p, ok) in sorted(out.items()):
+        print(f"  after {code:<22} {n:6} retries  predicted {p / n:.3f}  realised {ok / n:.3f}")
+
+
+def score_log(args):
+    """Score a history's first retries (another draw than the model's, or its own) at their
+    logged time and channel: predicted against logged outcome per network code and channel."""
+    import pandas as pd
+    from google.protobuf import timestamp_pb2
+
+    def stamp(t):
+        x = timestamp_pb2.Timestamp()
+        x.FromDatetime(t.to_pydatetime().replace(tzinfo=None))
+        return x
+
+    pb, stub = connect(args)
+    h = pd.read_csv(args.history, dtype={"network_code": str, "decline_code": str}, keep_default_na=False)
+    h["t"] = pd.to_datetime(h.attempted_at)
+    h = h.sort_values(["customer_id", "t", "attempt_number"])
+    reqs, keys = [], []
+    for cus, c in h.groupby("customer_id", sort=False):
+        payments = [g for _, g in c.groupby("payment_id", sort=False)]
+        for k, g in enumerate(payments):
+            if len(g) < 2:
+                continue
+            a0, a1 = g.iloc[0], g.iloc[1]
+            pay = pb.Payment(payment_id=a0.payment_id, customer_id=cus, amount_minor=int(a0.amount_minor), currency=a0.currency,
+                             payment_method="card", card_brand=a0.card_brand, card_funding=a0.card_funding, country=a0.country,
+                             timezone=a0.timezone, billing_interval="month", tenure_days=int(a0.tenure_days))
+            past = [pb.PastPayment(attempts=[pb.PastAttempt(attempted_at=stamp(r.t), outcome=r.outcome,
+                                                            decline_code=r.decline_code or r.network_code) for r in e.itertuples()])
+                    for e in payments[max(0, k - 12):k]]
+            r = pb.DecideRequest(payment=pay, now=stamp(a0.t + pd.Timedelta(minutes=1)), past_payments=past,
+                                 attempts=[pb.Attempt(attempted_at=stamp(a0.t), decline_code=a0.decline_code,
+                                                      network_code=a0.network_code, channel="none")],
+                                 payment_method_updated=a1.payment_method_updated in (True, "true"))
+            r.constraints.earliest.CopyFrom(stamp(a1.t))
+            r.constraints.latest.CopyFrom(stamp(a1.t))
+            r.constraints.allowed_channels.append(a1.channel)
+            reqs.append(r)
+            first = all(e.outcome.iloc[0] == "succeeded" for e in payments[:k])
+            days = round((a1.t - a0.t).total_seconds() / 86400)
+            keys.append(((a0.network_code, a1.channel), (a0.network_code, first, days), a1.outcome == "succeeded"))
+    by_channel, by_days = {}, {}
+    for k in range(0, len(reqs), 2000):
+        resp = stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000]))
+        for (kc, kd, ok), item in zip(keys[k:k + 2000], resp.items):
+            if item.WhichOneof("result") == "decision" and item.decision.action == 1:
+                for table, key in ((by_channel, kc), (by_days, kd)):
+                    o = table.setdefault(key, [0, 0.0, 0])
+                    o[0] += 1
+                    o[1] += item.decision.p_success
+                    o[2] += ok
+    print(f"first retries of {args.history} at their logged time and channel, by network code and channel:")
+    for key, (n, p, ok) in sorted(by_channel.items()):
+        if n >= 30:
+            print(f"  {key[0]:>3} {key[1]:<6} {n:6} retries  predicted {p / n:.3f}  logged {ok / n:.3f}")
+    print("by network code, whether it is the payer's first failed payment, and days after the failure:")
+    for key, (n, p, ok) in sorted(by_days.items()):
+        if n >= 30:
+            first = "first failure" if key[1] else "after others"
+            print(f"  {key[0]:>3} {first:<13} {key[2]:2} d {n:6} retries  predicted {p / n:.3f}  logged {ok / n:.3f}")
+
 def learned_run(cases, stub, pb):
     global STATE
     STATE = []
@@ -508,8 +604,18 @@ def main():
     e.add_argument("--seed", type=int, default=11)
     e.add_argument("--addr", default="127.0.0.1:50051")
     e.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
+    pr = sub.add_parser("probe", help="score one retry a fixed delay after each first failure, no message, and charge it")
+    pr.add_argument("--hours", type=int, default=48)
+    pr.add_argument("--world", default="e", help="e: the evaluation's draws; h: the history's")
+    sl = sub.add_parser("score-log", help="score a history's first retries at their logged time and channel")
+    sl.add_argument("history")
+    for x in (pr, sl):
+        x.add_argument("--payers", type=int, default=20000)
+        x.add_argument("--seed", type=int, default=11)
+        x.add_argument("--addr", default="127.0.0.1:50051")
+        x.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
     a = ap.parse_args()
-    history(a) if a.cmd == "history" else evaluate(a)
+    {"history": history, "evaluate": evaluate, "probe": probe, "score-log": score_log}[a.cmd](a)
 
 
 if __name__ == "__main__":
