@@ -30,11 +30,14 @@ The logging policy (the merchant's history)
   after an update); no propensities; 40 % of declines carry only the raw network code.
 
 `python world.py history OUT.csv --payers 20000 --seed 3` writes the history;
-`python world.py evaluate --payers 20000 --seed 11 --addr 127.0.0.1:50051` dunns the
-first failure of each payer of another draw with the eight fixed schedules recoup ships
-(with and without an email) and with recoup's decisions over gRPC, and prints net per
-payment, the learned policy against the best fixed schedule (paired bootstrap 95 %),
-rule-independent counts, and the chosen retries' ECE. See `run.sh`.
+`python world.py evaluate --payers 20000 --seed 11 --addr 127.0.0.1:50051 --gen DIR` dunns
+the first failure of each payer of another draw with the eight fixed schedules recoup
+ships (with and without an email) and with recoup's decisions over gRPC, and prints each
+strategy's recovery, net, retries and messages per payment, the learned policy against
+the best fixed schedule (paired bootstrap 95 %), and the chosen retries' calibration
+(ECE, and per decline code and stage). It exits 1 if any request was refused. The world
+checks no network rules: no violations are counted. `probe` and `score-log` are
+diagnostics (see their --help). See `run.sh`.
 """
 
 import argparse
