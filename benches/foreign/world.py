@@ -128,7 +128,6 @@ class Payer:
             kind = "weekly" if r < 0.15 else "biweekly" if r < 0.65 else "semimonthly"
         else:
             kind = "month_end" if u(key, "schedule") < 0.8 else "25th"
-        self.schedule = kind
         first, last = START.date() - dt.timedelta(days=40), START.date() + dt.timedelta(days=DAYS)
         self.pays = pay_days(kind, int(u(key, "phase") * 2), first, last)
         period = {"weekly": 7, "biweekly": 14, "semimonthly": 15.2, "month_end": 30.4, "25th": 30.4}[kind]
@@ -141,13 +140,14 @@ class Payer:
         decay = math.log(income / self.price) / (q * period)
         rent = income * (0.25 if kind in ("month_end", "25th") else 0.5) * u(key, "rent")
         self.first_day = first
-        self.start_balance, self.income, self.decay, self.rent = [], income, decay, rent
-        b, pays = income * 0.5, set(self.pays)
+        self.start_balance, self.income, self.rent = [], income, rent
+        self.payset = set(self.pays)
+        b = income * 0.5
         rng = random.Random(repr(key))
         d = first
         while d <= last:
             self.start_balance.append(b)
-            if d in pays:
+            if d in self.payset:
                 b += income
             if d.day == 1:
                 b -= rent
@@ -164,7 +164,7 @@ class Payer:
             return 0.0
         b = self.start_balance[d]
         h = loc.hour
-        if h >= 3 and loc.date() in self._payset():
+        if h >= 3 and loc.date() in self.payset:
             b += self.income
         if h >= 9 and loc.day == 1:
             b -= self.rent
@@ -172,11 +172,6 @@ class Payer:
             nxt = self.start_balance[d + 1] if d + 1 < len(self.start_balance) else b
             b = nxt
         return max(b, 0.0) + sum(a for at, a in topups if at <= t)
-
-    def _payset(self):
-        if not hasattr(self, "_ps"):
-            self._ps = set(self.pays)
-        return self._ps
 
     def expiry(self):
         m = self.expiry_month
@@ -347,9 +342,15 @@ def first_failures(seed, payers, world="e"):
     return out
 
 
-def fixed(case, days, channel):
+def dunning(case):
+    """The world's state of a case's failed payment, fresh for one strategy."""
     p, n, t, _ = case
-    d = Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
+    return Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
+
+
+def fixed(case, days, channel):
+    p, _, t, _ = case
+    d = dunning(case)
     for day in days:
         loc = (p.local(t) + dt.timedelta(days=day)).replace(hour=9, minute=0)
         rt = loc.astimezone(dt.timezone.utc)
@@ -358,7 +359,7 @@ def fixed(case, days, channel):
         d.message(rt - dt.timedelta(hours=1), channel)
         if d.open:
             d.charge(rt, channel)
-    return d, []
+    return d
 
 
 def ts(t):
@@ -437,10 +438,10 @@ def evaluate(args):
     results = {}
     for name, days in schedules:
         for ch in ("email", "none"):
-            results[f"{name}{'' if ch == 'email' else ' (no message)'}"] = [fixed(c, days, ch)[0] for c in cases]
-    out = learned_run(cases, stub, pb)
-    results["learned"] = [d for d, _ in out]
-    chosen = [x for _, ch in out for x in ch]
+            results[f"{name}{'' if ch == 'email' else ' (no message)'}"] = [fixed(c, days, ch) for c in cases]
+    states = learned_run(cases, stub, pb)
+    results["learned"] = [s["d"] for s in states]
+    chosen = [x for s in states for x in s["chosen"]]
 
     def net(d):
         return (d.amount if d.recovered_at else 0) - d.cost
@@ -469,7 +470,7 @@ def evaluate(args):
             if len(cs) >= 30:
                 print(f"  after {code:<22} {'later' if later else 'first'} {len(cs):6} retries  predicted "
                       f"{sum(c[0] for c in cs) / len(cs):.3f}  realised {sum(c[1] for c in cs) / len(cs):.3f}")
-    errors = [e for s in STATE for e in s.get("errors", [])]
+    errors = [e for s in states for e in s.get("errors", [])]
     print(f"request errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
     if errors:
         sys.exit(1)
@@ -490,8 +491,8 @@ def probe(args):
     pb, stub = connect(args)
     reqs, ds = [], []
     for c in first_failures(args.seed, args.payers, args.world):
-        p, n, t, _ = c
-        d = Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
+        t = c[2]
+        d = dunning(c)
         at = (t + dt.timedelta(hours=args.hours)).replace(minute=0, second=0)
         r = request(pb, c, d, t + dt.timedelta(minutes=1), [])
         r.constraints.earliest.CopyFrom(ts(at))
@@ -500,16 +501,13 @@ def probe(args):
         reqs.append(r)
         ds.append(d)
     out = {}
-    for k in range(0, len(reqs), 2000):
-        resp = stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000]))
-        for d, item in zip(ds[k:k + 2000], resp.items):
-            if item.WhichOneof("result") != "decision" or item.decision.action != 1:
-                continue
-            code = d.attempts[0][2]
-            o = out.setdefault(code, [0, 0.0, 0])
-            o[0] += 1
-            o[1] += item.decision.p_success
-            o[2] += d.charge(item.decision.retry_at.ToDatetime(tzinfo=dt.timezone.utc), "none")
+    for d, item in zip(ds, decide_batched(stub, pb, reqs)):
+        if item.WhichOneof("result") != "decision" or item.decision.action != 1:
+            continue
+        o = out.setdefault(d.attempts[0][2], [0, 0.0, 0])
+        o[0] += 1
+        o[1] += item.decision.p_success
+        o[2] += d.charge(item.decision.retry_at.ToDatetime(tzinfo=dt.timezone.utc), "none")
     print(f"a retry {args.hours} h after each first failure of world {args.world}{args.seed}, no message:")
     for code, (n, p, ok) in sorted(out.items()):
         print(f"  after {code:<22} {n:6} retries  predicted {p / n:.3f}  realised {ok / n:.3f}")
@@ -519,12 +517,9 @@ def score_log(args):
     """Score a history's first retries (another draw than the model's, or its own) at their
     logged time and channel: predicted against logged outcome per network code and channel."""
     import pandas as pd
-    from google.protobuf import timestamp_pb2
 
     def stamp(t):
-        x = timestamp_pb2.Timestamp()
-        x.FromDatetime(t.to_pydatetime().replace(tzinfo=None))
-        return x
+        return ts(t.to_pydatetime())
 
     pb, stub = connect(args)
     h = pd.read_csv(args.history, dtype={"network_code": str, "decline_code": str}, keep_default_na=False)
@@ -555,15 +550,13 @@ def score_log(args):
             days = round((a1.t - a0.t).total_seconds() / 86400)
             keys.append(((a0.network_code, a1.channel), (a0.network_code, first, days), a1.outcome == "succeeded"))
     by_channel, by_days = {}, {}
-    for k in range(0, len(reqs), 2000):
-        resp = stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000]))
-        for (kc, kd, ok), item in zip(keys[k:k + 2000], resp.items):
-            if item.WhichOneof("result") == "decision" and item.decision.action == 1:
-                for table, key in ((by_channel, kc), (by_days, kd)):
-                    o = table.setdefault(key, [0, 0.0, 0])
-                    o[0] += 1
-                    o[1] += item.decision.p_success
-                    o[2] += ok
+    for (kc, kd, ok), item in zip(keys, decide_batched(stub, pb, reqs)):
+        if item.WhichOneof("result") == "decision" and item.decision.action == 1:
+            for table, key in ((by_channel, kc), (by_days, kd)):
+                o = table.setdefault(key, [0, 0.0, 0])
+                o[0] += 1
+                o[1] += item.decision.p_success
+                o[2] += ok
     print(f"first retries of {args.history} at their logged time and channel, by network code and channel:")
     for key, (n, p, ok) in sorted(by_channel.items()):
         if n >= 30:
@@ -574,25 +567,29 @@ def score_log(args):
             first = "first failure" if key[1] else "after others"
             print(f"  {key[0]:>3} {first:<13} {key[2]:2} d {n:6} retries  predicted {p / n:.3f}  logged {ok / n:.3f}")
 
+def decide_batched(stub, pb, reqs):
+    """Every request's answer, in order, in DecideBatch calls of at most 2,000."""
+    for k in range(0, len(reqs), 2000):
+        yield from stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000])).items
+
+
 def learned_run(cases, stub, pb):
-    global STATE
-    STATE = []
+    """Follow recoup's answers on every case, one decision per open case a round: each
+    case's state (its dunning, chosen retries and any refused requests)."""
+    states = []
     for c in cases:
-        p, n, t, _ = c
-        d = Dunning(p, f"pay_{p.id}_{n:02d}", t, p.price)
-        STATE.append({"case": c, "d": d, "now": t + dt.timedelta(minutes=1), "asks": [], "done": not d.open, "chosen": []})
+        d = dunning(c)
+        states.append({"case": c, "d": d, "now": c[2] + dt.timedelta(minutes=1), "asks": [], "done": not d.open, "chosen": []})
     chan = {0: "none", 1: "none", 2: "email", 3: "sms", 4: "in_app", 5: "push"}
     for rnd in range(60):
-        todo = [s for s in STATE if not s["done"]]
+        todo = [s for s in states if not s["done"]]
         if not todo:
             break
-        for k in range(0, len(todo), 2000):
-            chunk = todo[k:k + 2000]
-            resp = stub.DecideBatch(pb.DecideBatchRequest(requests=[request(pb, s["case"], s["d"], s["now"], s["asks"]) for s in chunk]))
-            for s, item in zip(chunk, resp.items):
-                step(s, item, chan)
+        reqs = [request(pb, s["case"], s["d"], s["now"], s["asks"]) for s in todo]
+        for s, item in zip(todo, decide_batched(stub, pb, reqs)):
+            step(s, item, chan)
         print(f"  decision round {rnd}: {len(todo)} payments open", file=sys.stderr)
-    return [(s["d"], s["chosen"]) for s in STATE]
+    return states
 
 
 def main():
