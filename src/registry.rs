@@ -357,6 +357,15 @@ fn overview(s: &mut String, m: &Manifest, r: &TrainReport, model: &SuccessModel)
         );
         let _ = writeln!(s, "early on the calibration split, plus the message channel's logistic terms fitted on top of them");
         let _ = writeln!(s, "(L2 = {:e}, {} coordinate-Newton sweeps; the trees never split on the channel),", r.l2, r.sweeps);
+        if model.trees.has_spread() {
+            let _ = writeln!(
+                s,
+                "each leaf with its value in {} bootstrap refits of the leaf values (the engine values a retry time at a lower bound from them),",
+                crate::trees::REPLICATES
+            );
+        } else {
+            let _ = writeln!(s, "the leaves without bootstrap refits (the engine values the trees' retry times at their estimate),");
+        }
     }
     let _ = writeln!(s, "Platt-scaled on later data. Trained by recoup {}.\n", m.recoup_version);
     let _ = writeln!(s, "## Data\n");

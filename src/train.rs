@@ -300,12 +300,12 @@ pub enum Family {
     /// default until 2026-12-02; see [`Family::Logistic`] for why it is no longer.
     Auto,
     /// L2-regularized logistic regression over the one-hot columns and crosses: the
-    /// default at every size. The engine values a candidate at a lower confidence bound
-    /// from the weights' posterior variances; trees have no such measure for their time
-    /// terms, so the policy chases their noise. Where the policy acts, trees on a
-    /// 100,000-payer zoo log were the less calibrated and netted less (chosen-retry ECE
-    /// 0.023 / 0.040 against 0.011 / 0.027 on the default and careless-log worlds; 63 % / 50 %
-    /// of the oracle's uplift against 68 % / 52 %), though their held-out log loss is lower.
+    /// default at every size. Where the policy acts, trees on a 100,000-payer zoo log
+    /// were the less calibrated and netted less (chosen-retry ECE 0.023 / 0.038 against
+    /// 0.011 / 0.027 on the default and careless-log worlds; 63 % / 51 % of the oracle's
+    /// uplift against 68 % / 52 %), though their held-out log loss is lower; at 20,000
+    /// payers they netted less in all seven zoo worlds. Their bootstrap lower bound
+    /// ([`crate::trees::bootstrap_spread`]) did not change that.
     #[default]
     Logistic,
     /// Boosted trees over the payment's and the retry time's groups, then the

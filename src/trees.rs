@@ -40,11 +40,14 @@ pub struct BoostConfig {
     pub l2: f64,
     /// Stop after this many trees without a better calibration-split log loss.
     pub patience: usize,
+    /// Refit the kept trees' leaf values on [`REPLICATES`] bootstrap draws of the
+    /// fit examples ([`bootstrap_spread`]), for the engine's lower bound.
+    pub bootstrap: bool,
 }
 
 impl Default for BoostConfig {
     fn default() -> Self {
-        BoostConfig { max_trees: 300, leaves: 127, learning_rate: 0.2, min_leaf: 50, l2: 1.0, patience: 5 }
+        BoostConfig { max_trees: 300, leaves: 127, learning_rate: 0.2, min_leaf: 50, l2: 1.0, patience: 5, bootstrap: true }
     }
 }
 
@@ -270,7 +273,7 @@ fn grow(
         sum[1] += f64::from(h);
     }
     sum[2] = rows.len() as f64;
-    let mut tree = Tree { nodes: vec![Node::leaf(leaf_value(&sum, cfg))] };
+    let mut tree = Tree { nodes: vec![Node::leaf(leaf_value(&sum, cfg))], spreads: Vec::new() };
     let split = best_split(&hist, &sum, groups, cfg);
     let mut leaves = vec![Leaf { node: 0, start: 0, end: rows.len(), hist, split }];
     while leaves.len() < cfg.leaves.max(1) {
@@ -392,13 +395,86 @@ pub fn boost(
     }
     let (_, keep, fit_logit, cal_logit) = best;
     trees.truncate(keep);
+    let mut forest = Forest { trees };
+    if cfg.bootstrap && !forest.is_empty() {
+        let t = std::time::Instant::now();
+        bootstrap_spread(&mut forest, fit_x, fit_y, fit_offset, cfg);
+        progress(&format!("{REPLICATES} bootstrap refits of the {} trees' leaf values in {:.1?}", forest.trees.len(), t.elapsed()));
+    }
     let sub = |z: Vec<f64>, off: &[f64]| z.into_iter().zip(off).map(|(z, o)| z - o).collect::<Vec<f64>>();
-    Ok(Boosted {
-        forest: Forest { trees },
-        cal_log_loss: losses,
-        fit_logit: sub(fit_logit, fit_offset),
-        cal_logit: sub(cal_logit, cal_offset),
-    })
+    Ok(Boosted { forest, cal_log_loss: losses, fit_logit: sub(fit_logit, fit_offset), cal_logit: sub(cal_logit, cal_offset) })
+}
+
+/// Fills each leaf's [`Node::spread`]: the forest's leaf values refitted on
+/// [`REPLICATES`] bootstrap draws of the fit examples, the trees' structure kept.
+/// Each draw weights every example by a Poisson(1) count (the standard online
+/// form of resampling with replacement) and boosts again through the same trees
+/// in order, each leaf's value the same Newton step as the fit's on that draw's
+/// own running logits; a leaf's spread is the draws' values less the fit's.
+/// Summed along an example's leaves, a draw's departure keeps the trees'
+/// correlations (a later tree corrects an earlier one within a draw). The
+/// structure was chosen on all the data, so this understates the uncertainty where
+/// the splits themselves are unsure, as the logistic weights' posterior
+/// variances take the columns as given. The draws are hashes of (draw, example):
+/// the same for any thread count.
+pub fn bootstrap_spread(forest: &mut Forest, fit_x: &[GroupLevels], fit_y: &[bool], fit_offset: &[f64], cfg: &BoostConfig) {
+    let n = fit_x.len();
+    // P(Poisson(1) ≤ k) for k = 0, 1, …: the count is the number of these a uniform exceeds.
+    let mut cdf = [0.0f64; 10];
+    let (mut term, mut acc) = ((-1.0f64).exp(), 0.0);
+    for (k, c) in cdf.iter_mut().enumerate() {
+        acc += term;
+        *c = acc;
+        term /= (k + 1) as f64;
+    }
+    let count = |draw: usize, i: usize| -> u8 {
+        let u = (splitmix(0x7265_636f_7570_0000 ^ ((draw as u64) << 40) ^ i as u64) >> 11) as f64 / (1u64 << 53) as f64;
+        cdf.iter().take_while(|&&c| u >= c).count() as u8
+    };
+    let weights: Vec<Vec<u8>> = (0..REPLICATES).into_par_iter().map(|b| (0..n).map(|i| count(b, i)).collect()).collect();
+    let mut logits: Vec<Vec<f32>> = (0..REPLICATES).map(|_| fit_offset.iter().map(|&z| z as f32).collect()).collect();
+    let mut leaf = vec![0u32; n];
+    for tree in &mut forest.trees {
+        leaf.par_iter_mut().zip(fit_x.par_iter()).for_each(|(l, x)| *l = tree.leaf(x) as u32);
+        let nodes = tree.nodes.len();
+        let values: Vec<Vec<f64>> = logits
+            .par_iter_mut()
+            .zip(weights.par_iter())
+            .map(|(z, w)| {
+                let mut sums = vec![[0.0f64; 3]; nodes];
+                for i in 0..n {
+                    if w[i] > 0 {
+                        let p = sigmoid(f64::from(z[i]));
+                        let s = &mut sums[leaf[i] as usize];
+                        s[0] += f64::from(w[i]) * (p - fit_y[i] as u8 as f64);
+                        s[1] += f64::from(w[i]) * (p * (1.0 - p)).max(1e-16);
+                    }
+                }
+                let values: Vec<f64> = sums.iter().map(|s| leaf_value(s, cfg)).collect();
+                for (z, &l) in z.iter_mut().zip(&leaf) {
+                    *z += values[l as usize] as f32;
+                }
+                values
+            })
+            .collect();
+        tree.spreads = (tree.nodes.iter().enumerate())
+            .map(|(k, node)| {
+                if node.group == LEAF {
+                    std::array::from_fn(|b| (values[b][k] - node.value).clamp(-50.0, 50.0) as f32)
+                } else {
+                    [0.0; REPLICATES]
+                }
+            })
+            .collect();
+    }
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit hash of `x`.
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -468,6 +544,57 @@ mod tests {
         }
         for i in (0..cx.len()).step_by(991) {
             assert!((b.cal_logit[i] - b.forest.eval(&cx[i])).abs() < 1e-9);
+        }
+    }
+
+    #[test]
+    fn bootstrap_spread_is_wide_where_the_fit_examples_are_few() {
+        // Group 0's level 0 in 1 % of the examples (about 600), with its own rate;
+        // the other levels share one rate (about 59,400 examples).
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let draw = |n: usize, rng: &mut rand_chacha::ChaCha8Rng| -> (Vec<GroupLevels>, Vec<bool>) {
+            (0..n)
+                .map(|_| {
+                    let mut x = random_levels(rng);
+                    x[0] = if rng.random::<f64>() < 0.01 { 0 } else { 1 + x[0] % (GROUP_SIZES[0] as u8 - 1) };
+                    let z = if x[0] == 0 { 1.0 } else { -0.5 };
+                    (x, rng.random::<f64>() < sigmoid(z))
+                })
+                .unzip()
+        };
+        let (x, y) = draw(60_000, &mut rng);
+        let (cx, cy) = draw(20_000, &mut rng);
+        let cfg = BoostConfig { leaves: 4, max_trees: 60, ..BoostConfig::default() };
+        let b = boost(&x, &y, &vec![0.0; x.len()], &cx, &cy, &vec![0.0; cx.len()], NO_CHANNEL, &cfg, &mut |_| {}).expect("boosts");
+        assert!(b.forest.has_spread());
+        b.forest.check(NO_CHANNEL).expect("spreads are finite");
+        // Nothing is bound, so every tree's spread counts.
+        let sd = |x: &GroupLevels| spread_variance(&b.forest.bind(x, 0).eval_spread(x).1).sqrt();
+        let (rare, common): (Vec<&GroupLevels>, Vec<&GroupLevels>) = x.iter().take(20_000).partition(|x| x[0] == 0);
+        let mean = |v: &[&GroupLevels]| v.iter().map(|x| sd(x)).sum::<f64>() / v.len() as f64;
+        let (rare_sd, common_sd) = (mean(&rare), mean(&common));
+        // A cell's logit from m examples at p has a standard error of 1 / √(m p (1 − p)).
+        let se = |m: f64, p: f64| 1.0 / (m * p * (1.0 - p)).sqrt();
+        let (rare_se, common_se) = (se(600.0, sigmoid(1.0)), se(59_400.0, sigmoid(-0.5)));
+        eprintln!("rare {rare_sd} (se {rare_se}), common {common_sd} (se {common_se})");
+        assert!(rare_sd > 3.0 * common_sd, "rare {rare_sd} vs common {common_sd}");
+        assert!(rare_sd > 0.5 * rare_se && rare_sd < 1.5 * rare_se, "rare {rare_sd} vs its standard error {rare_se}");
+        // The fit itself is what it was without the refits.
+        let plain = boost(
+            &x,
+            &y,
+            &vec![0.0; x.len()],
+            &cx,
+            &cy,
+            &vec![0.0; cx.len()],
+            NO_CHANNEL,
+            &BoostConfig { bootstrap: false, ..cfg },
+            &mut |_| {},
+        )
+        .expect("boosts");
+        assert!(!plain.forest.has_spread());
+        for (t, u) in b.forest.trees.iter().zip(&plain.forest.trees) {
+            assert!(t.nodes.iter().zip(&u.nodes).all(|(a, b)| (a.group, a.left_levels, a.value) == (b.group, b.left_levels, b.value)));
         }
     }
 

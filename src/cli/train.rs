@@ -42,9 +42,9 @@ pub struct Args {
     /// Model family: `logistic` (one-hot columns and crosses; the default), `trees`
     /// (boosted trees over the payment and the retry time, with the channel's logistic
     /// terms on top), or `auto`: trees from 100,000 fit examples up. Trees predict held-out
-    /// retries better but score a decision 2–3× slower, and the engine cannot value their
-    /// time terms at a lower confidence bound: where the policy acts they were the less
-    /// calibrated and netted less on 100,000-payer logs (README, model families)
+    /// retries better but score a decision 2–3× slower, and where the policy acts they were
+    /// the less calibrated and netted less on the zoo's logs, with their bootstrap lower
+    /// bound as without it (README, model families)
     #[arg(long, value_enum, default_value_t = Family::Logistic, env = "RECOUP_TRAIN_FAMILY")]
     pub family: Family,
     /// Most boosted trees (family trees; early stopping on the calibration split usually ends sooner).

@@ -289,6 +289,16 @@ impl SuccessModel {
         bound.eval(&state.group_levels(t, Channel::None))
     }
 
+    /// [`SuccessModel::tree_logit`] and the bootstrap variance of the time-dependent
+    /// trees' part of it ([`crate::trees::Bound::eval_spread`]; 0 for trees fitted without refits).
+    pub fn tree_logit_and_variance(&self, bound: &Bound, state: &PaymentState, t: &TimeLevels) -> (f64, f64) {
+        if self.trees.is_empty() {
+            return (0.0, 0.0);
+        }
+        let (z, spread) = bound.eval_spread(&state.group_levels(t, Channel::None));
+        (z, crate::trees::spread_variance(&spread))
+    }
+
     /// The part of the logit that involves `channel` (the same at every retry time).
     pub fn channel_logit(&self, state: &PaymentState, channel: Channel, scratch: &mut Vec<u16>) -> f64 {
         scratch.clear();

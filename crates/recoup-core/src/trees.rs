@@ -8,6 +8,10 @@
 //! threshold for ordered buckets, any subset for names). [`Forest::bind`] takes
 //! the splits on groups already known (a decision binds the payment once, then
 //! each local day), and [`Forest::contributions`] attributes a logit to groups.
+//! Each leaf may carry the spread of its value over [`REPLICATES`] bootstrap
+//! refits ([`Tree::spreads`]): the trees' counterpart of the logistic weights'
+//! posterior variances, so the engine can value a retry time the log pins down
+//! loosely at a lower bound ([`Bound::eval_spread`]).
 //! Fitting them is on the learning side (`recoup::trees::boost`); why they are
 //! written here rather than taken from a crate is in ARCHITECTURE.md.
 //!
@@ -21,6 +25,11 @@ use crate::features::{group_names, GroupLevels, GROUP_SIZES, N_GROUPS};
 pub const LEAF: u8 = u8::MAX;
 /// Most levels a group may have (a split is a `u32` bit set of levels).
 pub const MAX_LEVELS: usize = 32;
+/// Bootstrap refits a leaf's spread holds ([`Tree::spreads`]).
+pub const REPLICATES: usize = 8;
+
+/// Per bootstrap refit, how far a logit lies from the fitted one.
+pub type Spread = [f32; REPLICATES];
 
 /// One node of a tree, in the tree's node array (the root first).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -49,15 +58,27 @@ impl Node {
     }
 }
 
-/// The leaf value an example with levels `x` reaches from node `i` of `nodes`.
+/// The leaf an example with levels `x` reaches from node `i` of `nodes`, by index.
 #[inline]
-fn walk(nodes: &[Node], mut i: usize, x: &GroupLevels) -> f64 {
+fn leaf_of(nodes: &[Node], mut i: usize, x: &GroupLevels) -> usize {
     loop {
         let n = &nodes[i];
         if n.group == LEAF {
-            return n.value;
+            return i;
         }
         i = n.child(x);
+    }
+}
+
+/// The leaf value an example with levels `x` reaches from node `i` of `nodes`.
+#[inline]
+fn walk(nodes: &[Node], i: usize, x: &GroupLevels) -> f64 {
+    nodes[leaf_of(nodes, i, x)].value
+}
+
+fn add_spread(to: &mut Spread, from: &Spread) {
+    for (t, f) in to.iter_mut().zip(from) {
+        *t += f;
     }
 }
 
@@ -65,6 +86,12 @@ fn walk(nodes: &[Node], mut i: usize, x: &GroupLevels) -> f64 {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tree {
     pub nodes: Vec<Node>,
+    /// Per node (by index), a leaf's value in each of [`REPLICATES`] bootstrap refits
+    /// of the leaf values (Poisson-weighted examples, the structure kept) less its
+    /// `value`; zero for inner nodes. Empty for trees fitted without refits. Apart
+    /// from the nodes, so scoring without them walks nodes as small as before.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spreads: Vec<Spread>,
 }
 
 impl Tree {
@@ -72,6 +99,12 @@ impl Tree {
     #[inline]
     pub fn eval(&self, x: &GroupLevels) -> f64 {
         walk(&self.nodes, 0, x)
+    }
+
+    /// The index in `nodes` of the leaf `x` reaches.
+    #[inline]
+    pub fn leaf(&self, x: &GroupLevels) -> usize {
+        leaf_of(&self.nodes, 0, x)
     }
 }
 
@@ -90,6 +123,11 @@ impl Forest {
     /// The forest's logit for `x`.
     pub fn eval(&self, x: &GroupLevels) -> f64 {
         self.trees.iter().map(|t| t.eval(x)).sum()
+    }
+
+    /// Whether the leaves carry bootstrap spreads ([`Tree::spreads`]).
+    pub fn has_spread(&self) -> bool {
+        self.trees.iter().any(|t| !t.spreads.is_empty())
     }
 
     /// What each group adds to [`Forest::eval`] for `x` (Saabas' path
@@ -128,6 +166,18 @@ impl Forest {
         for (k, t) in self.trees.iter().enumerate() {
             if t.nodes.is_empty() {
                 return Err(format!("tree {k} has no nodes"));
+            }
+            if !(t.spreads.is_empty() || t.spreads.len() == t.nodes.len()) {
+                return Err(format!("tree {k} has {} bootstrap spreads for {} nodes", t.spreads.len(), t.nodes.len()));
+            }
+            if let Some((i, v)) = t
+                .spreads
+                .iter()
+                .enumerate()
+                .flat_map(|(i, s)| s.iter().map(move |v| (i, v)))
+                .find(|(_, v)| !(v.is_finite() && v.abs() <= 50.0))
+            {
+                return Err(format!("tree {k} node {i}: a bootstrap spread of {v} is not a finite logit within ±50"));
             }
             for (i, n) in t.nodes.iter().enumerate() {
                 if !n.value.is_finite() {
@@ -168,16 +218,58 @@ pub struct Bound {
     nodes: Vec<Node>,
     roots: Vec<u32>,
     constant: f64,
+    /// The spreads of the leaves in `constant` that a [`Bound::bind`] took
+    /// (those a [`Forest::bind`] took are left out: see [`Bound::eval_spread`]).
+    spread: Spread,
+    /// The spread of each leaf in `nodes`, at the index in the leaf's `left`
+    /// (unused in a leaf); empty when the forest has none.
+    spreads: Vec<Spread>,
+}
+
+/// Where the spread of a leaf of the nodes being bound is.
+#[derive(Clone, Copy)]
+enum Spreads<'a> {
+    None,
+    /// A tree's, by node index.
+    ByNode(&'a [Spread]),
+    /// A bound forest's, at the leaf's `left`.
+    ByLeft(&'a [Spread]),
+}
+
+impl<'a> Spreads<'a> {
+    fn of_tree(t: &'a Tree) -> Spreads<'a> {
+        if t.spreads.is_empty() {
+            Spreads::None
+        } else {
+            Spreads::ByNode(&t.spreads)
+        }
+    }
+
+    fn of(self, i: usize, n: &Node) -> Option<Spread> {
+        match self {
+            Spreads::None => None,
+            Spreads::ByNode(s) => s.get(i).copied(),
+            Spreads::ByLeft(s) => s.get(n.left as usize).copied(),
+        }
+    }
 }
 
 /// The subtree of `nodes` from `i` with the splits on `known` groups taken
-/// (levels from `x`), appended to `out`: its root's index there, or the value
-/// when it comes down to a leaf.
-fn bind_walk(nodes: &[Node], mut i: usize, x: &GroupLevels, known: u32, out: &mut Vec<Node>) -> Result<u32, f64> {
+/// (levels from `x`), appended to `out` (its leaves' spreads to `out_spreads`):
+/// its root's index there, or the leaf's value and spread when it comes down to one.
+fn bind_walk(
+    nodes: &[Node],
+    spreads: Spreads,
+    mut i: usize,
+    x: &GroupLevels,
+    known: u32,
+    out: &mut Vec<Node>,
+    out_spreads: &mut Vec<Spread>,
+) -> Result<u32, (f64, Option<Spread>)> {
     loop {
         let n = &nodes[i];
         if n.group == LEAF {
-            return Err(n.value);
+            return Err((n.value, spreads.of(i, n)));
         }
         if known >> n.group & 1 == 0 {
             break;
@@ -187,39 +279,69 @@ fn bind_walk(nodes: &[Node], mut i: usize, x: &GroupLevels, known: u32, out: &mu
     let n = nodes[i];
     let at = out.len();
     out.push(n);
-    let child = |c: u32, out: &mut Vec<Node>| match bind_walk(nodes, c as usize, x, known, out) {
+    let child = |c: u32, out: &mut Vec<Node>, out_spreads: &mut Vec<Spread>| match bind_walk(
+        nodes,
+        spreads,
+        c as usize,
+        x,
+        known,
+        out,
+        out_spreads,
+    ) {
         Ok(k) => k,
-        Err(v) => {
-            out.push(Node::leaf(v));
+        Err((value, spread)) => {
+            let mut leaf = Node::leaf(value);
+            if let Some(s) = spread {
+                leaf.left = out_spreads.len() as u32;
+                out_spreads.push(s);
+            }
+            out.push(leaf);
             (out.len() - 1) as u32
         }
     };
-    let l = child(n.left, out);
-    let r = child(n.right, out);
+    let l = child(n.left, out, out_spreads);
+    let r = child(n.right, out, out_spreads);
     (out[at].left, out[at].right) = (l, r);
     Ok(at as u32)
 }
 
 /// Bind the subtrees `(nodes, root)` into `out` (emptied first), their leaf
-/// values added to `constant` where a subtree comes down to one.
-fn bind_all<'a>(subtrees: impl Iterator<Item = (&'a [Node], usize)>, constant: f64, x: &GroupLevels, known: u32, out: &mut Bound) {
+/// values added to `constant` where a subtree comes down to one, and their
+/// spreads to `spread` when it is given.
+fn bind_all<'a>(
+    subtrees: impl Iterator<Item = (&'a [Node], Spreads<'a>, usize)>,
+    constant: f64,
+    mut spread: Option<Spread>,
+    x: &GroupLevels,
+    known: u32,
+    out: &mut Bound,
+) {
     out.nodes.clear();
     out.roots.clear();
+    out.spreads.clear();
     out.constant = constant;
-    for (nodes, root) in subtrees {
-        match bind_walk(nodes, root, x, known, &mut out.nodes) {
+    for (nodes, spreads, root) in subtrees {
+        match bind_walk(nodes, spreads, root, x, known, &mut out.nodes, &mut out.spreads) {
             Ok(r) => out.roots.push(r),
-            Err(v) => out.constant += v,
+            Err((value, leaf_spread)) => {
+                out.constant += value;
+                if let (Some(s), Some(l)) = (spread.as_mut(), leaf_spread) {
+                    add_spread(s, &l);
+                }
+            }
         }
     }
+    out.spread = spread.unwrap_or_default();
 }
 
 impl Forest {
     /// Take every split on a group in `known` (bit per group) with the levels
-    /// of `x`; the other groups' levels in `x` are ignored.
+    /// of `x`; the other groups' levels in `x` are ignored. The spreads of the
+    /// trees this decides entirely are not kept: they move every candidate of a
+    /// payment alike (as the logistic model's payment-level weights do).
     pub fn bind(&self, x: &GroupLevels, known: u32) -> Bound {
         let mut b = Bound::default();
-        bind_all(self.trees.iter().map(|t| (t.nodes.as_slice(), 0)), 0.0, x, known, &mut b);
+        bind_all(self.trees.iter().map(|t| (t.nodes.as_slice(), Spreads::of_tree(t), 0)), 0.0, None, x, known, &mut b);
         b
     }
 }
@@ -234,13 +356,35 @@ impl Bound {
 
     /// [`Bound::bind`] into `out`, reusing its memory (a grid rebinds once per day).
     pub fn bind_into(&self, x: &GroupLevels, known: u32, out: &mut Bound) {
-        bind_all(self.roots.iter().map(|&r| (self.nodes.as_slice(), r as usize)), self.constant, x, known, out);
+        let spreads = if self.spreads.is_empty() { Spreads::None } else { Spreads::ByLeft(&self.spreads) };
+        bind_all(self.roots.iter().map(|&r| (self.nodes.as_slice(), spreads, r as usize)), self.constant, Some(self.spread), x, known, out);
     }
 
     /// The forest's logit for `x` (whose levels of the bound groups do not matter).
     pub fn eval(&self, x: &GroupLevels) -> f64 {
         self.roots.iter().fold(self.constant, |z, &root| z + walk(&self.nodes, root as usize, x))
     }
+
+    /// [`Bound::eval`] and the bootstrap refits' departures from it, summed over
+    /// the trees the first [`Forest::bind`] left open (those that depend on the
+    /// retry time). Their mean square is the variance the engine's lower bound uses.
+    pub fn eval_spread(&self, x: &GroupLevels) -> (f64, Spread) {
+        let mut z = self.constant;
+        let mut spread = self.spread;
+        for &root in &self.roots {
+            let leaf = &self.nodes[leaf_of(&self.nodes, root as usize, x)];
+            z += leaf.value;
+            if let Some(s) = self.spreads.get(leaf.left as usize) {
+                add_spread(&mut spread, s);
+            }
+        }
+        (z, spread)
+    }
+}
+
+/// The mean square of a spread: the bootstrap variance of a logit.
+pub fn spread_variance(s: &Spread) -> f64 {
+    s.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>() / REPLICATES as f64
 }
 
 /// A random forest of full trees of `depth` over the `allowed` groups (tests).
@@ -258,7 +402,7 @@ pub(crate) fn random_forest(seed: u64, trees: usize, depth: usize, allowed: u32)
             let mask = rng.random_range(1..(1u32 << GROUP_SIZES[g]) - 1);
             let l = node(rng, groups, depth - 1, out);
             let r = node(rng, groups, depth - 1, out);
-            out[at] = Node { group: g as u8, left_levels: mask, left: l, right: r, value };
+            out[at] = Node { group: g as u8, left_levels: mask, left: l, right: r, ..Node::leaf(value) };
         }
         at as u32
     }
@@ -267,7 +411,7 @@ pub(crate) fn random_forest(seed: u64, trees: usize, depth: usize, allowed: u32)
             .map(|_| {
                 let mut nodes = Vec::new();
                 node(&mut rng, &groups, depth, &mut nodes);
-                Tree { nodes }
+                Tree { nodes, spreads: Vec::new() }
             })
             .collect(),
     }
@@ -308,6 +452,48 @@ mod tests {
             let (c, base) = f.contributions(&x);
             assert!((base + c.iter().sum::<f64>() - whole).abs() < 1e-9);
         }
+    }
+
+    #[test]
+    fn a_bound_forest_sums_the_spreads_of_the_trees_the_payment_leaves_open() {
+        let mut f = random_forest(12, 30, 4, NO_CHANNEL);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+        for t in &mut f.trees {
+            t.spreads =
+                t.nodes.iter().map(|n| std::array::from_fn(|_| if n.group == LEAF { rng.random_range(-0.5..0.5) } else { 0.0 })).collect();
+        }
+        assert!(f.has_spread());
+        let payment = (1u32 << N_FIXED) - 1;
+        let mut open_trees = 0;
+        for _ in 0..300 {
+            let x = random_levels(&mut rng);
+            // By hand: the leaves of the trees whose path splits on a group beyond the payment's.
+            let mut want = [0.0f32; REPLICATES];
+            for t in &f.trees {
+                let (mut i, mut open) = (0, false);
+                while t.nodes[i].group != LEAF {
+                    open |= payment >> t.nodes[i].group & 1 == 0;
+                    i = t.nodes[i].child(&x);
+                }
+                if open {
+                    open_trees += 1;
+                    add_spread(&mut want, &t.spreads[i]);
+                }
+            }
+            let by_payment = f.bind(&x, payment);
+            for bound in [by_payment.clone(), by_payment.bind(&x, DAY_GROUPS)] {
+                let (z, spread) = bound.eval_spread(&x);
+                assert!((z - f.eval(&x)).abs() < 1e-12);
+                assert!(spread.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{spread:?} vs {want:?}");
+            }
+        }
+        assert!(open_trees > 300, "the time groups are split on ({open_trees} open trees)");
+        // Spreads that are not finite logits are refused.
+        let mut bad = f.clone();
+        bad.trees[2].spreads[0][3] = f32::NAN;
+        assert!(bad.check(NO_CHANNEL).expect_err("refused").contains("bootstrap"));
+        f.trees[2].spreads.pop();
+        assert!(f.check(NO_CHANNEL).expect_err("refused").contains("spreads for"));
     }
 
     #[test]

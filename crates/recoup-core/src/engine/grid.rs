@@ -101,6 +101,8 @@ struct TimeWalk<'a> {
     time_logit: f64,
     time_var: f64,
     tree_logit: f64,
+    /// The bootstrap variance of `tree_logit` (with `with_variance`).
+    tree_var: f64,
     bound: Bound,
     day_bound: Bound,
 }
@@ -118,13 +120,15 @@ impl<'a> TimeWalk<'a> {
             time_logit: 0.0,
             time_var: 0.0,
             tree_logit: 0.0,
+            tree_var: 0.0,
             bound,
             day_bound: Bound::default(),
         }
     }
 
     /// The logit at an hour with time levels `levels` (the trees' part included), and
-    /// the variance of its time terms.
+    /// the variance of its time terms (the weights' posterior variances, plus the
+    /// time-dependent trees' bootstrap variance).
     fn at(&mut self, levels: TimeLevels) -> (f64, f64) {
         let (model, state) = (self.model, self.state);
         let variances = &model.weight_variances;
@@ -150,10 +154,14 @@ impl<'a> TimeWalk<'a> {
             if self.walked.is_none_or(|prev| !levels.same_day_levels(&prev)) {
                 model.bind_trees_to_day(&self.bound, state, &levels, &mut self.day_bound);
             }
-            self.tree_logit = model.tree_logit(&self.day_bound, state, &levels);
+            if self.with_variance {
+                (self.tree_logit, self.tree_var) = model.tree_logit_and_variance(&self.day_bound, state, &levels);
+            } else {
+                self.tree_logit = model.tree_logit(&self.day_bound, state, &levels);
+            }
         }
         self.walked = Some(levels);
-        (self.time_logit + self.tree_logit, self.time_var)
+        (self.time_logit + self.tree_logit, self.time_var + self.tree_var)
     }
 }
 
@@ -212,8 +220,8 @@ impl Grid {
             removed: Removed::default(),
         };
         // The lower confidence bound is `support_pessimism` SDs of the time terms (the
-        // weights' posterior variances) below the logit, so a time the log says little
-        // about is not chosen on a noisy estimate.
+        // weights' posterior variances; for trees, their leaves' bootstrap spread) below
+        // the logit, so a time the log says little about is not chosen on a noisy estimate.
         let kappa = if valuer.pessimistic { cfg.support_pessimism } else { 0.0 };
         let mut walk = TimeWalk::new(model, &p.state, fixed_logit, kappa > 0.0);
         let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);

@@ -481,3 +481,38 @@ fn engine_params_are_checked_into_a_config() {
     p.top_k = 3;
     assert_eq!(p.check().expect("valid").top_k, 3);
 }
+
+#[test]
+fn a_retry_time_the_trees_pin_down_loosely_is_valued_at_its_lower_bound() {
+    use crate::trees::{Forest, Node, Tree, REPLICATES};
+    let weekday = crate::features::group_names().iter().position(|&g| g == "local_weekday").expect("a weekday group");
+    // Every weight 0; one tree: Saturdays +1.5, known to ± 2 over the bootstrap refits.
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], weight_variances: vec![0.0; SCHEMA.len()], ..model() };
+    let root = Node { group: weekday as u8, left_levels: 1 << 5, left: 1, right: 2, ..Node::leaf(0.0) };
+    let saturday: [f32; REPLICATES] = std::array::from_fn(|b| if b % 2 == 0 { 2.0 } else { -2.0 });
+    let spreads = vec![[0.0; REPLICATES], saturday, [0.0; REPLICATES]];
+    m.trees = Forest { trees: vec![Tree { nodes: vec![root, Node::leaf(1.5), Node::leaf(0.0)], spreads }] };
+    assert_eq!(REPLICATES % 2, 0);
+    m.check_schema().expect("the forest fits");
+    let mut req = request();
+    req.constraints.channels = vec![Channel::None];
+    let local_weekday =
+        |d: &Decision| chrono::Datelike::weekday(&d.chosen.as_ref().expect("a retry").retry_at.with_timezone(&chrono_tz::America::Chicago));
+    let decide_with = |m: &SuccessModel, kappa: f64| {
+        let cfg = EngineParams { exploration: 0.0, support_pessimism: kappa, ..Default::default() }.check().expect("valid");
+        decide(m, &cfg, &req, (0.5, 0.5)).expect("decides")
+    };
+    // At the estimate, Saturday's +1.5 wins.
+    let at_estimate = decide_with(&m, 0.0);
+    assert_eq!(local_weekday(&at_estimate), chrono::Weekday::Sat);
+    let p_saturday = at_estimate.chosen.as_ref().expect("a retry").p_success;
+    assert!((p_saturday - m.calibrate(m.intercept + 1.5)).abs() < 1e-12);
+    // One standard deviation (2) below, it is worth −0.5: another day's 0 wins, and
+    // the P reported is that day's estimate.
+    let bounded = decide_with(&m, 1.0);
+    assert_ne!(local_weekday(&bounded), chrono::Weekday::Sat);
+    assert!((bounded.chosen.as_ref().expect("a retry").p_success - m.calibrate(m.intercept)).abs() < 1e-12);
+    // Without the spread, Saturday again.
+    m.trees.trees[0].spreads[1] = [0.0; REPLICATES];
+    assert_eq!(local_weekday(&decide_with(&m, 1.0)), chrono::Weekday::Sat);
+}
