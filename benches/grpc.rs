@@ -31,7 +31,10 @@
 //! The decision log's cost (#24): RECOUP_BENCH_COMPARE=none,files,postgres://…
 //! runs RECOUP_BENCH_ROUNDS (5) rounds of fresh servers, the variants alternated,
 //! each a 3 s echo warm-up then Decide at the fixed rate, and prints the median
-//! p99 per variant against `none`:
+//! p99 per variant against `none`, and recoup's CPU time per answered Decide (every
+//! thread's, from /proc; the log's writer threads apart), counted once the log has
+//! written the run: the log's cost in work, which p99 on a shared machine shows
+//! only through its noise:
 //!
 //!     RECOUP_LOAD_RATE=5000 RECOUP_BENCH_COMPARE=none,files cargo bench --bench grpc
 //!
@@ -156,16 +159,16 @@ fn sum_samples(body: &str, prefix: &str) -> f64 {
     body.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
 }
 
-/// Wait until the decision log has written (or dropped) every decision counted so far.
-fn settle(metrics_port: u16) {
+/// Wait until the decision log has written (or dropped) every decision counted so far;
+/// returns how many.
+fn settle(metrics_port: u16) -> f64 {
     let started = Instant::now();
     loop {
         let m = scrape(metrics_port);
         let decided = sum_samples(&m, "recoup_decisions_total{");
         let done = sum_samples(&m, "recoup_decision_log_written_total") + sum_samples(&m, "recoup_decision_log_dropped_total");
         if done >= decided {
-            println!("decision log caught up with {decided:.0} decisions after {:.1} s", started.elapsed().as_secs_f64());
-            return;
+            return decided;
         }
         assert!(started.elapsed() < Duration::from_secs(300), "the decision log did not catch up: {done:.0} of {decided:.0} written");
         std::thread::sleep(Duration::from_millis(250));
@@ -226,21 +229,39 @@ fn compare(
         })
         .collect();
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+    // recoup's CPU per answered Decide (every thread; the log's writer threads apart): what
+    // the log costs in work, which the p99 of a shared 2-core machine shows only through noise.
+    let mut cpu: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
     println!("decision log cost: Decide at {rate}/s, {} s runs, {rounds} rounds of {spec}", shape.seconds);
-    println!("{:<6} {:<10} {:>9} {:>9} {:>9} {:>9}", "round", "variant", "req/s", "p50 ms", "p99 ms", "dropped");
+    println!(
+        "{:<6} {:<10} {:>9} {:>9} {:>9} {:>9} {:>13} {:>13}",
+        "round", "variant", "req/s", "p50 ms", "p99 ms", "dropped", "cpu µs/call", "log's writer"
+    );
     for round in 1..=rounds {
         for (i, (name, target)) in variants.iter().enumerate() {
             let (server, port, metrics_port, token) = start(bin, dir, shape.tls, false, target.as_deref());
             let load = Load { port, token, ..shape.clone() };
             h2load("warm-up", &Load { seconds: 3, ..load.clone() }, "/recoup.bench.v1.Echo/Echo", echo, None);
+            let before = thread_cpu(server.0.id());
             let run = h2load("decide", &load, "/recoup.v1.RetryDecider/Decide", decide, Some(rate.div_ceil(shape.clients)));
             let dropped = match target {
-                Some(_) => format!("{:.0}", sum_samples(&scrape(metrics_port), "recoup_decision_log_dropped_total").abs()),
+                Some(_) => {
+                    // The writer's work for this run is counted once it has written it.
+                    settle(metrics_port);
+                    format!("{:.0}", sum_samples(&scrape(metrics_port), "recoup_decision_log_dropped_total").abs())
+                }
                 None => "-".to_string(),
             };
+            let used = thread_cpu(server.0.id()).since(&before);
             drop(server);
-            println!("{round:<6} {name:<10} {:>9.0} {:>9.2} {:>9.2} {dropped:>9}", run.rate, run.p50_ms, run.p99_ms);
+            let calls = run.succeeded.max(1) as f64;
+            let (all, writer) = (used.all_ns / calls / 1e3, used.log_ns / calls / 1e3);
+            println!(
+                "{round:<6} {name:<10} {:>9.0} {:>9.2} {:>9.2} {dropped:>9} {all:>13.1} {writer:>13.2}",
+                run.rate, run.p50_ms, run.p99_ms
+            );
             p99[i].push(run.p99_ms);
+            cpu[i].push((all, writer));
         }
     }
     let median = |v: &mut Vec<f64>| {
@@ -258,6 +279,45 @@ fn compare(
         });
         println!("{name:<10} median p99 {m:.2} ms{change}");
     }
+    let base_cpu = none.map(|i| median(&mut cpu[i].iter().map(|c| c.0).collect()));
+    for (i, (name, _)) in variants.iter().enumerate() {
+        let m = median(&mut cpu[i].iter().map(|c| c.0).collect());
+        let w = median(&mut cpu[i].iter().map(|c| c.1).collect());
+        let change = base_cpu.map_or(String::new(), |b| format!(" ({:+.1} % against none)", 100.0 * (m / b - 1.0)));
+        println!("{name:<10} median recoup CPU per Decide {m:.1} µs{change}, of which the log's writer threads {w:.2} µs");
+    }
+}
+
+/// CPU time of a process's threads so far, from /proc (Linux): all of them, and the
+/// decision log's writer threads (named `decision-log` and `outcome-log`).
+#[derive(Default)]
+struct ThreadCpu {
+    all_ns: f64,
+    log_ns: f64,
+}
+
+impl ThreadCpu {
+    fn since(&self, earlier: &ThreadCpu) -> ThreadCpu {
+        ThreadCpu { all_ns: self.all_ns - earlier.all_ns, log_ns: self.log_ns - earlier.log_ns }
+    }
+}
+
+/// Each live thread's time on a CPU (`schedstat`'s first field, nanoseconds). A thread that
+/// exits between two readings drops out of the sum: the server's threads live as long as it.
+fn thread_cpu(pid: u32) -> ThreadCpu {
+    let mut out = ThreadCpu::default();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.flatten() {
+        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
+        let ns: f64 = read("schedstat").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        out.all_ns += ns;
+        if matches!(read("comm").trim(), "decision-log" | "outcome-log") {
+            out.log_ns += ns;
+        }
+    }
+    out
 }
 
 /// `program` to run, on CPU `cpu` alone when RECOUP_BENCH_PIN=1 (`taskset`, util-linux): the
@@ -367,7 +427,9 @@ fn main() {
         // The closed-loop run answers faster than the idle-priority writer writes; the
         // fixed-rate run starts once that backlog is written, so it measures logging at
         // its own load and not the catch-up after a saturated one.
-        settle(metrics_port);
+        let started = Instant::now();
+        let decided = settle(metrics_port);
+        println!("decision log caught up with {decided:.0} decisions after {:.1} s", started.elapsed().as_secs_f64());
     }
     let fixed = h2load(&format!("decide-at-{rate}"), &load, "/recoup.v1.RetryDecider/Decide", &decide_body, Some(rate.div_ceil(clients)));
     let metrics = scrape(metrics_port);
