@@ -405,7 +405,7 @@ pub fn boost(
     Ok(Boosted { forest, cal_log_loss: losses, fit_logit: sub(fit_logit, fit_offset), cal_logit: sub(cal_logit, cal_offset) })
 }
 
-/// Fills each leaf's [`Node::spread`]: the forest's leaf values refitted on
+/// Fills each tree's [`Tree::spreads`]: the forest's leaf values refitted on
 /// [`REPLICATES`] bootstrap draws of the fit examples, the trees' structure kept.
 /// Each draw weights every example by a Poisson(1) count (the standard online
 /// form of resampling with replacement) and boosts again through the same trees
@@ -457,7 +457,10 @@ pub fn bootstrap_spread(forest: &mut Forest, fit_x: &[GroupLevels], fit_y: &[boo
                 values
             })
             .collect();
-        tree.spreads = (tree.nodes.iter().enumerate())
+        tree.spreads = tree
+            .nodes
+            .iter()
+            .enumerate()
             .map(|(k, node)| {
                 if node.group == LEAF {
                     std::array::from_fn(|b| (values[b][k] - node.value).clamp(-50.0, 50.0) as f32)
@@ -575,8 +578,7 @@ mod tests {
         let (rare_sd, common_sd) = (mean(&rare), mean(&common));
         // A cell's logit from m examples at p has a standard error of 1 / √(m p (1 − p)).
         let se = |m: f64, p: f64| 1.0 / (m * p * (1.0 - p)).sqrt();
-        let (rare_se, common_se) = (se(600.0, sigmoid(1.0)), se(59_400.0, sigmoid(-0.5)));
-        eprintln!("rare {rare_sd} (se {rare_se}), common {common_sd} (se {common_se})");
+        let rare_se = se(600.0, sigmoid(1.0));
         assert!(rare_sd > 3.0 * common_sd, "rare {rare_sd} vs common {common_sd}");
         assert!(rare_sd > 0.5 * rare_se && rare_sd < 1.5 * rare_se, "rare {rare_sd} vs its standard error {rare_se}");
         // The fit itself is what it was without the refits.
@@ -593,6 +595,7 @@ mod tests {
         )
         .expect("boosts");
         assert!(!plain.forest.has_spread());
+        assert_eq!(plain.forest.trees.len(), b.forest.trees.len());
         for (t, u) in b.forest.trees.iter().zip(&plain.forest.trees) {
             assert!(t.nodes.iter().zip(&u.nodes).all(|(a, b)| (a.group, a.left_levels, a.value) == (b.group, b.left_levels, b.value)));
         }

@@ -290,7 +290,8 @@ fn bind_walk(
     ) {
         Ok(k) => k,
         Err((value, spread)) => {
-            let mut leaf = Node::leaf(value);
+            // A leaf without a spread points past the end (a forest may mix trees with and without).
+            let mut leaf = Node { left: u32::MAX, ..Node::leaf(value) };
             if let Some(s) = spread {
                 leaf.left = out_spreads.len() as u32;
                 out_spreads.push(s);
@@ -463,6 +464,8 @@ mod tests {
                 t.nodes.iter().map(|n| std::array::from_fn(|_| if n.group == LEAF { rng.random_range(-0.5..0.5) } else { 0.0 })).collect();
         }
         assert!(f.has_spread());
+        // One tree without spreads among the others (a forest may mix them).
+        f.trees[4].spreads.clear();
         let payment = (1u32 << N_FIXED) - 1;
         let mut open_trees = 0;
         for _ in 0..300 {
@@ -475,7 +478,7 @@ mod tests {
                     open |= payment >> t.nodes[i].group & 1 == 0;
                     i = t.nodes[i].child(&x);
                 }
-                if open {
+                if open && !t.spreads.is_empty() {
                     open_trees += 1;
                     add_spread(&mut want, &t.spreads[i]);
                 }
