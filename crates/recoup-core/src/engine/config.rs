@@ -22,7 +22,8 @@ pub struct EngineParams {
     /// request gives no quiet hours of its own (retries without a message are
     /// not affected); `[0, 0]` (or `None`): messages at any hour.
     pub message_quiet_hours: Option<(u32, u32)>,
-    /// Standard deviations of the time terms' uncertainty a candidate's logit is
+    /// Standard deviations of the time terms' uncertainty (the weights' posterior
+    /// variances; for trees, their leaves' bootstrap spread) a candidate's logit is
     /// valued below its estimate (a lower confidence bound; 0: valued at the estimate).
     pub support_pessimism: f64,
     /// Days after the original failure that dunning may last.
