@@ -572,7 +572,7 @@ mod tests {
         assert!(b.forest.has_spread());
         b.forest.check(NO_CHANNEL).expect("spreads are finite");
         // Nothing is bound, so every tree's spread counts.
-        let sd = |x: &GroupLevels| spread_variance(&b.forest.bind(x, 0).eval_spread(x).1).sqrt();
+        let sd = |x: &GroupLevels| spread_variance(&b.forest.bind(x, 0).eval_spread(&b.forest, x).1).sqrt();
         let (rare, common): (Vec<&GroupLevels>, Vec<&GroupLevels>) = x.iter().take(20_000).partition(|x| x[0] == 0);
         let mean = |v: &[&GroupLevels]| v.iter().map(|x| sd(x)).sum::<f64>() / v.len() as f64;
         let (rare_sd, common_sd) = (mean(&rare), mean(&common));

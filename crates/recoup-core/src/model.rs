@@ -276,7 +276,7 @@ impl SuccessModel {
     /// to the day-level groups of `t` ([`DAY_GROUPS`]), into `out`: what is left
     /// splits on the hour-level groups only.
     pub fn bind_trees_to_day(&self, bound: &Bound, state: &PaymentState, t: &TimeLevels, out: &mut Bound) {
-        bound.bind_into(&state.group_levels(t, Channel::None), DAY_GROUPS, out);
+        bound.bind_into(&self.trees, &state.group_levels(t, Channel::None), DAY_GROUPS, out);
     }
 
     /// The trees' part of the logit at time levels `t` (it depends on the payment
@@ -295,7 +295,7 @@ impl SuccessModel {
         if self.trees.is_empty() {
             return (0.0, 0.0);
         }
-        let (z, spread) = bound.eval_spread(&state.group_levels(t, Channel::None));
+        let (z, spread) = bound.eval_spread(&self.trees, &state.group_levels(t, Channel::None));
         (z, crate::trees::spread_variance(&spread))
     }
 

@@ -170,6 +170,13 @@ impl Forest {
             if !(t.spreads.is_empty() || t.spreads.len() == t.nodes.len()) {
                 return Err(format!("tree {k} has {} bootstrap spreads for {} nodes", t.spreads.len(), t.nodes.len()));
             }
+            if !t.spreads.is_empty() && (t.nodes.len() > MAX_SPREAD_NODES || k >= MAX_SPREAD_NODES - 1) {
+                return Err(format!(
+                    "tree {k} has bootstrap spreads and {} nodes; spreads are read for at most {MAX_SPREAD_NODES} nodes in each of the first {} trees",
+                    t.nodes.len(),
+                    MAX_SPREAD_NODES - 1
+                ));
+            }
             if let Some((i, v)) = t
                 .spreads
                 .iter()
@@ -213,6 +220,8 @@ impl Forest {
 /// A forest with the splits on some groups already taken (those whose levels
 /// are known: a payment's, for every hour of a decision grid). What remains
 /// splits on the other groups only, and trees with no such split are one sum.
+/// A leaf's `left` (unused in a leaf) names where it came from in the forest
+/// ([`origin`]), so its spread is read there rather than copied at every bind.
 #[derive(Debug, Clone, Default)]
 pub struct Bound {
     nodes: Vec<Node>,
@@ -221,55 +230,44 @@ pub struct Bound {
     /// The spreads of the leaves in `constant` that a [`Bound::bind`] took
     /// (those a [`Forest::bind`] took are left out: see [`Bound::eval_spread`]).
     spread: Spread,
-    /// The spread of each leaf in `nodes`, at the index in the leaf's `left`
-    /// (unused in a leaf); empty when the forest has none.
-    spreads: Vec<Spread>,
 }
 
-/// Where the spread of a leaf of the nodes being bound is.
+/// A bound leaf's origin when its tree has no spreads.
+const NO_SPREAD: u32 = u32::MAX;
+/// Nodes a tree with spreads may have: a bound leaf's origin packs (tree, node) in a `u32`.
+const MAX_SPREAD_NODES: usize = 1 << 16;
+
+/// The origin a leaf of tree `k` at node `i` gets in a bound forest.
+fn origin(k: usize, i: usize) -> u32 {
+    ((k as u32) << 16) | i as u32
+}
+
+/// Where the nodes being bound come from: tree `k` of the forest (whether it has
+/// spreads), or a bound forest (whose leaves carry their origin).
 #[derive(Clone, Copy)]
-enum Spreads<'a> {
-    None,
-    /// A tree's, by node index.
-    ByNode(&'a [Spread]),
-    /// A bound forest's, at the leaf's `left`.
-    ByLeft(&'a [Spread]),
+enum Source {
+    Tree(usize, bool),
+    Bound,
 }
 
-impl<'a> Spreads<'a> {
-    fn of_tree(t: &'a Tree) -> Spreads<'a> {
-        if t.spreads.is_empty() {
-            Spreads::None
-        } else {
-            Spreads::ByNode(&t.spreads)
-        }
-    }
-
-    fn of(self, i: usize, n: &Node) -> Option<Spread> {
+impl Source {
+    fn origin(self, i: usize, n: &Node) -> u32 {
         match self {
-            Spreads::None => None,
-            Spreads::ByNode(s) => s.get(i).copied(),
-            Spreads::ByLeft(s) => s.get(n.left as usize).copied(),
+            Source::Tree(k, true) => origin(k, i),
+            Source::Tree(_, false) => NO_SPREAD,
+            Source::Bound => n.left,
         }
     }
 }
 
 /// The subtree of `nodes` from `i` with the splits on `known` groups taken
-/// (levels from `x`), appended to `out` (its leaves' spreads to `out_spreads`):
-/// its root's index there, or the leaf's value and spread when it comes down to one.
-fn bind_walk(
-    nodes: &[Node],
-    spreads: Spreads,
-    mut i: usize,
-    x: &GroupLevels,
-    known: u32,
-    out: &mut Vec<Node>,
-    out_spreads: &mut Vec<Spread>,
-) -> Result<u32, (f64, Option<Spread>)> {
+/// (levels from `x`), appended to `out`: its root's index there, or the leaf's
+/// value and origin when it comes down to one.
+fn bind_walk(nodes: &[Node], from: Source, mut i: usize, x: &GroupLevels, known: u32, out: &mut Vec<Node>) -> Result<u32, (f64, u32)> {
     loop {
         let n = &nodes[i];
         if n.group == LEAF {
-            return Err((n.value, spreads.of(i, n)));
+            return Err((n.value, from.origin(i, n)));
         }
         if known >> n.group & 1 == 0 {
             break;
@@ -279,60 +277,45 @@ fn bind_walk(
     let n = nodes[i];
     let at = out.len();
     out.push(n);
-    let child = |c: u32, out: &mut Vec<Node>, out_spreads: &mut Vec<Spread>| match bind_walk(
-        nodes,
-        spreads,
-        c as usize,
-        x,
-        known,
-        out,
-        out_spreads,
-    ) {
+    let child = |c: u32, out: &mut Vec<Node>| match bind_walk(nodes, from, c as usize, x, known, out) {
         Ok(k) => k,
-        Err((value, spread)) => {
-            // A leaf without a spread points past the end (a forest may mix trees with and without).
-            let mut leaf = Node { left: u32::MAX, ..Node::leaf(value) };
-            if let Some(s) = spread {
-                leaf.left = out_spreads.len() as u32;
-                out_spreads.push(s);
-            }
-            out.push(leaf);
+        Err((value, origin)) => {
+            out.push(Node { left: origin, ..Node::leaf(value) });
             (out.len() - 1) as u32
         }
     };
-    let l = child(n.left, out, out_spreads);
-    let r = child(n.right, out, out_spreads);
+    let l = child(n.left, out);
+    let r = child(n.right, out);
     (out[at].left, out[at].right) = (l, r);
     Ok(at as u32)
 }
 
-/// Bind the subtrees `(nodes, root)` into `out` (emptied first), their leaf
+/// Bind the subtrees `(nodes, from, root)` into `out` (emptied first), their leaf
 /// values added to `constant` where a subtree comes down to one, and their
-/// spreads to `spread` when it is given.
+/// spreads (read in `forest`) to `spread` when it is given.
 fn bind_all<'a>(
-    subtrees: impl Iterator<Item = (&'a [Node], Spreads<'a>, usize)>,
+    subtrees: impl Iterator<Item = (&'a [Node], Source, usize)>,
     constant: f64,
-    mut spread: Option<Spread>,
+    mut spread: Option<(Spread, &Forest)>,
     x: &GroupLevels,
     known: u32,
     out: &mut Bound,
 ) {
     out.nodes.clear();
     out.roots.clear();
-    out.spreads.clear();
     out.constant = constant;
-    for (nodes, spreads, root) in subtrees {
-        match bind_walk(nodes, spreads, root, x, known, &mut out.nodes, &mut out.spreads) {
+    for (nodes, from, root) in subtrees {
+        match bind_walk(nodes, from, root, x, known, &mut out.nodes) {
             Ok(r) => out.roots.push(r),
-            Err((value, leaf_spread)) => {
+            Err((value, origin)) => {
                 out.constant += value;
-                if let (Some(s), Some(l)) = (spread.as_mut(), leaf_spread) {
-                    add_spread(s, &l);
+                if let Some((s, l)) = spread.as_mut().and_then(|(s, forest)| Some((s, forest.spread(origin)?))) {
+                    add_spread(s, l);
                 }
             }
         }
     }
-    out.spread = spread.unwrap_or_default();
+    out.spread = spread.map_or([0.0; REPLICATES], |(s, _)| s);
 }
 
 impl Forest {
@@ -342,23 +325,33 @@ impl Forest {
     /// payment alike (as the logistic model's payment-level weights do).
     pub fn bind(&self, x: &GroupLevels, known: u32) -> Bound {
         let mut b = Bound::default();
-        bind_all(self.trees.iter().map(|t| (t.nodes.as_slice(), Spreads::of_tree(t), 0)), 0.0, None, x, known, &mut b);
+        let trees = self.trees.iter().enumerate().map(|(k, t)| (t.nodes.as_slice(), Source::Tree(k, !t.spreads.is_empty()), 0));
+        bind_all(trees, 0.0, None, x, known, &mut b);
         b
+    }
+
+    /// The spread of the leaf a bound forest's leaf came from ([`origin`]).
+    #[inline]
+    fn spread(&self, origin: u32) -> Option<&Spread> {
+        if origin == NO_SPREAD {
+            return None;
+        }
+        self.trees.get((origin >> 16) as usize)?.spreads.get((origin & 0xffff) as usize)
     }
 }
 
 impl Bound {
-    /// [`Forest::bind`] again: take the splits on more groups.
-    pub fn bind(&self, x: &GroupLevels, known: u32) -> Bound {
+    /// [`Forest::bind`] again: take the splits on more groups (`forest`: the one bound).
+    pub fn bind(&self, forest: &Forest, x: &GroupLevels, known: u32) -> Bound {
         let mut b = Bound::default();
-        self.bind_into(x, known, &mut b);
+        self.bind_into(forest, x, known, &mut b);
         b
     }
 
     /// [`Bound::bind`] into `out`, reusing its memory (a grid rebinds once per day).
-    pub fn bind_into(&self, x: &GroupLevels, known: u32, out: &mut Bound) {
-        let spreads = if self.spreads.is_empty() { Spreads::None } else { Spreads::ByLeft(&self.spreads) };
-        bind_all(self.roots.iter().map(|&r| (self.nodes.as_slice(), spreads, r as usize)), self.constant, Some(self.spread), x, known, out);
+    pub fn bind_into(&self, forest: &Forest, x: &GroupLevels, known: u32, out: &mut Bound) {
+        let subtrees = self.roots.iter().map(|&r| (self.nodes.as_slice(), Source::Bound, r as usize));
+        bind_all(subtrees, self.constant, Some((self.spread, forest)), x, known, out);
     }
 
     /// The forest's logit for `x` (whose levels of the bound groups do not matter).
@@ -366,16 +359,17 @@ impl Bound {
         self.roots.iter().fold(self.constant, |z, &root| z + walk(&self.nodes, root as usize, x))
     }
 
-    /// [`Bound::eval`] and the bootstrap refits' departures from it, summed over
-    /// the trees the first [`Forest::bind`] left open (those that depend on the
-    /// retry time). Their mean square is the variance the engine's lower bound uses.
-    pub fn eval_spread(&self, x: &GroupLevels) -> (f64, Spread) {
+    /// [`Bound::eval`] and the bootstrap refits' departures from it (read in
+    /// `forest`, the one bound), summed over the trees the first [`Forest::bind`]
+    /// left open (those that depend on the retry time). Their mean square is the
+    /// variance the engine's lower bound uses.
+    pub fn eval_spread(&self, forest: &Forest, x: &GroupLevels) -> (f64, Spread) {
         let mut z = self.constant;
         let mut spread = self.spread;
         for &root in &self.roots {
             let leaf = &self.nodes[leaf_of(&self.nodes, root as usize, x)];
             z += leaf.value;
-            if let Some(s) = self.spreads.get(leaf.left as usize) {
+            if let Some(s) = forest.spread(leaf.left) {
                 add_spread(&mut spread, s);
             }
         }
@@ -441,7 +435,7 @@ mod tests {
             let by_payment = f.bind(&x, payment);
             assert!((by_payment.eval(&x) - whole).abs() < 1e-12);
             // Bound to the payment and the day, the rest splits on hour-level groups only.
-            let by_day = by_payment.bind(&x, DAY_GROUPS);
+            let by_day = by_payment.bind(&f, &x, DAY_GROUPS);
             assert!((by_day.eval(&x) - whole).abs() < 1e-12);
             assert!(by_day.nodes.iter().all(|n| n.group == LEAF || (n.group as usize >= N_FIXED && DAY_GROUPS >> n.group & 1 == 0)));
             // Other levels of the bound groups do not matter any more.
@@ -484,8 +478,8 @@ mod tests {
                 }
             }
             let by_payment = f.bind(&x, payment);
-            for bound in [by_payment.clone(), by_payment.bind(&x, DAY_GROUPS)] {
-                let (z, spread) = bound.eval_spread(&x);
+            for bound in [by_payment.clone(), by_payment.bind(&f, &x, DAY_GROUPS)] {
+                let (z, spread) = bound.eval_spread(&f, &x);
                 assert!((z - f.eval(&x)).abs() < 1e-12);
                 assert!(spread.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-5), "{spread:?} vs {want:?}");
             }
@@ -495,6 +489,10 @@ mod tests {
         let mut bad = f.clone();
         bad.trees[2].spreads[0][3] = f32::NAN;
         assert!(bad.check(NO_CHANNEL).expect_err("refused").contains("bootstrap"));
+        let mut big = f.clone();
+        big.trees[2].nodes.resize(MAX_SPREAD_NODES + 1, Node::leaf(0.0));
+        big.trees[2].spreads.resize(MAX_SPREAD_NODES + 1, [0.0; REPLICATES]);
+        assert!(big.check(NO_CHANNEL).expect_err("refused").contains("at most"));
         f.trees[2].spreads.pop();
         assert!(f.check(NO_CHANNEL).expect_err("refused").contains("spreads for"));
     }
