@@ -10,10 +10,12 @@
 //! synced and renamed, so a reader never sees half a file.
 //!
 //! **Durability.**
-//! - A decision is handed to a writer thread through a bounded queue and
-//!   never waits for it: when the queue is full the decision is answered
-//!   anyway and counted in `recoup_decision_log_dropped_total` (a log that
-//!   cannot keep up must not slow payments). The writer writes a file every
+//! - A handler appends a decision to its thread's shard (a batch in columns:
+//!   no allocation and no message per decision, see [`batch`]) and never
+//!   waits for the writer thread, which takes the shards' rows: when `queue`
+//!   decisions already wait for it, the decision is answered anyway and
+//!   counted in `recoup_decision_log_dropped_total` (a log that cannot keep
+//!   up must not slow payments). The writer writes a file every
 //!   `flush_every` (default 1 s; 20 ms for PostgreSQL, see
 //!   [`LogTarget::default_flush`]) or every `rows_per_file` decisions, so a
 //!   `kill -9` loses at most the decisions acknowledged in the last
@@ -36,7 +38,8 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -123,7 +126,11 @@ pub struct OutcomeRecord {
     pub payment_method_updated: bool,
 }
 
+mod batch;
 pub mod postgres;
+
+use batch::Shards;
+pub use batch::{Batch, Decision, Request};
 
 /// Where the log lives: a directory of Parquet files (the embedded default) or a PostgreSQL
 /// database (`postgres://…`, the tables of `migrations/`).
@@ -171,7 +178,8 @@ pub struct LogConfig {
     pub flush_every: Duration,
     /// Decisions per file at most.
     pub rows_per_file: usize,
-    /// Decisions waiting for the writer at most; more are dropped and counted.
+    /// Decisions waiting for the writer at most (in the shards and not yet taken); more are
+    /// dropped and counted.
     pub queue: usize,
 }
 
@@ -217,8 +225,8 @@ impl Default for LogCounters {
     }
 }
 
+/// What the outcomes' writer thread is sent.
 enum Entry {
-    Decision(Box<DecisionRecord>),
     Outcomes(Vec<OutcomeRecord>, tokio::sync::oneshot::Sender<Result<(), String>>),
     /// Write what is pending and stop.
     Close,
@@ -227,7 +235,8 @@ enum Entry {
 /// The appending side: cheap to clone, never blocks a decision.
 #[derive(Clone)]
 pub struct DecisionLog {
-    tx: SyncSender<Entry>,
+    /// Decisions go to shards the decisions' writer thread empties (see [`batch`]).
+    shards: Arc<Shards>,
     /// Reported outcomes go to their own writer thread at normal priority: a report is
     /// answered only once written, so it must not wait behind the idle-priority
     /// decision writer on a busy machine.
@@ -251,19 +260,19 @@ impl Drop for LogWriter {
     }
 }
 
-/// How often the decisions thread takes what the handlers queued. Sending to a thread that
-/// waits on the queue wakes it, one futex call and one context switch per decision; taking
-/// them every 5 ms makes that 200 wake-ups a second whatever the load (#24's logging cost).
-/// The queue (65,536) then fills only above 13 M decisions a second.
+/// How often the decisions thread looks at the shards (whether a file is due). Handlers
+/// never wake it: sending to a thread that waits on a queue costs a futex call and a
+/// context switch per decision; looking every 5 ms is 200 wake-ups a second whatever the
+/// load (#24's logging cost).
 const POLL: Duration = Duration::from_millis(5);
 
-/// Start a writer thread (`idle`: at the lowest CPU priority, polling the queue) on a sink
-/// opened on that thread.
+/// Start a writer thread on a sink opened on that thread; `decisions`: the thread that
+/// empties these shards, at the lowest CPU priority, else the outcomes' thread.
 fn spawn_writer(
     name: &str,
     cfg: &LogConfig,
     counters: &LogCounters,
-    idle: bool,
+    decisions: Option<Arc<Shards>>,
 ) -> Result<(std::thread::JoinHandle<()>, SyncSender<Entry>), LogError> {
     let (tx, rx) = sync_channel(cfg.queue.max(1));
     let (ready_tx, ready) = std::sync::mpsc::channel();
@@ -271,13 +280,17 @@ fn spawn_writer(
     // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
     // which must not start inside the server's.
     let thread = std::thread::Builder::new().name(name.into()).spawn(move || match Sink::open(&cfg.target) {
-        Ok(sink) => {
-            if idle {
+        Ok(sink) => match decisions {
+            Some(shards) => {
                 lowest_priority();
+                let _ = ready_tx.send(Ok(()));
+                decision_writer(&shards, rx, cfg, c, sink)
             }
-            let _ = ready_tx.send(Ok(()));
-            writer(rx, cfg, c, sink, idle.then_some(POLL))
-        }
+            None => {
+                let _ = ready_tx.send(Ok(()));
+                outcome_writer(rx, c, sink)
+            }
+        },
         Err(e) => {
             let _ = ready_tx.send(Err(e));
         }
@@ -297,10 +310,11 @@ impl DecisionLog {
     /// the writer thread; drop the [`LogWriter`] to stop it. A database that cannot be reached
     /// is an error here, not a silent loss later.
     pub fn open(cfg: LogConfig, counters: LogCounters) -> Result<(DecisionLog, LogWriter), LogError> {
-        let decisions = spawn_writer("decision-log", &cfg, &counters, true)?;
+        let shards = Arc::new(Shards::new(cfg.queue));
+        let decisions = spawn_writer("decision-log", &cfg, &counters, Some(shards.clone()))?;
         // Opened after the first (one migration run at a time); a failure stops the first again.
-        let outcomes = spawn_writer("outcome-log", &cfg, &counters, false)?;
-        let log = DecisionLog { tx: decisions.1.clone(), outcomes_tx: outcomes.1.clone(), counters, target: cfg.target.clone() };
+        let outcomes = spawn_writer("outcome-log", &cfg, &counters, None)?;
+        let log = DecisionLog { shards, outcomes_tx: outcomes.1.clone(), counters, target: cfg.target.clone() };
         Ok((log, LogWriter { threads: vec![decisions, outcomes] }))
     }
 
@@ -309,11 +323,11 @@ impl DecisionLog {
         &self.target
     }
 
-    /// Append a decision; never waits (a full queue drops it and counts it).
-    pub fn decision(&self, d: DecisionRecord) {
-        match self.tx.try_send(Entry::Decision(Box::new(d))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => self.counters.decisions_dropped.inc(),
+    /// Append a decision; never waits (when `queue` decisions already wait for the writer,
+    /// or it has stopped, it is dropped and counted).
+    pub fn decision(&self, d: &Decision<'_>) {
+        if !self.shards.push(d) {
+            self.counters.decisions_dropped.inc();
         }
     }
 
@@ -370,10 +384,10 @@ impl Sink {
         }
     }
 
-    fn decisions(&mut self, rows: &[DecisionRecord], seq: u64) -> Result<(), LogError> {
+    fn decisions(&mut self, rows: &Batch, range: std::ops::Range<usize>, seq: u64) -> Result<(), LogError> {
         match self {
-            Sink::Files(dir) => write_decisions(dir, rows, seq),
-            Sink::Postgres(pg) => pg.write_decisions(rows),
+            Sink::Files(dir) => write_decisions(dir, rows, range, seq),
+            Sink::Postgres(pg) => pg.write_decisions(rows, range),
         }
     }
 
@@ -385,108 +399,89 @@ impl Sink {
     }
 }
 
-/// The writer loop. `poll`: instead of waiting on the queue, sleep this long and take what
-/// came (the decisions thread: see [`POLL`]); `None` answers each entry as it comes (outcomes).
-fn writer(rx: Receiver<Entry>, cfg: LogConfig, counters: LogCounters, mut sink: Sink, poll: Option<Duration>) {
-    let mut pending: Vec<DecisionRecord> = Vec::new();
+/// The decisions' writer loop: every [`POLL`], whether a write is due (`flush_every` since
+/// the last, or a file's worth of rows waiting); then it takes the shards' rows and writes
+/// them, at most `rows_per_file` to a file. A `Close` (or the log's end) writes the rest.
+fn decision_writer(shards: &Shards, control: Receiver<Entry>, cfg: LogConfig, counters: LogCounters, mut sink: Sink) {
+    let (mut pending, mut spare) = (Batch::default(), Batch::default());
     let mut seq = 0u64;
     let mut last = Instant::now();
-    let keep = cfg.rows_per_file.max(1) * 4;
-    let flush = |sink: &mut Sink, pending: &mut Vec<DecisionRecord>, seq: &mut u64| {
-        if pending.is_empty() {
+    let per_file = cfg.rows_per_file.max(1);
+    let keep = per_file * 4;
+    loop {
+        let closing = match control.recv_timeout(POLL) {
+            Ok(_) | Err(RecvTimeoutError::Disconnected) => true,
+            Err(RecvTimeoutError::Timeout) => false,
+        };
+        if closing {
+            shards.close();
+        }
+        if !(closing || last.elapsed() >= cfg.flush_every || pending.len() + shards.pending() >= per_file) {
+            continue;
+        }
+        shards.take(&mut pending, &mut spare);
+        last = Instant::now();
+        let mut written = 0;
+        while written < pending.len() {
+            let end = (written + per_file).min(pending.len());
+            seq += 1;
+            if let Err(e) = sink.decisions(&pending, written..end, seq) {
+                counters.write_errors.inc();
+                tracing::error!(error = %format!("{e:#}"), kept = pending.len() - written, "cannot write the decision log; retrying at the next flush");
+                break;
+            }
+            counters.decisions_written.inc_by((end - written) as u64);
+            written = end;
+        }
+        if written == pending.len() {
+            pending.clear();
+        } else {
+            pending.drop_front(written);
+            if pending.len() > keep {
+                let over = pending.len() - keep;
+                pending.drop_front(over);
+                counters.decisions_dropped.inc_by(over as u64);
+            }
+        }
+        if closing {
             return;
         }
-        *seq += 1;
-        match sink.decisions(pending, *seq) {
-            Ok(()) => {
-                counters.decisions_written.inc_by(pending.len() as u64);
-                pending.clear();
-            }
-            Err(e) => {
-                counters.write_errors.inc();
-                tracing::error!(error = %format!("{e:#}"), kept = pending.len(), "cannot write the decision log; retrying at the next flush");
-                if pending.len() > keep {
-                    let over = pending.len() - keep;
-                    pending.drain(..over);
-                    counters.decisions_dropped.inc_by(over as u64);
+    }
+}
+
+/// The outcomes' writer loop: each report call's rows, with those already queued behind
+/// it, into one file; every caller answered once it is written.
+fn outcome_writer(rx: Receiver<Entry>, counters: LogCounters, mut sink: Sink) {
+    let mut seq = 0u64;
+    while let Ok(Entry::Outcomes(mut rows, ack)) = rx.recv() {
+        let mut acks = vec![ack];
+        let mut closing = false;
+        while let Ok(e) = rx.try_recv() {
+            match e {
+                Entry::Outcomes(more, a) => {
+                    rows.extend(more);
+                    acks.push(a);
+                }
+                Entry::Close => {
+                    closing = true;
+                    break;
                 }
             }
         }
-    };
-    loop {
-        let wait = cfg.flush_every.saturating_sub(last.elapsed());
-        let next = match poll {
-            // Take what came, sleeping while the queue is empty: a receiver blocked on the
-            // queue would be woken (a futex call and a context switch) by every decision.
-            Some(tick) => match rx.try_recv() {
-                Ok(e) => Ok(e),
-                Err(TryRecvError::Empty) => {
-                    if !wait.is_zero() {
-                        std::thread::sleep(tick.min(wait));
-                    }
-                    Err(RecvTimeoutError::Timeout)
-                }
-                Err(TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-            },
-            None => rx.recv_timeout(wait),
-        };
-        match next {
-            Ok(Entry::Decision(d)) => {
-                pending.push(*d);
-                // Also on time: under a steady stream the queue may never run dry for a timeout.
-                if pending.len() >= cfg.rows_per_file.max(1) || last.elapsed() >= cfg.flush_every {
-                    flush(&mut sink, &mut pending, &mut seq);
-                    last = Instant::now();
-                }
-            }
-            Ok(Entry::Outcomes(rows, ack)) => {
-                // Gather the reports already queued into the same file.
-                let mut rows = rows;
-                let mut acks = vec![ack];
-                let mut closing = false;
-                while let Ok(e) = rx.try_recv() {
-                    match e {
-                        Entry::Decision(d) => pending.push(*d),
-                        Entry::Outcomes(more, a) => {
-                            rows.extend(more);
-                            acks.push(a);
-                        }
-                        Entry::Close => {
-                            closing = true;
-                            break;
-                        }
-                    }
-                }
-                seq += 1;
-                let result = sink.outcomes(&rows, seq).map_err(|e| {
-                    counters.write_errors.inc();
-                    tracing::error!(error = %format!("{e:#}"), "cannot write reported outcomes; the callers are told to report again");
-                    "the decision log could not write the reports; report again".to_string()
-                });
-                if result.is_ok() {
-                    counters.outcomes_written.inc_by(rows.len() as u64);
-                }
-                for a in acks {
-                    let _ = a.send(result.clone());
-                }
-                if closing {
-                    flush(&mut sink, &mut pending, &mut seq);
-                    return;
-                }
-            }
-            Ok(Entry::Close) => {
-                flush(&mut sink, &mut pending, &mut seq);
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) if last.elapsed() >= cfg.flush_every || poll.is_none() => {
-                flush(&mut sink, &mut pending, &mut seq);
-                last = Instant::now();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                flush(&mut sink, &mut pending, &mut seq);
-                return;
-            }
+        seq += 1;
+        let result = sink.outcomes(&rows, seq).map_err(|e| {
+            counters.write_errors.inc();
+            tracing::error!(error = %format!("{e:#}"), "cannot write reported outcomes; the callers are told to report again");
+            "the decision log could not write the reports; report again".to_string()
+        });
+        if result.is_ok() {
+            counters.outcomes_written.inc_by(rows.len() as u64);
+        }
+        for a in acks {
+            let _ = a.send(result.clone());
+        }
+        if closing {
+            return;
         }
     }
 }
@@ -531,26 +526,27 @@ fn write_atomically(dir: &Path, df: &mut DataFrame, seq: u64) -> Result<(), LogE
     Ok(())
 }
 
-fn write_decisions(dir: &Path, rows: &[DecisionRecord], seq: u64) -> Result<(), LogError> {
-    let s = |f: &dyn Fn(&DecisionRecord) -> &str| rows.iter().map(f).collect::<Vec<&str>>();
+fn write_decisions(dir: &Path, batch: &Batch, range: std::ops::Range<usize>, seq: u64) -> Result<(), LogError> {
+    let rows: Vec<Decision<'_>> = batch.rows(range.clone()).collect();
+    let s = |f: &dyn for<'r> Fn(&'r Decision<'_>) -> &'r str| rows.iter().map(f).collect::<Vec<&str>>();
     let n = rows.len();
     let mut df = DataFrame::new(
         n,
         vec![
             time_column("decided_at", rows.iter().map(|r| Some(micros(r.decided_at))).collect()),
-            Column::new("source".into(), s(&|r| &r.source)),
-            Column::new("payment_id".into(), s(&|r| &r.payment_id)),
-            Column::new("customer_id".into(), s(&|r| &r.customer_id)),
-            Column::new("model_version".into(), s(&|r| &r.model_version)),
-            Column::new("arm".into(), s(&|r| &r.arm)),
-            Column::new("action".into(), s(&|r| &r.action)),
-            Column::new("next_step".into(), s(&|r| &r.next_step)),
+            Column::new("source".into(), s(&|r| r.source)),
+            Column::new("payment_id".into(), s(&|r| r.payment_id)),
+            Column::new("customer_id".into(), s(&|r| r.customer_id)),
+            Column::new("model_version".into(), s(&|r| r.model_version)),
+            Column::new("arm".into(), s(&|r| r.arm)),
+            Column::new("action".into(), s(&|r| r.action)),
+            Column::new("next_step".into(), s(&|r| r.next_step)),
             time_column("retry_at", rows.iter().map(|r| r.retry_at.map(micros)).collect()),
-            Column::new("channel".into(), s(&|r| &r.channel)),
+            Column::new("channel".into(), s(&|r| r.channel)),
             Column::new("p_success".into(), rows.iter().map(|r| r.p_success).collect::<Vec<f64>>()),
             Column::new("p_recovery".into(), rows.iter().map(|r| r.p_recovery).collect::<Vec<f64>>()),
             Column::new("propensity".into(), rows.iter().map(|r| r.propensity).collect::<Vec<f64>>()),
-            Column::new("request".into(), rows.iter().map(|r| r.request.as_slice()).collect::<Vec<&[u8]>>()),
+            Column::new("request".into(), range.map(|i| batch.request(i)).collect::<Vec<&[u8]>>()),
         ],
     )?;
     write_atomically(&dir.join("decisions"), &mut df, seq)
@@ -1302,14 +1298,16 @@ mod tests {
         let mut cfg = LogConfig::new(dir.path().to_path_buf());
         cfg.flush_every = Duration::from_millis(100);
         let sink = Sink::open(&cfg.target).expect("opens");
-        let (tx, rx) = sync_channel(cfg.queue);
-        let thread = std::thread::spawn(move || writer(rx, cfg, LogCounters::new(), sink, Some(POLL)));
+        let shards = Arc::new(Shards::new(cfg.queue));
+        let (tx, rx) = sync_channel(1);
+        let s = shards.clone();
+        let thread = std::thread::spawn(move || decision_writer(&s, rx, cfg, LogCounters::new(), sink));
         let d = decision("p1", 1, 30, "CHANNEL_EMAIL", 0.9, &[(0, "insufficient_funds")]);
         let start = Instant::now();
         let (mut sent, mut files_while_streaming) = (0, 0);
         while start.elapsed() < Duration::from_millis(900) {
             for _ in 0..10 {
-                tx.try_send(Entry::Decision(Box::new(d.clone()))).expect("the writer keeps up");
+                assert!(shards.push(&d.as_decision()), "the writer keeps up");
                 sent += 1;
             }
             std::thread::sleep(Duration::from_millis(1));
@@ -1318,6 +1316,7 @@ mod tests {
         assert!(files_while_streaming >= 3, "{files_while_streaming} files written in 0.9 s of decisions every 1 ms, flushing every 0.1 s");
         tx.send(Entry::Close).expect("closes");
         thread.join().expect("the writer ends");
+        assert!(!shards.push(&d.as_decision()), "closed");
         let (decisions, _) = read(dir.path()).expect("reads");
         assert_eq!(decisions.len(), sent);
         assert!(decisions.iter().all(|r| *r == d));
@@ -1336,7 +1335,7 @@ mod tests {
         let d2 = decision("p1", 31, 80, "CHANNEL_NONE", 0.25, &[(0, "insufficient_funds"), (30, "insufficient_funds")]);
         let d3 = decision("p2", 2, 20, "CHANNEL_NONE", 0.5, &[(0, "do_not_honor")]);
         for d in [&d1, &d2, &d3] {
-            log.decision(d.clone());
+            log.decision(&d.as_decision());
         }
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
         let reports = vec![

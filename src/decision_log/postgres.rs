@@ -18,7 +18,7 @@ use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::types::Type;
 use postgres::{Client, NoTls};
 
-use super::{Ctx, DecisionRecord, LogError, OutcomeRecord};
+use super::{Batch, Ctx, Decision, DecisionRecord, LogError, OutcomeRecord};
 
 /// The migrations, in order: (version, SQL).
 pub const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../../migrations/0001_decision_log.sql"))];
@@ -118,7 +118,8 @@ impl Sink {
         result
     }
 
-    pub fn write_decisions(&mut self, rows: &[DecisionRecord]) -> Result<(), LogError> {
+    pub fn write_decisions(&mut self, batch: &Batch, range: std::ops::Range<usize>) -> Result<(), LogError> {
+        let rows: Vec<(Decision<'_>, &[u8])> = range.map(|i| (batch.row(i), batch.request(i))).collect();
         let writer = self.writer.clone();
         self.in_transaction("writing decisions to PostgreSQL", |tx| {
             let types = [
@@ -143,23 +144,23 @@ impl Sink {
                 "recoup_decisions (decided_at, source, payment_id, customer_id, model_version, arm, action, next_step, retry_at, \
                  channel, p_success, p_recovery, propensity, request, writer)",
                 &types,
-                rows,
-                |w, r| {
+                &rows,
+                |w, (r, request)| {
                     w.write(&[
                         &r.decided_at,
-                        &text(&r.source),
-                        &text(&r.payment_id),
-                        &text(&r.customer_id),
-                        &text(&r.model_version),
-                        &text(&r.arm),
-                        &text(&r.action),
-                        &text(&r.next_step),
+                        &text(r.source),
+                        &text(r.payment_id),
+                        &text(r.customer_id),
+                        &text(r.model_version),
+                        &text(r.arm),
+                        &text(r.action),
+                        &text(r.next_step),
                         &r.retry_at,
-                        &text(&r.channel),
+                        &text(r.channel),
                         &r.p_success,
                         &r.p_recovery,
                         &r.propensity,
-                        &r.request.as_slice(),
+                        request,
                         &writer.as_str(),
                     ])
                 },

@@ -28,7 +28,7 @@ use tonic::{Request, Response, Status};
 
 use super::State;
 use crate::api::{self, time_of, v1, CallError};
-use crate::decision_log::{DecisionRecord, OutcomeRecord};
+use crate::decision_log::{self as declog, Decision, OutcomeRecord};
 use crate::engine::{self, EngineConfig};
 use crate::hyperswitch;
 
@@ -217,29 +217,32 @@ fn log_decision(
     let p = req.payment.as_ref();
     if let (Some(live), Some(at)) = (&state.live, time_of(&r.retry_at)) {
         if r.action() == v1::Action::Retry {
-            let channel = crate::decision_log::channel_name(r.channel().as_str_name());
             let pid = p.map_or("", |p| p.payment_id.as_str());
-            live.answered(pid, req.attempts.len() as u32, r.p_success, class, at, &channel);
+            live.answered(pid, req.attempts.len() as u32, r.p_success, class, at, r.channel().as_str_name());
         }
     }
-    log.decision(DecisionRecord {
+    let control;
+    log.decision(&Decision {
         decided_at: time_of(&req.now).unwrap_or_else(Utc::now),
-        source: source.into(),
-        payment_id: p.map(|p| p.payment_id.clone()).unwrap_or_default(),
-        customer_id: p.map(|p| p.customer_id.clone()).unwrap_or_default(),
-        model_version: r.model_version.clone(),
+        source,
+        payment_id: p.map_or("", |p| p.payment_id.as_str()),
+        customer_id: p.map_or("", |p| p.customer_id.as_str()),
+        model_version: &r.model_version,
         arm: match arm {
-            Arm::Model => "model".into(),
-            Arm::Control => state.holdout.as_ref().map_or_else(|| "control".into(), |h| h.arm()),
+            Arm::Model => "model",
+            Arm::Control => {
+                control = state.holdout.as_ref().map_or_else(|| "control".into(), |h| h.arm());
+                &control
+            }
         },
-        action: r.action().as_str_name().into(),
-        next_step: r.next_step().as_str_name().into(),
+        action: r.action().as_str_name(),
+        next_step: r.next_step().as_str_name(),
         retry_at: time_of(&r.retry_at),
-        channel: r.channel().as_str_name().into(),
+        channel: r.channel().as_str_name(),
         p_success: r.p_success,
         p_recovery: r.p_recovery,
         propensity: r.propensity,
-        request: prost::Message::encode_to_vec(req),
+        request: declog::Request::Decide(req),
     });
 }
 
@@ -389,21 +392,21 @@ impl HyperswitchDecider {
         match hyperswitch::decide_in(&loaded.model, &self.cfg, r, chrono::Utc::now(), self.default_country, state.holdout.as_ref()) {
             Ok(a) => {
                 if let Some(log) = &state.log {
-                    log.decision(DecisionRecord {
+                    log.decision(&Decision {
                         decided_at: Utc::now(),
-                        source: "hyperswitch".into(),
-                        payment_id: r.payment_id.clone().unwrap_or_default(),
-                        customer_id: String::new(),
-                        model_version: loaded.version.clone(),
-                        arm: a.arm.clone(),
-                        action: a.action.into(),
-                        next_step: a.reason.clone(),
+                        source: "hyperswitch",
+                        payment_id: r.payment_id.as_deref().unwrap_or_default(),
+                        customer_id: "",
+                        model_version: &loaded.version,
+                        arm: &a.arm,
+                        action: a.action,
+                        next_step: &a.reason,
                         retry_at: a.retry_at,
-                        channel: "CHANNEL_NONE".into(),
+                        channel: "CHANNEL_NONE",
                         p_success: a.p_success,
                         p_recovery: f64::NAN,
                         propensity: a.propensity,
-                        request: Vec::new(),
+                        request: declog::Request::Encoded(&[]),
                     });
                 }
                 state.metrics.decision(a.action, "CHANNEL_NONE");

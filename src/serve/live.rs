@@ -32,8 +32,9 @@ struct Expect {
     p: f64,
     class: DeclineClass,
     retry_at: DateTime<Utc>,
-    /// `none`, `email`…
-    channel: String,
+    /// As answered: `CHANNEL_EMAIL`… (named as reported, `email`…, only when judged: no
+    /// allocation on the decision's path).
+    channel: &'static str,
 }
 
 #[derive(Default)]
@@ -94,14 +95,15 @@ impl LiveCalibration {
         }
     }
 
-    /// Remember a RETRY answer for `payment_id`'s retry number `retry`.
-    pub fn answered(&self, payment_id: &str, retry: u32, p: f64, class: DeclineClass, retry_at: DateTime<Utc>, channel: &str) {
+    /// Remember a RETRY answer for `payment_id`'s retry number `retry`, with the message
+    /// before it (`CHANNEL_EMAIL`…, or as reported: `email`…).
+    pub fn answered(&self, payment_id: &str, retry: u32, p: f64, class: DeclineClass, retry_at: DateTime<Utc>, channel: &'static str) {
         if !(0.0..=1.0).contains(&p) {
             return;
         }
         let key = (payment_id.to_string(), retry);
         let mut g = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        if g.map.insert(key.clone(), Expect { p, class, retry_at, channel: channel.to_string() }).is_none() {
+        if g.map.insert(key.clone(), Expect { p, class, retry_at, channel }).is_none() {
             g.order.push_back(key);
         }
         while g.map.len() > self.capacity {
@@ -126,7 +128,7 @@ impl LiveCalibration {
             return;
         };
         let channel = if channel.is_empty() { "none" } else { channel };
-        if (at - e.retry_at).num_minutes().abs() >= 60 || channel != e.channel {
+        if (at - e.retry_at).num_minutes().abs() >= 60 || channel != crate::decision_log::channel_name(e.channel) {
             self.unjudged.with_label_values(&["not_followed"]).inc();
             return;
         }
@@ -167,7 +169,7 @@ mod tests {
         let r = Registry::new();
         let live = LiveCalibration::new(&r, 2);
         let t = DateTime::<Utc>::from_timestamp(1_767_225_600, 0).expect("a time");
-        live.answered("a", 1, 0.62, DeclineClass::SoftFunds, t, "email");
+        live.answered("a", 1, 0.62, DeclineClass::SoftFunds, t, "CHANNEL_EMAIL");
         live.answered("b", 1, 0.30, DeclineClass::SoftFunds, t, "none");
         live.reported("a", 1, t + chrono::Duration::minutes(20), "email", true);
         // b's retry came a day late: not the answer's, so not judged.
