@@ -31,12 +31,17 @@
 //! The decision log's cost (#24): RECOUP_BENCH_COMPARE=none,files,postgres://…
 //! runs RECOUP_BENCH_ROUNDS (5) rounds of fresh servers, the variants alternated,
 //! each a 3 s echo warm-up then Decide at the fixed rate, and prints the median
-//! p99 per variant against `none`, and recoup's CPU time per answered Decide (every
+//! p99 per variant against `none`, and recoup's CPU time per decision made (every
 //! thread's, from /proc; the log's writer threads apart), counted once the log has
 //! written the run: the log's cost in work, which p99 on a shared machine shows
-//! only through its noise:
+//! only through its noise. For PostgreSQL, also the database server's CPU per
+//! decision (every local process named `postgres`):
 //!
 //!     RECOUP_LOAD_RATE=5000 RECOUP_BENCH_COMPARE=none,files cargo bench --bench grpc
+//!
+//! A variant may name another build after a last `@` and a path starting with `/` or `.`
+//! (`none,files,files@/tmp/old/recoup`): an A/B of two builds' logs in the same rounds, the
+//! other shown by its directory's name.
 //!
 //! RECOUP_BENCH_PIN=1 runs the server on CPU 0 and h2load on CPU 1 (`taskset`): on a
 //! 2-core machine the two otherwise trade cores, and that noise exceeds the log's cost.
@@ -219,30 +224,46 @@ fn compare(
     decide: &std::path::Path,
     echo: &std::path::Path,
 ) {
-    let variants: Vec<(String, Option<String>)> = spec
+    // A variant may name another build after `@` and a path (`files@/tmp/old/recoup`): an
+    // A/B of two builds' logs on the same machine state.
+    let variants: Vec<(String, Option<String>, String)> = spec
         .split(',')
-        .map(|v| match v.trim() {
-            "none" => ("none".to_string(), None),
-            "files" => ("files".to_string(), Some("1".to_string())),
-            url if url.starts_with("postgres") => ("postgres".to_string(), Some(url.to_string())),
-            other => panic!("RECOUP_BENCH_COMPARE: {other:?} is none, files or a postgres:// URL"),
+        .map(|v| {
+            // The last `@` followed by a path (a URL's user@host is not one).
+            let (v, other_bin) = match v.trim().rsplit_once('@') {
+                Some((v, b)) if b.starts_with('/') || b.starts_with('.') => (v, Some(b)),
+                _ => (v.trim(), None),
+            };
+            let (name, target) = match v {
+                "none" => ("none".to_string(), None),
+                "files" => ("files".to_string(), Some("1".to_string())),
+                url if url.starts_with("postgres") => ("postgres".to_string(), Some(url.to_string())),
+                other => panic!("RECOUP_BENCH_COMPARE: {other:?} is none, files or a postgres:// URL, each optionally @another/recoup"),
+            };
+            match other_bin {
+                Some(b) => (format!("{name}@{}", variant_label(b)), target, b.to_string()),
+                None => (name, target, bin.to_string()),
+            }
         })
         .collect();
     let mut p99: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     // recoup's CPU per answered Decide (every thread; the log's writer threads apart): what
     // the log costs in work, which the p99 of a shared 2-core machine shows only through noise.
     let mut cpu: Vec<Vec<(f64, f64)>> = vec![Vec::new(); variants.len()];
+    // The PostgreSQL server's CPU per decision, for its variants: the work a database on a
+    // host of its own takes off recoup's cores.
+    let mut db: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     println!("decision log cost: Decide at {rate}/s, {} s runs, {rounds} rounds of {spec}", shape.seconds);
     println!(
-        "{:<6} {:<10} {:>9} {:>9} {:>9} {:>9} {:>13} {:>13}",
-        "round", "variant", "req/s", "p50 ms", "p99 ms", "dropped", "cpu µs/call", "log's writer"
+        "{:<6} {:<10} {:>9} {:>9} {:>9} {:>9} {:>13} {:>13} {:>13}",
+        "round", "variant", "req/s", "p50 ms", "p99 ms", "dropped", "cpu µs/call", "log's writer", "database"
     );
     for round in 1..=rounds {
-        for (i, (name, target)) in variants.iter().enumerate() {
+        for (i, (name, target, bin)) in variants.iter().enumerate() {
             let (server, port, metrics_port, token) = start(bin, dir, shape.tls, false, target.as_deref());
             let load = Load { port, token, ..shape.clone() };
             h2load("warm-up", &Load { seconds: 3, ..load.clone() }, "/recoup.bench.v1.Echo/Echo", echo, None);
-            let before = thread_cpu(server.0.id());
+            let (before, db_before) = (thread_cpu(server.0.id()), postgres_cpu_ns());
             let run = h2load("decide", &load, "/recoup.v1.RetryDecider/Decide", decide, Some(rate.div_ceil(shape.clients)));
             let dropped = match target {
                 Some(_) => {
@@ -253,11 +274,21 @@ fn compare(
                 None => "-".to_string(),
             };
             let used = thread_cpu(server.0.id()).since(&before);
+            let db_used = postgres_cpu_ns() - db_before;
+            // Per decision the server made: h2load's count leaves out its warm-up's calls,
+            // which the CPU time includes.
+            let calls = sum_samples(&scrape(metrics_port), "recoup_decisions_total{").max(1.0);
             drop(server);
-            let calls = run.succeeded.max(1) as f64;
             let (all, writer) = (used.all_ns / calls / 1e3, used.log_ns / calls / 1e3);
+            let database = match target {
+                Some(t) if t.starts_with("postgres") => {
+                    db[i].push(db_used / calls / 1e3);
+                    format!("{:.2}", db_used / calls / 1e3)
+                }
+                _ => "-".to_string(),
+            };
             println!(
-                "{round:<6} {name:<10} {:>9.0} {:>9.2} {:>9.2} {dropped:>9} {all:>13.1} {writer:>13.2}",
+                "{round:<6} {name:<10} {:>9.0} {:>9.2} {:>9.2} {dropped:>9} {all:>13.1} {writer:>13.2} {database:>13}",
                 run.rate, run.p50_ms, run.p99_ms
             );
             p99[i].push(run.p99_ms);
@@ -268,9 +299,9 @@ fn compare(
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let none = variants.iter().position(|(n, _)| n == "none");
+    let none = variants.iter().position(|(n, _, _)| n == "none");
     let base = none.map(|i| median(&mut p99[i].clone()));
-    for (i, (name, _)) in variants.iter().enumerate() {
+    for (i, (name, _, _)) in variants.iter().enumerate() {
         // Paired: the change within each round (one machine state), then its median.
         let mut paired: Vec<f64> = none.map_or(Vec::new(), |b| p99[i].iter().zip(&p99[b]).map(|(v, n)| v / n - 1.0).collect());
         let m = median(&mut p99[i]);
@@ -280,12 +311,36 @@ fn compare(
         println!("{name:<10} median p99 {m:.2} ms{change}");
     }
     let base_cpu = none.map(|i| median(&mut cpu[i].iter().map(|c| c.0).collect()));
-    for (i, (name, _)) in variants.iter().enumerate() {
+    for (i, (name, _, _)) in variants.iter().enumerate() {
         let m = median(&mut cpu[i].iter().map(|c| c.0).collect());
         let w = median(&mut cpu[i].iter().map(|c| c.1).collect());
         let change = base_cpu.map_or(String::new(), |b| format!(" ({:+.1} % against none)", 100.0 * (m / b - 1.0)));
-        println!("{name:<10} median recoup CPU per Decide {m:.1} µs{change}, of which the log's writer threads {w:.2} µs");
+        let database = if db[i].is_empty() {
+            String::new()
+        } else {
+            format!("; the PostgreSQL server besides: {:.2} µs", median(&mut db[i].clone()))
+        };
+        println!("{name:<10} median recoup CPU per Decide {m:.1} µs{change}, of which the log's writer threads {w:.2} µs{database}");
     }
+}
+
+/// CPU time so far of every process named `postgres` on this machine (the cluster's
+/// postmaster, backends and helpers), in nanoseconds: 0 where there is none.
+fn postgres_cpu_ns() -> f64 {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
+    procs
+        .flatten()
+        .filter(|p| p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|p| std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .filter_map(|p| std::fs::read_to_string(p.path().join("schedstat")).ok()?.split_whitespace().next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A short name for another build in the compare table: its directory's name
+/// (`/tmp/old/recoup` → `old`), else the path.
+fn variant_label(bin: &str) -> String {
+    let p = std::path::Path::new(bin);
+    p.parent().and_then(|d| d.file_name()).map_or_else(|| bin.to_string(), |d| d.to_string_lossy().into_owned())
 }
 
 /// CPU time of a process's threads so far, from /proc (Linux): all of them, and the
