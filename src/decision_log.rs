@@ -260,11 +260,14 @@ impl Drop for LogWriter {
     }
 }
 
-/// How often the decisions thread looks at the shards (whether a file is due). Handlers
-/// never wake it: sending to a thread that waits on a queue costs a futex call and a
-/// context switch per decision; looking every 5 ms is 200 wake-ups a second whatever the
-/// load (#24's logging cost).
-const POLL: Duration = Duration::from_millis(5);
+/// The longest the decisions thread sleeps before it looks whether a file's worth of rows
+/// waits in the shards (otherwise it wakes when the next write is due). Handlers never wake
+/// it: sending to a thread that waits on a queue costs a futex call and a context switch per
+/// decision. With the shards nothing needs draining between writes, so it wakes
+/// `1 / flush_every` times a second, at least 10 (files: 10; PostgreSQL: 50), where it woke
+/// 200 times a second with the queue. The queue's bound (65,536) fills within 100 ms only
+/// above 655,000 decisions a second.
+const POLL: Duration = Duration::from_millis(100);
 
 /// Start a writer thread on a sink opened on that thread; `decisions`: the thread that
 /// empties these shards, at the lowest CPU priority, else the outcomes' thread.
@@ -399,8 +402,8 @@ impl Sink {
     }
 }
 
-/// The decisions' writer loop: every [`POLL`], whether a write is due (`flush_every` since
-/// the last, or a file's worth of rows waiting); then it takes the shards' rows and writes
+/// The decisions' writer loop: when a write is due (`flush_every` since the last, or a file's
+/// worth of rows waiting, looked at least every [`POLL`]), it takes the shards' rows and writes
 /// them, at most `rows_per_file` to a file. A `Close` (or the log's end) writes the rest.
 fn decision_writer(shards: &Shards, control: Receiver<Entry>, cfg: LogConfig, counters: LogCounters, mut sink: Sink) {
     let (mut pending, mut spare) = (Batch::default(), Batch::default());
@@ -409,7 +412,8 @@ fn decision_writer(shards: &Shards, control: Receiver<Entry>, cfg: LogConfig, co
     let per_file = cfg.rows_per_file.max(1);
     let keep = per_file * 4;
     loop {
-        let closing = match control.recv_timeout(POLL) {
+        let due = cfg.flush_every.saturating_sub(last.elapsed()).clamp(Duration::from_millis(1), POLL);
+        let closing = match control.recv_timeout(due) {
             Ok(_) | Err(RecvTimeoutError::Disconnected) => true,
             Err(RecvTimeoutError::Timeout) => false,
         };
