@@ -31,7 +31,8 @@
 //!   spare CPU on a saturated machine.
 //! - A write that fails (disk full) is logged and retried at the next flush,
 //!   keeping at most four files' worth of decisions; beyond that the oldest
-//!   are dropped and counted.
+//!   are dropped and counted. At shutdown, what the last write could not
+//!   write is counted as dropped too, and logged.
 //!
 //! Side: edge (files, network or terminal: turns outside input into core types and back).
 
@@ -277,7 +278,8 @@ fn spawn_writer(
     counters: &LogCounters,
     decisions: Option<Arc<Shards>>,
 ) -> Result<(std::thread::JoinHandle<()>, SyncSender<Entry>), LogError> {
-    let (tx, rx) = sync_channel(cfg.queue.max(1));
+    // The decisions' thread is only ever sent `Close`; the outcomes' one queues reports.
+    let (tx, rx) = sync_channel(if decisions.is_some() { 1 } else { cfg.queue.max(1) });
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let (c, cfg) = (counters.clone(), cfg.clone());
     // The sink is made on the writer thread: the PostgreSQL client runs its own runtime,
@@ -448,6 +450,11 @@ fn decision_writer(shards: &Shards, control: Receiver<Entry>, cfg: LogConfig, co
             }
         }
         if closing {
+            if !pending.is_empty() {
+                // The last write failed: say so and count them, rather than lose them silently.
+                counters.decisions_dropped.inc_by(pending.len() as u64);
+                tracing::error!(lost = pending.len(), "the decision log stops with decisions it could not write");
+            }
             return;
         }
     }
@@ -1324,6 +1331,32 @@ mod tests {
         let (decisions, _) = read(dir.path()).expect("reads");
         assert_eq!(decisions.len(), sent);
         assert!(decisions.iter().all(|r| *r == d));
+    }
+
+    /// Decisions the writer cannot write when it stops are counted as dropped, not lost
+    /// silently.
+    #[test]
+    fn decisions_unwritable_at_close_are_counted_as_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = LogConfig::new(dir.path().to_path_buf());
+        cfg.flush_every = Duration::from_secs(3600);
+        let sink = Sink::open(&cfg.target).expect("opens");
+        let shards = Arc::new(Shards::new(cfg.queue));
+        let counters = LogCounters::new();
+        let (tx, rx) = sync_channel(1);
+        let (s, c) = (shards.clone(), counters.clone());
+        let thread = std::thread::spawn(move || decision_writer(&s, rx, cfg, c, sink));
+        let d = decision("p1", 1, 30, "CHANNEL_EMAIL", 0.9, &[(0, "insufficient_funds")]);
+        for _ in 0..3 {
+            assert!(shards.push(&d.as_decision()));
+        }
+        // Where the files go is now a file: every write fails.
+        let decisions = dir.path().join("decisions");
+        std::fs::remove_dir_all(&decisions).expect("removes");
+        std::fs::write(&decisions, b"not a directory").expect("writes");
+        tx.send(Entry::Close).expect("closes");
+        thread.join().expect("the writer ends");
+        assert_eq!((counters.decisions_written.get(), counters.decisions_dropped.get(), counters.write_errors.get()), (0, 3, 1));
     }
 
     /// Decisions and reports written by the writer read back as they were, and join into

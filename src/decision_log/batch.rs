@@ -4,7 +4,7 @@
 //! A handler copies its decision's texts into its shard's arena and encodes the request
 //! into the shard's buffer: no allocation per decision (the columns keep their capacity
 //! from one write to the next) and no message to another thread. The writer swaps each
-//! shard's batch for an empty one every few milliseconds. Before, every decision was ten
+//! shard's batch for an empty one when a write is due. Before, every decision was ten
 //! allocations and a boxed record sent through a queue: the handler spent 1.0 µs building
 //! and queueing it, the writer 1.0–1.3 µs taking and freeing it, and the frees crossed
 //! threads.
