@@ -1299,20 +1299,27 @@ mod tests {
         }
     }
 
-    /// The durability bound holds while decisions keep coming: the polling writer writes
-    /// every `flush_every`, not only once the handlers pause. (The loop itself, on a thread
-    /// of normal priority: the server's idle-priority one may wait for spare CPU by design,
-    /// which a busy test runner does not have.)
+    /// The decisions' writer loop on a thread of normal priority (the server's idle-priority
+    /// one may wait for spare CPU by design, which a busy test runner does not have), writing
+    /// files under `dir` every `flush_every`: its shards, counters, control channel and thread.
+    fn decisions_writer(dir: &Path, flush_every: Duration) -> (Arc<Shards>, LogCounters, SyncSender<Entry>, std::thread::JoinHandle<()>) {
+        let mut cfg = LogConfig::new(dir.to_path_buf());
+        cfg.flush_every = flush_every;
+        let sink = Sink::open(&cfg.target).expect("opens");
+        let shards = Arc::new(Shards::new(cfg.queue));
+        let counters = LogCounters::new();
+        let (tx, rx) = sync_channel(1);
+        let (s, c) = (shards.clone(), counters.clone());
+        let thread = std::thread::spawn(move || decision_writer(&s, rx, cfg, c, sink));
+        (shards, counters, tx, thread)
+    }
+
+    /// The durability bound holds while decisions keep coming: the writer writes every
+    /// `flush_every`, not only once the handlers pause.
     #[test]
     fn a_steady_stream_of_decisions_is_written_every_flush_interval() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = LogConfig::new(dir.path().to_path_buf());
-        cfg.flush_every = Duration::from_millis(100);
-        let sink = Sink::open(&cfg.target).expect("opens");
-        let shards = Arc::new(Shards::new(cfg.queue));
-        let (tx, rx) = sync_channel(1);
-        let s = shards.clone();
-        let thread = std::thread::spawn(move || decision_writer(&s, rx, cfg, LogCounters::new(), sink));
+        let (shards, _, tx, thread) = decisions_writer(dir.path(), Duration::from_millis(100));
         let d = decision("p1", 1, 30, "CHANNEL_EMAIL", 0.9, &[(0, "insufficient_funds")]);
         let start = Instant::now();
         let (mut sent, mut files_while_streaming) = (0, 0);
@@ -1338,14 +1345,7 @@ mod tests {
     #[test]
     fn decisions_unwritable_at_close_are_counted_as_dropped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut cfg = LogConfig::new(dir.path().to_path_buf());
-        cfg.flush_every = Duration::from_secs(3600);
-        let sink = Sink::open(&cfg.target).expect("opens");
-        let shards = Arc::new(Shards::new(cfg.queue));
-        let counters = LogCounters::new();
-        let (tx, rx) = sync_channel(1);
-        let (s, c) = (shards.clone(), counters.clone());
-        let thread = std::thread::spawn(move || decision_writer(&s, rx, cfg, c, sink));
+        let (shards, counters, tx, thread) = decisions_writer(dir.path(), Duration::from_secs(3600));
         let d = decision("p1", 1, 30, "CHANNEL_EMAIL", 0.9, &[(0, "insufficient_funds")]);
         for _ in 0..3 {
             assert!(shards.push(&d.as_decision()));
