@@ -17,6 +17,22 @@ pub fn vm_hwm_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The tasks under a /proc directory (`/proc` for processes, `/proc/PID/task` for a
+/// process's threads), each as its name (`comm`) and its time on a CPU so far in nanoseconds
+/// (`schedstat`'s first field; Linux). A task that is gone, or unreadable, counts "" and 0.
+pub fn tasks_cpu(dir: &str) -> Vec<(String, f64)> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .map(|e| {
+            let read = |f: &str| std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
+            let ns = read("schedstat").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+            (read("comm").trim().to_string(), ns)
+        })
+        .collect()
+}
+
 fn ts(rfc3339: &str) -> Option<prost_types::Timestamp> {
     let t = chrono::DateTime::parse_from_rfc3339(rfc3339).expect("timestamp");
     Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })

@@ -24,16 +24,10 @@ fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// CPU time so far of this process's threads named `name` (schedstat's first field).
+/// CPU time so far of this process's threads named `name`.
 fn thread_cpu(name: &str) -> Duration {
-    let mut ns = 0u64;
-    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
-        let read = |f: &str| std::fs::read_to_string(task.path().join(f)).unwrap_or_default();
-        if read("comm").trim() == name {
-            ns += read("schedstat").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0);
-        }
-    }
-    Duration::from_nanos(ns)
+    let ns: f64 = common::tasks_cpu("/proc/self/task").into_iter().filter(|(comm, _)| comm == name).map(|(_, ns)| ns).sum();
+    Duration::from_nanos(ns as u64)
 }
 
 fn main() {

@@ -327,13 +327,7 @@ fn compare(
 /// CPU time so far of every process named `postgres` on this machine (the cluster's
 /// postmaster, backends and helpers), in nanoseconds: 0 where there is none.
 fn postgres_cpu_ns() -> f64 {
-    let Ok(procs) = std::fs::read_dir("/proc") else { return 0.0 };
-    procs
-        .flatten()
-        .filter(|p| p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-        .filter(|p| std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "postgres"))
-        .filter_map(|p| std::fs::read_to_string(p.path().join("schedstat")).ok()?.split_whitespace().next()?.parse::<f64>().ok())
-        .sum()
+    common::tasks_cpu("/proc").into_iter().filter(|(comm, _)| comm == "postgres").map(|(_, ns)| ns).sum()
 }
 
 /// A short name for another build in the compare table: its directory's name
@@ -361,14 +355,9 @@ impl ThreadCpu {
 /// exits between two readings drops out of the sum: the server's threads live as long as it.
 fn thread_cpu(pid: u32) -> ThreadCpu {
     let mut out = ThreadCpu::default();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let read = |f: &str| std::fs::read_to_string(t.path().join(f)).unwrap_or_default();
-        let ns: f64 = read("schedstat").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    for (comm, ns) in common::tasks_cpu(&format!("/proc/{pid}/task")) {
         out.all_ns += ns;
-        if matches!(read("comm").trim(), "decision-log" | "outcome-log") {
+        if matches!(comm.as_str(), "decision-log" | "outcome-log") {
             out.log_ns += ns;
         }
     }
