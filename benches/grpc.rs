@@ -237,7 +237,12 @@ fn compare(
             let (name, target) = match v {
                 "none" => ("none".to_string(), None),
                 "files" => ("files".to_string(), Some("1".to_string())),
-                url if url.starts_with("postgres") => ("postgres".to_string(), Some(url.to_string())),
+                // Two URLs of one database differ in their query (`?options=-c%20synchronous_commit%3Doff`): shown.
+                url if url.starts_with("postgres") => {
+                    let query =
+                        url.split_once('?').map_or(String::new(), |(_, q)| format!("?{}", q.replace("%20", " ").replace("%3D", "=")));
+                    (format!("postgres{query}"), Some(url.to_string()))
+                }
                 other => panic!("RECOUP_BENCH_COMPARE: {other:?} is none, files or a postgres:// URL, each optionally @another/recoup"),
             };
             match other_bin {
