@@ -31,7 +31,8 @@
 //! The decision log's cost (#24): RECOUP_BENCH_COMPARE=none,files,postgres://…
 //! runs RECOUP_BENCH_ROUNDS (5) rounds of fresh servers, the variants alternated,
 //! each a 3 s echo warm-up then Decide at the fixed rate, and prints the median
-//! p99 per variant against `none`, and recoup's CPU time per decision made (every
+//! p99 per variant against `none` (and the median of the per-round changes, with
+//! a 95 % bootstrap interval: how well the rounds pin it down), and recoup's CPU time per decision made (every
 //! thread's, from /proc; the log's writer threads apart), counted once the log has
 //! written the run: the log's cost in work, which p99 on a shared machine shows
 //! only through its noise. For PostgreSQL, also the database server's CPU per
@@ -311,7 +312,14 @@ fn compare(
         let mut paired: Vec<f64> = none.map_or(Vec::new(), |b| p99[i].iter().zip(&p99[b]).map(|(v, n)| v / n - 1.0).collect());
         let m = median(&mut p99[i]);
         let change = base.map_or(String::new(), |b| {
-            format!(" ({:+.1} % against none; paired per round {:+.1} %)", 100.0 * (m / b - 1.0), 100.0 * median(&mut paired))
+            let (lo, hi) = median_interval(&paired);
+            format!(
+                " ({:+.1} % against none; paired per round {:+.1} % [{:+.1}, {:+.1}])",
+                100.0 * (m / b - 1.0),
+                100.0 * median(&mut paired),
+                100.0 * lo,
+                100.0 * hi
+            )
         });
         println!("{name:<10} median p99 {m:.2} ms{change}");
     }
@@ -520,4 +528,30 @@ fn main() {
             sum_samples(&metrics, "recoup_decision_log_write_errors_total")
         );
     }
+}
+
+/// A 95 % bootstrap interval of the median of `v` (2,000 resamples, a fixed seed): how far
+/// the paired change per round is pinned down by this many rounds.
+fn median_interval(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        // splitmix64
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let mut medians: Vec<f64> = (0..2000)
+        .map(|_| {
+            let mut r: Vec<f64> = (0..v.len()).map(|_| v[(next() % v.len() as u64) as usize]).collect();
+            r.sort_by(f64::total_cmp);
+            r[r.len() / 2]
+        })
+        .collect();
+    medians.sort_by(f64::total_cmp);
+    (medians[50], medians[1949])
 }
