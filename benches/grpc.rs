@@ -301,38 +301,36 @@ fn compare(
             cpu[i].push((all, writer));
         }
     }
-    let median = |v: &mut Vec<f64>| {
+    // A sorted copy: the rounds keep their order for the pairing below.
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let none = variants.iter().position(|(n, _, _)| n == "none");
-    let base = none.map(|i| median(&mut p99[i].clone()));
+    let base = none.map(|i| median(&p99[i]));
     for (i, (name, _, _)) in variants.iter().enumerate() {
         // Paired: the change within each round (one machine state), then its median.
-        let mut paired: Vec<f64> = none.map_or(Vec::new(), |b| p99[i].iter().zip(&p99[b]).map(|(v, n)| v / n - 1.0).collect());
-        let m = median(&mut p99[i]);
+        let paired: Vec<f64> = none.map_or(Vec::new(), |b| p99[i].iter().zip(&p99[b]).map(|(v, n)| v / n - 1.0).collect());
+        let m = median(&p99[i]);
         let change = base.map_or(String::new(), |b| {
             let (lo, hi) = median_interval(&paired);
             format!(
                 " ({:+.1} % against none; paired per round {:+.1} % [{:+.1}, {:+.1}])",
                 100.0 * (m / b - 1.0),
-                100.0 * median(&mut paired),
+                100.0 * median(&paired),
                 100.0 * lo,
                 100.0 * hi
             )
         });
         println!("{name:<10} median p99 {m:.2} ms{change}");
     }
-    let base_cpu = none.map(|i| median(&mut cpu[i].iter().map(|c| c.0).collect()));
+    let base_cpu = none.map(|i| median(&cpu[i].iter().map(|c| c.0).collect::<Vec<_>>()));
     for (i, (name, _, _)) in variants.iter().enumerate() {
-        let m = median(&mut cpu[i].iter().map(|c| c.0).collect());
-        let w = median(&mut cpu[i].iter().map(|c| c.1).collect());
+        let m = median(&cpu[i].iter().map(|c| c.0).collect::<Vec<_>>());
+        let w = median(&cpu[i].iter().map(|c| c.1).collect::<Vec<_>>());
         let change = base_cpu.map_or(String::new(), |b| format!(" ({:+.1} % against none)", 100.0 * (m / b - 1.0)));
-        let database = if db[i].is_empty() {
-            String::new()
-        } else {
-            format!("; the PostgreSQL server besides: {:.2} µs", median(&mut db[i].clone()))
-        };
+        let database = if db[i].is_empty() { String::new() } else { format!("; the PostgreSQL server besides: {:.2} µs", median(&db[i])) };
         println!("{name:<10} median recoup CPU per Decide {m:.1} µs{change}, of which the log's writer threads {w:.2} µs{database}");
     }
 }
@@ -536,18 +534,11 @@ fn median_interval(v: &[f64]) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
     }
-    let mut state = 0x9E37_79B9_7F4A_7C15u64;
-    let mut next = move || {
-        // splitmix64
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let mut medians: Vec<f64> = (0..2000)
         .map(|_| {
-            let mut r: Vec<f64> = (0..v.len()).map(|_| v[(next() % v.len() as u64) as usize]).collect();
+            let mut r: Vec<f64> = (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).collect();
             r.sort_by(f64::total_cmp);
             r[r.len() / 2]
         })
