@@ -17,6 +17,14 @@ pub fn vm_hwm_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The median of `v` (the upper middle for an even count), from a sorted copy: `v` keeps
+/// its order (the grpc bench pairs runs by their round).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// The tasks under a /proc directory (`/proc` for processes, `/proc/PID/task` for a
 /// process's threads), each as its name (`comm`) and its time on a CPU so far in nanoseconds
 /// (`schedstat`'s first field; Linux). A task that is gone, or unreadable, counts "" and 0.

@@ -101,14 +101,10 @@ fn main() {
     }
     drop(log);
     drop(writer);
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "after the first round (buffers grown): append {:.0} ns per decision, writer {:.0} ns of CPU per decision (medians); dropped {}",
-        median(steady.iter().map(|s| s.0).collect()),
-        median(steady.iter().map(|s| s.1).collect()),
+        common::median(&steady.iter().map(|s| s.0).collect::<Vec<_>>()),
+        common::median(&steady.iter().map(|s| s.1).collect::<Vec<_>>()),
         counters.decisions_dropped.get()
     );
     assert_eq!(counters.decisions_dropped.get(), 0, "the queue holds a round");

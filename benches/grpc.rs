@@ -301,12 +301,8 @@ fn compare(
             cpu[i].push((all, writer));
         }
     }
-    // A sorted copy: the rounds keep their order for the pairing below.
-    let median = |v: &[f64]| {
-        let mut v = v.to_vec();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
+    // The rounds keep their order for the pairing below (common::median sorts a copy).
+    use common::median;
     let none = variants.iter().position(|(n, _, _)| n == "none");
     let base = none.map(|i| median(&p99[i]));
     for (i, (name, _, _)) in variants.iter().enumerate() {
@@ -536,13 +532,8 @@ fn median_interval(v: &[f64]) -> (f64, f64) {
     }
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let mut medians: Vec<f64> = (0..2000)
-        .map(|_| {
-            let mut r: Vec<f64> = (0..v.len()).map(|_| v[rng.random_range(0..v.len())]).collect();
-            r.sort_by(f64::total_cmp);
-            r[r.len() / 2]
-        })
-        .collect();
+    let mut medians: Vec<f64> =
+        (0..2000).map(|_| common::median(&(0..v.len()).map(|_| v[rng.random_range(0..v.len())]).collect::<Vec<_>>())).collect();
     medians.sort_by(f64::total_cmp);
     (medians[50], medians[1949])
 }
