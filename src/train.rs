@@ -1180,14 +1180,23 @@ struct Fitted {
     cal_offset: Option<Vec<f64>>,
 }
 
+/// How many times [`l2_path`] goes ten times beyond the strongest penalty of the path
+/// when that one is the best (with the default path 1e-3: up to 1e-1).
+pub const L2_EXTENSIONS: i32 = 2;
+
 fn raw_logits(w: &[f64], b: f64, s: &TrainingSet, offset: Option<&[f64]>) -> Vec<f64> {
     (0..s.len()).into_par_iter().map(|i| b + offset.map_or(0.0, |o| o[i]) + s.row(i).iter().map(|&k| w[k as usize]).sum::<f64>()).collect()
 }
 
 /// The logistic regression along the L2 path (strongest penalty first, each fit
 /// warm-started from the previous one), keeping the penalty with the best
-/// calibration-split log loss. With `offset` (the trees' logits of the fit and
-/// calibration examples) only the `only` slots are fitted on top of them.
+/// calibration-split log loss. When the best is the path's strongest penalty the
+/// search did not bracket the optimum, so it goes on ten times stronger (warm-started
+/// from the best fit) while that improves the log loss, at most
+/// [`L2_EXTENSIONS`] times: a log that supports less than the path assumed (a
+/// small one, or one whose structure the features miss) gets the penalty it
+/// needs instead of the path's edge. With `offset` (the trees' logits of the fit
+/// and calibration examples) only the `only` slots are fitted on top of them.
 fn l2_path(
     fit: &TrainingSet,
     cal: &TrainingSet,
@@ -1216,6 +1225,29 @@ fn l2_path(
         l2_search.push((l2, ll));
         if best.as_ref().is_none_or(|bst| ll < bst.4) {
             best = Some((l2, w, b, iters, ll));
+        }
+    }
+    // The best at the strongest penalty tried: the optimum may lie beyond it.
+    let mut extensions = 0;
+    while let (Some(bst), Some(&strongest)) = (best.as_ref(), path.first()) {
+        if extensions == L2_EXTENSIONS || bst.0 < strongest * 10f64.powi(extensions) {
+            break;
+        }
+        let l2 = bst.0 * 10.0;
+        let t = std::time::Instant::now();
+        let (w, b, iters) = fit_logistic_on(fit, l2, cfg.max_sweeps, Some((bst.1.as_slice(), bst.2)), offset.map(|o| o.0), only)?;
+        let p: Vec<f64> = raw_logits(&w, b, cal, offset.map(|o| o.1)).into_iter().map(sigmoid).collect();
+        let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
+        progress(&format!(
+            "the best L2 was the strongest tried: {l2:e} next, {iters} sweeps in {:.1?}, calibration-split log loss {ll:.5}",
+            t.elapsed()
+        ));
+        l2_search.push((l2, ll));
+        extensions += 1;
+        if ll < bst.4 {
+            best = Some((l2, w, b, iters, ll));
+        } else {
+            break;
         }
     }
     let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| FitError::Invalid("no L2 penalty to try".into()))?;
@@ -1565,6 +1597,30 @@ mod tests {
         }
         // The CLI's widest test split still leaves a fit split.
         TrainParams { test_fraction: 0.89, ..TrainParams::default() }.check().expect("valid");
+    }
+
+    #[test]
+    fn the_l2_search_goes_past_the_strongest_penalty_only_while_that_is_best() {
+        let l2s = |path: &[f64]| TrainParams { l2: path.to_vec(), ..TrainParams::default() }.check().expect("valid");
+        // Labels that no column predicts: every step toward a stronger penalty helps, so
+        // the search goes on past the path's strongest (1e-5) to 1e-4 and 1e-3, then stops.
+        let mut noise = synthetic(6_000, 5);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        noise.labels = (0..noise.len()).map(|_| rng.random::<f64>() < 0.3).collect();
+        let (fit, cal) = (noise.range(0..4_000), noise.range(4_000..6_000));
+        let mut heard = Vec::new();
+        let f = l2_path(&fit, &cal, &l2s(&[1e-6, 1e-5]), None, None, &mut |m| heard.push(m.to_string())).expect("fits");
+        let tried: Vec<f64> = f.l2_search.iter().map(|x| x.0).collect();
+        assert_eq!(tried.len(), 2 + L2_EXTENSIONS as usize, "{tried:?}");
+        assert!((tried[2] - 1e-4).abs() < 1e-12 && (tried[3] - 1e-3).abs() < 1e-12, "{tried:?}");
+        assert!(f.l2 > 1e-5, "kept {} of {:?}", f.l2, f.l2_search);
+        assert!(heard.iter().any(|h| h.starts_with("the best L2 was the strongest tried")), "{heard:?}");
+        // A real signal and a path that brackets the optimum: nothing beyond the path.
+        let set = synthetic(20_000, 7);
+        let (fit, cal) = (set.range(0..15_000), set.range(15_000..20_000));
+        let f = l2_path(&fit, &cal, &l2s(&[1e-4, 1e-3, 1.0]), None, None, &mut |_| {}).expect("fits");
+        assert_eq!(f.l2_search.len(), 3, "{:?}", f.l2_search);
+        assert!(f.l2 < 1.0, "{:?}", f.l2_search);
     }
 
     #[test]
