@@ -149,6 +149,21 @@ pub(crate) async fn connect(port: u16) -> RetryDeciderClient<tonic::transport::C
     panic!("the server did not come up on {port}")
 }
 
+/// Wait until the database at `url` holds `decisions` decisions and `outcomes` outcomes
+/// (panics after `limit`, saying how many it found).
+fn wait_for_rows(url: &str, decisions: usize, outcomes: usize, limit: Duration) {
+    let target = recoup::decision_log::LogTarget::parse(url);
+    let start = std::time::Instant::now();
+    loop {
+        let (d, o) = recoup::decision_log::read_target(&target).expect("reads the database");
+        if (d.len(), o.len()) == (decisions, outcomes) || start.elapsed() > limit {
+            assert_eq!((d.len(), o.len()), (decisions, outcomes), "rows in the database after {:?}", start.elapsed());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Decisions and acknowledged reports land in PostgreSQL; a `kill -9` loses none answered
 /// before the last flush; a second server on the same database finds its tables migrated;
 /// `history from-log` and `report live` read the database like a directory.
@@ -182,12 +197,14 @@ fn the_postgres_sink_keeps_what_was_answered_through_a_kill_9_and_reads_back() {
             }
             let accepted =
                 client.report_attempts(v1::ReportAttemptsRequest { reports: reports.clone() }).await.expect("reports").into_inner();
-            // More than a flush interval (and a commit) after the last answer.
-            tokio::time::sleep(Duration::from_millis(1500)).await;
             (200, accepted.accepted as usize)
         });
         answered += n;
         reported += r;
+        // Kill only once the last flush is in: the writer runs at idle CPU priority, so on a
+        // machine busy with other tests a flush can wait far longer than its interval
+        // (a fixed 1.5 s wait failed under load). What is flushed must survive the kill.
+        wait_for_rows(&pg.url, answered, reported, Duration::from_secs(60));
         child.kill().expect("SIGKILL");
         let _ = child.wait();
     }
