@@ -1213,41 +1213,41 @@ fn l2_path(
         (Some(&first), None) => warm_up(fit, first, cfg.max_sweeps, WARM_UP_MIN, progress)?,
         _ => None,
     };
-    for &l2 in &path {
+    // One fit at `l2` from `warm`, and its calibration-split log loss.
+    let fit_at = |l2: f64, warm: Option<(&[f64], f64)>| -> Result<(Vec<f64>, f64, u64, f64, std::time::Duration), FitError> {
         let t = std::time::Instant::now();
-        let (w, b, iters) =
-            fit_logistic_on(fit, l2, cfg.max_sweeps, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)), offset.map(|o| o.0), only)?;
-        previous = Some((w.clone(), b));
+        let (w, b, iters) = fit_logistic_on(fit, l2, cfg.max_sweeps, warm, offset.map(|o| o.0), only)?;
         let p: Vec<f64> = raw_logits(&w, b, cal, offset.map(|o| o.1)).into_iter().map(sigmoid).collect();
         let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
+        Ok((w, b, iters, ll, t.elapsed()))
+    };
+    for &l2 in &path {
+        let (w, b, iters, ll, took) = fit_at(l2, previous.as_ref().map(|(w, b)| (w.as_slice(), *b)))?;
+        previous = Some((w.clone(), b));
         let what = if offset.is_some() { "channel terms on the trees" } else { "fit" };
-        progress(&format!("{what} l2={l2:e}: {iters} sweeps in {:.1?}, calibration-split log loss {ll:.5}", t.elapsed()));
+        progress(&format!("{what} l2={l2:e}: {iters} sweeps in {took:.1?}, calibration-split log loss {ll:.5}"));
         l2_search.push((l2, ll));
         if best.as_ref().is_none_or(|bst| ll < bst.4) {
             best = Some((l2, w, b, iters, ll));
         }
     }
-    // The best at the strongest penalty tried: the optimum may lie beyond it.
-    let mut extensions = 0;
-    while let (Some(bst), Some(&strongest)) = (best.as_ref(), path.first()) {
-        if extensions == L2_EXTENSIONS || bst.0 < strongest * 10f64.powi(extensions) {
-            break;
-        }
-        let l2 = bst.0 * 10.0;
-        let t = std::time::Instant::now();
-        let (w, b, iters) = fit_logistic_on(fit, l2, cfg.max_sweeps, Some((bst.1.as_slice(), bst.2)), offset.map(|o| o.0), only)?;
-        let p: Vec<f64> = raw_logits(&w, b, cal, offset.map(|o| o.1)).into_iter().map(sigmoid).collect();
-        let ll = metrics(&p, &cal.labels, &cal.declines).log_loss;
-        progress(&format!(
-            "the best L2 was the strongest tried: {l2:e} next, {iters} sweeps in {:.1?}, calibration-split log loss {ll:.5}",
-            t.elapsed()
-        ));
-        l2_search.push((l2, ll));
-        extensions += 1;
-        if ll < bst.4 {
-            best = Some((l2, w, b, iters, ll));
-        } else {
-            break;
+    // The best at the strongest penalty tried: the optimum may lie beyond it. Each step
+    // starts from the best fit, which is the previous step's (a step that does not
+    // improve ends the search).
+    if best.as_ref().zip(path.first()).is_some_and(|(bst, &strongest)| bst.0 >= strongest) {
+        for _ in 0..L2_EXTENSIONS {
+            let bst = best.as_ref().expect("a best fit");
+            let l2 = bst.0 * 10.0;
+            let (w, b, iters, ll, took) = fit_at(l2, Some((bst.1.as_slice(), bst.2)))?;
+            progress(&format!(
+                "the best L2 was the strongest tried: {l2:e} next, {iters} sweeps in {took:.1?}, calibration-split log loss {ll:.5}"
+            ));
+            l2_search.push((l2, ll));
+            if ll < bst.4 {
+                best = Some((l2, w, b, iters, ll));
+            } else {
+                break;
+            }
         }
     }
     let (l2, weights, intercept, sweeps, _) = best.ok_or_else(|| FitError::Invalid("no L2 penalty to try".into()))?;
