@@ -17,6 +17,8 @@
 //! per world, the chosen retries' mean predicted vs realised success per decline class.
 //! `RECOUP_ZOO_FAMILY=trees|auto` fits that model family instead of the default `logistic`
 //! (`auto` fits trees from 100,000 fit examples: a log of about 65,000 payers).
+//! `RECOUP_ZOO_TEST_FRACTION` / `RECOUP_ZOO_CAL_FRACTION` (training's defaults, 0.25 / 0.15)
+//! set its time split (`TrainParams::test_fraction` / `calibration_fraction`), for experiments.
 
 mod common;
 
@@ -30,6 +32,10 @@ use recoup::domain::Channel;
 use recoup::sim::{generate, zoo, World};
 
 fn env(name: &str, default: u32) -> u32 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn env_f64(name: &str, default: f64) -> f64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
@@ -53,6 +59,7 @@ fn main() {
         Ok(f) => <recoup::train::Family as clap::ValueEnum>::from_str(f, true).expect("RECOUP_ZOO_FAMILY: auto, logistic or trees"),
         Err(_) => recoup::train::Family::default(),
     };
+    let defaults = recoup::train::TrainParams::default();
     for (name, _) in zoo::PRESETS {
         if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
             continue;
@@ -69,7 +76,14 @@ fn main() {
             out: models.clone(),
             version: Some("zoo".into()),
             promote: true,
-            cfg: recoup::train::TrainParams { family, ..Default::default() }.check().expect("valid training settings"),
+            cfg: recoup::train::TrainParams {
+                family,
+                test_fraction: env_f64("RECOUP_ZOO_TEST_FRACTION", defaults.test_fraction),
+                calibration_fraction: env_f64("RECOUP_ZOO_CAL_FRACTION", defaults.calibration_fraction),
+                ..defaults.clone()
+            }
+            .check()
+            .expect("valid training settings"),
             export_features: None,
             load: recoup::history::LoadOptions::default(),
             sample_payers: None,
