@@ -31,17 +31,13 @@ use recoup::backtest::{self, Learned, Lineup, Oracle, Schedule, Strategy};
 use recoup::domain::Channel;
 use recoup::sim::{generate, zoo, World};
 
-fn env(name: &str, default: u32) -> u32 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn env_f64(name: &str, default: f64) -> f64 {
+fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
-    let (payers, cases_payers) = (env("RECOUP_ZOO_PAYERS", 20_000), env("RECOUP_ZOO_CASES", 20_000));
-    let (seed, cases_seed) = (env("RECOUP_ZOO_SEED", 3), env("RECOUP_ZOO_CASES_SEED", 11));
+    let (payers, cases_payers) = (env::<u32>("RECOUP_ZOO_PAYERS", 20_000), env::<u32>("RECOUP_ZOO_CASES", 20_000));
+    let (seed, cases_seed) = (env::<u32>("RECOUP_ZOO_SEED", 3), env::<u32>("RECOUP_ZOO_CASES_SEED", 11));
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench");
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
@@ -78,8 +74,8 @@ fn main() {
             promote: true,
             cfg: recoup::train::TrainParams {
                 family,
-                test_fraction: env_f64("RECOUP_ZOO_TEST_FRACTION", defaults.test_fraction),
-                calibration_fraction: env_f64("RECOUP_ZOO_CAL_FRACTION", defaults.calibration_fraction),
+                test_fraction: env("RECOUP_ZOO_TEST_FRACTION", defaults.test_fraction),
+                calibration_fraction: env("RECOUP_ZOO_CAL_FRACTION", defaults.calibration_fraction),
                 ..defaults.clone()
             }
             .check()
