@@ -6,7 +6,9 @@
 //! per payment, its share of the oracle's uplift over the best fixed schedule
 //! (paired-bootstrap 95 % interval: above 0 means it nets more than the best
 //! fixed schedule), rule violations, and the calibration of the retries it
-//! chose (ECE: all, first retries, later retries). Release build:
+//! chose (ECE: all, first retries, later retries; and `truth`, all retries' ECE against
+//! the world's own P instead of the outcomes: the model's error without the outcomes'
+//! noise). Release build:
 //!
 //!     cargo bench --bench zoo        # RECOUP_ZOO_PAYERS=20000 (log), RECOUP_ZOO_CASES=20000 (backtest payers)
 //!
@@ -14,7 +16,8 @@
 //! (another seed is another draw of the same world: a check that a figure is not one draw's luck).
 //!
 //! `RECOUP_ZOO_WORLDS=bills,fixed-log` runs only those worlds; `RECOUP_ZOO_DETAIL=1` adds,
-//! per world, the chosen retries' mean predicted vs realised success per decline class.
+//! per world, the chosen retries' mean predicted vs realised success (and the world's own P)
+//! per decline class and stage.
 //! `RECOUP_ZOO_FAMILY=trees|auto` fits that model family instead of the default `logistic`
 //! (`auto` fits trees from 100,000 fit examples: a log of about 65,000 payers).
 //! `RECOUP_ZOO_TEST_FRACTION` / `RECOUP_ZOO_CAL_FRACTION` (training's defaults, 0.25 / 0.15)
@@ -46,8 +49,8 @@ fn main() {
     schedules.extend(quiet);
     println!("zoo: logs of {payers} payers × 12 months (seed {seed}); backtests on the first failures of {cases_payers} payers (seed {cases_seed}); 8 fixed schedules\n");
     println!(
-        "{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>6}",
-        "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "secs"
+        "{:<13} {:<30} {:>9} {:>9} {:>16} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6}",
+        "world", "best fixed", "fixed net", "learned", "oracle share", "viol", "ECE", "first", "later", "truth", "secs"
     );
     let only: Option<Vec<String>> = std::env::var("RECOUP_ZOO_WORLDS").ok().map(|v| v.split(',').map(|w| w.trim().to_string()).collect());
     let detail = std::env::var("RECOUP_ZOO_DETAIL").is_ok_and(|v| v == "1");
@@ -106,8 +109,9 @@ fn main() {
             l.oracle_uplift_share.map_or("–".into(), |e| format!("{:.0} % [{:.0}, {:.0}]", 100.0 * e.value, 100.0 * e.lo, 100.0 * e.hi));
         let cal = backtest::chosen_calibration(&out[n]);
         let ece = |seg: &str| cal.iter().find(|c| c.segment == seg).map_or(f64::NAN, |c| c.ece);
+        let ece_truth = cal.iter().find(|c| c.segment == "all").map_or(f64::NAN, |c| c.ece_truth);
         println!(
-            "{:<13} {:<30} {:>9.1} {:>9.1} {:>16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>6.0}",
+            "{:<13} {:<30} {:>9.1} {:>9.1} {:>16} {:>5} {:>7.3} {:>7.3} {:>7.3} {:>7.3} {:>6.0}",
             name,
             sums[best].strategy,
             sums[best].net_per_payment.value,
@@ -117,13 +121,14 @@ fn main() {
             ece("all"),
             ece("first retry"),
             ece("later retries"),
+            ece_truth,
             t0.elapsed().as_secs_f64()
         );
         if detail {
             for c in &cal {
                 println!(
-                    "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}",
-                    c.segment, c.retries, c.mean_predicted, c.realised, c.ece
+                    "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}  world's P {:.3}  ECE against it {:.3}",
+                    c.segment, c.retries, c.mean_predicted, c.realised, c.ece, c.truth, c.ece_truth
                 );
             }
             // Per decline class and stage: where a class's error sits.
@@ -134,11 +139,12 @@ fn main() {
                     if ps.len() >= 30 {
                         let mean = |f: &dyn Fn(&&recoup::backtest::Prediction) -> f64| ps.iter().map(f).sum::<f64>() / ps.len() as f64;
                         println!(
-                            "      {:<12} {stage:<5} {:>6} retries  predicted {:.3}  realised {:.3}",
+                            "      {:<12} {stage:<5} {:>6} retries  predicted {:.3}  realised {:.3}  world's P {:.3}",
                             <&str>::from(*c),
                             ps.len(),
                             mean(&|p| p.p as f64),
-                            mean(&|p| p.succeeded as u8 as f64)
+                            mean(&|p| p.succeeded as u8 as f64),
+                            mean(&|p| p.truth as f64)
                         );
                     }
                 }

@@ -123,6 +123,10 @@ pub struct Prediction {
     /// 1 = the payment's first retry.
     pub retry: u8,
     pub succeeded: bool,
+    /// The world's own P(this retry succeeds), given that it is made (the simulator's
+    /// truth, message included): what a perfect model would have said. Calibration
+    /// against it has none of the outcomes' noise.
+    pub truth: f32,
 }
 
 // ---------------------------------------------------------------------------
@@ -531,6 +535,8 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         if action.retry_at <= not_before || action.retry_at > st.episode.window_end {
             break;
         }
+        // The truth before the message is sent: the prediction was made before it too.
+        let truth = p.map(|_| world.true_success_if_attempted(&st, action.retry_at, action.channel));
         if world.approach(&mut st, action).is_some() {
             break;
         }
@@ -548,9 +554,9 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         match world.attempt(&mut st, action.retry_at) {
             StepResult::Attempted { succeeded, .. } => {
                 not_before = action.retry_at;
-                if let (Some(p), true) = (p, predicted < PREDICTIONS_KEPT) {
+                if let (Some(p), Some(truth), true) = (p, truth, predicted < PREDICTIONS_KEPT) {
                     let retry = (st.attempts.len() - 1).min(255) as u8;
-                    predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded };
+                    predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded, truth: truth as f32 };
                     predicted += 1;
                 }
             }
@@ -602,6 +608,11 @@ pub struct ChosenCalibration {
     pub realised: f64,
     /// Expected calibration error over 10 equal-width bins of the prediction.
     pub ece: f64,
+    /// Mean of the world's own P of the same retries ([`Prediction::truth`]).
+    pub truth: f64,
+    /// The same ECE against the world's own P instead of the outcomes: the model's
+    /// error alone, without the outcomes' noise.
+    pub ece_truth: f64,
 }
 
 /// The calibration of the retries a strategy chose, overall and per decline class
@@ -610,20 +621,23 @@ pub fn chosen_calibration(out: &[Outcome1]) -> Vec<ChosenCalibration> {
     let preds: Vec<Prediction> = out.iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
     let one = |segment: String, ps: Vec<&Prediction>| {
         let n = ps.len();
-        let mut bins = [(0.0f64, 0.0f64, 0usize); 10];
+        // Per bin of the prediction: Σ predicted, Σ realised, Σ truth.
+        let mut bins = [(0.0f64, 0.0f64, 0.0f64); 10];
         for p in &ps {
             let b = ((p.p as f64 * 10.0) as usize).min(9);
             bins[b].0 += p.p as f64;
             bins[b].1 += p.succeeded as u8 as f64;
-            bins[b].2 += 1;
+            bins[b].2 += p.truth as f64;
         }
-        let ece = bins.iter().filter(|b| b.2 > 0).map(|b| (b.0 - b.1).abs()).sum::<f64>() / n.max(1) as f64;
+        let mean = |f: &dyn Fn(&Prediction) -> f64| ps.iter().map(|p| f(p)).sum::<f64>() / n.max(1) as f64;
         ChosenCalibration {
             segment,
             retries: n,
-            mean_predicted: ps.iter().map(|p| p.p as f64).sum::<f64>() / n.max(1) as f64,
-            realised: ps.iter().filter(|p| p.succeeded).count() as f64 / n.max(1) as f64,
-            ece,
+            mean_predicted: mean(&|p| p.p as f64),
+            realised: mean(&|p| p.succeeded as u8 as f64),
+            ece: bins.iter().map(|b| (b.0 - b.1).abs()).sum::<f64>() / n.max(1) as f64,
+            truth: mean(&|p| p.truth as f64),
+            ece_truth: bins.iter().map(|b| (b.0 - b.2).abs()).sum::<f64>() / n.max(1) as f64,
         }
     };
     if preds.is_empty() {
@@ -836,6 +850,33 @@ mod tests {
         assert!(e.contains("\"late\"") && e.contains("increase"), "{e}");
         let e = parse_schedules("[[schedule]]\nname = \"x\"\ndays = [1]\nhour = 25\n").unwrap_err().to_string();
         assert!(e.contains("hour"), "{e}");
+    }
+
+    /// The ECE bins by the prediction and compares each bin's sum with the outcomes' and with
+    /// the world's own P: a model right about the truth has no ECE against it, whatever the
+    /// outcomes did.
+    #[test]
+    fn chosen_calibration_compares_with_the_outcomes_and_with_the_truth() {
+        let outcome = |p: f32, truth: f32, succeeded: bool| {
+            let mut o = Outcome1 { predicted: 1, ..Default::default() };
+            o.predictions[0] = Prediction { p, class: DeclineClass::SoftFunds as u8, retry: 1, succeeded, truth };
+            o
+        };
+        // Bin 0.7–0.8: predicted 0.75, truth 0.75, 6 of 10 succeeded. Bin 0.2–0.3: predicted
+        // 0.25, truth 0.45, 5 of 10 succeeded.
+        let mut out: Vec<Outcome1> = (0..10).map(|i| outcome(0.75, 0.75, i < 6)).collect();
+        out.extend((0..10).map(|i| outcome(0.25, 0.45, i < 5)));
+        let cal = chosen_calibration(&out);
+        let all = &cal[0];
+        assert_eq!((all.segment.as_str(), all.retries), ("all", 20));
+        // |7.5 − 6| + |2.5 − 5| over 20 retries; against the truth |7.5 − 7.5| + |2.5 − 4.5|.
+        assert!((all.ece - 4.0 / 20.0).abs() < 1e-6, "{all:?}");
+        assert!((all.ece_truth - 2.0 / 20.0).abs() < 1e-6, "{all:?}");
+        assert!((all.truth - 0.6).abs() < 1e-6 && (all.realised - 0.55).abs() < 1e-9, "{all:?}");
+        // A stage with no retries is still listed (empty), classes below 30 retries are not.
+        assert!(cal.iter().any(|c| c.segment == "later retries" && c.retries == 0 && c.ece == 0.0));
+        assert!(!cal.iter().any(|c| c.segment == "soft_funds"));
+        assert!(chosen_calibration(&[Outcome1::default()]).is_empty());
     }
 
     #[test]

@@ -259,11 +259,14 @@ fn print_summary(
     }
     let calibration = backtest::chosen_calibration(learned_out);
     if !calibration.is_empty() {
-        println!("\nlearned: calibration of the retries it chose (predicted P(success) against what happened; ECE over 10 bins)");
+        println!(
+            "\nlearned: calibration of the retries it chose (predicted P(success) against what happened, ECE over 10 bins; \
+             and against the world's own P, which has none of the outcomes' noise)"
+        );
         for c in &calibration {
             println!(
-                "  {:<12} {:>7} retries  predicted {:.3}  realised {:.3}  ECE {:.3}",
-                c.segment, c.retries, c.mean_predicted, c.realised, c.ece
+                "  {:<12} {:>7} retries  predicted {:.3}  realised {:.3}  ECE {:.3}  world's P {:.3}  ECE against it {:.3}",
+                c.segment, c.retries, c.mean_predicted, c.realised, c.ece, c.truth, c.ece_truth
             );
         }
     }
@@ -374,7 +377,7 @@ mod parts {
     use crate::backtest::{Case, Outcome1, Prediction, PREDICTIONS_KEPT};
 
     /// The part file format this build writes and reads.
-    const FORMAT: &str = "recoup-backtest-part/v1";
+    const FORMAT: &str = "recoup-backtest-part/v2";
 
     /// What a part was run with; every part of one merge must agree, and with the merge's own arguments.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -426,7 +429,8 @@ mod parts {
         cancelled: bool,
         violations: u32,
         forbidden_proposals: u32,
-        predictions: Vec<(f32, u8, u8, bool)>,
+        /// (predicted, class, retry number, succeeded, the world's own P).
+        predictions: Vec<(f32, u8, u8, bool, f32)>,
     }
 
     impl From<&Outcome1> for Stored {
@@ -444,7 +448,7 @@ mod parts {
                 forbidden_proposals: o.forbidden_proposals,
                 predictions: o.predictions[..(o.predicted as usize).min(PREDICTIONS_KEPT)]
                     .iter()
-                    .map(|p| (p.p, p.class, p.retry, p.succeeded))
+                    .map(|p| (p.p, p.class, p.retry, p.succeeded, p.truth))
                     .collect(),
             }
         }
@@ -453,8 +457,8 @@ mod parts {
     impl From<&Stored> for Outcome1 {
         fn from(s: &Stored) -> Outcome1 {
             let mut predictions = [Prediction::default(); PREDICTIONS_KEPT];
-            for (slot, &(p, class, retry, succeeded)) in predictions.iter_mut().zip(&s.predictions) {
-                *slot = Prediction { p, class, retry, succeeded };
+            for (slot, &(p, class, retry, succeeded, truth)) in predictions.iter_mut().zip(&s.predictions) {
+                *slot = Prediction { p, class, retry, succeeded, truth };
             }
             Outcome1 {
                 recovered: s.recovered,

@@ -444,6 +444,17 @@ impl World {
     /// it makes them cancel. Used by the oracle and for evaluation; a real
     /// policy never sees it.
     pub fn true_success_probability(&self, st: &EpisodeState, at: DateTime<Utc>, channel: Channel) -> f64 {
+        let attempted = self.true_success_if_attempted(st, at, channel);
+        if channel == Channel::None {
+            return attempted;
+        }
+        (1.0 - self.message_cancel_probability(st, channel)) * attempted
+    }
+
+    /// [`World::true_success_probability`] given that the retry is made: the message
+    /// (if any) did not make the payer cancel. What a model's P(the retry succeeds, if
+    /// it happens) should be; the backtest measures chosen retries' calibration against it.
+    pub fn true_success_if_attempted(&self, st: &EpisodeState, at: DateTime<Utc>, channel: Channel) -> f64 {
         if st.closed.is_some() || at > st.episode.window_end {
             return 0.0;
         }
@@ -457,7 +468,7 @@ impl World {
             DeclineClass::NeedsUpdate => self.success_probability(st, at, false, true),
             _ => self.success_probability(st, at, true, updated),
         };
-        (1.0 - self.message_cancel_probability(st, channel)) * (r * acted + (1.0 - r) * quiet)
+        r * acted + (1.0 - r) * quiet
     }
 
     /// Cost of a message on a channel, in minor units.

@@ -70,6 +70,21 @@ fn strategies_share_random_numbers_break_no_rule_and_the_oracle_leads() {
     }
     // The learned policy beats the random floor.
     assert!(net(oracle - 1) > net(strategies.len() - 1), "learned {} vs random {}", net(oracle - 1), net(strategies.len() - 1));
+
+    // Each chosen retry carries the world's own P of success given that it is made; the
+    // outcomes are draws from it, so they agree with it within their noise (a z-score),
+    // and the calibration table reports its ECE against it beside the realised one.
+    let chosen: Vec<_> = out[oracle - 1].iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
+    assert!(chosen.len() > 200, "{} chosen retries", chosen.len());
+    assert!(chosen.iter().all(|p| (0.0..=1.0).contains(&p.truth)), "a truth outside [0, 1]");
+    assert!(chosen.iter().any(|p| p.truth > 0.0) && chosen.iter().any(|p| p.truth < p.p), "truths all 0, or never below the prediction");
+    let surprise: f64 = chosen.iter().map(|p| p.succeeded as u8 as f64 - p.truth as f64).sum();
+    let var: f64 = chosen.iter().map(|p| p.truth as f64 * (1.0 - p.truth as f64)).sum();
+    assert!((surprise / var.sqrt()).abs() < 4.0, "outcomes {surprise:+.1} from the truth's sum (sd {:.1})", var.sqrt());
+    let cal = backtest::chosen_calibration(&out[oracle - 1]);
+    let all = cal.iter().find(|c| c.segment == "all").expect("an overall row");
+    let mean_truth = chosen.iter().map(|p| p.truth as f64).sum::<f64>() / chosen.len() as f64;
+    assert!((all.truth - mean_truth).abs() < 1e-9 && all.ece_truth >= (all.mean_predicted - all.truth).abs() - 1e-9, "{all:?}");
 }
 
 #[test]
