@@ -535,8 +535,10 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         if action.retry_at <= not_before || action.retry_at > st.episode.window_end {
             break;
         }
-        // The truth before the message is sent: the prediction was made before it too.
-        let truth = p.map(|_| world.true_success_if_attempted(&st, action.retry_at, action.channel));
+        // The truth before the message is sent (the prediction was made before it too),
+        // only for a prediction that will be kept.
+        let truth =
+            p.filter(|_| predicted < PREDICTIONS_KEPT).map(|_| world.true_success_if_attempted(&st, action.retry_at, action.channel));
         if world.approach(&mut st, action).is_some() {
             break;
         }
@@ -554,7 +556,7 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
         match world.attempt(&mut st, action.retry_at) {
             StepResult::Attempted { succeeded, .. } => {
                 not_before = action.retry_at;
-                if let (Some(p), Some(truth), true) = (p, truth, predicted < PREDICTIONS_KEPT) {
+                if let (Some(p), Some(truth)) = (p, truth) {
                     let retry = (st.attempts.len() - 1).min(255) as u8;
                     predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded, truth: truth as f32 };
                     predicted += 1;
