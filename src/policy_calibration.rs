@@ -48,7 +48,7 @@ use crate::engine::{self, EngineConfig, Request};
 use crate::export::{self, Open, Payers};
 use crate::history::History;
 use crate::model::{Platt, SuccessModel};
-pub use crate::train::{ActingCalibration, ActingCell, ActingCheck};
+pub use crate::train::{disagreement, ActingCalibration, ActingCell, ActingCheck, DISAGREE_SE};
 
 /// The kernel's bandwidth: a logged retry this many hours from the policy's choice weighs
 /// e^(−1/2) ≈ 0.61; one a day away, 0.14.
@@ -173,6 +173,7 @@ pub fn refit(model: &mut SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -
             model.class_platt[*class as usize][later as usize] = crate::train::departure(base, (d, 0.0));
             let weight: f64 = xs.iter().map(|x| x.2).sum();
             let mean = |f: &dyn Fn(&(f64, bool, f64)) -> f64| xs.iter().map(|x| x.2 * f(x)).sum::<f64>() / weight;
+            let se = residual_se(xs.iter().map(|x| (x.2, x.1, crate::model::sigmoid(x.0 + d))));
             out.cells.push(ActingCell {
                 class: <&str>::from(*class).to_string(),
                 stage: stage(later),
@@ -182,6 +183,7 @@ pub fn refit(model: &mut SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -
                 predicted_after: mean(&|x| crate::model::sigmoid(x.0 + d)),
                 observed: mean(&|x| x.1 as u8 as f64),
                 offset: d,
+                se,
             });
         }
     }
@@ -207,8 +209,72 @@ pub fn check(model: &SuccessModel, cfg: &EngineConfig, replays: &[Replay]) -> Ve
                 weight,
                 predicted: cell.iter().map(|s| s.weight * crate::model::sigmoid(s.x)).sum::<f64>() / weight,
                 observed: cell.iter().map(|s| s.weight * s.succeeded as u8 as f64).sum::<f64>() / weight,
+                se: residual_se(cell.iter().map(|s| (s.weight, s.succeeded, crate::model::sigmoid(s.x)))),
             });
         }
     }
     out
+}
+
+/// The standard error of a weighted mean residual `Σw(y − p) / Σw` over `(w, y, p)`: √Σw²(y − p)² / Σw
+/// (the sandwich form: no assumption that `p` is right, only that the retries are independent).
+fn residual_se(rows: impl Iterator<Item = (f64, bool, f64)>) -> f64 {
+    let (mut sw, mut s2) = (0.0, 0.0);
+    for (w, y, p) in rows {
+        let r = y as u8 as f64 - p;
+        sw += w;
+        s2 += w * w * r * r;
+    }
+    if sw > 0.0 {
+        s2.sqrt() / sw
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_residual_standard_error_is_the_weighted_sandwich_and_ignores_the_weights_scale() {
+        // Four retries at p = 0.5, weight 1: each residual ±0.5, so √(4 · 0.25) / 4 = 0.25.
+        let rows = [(1.0, true, 0.5), (1.0, false, 0.5), (1.0, true, 0.5), (1.0, false, 0.5)];
+        assert!((residual_se(rows.into_iter()) - 0.25).abs() < 1e-12);
+        // Scaling every weight leaves it; weighting one retry more moves it toward that retry alone.
+        assert!((residual_se(rows.iter().map(|&(w, y, p)| (3.0 * w, y, p))) - 0.25).abs() < 1e-12);
+        let skewed = residual_se([(9.0, true, 0.9), (1.0, false, 0.9)].into_iter());
+        assert!((skewed - (81.0f64 * 0.01 + 0.81).sqrt() / 10.0).abs() < 1e-12, "{skewed}");
+        assert_eq!(residual_se(std::iter::empty()), 0.0);
+    }
+
+    #[test]
+    fn disagreement_counts_both_windows_noise_and_is_none_without_it() {
+        let cell = ActingCell {
+            class: "soft_funds".into(),
+            stage: "first retry".into(),
+            retries: 300,
+            weight: 100.0,
+            predicted_before: 0.40,
+            predicted_after: 0.45,
+            observed: 0.45,
+            offset: 0.2,
+            se: 0.03,
+        };
+        let test = ActingCheck {
+            class: "soft_funds".into(),
+            stage: "first retry".into(),
+            retries: 600,
+            weight: 200.0,
+            predicted: 0.45,
+            observed: 0.35,
+            se: 0.04,
+        };
+        // −0.10 over √(0.03² + 0.04²) = 0.05.
+        let z = disagreement(&cell, &test).unwrap();
+        assert!((z + 2.0).abs() < 1e-9, "{z}");
+        // A model trained before the standard errors were kept says nothing, not "0 SE".
+        assert_eq!(disagreement(&ActingCell { se: 0.0, ..cell.clone() }, &test), None);
+        assert_eq!(disagreement(&cell, &ActingCheck { se: 0.0, ..test }), None);
+    }
 }

@@ -521,10 +521,37 @@ fn acting_calibration(s: &mut String, a: &crate::policy_calibration::ActingCalib
             c.class, c.stage, c.retries, c.weight, c.predicted_before, c.predicted_after, c.observed
         );
     }
-    let _ = writeln!(s, "\nHeld out: the test window's logged retries, weighted alike, against this model:\n");
-    let _ = writeln!(s, "| class | stage | retries with weight | weight | predicted | observed |\n|---|---|---|---|---|---|");
+    let _ = writeln!(s, "\nHeld out: the test window's logged retries, weighted alike, against this model. ± is the standard error");
+    let _ = writeln!(s, "of observed − predicted (√Σw²(y − p)² / Σw); the last column is that difference in standard errors of the");
+    let _ = writeln!(s, "held-out window and the refit together (a refit offset is itself fitted on a few hundred weighted retries):\n");
+    let _ = writeln!(
+        s,
+        "| class | stage | retries with weight | weight | predicted | observed | from the refit |\n|---|---|---|---|---|---|---|"
+    );
+    let mut beyond = Vec::new();
     for c in &a.test {
-        let _ = writeln!(s, "| {} | {} | {} | {:.0} | {:.3} | {:.3} |", c.class, c.stage, c.retries, c.weight, c.predicted, c.observed);
+        let z = a.disagreement(c);
+        let se = if c.se > 0.0 { format!(" ± {:.3}", c.se) } else { String::new() };
+        let zs = z.map_or("–".to_string(), |z| format!("{z:+.1} SE"));
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {:.0} | {:.3} | {:.3}{se} | {zs} |",
+            c.class, c.stage, c.retries, c.weight, c.predicted, c.observed
+        );
+        if z.is_some_and(|z| z.abs() > crate::train::DISAGREE_SE) {
+            beyond.push(format!("{} {} ({:+.3})", c.class, c.stage, c.observed - c.predicted));
+        }
+    }
+    if !beyond.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n**The windows disagree beyond their noise** (more than {} SE) in: {}.",
+            crate::train::DISAGREE_SE,
+            beyond.join(", ")
+        );
+        let _ = writeln!(s, "The calibration window and the test window differ there by drift or by one window's bad luck; the policy's");
+        let _ = writeln!(s, "retries in that cell may be off by about that much (observed − predicted in brackets). With many cells, one");
+        let _ = writeln!(s, "now and then is chance.");
     }
 }
 
@@ -713,5 +740,50 @@ mod tests {
         std::fs::write(dir.path().join(&v).join("model.json"), serde_json::to_string(&huge).unwrap()).unwrap();
         let e = load_version(dir.path(), &v).expect_err("refused").to_string();
         assert!(e.contains(&v) && e.contains("sane range"), "{e}");
+    }
+
+    /// The held-out table places each cell against its refit, and names the cells where the
+    /// windows disagree beyond their noise; a model trained before the standard errors were
+    /// kept shows "–", not "0 SE".
+    #[test]
+    fn the_card_names_cells_whose_windows_disagree_beyond_their_noise() {
+        use crate::train::{ActingCalibration, ActingCell, ActingCheck};
+        let cell = |class: &str, se: f64| ActingCell {
+            class: class.into(),
+            stage: "first retry".into(),
+            retries: 400,
+            weight: 150.0,
+            predicted_before: 0.40,
+            predicted_after: 0.45,
+            observed: 0.45,
+            offset: 0.2,
+            se,
+        };
+        let check = |class: &str, observed: f64, se: f64| ActingCheck {
+            class: class.into(),
+            stage: "first retry".into(),
+            retries: 800,
+            weight: 300.0,
+            predicted: 0.45,
+            observed,
+            se,
+        };
+        let mut a = ActingCalibration::skipped("unused");
+        a.skipped = None;
+        a.cells = vec![cell("soft_funds", 0.03), cell("soft_issuer", 0.03), cell("technical", 0.0)];
+        // −0.09 over √(0.03² + 0.04²) = 0.05 is −1.8 SE, not beyond 2; −0.15 is −3.0 SE.
+        a.test = vec![check("soft_funds", 0.36, 0.04), check("soft_issuer", 0.30, 0.04), check("technical", 0.30, 0.04)];
+        let mut card = String::new();
+        acting_calibration(&mut card, &a);
+        assert!(card.contains("| soft_funds | first retry | 800 | 300 | 0.450 | 0.360 ± 0.040 | -1.8 SE |"), "{card}");
+        assert!(card.contains("| soft_issuer | first retry | 800 | 300 | 0.450 | 0.300 ± 0.040 | -3.0 SE |"), "{card}");
+        assert!(card.contains("| technical | first retry | 800 | 300 | 0.450 | 0.300 ± 0.040 | – |"), "{card}");
+        assert!(card.contains("disagree beyond their noise** (more than 2 SE) in: soft_issuer first retry (-0.150)."), "{card}");
+        assert!(!card.contains("in: soft_funds") && !card.contains("technical first retry ("), "{card}");
+        // Nothing beyond: no such paragraph.
+        a.test.truncate(1);
+        let mut quiet = String::new();
+        acting_calibration(&mut quiet, &a);
+        assert!(!quiet.contains("disagree beyond"), "{quiet}");
     }
 }

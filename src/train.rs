@@ -959,6 +959,10 @@ pub struct ActingCell {
     pub observed: f64,
     /// The offset added to the scaling's logit.
     pub offset: f64,
+    /// Standard error of `observed` around the refitted predictions (the weighted residuals'
+    /// sandwich: √Σw²(y − p)² / Σw); 0 in models trained before it was kept.
+    #[serde(default)]
+    pub se: f64,
 }
 
 /// What the refit did, for the model card (a model trained before it existed reads as skipped).
@@ -987,7 +991,25 @@ pub struct ActingCheck {
     /// Weighted mean predicted success and realised.
     pub predicted: f64,
     pub observed: f64,
+    /// Standard error of `observed − predicted` (√Σw²(y − p)² / Σw); 0 in models trained
+    /// before it was kept.
+    #[serde(default)]
+    pub se: f64,
 }
+
+/// How far the held-out window's realised rate lies from the refitted model's prediction in
+/// a cell, in standard errors of that difference: the test window's own noise and the
+/// refit's (its offset was fitted on the calibration window's weighted retries) together.
+/// Beyond about 2 the two windows disagree by more than their noise: drift between them, or
+/// one window's bad luck, and the policy's retries in that cell may be off by about as much.
+/// `None` for a model trained before the standard errors were kept.
+pub fn disagreement(cell: &ActingCell, test: &ActingCheck) -> Option<f64> {
+    let se = (cell.se * cell.se + test.se * test.se).sqrt();
+    (cell.se > 0.0 && test.se > 0.0 && se.is_finite()).then(|| (test.observed - test.predicted) / se)
+}
+
+/// Held-out cells whose [`disagreement`] exceeds this many standard errors are named in the model card.
+pub const DISAGREE_SE: f64 = 2.0;
 
 impl Default for ActingCalibration {
     fn default() -> Self {
@@ -1008,6 +1030,12 @@ impl ActingCalibration {
         }
     }
 
+    /// [`crate::policy_calibration::disagreement`] of a held-out cell with its refit cell.
+    pub fn disagreement(&self, test: &ActingCheck) -> Option<f64> {
+        let cell = self.cells.iter().find(|r| r.class == test.class && r.stage == test.stage)?;
+        disagreement(cell, test)
+    }
+
     /// Training's progress output: a summary line, then one per cell refitted and held out.
     pub fn lines(&self) -> Vec<String> {
         if let Some(why) = &self.skipped {
@@ -1024,9 +1052,16 @@ impl ActingCalibration {
             )
         }));
         out.extend(self.test.iter().map(|c| {
+            let z = self.disagreement(c);
             format!(
-                "  held out (test window) {} {}: weight {:.0}, predicted {:.3}, observed {:.3}",
-                c.class, c.stage, c.weight, c.predicted, c.observed
+                "  held out (test window) {} {}: weight {:.0}, predicted {:.3}, observed {:.3} ± {:.3}{}",
+                c.class,
+                c.stage,
+                c.weight,
+                c.predicted,
+                c.observed,
+                c.se,
+                z.map_or(String::new(), |z| format!(" ({z:+.1} SE from the refit)"))
             )
         }));
         out

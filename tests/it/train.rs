@@ -504,9 +504,17 @@ fn training_refits_the_calibration_where_the_policy_acts() {
     assert!(a.cells.iter().any(|c| c.offset.abs() > 1e-3), "{a:?}");
     assert!(model.class_platt.iter().flatten().all(|p| p.a.is_finite() && p.b.is_finite()));
     assert!(!a.test.is_empty() && a.test.iter().all(|c| c.weight > 0.0 && (0.0..=1.0).contains(&c.predicted)), "{a:?}");
+    // Each side carries its noise, and a held-out cell is placed against its refit in those units.
+    assert!(a.cells.iter().all(|c| c.se > 0.0 && c.se < 0.5), "{a:?}");
+    assert!(a.test.iter().all(|c| c.se > 0.0 && c.se < 0.5), "{a:?}");
+    let funds = a.test.iter().find(|c| c.class == "soft_funds").expect("a held-out soft_funds cell");
+    let z = a.disagreement(funds).expect("both sides have a standard error");
+    assert!(z.is_finite() && z.signum() == (funds.observed - funds.predicted).signum(), "{z} {funds:?}");
+    assert!(said.contains("SE from the refit"), "{said}");
     let card = std::fs::read_to_string(tmp.path().join(&v).join("MODEL_CARD.md")).unwrap();
     assert!(card.contains("where the policy acts") && card.contains("logged retries replayed"), "{card}");
-    assert!(card.contains("Held out: the test window's logged retries"), "{card}");
+    assert!(card.contains("Held out: the test window's logged retries") && card.contains("| from the refit |"), "{card}");
+    assert!(card.contains(&format!("{:+.1} SE", z)), "{card}");
 }
 
 /// Sharded training's fit step reads one shard of payers back from the history for the
