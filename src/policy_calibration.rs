@@ -34,7 +34,8 @@
 //! skips this step and says why in the model card.
 //!
 //! Beside the refit, the refitted model is checked the same way on the test window's
-//! logged retries ([`check`]): held-out calibration where the policy acts, in the model card.
+//! logged retries ([`check`]): held-out calibration where the policy acts, in the model card,
+//! each cell with its standard error and its distance from the refit ([`disagreement`]).
 //!
 //! Side: learning (fits or evaluates over a loaded history or the simulator; in the binary crate, beside the edges).
 

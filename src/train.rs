@@ -1030,7 +1030,7 @@ impl ActingCalibration {
         }
     }
 
-    /// [`crate::policy_calibration::disagreement`] of a held-out cell with its refit cell.
+    /// [`disagreement`] of a held-out cell with its refit cell (the same class and stage).
     pub fn disagreement(&self, test: &ActingCheck) -> Option<f64> {
         let cell = self.cells.iter().find(|r| r.class == test.class && r.stage == test.stage)?;
         disagreement(cell, test)
