@@ -528,7 +528,6 @@ fn acting_calibration(s: &mut String, a: &crate::policy_calibration::ActingCalib
         s,
         "| class | stage | retries with weight | weight | predicted | observed | from the refit |\n|---|---|---|---|---|---|---|"
     );
-    let mut beyond = Vec::new();
     for c in &a.test {
         let z = a.disagreement(c);
         let se = if c.se > 0.0 { format!(" ± {:.3}", c.se) } else { String::new() };
@@ -538,10 +537,8 @@ fn acting_calibration(s: &mut String, a: &crate::policy_calibration::ActingCalib
             "| {} | {} | {} | {:.0} | {:.3} | {:.3}{se} | {zs} |",
             c.class, c.stage, c.retries, c.weight, c.predicted, c.observed
         );
-        if z.is_some_and(|z| z.abs() > crate::train::DISAGREE_SE) {
-            beyond.push(format!("{} {} ({:+.3})", c.class, c.stage, c.observed - c.predicted));
-        }
     }
+    let beyond = a.beyond_noise();
     if !beyond.is_empty() {
         let _ = writeln!(
             s,
@@ -780,10 +777,22 @@ mod tests {
         assert!(card.contains("| technical | first retry | 800 | 300 | 0.450 | 0.300 ± 0.040 | – |"), "{card}");
         assert!(card.contains("disagree beyond their noise** (more than 2 SE) in: soft_issuer first retry (-0.150)."), "{card}");
         assert!(!card.contains("in: soft_funds") && !card.contains("technical first retry ("), "{card}");
+        // Training's progress output says it too, after the held-out lines.
+        let said = a.lines();
+        assert_eq!(
+            said.last().map(String::as_str),
+            Some("  the calibration and test windows disagree beyond their noise (more than 2 SE) in: soft_issuer first retry (-0.150); see the model card"),
+            "{said:?}"
+        );
+        assert!(
+            said.iter().any(|l| l.contains("held out (test window) soft_issuer first retry") && l.contains("(-3.0 SE from the refit)")),
+            "{said:?}"
+        );
         // Nothing beyond: no such paragraph.
         a.test.truncate(1);
         let mut quiet = String::new();
         acting_calibration(&mut quiet, &a);
         assert!(!quiet.contains("disagree beyond"), "{quiet}");
+        assert!(a.lines().iter().all(|l| !l.contains("disagree beyond")), "{:?}", a.lines());
     }
 }

@@ -1036,7 +1036,18 @@ impl ActingCalibration {
         disagreement(cell, test)
     }
 
-    /// Training's progress output: a summary line, then one per cell refitted and held out.
+    /// The held-out cells whose [`disagreement`] with the refit exceeds [`DISAGREE_SE`], each
+    /// named `class stage (observed − predicted)`.
+    pub fn beyond_noise(&self) -> Vec<String> {
+        self.test
+            .iter()
+            .filter(|c| self.disagreement(c).is_some_and(|z| z.abs() > DISAGREE_SE))
+            .map(|c| format!("{} {} ({:+.3})", c.class, c.stage, c.observed - c.predicted))
+            .collect()
+    }
+
+    /// Training's progress output: a summary line, then one per cell refitted and held out,
+    /// then the cells where the windows disagree beyond their noise, if any.
     pub fn lines(&self) -> Vec<String> {
         if let Some(why) = &self.skipped {
             return vec![format!("calibration where the policy acts: skipped ({why})")];
@@ -1064,6 +1075,13 @@ impl ActingCalibration {
                 z.map_or(String::new(), |z| format!(" ({z:+.1} SE from the refit)"))
             )
         }));
+        let beyond = self.beyond_noise();
+        if !beyond.is_empty() {
+            out.push(format!(
+                "  the calibration and test windows disagree beyond their noise (more than {DISAGREE_SE} SE) in: {}; see the model card",
+                beyond.join(", ")
+            ));
+        }
         out
     }
 }
