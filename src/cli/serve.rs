@@ -61,7 +61,9 @@ pub struct Args {
     #[arg(long, env = "RECOUP_DECISION_LOG", value_name = "DIR|URL")]
     pub decision_log: Option<String>,
     /// Seconds between writes of the decision log: a kill -9 loses at most the decisions
-    /// answered in the last interval (reported outcomes are written before they are answered).
+    /// answered in the last interval, or since the last write when every core is saturated
+    /// (the writer runs at idle CPU priority; reported outcomes are written before they are
+    /// answered).
     /// Default 1 for a directory (one Parquet file per write), 0.02 for PostgreSQL (small
     /// transactions keep the database's CPU from coming in bursts that slow the handlers
     /// on a shared host).
