@@ -261,6 +261,23 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     assert_eq!(h.attempts.iter().filter(|a| a.attempt_number == 1 && a.propensity.is_none()).count(), 12 - followed.len());
 }
 
+/// Wait until the decision log at `target` (a directory or a PostgreSQL URL, as `recoup serve
+/// --decision-log` takes it) holds `decisions` decisions and `outcomes` outcomes (panics after
+/// `limit`, saying how many it found). The writer runs at idle CPU priority, so a test that
+/// kills a server waits for the flush rather than for a fixed time.
+pub(crate) fn wait_for_rows(target: &str, decisions: usize, outcomes: usize, limit: Duration) {
+    let target = recoup::decision_log::LogTarget::parse(target);
+    let start = std::time::Instant::now();
+    loop {
+        let (d, o) = recoup::decision_log::read_target(&target).expect("reads the decision log");
+        if (d.len(), o.len()) == (decisions, outcomes) || start.elapsed() > limit {
+            assert_eq!((d.len(), o.len()), (decisions, outcomes), "rows in the decision log after {:?}", start.elapsed());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// `kill -9` of a serving process loses no decision answered before the last flush (the
 /// guarantee `recoup serve --help` and the README state): the log is read once it holds
 /// every answer, the process killed, and the log read again.
@@ -304,15 +321,7 @@ fn a_kill_9_loses_no_decision_answered_before_the_last_flush() {
     // machine busy with other tests a flush can wait far longer than its interval (a fixed
     // 1.5 s wait failed in CI with other tests saturating both cores: 39 of 300 written).
     // What is flushed must survive the kill.
-    let start = std::time::Instant::now();
-    loop {
-        let (written, _) = recoup::decision_log::read(log_dir.path()).expect("the log reads while serving");
-        if written.len() == answered || start.elapsed() > Duration::from_secs(60) {
-            assert_eq!(written.len(), answered, "decisions in the log after {:?}", start.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_rows(log_dir.path().to_str().expect("a UTF-8 temp path"), answered, 0, Duration::from_secs(60));
     child.kill().expect("SIGKILL");
     let _ = child.wait();
     let (decisions, _) = recoup::decision_log::read(log_dir.path()).expect("the log reads after a kill");

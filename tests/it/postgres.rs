@@ -11,6 +11,7 @@ use chrono::{TimeZone, Utc};
 use recoup::api::v1;
 use recoup::api::v1::retry_decider_client::RetryDeciderClient;
 
+use crate::closed_loop::wait_for_rows;
 use crate::serve::registry;
 
 /// A running throwaway PostgreSQL server; stopped (immediately) on drop.
@@ -147,21 +148,6 @@ pub(crate) async fn connect(port: u16) -> RetryDeciderClient<tonic::transport::C
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("the server did not come up on {port}")
-}
-
-/// Wait until the database at `url` holds `decisions` decisions and `outcomes` outcomes
-/// (panics after `limit`, saying how many it found).
-fn wait_for_rows(url: &str, decisions: usize, outcomes: usize, limit: Duration) {
-    let target = recoup::decision_log::LogTarget::parse(url);
-    let start = std::time::Instant::now();
-    loop {
-        let (d, o) = recoup::decision_log::read_target(&target).expect("reads the database");
-        if (d.len(), o.len()) == (decisions, outcomes) || start.elapsed() > limit {
-            assert_eq!((d.len(), o.len()), (decisions, outcomes), "rows in the database after {:?}", start.elapsed());
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// Decisions and acknowledged reports land in PostgreSQL; a `kill -9` loses none answered
