@@ -39,7 +39,7 @@ use crate::support::Observed;
 use crate::train::TrainingSet;
 
 /// The shard directory format this build writes and reads.
-pub const FORMAT: &str = "recoup-shard/v1";
+pub const FORMAT: &str = "recoup-shard/v2";
 
 /// Everything training estimates from, for a whole history or a shard of its payers.
 #[derive(Debug, Clone, Default)]
@@ -186,6 +186,10 @@ pub fn write_shard(dir: &Path, d: &Digest, meta: &ShardMeta) -> Result<PathBuf, 
     cols.push(Column::new("payer".into(), s.payers.clone()));
     cols.push(Column::new("seq".into(), s.seq.clone()));
     cols.push(Column::new("payment".into(), s.payments.clone()));
+    // The retry's exact local day, hour and spacing (v2): the model card's finer residuals.
+    cols.push(Column::new("day_of_month".into(), s.stamps.iter().map(|t| t.day_of_month as u32).collect::<Vec<u32>>()));
+    cols.push(Column::new("local_hour".into(), s.stamps.iter().map(|t| t.local_hour as u32).collect::<Vec<u32>>()));
+    cols.push(Column::new("hours_since_last".into(), s.stamps.iter().map(|t| t.hours_since_last as u32).collect::<Vec<u32>>()));
     write_parquet(&tmp.join("examples.parquet"), cols)?;
     let o = &d.observed;
     write_parquet(
@@ -404,6 +408,7 @@ fn read_examples(path: &Path, meta: &ShardMeta) -> Result<TrainingSet, DigestErr
     drop(cols);
     let (labels, at, decline) = (ex.bools("label")?, ex.i64s("at_ns")?, ex.i32s("decline")?);
     let (payers, seq, payments) = (ex.u64s("payer")?, ex.u32s("seq")?, ex.u32s("payment")?);
+    let (day, hour, since) = (ex.u32s("day_of_month")?, ex.u32s("local_hour")?, ex.u32s("hours_since_last")?);
     for i in 0..n {
         set.labels.push(ex.need(&labels, i, "label")?);
         set.times.push(ex.time(at[i], i, "at_ns")?);
@@ -415,6 +420,15 @@ fn read_examples(path: &Path, meta: &ShardMeta) -> Result<TrainingSet, DigestErr
             return Err(ex.bad(i, "payment", "beyond the shard's payment count"));
         }
         set.payments.push(p);
+        let (d, h, gap) = (ex.need(&day, i, "day_of_month")?, ex.need(&hour, i, "local_hour")?, ex.need(&since, i, "hours_since_last")?);
+        if !(1..=31).contains(&d) {
+            return Err(ex.bad(i, "day_of_month", "not a day of the month"));
+        }
+        if h > 23 {
+            return Err(ex.bad(i, "local_hour", "not an hour of the day"));
+        }
+        let hours_since_last = u16::try_from(gap).map_err(|_| ex.bad(i, "hours_since_last", "beyond 65535"))?;
+        set.stamps.push(crate::train::Stamp { day_of_month: d as u8, local_hour: h as u8, hours_since_last });
     }
     Ok(set)
 }

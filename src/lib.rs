@@ -23,6 +23,7 @@
 //! - [`export`]: the calibrated recovery forecast of payments open at a cut-off.
 //! - [`learning_curve`]: sampling payers by a stable hash, and test log loss against sample size.
 //! - [`drift`]: the key features' population in training and live, compared by PSI.
+//! - [`residuals`]: where a model is wrong on a history, per feature level and finer than its levels.
 //!
 //! Edges:
 //! - [`history`]: loads and validates payment-attempt history (polars) per contract v1.
@@ -63,6 +64,7 @@ pub mod pipeline;
 pub mod policy_calibration;
 pub mod registry;
 pub mod report;
+pub mod residuals;
 pub mod s3;
 pub mod serve;
 pub mod sim;

@@ -321,6 +321,15 @@ fn fit_and_write(
     for line in trained.report.acting_calibration.lines() {
         progress(&line);
     }
+    // Where the final model is wrong on the test split, finer than its levels when the
+    // examples carry their local times (a sharded run's do not).
+    let test_start = crate::train::split_points(set.len(), &job.cfg).1;
+    let finer = set.stamps.len() == set.len();
+    let residuals = crate::train::residuals(set, &trained.model, test_start).summary(finer);
+    for line in residuals.lines() {
+        progress(&line);
+    }
+    trained.report.residuals = Some(residuals);
     if let Some(dir) = &job.export_features {
         export_features(set, &job.cfg, &trained.model, dir)?;
         let summary = serde_json::json!({

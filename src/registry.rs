@@ -321,11 +321,12 @@ fn metrics_row(name: &str, m: &Metrics) -> String {
 /// The human-readable model card: its sections in order.
 pub fn model_card(m: &Manifest, r: &TrainReport, model: &SuccessModel) -> String {
     let mut s = String::new();
-    let sections: [CardSection; 8] = [
+    let sections: [CardSection; 9] = [
         overview,
         channel_response,
         failed_retries_section,
         class_calibration,
+        residuals_section,
         attrition_section,
         asks_section,
         support_section,
@@ -682,6 +683,84 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
             let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
             let _ = writeln!(s, "- {label}: {}", c.describe());
         }
+    }
+}
+
+/// Where the model is wrong on the test split ([`crate::residuals`]).
+fn residuals_section(s: &mut String, _m: &Manifest, r: &TrainReport, _model: &SuccessModel) {
+    let _ = writeln!(s, "\n## Where the model is wrong (test split)\n");
+    let Some(res) = &r.residuals else {
+        let _ =
+            writeln!(s, "Not measured (a model trained before it existed): `recoup models residuals VERSION --history PATH` measures it.");
+        return;
+    };
+    let _ = writeln!(s, "The test split's {} retries scored as the model serves them; error = observed − predicted, with a", res.retries);
+    let _ = writeln!(
+        s,
+        "standard error clustered by payer. A cell is flagged at {} SE: a class by its own error, any",
+        crate::residuals::FLAG_Z
+    );
+    let _ = writeln!(s, "other cell (a class × a feature level, or finer: the exact local day of month, local hour, hours since the");
+    let _ = writeln!(s, "last attempt in 6 h steps) by how far its error lies from its class's.\n");
+    let _ = writeln!(s, "| class | retries | predicted | observed | error ± SE |\n|---|---|---|---|---|");
+    for c in &res.classes {
+        let flag = if c.flagged() { " **flagged**" } else { "" };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.3} | {:.3} | {:+.3} ± {:.3}{flag} |",
+            c.class,
+            c.retries,
+            c.predicted,
+            c.observed,
+            c.observed - c.predicted,
+            c.se
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\n{} of {} cells flagged{}.",
+        res.flagged_cells,
+        res.cells_tested,
+        if res.flagged.len() < res.flagged_cells { format!(" (the {} furthest below)", res.flagged.len()) } else { String::new() }
+    );
+    if !res.flagged.is_empty() {
+        let _ = writeln!(s, "\n| class | cut | value | model level | retries | predicted | observed | SE from the class |\n|---|---|---|---|---|---|---|---|");
+        for c in &res.flagged {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:+.1} |",
+                c.class,
+                c.cut,
+                c.value,
+                c.level.as_deref().unwrap_or("–"),
+                c.retries,
+                c.predicted,
+                c.observed,
+                c.z_within.unwrap_or(0.0)
+            );
+        }
+    }
+    if !res.finer {
+        let _ = writeln!(s, "\nThe finer cuts were not made (a sharded run's examples keep only the model's levels): `recoup models residuals` on the history makes them.");
+        return;
+    }
+    let _ = writeln!(s, "\n**Inside the model's levels.** The model gives every value of a level the same terms. Per level, a χ² test");
+    let _ = writeln!(s, "of whether its exact values agree ({} levels tested): ", res.levels_tested);
+    if res.flagged_levels.is_empty() {
+        let _ = writeln!(s, "none disagrees beyond {} SE.", crate::residuals::FLAG_Z);
+    } else {
+        let _ =
+            writeln!(s, "\n| class | level | by | values | retries | χ² score | furthest value: error |\n|---|---|---|---|---|---|---|");
+        for w in &res.flagged_levels {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.1} | {}: {:+.3} |",
+                w.class, w.level, w.cut, w.values, w.retries, w.score, w.worst_value, w.worst_error
+            );
+        }
+        let _ = writeln!(s, "\nSuch a level holds structure the model cannot represent (a calendar event inside a 5-day level, an hour");
+        let _ = writeln!(s, "unlike its neighbours); the engine picks the best hour inside a level and may land on its wrong part.");
+        let _ = writeln!(s, "`recoup models residuals VERSION --history PATH --cut day_of_month_exact` shows every value.");
     }
 }
 

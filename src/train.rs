@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use strum::VariantArray;
@@ -47,6 +47,30 @@ pub struct TrainingSet {
     /// The payment of the retry: an id unique within the set (in one history, its
     /// [`crate::domain::PaymentIx`]).
     pub payments: Vec<u32>,
+    /// The retry's time finer than the model's levels (what `recoup models residuals` cuts
+    /// by); empty for a set read back from shards, which keep only what the fit needs.
+    pub stamps: Vec<Stamp>,
+}
+
+pub use crate::residuals::Stamp;
+
+/// Where `model` is wrong on the examples `from..` of `set` ([`crate::residuals`]): each
+/// scored as served. `set` holds the examples before `from` too, since a retry's
+/// failed-retries correction reads its payment's earlier retries.
+pub fn residuals(set: &TrainingSet, model: &SuccessModel, from: usize) -> crate::residuals::Residuals {
+    let examples = failed_retry_examples(set, model);
+    let p = calibrated(model, &examples[from..]);
+    let tail = &examples[from..];
+    let classes: Vec<DeclineClass> = tail.iter().map(|e| e.class).collect();
+    let succeeded: Vec<bool> = tail.iter().map(|e| e.succeeded).collect();
+    crate::residuals::residuals(&crate::residuals::Scored {
+        columns: &set.columns[from * ACTIVE..],
+        p: &p,
+        classes: &classes,
+        succeeded: &succeeded,
+        payers: set.payers.get(from..).unwrap_or_default(),
+        stamps: set.stamps.get(from..).unwrap_or_default(),
+    })
 }
 
 impl TrainingSet {
@@ -88,7 +112,6 @@ pub fn evidence_before(events: &[(DateTime<Utc>, Evidence)], cutoff: DateTime<Ut
 
 /// Every retry of the history as the support counts it ([`crate::support`]).
 pub fn observed_retries(h: &History) -> Vec<crate::support::Observed> {
-    use chrono::Timelike;
     let mut out = Vec::new();
     for p in h.payments() {
         for (k, w) in p.windows(2).enumerate() {
@@ -163,6 +186,9 @@ pub fn build_placed(h: &History, places: &[u64]) -> TrainingSet {
                     out.payers.push(payer);
                     out.seq.push(out.seq.len() as u32);
                     out.payments.push(a.payment.0);
+                    let local = a.attempted_at.with_timezone(&tz);
+                    let since = (a.attempted_at - p[k - 1].attempted_at).num_hours().clamp(0, u16::MAX as i64) as u16;
+                    out.stamps.push(Stamp { day_of_month: local.day() as u8, local_hour: local.hour() as u8, hours_since_last: since });
                 }
             }
             out
@@ -186,6 +212,11 @@ impl TrainingSet {
             all.payers.extend(p.payers);
             all.seq.extend(p.seq);
             all.payments.extend(p.payments);
+            all.stamps.extend(p.stamps);
+        }
+        // Stamps are kept only when every part has them.
+        if all.stamps.len() != all.labels.len() {
+            all.stamps.clear();
         }
         let mut order: Vec<usize> = (0..all.len()).collect();
         order.par_sort_unstable_by_key(|&i| (all.times[i], all.payers[i], all.seq[i]));
@@ -208,6 +239,7 @@ impl TrainingSet {
             payers: ix.iter().map(|&i| self.payers.get(i).copied().unwrap_or(0)).collect(),
             seq: ix.iter().map(|&i| self.seq.get(i).copied().unwrap_or(0)).collect(),
             payments: ix.iter().map(|&i| self.payments.get(i).copied().unwrap_or(u32::MAX)).collect(),
+            stamps: if self.stamps.len() == self.len() { ix.iter().map(|&i| self.stamps[i]).collect() } else { Vec::new() },
         }
     }
 
@@ -767,7 +799,7 @@ pub fn fit_departure(xs: &[(f64, bool, f64)], ridge: f64, slope: bool) -> (f64, 
 
 /// The calibrated P of `examples` with `model`'s calibration as it is now: the failed-retries
 /// shift, then the scaling of the example's decline class and retry stage.
-fn calibrated(model: &SuccessModel, examples: &[crate::failed_retries::Example]) -> Vec<f64> {
+pub fn calibrated(model: &SuccessModel, examples: &[crate::failed_retries::Example]) -> Vec<f64> {
     examples
         .iter()
         .map(|e| model.platt_for(e.class, e.retries).calibrate(e.logit + model.failed_retries.shift(e.class, e.retries, e.expected)))
@@ -940,6 +972,10 @@ pub struct TrainReport {
     /// `model` and `class_calibration` are of the refitted model.
     #[serde(default)]
     pub acting_calibration: ActingCalibration,
+    /// Where the final model is wrong on the test split ([`crate::residuals`]); `None` for a
+    /// model trained before it existed.
+    #[serde(default)]
+    pub residuals: Option<crate::residuals::Summary>,
 }
 
 /// Calibration where the policy acts (`src/policy_calibration.rs`), one decline class at one
@@ -1493,6 +1529,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         class_calibration: class_calibration(&examples[test_start..], &p_test),
         population: Default::default(),
         acting_calibration: Default::default(),
+        residuals: None,
     };
     Ok(Trained { model, report, fit_seconds, test_examples: examples[test_start..].to_vec() })
 }

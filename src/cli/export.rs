@@ -132,7 +132,7 @@ fn per_pass(path: &Path, pass: u64) -> PathBuf {
     crate::history::reject_file_for(path, &format!("pass{}", pass + 1))
 }
 
-fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
+pub(super) fn parse_as_of(s: &str) -> Result<DateTime<Utc>, String> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -120,7 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::History(args) => history::run(args, cli.quiet),
         Command::Simulate(args) => simulate::run(args, cli.quiet),
         Command::Train(args) => train::run(args, cli.quiet),
-        Command::Models(args) => models::run(args),
+        Command::Models(args) => models::run(args, cli.quiet),
         Command::Serve(args) => serve::run(args),
         Command::Decide(args) => decide::run(args),
         Command::Backtest(args) => backtest::run(args, cli.quiet),

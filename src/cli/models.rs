@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
 use crate::model_store::ModelStore;
@@ -37,6 +38,31 @@ pub enum ModelsCommand {
         #[arg(value_name = "VERSION", env = "RECOUP_MODELS_NAME")]
         name: String,
     },
+    /// Where a version is wrong on a history: the history's retries scored as the model
+    /// serves them, predicted against realised success per decline class, cut by every
+    /// feature level and finer than the model's levels; cells beyond their noise flagged.
+    #[command(after_help = RESIDUALS_HELP)]
+    Residuals {
+        /// Version name, or `current`.
+        #[arg(value_name = "VERSION", env = "RECOUP_MODELS_NAME")]
+        name: String,
+        /// History to score: a Parquet/CSV file, a directory of them, or an s3:// URL (the
+        /// one the version was trained on, or a newer one).
+        #[arg(long, value_name = "PATH", env = "RECOUP_RESIDUALS_HISTORY")]
+        history: PathBuf,
+        /// Score the retries from this time on (RFC 3339 or YYYY-MM-DD), or `all`. Default:
+        /// the version's test split start, so only retries it neither fitted nor calibrated on.
+        #[arg(long, value_name = "TIME|all", env = "RECOUP_RESIDUALS_SINCE")]
+        since: Option<String>,
+        /// Also print every value of this cut (repeatable): a feature group
+        /// (`card_funding`, `day_of_month`…) or a finer cut (`day_of_month_exact`,
+        /// `local_hour_exact`, `hours_since_last_6h`).
+        #[arg(long, value_name = "CUT", env = "RECOUP_RESIDUALS_CUT", value_delimiter = ',')]
+        cut: Vec<String>,
+        /// Print everything as JSON instead.
+        #[arg(long, env = "RECOUP_RESIDUALS_JSON")]
+        json: bool,
+    },
     /// Copy another registry's current version if this one lacks it, and make it current
     /// when this one has none (a fresh model store gets the image's bundled model; a store
     /// that has a current model keeps it).
@@ -47,8 +73,29 @@ pub enum ModelsCommand {
     },
 }
 
+const RESIDUALS_HELP: &str = "\
+Every retry is scored at its logged time and channel with everything the engine uses
+(the failed-retries correction, the per-class calibration). Per decline class, each cell
+is observed − predicted success over its retries, with a standard error clustered by
+payer; cells of at least 30 retries (and 5 expected successes and failures) that
+are 4 standard errors off are flagged: a class by its own error, any other cell by
+how far its error lies from its class's.
+
+The finer cuts check an assumption of the model: that every value inside one of its
+levels behaves alike (days 11 to 15 share `day_of_month=11-15`, hours 7 to 9 share
+`local_hour=7-9`). Per level, a chi-square test says whether its exact values agree;
+a level that fails holds structure the model cannot see, and the engine, which picks
+the best hour inside a level, may act on the wrong part of it.
+
+Exit code 0 whatever is flagged (it is a report); 2 on a bad version or history.
+
+Examples:
+  recoup models residuals current --history data/sample/
+  recoup models residuals 20261202-221706-63e0a43d --history new-month.parquet --since all
+  recoup models residuals current --history h.parquet --cut day_of_month_exact --json";
+
 /// Run `recoup models`.
-pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
+pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     let store = ModelStore::open(&a.dir)?;
     let name = store.name();
     match &a.command {
@@ -89,10 +136,72 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
                 store.current()?
             );
         }
+        ModelsCommand::Residuals { name, history, since, cut, json } => {
+            let v = if name == "current" { store.current()? } else { name.clone() };
+            residuals(&store, &v, history, since.as_deref(), cut, *json, quiet)?;
+        }
         ModelsCommand::Promote { name: version } => {
             store.promote(version)?;
             println!("{version} is now the current model in {}", name.display());
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `recoup models residuals`.
+fn residuals(
+    store: &ModelStore,
+    version: &str,
+    path: &std::path::Path,
+    since: Option<&str>,
+    cuts: &[String],
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let started = std::time::Instant::now();
+    let say = |m: &str| {
+        if !quiet {
+            eprintln!("[{:>6.1}s] {m}", started.elapsed().as_secs_f64());
+        }
+    };
+    let known = crate::residuals::cut_names();
+    for c in cuts {
+        anyhow::ensure!(known.iter().any(|k| k == c), "--cut {c:?}: not a cut; one of {}", known.join(", "));
+    }
+    let (_, report) = store.describe(version)?;
+    let model = store.load_version(version)?;
+    let from: Option<DateTime<Utc>> = match since {
+        Some("all") => None,
+        Some(s) => Some(super::export::parse_as_of(s).map_err(|e| anyhow::anyhow!("--since: {e}"))?),
+        None => report.test_from,
+    };
+    super::mirror_history(path, &say)?;
+    let h = crate::history::load(path, &crate::history::LoadOptions::default())
+        .with_context(|| format!("loading history {}", path.display()))?;
+    say(&format!("loaded {} attempts from {}", h.attempts.len(), path.display()));
+    let set = crate::train::build(&h);
+    let start = from.map_or(0, |t| set.times.partition_point(|x| *x < t));
+    anyhow::ensure!(
+        start < set.len(),
+        "{}: no retry at or after {} ({} retries in all){}",
+        path.display(),
+        from.map(|t| t.to_rfc3339()).unwrap_or_default(),
+        set.len(),
+        if since.is_none() { "; the default is the version's test split start: --since all scores every retry" } else { "" }
+    );
+    say(&format!("scoring {} retries with model {version}", set.len() - start));
+    let r = crate::train::residuals(&set, &model, start);
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "version": version, "history": path, "since": from, "flag_z": crate::residuals::FLAG_Z,
+                "min_retries": crate::residuals::MIN_RETRIES, "residuals": r,
+            }))?
+        );
+        return Ok(());
+    }
+    print!("{}", crate::residuals::text(&r, version, from, cuts));
+    Ok(())
 }

@@ -321,3 +321,56 @@ fn an_error_says_each_cause_once() {
         assert!(err.contains("nowhere"), "{err}");
     }
 }
+
+/// `models residuals` on the bundled model and the sample it was trained on: by default
+/// only the retries of its test split, every class and cut there, probabilities in [0, 1];
+/// a cut it does not know and a time after the history are clear errors.
+#[test]
+fn models_residuals_scores_the_test_split_and_refuses_what_it_cannot_cut() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = recoup().current_dir(root).args(["models", "residuals", "current", "--history", "data/sample/", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let version = v["version"].as_str().unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models").join(version).join("metrics.json")).unwrap()).unwrap();
+    // The default range is the model's test split: as many retries as it was tested on.
+    assert_eq!(v["since"], metrics["test_from"]);
+    let r = &v["residuals"];
+    assert_eq!(r["retries"], metrics["test_examples"]);
+    let classes: Vec<&str> = r["classes"].as_array().unwrap().iter().map(|c| c["class"].as_str().unwrap()).collect();
+    assert!(classes.contains(&"soft_funds") && classes.contains(&"soft_issuer"), "{classes:?}");
+    let cells = r["cells"].as_array().unwrap();
+    for c in cells {
+        for k in ["predicted", "observed"] {
+            let p = c[k].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&p), "{c}");
+        }
+    }
+    let day = cells.iter().find(|c| c["cut"] == "day_of_month_exact" && c["value"] == "3" && c["class"] == "soft_funds").unwrap();
+    assert_eq!(day["level"], "day_of_month=1-5");
+    // Every soft-funds retry falls in one day of the month.
+    let funds = r["classes"].as_array().unwrap().iter().find(|c| c["class"] == "soft_funds").unwrap();
+    let by_day: u64 = cells
+        .iter()
+        .filter(|c| c["cut"] == "day_of_month_exact" && c["class"] == "soft_funds")
+        .map(|c| c["retries"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_day, funds["retries"].as_u64().unwrap());
+
+    let bad = recoup()
+        .current_dir(root)
+        .args(["models", "residuals", "current", "--history", "data/sample/", "--cut", "moon_phase"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("--cut \"moon_phase\": not a cut") && err.contains("day_of_month_exact"), "{err}");
+    let late = recoup()
+        .current_dir(root)
+        .args(["models", "residuals", "current", "-q", "--history", "data/sample/", "--since", "2031-01-01"])
+        .output()
+        .unwrap();
+    assert_eq!(late.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&late.stderr).contains("no retry at or after 2031-01-01"), "{}", String::from_utf8_lossy(&late.stderr));
+}

@@ -197,12 +197,22 @@ fn training_twice_gives_identical_artifacts_and_the_registry_promotes_atomically
     recoup().args(["models", "promote", &va, "--dir"]).arg(&a).assert().success();
     assert_eq!(recoup::registry::current(&a).unwrap(), va);
     recoup().args(["models", "list", "--dir"]).arg(&a).assert().success().stdout(predicates::str::contains(format!("* {va}")));
-    recoup()
-        .args(["models", "show", "current", "--dir"])
-        .arg(&a)
-        .assert()
-        .success()
-        .stdout(predicates::str::contains("baseline: rate per decline code").and(predicates::str::contains("loads with this build: yes")));
+    recoup().args(["models", "show", "current", "--dir"]).arg(&a).assert().success().stdout(
+        predicates::str::contains("baseline: rate per decline code")
+            .and(predicates::str::contains("## Where the model is wrong (test split)"))
+            .and(predicates::str::contains("loads with this build: yes")),
+    );
+    // The card's residuals are those `models residuals` measures on the same history.
+    let (_, report) = recoup::registry::describe(&a, &va).expect("metrics");
+    let card = report.residuals.expect("training measured the residuals");
+    assert!(card.finer, "a single-process train makes the finer cuts");
+    assert_eq!(card.retries, report.test_examples);
+    let out =
+        recoup().args(["models", "residuals", "current", "-q", "--json", "--dir"]).arg(&a).arg("--history").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let measured: Vec<recoup::residuals::Cell> = serde_json::from_value(v["residuals"]["classes"].clone()).unwrap();
+    assert_eq!(measured, card.classes);
     recoup()
         .args(["models", "promote", "nope", "--dir"])
         .arg(&a)
