@@ -697,8 +697,9 @@ fn residuals_section(s: &mut String, _m: &Manifest, r: &TrainReport, _model: &Su
     let _ = writeln!(s, "The test split's {} retries scored as the model serves them; error = observed − predicted, with a", res.retries);
     let _ = writeln!(
         s,
-        "standard error clustered by payer. A cell is flagged at {} SE: a class by its own error, any",
-        crate::residuals::FLAG_Z
+        "standard error clustered by payer. A cell is flagged at {} SE and {} points: a class by its own error, any",
+        crate::residuals::FLAG_Z,
+        100.0 * crate::residuals::MIN_ERROR
     );
     let _ = writeln!(s, "other cell (a class × a feature level, or finer: the exact local day of month, local hour, hours since the");
     let _ = writeln!(s, "last attempt in 6 h steps) by how far its error lies from its class's.\n");
@@ -750,12 +751,12 @@ fn residuals_section(s: &mut String, _m: &Manifest, r: &TrainReport, _model: &Su
         let _ = writeln!(s, "none disagrees beyond {} SE.", crate::residuals::FLAG_Z);
     } else {
         let _ =
-            writeln!(s, "\n| class | level | by | values | retries | χ² score | furthest value: error |\n|---|---|---|---|---|---|---|");
+            writeln!(s, "\n| class | level | by | values | retries | χ² score | the level's error | furthest value: error |\n|---|---|---|---|---|---|---|---|");
         for w in &res.flagged_levels {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.1} | {}: {:+.3} |",
-                w.class, w.level, w.cut, w.values, w.retries, w.score, w.worst_value, w.worst_error
+                "| {} | {} | {} | {} | {} | {:.1} | {:+.3} | {}: {:+.3} |",
+                w.class, w.level, w.cut, w.values, w.retries, w.score, w.level_error, w.worst_value, w.worst_error
             );
         }
         let _ = writeln!(s, "\nSuch a level holds structure the model cannot represent (a calendar event inside a 5-day level, an hour");

@@ -26,6 +26,11 @@ use crate::features::{group_column, group_levels, group_names, ACTIVE, GROUP_SIZ
 /// false alarm over the 300 or so cells a history fills (two-sided 6e-5 each).
 pub const FLAG_Z: f64 = 4.0;
 
+/// Nor is an error (or a cell's distance from its class's, or a value's from its level's)
+/// below this, however sure: on millions of retries a point of error is many standard
+/// errors, and not worth acting on.
+pub const MIN_ERROR: f64 = 0.02;
+
 /// Cells with fewer retries are listed but never flagged (their normal approximation is poor).
 pub const MIN_RETRIES: usize = 30;
 
@@ -68,13 +73,17 @@ pub struct Cell {
     /// The cell's error less its class's (the structure inside the class, apart from a
     /// shift of the whole class), in standard errors; `None` for a class's own row.
     pub z_within: Option<f64>,
+    /// That difference itself: the cell's error less its class's.
+    #[serde(default)]
+    pub apart: Option<f64>,
 }
 
 impl Cell {
     /// Flagged: enough retries and at least [`FLAG_Z`] standard errors off, a class's row
     /// by its own error, a cell by how far it lies from its class's.
     pub fn flagged(&self) -> bool {
-        self.z_within.or(if self.cut == "all" { self.z } else { None }).is_some_and(|z| z.abs() >= FLAG_Z)
+        let size = if self.cut == "all" { Some(self.observed - self.predicted) } else { self.apart };
+        self.score().abs() >= FLAG_Z && size.is_some_and(|e| e.abs() >= MIN_ERROR)
     }
 
     /// The figure [`Cell::flagged`] reads.
@@ -100,11 +109,14 @@ pub struct WithinLevel {
     /// The value furthest from the level's own error, and its error (observed − predicted).
     pub worst_value: String,
     pub worst_error: f64,
+    /// The level's own error (observed − predicted over the values tested).
+    #[serde(default)]
+    pub level_error: f64,
 }
 
 impl WithinLevel {
     pub fn flagged(&self) -> bool {
-        self.score >= FLAG_Z
+        self.score >= FLAG_Z && (self.worst_error - self.level_error).abs() >= MIN_ERROR
     }
 }
 
@@ -370,9 +382,10 @@ fn cell(class: DeclineClass, cut: &str, value: &str, level: Option<String>, a: &
     let se = a.variance().sqrt() / n;
     let z = (a.testable() && se > 0.0).then(|| (a.y - a.p) / n / se);
     // A cell of more than half its class is judged by the rest of the class (its complement).
-    let z_within = whole.filter(|w| a.testable() && se > 0.0 && 2 * a.n <= w.n).map(|w| {
+    let within = whole.filter(|w| a.testable() && se > 0.0 && 2 * a.n <= w.n).map(|w| {
         let share = a.n as f64 / w.n as f64;
-        ((a.y - a.p) / n - (w.y - w.p) / w.n as f64) / (se * (1.0 - share).sqrt())
+        let apart = (a.y - a.p) / n - (w.y - w.p) / w.n as f64;
+        (apart / (se * (1.0 - share).sqrt()), apart)
     });
     Cell {
         class: <&str>::from(class).to_string(),
@@ -384,7 +397,8 @@ fn cell(class: DeclineClass, cut: &str, value: &str, level: Option<String>, a: &
         observed: a.y / n,
         se,
         z,
-        z_within,
+        z_within: within.map(|w| w.0),
+        apart: within.map(|w| w.1),
     }
 }
 
@@ -470,6 +484,7 @@ fn agreement(vals: &[(usize, &Acc)], names: &[String]) -> Option<WithinLevel> {
         score: wilson_hilferty(chi2, df),
         worst_value: names[worst].clone(),
         worst_error: err,
+        level_error,
     })
 }
 
@@ -488,11 +503,10 @@ pub fn cut_names() -> Vec<String> {
 }
 
 /// The report for a terminal: per class, the flagged cells and levels, then the cuts asked for.
-pub fn text(r: &Residuals, version: &str, since: Option<chrono::DateTime<chrono::Utc>>, cuts: &[String]) -> String {
+pub fn text(r: &Residuals, version: &str, window: &str, cuts: &[String]) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let from = since.map_or("the first retry".to_string(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string());
-    let _ = writeln!(s, "model {version}: {} retries from {from} on, scored as the model serves them\n", r.retries);
+    let _ = writeln!(s, "model {version}: {} retries {window}, scored as the model serves them\n", r.retries);
     let row = |c: &Cell| {
         let z = c.z.map_or("    –".to_string(), |z| format!("{z:+5.1}"));
         let within = c.z_within.map_or(String::new(), |z| format!(" {z:+6.1}"));
@@ -521,7 +535,8 @@ pub fn text(r: &Residuals, version: &str, since: Option<chrono::DateTime<chrono:
     let cells = flagged.iter().filter(|c| c.cut != "all").count();
     let _ = writeln!(
         s,
-        "\ncells whose error differs from their class's by at least {FLAG_Z} standard errors (of {} cells large enough to judge): {cells}",
+        "\ncells whose error differs from their class's by at least {FLAG_Z} standard errors and {} points (of {} cells large enough to judge): {cells}",
+        100.0 * MIN_ERROR,
         r.cells.iter().filter(|c| c.z.is_some()).count()
     );
     if cells > 0 {
@@ -537,14 +552,15 @@ pub fn text(r: &Residuals, version: &str, since: Option<chrono::DateTime<chrono:
     let levels = r.flagged_levels();
     let _ = writeln!(
         s,
-        "\nmodel levels whose exact values disagree (χ² as a normal score ≥ {FLAG_Z}; of {} levels tested): {}",
+        "\nmodel levels whose exact values disagree (χ² as a normal score ≥ {FLAG_Z}, a value {} points off the level; of {} levels tested): {}",
+        100.0 * MIN_ERROR,
         r.within.len(),
         levels.len()
     );
     for w in &levels {
         let _ = writeln!(
             s,
-            "  {} {} by {}: {} values, {} retries, χ² {:.1} on {} df (score {:.1}); furthest: {} at {:+.3}",
+            "  {} {} by {}: {} values, {} retries, χ² {:.1} on {} df (score {:.1}); furthest: {} at {:+.3} (the level {:+.3})",
             w.class,
             w.level,
             w.cut,
@@ -554,7 +570,8 @@ pub fn text(r: &Residuals, version: &str, since: Option<chrono::DateTime<chrono:
             w.values - 1,
             w.score,
             w.worst_value,
-            w.worst_error
+            w.worst_error,
+            w.level_error
         );
     }
     if !levels.is_empty() {

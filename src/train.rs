@@ -54,22 +54,22 @@ pub struct TrainingSet {
 
 pub use crate::residuals::Stamp;
 
-/// Where `model` is wrong on the examples `from..` of `set` ([`crate::residuals`]): each
-/// scored as served. `set` holds the examples before `from` too, since a retry's
+/// Where `model` is wrong on the examples `range` of `set` ([`crate::residuals`]): each
+/// scored as served. `set` holds the examples before the range too, since a retry's
 /// failed-retries correction reads its payment's earlier retries.
-pub fn residuals(set: &TrainingSet, model: &SuccessModel, from: usize) -> crate::residuals::Residuals {
+pub fn residuals(set: &TrainingSet, model: &SuccessModel, range: std::ops::Range<usize>) -> crate::residuals::Residuals {
     let examples = failed_retry_examples(set, model);
-    let p = calibrated(model, &examples[from..]);
-    let tail = &examples[from..];
-    let classes: Vec<DeclineClass> = tail.iter().map(|e| e.class).collect();
-    let succeeded: Vec<bool> = tail.iter().map(|e| e.succeeded).collect();
+    let part = &examples[range.clone()];
+    let p = calibrated(model, part);
+    let classes: Vec<DeclineClass> = part.iter().map(|e| e.class).collect();
+    let succeeded: Vec<bool> = part.iter().map(|e| e.succeeded).collect();
     crate::residuals::residuals(&crate::residuals::Scored {
-        columns: &set.columns[from * ACTIVE..],
+        columns: &set.columns[range.start * ACTIVE..range.end * ACTIVE],
         p: &p,
         classes: &classes,
         succeeded: &succeeded,
-        payers: set.payers.get(from..).unwrap_or_default(),
-        stamps: set.stamps.get(from..).unwrap_or_default(),
+        payers: set.payers.get(range.clone()).unwrap_or_default(),
+        stamps: set.stamps.get(range).unwrap_or_default(),
     })
 }
 

@@ -54,6 +54,9 @@ pub enum ModelsCommand {
         /// the version's test split start, so only retries it neither fitted nor calibrated on.
         #[arg(long, value_name = "TIME|all", env = "RECOUP_RESIDUALS_SINCE")]
         since: Option<String>,
+        /// And before this time (RFC 3339 or YYYY-MM-DD). Default: the history's end.
+        #[arg(long, value_name = "TIME", value_parser = super::export::parse_as_of, env = "RECOUP_RESIDUALS_UNTIL")]
+        until: Option<DateTime<Utc>>,
         /// Also print every value of this cut (repeatable): a feature group
         /// (`card_funding`, `day_of_month`…) or a finer cut (`day_of_month_exact`,
         /// `local_hour_exact`, `hours_since_last_6h`).
@@ -78,8 +81,8 @@ Every retry is scored at its logged time and channel with everything the engine 
 (the failed-retries correction, the per-class calibration). Per decline class, each cell
 is observed − predicted success over its retries, with a standard error clustered by
 payer; cells of at least 30 retries (and 5 expected successes and failures) that
-are 4 standard errors off are flagged: a class by its own error, any other cell by
-how far its error lies from its class's.
+are 4 standard errors and 2 points off are flagged: a class by its own error, any
+other cell by how far its error lies from its class's.
 
 The finer cuts check an assumption of the model: that every value inside one of its
 levels behaves alike (days 11 to 15 share `day_of_month=11-15`, hours 7 to 9 share
@@ -136,9 +139,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 store.current()?
             );
         }
-        ModelsCommand::Residuals { name, history, since, cut, json } => {
+        ModelsCommand::Residuals { name, history, since, until, cut, json } => {
             let v = if name == "current" { store.current()? } else { name.clone() };
-            residuals(&store, &v, history, since.as_deref(), cut, *json, quiet)?;
+            residuals(&store, &v, history, (since.as_deref(), *until), cut, *json, quiet)?;
         }
         ModelsCommand::Promote { name: version } => {
             store.promote(version)?;
@@ -153,7 +156,7 @@ fn residuals(
     store: &ModelStore,
     version: &str,
     path: &std::path::Path,
-    since: Option<&str>,
+    (since, until): (Option<&str>, Option<DateTime<Utc>>),
     cuts: &[String],
     json: bool,
     quiet: bool,
@@ -182,26 +185,32 @@ fn residuals(
     say(&format!("loaded {} attempts from {}", h.attempts.len(), path.display()));
     let set = crate::train::build(&h);
     let start = from.map_or(0, |t| set.times.partition_point(|x| *x < t));
+    let end = until.map_or(set.len(), |t| set.times.partition_point(|x| *x < t));
+    let window = match (from, until) {
+        (Some(f), Some(u)) => format!("from {} to {}", f.to_rfc3339(), u.to_rfc3339()),
+        (Some(f), None) => format!("at or after {}", f.to_rfc3339()),
+        (None, Some(u)) => format!("before {}", u.to_rfc3339()),
+        (None, None) => "at all".to_string(),
+    };
     anyhow::ensure!(
-        start < set.len(),
-        "{}: no retry at or after {} ({} retries in all){}",
+        start < end,
+        "{}: no retry {window} ({} retries in all){}",
         path.display(),
-        from.map(|t| t.to_rfc3339()).unwrap_or_default(),
         set.len(),
         if since.is_none() { "; the default is the version's test split start: --since all scores every retry" } else { "" }
     );
-    say(&format!("scoring {} retries with model {version}", set.len() - start));
-    let r = crate::train::residuals(&set, &model, start);
+    say(&format!("scoring {} retries with model {version}", end - start));
+    let r = crate::train::residuals(&set, &model, start..end);
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "version": version, "history": path, "since": from, "flag_z": crate::residuals::FLAG_Z,
+                "version": version, "history": path, "since": from, "until": until, "flag_z": crate::residuals::FLAG_Z,
                 "min_retries": crate::residuals::MIN_RETRIES, "residuals": r,
             }))?
         );
         return Ok(());
     }
-    print!("{}", crate::residuals::text(&r, version, from, cuts));
+    print!("{}", crate::residuals::text(&r, version, &window, cuts));
     Ok(())
 }

@@ -358,6 +358,18 @@ fn models_residuals_scores_the_test_split_and_refuses_what_it_cannot_cut() {
         .sum();
     assert_eq!(by_day, funds["retries"].as_u64().unwrap());
 
+    // Everything before the test split: the examples it fitted and calibrated on.
+    let test_from = metrics["test_from"].as_str().unwrap();
+    let before = recoup()
+        .current_dir(root)
+        .args(["models", "residuals", "current", "-q", "--history", "data/sample/", "--json", "--since", "all", "--until", test_from])
+        .output()
+        .unwrap();
+    assert!(before.status.success(), "{}", String::from_utf8_lossy(&before.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap();
+    let trained_on = metrics["examples"].as_u64().unwrap() - metrics["test_examples"].as_u64().unwrap();
+    assert_eq!(b["residuals"]["retries"].as_u64().unwrap(), trained_on);
+
     let bad = recoup()
         .current_dir(root)
         .args(["models", "residuals", "current", "--history", "data/sample/", "--cut", "moon_phase"])
@@ -372,5 +384,9 @@ fn models_residuals_scores_the_test_split_and_refuses_what_it_cannot_cut() {
         .output()
         .unwrap();
     assert_eq!(late.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&late.stderr).contains("no retry at or after 2031-01-01"), "{}", String::from_utf8_lossy(&late.stderr));
+    assert!(
+        String::from_utf8_lossy(&late.stderr).contains("no retry at or after 2031-01-01T00:00:00+00:00"),
+        "{}",
+        String::from_utf8_lossy(&late.stderr)
+    );
 }
