@@ -322,7 +322,7 @@ fn fit_and_write(
         progress(&line);
     }
     // Where the final model is wrong on the test split, finer than its levels when the
-    // examples carry their local times (a sharded run's do not).
+    // examples carry their local times (built from a history or read from v2 shards, they do).
     let test_start = crate::train::split_points(set.len(), &job.cfg).1;
     let finer = set.stamps.len() == set.len();
     let residuals = crate::train::residuals(set, &trained.model, test_start..set.len()).summary(finer);

@@ -742,7 +742,10 @@ fn residuals_section(s: &mut String, _m: &Manifest, r: &TrainReport, _model: &Su
         }
     }
     if !res.finer {
-        let _ = writeln!(s, "\nThe finer cuts were not made (a sharded run's examples keep only the model's levels): `recoup models residuals` on the history makes them.");
+        let _ = writeln!(
+            s,
+            "\nThe finer cuts were not made (the examples carried no local times): `recoup models residuals` on the history makes them."
+        );
         return;
     }
     let _ = writeln!(s, "\n**Inside the model's levels.** The model gives every value of a level the same terms. Per level, a χ² test");

@@ -13,7 +13,7 @@
 //! Standard errors are clustered by payer (a payer's retries are not independent), so
 //! a cell is flagged only when its error is large against that.
 //!
-//! Side: learning (pure computation over a training set and a model).
+//! Side: learning (pure computation over scored retries; `train::residuals` scores them).
 
 use std::collections::HashMap;
 
@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use crate::declines::DeclineClass;
 use crate::features::{group_column, group_levels, group_names, ACTIVE, GROUP_SIZES, N_GROUPS};
 
-/// A cell or a level is flagged at this many standard errors: about a 2 % chance of any
-/// false alarm over the 300 or so cells a history fills (two-sided 6e-5 each).
+/// A cell or a level is flagged at this many standard errors: about a 3 % chance of any
+/// false alarm over the 500 or so cells a history fills (two-sided 6e-5 each).
 pub const FLAG_Z: f64 = 4.0;
 
 /// Nor is an error (or a cell's distance from its class's, or a value's from its level's)
@@ -158,7 +158,7 @@ pub struct Summary {
     pub flagged_cells: usize,
     pub flagged: Vec<Cell>,
     pub flagged_levels: Vec<WithinLevel>,
-    /// Whether the finer cuts were made (a sharded run's examples carry no stamps).
+    /// Whether the finer cuts were made (the examples carried their [`Stamp`]s).
     pub finer: bool,
 }
 
@@ -203,23 +203,24 @@ impl Summary {
         }
         if self.flagged_cells > 0 {
             out.push(format!(
-                "residuals (test split): {} cells off their class's error by {FLAG_Z}+ SE (model card; `recoup models residuals` lists every cell)",
-                self.flagged_cells
+                "residuals (test split): {} cells off their class's error by {FLAG_Z}+ SE and {}+ points (model card; `recoup models residuals` lists every cell)",
+                self.flagged_cells,
+                100.0 * MIN_ERROR
             ));
         }
         out
     }
 }
 
-/// One way of cutting the retries: a name, its values, each example's value and (for a
-/// finer cut) the feature group whose level it refines.
+/// One way of cutting the retries: a name, its values and (for a finer cut) the feature
+/// group whose levels it refines.
 struct Cut {
     name: String,
     values: Vec<String>,
     refines: Option<usize>,
 }
 
-/// The finer cuts: (name, values, refined group, an example's value).
+/// The finer cuts: (name, values, the name of the group whose levels it refines).
 fn finer_cuts() -> [(&'static str, Vec<String>, &'static str); 3] {
     let since: Vec<String> = (0..SINCE_LAST_BINS)
         .map(|b| match b {

@@ -47,8 +47,9 @@ pub struct TrainingSet {
     /// The payment of the retry: an id unique within the set (in one history, its
     /// [`crate::domain::PaymentIx`]).
     pub payments: Vec<u32>,
-    /// The retry's time finer than the model's levels (what `recoup models residuals` cuts
-    /// by); empty for a set read back from shards, which keep only what the fit needs.
+    /// The retry's time finer than the model's levels (what [`crate::residuals`] cuts by;
+    /// shards keep them too); empty when unknown (a set made by hand), and then the
+    /// residuals have the feature groups' cuts only.
     pub stamps: Vec<Stamp>,
 }
 
