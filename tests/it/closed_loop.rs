@@ -249,6 +249,25 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     assert_eq!(class["largest"][0]["level"], "soft_funds", "{class}");
     assert!(drift.iter().all(|d| d["psi"].as_f64().is_some_and(f64::is_finite)), "{live}");
 
+    // The rebuilt history's retries cut by the residuals report (the served model, every retry).
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
+        .args(["models", "residuals", "current", "-q", "--json", "--since", "all", "--history"])
+        .arg(&out)
+        .arg("--models")
+        .arg(&models)
+        .output()
+        .expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let res: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    assert_eq!(res["residuals"]["retries"], 12, "{res}");
+    let classes = res["residuals"]["classes"].as_array().expect("classes");
+    assert_eq!(classes.len(), 1, "every retry answered a funds decline: {res}");
+    assert_eq!((&classes[0]["class"], &classes[0]["retries"]), (&serde_json::json!("soft_funds"), &serde_json::json!(12)));
+    // Every even payment's retry succeeded.
+    assert_eq!(classes[0]["observed"].as_f64(), Some(0.5), "{res}");
+    let p = classes[0]["predicted"].as_f64().unwrap();
+    assert!(p > 0.0 && p < 1.0, "{res}");
+
     let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
     // 13 original charges (the batch's too) and 12 retries.
     assert_eq!(h.attempts.len(), 25);
