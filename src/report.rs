@@ -1,5 +1,6 @@
 //! `recoup backtest --report DIR`: a self-contained HTML report with SVG plots
-//! (plotters, no fonts or browsers needed to draw them).
+//! (plotters, no fonts or browsers needed to draw them); and `recoup models residuals
+//! --plot DIR`: a decline class's success by exact day, hour and spacing against the model.
 //!
 //! Edge side: turns backtest results into files. The plots:
 //! - share recovered by days since the failed charge, per strategy;
@@ -199,6 +200,105 @@ pub fn recovery_by_payday(lineup: &Lineup, cases: &[Case], out: &[Vec<Outcome1>]
             (short(name).to_string(), pts)
         })
         .collect()
+}
+
+/// One residuals plot: a decline class's success by the exact values of a finer cut,
+/// predicted (line) against observed (points with ±2 SE bars), the model's level edges
+/// dashed. `None` when the class has fewer than two values of the cut.
+fn residual_svg(class: &str, cut: &str, cells: &[&crate::residuals::Cell]) -> Result<Option<String>, ReportError> {
+    if cells.len() < 2 {
+        return Ok(None);
+    }
+    let mut s = String::new();
+    {
+        let root = SVGBackend::with_string(&mut s, (820, 460)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let n = cells.len();
+        let y_max = cells.iter().map(|c| (c.observed + 2.0 * c.se).max(c.predicted)).fold(0.05f64, f64::max).min(1.0) * 1.08;
+        let names: Vec<String> = cells.iter().map(|c| c.value.clone()).collect();
+        let title = format!("{class}: success by {cut} (model levels dashed; bars ±2 SE)");
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(52)
+            .build_cartesian_2d(-0.5f64..n as f64 - 0.5, 0f64..y_max.min(1.0))?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.min(32))
+            .x_label_formatter(&move |v| {
+                let i = v.round();
+                if (v - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .x_desc(cut)
+            .y_desc("retry succeeds")
+            .y_label_formatter(&|v| format!("{:.0} %", v * 100.0))
+            .draw()?;
+        // The model's level edges: between neighbours of different levels.
+        for k in 1..n {
+            if cells[k].level != cells[k - 1].level {
+                let x = k as f64 - 0.5;
+                chart.draw_series(DashedLineSeries::new([(x, 0.0), (x, y_max.min(1.0))], 4, 4, BLACK.mix(0.4).stroke_width(1)))?;
+            }
+        }
+        let (pred, obs) = (palette(0), palette(3));
+        chart
+            .draw_series(LineSeries::new(cells.iter().enumerate().map(|(i, c)| (i as f64, c.predicted)), pred.stroke_width(2)))?
+            .label("predicted (the model)")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], pred.stroke_width(2)));
+        chart.draw_series(cells.iter().enumerate().map(|(i, c)| {
+            let x = i as f64;
+            PathElement::new(vec![(x, (c.observed - 2.0 * c.se).max(0.0)), (x, (c.observed + 2.0 * c.se).min(1.0))], obs.stroke_width(1))
+        }))?;
+        chart
+            .draw_series(cells.iter().enumerate().map(|(i, c)| Circle::new((i as f64, c.observed), 3, obs.filled())))?
+            .label("observed")
+            .legend(move |(x, y)| Circle::new((x + 9, y), 3, obs.filled()));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+    }
+    Ok(Some(s))
+}
+
+/// `recoup models residuals --plot DIR`: per decline class and finer cut, the plot of
+/// [`residual_svg`] as `DIR/<class>-<cut>.svg`, and `DIR/index.html` showing them all;
+/// returns the HTML path.
+pub fn write_residuals(dir: &Path, title: &str, r: &crate::residuals::Residuals) -> Result<std::path::PathBuf, ReportError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let mut html = format!("<!doctype html><meta charset=\"utf-8\"><title>{0}</title><h1>{0}</h1>\n", esc(title));
+    let finer = ["day_of_month_exact", "local_hour_exact", "hours_since_last_6h"];
+    for class in &r.classes {
+        let _ = writeln!(
+            html,
+            "<h2>{}: {} retries, {:.3} predicted, {:.3} observed</h2>",
+            esc(&class.class),
+            class.retries,
+            class.predicted,
+            class.observed
+        );
+        for cut in finer {
+            let cells: Vec<&crate::residuals::Cell> = r.cells.iter().filter(|c| c.class == class.class && c.cut == cut).collect();
+            if let Some(svg) = residual_svg(&class.class, cut, &cells)? {
+                let name = format!("{}-{cut}.svg", class.class);
+                let path = dir.join(&name);
+                std::fs::write(&path, svg).map_err(io(&path))?;
+                let _ = writeln!(html, "<p><img src=\"{name}\" alt=\"{} by {cut}\"></p>", esc(&class.class));
+            }
+        }
+    }
+    let path = dir.join("index.html");
+    std::fs::write(&path, html).map_err(io(&path))?;
+    Ok(path)
 }
 
 fn esc(s: &str) -> String {

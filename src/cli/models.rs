@@ -65,6 +65,10 @@ pub enum ModelsCommand {
         /// Print everything as JSON instead.
         #[arg(long, env = "RECOUP_RESIDUALS_JSON")]
         json: bool,
+        /// Also write plots of each decline class's success by exact day of month, local
+        /// hour and spacing, predicted against observed (`DIR/index.html` and SVG files).
+        #[arg(long, value_name = "DIR", env = "RECOUP_RESIDUALS_PLOT")]
+        plot: Option<PathBuf>,
     },
     /// Copy another registry's current version if this one lacks it, and make it current
     /// when this one has none (a fresh model store gets the image's bundled model; a store
@@ -95,7 +99,8 @@ Exit code 0 whatever is flagged (it is a report); 2 on a bad version or history.
 Examples:
   recoup models residuals current --history data/sample/
   recoup models residuals 20261202-221706-63e0a43d --history new-month.parquet --since all
-  recoup models residuals current --history h.parquet --cut day_of_month_exact --json";
+  recoup models residuals current --history h.parquet --cut day_of_month_exact --json
+  recoup models residuals current --history h.parquet --plot residuals/   # then open residuals/index.html";
 
 /// Run `recoup models`.
 pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
@@ -139,9 +144,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
                 store.current()?
             );
         }
-        ModelsCommand::Residuals { name, history, since, until, cut, json } => {
+        ModelsCommand::Residuals { name, history, since, until, cut, json, plot } => {
             let v = if name == "current" { store.current()? } else { name.clone() };
-            residuals(&store, &v, history, (since.as_deref(), *until), cut, *json, quiet)?;
+            residuals(&store, &v, history, (since.as_deref(), *until), cut, (*json, plot.as_deref()), quiet)?;
         }
         ModelsCommand::Promote { name: version } => {
             store.promote(version)?;
@@ -158,7 +163,7 @@ fn residuals(
     path: &std::path::Path,
     (since, until): (Option<&str>, Option<DateTime<Utc>>),
     cuts: &[String],
-    json: bool,
+    (json, plot): (bool, Option<&std::path::Path>),
     quiet: bool,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -201,6 +206,10 @@ fn residuals(
     );
     say(&format!("scoring {} retries with model {version}", end - start));
     let r = crate::train::residuals(&set, &model, start..end);
+    if let Some(dir) = plot {
+        let html = crate::report::write_residuals(dir, &format!("Model {version}: {} retries {window}", r.retries), &r)?;
+        say(&format!("plots written: {}", html.display()));
+    }
     if json {
         println!(
             "{}",

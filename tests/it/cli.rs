@@ -328,8 +328,22 @@ fn an_error_says_each_cause_once() {
 #[test]
 fn models_residuals_scores_the_test_split_and_refuses_what_it_cannot_cut() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = recoup().current_dir(root).args(["models", "residuals", "current", "--history", "data/sample/", "--json"]).output().unwrap();
+    let plots = tempfile::tempdir().unwrap();
+    let out = recoup()
+        .current_dir(root)
+        .args(["models", "residuals", "current", "--history", "data/sample/", "--json", "--plot"])
+        .arg(plots.path())
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A page of plots: the funds class by exact day, hour and spacing.
+    let html = std::fs::read_to_string(plots.path().join("index.html")).unwrap();
+    for cut in ["day_of_month_exact", "local_hour_exact", "hours_since_last_6h"] {
+        let name = format!("soft_funds-{cut}.svg");
+        assert!(html.contains(&name), "{html}");
+        let svg = std::fs::read_to_string(plots.path().join(&name)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.contains("predicted (the model)"), "{name}");
+    }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let version = v["version"].as_str().unwrap();
     let metrics: serde_json::Value =
