@@ -69,6 +69,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReportError + '_ {
     move |source| ReportError::Io { path: path.to_path_buf(), source }
 }
 
+/// The plots' coordinates: f64 by f64.
+type Plane = Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>;
+
+/// A chart's legend box at `at`.
+fn legend<'a, 'b: 'a>(chart: &mut ChartContext<'a, SVGBackend<'b>, Plane>, at: SeriesLabelPosition) -> Result<(), ReportError> {
+    chart.configure_series_labels().position(at).background_style(WHITE.mix(0.85)).border_style(BLACK).draw()?;
+    Ok(())
+}
+
 /// A line chart of named series; y is a share (0–1), shown in percent.
 fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> Result<String, ReportError> {
     let mut s = String::new();
@@ -90,12 +99,7 @@ fn lines_svg(title: &str, x_desc: &str, x_max: f64, series: &Lines) -> Result<St
                 .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present()?;
     }
     Ok(s)
@@ -142,12 +146,7 @@ fn bars_svg(title: &str, categories: &[String], series: &[(String, Vec<f64>)]) -
                 .label(name.as_str())
                 .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
         root.present()?;
     }
     Ok(s)
@@ -259,12 +258,7 @@ fn residual_svg(class: &str, cut: &str, cells: &[&crate::residuals::Cell]) -> Re
             .draw_series(cells.iter().enumerate().map(|(i, c)| Circle::new((i as f64, c.observed), 3, obs.filled())))?
             .label("observed")
             .legend(move |(x, y)| Circle::new((x + 9, y), 3, obs.filled()));
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
         root.present()?;
     }
     Ok(Some(s))
