@@ -751,7 +751,7 @@ fn residuals_section(s: &mut String, _m: &Manifest, r: &TrainReport, _model: &Su
     let _ = writeln!(s, "\n**Inside the model's levels.** The model gives every value of a level the same terms. Per level, a χ² test");
     let _ = writeln!(s, "of whether its exact values agree ({} levels tested): ", res.levels_tested);
     if res.flagged_levels.is_empty() {
-        let _ = writeln!(s, "none disagrees beyond {} SE.", crate::residuals::FLAG_Z);
+        let _ = writeln!(s, "none disagrees beyond {} SE and {} points.", crate::residuals::FLAG_Z, 100.0 * crate::residuals::MIN_ERROR);
     } else {
         let _ =
             writeln!(s, "\n| class | level | by | values | retries | χ² score | the level's error | furthest value: error |\n|---|---|---|---|---|---|---|---|");

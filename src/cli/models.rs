@@ -215,7 +215,8 @@ fn residuals(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "version": version, "history": path, "since": from, "until": until, "flag_z": crate::residuals::FLAG_Z,
-                "min_retries": crate::residuals::MIN_RETRIES, "residuals": r,
+                "min_retries": crate::residuals::MIN_RETRIES, "min_expected": crate::residuals::MIN_EXPECTED,
+                "min_error": crate::residuals::MIN_ERROR, "residuals": r,
             }))?
         );
         return Ok(());
