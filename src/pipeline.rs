@@ -325,7 +325,7 @@ fn fit_and_write(
     // examples carry their local times (built from a history or read from v2 shards, they do).
     let test_start = crate::train::split_points(set.len(), &job.cfg).1;
     let finer = set.stamps.len() == set.len();
-    let residuals = crate::train::residuals(set, &trained.model, test_start..set.len()).summary(finer);
+    let residuals = crate::train::residuals_of(set, &trained.test_examples, &trained.model, test_start..set.len()).summary(finer);
     for line in residuals.lines() {
         progress(&line);
     }

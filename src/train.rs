@@ -60,7 +60,20 @@ pub use crate::residuals::Stamp;
 /// failed-retries correction reads its payment's earlier retries.
 pub fn residuals(set: &TrainingSet, model: &SuccessModel, range: std::ops::Range<usize>) -> crate::residuals::Residuals {
     let examples = failed_retry_examples(set, model);
-    let part = &examples[range.clone()];
+    residuals_of(set, &examples[range.clone()], model, range)
+}
+
+/// [`residuals`] from the range's examples already made by [`failed_retry_examples`]
+/// (training keeps the test split's: [`Trained::test_examples`]). Their logits and
+/// failed-retries inputs do not depend on the per-class scalings, so a refit of those
+/// after they were made does not stale them.
+pub fn residuals_of(
+    set: &TrainingSet,
+    part: &[crate::failed_retries::Example],
+    model: &SuccessModel,
+    range: std::ops::Range<usize>,
+) -> crate::residuals::Residuals {
+    assert_eq!(part.len(), range.len(), "one example per retry of the range");
     let p = calibrated(model, part);
     let classes: Vec<DeclineClass> = part.iter().map(|e| e.class).collect();
     let succeeded: Vec<bool> = part.iter().map(|e| e.succeeded).collect();
