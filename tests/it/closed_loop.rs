@@ -1,6 +1,7 @@
 //! The decision log (#24): decisions and reported outcomes kept by `recoup serve`,
 //! joined back into history by `recoup history from-log`, and what a `kill -9` loses.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -179,31 +180,25 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     assert!(h.propensity > 0.0 && h.propensity < 1.0, "explored at 0.3: {h:?}");
 
     let out = log_dir.path().join("history.parquet");
-    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
-        .args(["history", "from-log"])
-        .arg(log_dir.path())
-        .arg("--out")
-        .arg(&out)
-        .arg("--json")
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let summary = recoup_json([
+        OsStr::new("history"),
+        OsStr::new("from-log"),
+        log_dir.path().as_os_str(),
+        OsStr::new("--out"),
+        out.as_os_str(),
+        OsStr::new("--json"),
+    ]);
     assert_eq!(summary["decisions"], 14, "13 recoup.v1 decisions and hyperswitch's: {summary}");
     assert_eq!(summary["outcomes_without_a_decision"], 1, "{summary}");
     assert_eq!(summary["retries_following_a_decision"], followed.len(), "{summary}");
     assert_eq!(summary["retries_without_a_decision"], 12 - followed.len(), "{summary}");
 
     // The holdout, measured per arm: every payment's window has closed by the log's latest time.
-    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
-        .args(["report", "live", "--json", "--resamples", "200"])
-        .arg(log_dir.path())
-        .arg("--models")
-        .arg(&models)
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let live: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let live = recoup_json(["report", "live", "--json", "--resamples", "200"].map(OsStr::new).into_iter().chain([
+        log_dir.path().as_os_str(),
+        OsStr::new("--models"),
+        models.as_os_str(),
+    ]));
     let arms: Vec<(String, u64, u64)> = live["arms"]
         .as_array()
         .expect("arms")
@@ -250,15 +245,12 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
     assert!(drift.iter().all(|d| d["psi"].as_f64().is_some_and(f64::is_finite)), "{live}");
 
     // The rebuilt history's retries cut by the residuals report (the served model, every retry).
-    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup"))
-        .args(["models", "residuals", "current", "-q", "--json", "--since", "all", "--history"])
-        .arg(&out)
-        .arg("--models")
-        .arg(&models)
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let res: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let res =
+        recoup_json(["models", "residuals", "current", "-q", "--json", "--since", "all", "--history"].map(OsStr::new).into_iter().chain([
+            out.as_os_str(),
+            OsStr::new("--models"),
+            models.as_os_str(),
+        ]));
     assert_eq!(res["residuals"]["retries"], 12, "{res}");
     let classes = res["residuals"]["classes"].as_array().expect("classes");
     assert_eq!(classes.len(), 1, "every retry answered a funds decline: {res}");
@@ -278,6 +270,14 @@ async fn followed_decisions_and_reported_outcomes_rebuild_into_history() {
         assert_eq!(retry.propensity, Some(*propensity), "{pid}");
     }
     assert_eq!(h.attempts.iter().filter(|a| a.attempt_number == 1 && a.propensity.is_none()).count(), 12 - followed.len());
+}
+
+/// Run `recoup` with `args`, require success (stderr in the failure) and read its stdout as
+/// JSON: how these tests call the commands that print `--json`.
+pub fn recoup_json<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> serde_json::Value {
+    let run = std::process::Command::new(assert_cmd::cargo::cargo_bin("recoup")).args(args).output().expect("runs");
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_slice(&run.stdout).expect("JSON")
 }
 
 /// Wait until the decision log at `target` (a directory or a PostgreSQL URL, as `recoup serve

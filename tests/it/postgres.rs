@@ -3,6 +3,7 @@
 //! the binaries for. Without PostgreSQL installed the tests say so and pass, unless
 //! `RECOUP_REQUIRE_POSTGRES=1` (CI sets it) makes that a failure.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -11,7 +12,7 @@ use chrono::{TimeZone, Utc};
 use recoup::api::v1;
 use recoup::api::v1::retry_decider_client::RetryDeciderClient;
 
-use crate::closed_loop::wait_for_rows;
+use crate::closed_loop::{recoup_json, wait_for_rows};
 use crate::serve::registry;
 
 /// A running throwaway PostgreSQL server; stopped (immediately) on drop.
@@ -202,24 +203,14 @@ fn the_postgres_sink_keeps_what_was_answered_through_a_kill_9_and_reads_back() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("history.parquet");
-    let run = Command::new(assert_cmd::cargo::cargo_bin("recoup"))
-        .args(["history", "from-log", &pg.url, "--json", "--out"])
-        .arg(&out)
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let summary = recoup_json(["history", "from-log", &pg.url, "--json", "--out"].map(OsStr::new).into_iter().chain([out.as_os_str()]));
     assert_eq!(summary["decisions"], answered, "{summary}");
     let h = recoup::history::load(&out, &Default::default()).expect("contract v1");
     assert_eq!(h.attempts.len(), answered + reported, "an original charge per payment and the reported retries");
 
-    let run = Command::new(assert_cmd::cargo::cargo_bin("recoup"))
-        .args(["report", "live", &pg.url, "--json", "--resamples", "50", "--models"])
-        .arg(&models)
-        .output()
-        .expect("runs");
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    let live: serde_json::Value = serde_json::from_slice(&run.stdout).expect("JSON");
+    let live = recoup_json(
+        ["report", "live", &pg.url, "--json", "--resamples", "50", "--models"].map(OsStr::new).into_iter().chain([models.as_os_str()]),
+    );
     assert_eq!(live["drift"].as_array().map(Vec::len), Some(recoup::drift::FEATURES.len()), "{live}");
 
     // A wrong database is an error at start, naming it without its password.
