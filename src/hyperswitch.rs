@@ -17,7 +17,8 @@
 //!   `network_*`); earlier keys are the card's retries of earlier invoices and
 //!   count toward the card's caps ([`engine::CardAttempt`]);
 //! - the `first_*` codes are the invoice's: the original charge carries them and
-//!   may have been another card, so they do not bind this one; without retries
+//!   may have been another card, so they do not bind this one (its time still
+//!   counts toward this card's caps: a rule must hold if it was); without retries
 //!   of its own in this invoice, the card's latest codes stand for its state,
 //!   and a card with no failure at all is a new payment method for the invoice;
 //! - every code goes through [`crate::declines::normalize`], like every route;
@@ -181,7 +182,7 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     .unwrap_or(clock)
     .min(clock);
 
-    let (retries, card_attempts) = spread_retries(&keys, started, clock);
+    let (retries, mut card_attempts) = spread_retries(&keys, started, clock);
     let attempt = |at, decline, network_code, advice_code, card| EarlierAttempt {
         at,
         decline,
@@ -204,6 +205,11 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     } else {
         (attempt(started, latest, latest_network, latest_advice, THIS_CARD), false)
     };
+    // Whether that charge was this card is not known: for the caps it counts as if
+    // it were (a network rule must hold either way), without binding this card's state.
+    if original.card == Some(FIRST_CARD) {
+        card_attempts.push(CardAttempt { at: started, retry: false });
+    }
     let mut attempts = vec![original];
     attempts.extend(retries.into_iter().map(|t| attempt(t, latest, latest_network, latest_advice, THIS_CARD)));
 

@@ -142,6 +142,37 @@ fn hyperswitch_counts_the_cards_retries_of_earlier_invoices() {
 }
 
 #[test]
+fn hyperswitch_counts_the_invoices_original_charge_toward_the_cards_caps() {
+    // This Mastercard was retried 9 times in this invoice, every 2 hours after the
+    // original charge 20 hours ago. The invoice's first codes are given, so that charge
+    // may have been another card; it still counts toward this card's 10 in 24 hours
+    // (if it was this card, an 11th attempt before it ages out breaks the rule).
+    let started = clock() - Duration::hours(20);
+    let retries: Vec<DateTime<Utc>> = (1..=9).map(|i| started + Duration::hours(2 * i)).collect();
+    let r = request("Mastercard", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &retries);
+    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
+        panic!("a decision to make")
+    };
+    // Every hour from now is proposed; the first the rules allow is taken, whatever the model thinks of it.
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
+    let hourly = |after: DateTime<Utc>| Some((after + Duration::hours(1), recoup::domain::Channel::None));
+    let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
+    assert_eq!(d.action, Action::Retry, "{:?}", d.reasons);
+    let at = d.chosen.expect("a retry").retry_at;
+    assert!(at >= started + Duration::hours(24), "retry at {at}: the original charge of {started} is still inside its 24 h");
+    assert!(at <= started + Duration::hours(26), "retry at {at}: nothing else forbids it once the original charge ages out");
+    // A card with no first codes of the invoice (the original was this card) is counted alike.
+    let mut own = r.clone();
+    own.first_pg_error_code = None;
+    own.first_network_error_code = None;
+    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&own, clock(), "US".parse().unwrap()).expect("a valid request") else {
+        panic!("a decision to make")
+    };
+    let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
+    assert!(d.chosen.expect("a retry").retry_at >= started + Duration::hours(24));
+}
+
+#[test]
 fn hyperswitch_refuses_a_missing_currency_naming_the_field() {
     let mut r = request("Visa", clock() - Duration::days(1), Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
     r.invoice_currency = None;
