@@ -279,7 +279,7 @@ fn payment_facts(r: &decider::DeciderRequest, default_country: Country) -> Resul
 /// `hourly_retry_history` as (hour, count), in time order, each key checked (a time,
 /// not in the future beyond the tolerated skew, a non-negative count).
 fn retry_keys(r: &decider::DeciderRequest, clock: DateTime<Utc>) -> Result<Vec<(DateTime<Utc>, i64)>, InvalidField> {
-    // Retries per hour; a count of n becomes n attempts spread over the hour.
+    // Retries per hour; a count of n becomes n attempts late in the hour.
     // Bounded before anything is expanded: a count is a number of attempts to
     // build, so one huge count would otherwise allocate without limit.
     crate::limits::check_len("hourly_retry_history", r.hourly_retry_history.len(), crate::limits::MAX_HISTORY_KEYS)?;
@@ -308,9 +308,12 @@ fn retry_keys(r: &decider::DeciderRequest, clock: DateTime<Utc>) -> Result<Vec<(
 /// The hour keys as attempts: this invoice's retries, and the card's retries of earlier invoices.
 fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: DateTime<Utc>) -> (Vec<DateTime<Utc>>, Vec<CardAttempt>) {
     // hyperswitch floors the keys to the hour, per card across invoices. A key
-    // in or after the invoice's first hour is this invoice's retry (spread over
-    // the part of its hour after the start and before now); an earlier key is
-    // the card's retry of an earlier invoice, counted whole toward the card's caps.
+    // in or after the invoice's first hour is this invoice's retry; an earlier key
+    // is the card's retry of an earlier invoice, counted whole toward the card's
+    // caps. Either is placed as late in its hour as it can have been (this
+    // invoice's after its start and not after now), so a window that counts it
+    // closes no earlier than the network's: a retry made at 13:00:05 and keyed
+    // 13:00 still counts for a retry at 13:00 the next day.
     let first_hour = started - chrono::Duration::seconds(started.timestamp().rem_euclid(3600));
     let mut retries: Vec<DateTime<Utc>> = Vec::new();
     let mut card_attempts: Vec<CardAttempt> = Vec::new();
@@ -324,10 +327,10 @@ fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: 
             continue;
         }
         let lo = at.max(started + chrono::Duration::seconds(1));
-        let hi = (at + chrono::Duration::hours(1)).min(clock);
+        let hi = (at + chrono::Duration::seconds(3599)).min(clock);
         let span = (hi - lo).num_seconds();
         if span >= n {
-            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k * (span / n))));
+            retries.extend((0..n).map(|k| hi - chrono::Duration::seconds(n - 1 - k)));
         } else {
             retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k)));
         }

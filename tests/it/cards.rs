@@ -173,6 +173,31 @@ fn hyperswitch_counts_the_invoices_original_charge_toward_the_cards_caps() {
 }
 
 #[test]
+fn hyperswitch_counts_a_retry_keyed_to_an_hour_until_that_whole_hour_has_aged_out() {
+    // Ten retries of this Mastercard in this invoice, one per hour-bucket, the first
+    // keyed to the hour that began 23 hours before the clock's (16:00 the day before).
+    // hyperswitch keys a retry by its hour: the one keyed 16:00 may have been made at
+    // 16:59, and the network counts it until then the next day.
+    let first_key = clock() - Duration::seconds(clock().timestamp().rem_euclid(3600)) - Duration::hours(23);
+    let started = first_key - Duration::minutes(30);
+    let retries: Vec<DateTime<Utc>> = (0..10).map(|i| first_key + Duration::hours(2 * i)).filter(|t| *t < clock()).collect();
+    assert_eq!(retries.len(), 10);
+    let r = request("Mastercard", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &retries);
+    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
+        panic!("a decision to make")
+    };
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
+    let on_the_hour = |after: DateTime<Utc>| {
+        let next = after - Duration::seconds(after.timestamp().rem_euclid(3600)) + Duration::hours(1);
+        Some((next, recoup::domain::Channel::None))
+    };
+    let d = engine::decide_fixed(model(), &cfg, &req, "on the hour", &on_the_hour).expect("decided");
+    let at = d.chosen.expect("a retry").retry_at;
+    assert!(at >= first_key + Duration::hours(25), "retry at {at}: the retry keyed {first_key} may still be inside its 24 h");
+    assert!(at <= first_key + Duration::hours(26), "retry at {at}: nothing else forbids it then");
+}
+
+#[test]
 fn hyperswitch_refuses_a_missing_currency_naming_the_field() {
     let mut r = request("Visa", clock() - Duration::days(1), Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
     r.invoice_currency = None;
