@@ -315,6 +315,12 @@ fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: 
     // closes no earlier than the network's: a retry made at 13:00:05 and keyed
     // 13:00 still counts for a retry at 13:00 the next day.
     let first_hour = started - chrono::Duration::seconds(started.timestamp().rem_euclid(3600));
+    let second = chrono::Duration::seconds;
+    // n attempts in the last n seconds of [lo, hi] (a second apart from lo when it is shorter).
+    let late = |lo: DateTime<Utc>, hi: DateTime<Utc>, n: i64| {
+        let last_n = (hi - lo).num_seconds() >= n;
+        (0..n).map(move |k| if last_n { hi - second(n - 1 - k) } else { lo + second(k) })
+    };
     let mut retries: Vec<DateTime<Utc>> = Vec::new();
     let mut card_attempts: Vec<CardAttempt> = Vec::new();
     for &(at, n) in keys {
@@ -322,17 +328,9 @@ fn spread_retries(keys: &[(DateTime<Utc>, i64)], started: DateTime<Utc>, clock: 
             continue;
         }
         if at < first_hour {
-            // Late in its hour: the windows that count it close as late as they can.
-            card_attempts.extend((0..n).map(|k| CardAttempt { at: at + chrono::Duration::seconds(3599 - k.min(3599)), retry: true }));
-            continue;
-        }
-        let lo = at.max(started + chrono::Duration::seconds(1));
-        let hi = (at + chrono::Duration::seconds(3599)).min(clock);
-        let span = (hi - lo).num_seconds();
-        if span >= n {
-            retries.extend((0..n).map(|k| hi - chrono::Duration::seconds(n - 1 - k)));
+            card_attempts.extend(late(at, at + second(3599), n).map(|at| CardAttempt { at, retry: true }));
         } else {
-            retries.extend((0..n).map(|k| lo + chrono::Duration::seconds(k)));
+            retries.extend(late(at.max(started + second(1)), (at + second(3599)).min(clock), n));
         }
     }
     retries.sort();
