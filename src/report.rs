@@ -270,7 +270,7 @@ fn residual_svg(class: &str, cut: &str, cells: &[&crate::residuals::Cell]) -> Re
 pub fn write_residuals(dir: &Path, title: &str, r: &crate::residuals::Residuals) -> Result<std::path::PathBuf, ReportError> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let mut html = format!("<!doctype html><meta charset=\"utf-8\"><title>{0}</title><h1>{0}</h1>\n", esc(title));
-    let finer = ["day_of_month_exact", "local_hour_exact", "hours_since_last_6h"];
+    let finer = crate::residuals::finer_cut_names();
     for class in &r.classes {
         let _ = writeln!(
             html,
@@ -280,7 +280,7 @@ pub fn write_residuals(dir: &Path, title: &str, r: &crate::residuals::Residuals)
             class.predicted,
             class.observed
         );
-        for cut in finer {
+        for &cut in &finer {
             let cells: Vec<&crate::residuals::Cell> = r.cells.iter().filter(|c| c.class == class.class && c.cut == cut).collect();
             if let Some(svg) = residual_svg(&class.class, cut, &cells)? {
                 let name = format!("{}-{cut}.svg", class.class);

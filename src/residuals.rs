@@ -499,8 +499,13 @@ fn wilson_hilferty(chi2: f64, df: f64) -> f64 {
 /// and the finer cuts.
 pub fn cut_names() -> Vec<String> {
     let mut v: Vec<String> = group_names().into_iter().filter(|n| *n != "decline_class").map(String::from).collect();
-    v.extend(finer_cuts().into_iter().map(|(n, _, _)| n.to_string()));
+    v.extend(finer_cut_names().into_iter().map(String::from));
     v
+}
+
+/// The finer cuts' names (`day_of_month_exact`…), in their order.
+pub fn finer_cut_names() -> Vec<&'static str> {
+    finer_cuts().into_iter().map(|(n, _, _)| n).collect()
 }
 
 /// The report for a terminal: per class, the flagged cells and levels, then the cuts asked for.
