@@ -141,6 +141,18 @@ fn hyperswitch_counts_the_cards_retries_of_earlier_invoices() {
     }
 }
 
+/// The first slot of `next` (from now on) that the network rules allow for `r`, as the
+/// engine maps it: a fixed schedule, so the model's preference cannot hide a rule.
+fn first_allowed(r: &DeciderRequest, next: &dyn Fn(DateTime<Utc>) -> Option<(DateTime<Utc>, recoup::domain::Channel)>) -> DateTime<Utc> {
+    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(r, clock(), "US".parse().unwrap()).expect("a valid request") else {
+        panic!("a decision to make")
+    };
+    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
+    let d = engine::decide_fixed(model(), &cfg, &req, "fixed", next).expect("decided");
+    assert_eq!(d.action, Action::Retry, "{:?}", d.reasons);
+    d.chosen.expect("a retry").retry_at
+}
+
 #[test]
 fn hyperswitch_counts_the_invoices_original_charge_toward_the_cards_caps() {
     // This Mastercard was retried 9 times in this invoice, every 2 hours after the
@@ -150,26 +162,16 @@ fn hyperswitch_counts_the_invoices_original_charge_toward_the_cards_caps() {
     let started = clock() - Duration::hours(20);
     let retries: Vec<DateTime<Utc>> = (1..=9).map(|i| started + Duration::hours(2 * i)).collect();
     let r = request("Mastercard", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &retries);
-    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
-        panic!("a decision to make")
-    };
     // Every hour from now is proposed; the first the rules allow is taken, whatever the model thinks of it.
-    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
     let hourly = |after: DateTime<Utc>| Some((after + Duration::hours(1), recoup::domain::Channel::None));
-    let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
-    assert_eq!(d.action, Action::Retry, "{:?}", d.reasons);
-    let at = d.chosen.expect("a retry").retry_at;
+    let at = first_allowed(&r, &hourly);
     assert!(at >= started + Duration::hours(24), "retry at {at}: the original charge of {started} is still inside its 24 h");
     assert!(at <= started + Duration::hours(26), "retry at {at}: nothing else forbids it once the original charge ages out");
     // A card with no first codes of the invoice (the original was this card) is counted alike.
     let mut own = r.clone();
     own.first_pg_error_code = None;
     own.first_network_error_code = None;
-    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&own, clock(), "US".parse().unwrap()).expect("a valid request") else {
-        panic!("a decision to make")
-    };
-    let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
-    assert!(d.chosen.expect("a retry").retry_at >= started + Duration::hours(24));
+    assert!(first_allowed(&own, &hourly) >= started + Duration::hours(24));
 }
 
 #[test]
@@ -183,16 +185,11 @@ fn hyperswitch_counts_a_retry_keyed_to_an_hour_until_that_whole_hour_has_aged_ou
     let retries: Vec<DateTime<Utc>> = (0..10).map(|i| first_key + Duration::hours(2 * i)).filter(|t| *t < clock()).collect();
     assert_eq!(retries.len(), 10);
     let r = request("Mastercard", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &retries);
-    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
-        panic!("a decision to make")
-    };
-    let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
     let on_the_hour = |after: DateTime<Utc>| {
         let next = after - Duration::seconds(after.timestamp().rem_euclid(3600)) + Duration::hours(1);
         Some((next, recoup::domain::Channel::None))
     };
-    let d = engine::decide_fixed(model(), &cfg, &req, "on the hour", &on_the_hour).expect("decided");
-    let at = d.chosen.expect("a retry").retry_at;
+    let at = first_allowed(&r, &on_the_hour);
     assert!(at >= first_key + Duration::hours(25), "retry at {at}: the retry keyed {first_key} may still be inside its 24 h");
     assert!(at <= first_key + Duration::hours(26), "retry at {at}: nothing else forbids it then");
 }
