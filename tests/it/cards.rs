@@ -194,6 +194,106 @@ fn hyperswitch_counts_a_retry_keyed_to_an_hour_until_that_whole_hour_has_aged_ou
     assert!(at <= first_key + Duration::hours(26), "retry at {at}: nothing else forbids it then");
 }
 
+/// What the network could count against a retry of this card at `at`: every attempt
+/// the request tells of, at the latest time it can have been made (a key's retries
+/// late in its hour, never after `clock`; the invoice's original charge at the time
+/// given for it), reckoned without recoup's mapping. `None`: the retry keeps every cap
+/// and the minimum spacing; else the rule it would break.
+fn conservative_breach(r: &DeciderRequest, at: DateTime<Utc>) -> Option<String> {
+    use recoup::rules::{MASTERCARD_DAILY_LIMIT, MASTERCARD_MONTHLY_LIMIT, VISA_REATTEMPTS_PRE_2025};
+    let clock = clock();
+    let mut retries: Vec<DateTime<Utc>> = Vec::new();
+    for (k, &n) in &r.hourly_retry_history {
+        let hour = chrono::NaiveDateTime::parse_from_str(k, "%Y-%m-%d %H:%M:%S%.f").unwrap().and_utc();
+        let latest = (hour + Duration::seconds(3599)).min(clock);
+        retries.extend(std::iter::repeat_n(latest, n as usize));
+    }
+    let original =
+        r.invoice_start_time.as_ref().or(r.first_error_msg_time.as_ref()).map(|t| DateTime::from_timestamp(t.seconds, 0).unwrap());
+    let last = retries.iter().chain(&original).max().copied();
+    if let Some(last) = last.filter(|l| at < *l + Duration::hours(recoup::rules::DEFAULT_MIN_SPACING_HOURS)) {
+        return Some(format!("within the minimum spacing of an attempt that may have been at {last}"));
+    }
+    let within = |w: Duration| retries.iter().filter(|t| **t > at - w).count() as u32;
+    let original_within = |w: Duration| u32::from(original.is_some_and(|o| o > at - w));
+    let network = r.card_network.as_deref().unwrap_or("");
+    if network != "Mastercard" && within(Duration::days(30)) + 1 > VISA_REATTEMPTS_PRE_2025 {
+        return Some(format!("reattempt {} within 30 days", within(Duration::days(30)) + 1));
+    }
+    if network != "Visa" {
+        for (w, limit, name) in
+            [(Duration::hours(24), MASTERCARD_DAILY_LIMIT, "24 h"), (Duration::days(30), MASTERCARD_MONTHLY_LIMIT, "30 days")]
+        {
+            let n = within(w) + original_within(w) + 1;
+            if n > limit {
+                return Some(format!("attempt {n} within {name}"));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn hyperswitch_keeps_every_cap_on_random_card_histories() {
+    // Random cards and invoices as hyperswitch's client reports them: retries of this
+    // invoice and of earlier ones, keyed by their hour, sometimes several per hour, the
+    // invoice's first codes given or not. Every answer is checked against a count that
+    // does not use recoup's mapping: the model's choice, and the first slot a fixed
+    // schedule proposing every hour (at a random minute) is allowed, which is where a
+    // rule binds whatever the model prefers.
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(21);
+    let (mut retried, mut bound) = (0, 0);
+    for case in 0..300 {
+        let network = ["Visa", "Mastercard", "JCB"][rng.random_range(0..3)];
+        let started = clock() - Duration::minutes(rng.random_range(5..60 * 48));
+        let mut retries: Vec<DateTime<Utc>> = Vec::new();
+        // This invoice's retries, bunched so that caps bind often.
+        let span = (clock() - started).num_minutes();
+        for _ in 0..rng.random_range(0..14) {
+            retries.push(started + Duration::minutes(rng.random_range(1..span.max(2))));
+        }
+        // The card's retries of earlier invoices, over the last 35 days.
+        for _ in 0..rng.random_range(0..20) {
+            retries.push(started - Duration::minutes(rng.random_range(61..60 * 24 * 35)));
+        }
+        let first = if rng.random_bool(0.5) { ("insufficient_funds", "51") } else { ("do_not_honor", "05") };
+        let mut r = request(network, started, Some("insufficient_funds"), first, &retries);
+        if rng.random_bool(0.3) {
+            r.first_pg_error_code = None;
+            r.first_network_error_code = None;
+        }
+        if rng.random_bool(0.2) {
+            // Some clients give the first failure's time instead of the invoice's start.
+            r.first_error_msg_time = r.invoice_start_time.take();
+        }
+        let context = || format!("case {case}: {network}, started {started}, retries {:?}", r.hourly_retry_history);
+        if let Some(t) = retry_time(&decide(&r)) {
+            retried += 1;
+            assert_eq!(conservative_breach(&r, t), None, "the model's retry at {t}; {}", context());
+        }
+        let minute = Duration::minutes(rng.random_range(0..60));
+        let hourly = |after: DateTime<Utc>| {
+            let next = after - Duration::seconds(after.timestamp().rem_euclid(3600)) + minute;
+            Some((if next > after { next } else { next + Duration::hours(1) }, recoup::domain::Channel::None))
+        };
+        let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
+            continue;
+        };
+        let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
+        let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
+        if let Some(c) = d.chosen.filter(|_| d.action == Action::Retry) {
+            // The hour before it was refused: count how often a rule, not the schedule, set the time.
+            if c.retry_at - Duration::hours(1) > clock() {
+                bound += 1;
+            }
+            assert_eq!(conservative_breach(&r, c.retry_at), None, "the first allowed hourly slot {}; {}", c.retry_at, context());
+        }
+    }
+    // The cases must exercise both: answers to check, and rules that bind.
+    assert!(retried > 50 && bound > 30, "{retried} model retries, {bound} slots set by a rule");
+}
+
 #[test]
 fn hyperswitch_refuses_a_missing_currency_naming_the_field() {
     let mut r = request("Visa", clock() - Duration::days(1), Some("insufficient_funds"), ("insufficient_funds", "51"), &[]);
