@@ -85,6 +85,21 @@ pub struct Candidate {
 pub struct TimeLevels([u8; N_CAND]);
 
 impl TimeLevels {
+    /// The levels of the two spacing groups, `hours_since_last` and `days_since_first`
+    /// (the order of [`SPACING_EDGES_HOURS`]).
+    pub fn spacing(&self) -> [usize; 2] {
+        [usize::from(self.0[G_SINCE_LAST - N_FIXED]), usize::from(self.0[G_SINCE_FIRST - N_FIXED])]
+    }
+
+    /// Levels with only the spacing groups set (a test's).
+    #[cfg(test)]
+    pub fn with_spacing(spacing: [usize; 2]) -> TimeLevels {
+        let mut t = TimeLevels::default();
+        t.0[G_SINCE_LAST - N_FIXED] = spacing[0] as u8;
+        t.0[G_SINCE_FIRST - N_FIXED] = spacing[1] as u8;
+        t
+    }
+
     /// Whether both have the same level in every [`DAY_GROUPS`] group.
     pub fn same_day_levels(&self, other: &TimeLevels) -> bool {
         (0..N_CAND).all(|i| DAY_GROUPS >> (N_FIXED + i) & 1 == 0 || self.0[i] == other.0[i])
@@ -176,6 +191,17 @@ enum Part {
 /// since the failure at it).
 pub const HOURS_SINCE_LAST_EDGES: [f64; 7] = [2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0];
 pub const DAYS_SINCE_FIRST_EDGES: [f64; 6] = [1.0, 2.0, 4.0, 7.0, 14.0, 21.0];
+/// The two spacing groups' level edges in hours: `hours_since_last`, `days_since_first`.
+pub const SPACING_EDGES_HOURS: [&[f64]; 2] = [&HOURS_SINCE_LAST_EDGES, &DAYS_SINCE_FIRST_HOURS];
+const DAYS_SINCE_FIRST_HOURS: [f64; 6] = {
+    let mut h = DAYS_SINCE_FIRST_EDGES;
+    let mut i = 0;
+    while i < h.len() {
+        h[i] *= 24.0;
+        i += 1;
+    }
+    h
+};
 /// Levels of `retries_before` (0–4 each, then 5+ together).
 pub const RETRIES_BEFORE_LEVELS: usize = 5;
 
@@ -280,6 +306,35 @@ impl PaymentState {
             out.push(SCHEMA.cross(k, levels[a], levels[b]));
         }
         out
+    }
+
+    /// Per spacing group ([`SPACING_EDGES_HOURS`]' order), per level: the sum of
+    /// `weights` over the columns that the group's level sets for this payment (its
+    /// own column and its crosses with payment-level groups). A spacing group crosses
+    /// no other candidate group (the schema test holds it), so a candidate's logit
+    /// with one spacing group at another level differs by exactly these parts.
+    pub fn spacing_parts(&self, weights: &[f64]) -> [Vec<f64>; 2] {
+        let schema = &*SCHEMA;
+        [G_SINCE_LAST, G_SINCE_FIRST].map(|g| {
+            let bit = 1u32 << (g - N_FIXED);
+            (0..=SPACING_EDGES_HOURS[g - G_SINCE_LAST].len())
+                .map(|l| {
+                    let level = |h: usize| if h < N_FIXED { self.levels[h] } else { l };
+                    TIME_SLOTS
+                        .iter()
+                        .filter(|(_, mask)| mask & bit != 0)
+                        .map(|(slot, _)| {
+                            let c = match *slot {
+                                TimeSlot::Group(g) => schema.column(g, level(g)),
+                                TimeSlot::Cross(k, a, b) => schema.cross(k, level(a), level(b)),
+                                TimeSlot::Triple(k, a, b, c) => schema.triple(k, level(a), level(b), level(c)),
+                            };
+                            weights.get(usize::from(c)).copied().unwrap_or(0.0)
+                        })
+                        .sum()
+                })
+                .collect()
+        })
     }
 
     /// The candidate-level active columns for `c`, appended to `out`.
@@ -1028,6 +1083,54 @@ mod tests {
         ] {
             assert!(named.contains(&want), "{want} not in {named:?}");
         }
+    }
+
+    /// The engine's bound at spacing edges (`engine::edges`) moves one spacing group to a
+    /// neighbouring level by its parts alone: that is exact only while no spacing group
+    /// crosses another candidate group, and the parts must match the full encoding.
+    #[test]
+    fn spacing_parts_are_what_a_spacing_level_adds_to_the_logit() {
+        let spacing = (1u32 << (G_SINCE_LAST - N_FIXED)) | (1u32 << (G_SINCE_FIRST - N_FIXED));
+        for (_, mask) in TIME_SLOTS.iter() {
+            assert!(mask & spacing == 0 || mask.count_ones() == 1, "a spacing group crosses another candidate group");
+        }
+        let weights: Vec<f64> = (0..SCHEMA.len()).map(|i| ((i * 7919) % 1000) as f64 / 1000.0 - 0.5).collect();
+        let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
+        let failed = |at| EarlierAttempt {
+            network_code: None,
+            card: None,
+            at,
+            decline: DeclineCode::DoNotHonor,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        };
+        let earlier = [failed(t0), failed(t0 + chrono::Duration::hours(30))];
+        let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
+        let parts = st.spacing_parts(&weights);
+        assert_eq!((parts[0].len(), parts[1].len()), (HOURS_SINCE_LAST_EDGES.len() + 1, DAYS_SINCE_FIRST_EDGES.len() + 1));
+        // Every pair of whole hours over two weeks: where only the spacing levels differ
+        // (same local hour, weekday and day levels), the logits differ by the parts.
+        let hours: Vec<(TimeLevels, f64)> = (0..336)
+            .map(|h| {
+                let at = earlier[1].at + chrono::Duration::hours(h);
+                let logit = st.encode(&Candidate { at, channel: Channel::None }).iter().map(|&c| weights[c as usize]).sum::<f64>();
+                (st.time_levels(at), logit)
+            })
+            .collect();
+        let part = |l: &TimeLevels| parts[0][l.spacing()[0]] + parts[1][l.spacing()[1]];
+        let mut checked = 0;
+        for (a, (la, za)) in hours.iter().enumerate() {
+            for (b, (lb, zb)) in hours.iter().enumerate().skip(a + 1) {
+                if (2..N_CAND).any(|i| la.0[i] != lb.0[i]) || la.spacing() == lb.spacing() {
+                    continue;
+                }
+                let got = part(lb) - part(la);
+                assert!((got - (zb - za)).abs() < 1e-9, "hours {a} and {b}: parts {got} vs {}", zb - za);
+                checked += 1;
+            }
+        }
+        assert!(checked > 20, "{checked} pairs");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use chrono::{DateTime, Duration, Timelike, Utc};
 
 use super::config::EngineConfig;
 use super::decision::{describe, reason, Reason, Slot};
+use super::edges::EdgeBound;
 use super::request::{rule_facts, Prepared, Request};
 use super::value::{HourTerms, Valuer};
 use crate::domain::Channel;
@@ -61,6 +62,8 @@ pub(super) struct ScoredGrid {
     pub hour_best_p: Vec<f64>,
     pub hour_best_a: Vec<f64>,
     pub removed: Removed,
+    /// Hours valued below their lower bound by the bound at spacing edges ([`EdgeBound`]).
+    pub edge_bound_hours: usize,
 }
 
 /// A scored candidate: hours after the grid's start, channel, P(success), expected
@@ -218,12 +221,16 @@ impl Grid {
             hour_best_p: vec![0.0f64; n],
             hour_best_a: vec![0.0f64; n],
             removed: Removed::default(),
+            edge_bound_hours: 0,
         };
         // The lower confidence bound is `support_pessimism` SDs of the time terms (the
         // weights' posterior variances; for trees, their leaves' bootstrap spread) below
         // the logit, so a time the log says little about is not chosen on a noisy estimate.
         let kappa = if valuer.pessimistic { cfg.support_pessimism } else { 0.0 };
         let mut walk = TimeWalk::new(model, &p.state, fixed_logit, kappa > 0.0);
+        // Where a spacing level's average may not hold, never above the line to the neighbouring level.
+        let edges = valuer.pessimistic.then(|| EdgeBound::new(model, &p.state));
+        let (last_ts, first_ts) = (p.last.at.timestamp(), p.first.at.timestamp());
         let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
         let first_discount = (1.0 - cfg.daily_discount).powf(((self.start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
         let grid = p.state.hourly_levels(self.start, n);
@@ -240,6 +247,11 @@ impl Grid {
                 continue;
             }
             let (logit, time_var) = walk.at(here.levels);
+            let since = |from: i64| (t - from) as f64 / 3600.0;
+            let edge = edges.as_ref().map_or(0.0, |e| e.penalty(&here.levels, [since(last_ts), since(first_ts)]));
+            if edge < 0.0 {
+                out.edge_bound_hours += 1;
+            }
             // The message goes out `lead` hours before: on the grid when that is not before its start.
             let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {
                 Ok(h) if cfg.message_lead_hours >= 0 => grid[h].local_hour,
@@ -247,7 +259,11 @@ impl Grid {
             };
             let message_quiet = c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(send_hour(), qs, qe));
             let odds = valuer.platt.odds_against(logit, true);
-            let valued_odds = if kappa > 0.0 { valuer.platt.odds_against(logit - kappa * time_var.max(0.0).sqrt(), true) } else { odds };
+            let valued_odds = if kappa > 0.0 || edge < 0.0 {
+                valuer.platt.odds_against(logit + edge - kappa * time_var.max(0.0).sqrt(), true)
+            } else {
+                odds
+            };
             valuer.hour(HourTerms { hour, logit, odds, valued_odds, discount, message_quiet }, &mut out);
         }
         out

@@ -2,7 +2,8 @@
 //! send first. Pure: no clock (the request says what "now" is), no I/O. One file
 //! per step: [`request`] → [`grid`] → [`value`] → [`choose`] → [`explain`]; the
 //! ask plan when only a new payment method allows a retry is [`ask`], the
-//! holdout's fixed schedule [`fixed`].
+//! holdout's fixed schedule [`fixed`], the bound at spacing levels' edges
+//! (part of valuing) [`edges`].
 //!
 //! 1. Validate the request ([`Request::validate`] names the offending field).
 //! 2. Hard declines and other permanent rule violations answer `DoNotRetry`
@@ -21,6 +22,9 @@
 //!    attrition; 0 without a message), discounted per day of delay, plus a
 //!    one-step look-ahead: if the payer stays and this retry fails, the best
 //!    later slot (at least a day later) is still there, `(1 − a)(1 − p) × V(later)`.
+//!    `p` is valued at a lower bound: the time terms' uncertainty, and no higher
+//!    than the line to a neighbouring spacing level near its edge ([`edges`]);
+//!    the estimate is what is reported.
 //! 7. Pick the best; with probability `exploration` pick uniformly among the
 //!    near-best alternatives instead, and report the propensity of the choice.
 //!
@@ -30,6 +34,7 @@ mod ask;
 mod choose;
 mod config;
 mod decision;
+mod edges;
 mod explain;
 mod fixed;
 mod grid;

@@ -516,3 +516,42 @@ fn a_retry_time_the_trees_pin_down_loosely_is_valued_at_its_lower_bound() {
     m.trees.trees[0].spreads[1] = [0.0; REPLICATES];
     assert_eq!(local_weekday(&decide_with(&m, 1.0)), chrono::Weekday::Sat);
 }
+
+#[test]
+fn the_first_hours_past_an_edge_into_a_better_spacing_level_are_valued_on_the_line_to_the_level_before() {
+    // Every weight 0 but `hours_since_last`: −5 under 48 h (no retry is worth it sooner),
+    // +3 at 48–96 h. The model knows only that level's average; at the estimate the
+    // engine takes its first hours, 48 h after the failure (a plateau of one or two).
+    let col = |name: &str| SCHEMA.columns.iter().position(|c| c == name).expect("a spacing column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    for level in ["<2", "2-6", "6-12", "12-24", "24-48"] {
+        m.weights[col(&format!("hours_since_last={level}"))] = -5.0;
+    }
+    m.weights[col("hours_since_last=48-96")] = 3.0;
+    let mut req = request();
+    req.constraints = Constraints { channels: vec![Channel::None], ..Default::default() };
+    let failed = req.attempts[0].at;
+    // A steep discount, so that the hours of the level are not one plateau (see `choose`).
+    let params = EngineParams { exploration: 0.0, daily_discount: 0.2, ..Default::default() };
+    let decide_with = |m: &SuccessModel| decide(m, &params.clone().check().expect("valid"), &req, (0.5, 0.5)).expect("decides");
+    let bounded = |d: &Decision| d.reasons.iter().any(|r| r.code == "spacing_edge_bound");
+    let hours_after = |d: &Decision| (d.chosen.as_ref().expect("a retry").retry_at - failed).num_minutes() as f64 / 60.0;
+    // No weight variances (an older model): valued at the estimate, no bound.
+    let d = decide_with(&m);
+    assert!((48.0..51.0).contains(&hours_after(&d)), "{}", hours_after(&d));
+    assert!(!bounded(&d));
+    // With them, the hours from 48 h to the level's centre (72 h) lie on the line from
+    // 24–48 h's centre (36 h, −5) to 72 h (+3): the engine waits until near the level's
+    // own value (the discount against the last steps of the ramp).
+    m.weight_variances = vec![0.0; SCHEMA.len()];
+    let d = decide_with(&m);
+    assert!(hours_after(&d) >= 60.0 && hours_after(&d) <= 72.0, "{}", hours_after(&d));
+    assert!(bounded(&d), "{:?}", d.reasons);
+    // Reported at the estimate, as before.
+    let chosen = d.chosen.expect("a retry");
+    assert!((chosen.p_success - m.calibrate(m.intercept + 3.0)).abs() < 1e-12, "{chosen:?}");
+    // Pessimism off: no bound either.
+    let cfg = EngineParams { support_pessimism: 0.0, ..params }.check().expect("valid");
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert!((48.0..51.0).contains(&hours_after(&d)) && !bounded(&d), "{}", hours_after(&d));
+}

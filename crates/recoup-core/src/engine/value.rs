@@ -96,6 +96,7 @@ pub(super) struct Valuer<'a> {
 
 impl Valuer<'_> {
     /// Value every allowed channel at one hour, into `out` (its slots and the hour's best for the look-ahead).
+    #[inline]
     pub fn hour(&self, h: HourTerms, out: &mut ScoredGrid) {
         for &ChannelTerms { channel: ch, logit: channel_logit, odds: channel_odds, message_cost, attrition } in self.channels {
             if h.message_quiet && ch != Channel::None {

@@ -1,0 +1,133 @@
+//! Part of step 3 (value): the bound at spacing levels' edges. The model sees the
+//! time since the last attempt and since the first in levels (`hours_since_last`
+//! 24–48 h, 48–96 h, …; [`crate::features::SPACING_EDGES_HOURS`]), and a level's
+//! weight is the log's average over the retries inside it. Where the truth rises
+//! through a level, its first hours are worse than that average; the engine
+//! discounts delay, so among equally valued hours it would take exactly those,
+//! and the chosen retries would be over-predicted right after each edge (seen on
+//! the foreign world's `do_not_honor` and funds first retries, README #20).
+//!
+//! The model cannot tell where inside a level the truth changes, so a candidate
+//! is valued no higher than the straight line between its level's centre and the
+//! neighbouring level's (toward the side it lies on), per spacing group: near an
+//! edge into a better level the value ramps up to that level's over half its
+//! width, and nowhere does the bound raise a value. It lowers the value a
+//! candidate is ranked by (with the time terms' lower confidence bound); the
+//! P(success) reported stays the model's estimate.
+//!
+//! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
+
+use std::sync::LazyLock;
+
+use crate::features::{PaymentState, TimeLevels, SPACING_EDGES_HOURS};
+use crate::model::SuccessModel;
+
+/// Per spacing group, per level: its centre in hours (the open last level's lies as far
+/// past its edge as half the level before it is wide).
+static CENTRES: LazyLock<[Vec<f64>; 2]> = LazyLock::new(|| SPACING_EDGES_HOURS.map(centres));
+
+/// One payment's bound, per spacing group, per level.
+pub(super) struct EdgeBound {
+    levels: [Vec<Line>; 2],
+}
+
+/// A level's centre (hours), and how fast the line to a neighbouring level's centre
+/// falls below the level's own value (logit per hour away from the centre), toward the
+/// level before and toward the level after (0 where that neighbour is rated no lower).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Line {
+    centre: f64,
+    before: f64,
+    after: f64,
+}
+
+/// Centres of the levels cut by `edges` (hours): the first from 0.
+fn centres(edges: &[f64]) -> Vec<f64> {
+    let mut lo = 0.0;
+    let mut out: Vec<f64> = edges
+        .iter()
+        .map(|&hi| {
+            let c = (lo + hi) / 2.0;
+            lo = hi;
+            c
+        })
+        .collect();
+    let last_width = edges.len().checked_sub(2).map_or(edges[0], |i| edges[i + 1] - edges[i]);
+    out.push(lo + last_width / 2.0);
+    out
+}
+
+/// The lines of one group's levels with these `parts` of the logit and `centres`.
+fn lines(parts: &[f64], centres: &[f64]) -> Vec<Line> {
+    let fall = |l: usize, n: usize| ((parts[l] - parts[n]) / (centres[l] - centres[n]).abs()).max(0.0);
+    (0..parts.len())
+        .map(|l| Line {
+            centre: centres[l],
+            before: l.checked_sub(1).map_or(0.0, |n| fall(l, n)),
+            after: Some(l + 1).filter(|&n| n < parts.len()).map_or(0.0, |n| fall(l, n)),
+        })
+        .collect()
+}
+
+impl EdgeBound {
+    /// The bound for one payment, from the model's linear weights (a forest's splits on
+    /// spacing are not bounded: a model of trees only gets no bound).
+    pub fn new(model: &SuccessModel, state: &PaymentState) -> EdgeBound {
+        let parts = state.spacing_parts(&model.weights);
+        EdgeBound { levels: [0, 1].map(|g| lines(&parts[g], &CENTRES[g])) }
+    }
+
+    /// What to take off (≤ 0) the logit of a candidate at `levels`, `since` hours after
+    /// the last attempt and after the first (in [`SPACING_EDGES_HOURS`]' order). A
+    /// candidate inside a level lies between its neighbours' centres, so the line is
+    /// never followed past them.
+    #[inline]
+    pub fn penalty(&self, levels: &TimeLevels, since: [f64; 2]) -> f64 {
+        let mut out = 0.0;
+        for (g, level) in levels.spacing().into_iter().enumerate() {
+            let (line, x) = (self.levels[g][level], since[g]);
+            out -= if x < line.centre { line.before * (line.centre - x) } else { line.after * (x - line.centre) };
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centres_lie_midway_and_the_open_level_past_its_edge() {
+        assert_eq!(centres(&[2.0, 6.0, 12.0]), vec![1.0, 4.0, 9.0, 15.0]);
+        assert_eq!(centres(&[24.0]), vec![12.0, 36.0]);
+    }
+
+    #[test]
+    fn the_bound_ramps_from_the_edge_to_the_better_levels_centre_and_never_raises() {
+        // One group: levels 0–24 h (part 0), 24–48 h (part 1), 48 h+ (part 0.5); the other flat.
+        let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
+        let bound = EdgeBound { levels: [lines(&[0.0, 1.0, 0.5], &centres(&[24.0, 48.0])), flat] };
+        let levels = |since: f64| {
+            let l = usize::from(since >= 24.0) + usize::from(since >= 48.0);
+            (l, [since, 10.0])
+        };
+        let pen = |since: f64| {
+            let (l, s) = levels(since);
+            bound.penalty(&TimeLevels::with_spacing([l, 0]), s)
+        };
+        // Just past the 24 h edge (centres 12 h and 36 h) the better level is valued halfway back to the worse one's.
+        assert!((pen(24.0) + 0.5).abs() < 1e-12, "{}", pen(24.0));
+        assert!((pen(30.0) + 0.25).abs() < 1e-12, "{}", pen(30.0));
+        // From the level's centre on: its own value; before its end, a worse level next does not lower it
+        // below the line either (the line toward 48 h+ falls: 1 → 0.5 from 36 h to 60 h).
+        assert_eq!(pen(36.0), 0.0);
+        assert!((pen(42.0) + 0.125).abs() < 1e-12, "{}", pen(42.0));
+        // Past 48 h the worse level is not raised toward the better one.
+        assert_eq!(pen(50.0), 0.0);
+        // Before the 24 h edge, the level below is worse than the next: never raised.
+        assert_eq!(pen(20.0), 0.0);
+        for h in 0..80 {
+            assert!(pen(f64::from(h)) <= 0.0);
+        }
+    }
+}
