@@ -80,7 +80,7 @@ pub(super) fn retry(
         reasons.push(reason(
             "spacing_edge_bound",
             format!(
-                "{} of {} hours valued no higher than the line from their spacing level's centre (time since the last attempt, or since the failure) to the neighbouring level's, where that one is rated lower: a level's weight is the log's average over it, not its value near an edge",
+                "{} of {} hours valued no higher than the line to a worse neighbouring spacing level (time since the last attempt or the failure): a level's weight is its average, not its value near an edge",
                 c.scored.edge_bound_hours,
                 c.scored.hour_best.len()
             ),
