@@ -311,7 +311,7 @@ impl PaymentState {
     /// Per spacing group ([`SPACING_EDGES_HOURS`]' order), per level: the sum of
     /// `weights` over the columns that the group's level sets for this payment (its
     /// own column and its crosses with payment-level groups). A spacing group crosses
-    /// no other candidate group (the schema test holds it), so a candidate's logit
+    /// no other candidate group (a test holds it), so a candidate's logit
     /// with one spacing group at another level differs by exactly these parts.
     pub fn spacing_parts(&self, weights: &[f64]) -> [Vec<f64>; 2] {
         let schema = &*SCHEMA;
