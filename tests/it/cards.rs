@@ -141,14 +141,22 @@ fn hyperswitch_counts_the_cards_retries_of_earlier_invoices() {
     }
 }
 
-/// The first slot of `next` (from now on) that the network rules allow for `r`, as the
-/// engine maps it: a fixed schedule, so the model's preference cannot hide a rule.
-fn first_allowed(r: &DeciderRequest, next: &dyn Fn(DateTime<Utc>) -> Option<(DateTime<Utc>, recoup::domain::Channel)>) -> DateTime<Utc> {
+type Schedule<'a> = &'a dyn Fn(DateTime<Utc>) -> Option<(DateTime<Utc>, recoup::domain::Channel)>;
+
+/// `r` as the engine maps it, decided by the fixed schedule `next` (from now on) under
+/// the network rules, so the model's preference cannot hide a rule; `None` when the
+/// mapping leaves nothing to decide.
+fn fixed_decision(r: &DeciderRequest, next: Schedule) -> Option<engine::Decision> {
     let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(r, clock(), "US".parse().unwrap()).expect("a valid request") else {
-        panic!("a decision to make")
+        return None;
     };
     let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
-    let d = engine::decide_fixed(model(), &cfg, &req, "fixed", next).expect("decided");
+    Some(engine::decide_fixed(model(), &cfg, &req, "fixed", next).expect("decided"))
+}
+
+/// The first slot of `next` that the network rules allow for `r` ([`fixed_decision`]).
+fn first_allowed(r: &DeciderRequest, next: Schedule) -> DateTime<Utc> {
+    let d = fixed_decision(r, next).expect("a decision to make");
     assert_eq!(d.action, Action::Retry, "{:?}", d.reasons);
     d.chosen.expect("a retry").retry_at
 }
@@ -217,8 +225,9 @@ fn conservative_breach(r: &DeciderRequest, at: DateTime<Utc>) -> Option<String> 
     let within = |w: Duration| retries.iter().filter(|t| **t > at - w).count() as u32;
     let original_within = |w: Duration| u32::from(original.is_some_and(|o| o > at - w));
     let network = r.card_network.as_deref().unwrap_or("");
-    if network != "Mastercard" && within(Duration::days(30)) + 1 > VISA_REATTEMPTS_PRE_2025 {
-        return Some(format!("reattempt {} within 30 days", within(Duration::days(30)) + 1));
+    let reattempt = within(Duration::days(30)) + 1;
+    if network != "Mastercard" && reattempt > VISA_REATTEMPTS_PRE_2025 {
+        return Some(format!("reattempt {reattempt} within 30 days"));
     }
     if network != "Visa" {
         for (w, limit, name) in
@@ -277,11 +286,7 @@ fn hyperswitch_keeps_every_cap_on_random_card_histories() {
             let next = after - Duration::seconds(after.timestamp().rem_euclid(3600)) + minute;
             Some((if next > after { next } else { next + Duration::hours(1) }, recoup::domain::Channel::None))
         };
-        let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
-            continue;
-        };
-        let cfg = hyperswitch::engine_config(&EngineConfig::default(), 0.0);
-        let d = engine::decide_fixed(model(), &cfg, &req, "hourly", &hourly).expect("decided");
+        let Some(d) = fixed_decision(&r, &hourly) else { continue };
         if let Some(c) = d.chosen.filter(|_| d.action == Action::Retry) {
             // The hour before it was refused: count how often a rule, not the schedule, set the time.
             if c.retry_at - Duration::hours(1) > clock() {
