@@ -22,6 +22,10 @@
 //! (`auto` fits trees from 100,000 fit examples: a log of about 65,000 payers).
 //! `RECOUP_ZOO_TEST_FRACTION` / `RECOUP_ZOO_CAL_FRACTION` (training's defaults, 0.25 / 0.15)
 //! set its time split (`TrainParams::test_fraction` / `calibration_fraction`), for experiments.
+//!
+//! Each run writes its logs and models under `target/zoo-bench/<process id>/` and removes
+//! them when it ends, so runs side by side (other seeds, other builds) never read each
+//! other's files.
 
 mod common;
 
@@ -41,7 +45,9 @@ fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
 fn main() {
     let (payers, cases_payers) = (env::<u32>("RECOUP_ZOO_PAYERS", 20_000), env::<u32>("RECOUP_ZOO_CASES", 20_000));
     let (seed, cases_seed) = (env::<u32>("RECOUP_ZOO_SEED", 3), env::<u32>("RECOUP_ZOO_CASES_SEED", 11));
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench");
+    // Per run: two runs at once once shared one directory, and one trained on, or
+    // loaded the model of, the other's log.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/zoo-bench").join(std::process::id().to_string());
     std::fs::create_dir_all(&dir).expect("bench dir");
     let mut schedules = backtest::parse_schedules(backtest::DEFAULT_SCHEDULES).expect("schedules");
     let quiet: Vec<Schedule> =
@@ -152,4 +158,5 @@ fn main() {
         }
     }
     println!("\npeak RSS {:.0} MiB", common::vm_hwm_mib());
+    let _ = std::fs::remove_dir_all(&dir);
 }
