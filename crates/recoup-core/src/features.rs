@@ -91,6 +91,20 @@ impl TimeLevels {
         [usize::from(self.0[G_SINCE_LAST - N_FIXED]), usize::from(self.0[G_SINCE_FIRST - N_FIXED])]
     }
 
+    /// The levels of `local_hour` and of `days_since_payday`, the one candidate group the
+    /// local hour crosses (see [`PaymentState::hour_parts`]).
+    pub fn hour_and_pay(&self) -> [usize; 2] {
+        [usize::from(self.0[G_HOUR - N_FIXED]), usize::from(self.0[G_SINCE_PAY - N_FIXED])]
+    }
+
+    /// These levels with the local hour at level `l` (a test's).
+    #[cfg(test)]
+    pub fn with_hour(&self, l: usize) -> TimeLevels {
+        let mut t = *self;
+        t.0[G_HOUR - N_FIXED] = l as u8;
+        t
+    }
+
     /// Levels with only the spacing groups set (a test's).
     #[cfg(test)]
     pub fn with_spacing(spacing: [usize; 2]) -> TimeLevels {
@@ -191,6 +205,8 @@ enum Part {
 /// since the failure at it).
 pub const HOURS_SINCE_LAST_EDGES: [f64; 7] = [2.0, 6.0, 12.0, 24.0, 48.0, 96.0, 168.0];
 pub const DAYS_SINCE_FIRST_EDGES: [f64; 6] = [1.0, 2.0, 4.0, 7.0, 14.0, 21.0];
+/// Level edges of `local_hour` (hours of the local day).
+pub const LOCAL_HOUR_EDGES: [f64; 6] = [4.0, 7.0, 10.0, 14.0, 18.0, 22.0];
 /// The two spacing groups' level edges in hours: `hours_since_last`, `days_since_first`.
 pub const SPACING_EDGES_HOURS: [&[f64]; 2] = [&HOURS_SINCE_LAST_EDGES, &DAYS_SINCE_FIRST_HOURS];
 const DAYS_SINCE_FIRST_HOURS: [f64; 6] = {
@@ -314,27 +330,44 @@ impl PaymentState {
     /// no other candidate group (a test holds it), so a candidate's logit
     /// with one spacing group at another level differs by exactly these parts.
     pub fn spacing_parts(&self, weights: &[f64]) -> [Vec<f64>; 2] {
-        let schema = &*SCHEMA;
         [G_SINCE_LAST, G_SINCE_FIRST].map(|g| {
-            let bit = 1u32 << (g - N_FIXED);
             (0..=SPACING_EDGES_HOURS[g - G_SINCE_LAST].len())
-                .map(|l| {
-                    let level = |h: usize| if h < N_FIXED { self.levels[h] } else { l };
-                    TIME_SLOTS
-                        .iter()
-                        .filter(|(_, mask)| mask & bit != 0)
-                        .map(|(slot, _)| {
-                            let c = match *slot {
-                                TimeSlot::Group(g) => schema.column(g, level(g)),
-                                TimeSlot::Cross(k, a, b) => schema.cross(k, level(a), level(b)),
-                                TimeSlot::Triple(k, a, b, c) => schema.triple(k, level(a), level(b), level(c)),
-                            };
-                            weights.get(usize::from(c)).copied().unwrap_or(0.0)
-                        })
-                        .sum()
-                })
+                .map(|l| self.group_part(weights, g, &|h| if h == g { l } else { 0 }))
                 .collect()
         })
+    }
+
+    /// Per `days_since_payday` level, per `local_hour` level: the sum of `weights` over
+    /// the columns that the hour's level sets for this payment (its own column, its
+    /// crosses with payment-level groups and with `days_since_payday`). The local hour
+    /// crosses no other candidate group (a test holds it), so a candidate's logit with
+    /// the local hour at another level differs by exactly these parts at its own
+    /// `days_since_payday` level.
+    pub fn hour_parts(&self, weights: &[f64]) -> Vec<Vec<f64>> {
+        let sizes = &*GROUP_SIZES;
+        (0..sizes[G_SINCE_PAY])
+            .map(|pay| (0..sizes[G_HOUR]).map(|hour| self.group_part(weights, G_HOUR, &|g| if g == G_HOUR { hour } else { pay })).collect())
+            .collect()
+    }
+
+    /// The sum of `weights` over the time columns that involve candidate group `g`, with
+    /// the candidate groups at `level(group)` and the payment-level groups at this payment's.
+    fn group_part(&self, weights: &[f64], g: usize, level: &dyn Fn(usize) -> usize) -> f64 {
+        let schema = &*SCHEMA;
+        let bit = 1u32 << (g - N_FIXED);
+        let level = |h: usize| if h < N_FIXED { self.levels[h] } else { level(h) };
+        TIME_SLOTS
+            .iter()
+            .filter(|(_, mask)| mask & bit != 0)
+            .map(|(slot, _)| {
+                let c = match *slot {
+                    TimeSlot::Group(g) => schema.column(g, level(g)),
+                    TimeSlot::Cross(k, a, b) => schema.cross(k, level(a), level(b)),
+                    TimeSlot::Triple(k, a, b, c) => schema.triple(k, level(a), level(b), level(c)),
+                };
+                weights.get(usize::from(c)).copied().unwrap_or(0.0)
+            })
+            .sum()
     }
 
     /// The candidate-level active columns for `c`, appended to `out`.
@@ -407,7 +440,7 @@ impl PaymentState {
         let levels = [
             bucket(hours_since_last, &HOURS_SINCE_LAST_EDGES),
             bucket(days_since_first, &DAYS_SINCE_FIRST_EDGES),
-            bucket(hour as f64, &[4.0, 7.0, 10.0, 14.0, 18.0, 22.0]),
+            bucket(hour as f64, &LOCAL_HOUR_EDGES),
             weekday as usize,
             bucket(day.since as f64, &[1.0, 2.0, 3.0, 4.0, 7.0, 14.0]),
             bucket(day.until as f64, &[2.0, 3.0, 4.0, 7.0, 14.0]),
@@ -1054,15 +1087,7 @@ mod tests {
         assert!(s.columns.iter().all(|c| seen.insert(c.clone())), "duplicate column names");
         assert!(groups().iter().all(|(_, levels)| levels.len() <= 256), "TimeLevels stores levels as u8");
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
-        let earlier = [EarlierAttempt {
-            network_code: None,
-            card: None,
-            at: t0,
-            decline: DeclineCode::InsufficientFunds,
-            advice_code: None,
-            channel: None,
-            payment_method_updated: false,
-        }];
+        let earlier = [funds_failure(t0)];
         let st = PaymentState::new(facts(), &earlier, false, &[]).expect("state");
         let v = st.encode(&Candidate { at: t0 + chrono::Duration::hours(50), channel: Channel::Email });
         assert_eq!(v.len(), ACTIVE);
@@ -1131,6 +1156,40 @@ mod tests {
             }
         }
         assert!(checked > 20, "{checked} pairs");
+    }
+
+    #[test]
+    fn hour_parts_are_what_a_local_hour_level_adds_to_the_logit() {
+        let (hour, pay) = (1u32 << (G_HOUR - N_FIXED), 1u32 << (G_SINCE_PAY - N_FIXED));
+        for (_, mask) in TIME_SLOTS.iter() {
+            assert!(mask & hour == 0 || mask & !pay == hour, "the local hour crosses a candidate group other than days_since_payday");
+        }
+        assert_eq!(GROUP_SIZES[G_HOUR], LOCAL_HOUR_EDGES.len() + 1);
+        let weights: Vec<f64> = (0..SCHEMA.len()).map(|i| ((i * 7919) % 1000) as f64 / 1000.0 - 0.5).collect();
+        // A payer paid semi-monthly, so that days_since_payday takes several levels over the month.
+        let evidence = semi_monthly_evidence();
+        let t0 = ny_at(7, 14);
+        let st = PaymentState::new(facts(), &[funds_failure(t0)], false, &evidence).expect("state");
+        let parts = st.hour_parts(&weights);
+        let logit = |t: &TimeLevels| {
+            let mut cols = Vec::new();
+            st.time_columns(t, &mut cols);
+            cols.iter().map(|&c| weights[c as usize]).sum::<f64>()
+        };
+        // Every hour of a month: the logit with the local hour moved to each other level.
+        let mut pays = std::collections::BTreeSet::new();
+        for h in 0..24 * 30 {
+            let t = st.time_levels(t0 + chrono::Duration::hours(h));
+            let [l, p] = t.hour_and_pay();
+            pays.insert(p);
+            for n in 0..GROUP_SIZES[G_HOUR] {
+                let mut moved = t;
+                moved.0[G_HOUR - N_FIXED] = n as u8;
+                let got = parts[p][n] - parts[p][l];
+                assert!((got - (logit(&moved) - logit(&t))).abs() < 1e-9, "hour {h}, level {l} -> {n}");
+            }
+        }
+        assert!(pays.len() >= 4, "days_since_payday levels seen: {pays:?}");
     }
 
     #[test]
@@ -1244,17 +1303,39 @@ mod tests {
         }
     }
 
-    #[test]
-    fn pay_cycle_columns_follow_the_schedule() {
-        // A US payer paid semi-monthly (evidence: declines before, recoveries after the 15th and month end).
+    /// An original charge declined for insufficient funds at `at`.
+    fn funds_failure(at: DateTime<Utc>) -> EarlierAttempt {
+        EarlierAttempt {
+            network_code: None,
+            card: None,
+            at,
+            decline: DeclineCode::InsufficientFunds,
+            advice_code: None,
+            channel: None,
+            payment_method_updated: false,
+        }
+    }
+
+    /// 09:00 in New York on day `d` of month `m` of 2025.
+    fn ny_at(m: u32, d: u32) -> DateTime<Utc> {
+        chrono_tz::America::New_York.with_ymd_and_hms(2025, m, d, 9, 0, 0).unwrap().with_timezone(&Utc)
+    }
+
+    /// A US payer paid semi-monthly, January to June 2025: declines before,
+    /// recoveries after the 15th and the month's end.
+    fn semi_monthly_evidence() -> Vec<Evidence> {
         let ny = chrono_tz::America::New_York;
-        let at = |m: u32, d: u32| ny.with_ymd_and_hms(2025, m, d, 9, 0, 0).unwrap().with_timezone(&Utc);
         let mut ev = Vec::new();
         for m in 1..=6 {
-            ev.extend(payment_evidence(ny, &[(at(m, 13), Some(DeclineCode::InsufficientFunds)), (at(m, 16), None)]));
-            ev.extend(payment_evidence(ny, &[(at(m, 27), Some(DeclineCode::InsufficientFunds)), (at(m + 1, 2), None)]));
+            ev.extend(payment_evidence(ny, &[(ny_at(m, 13), Some(DeclineCode::InsufficientFunds)), (ny_at(m, 16), None)]));
+            ev.extend(payment_evidence(ny, &[(ny_at(m, 27), Some(DeclineCode::InsufficientFunds)), (ny_at(m + 1, 2), None)]));
         }
-        let evidence: Vec<Evidence> = ev.into_iter().map(|(_, e)| e).collect();
+        ev.into_iter().map(|(_, e)| e).collect()
+    }
+
+    #[test]
+    fn pay_cycle_columns_follow_the_schedule() {
+        let (evidence, at) = (semi_monthly_evidence(), ny_at);
         let earlier = [EarlierAttempt {
             network_code: None,
             card: None,

@@ -1,34 +1,50 @@
-//! Part of step 3 (value): the bound at spacing levels' edges. The model sees the
-//! time since the last attempt and since the first in levels (`hours_since_last`
-//! 24–48 h, 48–96 h, …; [`crate::features::SPACING_EDGES_HOURS`]), and a level's
-//! weight is the log's average over the retries inside it. Where the truth rises
-//! through a level, its first hours are worse than that average; the engine
-//! discounts delay, so among equally valued hours it would take exactly those,
-//! and the chosen retries would be over-predicted right after each edge (seen on
-//! the foreign world's `do_not_honor` and funds first retries, README #20).
+//! Part of step 3 (value): the bound at levels' edges. The model sees the time
+//! since the last attempt and since the first in levels (`hours_since_last`
+//! 24–48 h, 48–96 h, …; [`crate::features::SPACING_EDGES_HOURS`]), and the local
+//! hour too (`local_hour` 7–9, 10–13, …; [`LOCAL_HOUR_EDGES`]); a level's weight is
+//! the log's average over the retries inside it. Where the truth changes through a
+//! level, its hours next to a worse level are worse than that average, and the
+//! engine takes exactly those: it discounts delay, so among equally valued hours it
+//! takes a spacing level's first, and as spacing still rises through a local-hour
+//! level it takes that level's last. The chosen retries were over-predicted right
+//! after each spacing edge (the foreign world's `do_not_honor` and funds first
+//! retries) and at the last hour of a local-hour level (09:00 in every zoo world
+//! looked at, README #20).
 //!
 //! The model cannot tell where inside a level the truth changes, so a candidate
 //! is valued no higher than the straight line between its level's centre and the
-//! neighbouring level's (toward the side it lies on), per spacing group: near an
-//! edge into a better level the value ramps up to that level's over half its
-//! width, and nowhere does the bound raise a value. It lowers the value a
-//! candidate is ranked by (with the time terms' lower confidence bound); the
-//! P(success) reported stays the model's estimate.
+//! neighbouring level's (toward the side it lies on), per group: near an edge
+//! next to a worse level the value ramps from halfway to that level's up to its
+//! own at its centre, and nowhere does the bound raise a value. It lowers the
+//! value a candidate is ranked by (with the time terms' lower confidence bound);
+//! the P(success) reported stays the model's estimate. The local hour is not
+//! wrapped round midnight (its first and last levels have one neighbour each).
 //!
 //! Side: core (pure: no I/O, no clock, no global randomness; the crate cannot depend on I/O crates).
 
 use std::sync::LazyLock;
 
-use crate::features::{PaymentState, TimeLevels, SPACING_EDGES_HOURS};
+use crate::features::{PaymentState, TimeLevels, LOCAL_HOUR_EDGES, SPACING_EDGES_HOURS};
 use crate::model::SuccessModel;
 
 /// Per spacing group, per level: its centre in hours (the open last level's lies as far
 /// past its edge as half the level before it is wide).
 static CENTRES: LazyLock<[Vec<f64>; 2]> = LazyLock::new(|| SPACING_EDGES_HOURS.map(centres));
 
-/// One payment's bound, per spacing group, per level.
+/// Per local-hour level, its centre in hours of the local day (the last level ends at 24).
+static HOUR_CENTRES: LazyLock<Vec<f64>> = LazyLock::new(|| {
+    let mut c = centres(&LOCAL_HOUR_EDGES);
+    if let (Some(last), Some(&lo)) = (c.last_mut(), LOCAL_HOUR_EDGES.last()) {
+        *last = (lo + 24.0) / 2.0;
+    }
+    c
+});
+
+/// One payment's bound: per spacing group, per level; and per `days_since_payday`
+/// level (the local hour's terms cross it), per local-hour level.
 pub(super) struct EdgeBound {
     levels: [Vec<Line>; 2],
+    hours: Vec<Vec<Line>>,
 }
 
 /// A level's centre (hours), and how fast the line to a neighbouring level's centre
@@ -71,24 +87,27 @@ fn lines(parts: &[f64], centres: &[f64]) -> Vec<Line> {
 
 impl EdgeBound {
     /// The bound for one payment, from the model's linear weights (a forest's splits on
-    /// spacing are not bounded: a model of trees only gets no bound).
+    /// spacing or the hour are not bounded: a model of trees only gets no bound).
     pub fn new(model: &SuccessModel, state: &PaymentState) -> EdgeBound {
         let parts = state.spacing_parts(&model.weights);
-        EdgeBound { levels: [0, 1].map(|g| lines(&parts[g], &CENTRES[g])) }
+        let hours = state.hour_parts(&model.weights).iter().map(|p| lines(p, &HOUR_CENTRES)).collect();
+        EdgeBound { levels: [0, 1].map(|g| lines(&parts[g], &CENTRES[g])), hours }
     }
 
     /// What to take off (≤ 0) the logit of a candidate at `levels`, `since` hours after
-    /// the last attempt and after the first (in [`SPACING_EDGES_HOURS`]' order). A
-    /// candidate inside a level lies between its neighbours' centres, so the line is
-    /// never followed past them.
+    /// the last attempt and after the first (in [`SPACING_EDGES_HOURS`]' order), at
+    /// `local_hour` (0–23; the candidate is placed at the middle of its hour, so a
+    /// level's whole hours lie symmetrically about its centre). A candidate inside a
+    /// level lies between its neighbours' centres, so the line is never followed past them.
     #[inline]
-    pub fn penalty(&self, levels: &TimeLevels, since: [f64; 2]) -> f64 {
+    pub fn penalty(&self, levels: &TimeLevels, since: [f64; 2], local_hour: u32) -> f64 {
+        let below = |line: &Line, x: f64| if x < line.centre { line.before * (line.centre - x) } else { line.after * (x - line.centre) };
         let mut out = 0.0;
         for (g, level) in levels.spacing().into_iter().enumerate() {
-            let (line, x) = (self.levels[g][level], since[g]);
-            out -= if x < line.centre { line.before * (line.centre - x) } else { line.after * (x - line.centre) };
+            out -= below(&self.levels[g][level], since[g]);
         }
-        out
+        let [hour, pay] = levels.hour_and_pay();
+        out - below(&self.hours[pay][hour], f64::from(local_hour) + 0.5)
     }
 }
 
@@ -106,14 +125,15 @@ mod tests {
     fn the_bound_ramps_from_the_edge_to_the_better_levels_centre_and_never_raises() {
         // One group: levels 0–24 h (part 0), 24–48 h (part 1), 48 h+ (part 0.5); the other flat.
         let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
-        let bound = EdgeBound { levels: [lines(&[0.0, 1.0, 0.5], &centres(&[24.0, 48.0])), flat] };
+        let flat_hours = vec![lines(&[0.0; LOCAL_HOUR_EDGES.len() + 1], &HOUR_CENTRES)];
+        let bound = EdgeBound { levels: [lines(&[0.0, 1.0, 0.5], &centres(&[24.0, 48.0])), flat], hours: flat_hours };
         let levels = |since: f64| {
             let l = usize::from(since >= 24.0) + usize::from(since >= 48.0);
             (l, [since, 10.0])
         };
         let pen = |since: f64| {
             let (l, s) = levels(since);
-            bound.penalty(&TimeLevels::with_spacing([l, 0]), s)
+            bound.penalty(&TimeLevels::with_spacing([l, 0]), s, 12)
         };
         // Just past the 24 h edge (centres 12 h and 36 h) the better level is valued halfway back to the worse one's.
         assert!((pen(24.0) + 0.5).abs() < 1e-12, "{}", pen(24.0));
@@ -129,5 +149,32 @@ mod tests {
         for h in 0..80 {
             assert!(pen(f64::from(h)) <= 0.0);
         }
+    }
+
+    #[test]
+    fn the_last_hour_of_a_local_hour_level_before_a_worse_one_is_valued_on_the_line_to_it() {
+        assert_eq!(*HOUR_CENTRES, vec![2.0, 5.5, 8.5, 12.0, 16.0, 20.0, 23.0]);
+        // 07–09 is rated 1 above every other level; spacing flat.
+        let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
+        let hours = vec![lines(&[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0], &HOUR_CENTRES)];
+        let bound = EdgeBound { levels: [flat.clone(), flat], hours };
+        let mut levels = TimeLevels::default();
+        let pen = |hour: u32, levels: &mut TimeLevels| {
+            *levels = levels.with_hour(bucket_of(hour));
+            bound.penalty(levels, [10.0, 10.0], hour)
+        };
+        // 08:00 is the level's middle; 07:00 and 09:00 lie an hour from it, 3 and 3.5 hours
+        // from the neighbours' centres (5.5 and 12).
+        assert_eq!(pen(8, &mut levels), 0.0);
+        assert!((pen(7, &mut levels) + 1.0 / 3.0).abs() < 1e-12, "{}", pen(7, &mut levels));
+        assert!((pen(9, &mut levels) + 1.0 / 3.5).abs() < 1e-12, "{}", pen(9, &mut levels));
+        // The worse levels are never raised toward the better one.
+        for h in (0..7).chain(10..24) {
+            assert_eq!(pen(h, &mut levels), 0.0, "{h}");
+        }
+    }
+
+    fn bucket_of(hour: u32) -> usize {
+        LOCAL_HOUR_EDGES.iter().filter(|&&e| f64::from(hour) >= e).count()
     }
 }

@@ -78,9 +78,9 @@ pub(super) fn retry(
     }
     if c.scored.edge_bound_hours > 0 {
         reasons.push(reason(
-            "spacing_edge_bound",
+            "level_edge_bound",
             format!(
-                "{} of {} hours valued no higher than the line to a worse neighbouring spacing level (time since the last attempt or the failure): a level's weight is its average, not its value near an edge",
+                "{} of {} hours valued no higher than the line to a worse neighbouring level (time since the last attempt or the failure, local hour): a level's weight is its average, not its value near an edge",
                 c.scored.edge_bound_hours,
                 c.scored.hour_best.len()
             ),

@@ -62,7 +62,7 @@ pub(super) struct ScoredGrid {
     pub hour_best_p: Vec<f64>,
     pub hour_best_a: Vec<f64>,
     pub removed: Removed,
-    /// Hours valued below their lower bound by the bound at spacing edges ([`EdgeBound`]).
+    /// Hours valued below their lower bound by the bound at levels' edges ([`EdgeBound`]).
     pub edge_bound_hours: usize,
 }
 
@@ -228,7 +228,7 @@ impl Grid {
         // the logit, so a time the log says little about is not chosen on a noisy estimate.
         let kappa = if valuer.pessimistic { cfg.support_pessimism } else { 0.0 };
         let mut walk = TimeWalk::new(model, &p.state, fixed_logit, kappa > 0.0);
-        // Where a spacing level's average may not hold, never above the line to the neighbouring level.
+        // Where a level's average may not hold (spacing, local hour), never above the line to the neighbouring level.
         let edges = valuer.pessimistic.then(|| EdgeBound::new(model, &p.state));
         let (last_ts, first_ts) = (p.last.at.timestamp(), p.first.at.timestamp());
         let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
@@ -248,7 +248,7 @@ impl Grid {
             }
             let (logit, time_var) = walk.at(here.levels);
             let since = |from: i64| (t - from) as f64 / 3600.0;
-            let edge = edges.as_ref().map_or(0.0, |e| e.penalty(&here.levels, [since(last_ts), since(first_ts)]));
+            let edge = edges.as_ref().map_or(0.0, |e| e.penalty(&here.levels, [since(last_ts), since(first_ts)], here.local_hour));
             if edge < 0.0 {
                 out.edge_bound_hours += 1;
             }

@@ -2,8 +2,8 @@
 //! send first. Pure: no clock (the request says what "now" is), no I/O. One file
 //! per step: [`request`] → [`grid`] → [`value`] → [`choose`] → [`explain`]; the
 //! ask plan when only a new payment method allows a retry is [`ask`], the
-//! holdout's fixed schedule [`fixed`], the bound at spacing levels' edges
-//! (part of valuing) [`edges`].
+//! holdout's fixed schedule [`fixed`], the bound at spacing and local-hour
+//! levels' edges (part of valuing) [`edges`].
 //!
 //! 1. Validate the request ([`Request::validate`] names the offending field).
 //! 2. Hard declines and other permanent rule violations answer `DoNotRetry`

@@ -534,7 +534,7 @@ fn the_first_hours_past_an_edge_into_a_better_spacing_level_are_valued_on_the_li
     // A steep discount, so that the hours of the level are not one plateau (see `choose`).
     let params = EngineParams { exploration: 0.0, daily_discount: 0.2, ..Default::default() };
     let decide_with = |m: &SuccessModel| decide(m, &params.clone().check().expect("valid"), &req, (0.5, 0.5)).expect("decides");
-    let bounded = |d: &Decision| d.reasons.iter().any(|r| r.code == "spacing_edge_bound");
+    let bounded = |d: &Decision| d.reasons.iter().any(|r| r.code == "level_edge_bound");
     let hours_after = |d: &Decision| (d.chosen.as_ref().expect("a retry").retry_at - failed).num_minutes() as f64 / 60.0;
     // No weight variances (an older model): valued at the estimate, no bound.
     let d = decide_with(&m);
@@ -554,4 +554,40 @@ fn the_first_hours_past_an_edge_into_a_better_spacing_level_are_valued_on_the_li
     let cfg = EngineParams { support_pessimism: 0.0, ..params }.check().expect("valid");
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert!((48.0..51.0).contains(&hours_after(&d)) && !bounded(&d), "{}", hours_after(&d));
+}
+
+#[test]
+fn the_edge_hours_of_a_better_local_hour_level_are_valued_on_the_line_to_the_worse_one_next_to_it() {
+    // Every weight 0 but `local_hour=7-9` (+2). At the estimate 07:00, 08:00 and 09:00
+    // local score alike, and the plateau spread picks among them by the payment's hash:
+    // an edge hour, next to a worse level, for some payments.
+    let col = |name: &str| SCHEMA.columns.iter().position(|c| c == name).expect("a local-hour column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[col("local_hour=7-9")] = 2.0;
+    let params = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let decide_for = |m: &SuccessModel, i: usize| {
+        let mut req = request();
+        req.payment_id = format!("pay_{i}");
+        req.constraints = Constraints { channels: vec![Channel::None], ..Default::default() };
+        let d = decide(m, &params, &req, (0.5, 0.5)).expect("decides");
+        let hour = chrono::Timelike::hour(&d.chosen.as_ref().expect("a retry").retry_at.with_timezone(&req.facts.timezone));
+        (hour, d)
+    };
+    let bounded = |d: &Decision| d.reasons.iter().any(|r| r.code == "level_edge_bound");
+    let hours: Vec<u32> = (0..16).map(|i| decide_for(&m, i).0).collect();
+    assert!(hours.iter().all(|h| (7..=9).contains(h)), "{hours:?}");
+    assert!(hours.iter().any(|&h| h != 8), "{hours:?}");
+    assert!(!bounded(&decide_for(&m, 0).1));
+    // With weight variances (the lower bound on), 07:00 and 09:00 lie an hour from the
+    // level's centre, on the lines to 04–06's and 10–13's (0): worth 2 − 2/3 and 2 − 2/3.5.
+    // 08:00 keeps the level's own value and is taken for every payment, its P reported
+    // at the estimate.
+    m.weight_variances = vec![0.0; SCHEMA.len()];
+    for i in 0..16 {
+        let (hour, d) = decide_for(&m, i);
+        assert_eq!(hour, 8, "payment {i}: {:?}", d.reasons);
+        assert!(bounded(&d));
+        let chosen = d.chosen.expect("a retry");
+        assert!((chosen.p_success - m.calibrate(m.intercept + 2.0)).abs() < 1e-12, "{chosen:?}");
+    }
 }
