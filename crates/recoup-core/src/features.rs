@@ -1183,10 +1183,8 @@ mod tests {
             let [l, p] = t.hour_and_pay();
             pays.insert(p);
             for n in 0..GROUP_SIZES[G_HOUR] {
-                let mut moved = t;
-                moved.0[G_HOUR - N_FIXED] = n as u8;
                 let got = parts[p][n] - parts[p][l];
-                assert!((got - (logit(&moved) - logit(&t))).abs() < 1e-9, "hour {h}, level {l} -> {n}");
+                assert!((got - (logit(&t.with_hour(n)) - logit(&t))).abs() < 1e-9, "hour {h}, level {l} -> {n}");
             }
         }
         assert!(pays.len() >= 4, "days_since_payday levels seen: {pays:?}");
@@ -1196,15 +1194,7 @@ mod tests {
     fn slots_and_channel_counterfactuals_match_the_encoding() {
         let t0 = Utc.with_ymd_and_hms(2025, 3, 3, 14, 0, 0).unwrap();
         let earlier = [
-            EarlierAttempt {
-                network_code: None,
-                card: None,
-                at: t0,
-                decline: DeclineCode::InsufficientFunds,
-                advice_code: None,
-                channel: None,
-                payment_method_updated: false,
-            },
+            funds_failure(t0),
             EarlierAttempt {
                 network_code: None,
                 card: None,
@@ -1264,15 +1254,7 @@ mod tests {
         ] {
             let t0 = Utc.with_ymd_and_hms(y, m, d, 21, 17, 42).unwrap();
             let earlier = [
-                EarlierAttempt {
-                    network_code: None,
-                    card: None,
-                    at: t0 - chrono::Duration::days(3),
-                    decline: DeclineCode::InsufficientFunds,
-                    advice_code: None,
-                    channel: None,
-                    payment_method_updated: false,
-                },
+                funds_failure(t0 - chrono::Duration::days(3)),
                 EarlierAttempt {
                     network_code: None,
                     card: None,
@@ -1335,17 +1317,8 @@ mod tests {
 
     #[test]
     fn pay_cycle_columns_follow_the_schedule() {
-        let (evidence, at) = (semi_monthly_evidence(), ny_at);
-        let earlier = [EarlierAttempt {
-            network_code: None,
-            card: None,
-            at: at(7, 14),
-            decline: DeclineCode::InsufficientFunds,
-            advice_code: None,
-            channel: None,
-            payment_method_updated: false,
-        }];
-        let st = PaymentState::new(facts(), &earlier, false, &evidence).expect("state");
+        let at = ny_at;
+        let st = PaymentState::new(facts(), &[funds_failure(at(7, 14))], false, &semi_monthly_evidence()).expect("state");
         assert_eq!(st.payday().schedule, PaySchedule::SemiMonthly);
         let cols = |d: u32| {
             let v = st.encode(&Candidate { at: at(7, d), channel: Channel::None });
