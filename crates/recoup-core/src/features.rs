@@ -579,7 +579,7 @@ fn advice_level(a: Option<RawCode>) -> usize {
 }
 
 /// Index of the first bound `x` is below (the last level when above all).
-fn bucket(x: f64, bounds: &[f64]) -> usize {
+pub(crate) fn bucket(x: f64, bounds: &[f64]) -> usize {
     bounds.iter().position(|b| x < *b).unwrap_or(bounds.len())
 }
 

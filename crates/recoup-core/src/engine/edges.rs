@@ -160,7 +160,7 @@ mod tests {
         let bound = EdgeBound { levels: [flat.clone(), flat], hours };
         let mut levels = TimeLevels::default();
         let pen = |hour: u32, levels: &mut TimeLevels| {
-            *levels = levels.with_hour(bucket_of(hour));
+            *levels = levels.with_hour(crate::features::bucket(f64::from(hour), &LOCAL_HOUR_EDGES));
             bound.penalty(levels, [10.0, 10.0], hour)
         };
         // 08:00 is the level's middle; 07:00 and 09:00 lie an hour from it, 3 and 3.5 hours
@@ -172,9 +172,5 @@ mod tests {
         for h in (0..7).chain(10..24) {
             assert_eq!(pen(h, &mut levels), 0.0, "{h}");
         }
-    }
-
-    fn bucket_of(hour: u32) -> usize {
-        LOCAL_HOUR_EDGES.iter().filter(|&&e| f64::from(hour) >= e).count()
     }
 }
