@@ -7,7 +7,8 @@
 #
 # PAYERS (20000) is the history's size (12 months), EVAL_PAYERS (20000) the other draw's;
 # RECOUP_FOREIGN_SEED (3) and RECOUP_FOREIGN_EVAL_SEED (11) draw them; RECOUP_BIN picks
-# the recoup binary (default: a release build). Pinned Python packages go to
+# the recoup binary (default: a release build); RECOUP_FOREIGN_LOG (random) the merchant's
+# logging policy (`random`, `fixed` or `fixed-silent`: world.py history --help). Pinned Python packages go to
 # target/foreign-venv/, everything else to target/foreign/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,6 +16,7 @@ payers="${1:-20000}"
 eval_payers="${2:-20000}"
 seed="${RECOUP_FOREIGN_SEED:-3}"
 eval_seed="${RECOUP_FOREIGN_EVAL_SEED:-11}"
+log_policy="${RECOUP_FOREIGN_LOG:-random}"
 out=target/foreign
 if [ -z "${RECOUP_BIN:-}" ]; then
   cargo build --release --quiet
@@ -28,8 +30,8 @@ py=target/foreign-venv/bin/python
 rm -rf "$out" && mkdir -p "$out/gen"
 $py -m grpc_tools.protoc -Iproto --python_out="$out/gen" --grpc_python_out="$out/gen" proto/recoup/v1/recoup.proto
 touch "$out/gen/recoup/__init__.py" "$out/gen/recoup/v1/__init__.py"
-echo "== history: $payers payers, seed $seed"
-$py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed"
+echo "== history: $payers payers, seed $seed, logging policy $log_policy"
+$py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed" --log-policy "$log_policy"
 echo "== recoup train --promote"
 "$RECOUP_BIN" train --history "$out/history.csv" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
@@ -42,4 +44,4 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 echo "== evaluate: the first failures of $eval_payers payers of draw $eval_seed"
-$py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$eval_seed" --addr "127.0.0.1:$port" --gen "$out/gen"
+$py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$eval_seed" --addr "127.0.0.1:$port" --gen "$out/gen" ${RECOUP_FOREIGN_DETAIL:+--detail}

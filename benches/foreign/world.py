@@ -28,6 +28,8 @@ The logging policy (the merchant's history)
   four within 21 days; a message drawn before each (none 40 %, email 45 %, SMS 15 %),
   one hour before the retry; expired cards retried on the same schedule (before or
   after an update); no propensities; 40 % of declines carry only the raw network code.
+  `history --log-policy fixed` (or `fixed-silent`) logs a plain schedule instead: days 2,
+  4, 7 and 11 at the failure's time of day, an email before each retry (or none).
 
 `python world.py history OUT.csv --payers 20000 --seed 3` writes the history;
 `python world.py evaluate --payers 20000 --seed 11 --addr 127.0.0.1:50051 --gen DIR` dunns
@@ -272,8 +274,18 @@ def charges(payer, last):
         y, m = (y + 1, 1) if m == 12 else (y, m + 1)
 
 
-def logging_retries(d, pid):
-    """The merchant's retry plan: 1–4 days, then 2–6 days apart, ≤ 4 within 21 days."""
+def logging_retries(d, pid, policy="random"):
+    """The merchant's retry plan: 1–4 days, then 2–6 days apart, ≤ 4 within 21 days
+    (`random`); or a plain schedule on days 2, 4, 7 and 11 at the failure's time of day,
+    with an email before each retry (`fixed`) or no message (`fixed-silent`)."""
+    if policy != "random":
+        out = []
+        for day in (2, 4, 7, 11):
+            t = d.attempts[0][0] + dt.timedelta(days=day)
+            if t >= d.window_end:
+                break
+            out.append((t, "email" if policy == "fixed" else "none"))
+        return out
     out, t, key = [], d.attempts[0][0], (d.payer.id, pid, "log")
     for k in range(4):
         lo, hi = (1, 4) if k == 0 else (2, 6)
@@ -300,7 +312,7 @@ def history(args):
                 pid = f"pay_{p.id}_{n:02d}"
                 d = Dunning(p, pid, t, p.price)
                 if d.open:
-                    for rt, ch in logging_retries(d, pid):
+                    for rt, ch in logging_retries(d, pid, args.log_policy):
                         d.message(rt - dt.timedelta(hours=1), ch)
                         if not d.open:
                             break
@@ -399,8 +411,9 @@ def step(s, item, chan):
             d.message(send, ch)
         if d.open:
             before, later = d.attempts[-1][2], len(d.attempts) > 1
+            spacing = (rt - d.attempts[-1][0]).total_seconds() / 3600
             ok = d.charge(rt, ch)
-            s["chosen"].append((r.p_success, ok, before, later))
+            s["chosen"].append((r.p_success, ok, before, later, spacing))
         s["now"] = rt + dt.timedelta(minutes=1)
         s["asks"] = []
         s["done"] = not d.open
@@ -456,7 +469,7 @@ def evaluate(args):
     boots = sorted(sum(diff[rng.randrange(len(diff))] for _ in diff) / len(diff) for _ in range(300))
     print(f"\nlearned − best fixed ({best}): {sum(diff) / len(diff):.1f} per payment, 95 % [{boots[7]:.1f}, {boots[292]:.1f}]")
     bins = [[0.0, 0.0, 0] for _ in range(10)]
-    for p, ok, _, _ in chosen:
+    for p, ok, *_ in chosen:
         b = bins[min(int(p * 10), 9)]
         b[0] += p
         b[1] += ok
@@ -470,6 +483,13 @@ def evaluate(args):
             if len(cs) >= 30:
                 print(f"  after {code:<22} {'later' if later else 'first'} {len(cs):6} retries  predicted "
                       f"{sum(c[0] for c in cs) / len(cs):.3f}  realised {sum(c[1] for c in cs) / len(cs):.3f}")
+                if args.detail:
+                    # By the hours since the attempt before (the log's spacing is where a policy departs most).
+                    for lo, hi in ((0, 24), (24, 48), (48, 72), (72, 96), (96, 168), (168, 1e9)):
+                        b = [c for c in cs if lo <= c[4] < hi]
+                        if len(b) >= 20:
+                            print(f"      {lo:>4}–{hi if hi < 1e9 else '':<4} h after the attempt before {len(b):6} retries  "
+                                  f"predicted {sum(c[0] for c in b) / len(b):.3f}  realised {sum(c[1] for c in b) / len(b):.3f}")
     errors = [e for s in states for e in s.get("errors", [])]
     print(f"request errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
     if errors:
@@ -599,11 +619,15 @@ def main():
     h.add_argument("out")
     h.add_argument("--payers", type=int, default=20000)
     h.add_argument("--seed", type=int, default=3)
+    h.add_argument("--log-policy", choices=["random", "fixed", "fixed-silent"], default="random",
+                   help="the merchant's retries: random delays and messages (the default), or a plain schedule "
+                        "(days 2, 4, 7, 11 at the failure's time of day) with an email before each retry or none")
     e = sub.add_parser("evaluate", help="dunn another draw's first failures: fixed schedules and recoup over gRPC")
     e.add_argument("--payers", type=int, default=20000)
     e.add_argument("--seed", type=int, default=11)
     e.add_argument("--addr", default="127.0.0.1:50051")
     e.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
+    e.add_argument("--detail", action="store_true", help="the chosen retries' calibration also by hours since the attempt before")
     pr = sub.add_parser("probe", help="score one retry a fixed delay after each first failure, no message, and charge it")
     pr.add_argument("--hours", type=int, default=48)
     pr.add_argument("--world", default="e", help="e: the evaluation's draws; h: the history's")
