@@ -28,6 +28,12 @@ use crate::declines::DeclineClass;
 use crate::domain::Channel;
 use crate::features::{DAYS_SINCE_FIRST_EDGES, RETRIES_BEFORE_LEVELS};
 
+/// Retry numbers whose spacing the support records apart (the last counts it and on).
+pub const SPACING_RETRY_NUMBERS: u32 = 6;
+/// A retry number whose logged spacings (1st to 99th percentile) span less than this many
+/// hours was logged on a fixed schedule: what another spacing does to it is not in the log.
+pub const FIXED_SPACING_HOURS: f64 = 24.0;
+
 /// Fewest retries in a cell (a local hour, a channel, a retry number) for it to count as supported.
 pub const MIN_CELL: u32 = 20;
 /// Fewest retries after a class for its own support; fewer: the pooled one.
@@ -49,6 +55,11 @@ pub struct ClassSupport {
     pub min_spacing_hours_later: Option<f64>,
     /// 99th percentile of the hours between the failure and a retry.
     pub max_hours_since_failure: f64,
+    /// Per retry number (1 … [`SPACING_RETRY_NUMBERS`], the last for it and on): the 1st and
+    /// 99th percentile of the hours between such a retry and the attempt before it, when
+    /// the log has at least [`MIN_CELL`] of them. Empty for models trained before it existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spacing_by_retry_number: Vec<Option<[f64; 2]>>,
     /// Retries per retry number (1 = the first retry), up to 32.
     pub by_retry_number: Vec<u32>,
     /// Retries per local hour of the payer (0–23).
@@ -115,6 +126,16 @@ impl ClassSupport {
         }
     }
 
+    /// The spacing the log gave retry number `k` (1 = first), `[1st, 99th percentile]` in
+    /// hours, when it was fixed (spanning less than [`FIXED_SPACING_HOURS`]): the log then
+    /// holds nothing on what another spacing does to that retry (a plain schedule makes a
+    /// retry's spacing and its number move together), and the model's P at another spacing
+    /// is an extrapolation from other retry numbers. `None`: the spacing varied, or too few.
+    pub fn fixed_spacing(&self, k: u32) -> Option<[f64; 2]> {
+        let ix = k.clamp(1, SPACING_RETRY_NUMBERS) as usize - 1;
+        self.spacing_by_retry_number.get(ix).copied().flatten().filter(|[lo, hi]| hi - lo < FIXED_SPACING_HOURS)
+    }
+
     /// Whether a retry at this local hour is supported.
     pub fn local_hour(&self, hour: u32) -> Result<(), Outside> {
         if self.enough(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) {
@@ -140,14 +161,26 @@ impl ClassSupport {
         let last = RETRIES_BEFORE_LEVELS as u32 + 1;
         let max_k = (1..=last).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
         let max_k = if max_k == last { format!("{max_k} and on") } else { max_k.to_string() };
+        let fixed: Vec<String> = (1..=SPACING_RETRY_NUMBERS)
+            .filter_map(|k| {
+                let [lo, hi] = self.fixed_spacing(k)?;
+                let k = if k == SPACING_RETRY_NUMBERS { format!("{k}+") } else { k.to_string() };
+                Some(if hi - lo < 1.0 { format!("retry {k} {lo:.0} h") } else { format!("retry {k} {lo:.0}–{hi:.0} h") })
+            })
+            .collect();
         format!(
-            "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
+            "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}{}",
             self.retries,
             self.min_spacing_hours,
             self.min_spacing_hours_later.map_or(String::new(), |h| format!(" (≥ {h:.0} h after a failed retry)")),
             self.max_hours_since_failure / 24.0,
             if hours.len() == 24 { "all".to_string() } else { hours.join(",") },
-            channels.join(", ")
+            channels.join(", "),
+            if fixed.is_empty() {
+                String::new()
+            } else {
+                format!("; spacing fixed by the log's schedule (other spacings extrapolated): {}", fixed.join(", "))
+            }
         )
     }
 }
@@ -218,6 +251,13 @@ pub fn estimate(retries: &[Observed]) -> Support {
                 let later: Vec<f64> = rs.iter().filter(|r| r.retry_number >= 2).map(|r| r.spacing_hours).collect();
                 (later.len() >= MIN_CELL as usize).then(|| quantile(later, 0.01))
             },
+            spacing_by_retry_number: (1..=SPACING_RETRY_NUMBERS)
+                .map(|k| {
+                    let v: Vec<f64> =
+                        rs.iter().filter(|r| r.retry_number.clamp(1, SPACING_RETRY_NUMBERS) == k).map(|r| r.spacing_hours).collect();
+                    (v.len() >= MIN_CELL as usize).then(|| [quantile(v.clone(), 0.01), quantile(v, 0.99)])
+                })
+                .collect(),
             max_hours_since_failure: since_ceiling(quantile(rs.iter().map(|r| r.hours_since_failure).collect(), 0.99)),
             by_retry_number,
             by_local_hour,
@@ -265,6 +305,41 @@ mod tests {
         // A class the log hardly saw uses the pooled support.
         assert_eq!(s.for_class(DeclineClass::Technical).map(|c| c.class), Some(None));
         assert!(Support::default().for_class(DeclineClass::SoftFunds).is_none(), "no support recorded: decide everywhere");
+    }
+
+    #[test]
+    fn a_retry_number_the_log_always_spaced_alike_is_named_fixed() {
+        // A plain schedule: retry 1 two days after the failure, retry 2 two days later, retry 3
+        // three days later (±0–30 min of the billing run), retries 4–5 random and too few of 6.
+        let mut log = Vec::new();
+        for i in 0..900u32 {
+            let k = 1 + i % 5;
+            let jitter = (i % 7) as f64 * 5.0 / 60.0;
+            let spacing = match k {
+                1 | 2 => 48.0 + jitter,
+                3 => 72.0 + jitter,
+                _ => 24.0 + (i % 97) as f64,
+            };
+            log.push(retry(DeclineClass::SoftIssuer, spacing, 48.0 * k as f64, k, 9, Channel::None));
+        }
+        let c = estimate(&log).for_class(DeclineClass::SoftIssuer).cloned().expect("enough retries");
+        let [lo, hi] = c.fixed_spacing(1).expect("retry 1 is fixed");
+        assert!((48.0..48.6).contains(&lo) && (48.0..48.6).contains(&hi), "{lo}–{hi}");
+        assert!(c.fixed_spacing(2).is_some());
+        assert!(c.fixed_spacing(3).is_some_and(|[lo, _]| lo >= 72.0));
+        assert_eq!(c.fixed_spacing(4), None, "spacings spread over four days are not fixed");
+        assert_eq!(c.fixed_spacing(6), None, "too few retries 6 and on to say");
+        assert_eq!(c.fixed_spacing(9), c.fixed_spacing(6), "retry numbers past the last count with it");
+        assert!(
+            c.describe().contains("spacing fixed by the log's schedule (other spacings extrapolated): retry 1 48 h"),
+            "{}",
+            c.describe()
+        );
+        // Fixing a spacing says what P means there; it takes nothing out of the support.
+        assert!(c.timing(1, 80.0, 80.0).is_ok());
+        // A model from before the field names nothing fixed.
+        let old = ClassSupport { spacing_by_retry_number: Vec::new(), ..c };
+        assert_eq!(old.fixed_spacing(1), None);
     }
 
     #[test]

@@ -86,6 +86,7 @@ pub(super) fn retry(
             ),
         ));
     }
+    extrapolated_spacing(model, req, p, &chosen, &mut reasons);
     if chosen.attrition > 0.0 {
         reasons.push(reason(
             "message_attrition",
@@ -111,6 +112,30 @@ pub(super) fn retry(
         candidates_removed: c.removed,
         pay_schedule: schedule,
         pay_schedule_confidence: confidence,
+    }
+}
+
+/// Hours a chosen retry may lie outside the spacing a log fixed before the decision says its
+/// P is an extrapolation: the calibration where the policy acts reads logged retries within
+/// about this distance of a choice as alike (its kernel's bandwidth).
+pub const EXTRAPOLATION_HOURS: f64 = 12.0;
+
+/// A reason when the log retried this retry number on a fixed schedule and the chosen retry
+/// lies more than [`EXTRAPOLATION_HOURS`] from it (README: what recoup assumes).
+fn extrapolated_spacing(model: &SuccessModel, req: &Request, p: &Prepared, chosen: &Slot, reasons: &mut Vec<Reason>) {
+    let k = p.retries(req) + 1;
+    let Some(support) = model.support.for_class(p.last.decline.class()) else { return };
+    let Some([lo, hi]) = support.fixed_spacing(k) else { return };
+    let spacing = (chosen.retry_at - p.last.at).num_minutes() as f64 / 60.0;
+    if spacing < lo - EXTRAPOLATION_HOURS || spacing > hi + EXTRAPOLATION_HOURS {
+        let logged = if hi - lo < 1.0 { format!("{lo:.0} h") } else { format!("{lo:.0}–{hi:.0} h") };
+        reasons.push(reason(
+            "extrapolated_spacing",
+            format!(
+                "the training log made retry {k} after this decline only {logged} after the attempt before; this one is {spacing:.0} h after it: what another spacing does to this retry is not in the log, so its P(success) {:.3} extrapolates from other retry numbers",
+                chosen.p_success
+            ),
+        ));
     }
 }
 

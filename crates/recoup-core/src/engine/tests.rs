@@ -591,3 +591,45 @@ fn the_edge_hours_of_a_better_local_hour_level_are_valued_on_the_line_to_the_wor
         assert!((chosen.p_success - m.calibrate(m.intercept + 2.0)).abs() < 1e-12, "{chosen:?}");
     }
 }
+
+/// A log that made every first retry after a funds decline 48 h after the failure cannot say
+/// what another spacing does: a chosen first retry more than 12 h from it says its P is an
+/// extrapolation, and one within 12 h does not.
+#[test]
+fn a_retry_away_from_the_spacing_a_fixed_schedule_logged_says_its_p_is_extrapolated() {
+    use crate::support::{estimate, Observed};
+    let log: Vec<Observed> = (0..2_000u32)
+        .map(|i| Observed {
+            class: DeclineClass::SoftFunds,
+            spacing_hours: 48.0,
+            hours_since_failure: 48.0 + (i % 300) as f64,
+            retry_number: 1,
+            local_hour: i % 24,
+            channel: Channel::None,
+        })
+        .collect();
+    let mut m = model();
+    m.support = estimate(&log);
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let t0 = request().attempts[0].at;
+    let spaced = |from_h: i64, to_h: i64| {
+        let mut req = request();
+        req.constraints.earliest = Some(t0 + Duration::hours(from_h));
+        req.constraints.latest = Some(t0 + Duration::hours(to_h));
+        let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let at = d.chosen.as_ref().expect("a retry").retry_at;
+        ((at - t0).num_minutes() as f64 / 60.0, d.reasons.iter().find(|r| r.code == "extrapolated_spacing").cloned())
+    };
+    let (h, reason) = spaced(80, 120);
+    assert!(h >= 80.0, "{h}");
+    let reason = reason.expect("a retry 80 h on or later says its P is extrapolated");
+    assert!(reason.detail.contains("only 48 h after the attempt before"), "{}", reason.detail);
+    let (h, reason) = spaced(48, 59);
+    assert!((48.0..=59.0).contains(&h), "{h}");
+    assert!(reason.is_none(), "{reason:?}");
+    // Without the support's record of spacing per retry number (a model trained before it), nothing is said.
+    m.support.classes.iter_mut().chain(m.support.pooled.as_mut()).for_each(|c| c.spacing_by_retry_number.clear());
+    let req = Request { constraints: Constraints { earliest: Some(t0 + Duration::hours(80)), ..request().constraints }, ..request() };
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert!(d.chosen.is_some() && !d.reasons.iter().any(|r| r.code == "extrapolated_spacing"), "{:?}", d.reasons);
+}
