@@ -149,13 +149,30 @@ impl Decider {
                 let loaded = state.current();
                 let now = chrono::Utc::now();
                 let mut items = Vec::with_capacity(reqs.len());
+                // The answers must fit one gRPC message (a client's default limit is the same
+                // 4 MiB): an item that would not fit is not decided (nor logged) and says so,
+                // and so are the ones after it; the answers made are delivered.
+                let mut bytes = 0usize;
+                let mut full: Option<usize> = None;
                 for (i, r) in reqs.iter().enumerate() {
                     if cancel.load(Ordering::Relaxed) {
                         break;
                     }
+                    if let Some(decided) = full {
+                        items.push(v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(batch_full(i, decided))) });
+                        continue;
+                    }
                     let one = std::panic::catch_unwind(AssertUnwindSafe(|| decide_in_arm(state, &loaded, r, now)));
                     let result = match one {
                         Ok(Ok((d, class, arm))) => {
+                            let len = decision_item_bytes(&d);
+                            // Room stays for an error to every item after this one.
+                            if bytes + len + BATCH_ERROR_BYTES * (reqs.len() - i - 1) > BATCH_RESPONSE_BYTES {
+                                full = Some(i);
+                                items.push(v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(batch_full(i, i))) });
+                                continue;
+                            }
+                            bytes += len;
                             log_decision(state, "decide_batch", r, &d, class, arm);
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)
@@ -169,13 +186,44 @@ impl Decider {
                             ))
                         }
                     };
-                    items.push(v1::DecideBatchItem { result: Some(result) });
+                    let item = v1::DecideBatchItem { result: Some(result) };
+                    bytes += item_bytes(&item);
+                    items.push(item);
                 }
                 items
             })
             .await?;
         Ok(v1::DecideBatchResponse { items })
     }
+}
+
+/// Bytes a `DecideBatch` response may fill: the 4 MiB a gRPC message may carry
+/// (`limits::MAX_MESSAGE_BYTES`, also most clients' default receive limit), less a margin.
+/// A decision is made only while every item after it could still get its error
+/// ([`BATCH_ERROR_BYTES`] each) within it.
+const BATCH_RESPONSE_BYTES: usize = crate::limits::MAX_MESSAGE_BYTES - 1024;
+/// Bytes an undecided item's error takes at most (the message of [`batch_full`], framed).
+const BATCH_ERROR_BYTES: usize = 200;
+const _: () = assert!(BATCH_ERROR_BYTES * crate::limits::MAX_BATCH < BATCH_RESPONSE_BYTES, "errors for a whole batch must fit");
+
+/// An item's size inside the response (its bytes, tag and length).
+fn item_bytes(item: &v1::DecideBatchItem) -> usize {
+    let len = prost::Message::encoded_len(item);
+    1 + prost::encoding::encoded_len_varint(len as u64) + len
+}
+
+/// [`item_bytes`] of the item holding decision `d` (without building it).
+fn decision_item_bytes(d: &v1::DecideResponse) -> usize {
+    let framed = |len: usize| 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+    framed(framed(prost::Message::encoded_len(d)))
+}
+
+/// The error of item `i` of a batch whose answers filled the response at item `decided`.
+fn batch_full(i: usize, decided: usize) -> String {
+    format!(
+        "requests[{i}]: not decided: the answers to requests[0..{decided}] fill the {} MiB a response may carry; send it again in another batch",
+        crate::limits::MAX_MESSAGE_BYTES >> 20
+    )
 }
 
 /// Which arm of the holdout experiment answered.

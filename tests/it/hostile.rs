@@ -356,3 +356,34 @@ async fn tls_and_mutual_tls_serve_only_verified_clients() {
     assert_ne!(e.code(), Code::Ok);
     s.stop().await;
 }
+
+/// A batch whose answers would not fit one gRPC message (4 MiB, also a client's default
+/// receive limit) is answered, not refused whole: the decisions that fit, then an error
+/// naming each request left undecided. Those are not decided and not counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_whose_answers_outgrow_a_message_answers_what_fits_and_names_the_rest() {
+    let (_d, models) = registry();
+    // Many alternatives make each answer a few kilobytes: about a thousand fill 4 MiB.
+    let engine = recoup::engine::EngineParams { top_k: 60, ..Default::default() }.check().expect("valid");
+    let s = start_cfg(&models, engine, |_| {}).await;
+    let items = 2_500;
+    let batch = v1::DecideBatchRequest { requests: (0..items).map(|_| request("visa", "insufficient_funds")).collect() };
+    // The test's client keeps tonic's default 4 MiB receive limit.
+    let r = s.client.clone().decide_batch(batch).await.expect("answered").into_inner();
+    assert_eq!(r.items.len(), items);
+    assert!(prost::Message::encoded_len(&r) <= 4 << 20);
+    let first_error = r
+        .items
+        .iter()
+        .position(|i| matches!(i.result, Some(v1::decide_batch_item::Result::Error(_))))
+        .expect("the answers outgrow one message");
+    assert!(first_error > 100, "only {first_error} decided");
+    for (k, item) in r.items.iter().enumerate().skip(first_error) {
+        let Some(v1::decide_batch_item::Result::Error(e)) = &item.result else { panic!("item {k} decided after the first refusal") };
+        assert!(e.starts_with(&format!("requests[{k}]: not decided")) && e.contains("send it again"), "{e}");
+    }
+    let (_, body) = scrape(s.metrics_addr).await;
+    let decided: f64 = body.lines().filter(|l| l.starts_with("recoup_decisions_total{")).map(|l| sample(l, "recoup")).sum();
+    assert_eq!(decided, first_error as f64, "only the decisions delivered are counted");
+    s.stop().await;
+}
