@@ -714,6 +714,11 @@ pub struct FromLogReport {
     /// Payments left out because their attempts contradict each other, with the first reason.
     pub inconsistent_payments: usize,
     pub first_inconsistency: Option<String>,
+    /// Retries logged without a message of their own after an ask the platform sent since the
+    /// attempt before (a request's `asks`): the ask is kept as their `channel`, the message
+    /// sent since the previous attempt (contract v1), so a retrain sees what asks do.
+    #[serde(default)]
+    pub asks_as_messages: usize,
 }
 
 /// One history row before it becomes a column.
@@ -833,6 +838,7 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
                 _ => report.retries_without_a_decision += 1,
             }
         }
+        report.asks_as_messages += asks_as_messages(&ds, &mut rows);
         let customer = [latest.customer_id.as_str(), payment.customer_id.as_str()]
             .into_iter()
             .find(|c| !c.is_empty())
@@ -844,6 +850,34 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
         }
     }
     Ok((cols.frame()?, report))
+}
+
+/// The asks the platform sent (every request lists those sent so far that no retry followed)
+/// as the channel of the next attempt that sent no message of its own: contract v1 has no row
+/// for a message without an attempt, and its `channel` is the message sent since the previous
+/// attempt. Without it a retrain reads every update after an ask as one made unasked. Run after
+/// the propensities: a retry's stays that of the decision it followed (its hour and message).
+/// Returns how many attempts took an ask's channel.
+fn asks_as_messages(decisions: &[&DecisionRecord], rows: &mut [Row]) -> usize {
+    let asks: Vec<(DateTime<Utc>, String)> = decisions
+        .iter()
+        .filter_map(|d| v1::DecideRequest::decode(d.request.as_slice()).ok())
+        .flat_map(|r| r.asks)
+        .filter_map(|a| Some((crate::api::time_of(&a.sent_at)?, channel_name(&a.channel))))
+        .filter(|(_, c)| c != "none")
+        .collect();
+    let mut kept = 0;
+    for i in 1..rows.len() {
+        if channel_name(&rows[i].channel) != "none" {
+            continue;
+        }
+        let (from, to) = (rows[i - 1].at, rows[i].at);
+        if let Some((_, c)) = asks.iter().filter(|(t, _)| *t > from && *t <= to).max_by_key(|(t, _)| *t) {
+            rows[i].channel = c.clone();
+            kept += 1;
+        }
+    }
+    kept
 }
 
 fn note_inconsistent(report: &mut FromLogReport, why: String) {
@@ -1443,6 +1477,58 @@ mod tests {
         let (name, _, recovery) = &r.model_minus_control[0];
         assert_eq!(name, "control:2 weeks x8");
         assert!(recovery.lo < 0.12 && 0.12 < recovery.hi && recovery.lo > 0.0, "{recovery:?}");
+    }
+
+    /// An ask the platform sent between two attempts (a later request's `asks`; the platform
+    /// clears them once a retry follows) is the channel of the next attempt that sent no
+    /// message of its own, the contract's "message sent since the previous attempt"; an attempt
+    /// with its own message keeps it, and one with no ask before it stays `none`.
+    #[test]
+    fn an_ask_the_platform_sent_is_the_message_before_the_next_attempt() {
+        let ask = |h: i64, channel: &str| v1::Ask {
+            sent_at: Some(prost_types::Timestamp { seconds: t(h).timestamp(), nanos: 0 }),
+            channel: channel.into(),
+        };
+        let with_asks = |mut d: DecisionRecord, asks: Vec<v1::Ask>| {
+            let mut r = v1::DecideRequest::decode(d.request.as_slice()).expect("decodes");
+            r.asks = asks;
+            d.request = r.encode_to_vec();
+            d
+        };
+        // p1: expired card at 0; asked by email at 2 (DO_NOT_RETRY), the platform says at 40 the
+        // method was updated (the request lists the ask), recoup retries at 41 with no message.
+        let mut wait = decision("p1", 2, 2, "CHANNEL_NONE", 1.0, &[(0, "expired_card")]);
+        wait.action = "DO_NOT_RETRY".into();
+        wait.retry_at = None;
+        let retry = with_asks(decision("p1", 40, 41, "CHANNEL_NONE", 0.8, &[(0, "expired_card")]), vec![ask(2, "email")]);
+        // p2: an SMS ask at 3, then a retry at 30 with its own email: the retry's message stays.
+        let p2 = with_asks(decision("p2", 20, 30, "CHANNEL_EMAIL", 0.7, &[(0, "expired_card")]), vec![ask(3, "sms")]);
+        // p3: no ask; a second failed retry after an ask that came before the first retry.
+        let p3a = with_asks(decision("p3", 1, 10, "CHANNEL_NONE", 0.6, &[(0, "expired_card")]), vec![ask(1, "email")]);
+        let p3b = decision("p3", 11, 60, "CHANNEL_NONE", 0.6, &[(0, "expired_card"), (10, "expired_card")]);
+        let outcomes = [
+            outcome("p1", 1, 41, "succeeded", "", "none"),
+            outcome("p2", 1, 30, "succeeded", "", "email"),
+            outcome("p3", 1, 10, "failed", "expired_card", "none"),
+            outcome("p3", 2, 60, "failed", "expired_card", "none"),
+        ];
+        let (df, report) = to_history(&[wait, retry, p2, p3a, p3b], &outcomes).expect("joins");
+        assert_eq!(report.asks_as_messages, 2, "{report:?}");
+        let col = |name: &str| -> Vec<String> {
+            let c = df.column(name).expect("column").cast(&DataType::String).expect("text");
+            let c = c.str().expect("text");
+            (0..c.len()).map(|i| c.get(i).unwrap_or("").to_string()).collect()
+        };
+        let (pids, numbers, channels) = (col("payment_id"), col("attempt_number"), col("channel"));
+        let channel_of = |pid: &str, n: &str| {
+            (0..df.height()).find(|&i| pids[i] == pid && numbers[i] == n).map(|i| channels[i].clone()).expect("the row")
+        };
+        assert_eq!(channel_of("p1", "1"), "email", "the ask before the retry");
+        assert_eq!(channel_of("p2", "1"), "email", "the retry's own message, not the SMS ask before it");
+        assert_eq!(channel_of("p3", "1"), "email", "the ask before the first retry");
+        assert_eq!(channel_of("p3", "2"), "none", "no ask since the first retry");
+        // The propensity stays the retry decision's, which it followed (hour and no message).
+        assert_eq!(report.retries_following_a_decision, 4, "{report:?}");
     }
 
     /// A report that contradicts the order rules leaves its payment out, counted and explained.

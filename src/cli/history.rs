@@ -103,6 +103,13 @@ fn from_log(a: &FromLogArgs, quiet: bool) -> anyhow::Result<ExitCode> {
             "retries with recoup's propensity (they followed its decision): {}; without (made otherwise): {}",
             report.retries_following_a_decision, report.retries_without_a_decision
         )?;
+        if report.asks_as_messages > 0 {
+            writeln!(
+                out,
+                "asks the platform sent, kept as the message before the next attempt (its channel): {}",
+                report.asks_as_messages
+            )?;
+        }
         if report.outcomes_without_a_decision > 0 {
             writeln!(
                 out,
