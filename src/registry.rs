@@ -681,7 +681,10 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
         );
         for c in model.support.classes.iter().chain(&model.support.pooled) {
             let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
-            let _ = writeln!(s, "- {label}: {}", c.describe());
+            let fixed = c
+                .describe_fixed_spacing()
+                .map_or(String::new(), |f| format!("; spacing fixed by the log's schedule (other spacings extrapolated): {f}"));
+            let _ = writeln!(s, "- {label}: {}{fixed}", c.describe());
         }
     }
 }

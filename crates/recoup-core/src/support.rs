@@ -154,13 +154,10 @@ impl ClassSupport {
         }
     }
 
-    /// One line for reasons and the model card.
-    pub fn describe(&self) -> String {
-        let hours: Vec<String> = (0..24).filter(|&h| self.local_hour(h).is_ok()).map(|h| h.to_string()).collect();
-        let channels: Vec<&str> = Channel::VARIANTS.iter().filter(|c| self.channel(**c).is_ok()).map(|c| (*c).into()).collect();
-        let last = RETRIES_BEFORE_LEVELS as u32 + 1;
-        let max_k = (1..=last).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
-        let max_k = if max_k == last { format!("{max_k} and on") } else { max_k.to_string() };
+    /// The retry numbers whose spacing the log fixed ([`ClassSupport::fixed_spacing`]), for the
+    /// model card: `retry 1 48 h, retry 3 72 h`; `None` when there is none. (Not in
+    /// [`ClassSupport::describe`], which every `outside_support:*` reason repeats.)
+    pub fn describe_fixed_spacing(&self) -> Option<String> {
         let fixed: Vec<String> = (1..=SPACING_RETRY_NUMBERS)
             .filter_map(|k| {
                 let [lo, hi] = self.fixed_spacing(k)?;
@@ -168,19 +165,24 @@ impl ClassSupport {
                 Some(if hi - lo < 1.0 { format!("retry {k} {lo:.0} h") } else { format!("retry {k} {lo:.0}–{hi:.0} h") })
             })
             .collect();
+        (!fixed.is_empty()).then(|| fixed.join(", "))
+    }
+
+    /// One line for reasons and the model card.
+    pub fn describe(&self) -> String {
+        let hours: Vec<String> = (0..24).filter(|&h| self.local_hour(h).is_ok()).map(|h| h.to_string()).collect();
+        let channels: Vec<&str> = Channel::VARIANTS.iter().filter(|c| self.channel(**c).is_ok()).map(|c| (*c).into()).collect();
+        let last = RETRIES_BEFORE_LEVELS as u32 + 1;
+        let max_k = (1..=last).rev().find(|&k| self.retry_number(k).is_ok()).unwrap_or(0);
+        let max_k = if max_k == last { format!("{max_k} and on") } else { max_k.to_string() };
         format!(
-            "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}{}",
+            "{} retries: spacing ≥ {:.0} h{}, ≤ {:.1} days after the failure, retry numbers 1–{max_k}, local hours {}, channels {}",
             self.retries,
             self.min_spacing_hours,
             self.min_spacing_hours_later.map_or(String::new(), |h| format!(" (≥ {h:.0} h after a failed retry)")),
             self.max_hours_since_failure / 24.0,
             if hours.len() == 24 { "all".to_string() } else { hours.join(",") },
-            channels.join(", "),
-            if fixed.is_empty() {
-                String::new()
-            } else {
-                format!("; spacing fixed by the log's schedule (other spacings extrapolated): {}", fixed.join(", "))
-            }
+            channels.join(", ")
         )
     }
 }
@@ -330,11 +332,9 @@ mod tests {
         assert_eq!(c.fixed_spacing(4), None, "spacings spread over four days are not fixed");
         assert_eq!(c.fixed_spacing(6), None, "too few retries 6 and on to say");
         assert_eq!(c.fixed_spacing(9), c.fixed_spacing(6), "retry numbers past the last count with it");
-        assert!(
-            c.describe().contains("spacing fixed by the log's schedule (other spacings extrapolated): retry 1 48 h"),
-            "{}",
-            c.describe()
-        );
+        let fixed = c.describe_fixed_spacing().expect("fixed spacings");
+        assert!(fixed.starts_with("retry 1 48 h, retry 2 48 h, retry 3 72 h"), "{fixed}");
+        assert!(!c.describe().contains("fixed"), "every outside_support reason repeats describe(): {}", c.describe());
         // Fixing a spacing says what P means there; it takes nothing out of the support.
         assert!(c.timing(1, 80.0, 80.0).is_ok());
         // A model from before the field names nothing fixed.
