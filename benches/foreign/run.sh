@@ -8,7 +8,9 @@
 # PAYERS (20000) is the history's size (12 months), EVAL_PAYERS (20000) the other draw's;
 # RECOUP_FOREIGN_SEED (3) and RECOUP_FOREIGN_EVAL_SEED (11) draw them; RECOUP_BIN picks
 # the recoup binary (default: a release build); RECOUP_FOREIGN_LOG (random) the merchant's
-# logging policy (`random`, `fixed` or `fixed-silent`: world.py history --help). Pinned Python packages go to
+# logging policy (`random`, `fixed` or `fixed-silent`: world.py history --help);
+# RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
+# see the end of this script). Pinned Python packages go to
 # target/foreign-venv/, everything else to target/foreign/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -36,12 +38,40 @@ echo "== recoup train --promote"
 "$RECOUP_BIN" train --history "$out/history.csv" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$RECOUP_BIN" serve --models "$out/models" --addr "127.0.0.1:$port" --metrics-addr off --quiet &
-server=$!
+server=
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  if $py -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then break; fi
-  sleep 0.2
-done
-echo "== evaluate: the first failures of $eval_payers payers of draw $eval_seed"
-$py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$eval_seed" --addr "127.0.0.1:$port" --gen "$out/gen" ${RECOUP_FOREIGN_DETAIL:+--detail}
+serve() {
+  "$RECOUP_BIN" serve --models "$out/models" --addr "127.0.0.1:$port" --metrics-addr off --quiet &
+  server=$!
+  for _ in $(seq 1 100); do
+    if $py -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null; then break; fi
+    sleep 0.2
+  done
+}
+evaluate() { # SEED [more world.py evaluate arguments]
+  local s="$1"
+  shift
+  echo "== evaluate: the first failures of $eval_payers payers of draw $s"
+  $py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$s" --addr "127.0.0.1:$port" --gen "$out/gen" ${RECOUP_FOREIGN_DETAIL:+--detail} "$@"
+}
+serve
+if [ -z "${RECOUP_FOREIGN_LOOP:-}" ]; then
+  evaluate "$eval_seed"
+  exit 0
+fi
+# The closed loop (RECOUP_FOREIGN_LOOP=1): the learned policy's own attempts on draw
+# $eval_seed join the history, recoup retrains on both, and the model before and after
+# are evaluated on a third draw (RECOUP_FOREIGN_LOOP_SEED, 13).
+loop_seed="${RECOUP_FOREIGN_LOOP_SEED:-13}"
+evaluate "$eval_seed" --loop-out "$out/loop.csv"
+echo "== before the loop, on draw $loop_seed"
+evaluate "$loop_seed"
+{ cat "$out/history.csv"; tail -n +2 "$out/loop.csv"; } > "$out/history-loop.csv"
+echo "== recoup train --promote on the history and the learned policy's own attempts"
+"$RECOUP_BIN" train --history "$out/history-loop.csv" --out "$out/models" --promote --quiet
+"$RECOUP_BIN" models list --models "$out/models"
+kill $server
+wait $server 2>/dev/null || true
+serve
+echo "== after the loop, on draw $loop_seed"
+evaluate "$loop_seed"

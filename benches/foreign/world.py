@@ -297,14 +297,30 @@ def logging_retries(d, pid, policy="random"):
     return out
 
 
+HEADER = ["attempt_id", "payment_id", "customer_id", "attempted_at", "attempt_number", "amount_minor", "currency",
+          "payment_method", "card_brand", "card_funding", "country", "timezone", "outcome", "decline_code",
+          "network_code", "channel", "payment_method_updated", "billing_interval", "tenure_days", "payment_method_id"]
+
+
+def write_attempts(w, p, pid, attempts, card):
+    """One payment's attempts as contract-v1 rows; the payer's card count after them, and the rows written."""
+    for k, (at, outcome, code, net, ch, upd) in enumerate(attempts):
+        if upd:
+            card += 1
+        masked = code and u(p.id, pid, k, "raw") < 0.4
+        w.writerow([f"att_{pid}_{k}", pid, p.id, at.strftime("%Y-%m-%dT%H:%M:%SZ"), k, p.price, p.currency, "card",
+                    p.brand, p.funding, p.country, p.tz.key, outcome, "" if (masked or not code) else code,
+                    net if code else "", ch, "true" if upd else "false", "month",
+                    (at.date() - p.signup).days, f"pm_{p.id}_{card}"])
+    return card, len(attempts)
+
+
 def history(args):
     last = START + dt.timedelta(days=365)
     rows = 0
     with open(args.out, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["attempt_id", "payment_id", "customer_id", "attempted_at", "attempt_number", "amount_minor", "currency",
-                    "payment_method", "card_brand", "card_funding", "country", "timezone", "outcome", "decline_code",
-                    "network_code", "channel", "payment_method_updated", "billing_interval", "tenure_days", "payment_method_id"])
+        w.writerow(HEADER)
         for i in range(args.payers):
             p = Payer(f"h{args.seed}", i)
             card = 0
@@ -319,15 +335,8 @@ def history(args):
                         d.charge(rt, ch)
                         if not d.open:
                             break
-                for k, (at, outcome, code, net, ch, upd) in enumerate(d.attempts):
-                    if upd:
-                        card += 1
-                    masked = code and u(p.id, pid, k, "raw") < 0.4
-                    w.writerow([f"att_{pid}_{k}", pid, p.id, at.strftime("%Y-%m-%dT%H:%M:%SZ"), k, p.price, p.currency, "card",
-                                p.brand, p.funding, p.country, p.tz.key, outcome, "" if (masked or not code) else code,
-                                net if code else "", ch, "true" if upd else "false", "month",
-                                (at.date() - p.signup).days, f"pm_{p.id}_{card}"])
-                    rows += 1
+                card, n_rows = write_attempts(w, p, pid, d.attempts, card)
+                rows += n_rows
                 if d.cancelled or (not d.recovered_at and u(p.id, pid, "churn") < 0.5):
                     break
                 if d.updated_at is not None:
@@ -454,6 +463,26 @@ def evaluate(args):
             results[f"{name}{'' if ch == 'email' else ' (no message)'}"] = [fixed(c, days, ch) for c in cases]
     states = learned_run(cases, stub, pb)
     results["learned"] = [s["d"] for s in states]
+    if args.loop_out:
+        # The closed loop: what the learned policy did, as the merchant's history would record it
+        # (each payer's earlier paid charges, then the dunned payment's attempts).
+        with open(args.loop_out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(HEADER)
+            for s in states:
+                p, n, _, past = s["case"]
+                for m, t in enumerate(past):
+                    write_attempts(w, p, f"pay_{p.id}_{m:02d}", [(t, "succeeded", None, "", "none", False)], 0)
+                # Contract v1's channel is the message sent since the previous attempt: an ask
+                # (a message no retry followed at once) counts for the next attempt that sent none.
+                atts = list(s["d"].attempts)
+                for k in range(1, len(atts)):
+                    if atts[k][4] == "none":
+                        sent = [c for t, c in s["d"].messages if atts[k - 1][0] < t <= atts[k][0]]
+                        if sent:
+                            atts[k] = atts[k][:4] + (sent[-1],) + atts[k][5:]
+                write_attempts(w, p, s["d"].pid, atts, 0)
+        print(f"wrote the learned policy's attempts to {args.loop_out}", file=sys.stderr)
     chosen = [x for s in states for x in s["chosen"]]
 
     def net(d):
@@ -588,9 +617,10 @@ def score_log(args):
             print(f"  {key[0]:>3} {first:<13} {key[2]:2} d {n:6} retries  predicted {p / n:.3f}  logged {ok / n:.3f}")
 
 def decide_batched(stub, pb, reqs):
-    """Every request's answer, in order, in DecideBatch calls of at most 2,000."""
-    for k in range(0, len(reqs), 2000):
-        yield from stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 2000])).items
+    """Every request's answer, in order, in DecideBatch calls of at most 1,000 (a batch's
+    answers must fit one 4 MiB message; recoup leaves the items past that undecided)."""
+    for k in range(0, len(reqs), 1000):
+        yield from stub.DecideBatch(pb.DecideBatchRequest(requests=reqs[k:k + 1000])).items
 
 
 def learned_run(cases, stub, pb):
@@ -627,6 +657,7 @@ def main():
     e.add_argument("--seed", type=int, default=11)
     e.add_argument("--addr", default="127.0.0.1:50051")
     e.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
+    e.add_argument("--loop-out", help="also write the learned policy's attempts as contract-v1 CSV (to retrain on)")
     e.add_argument("--detail", action="store_true", help="the chosen retries' calibration also by hours since the attempt before")
     pr = sub.add_parser("probe", help="score one retry a fixed delay after each first failure, no message, and charge it")
     pr.add_argument("--hours", type=int, default=48)
