@@ -150,8 +150,9 @@ impl Decider {
                 let now = chrono::Utc::now();
                 let mut items = Vec::with_capacity(reqs.len());
                 // The answers must fit one gRPC message (a client's default limit is the same
-                // 4 MiB): an item that would not fit is not decided (nor logged) and says so,
-                // and so are the ones after it; the answers made are delivered.
+                // 4 MiB): an answer that would not fit is dropped before it is logged or
+                // counted, its item says so, the items after it are not decided, and the
+                // answers that fit are delivered.
                 let mut bytes = 0usize;
                 let mut full: Option<usize> = None;
                 for (i, r) in reqs.iter().enumerate() {
@@ -177,7 +178,7 @@ impl Decider {
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)
                         }
-                        Ok(Err(e)) => v1::decide_batch_item::Result::Error(format!("requests[{i}].{e}")),
+                        Ok(Err(e)) => v1::decide_batch_item::Result::Error(error_within(format!("requests[{i}].{e}"))),
                         Err(panic) => {
                             state.metrics.panic("DecideBatch item");
                             tracing::error!(item = i, panic = super::guard::panic_message(&*panic), "batch item panicked");
@@ -216,6 +217,21 @@ fn item_bytes(item: &v1::DecideBatchItem) -> usize {
 fn decision_item_bytes(d: &v1::DecideResponse) -> usize {
     let framed = |len: usize| 1 + prost::encoding::encoded_len_varint(len as u64) + len;
     framed(framed(prost::Message::encoded_len(d)))
+}
+
+/// An item's error cut to what [`BATCH_ERROR_BYTES`] reserves for it (at a character
+/// boundary, marked with `…`), so that errors alone can never outgrow the response.
+fn error_within(mut e: String) -> String {
+    const MAX: usize = BATCH_ERROR_BYTES - 8;
+    if e.len() > MAX {
+        let mut end = MAX - '…'.len_utf8();
+        while !e.is_char_boundary(end) {
+            end -= 1;
+        }
+        e.truncate(end);
+        e.push('…');
+    }
+    e
 }
 
 /// The error of item `i` of a batch whose answers filled the response at item `decided`.
@@ -481,5 +497,25 @@ impl hyperswitch::decider::decider_server::Decider for HyperswitchDecider {
         let units = self.inner.units(1 + r.hourly_retry_history.len() + retries);
         let this = self.clone();
         self.inner.admitted(units, move |_| this.decide_now(&r)).await.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A batch item's error fits what the response keeps for it, cut at a character boundary;
+    /// a short one is left as it is.
+    #[test]
+    fn a_batch_items_error_is_cut_to_its_reserved_bytes() {
+        let short = "requests[3].payment.currency: not an ISO 4217 code".to_string();
+        assert_eq!(error_within(short.clone()), short);
+        let long = format!("requests[9999].payment.payment_id: {}", "é".repeat(300));
+        let cut = error_within(long.clone());
+        assert!(cut.len() <= BATCH_ERROR_BYTES - 8 && cut.ends_with('…') && long.starts_with(cut.trim_end_matches('…')), "{cut}");
+        let item = v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(cut)) };
+        assert!(item_bytes(&item) <= BATCH_ERROR_BYTES);
+        let full = v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(batch_full(9999, 9998))) };
+        assert!(item_bytes(&full) <= BATCH_ERROR_BYTES, "{}", item_bytes(&full));
     }
 }
