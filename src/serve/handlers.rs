@@ -173,7 +173,6 @@ impl Decider {
                                 items.push(v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(batch_full(i, i))) });
                                 continue;
                             }
-                            bytes += len;
                             log_decision(state, "decide_batch", r, &d, class, arm);
                             state.metrics.decision(d.action().as_str_name(), d.channel().as_str_name());
                             v1::decide_batch_item::Result::Decision(d)

@@ -199,13 +199,17 @@ async fn malformed_and_oversized_frames_get_the_callers_status_and_are_counted()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deadlines_answer_deadline_exceeded_and_stop_the_work() {
     let (_d, models) = registry();
-    let s = start_cfg(&models, EngineConfig::default(), |c| c.request_timeout = Duration::from_millis(400)).await;
-    let items = 4_000;
+    // Answers without alternatives (about 2 kB each), so that every item of the batch fits one
+    // response and only a deadline stops the work (a batch stops deciding once its answers
+    // fill 4 MiB; see the next test).
+    let engine = recoup::engine::EngineParams { top_k: 0, ..Default::default() }.check().expect("valid");
+    let s = start_cfg(&models, engine, |c| c.request_timeout = Duration::from_millis(50)).await;
+    let items = 1_500;
     let batch = || v1::DecideBatchRequest { requests: (0..items).map(|_| request("visa", "insufficient_funds")).collect() };
     // The client's deadline (shorter than the server's), sent over bare HTTP/2:
     // tonic's client would give up by itself and never see the server's answer.
     let (status, message) =
-        h2_call(s.addr, "/recoup.v1.RetryDecider/DecideBatch", &[("grpc-timeout", "150m")], prost::Message::encode_to_vec(&batch())).await;
+        h2_call(s.addr, "/recoup.v1.RetryDecider/DecideBatch", &[("grpc-timeout", "25m")], prost::Message::encode_to_vec(&batch())).await;
     assert_eq!(status, Code::DeadlineExceeded as i32, "{message}");
     // The server's --timeout.
     let started = Instant::now();
@@ -213,7 +217,7 @@ async fn deadlines_answer_deadline_exceeded_and_stop_the_work() {
     assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
     assert!(e.message().contains("--timeout"), "{}", e.message());
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
-    // The work stops: the in-flight gauge falls back to 0 long before 2 × 4,000 decisions.
+    // The work stops: the in-flight gauge falls back to 0 long before 2 × 1,500 decisions.
     let wait = Instant::now();
     loop {
         let (_, body) = scrape(s.metrics_addr).await;
@@ -371,7 +375,8 @@ async fn a_batch_whose_answers_outgrow_a_message_answers_what_fits_and_names_the
     // The test's client keeps tonic's default 4 MiB receive limit.
     let r = s.client.clone().decide_batch(batch).await.expect("answered").into_inner();
     assert_eq!(r.items.len(), items);
-    assert!(prost::Message::encoded_len(&r) <= 4 << 20);
+    let len = prost::Message::encoded_len(&r);
+    assert!(len <= 4 << 20 && len > 3 << 20, "the answers fill most of one message, no more: {len} bytes");
     let first_error = r
         .items
         .iter()
@@ -385,5 +390,13 @@ async fn a_batch_whose_answers_outgrow_a_message_answers_what_fits_and_names_the
     let (_, body) = scrape(s.metrics_addr).await;
     let decided: f64 = body.lines().filter(|l| l.starts_with("recoup_decisions_total{")).map(|l| sample(l, "recoup")).sum();
     assert_eq!(decided, first_error as f64, "only the decisions delivered are counted");
+    s.stop().await;
+    // Without alternatives 1,500 answers fit (what the deadline test above relies on).
+    let engine = recoup::engine::EngineParams { top_k: 0, ..Default::default() }.check().expect("valid");
+    let s = start_cfg(&models, engine, |_| {}).await;
+    let batch = v1::DecideBatchRequest { requests: (0..1_500).map(|_| request("visa", "insufficient_funds")).collect() };
+    let r = s.client.clone().decide_batch(batch).await.expect("answered").into_inner();
+    let fit = r.items.iter().take_while(|i| matches!(i.result, Some(v1::decide_batch_item::Result::Decision(_)))).count();
+    assert_eq!(fit, 1_500, "{} bytes", prost::Message::encoded_len(&r));
     s.stop().await;
 }
