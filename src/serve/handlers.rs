@@ -206,16 +206,15 @@ const BATCH_RESPONSE_BYTES: usize = crate::limits::MAX_MESSAGE_BYTES - 1024;
 const BATCH_ERROR_BYTES: usize = 200;
 const _: () = assert!(BATCH_ERROR_BYTES * crate::limits::MAX_BATCH < BATCH_RESPONSE_BYTES, "errors for a whole batch must fit");
 
-/// An item's size inside the response (its bytes, tag and length).
+/// An item's size inside the response (field 1 of `DecideBatchResponse`: its bytes, tag and length).
 fn item_bytes(item: &v1::DecideBatchItem) -> usize {
-    let len = prost::Message::encoded_len(item);
-    1 + prost::encoding::encoded_len_varint(len as u64) + len
+    prost::encoding::message::encoded_len(1, item)
 }
 
-/// [`item_bytes`] of the item holding decision `d` (without building it).
+/// [`item_bytes`] of the item holding decision `d` (field 1 of its oneof), without building it.
 fn decision_item_bytes(d: &v1::DecideResponse) -> usize {
-    let framed = |len: usize| 1 + prost::encoding::encoded_len_varint(len as u64) + len;
-    framed(framed(prost::Message::encoded_len(d)))
+    let item = prost::encoding::message::encoded_len(1, d);
+    prost::encoding::key_len(1) + prost::encoding::encoded_len_varint(item as u64) + item
 }
 
 /// An item's error cut to what [`BATCH_ERROR_BYTES`] reserves for it (at a character
@@ -516,5 +515,15 @@ mod tests {
         assert!(item_bytes(&item) <= BATCH_ERROR_BYTES);
         let full = v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Error(batch_full(9999, 9998))) };
         assert!(item_bytes(&full) <= BATCH_ERROR_BYTES, "{}", item_bytes(&full));
+    }
+
+    /// An answer's size reckoned without building its item is the built item's.
+    #[test]
+    fn a_decisions_reckoned_size_is_its_items() {
+        let d = v1::DecideResponse { reasons: vec![v1::Reason { code: "x".into(), detail: "y".repeat(300) }], ..Default::default() };
+        let item = v1::DecideBatchItem { result: Some(v1::decide_batch_item::Result::Decision(d.clone())) };
+        assert_eq!(decision_item_bytes(&d), item_bytes(&item));
+        let response = v1::DecideBatchResponse { items: vec![item.clone(), item] };
+        assert_eq!(prost::Message::encoded_len(&response), 2 * decision_item_bytes(&d));
     }
 }
