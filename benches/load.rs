@@ -119,6 +119,7 @@ fn synthetic(rows: usize) -> History {
                 advice_code: None,
                 channel: Some([Channel::None, Channel::Email, Channel::Sms][(p + k) % 3]),
                 payment_method_updated: Some(false),
+                update_triggered: false,
                 card: None,
                 billing_interval: Some(BillingInterval::Month),
                 tenure_days: Some((p % 1000) as u32),

@@ -41,6 +41,8 @@ pub struct AskInputs {
     pub firsts: Vec<FirstAttempts>,
     /// The history's last attempt.
     pub end: Option<DateTime<Utc>>,
+    /// Needs-update payments left out of the intervals: retried because the payer updated.
+    pub update_triggered: usize,
 }
 
 /// A soft-declined or needs-update payment's first decline and its next attempt.
@@ -80,6 +82,8 @@ impl AskInputs {
     pub fn add_payment(&mut self, payer: u64, p: &[Attempt]) {
         self.end = self.end.max(p.iter().map(|a| a.attempted_at).max());
         self.intervals.extend(payment_intervals(p));
+        let needs_update = p[0].decline.is_some_and(|d| d.class() == DeclineClass::NeedsUpdate);
+        self.update_triggered += usize::from(needs_update && p.iter().any(|a| a.update_triggered));
         let class = p[0].decline.map(|d| d.class());
         if let Some(class @ (DeclineClass::SoftFunds | DeclineClass::SoftIssuer | DeclineClass::NeedsUpdate)) = class {
             let next = p.get(1).map(|a| ((a.attempted_at - p[0].attempted_at).num_minutes(), a.channel, a.propensity));
@@ -99,6 +103,7 @@ impl AskInputs {
         self.intervals.extend(other.intervals);
         self.firsts.extend(other.firsts);
         self.end = self.end.max(other.end);
+        self.update_triggered += other.update_triggered;
     }
 }
 
@@ -110,6 +115,12 @@ pub fn estimate_from(inputs: &AskInputs, attrition: &Attrition) -> AskResponse {
     let mut notes = vec![format!(
         "needs-update payments' retries: {flagged} intervals with an update flag, {not_updated} of them ending without an update"
     )];
+    if inputs.update_triggered > 0 {
+        notes.push(format!(
+            "{} needs-update payments left out of the intervals: the platform retried them because the payer updated (update_triggered), so their intervals end with the update, not on a schedule",
+            inputs.update_triggered
+        ));
+    }
     let out = if flagged >= MIN_INTERVALS && not_updated >= MIN_NOT_UPDATED {
         notes.push(
             "the log retries needs-update payments whether or not the payer updated: time-to-update model on the update flags".into(),
@@ -149,9 +160,15 @@ pub struct Interval {
 }
 
 /// A needs-update payment's intervals whose later attempt carries an update flag and a channel.
+/// None for a payment the platform retried because the payer updated (`update_triggered`):
+/// its intervals end when the payer updated, and one that never updated has no interval at
+/// all, so read as scheduled intervals they say every payer updates, and soon (a closed loop
+/// on recoup's own waits measured 18.9 % spontaneous updates a day against the log's 2.2 %).
+/// Were such a payment also retried on a schedule before its update, leaving it out leans the
+/// estimate low, toward fewer asks.
 fn payment_intervals(p: &[Attempt]) -> Vec<Interval> {
     let mut out = Vec::new();
-    if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) {
+    if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) || p.iter().any(|a| a.update_triggered) {
         return out;
     }
     for w in p.windows(2) {

@@ -719,6 +719,11 @@ pub struct FromLogReport {
     /// sent since the previous attempt (contract v1), so a retrain sees what asks do.
     #[serde(default)]
     pub asks_as_messages: usize,
+    /// Retries after a decision asked because the payer had updated the payment method
+    /// (its request's `payment_method_updated`): marked `update_triggered`, since the
+    /// interval before them ended with the update, not when a schedule said.
+    #[serde(default)]
+    pub update_triggered: usize,
 }
 
 /// One history row before it becomes a column.
@@ -733,6 +738,7 @@ struct Row {
     channel: String,
     updated: bool,
     propensity: Option<f64>,
+    update_triggered: bool,
 }
 
 /// Join decisions and outcomes into contract-v1 history (a DataFrame with the
@@ -787,6 +793,7 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
                     channel: a.channel.clone(),
                     updated: a.payment_method_updated,
                     propensity: None,
+                    update_triggered: false,
                 })
             })
             .collect();
@@ -804,6 +811,7 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
                 channel: o.channel.clone(),
                 updated: o.payment_method_updated,
                 propensity: None,
+                update_triggered: false,
             };
             // The platform's own report of an attempt wins over the copy in a request.
             match rows.iter_mut().find(|r| r.attempt_number == o.attempt_number) {
@@ -839,6 +847,7 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
             }
         }
         report.asks_as_messages += asks_as_messages(&ds, &mut rows);
+        report.update_triggered += mark_update_triggered(&ds, &mut rows);
         let customer = [latest.customer_id.as_str(), payment.customer_id.as_str()]
             .into_iter()
             .find(|c| !c.is_empty())
@@ -850,6 +859,24 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
         }
     }
     Ok((cols.frame()?, report))
+}
+
+/// Mark the retries whose decision the platform asked for because the payer had updated the
+/// payment method: the latest decision before the retry, made after the attempt before it,
+/// whose request says `payment_method_updated`. Such a retry waited for the update, so the
+/// interval before it measures when the payer updated, not a schedule (the ask estimator
+/// leaves it out, `src/asks.rs`). Returns how many were marked.
+fn mark_update_triggered(decisions: &[&DecisionRecord], rows: &mut [Row]) -> usize {
+    let mut marked = 0;
+    for k in 1..rows.len() {
+        let (prev, at) = (rows[k - 1].at, rows[k].at);
+        let Some(d) = decisions.iter().rev().find(|d| d.decided_at < at) else { continue };
+        if d.decided_at > prev && v1::DecideRequest::decode(d.request.as_slice()).is_ok_and(|r| r.payment_method_updated) {
+            rows[k].update_triggered = true;
+            marked += 1;
+        }
+    }
+    marked
 }
 
 /// The asks the platform sent (every request lists those sent so far that no retry followed)
@@ -922,6 +949,7 @@ struct Cols {
     updated: Vec<bool>,
     tenure_days: Vec<Option<i64>>,
     propensity: Vec<Option<f64>>,
+    update_triggered: Vec<bool>,
 }
 
 const TEXT: [&str; 12] = [
@@ -969,6 +997,7 @@ impl Cols {
         self.updated.push(r.updated);
         self.tenure_days.push(p.tenure_days.map(i64::from));
         self.propensity.push(r.propensity);
+        self.update_triggered.push(r.update_triggered);
     }
 
     fn frame(self) -> PolarsResult<DataFrame> {
@@ -987,6 +1016,7 @@ impl Cols {
         cols.push(Column::new("payment_method_updated".into(), self.updated));
         cols.push(Column::new("tenure_days".into(), self.tenure_days));
         cols.push(Column::new("propensity".into(), self.propensity));
+        cols.push(Column::new("update_triggered".into(), self.update_triggered));
         DataFrame::new(n, cols)
     }
 }
@@ -1529,6 +1559,53 @@ mod tests {
         assert_eq!(channel_of("p3", "2"), "none", "no ask since the first retry");
         // The propensity stays the retry decision's, which it followed (hour and no message).
         assert_eq!(report.retries_following_a_decision, 4, "{report:?}");
+    }
+
+    /// A retry the platform asked for because the payer had updated the payment method (the
+    /// request's `payment_method_updated`, made after the attempt before) is `update_triggered`;
+    /// a retry decided right after a failure is not, nor is one whose latest decision came
+    /// before the attempt before it. The column loads back into the history.
+    #[test]
+    fn a_retry_decided_after_an_update_is_marked_update_triggered() {
+        let updated = |mut d: DecisionRecord| {
+            let mut r = v1::DecideRequest::decode(d.request.as_slice()).expect("decodes");
+            r.payment_method_updated = true;
+            d.request = r.encode_to_vec();
+            d
+        };
+        // p1: expired card at 0, recoup waits; the payer updates, the platform asks at 40, retry at 41.
+        let mut wait = decision("p1", 1, 1, "CHANNEL_NONE", 1.0, &[(0, "expired_card")]);
+        wait.action = "DO_NOT_RETRY".into();
+        wait.retry_at = None;
+        let after_update = updated(decision("p1", 40, 41, "CHANNEL_NONE", 0.9, &[(0, "expired_card")]));
+        // p2: funds decline at 0, retried at 30 as decided at 1 (no update).
+        let scheduled = decision("p2", 1, 30, "CHANNEL_NONE", 0.8, &[(0, "insufficient_funds")]);
+        // p3: an update decision at 5 for the retry at 10; the retry at 60 had no decision of its own.
+        let p3 = updated(decision("p3", 5, 10, "CHANNEL_NONE", 0.9, &[(0, "expired_card")]));
+        let outcomes = [
+            outcome("p1", 1, 41, "succeeded", "", "none"),
+            outcome("p2", 1, 30, "succeeded", "", "none"),
+            outcome("p3", 1, 10, "failed", "expired_card", "none"),
+            outcome("p3", 2, 60, "succeeded", "", "none"),
+        ];
+        let (mut df, report) = to_history(&[wait, after_update, scheduled, p3], &outcomes).expect("joins");
+        assert_eq!(report.update_triggered, 2, "{report:?}");
+        let pids = df.column("payment_id").expect("column").str().expect("text").clone();
+        let numbers = df.column("attempt_number").expect("column").i64().expect("ints").clone();
+        let marked = df.column("update_triggered").expect("column").bool().expect("bools").clone();
+        let marked_of = |pid: &str, n: i64| {
+            (0..df.height()).find(|&i| pids.get(i) == Some(pid) && numbers.get(i) == Some(n)).and_then(|i| marked.get(i))
+        };
+        assert_eq!(marked_of("p1", 1), Some(true), "retried after the update");
+        assert_eq!(marked_of("p1", 0), Some(false), "the failed charge");
+        assert_eq!(marked_of("p2", 1), Some(false), "retried on the decided schedule");
+        assert_eq!(marked_of("p3", 1), Some(true), "decided after the update");
+        assert_eq!(marked_of("p3", 2), Some(false), "its latest decision came before the attempt before it");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("h.parquet");
+        crate::history::write_frame(&mut df, &path).expect("writes");
+        let h = crate::history::load(&path, &crate::history::LoadOptions::default()).expect("loads");
+        assert_eq!(h.attempts.iter().filter(|a| a.update_triggered).count(), 2);
     }
 
     /// A report that contradicts the order rules leaves its payment out, counted and explained.

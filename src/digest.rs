@@ -125,6 +125,9 @@ pub struct ShardMeta {
     pub attrition: AttritionSums,
     pub population: Population,
     pub last_attempt: Option<DateTime<Utc>>,
+    /// Needs-update payments retried because the payer updated (left out of the ask intervals).
+    #[serde(default)]
+    pub update_triggered_payments: usize,
 }
 
 /// Why a shard could not be written or read.
@@ -383,7 +386,12 @@ pub fn read_shard(path: &Path, meta: &ShardMeta) -> Result<Digest, DigestError> 
         set,
         observed: read_retries(path)?,
         attrition: meta.attrition.clone(),
-        asks: AskInputs { intervals: read_intervals(path)?, firsts: read_firsts(path)?, end: meta.last_attempt },
+        asks: AskInputs {
+            intervals: read_intervals(path)?,
+            firsts: read_firsts(path)?,
+            end: meta.last_attempt,
+            update_triggered: meta.update_triggered_payments,
+        },
         population: meta.population.clone(),
         attempts: meta.attempts,
         payments: meta.payments,

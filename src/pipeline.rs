@@ -229,6 +229,7 @@ pub fn features_only(
         attrition: digest.attrition.clone(),
         population: digest.population.clone(),
         last_attempt: digest.asks.end,
+        update_triggered_payments: digest.asks.update_triggered,
     };
     drop(history);
     Ok(crate::digest::write_shard(dir, &digest, &meta)?)

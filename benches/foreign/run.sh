@@ -10,7 +10,8 @@
 # the recoup binary (default: a release build); RECOUP_FOREIGN_LOG (random) the merchant's
 # logging policy (`random`, `fixed` or `fixed-silent`: world.py history --help);
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
-# see the end of this script). Pinned Python packages go to
+# see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
+# update_triggered marks). Pinned Python packages go to
 # target/foreign-venv/, everything else to target/foreign/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,12 +64,17 @@ fi
 # $eval_seed join the history, recoup retrains on both, and the model before and after
 # are evaluated on a third draw (RECOUP_FOREIGN_LOOP_SEED, 13).
 loop_seed="${RECOUP_FOREIGN_LOOP_SEED:-13}"
-evaluate "$eval_seed" --loop-out "$out/loop.csv"
+marks=()
+if [ "${RECOUP_FOREIGN_LOOP_MARKS:-1}" = 0 ]; then marks=(--no-loop-marks); fi
+evaluate "$eval_seed" --loop-out "$out/loop.csv" ${marks[@]+"${marks[@]}"}
 echo "== before the loop, on draw $loop_seed"
 evaluate "$loop_seed"
-{ cat "$out/history.csv"; tail -n +2 "$out/loop.csv"; } > "$out/history-loop.csv"
+# Two files in one directory: the loop's carries recoup's column update_triggered
+# (RECOUP_FOREIGN_LOOP_MARKS=0 leaves it false, as a history without it would read).
+rm -rf "$out/history-loop" && mkdir -p "$out/history-loop"
+cp "$out/history.csv" "$out/loop.csv" "$out/history-loop/"
 echo "== recoup train --promote on the history and the learned policy's own attempts"
-"$RECOUP_BIN" train --history "$out/history-loop.csv" --out "$out/models" --promote --quiet
+"$RECOUP_BIN" train --history "$out/history-loop" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
 kill $server
 wait $server 2>/dev/null || true

@@ -300,18 +300,26 @@ def logging_retries(d, pid, policy="random"):
 HEADER = ["attempt_id", "payment_id", "customer_id", "attempted_at", "attempt_number", "amount_minor", "currency",
           "payment_method", "card_brand", "card_funding", "country", "timezone", "outcome", "decline_code",
           "network_code", "channel", "payment_method_updated", "billing_interval", "tenure_days", "payment_method_id"]
+# The closed loop's history: recoup's own attempts, with its column marking the retries the
+# platform made because the payer updated (as `recoup history from-log` writes it).
+LOOP_HEADER = HEADER + ["update_triggered"]
 
 
-def write_attempts(w, p, pid, attempts, card):
-    """One payment's attempts as contract-v1 rows; the payer's card count after them, and the rows written."""
+def write_attempts(w, p, pid, attempts, card, triggered=None):
+    """One payment's attempts as contract-v1 rows; the payer's card count after them, and the rows written.
+    With `triggered` (the attempt numbers made because the payer updated), recoup's column
+    `update_triggered` too (LOOP_HEADER)."""
     for k, (at, outcome, code, net, ch, upd) in enumerate(attempts):
         if upd:
             card += 1
         masked = code and u(p.id, pid, k, "raw") < 0.4
-        w.writerow([f"att_{pid}_{k}", pid, p.id, at.strftime("%Y-%m-%dT%H:%M:%SZ"), k, p.price, p.currency, "card",
-                    p.brand, p.funding, p.country, p.tz.key, outcome, "" if (masked or not code) else code,
-                    net if code else "", ch, "true" if upd else "false", "month",
-                    (at.date() - p.signup).days, f"pm_{p.id}_{card}"])
+        row = [f"att_{pid}_{k}", pid, p.id, at.strftime("%Y-%m-%dT%H:%M:%SZ"), k, p.price, p.currency, "card",
+               p.brand, p.funding, p.country, p.tz.key, outcome, "" if (masked or not code) else code,
+               net if code else "", ch, "true" if upd else "false", "month",
+               (at.date() - p.signup).days, f"pm_{p.id}_{card}"]
+        if triggered is not None:
+            row.append("true" if k in triggered else "false")
+        w.writerow(row)
     return card, len(attempts)
 
 
@@ -468,11 +476,11 @@ def evaluate(args):
         # (each payer's earlier paid charges, then the dunned payment's attempts).
         with open(args.loop_out, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(HEADER)
+            w.writerow(LOOP_HEADER)
             for s in states:
                 p, n, _, past = s["case"]
                 for m, t in enumerate(past):
-                    write_attempts(w, p, f"pay_{p.id}_{m:02d}", [(t, "succeeded", None, "", "none", False)], 0)
+                    write_attempts(w, p, f"pay_{p.id}_{m:02d}", [(t, "succeeded", None, "", "none", False)], 0, set())
                 # Contract v1's channel is the message sent since the previous attempt: an ask
                 # (a message no retry followed at once) counts for the next attempt that sent none.
                 atts = list(s["d"].attempts)
@@ -481,7 +489,7 @@ def evaluate(args):
                         sent = [c for t, c in s["d"].messages if atts[k - 1][0] < t <= atts[k][0]]
                         if sent:
                             atts[k] = atts[k][:4] + (sent[-1],) + atts[k][5:]
-                write_attempts(w, p, s["d"].pid, atts, 0)
+                write_attempts(w, p, s["d"].pid, atts, 0, s["triggered"] if args.loop_marks else set())
         print(f"wrote the learned policy's attempts to {args.loop_out}", file=sys.stderr)
     chosen = [x for s in states for x in s["chosen"]]
 
@@ -629,15 +637,19 @@ def learned_run(cases, stub, pb):
     states = []
     for c in cases:
         d = dunning(c)
-        states.append({"case": c, "d": d, "now": c[2] + dt.timedelta(minutes=1), "asks": [], "done": not d.open, "chosen": []})
+        states.append({"case": c, "d": d, "now": c[2] + dt.timedelta(minutes=1), "asks": [], "done": not d.open, "chosen": [],
+                       "triggered": set()})
     chan = {0: "none", 1: "none", 2: "email", 3: "sms", 4: "in_app", 5: "push"}
     for rnd in range(60):
         todo = [s for s in states if not s["done"]]
         if not todo:
             break
         reqs = [request(pb, s["case"], s["d"], s["now"], s["asks"]) for s in todo]
-        for s, item in zip(todo, decide_batched(stub, pb, reqs)):
+        for s, req, item in zip(todo, reqs, decide_batched(stub, pb, reqs)):
+            n = len(s["d"].attempts)
             step(s, item, chan)
+            if req.payment_method_updated and len(s["d"].attempts) > n:
+                s["triggered"].add(n)  # a retry the platform asked for because the payer updated
         print(f"  decision round {rnd}: {len(todo)} payments open", file=sys.stderr)
     return states
 
@@ -658,6 +670,8 @@ def main():
     e.add_argument("--addr", default="127.0.0.1:50051")
     e.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
     e.add_argument("--loop-out", help="also write the learned policy's attempts as contract-v1 CSV (to retrain on)")
+    e.add_argument("--no-loop-marks", dest="loop_marks", action="store_false",
+                   help="leave update_triggered false in --loop-out (what a history without recoup's column reads as)")
     e.add_argument("--detail", action="store_true", help="the chosen retries' calibration also by hours since the attempt before")
     pr = sub.add_parser("probe", help="score one retry a fixed delay after each first failure, no message, and charge it")
     pr.add_argument("--hours", type=int, default=48)

@@ -110,6 +110,13 @@ fn from_log(a: &FromLogArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 report.asks_as_messages
             )?;
         }
+        if report.update_triggered > 0 {
+            writeln!(
+                out,
+                "retries after the payer updated the payment method, marked update_triggered (left out of the time-to-update fit): {}",
+                report.update_triggered
+            )?;
+        }
         if report.outcomes_without_a_decision > 0 {
             writeln!(
                 out,

@@ -55,6 +55,7 @@ pub const CONTRACT_COLUMNS: &[(&str, bool)] = &[
     ("tenure_days", false),
     ("propensity", false),
     ("payment_method_id", false),
+    ("update_triggered", false),
 ];
 
 // Column positions in CONTRACT_COLUMNS, used to index the accessors.
@@ -80,6 +81,7 @@ const C_INTERVAL: usize = 18;
 const C_TENURE: usize = 19;
 const C_PROPENSITY: usize = 20;
 const C_CARD: usize = 21;
+const C_TRIGGERED: usize = 22;
 
 /// One problem with one row: where it is and what is wrong.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -847,6 +849,7 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
         advice_code,
         channel,
         payment_method_updated,
+        update_triggered: cols[C_TRIGGERED].boolean(i, C_TRIGGERED)?.unwrap_or(false),
         card: cols[C_CARD].text(i).and_then(CardId::of),
         billing_interval,
         tenure_days,
@@ -1181,6 +1184,7 @@ impl<'o> Loader<'o> {
             a.tenure_days.map(|v| v.to_string()),
             a.propensity.map(|v| v.to_string()),
             a.card.map(|c| format!("pm_{:016x}", c.0)),
+            Some(a.update_triggered.to_string()),
         ]
     }
 }
@@ -1344,7 +1348,7 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
         .into_datetime(TimeUnit::Microseconds, Some(TimeZone::UTC))
         .into_series()
         .into_column();
-    let cols = vec![
+    let mut cols = vec![
         ids("attempt_id", &h.attempt_ids, &|x| x.attempt_ix),
         ids("payment_id", &h.payment_ids, &|x| x.payment.0),
         ids("customer_id", &h.customer_ids, &|x| x.customer.0),
@@ -1369,6 +1373,10 @@ pub fn to_frame(h: &History) -> PolarsResult<DataFrame> {
         // Only the id's hash is kept: written as a stable text that groups the same rows.
         Column::new("payment_method_id".into(), a.iter().map(|x| x.card.map(|c| format!("pm_{:016x}", c.0))).collect::<Vec<_>>()),
     ];
+    // recoup's own column, written only where some attempt carries it (a history without it reads the same).
+    if a.iter().any(|x| x.update_triggered) {
+        cols.push(Column::new("update_triggered".into(), a.iter().map(|x| x.update_triggered).collect::<Vec<_>>()));
+    }
     DataFrame::new(a.len(), cols)
 }
 

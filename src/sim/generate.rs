@@ -118,6 +118,7 @@ pub fn payer_rows(world: &World, payer_id: u32) -> (Vec<Attempt>, bool) {
             advice_code: None,
             channel: Some(Channel::None),
             payment_method_updated: Some(false),
+            update_triggered: false,
             card: None,
             billing_interval: Some(payer.interval),
             tenure_days: Some(tenure),

@@ -128,3 +128,64 @@ fn ask_response_on_a_careless_log_comes_from_the_update_flags() {
     assert_eq!(prior.method, recoup::asks::AskMethod::Prior, "{:?}", prior.notes);
     assert!(prior.notes.iter().any(|n| n.contains("does not wait for an update")), "{:?}", prior.notes);
 }
+
+/// A closed loop: the careless log, then recoup's own attempts on needs-update payments,
+/// which wait for the payer's update and retry at once (`update_triggered`). Their intervals
+/// all end updated, at a length the update chose; read as scheduled intervals they make every
+/// payer update on their own within days. Marked, they are left out: the estimate is the
+/// careless log's, to the bit, and the model card says how many were left out.
+#[test]
+fn retries_the_platform_made_because_the_payer_updated_are_left_out_of_the_ask_fit() {
+    let cfg = recoup::sim::zoo::preset("careless-log").unwrap().check().expect("a valid world");
+    let h = generate::chunk(&World::new(cfg.clone(), 43, 12), 0..20_000).history;
+    let a = attrition::estimate(&h);
+    let before = recoup::asks::estimate(&h, &a);
+    assert_eq!(before.method, recoup::asks::AskMethod::UpdateFlags, "{:?}", before.notes);
+
+    // Every needs-update payment once more, as a waiting policy records it: the failed charge,
+    // then one retry half a day later, after the payer's update (a fast payer: the loop's bias).
+    let mut looped = h.clone();
+    let mut added = 0;
+    let firsts: Vec<_> = h
+        .payments()
+        .filter(|p| p[0].decline.is_some_and(|d| d.class() == recoup::declines::DeclineClass::NeedsUpdate))
+        .map(|p| p[0].clone())
+        .collect();
+    for (k, first) in firsts.into_iter().enumerate() {
+        let payment = recoup::domain::PaymentIx(looped.payment_ids.push(&format!("loop_{k}")));
+        let failed = recoup::attempt::Attempt { payment, attempt_ix: looped.attempt_ids.push(&format!("loop_{k}_0")), ..first.clone() };
+        let retry = recoup::attempt::Attempt {
+            attempt_ix: looped.attempt_ids.push(&format!("loop_{k}_1")),
+            attempted_at: first.attempted_at + chrono::Duration::hours(12),
+            attempt_number: 1,
+            outcome: recoup::domain::Outcome::Succeeded,
+            decline: None,
+            network_code: None,
+            advice_code: None,
+            channel: Some(Channel::None),
+            payment_method_updated: Some(true),
+            update_triggered: true,
+            ..failed.clone()
+        };
+        looped.attempts.extend([failed, retry]);
+        added += 1;
+    }
+    assert!(added > 300, "{added} needs-update payments");
+    let after = recoup::asks::estimate(&looped, &a);
+    assert_eq!(after.spontaneous_per_day, before.spontaneous_per_day, "{:?}", after.notes);
+    assert_eq!(after.channels, before.channels);
+    let said = format!("{added} needs-update payments left out of the intervals");
+    assert!(after.notes.iter().any(|n| n.starts_with(&said)), "{:?}", after.notes);
+
+    // Unmarked, the same rows are read as scheduled intervals, and the estimate breaks.
+    for a in &mut looped.attempts {
+        a.update_triggered = false;
+    }
+    let unmarked = recoup::asks::estimate(&looped, &a);
+    assert!(
+        unmarked.spontaneous_per_day > 2.0 * before.spontaneous_per_day + 0.02,
+        "spontaneous {} unmarked against {} in the log",
+        unmarked.spontaneous_per_day,
+        before.spontaneous_per_day
+    );
+}

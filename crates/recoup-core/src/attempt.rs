@@ -54,6 +54,11 @@ pub struct Attempt {
     pub channel: Option<Channel>,
     /// Payer updated the payment method since the previous attempt.
     pub payment_method_updated: Option<bool>,
+    /// The platform made this attempt because the payer updated the payment method
+    /// (it waited for the update, then retried): the interval before it ended when the
+    /// payer updated, not when a schedule said (column `update_triggered`, recoup's
+    /// optional addition to contract v1; `recoup history from-log` sets it).
+    pub update_triggered: bool,
     /// The card (or account) charged, when the history identifies it (`payment_method_id`).
     pub card: Option<CardId>,
     /// Billing interval of the subscription.
