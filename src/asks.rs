@@ -95,7 +95,7 @@ impl AskInputs {
     /// bit however the history was split).
     pub fn finish(&mut self) {
         self.firsts.sort_unstable_by_key(FirstAttempts::key);
-        self.intervals.sort_unstable_by_key(|i| (i.days.to_bits(), i.channel, i.updated));
+        self.intervals.sort_unstable_by_key(|i| (i.days.to_bits(), i.channel, i.prev, i.updated));
     }
 
     /// Add another part's records (then [`AskInputs::finish`]).
@@ -155,7 +155,10 @@ pub fn estimate_from(inputs: &AskInputs, attrition: &Attrition) -> AskResponse {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
     pub days: f64,
+    /// The message sent in it (since the attempt before).
     pub channel: Channel,
+    /// The message sent in the interval before it (`none` for the first after the failure).
+    pub prev: Channel,
     pub updated: bool,
 }
 
@@ -171,10 +174,12 @@ fn payment_intervals(p: &[Attempt]) -> Vec<Interval> {
     if p[0].decline.map(|d| d.class()) != Some(DeclineClass::NeedsUpdate) || p.iter().any(|a| a.update_triggered) {
         return out;
     }
+    let mut prev = Channel::None;
     for w in p.windows(2) {
         let (Some(updated), Some(channel)) = (w[1].payment_method_updated, w[1].channel) else { break };
         let days = ((w[1].attempted_at - w[0].attempted_at).num_minutes() as f64 / 1440.0).max(1.0 / 24.0);
-        out.push(Interval { days, channel, updated });
+        out.push(Interval { days, channel, prev, updated });
+        prev = channel;
         if updated {
             break;
         }
@@ -182,16 +187,61 @@ fn payment_intervals(p: &[Attempt]) -> Vec<Interval> {
     out
 }
 
-/// Negative log-likelihood of the intervals under (λ per day, ρ per channel).
-fn neg_log_lik(cells: &[(usize, f64, f64, f64)], lambda: f64, rho: &[f64]) -> f64 {
+/// The intervals aggregated: (channel, the channel before, days, updated, not updated).
+type Cell = (usize, usize, f64, f64, f64);
+
+/// Negative log-likelihood of the intervals under (λ per day, ρ per channel, φ): a message
+/// on c gets an update with probability ρ_c, a share φ of it before the next attempt and the
+/// rest in the interval after; with none before, an interval of d days that follows a
+/// message on p ends without an update with probability
+/// (1 − φ·ρ_c) · (1 − ρ_p) / (1 − φ·ρ_p) · exp(−λ·d).
+fn neg_log_lik(cells: &[Cell], lambda: f64, rho: &[f64], phi: f64) -> f64 {
     cells
         .iter()
-        .map(|&(c, days, n_up, n_not)| {
-            let stay = (1.0 - rho[c]) * (-lambda * days).exp();
+        .map(|&(c, p, days, n_up, n_not)| {
+            let spill = (1.0 - rho[p]) / (1.0 - phi * rho[p]).max(1e-12);
+            let stay = (1.0 - phi * rho[c]) * spill * (-lambda * days).exp();
             let up = (1.0 - stay).max(1e-300);
             -(n_up * up.ln() + n_not * stay.max(1e-300).ln())
         })
         .sum()
+}
+
+/// The shares φ of a message's response before the next attempt that the fit compares.
+const SHARES: [f64; 11] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0];
+/// How much more likely (2·Δ log-likelihood, χ² with 1 degree of freedom at 95 %) a share
+/// below 1 must make the intervals before it replaces "all of it before the next attempt".
+const SHARE_EVIDENCE: f64 = 3.84;
+
+/// The time-to-update model at one share φ: λ, ρ per channel, and the negative log-likelihood.
+struct Fit {
+    phi: f64,
+    lambda: f64,
+    rho: Vec<f64>,
+    nll: f64,
+}
+
+/// λ and ρ by coordinate descent at a fixed φ.
+fn fit_at(cells: &[Cell], estimable: &[usize], phi: f64) -> Fit {
+    let (mut lambda, mut rho) = (0.01, vec![0.0; Channel::VARIANTS.len()]);
+    let mut nll = f64::INFINITY;
+    for _ in 0..40 {
+        lambda = golden(0.0, 2.0, |l| neg_log_lik(cells, l, &rho, phi));
+        for &c in estimable {
+            let mut r = rho.clone();
+            rho[c] = golden(0.0, 0.999, |v| {
+                r[c] = v;
+                neg_log_lik(cells, lambda, &r, phi)
+            });
+        }
+        let now = neg_log_lik(cells, lambda, &rho, phi);
+        let done = nll - now < 1e-9 * now.abs().max(1.0);
+        nll = now;
+        if done {
+            break;
+        }
+    }
+    Fit { phi, lambda, rho, nll }
 }
 
 /// Minimize a convex-enough 1-D function on [lo, hi] by golden-section search.
@@ -212,12 +262,12 @@ fn golden(mut lo: f64, mut hi: f64, mut f: impl FnMut(f64) -> f64) -> f64 {
 /// the curvature of the likelihood; `None` when no message channel has enough intervals.
 fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<AskResponse> {
     let k = Channel::VARIANTS.len();
-    // Aggregate by (channel, whole hours): the likelihood depends on nothing else.
-    let mut cells_map: std::collections::BTreeMap<(usize, i64), (f64, f64)> = Default::default();
+    // Aggregate by (channel, channel before, whole hours): the likelihood depends on nothing else.
+    let mut cells_map: std::collections::BTreeMap<(usize, usize, i64), (f64, f64)> = Default::default();
     let mut per_channel = vec![0usize; k];
     for i in intervals {
         let hours = (i.days * 24.0).round() as i64;
-        let e = cells_map.entry((i.channel as usize, hours)).or_default();
+        let e = cells_map.entry((i.channel as usize, i.prev as usize, hours)).or_default();
         if i.updated {
             e.0 += 1.0;
         } else {
@@ -225,7 +275,7 @@ fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<
         }
         per_channel[i.channel as usize] += 1;
     }
-    let cells: Vec<(usize, f64, f64, f64)> = cells_map.into_iter().map(|((c, h), (u, n))| (c, h as f64 / 24.0, u, n)).collect();
+    let cells: Vec<Cell> = cells_map.into_iter().map(|((c, p, h), (u, n))| (c, p, h as f64 / 24.0, u, n)).collect();
     let none = Channel::None as usize;
     let estimable: Vec<usize> = (0..k).filter(|&c| c != none && per_channel[c] >= MIN_ROWS).collect();
     if estimable.is_empty() {
@@ -238,17 +288,24 @@ fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<
             per_channel[none]
         ));
     }
-    let (mut lambda, mut rho) = (0.01, vec![0.0; k]);
-    for _ in 0..40 {
-        lambda = golden(0.0, 2.0, |l| neg_log_lik(&cells, l, &rho));
-        for &c in &estimable {
-            let mut r = rho.clone();
-            rho[c] = golden(0.0, 0.999, |v| {
-                r[c] = v;
-                neg_log_lik(&cells, lambda, &r)
-            });
-        }
-    }
+    // When in the interval a message went out, the log does not say (contract v1 records its
+    // channel): a response may land after the next attempt. φ = 1 (all of it before) unless
+    // a smaller share fits the intervals clearly better.
+    let mut fits: Vec<Fit> = SHARES.iter().map(|&phi| fit_at(&cells, &estimable, phi)).collect();
+    let best = (0..fits.len()).min_by(|&a, &b| fits[a].nll.total_cmp(&fits[b].nll)).unwrap_or(0);
+    let evidence = 2.0 * (fits[0].nll - fits[best].nll);
+    let chosen = if evidence > SHARE_EVIDENCE { best } else { 0 };
+    let Fit { phi, lambda, rho, .. } = fits.swap_remove(chosen);
+    notes.push(if chosen == 0 {
+        format!(
+            "a message's response is read as landing before the next attempt (a later share fits no better: 2·Δ log-likelihood {evidence:.1}, at most {SHARE_EVIDENCE})"
+        )
+    } else {
+        format!(
+            "{:.0} % of a message's response lands before the next attempt, the rest in the interval after (the log does not say when in an interval a message went out; 2·Δ log-likelihood {evidence:.1} against all of it before)",
+            100.0 * phi
+        )
+    });
     // Standard errors from the likelihood's curvature in each parameter (diagonal).
     let curvature = |f: &dyn Fn(f64) -> f64, x: f64, h: f64| (f(x + h) - 2.0 * f(x) + f(x - h)) / (h * h);
     let mut channels = Vec::new();
@@ -258,7 +315,7 @@ fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<
         let f = |v: f64| {
             let mut r = rho.clone();
             r[c] = v;
-            neg_log_lik(&cells, lambda, &r)
+            neg_log_lik(&cells, lambda, &r, phi)
         };
         let info = curvature(&f, x, h);
         let n = per_channel[c] as f64;
@@ -274,6 +331,7 @@ fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<
         other,
         method: AskMethod::UpdateFlags,
         notes: Vec::new(),
+        own_interval_share: Some(phi),
     })
 }
 
@@ -388,5 +446,75 @@ fn selective_retries(inputs: &AskInputs, attrition: &Attrition) -> Result<AskRes
         other,
         method: AskMethod::SelectiveRetries,
         notes: Vec::new(),
+        own_interval_share: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Needs-update payments of a log that sends a random message before each of four
+    /// retries 1–6 days apart; a message gets an update with probability ρ (email 0.2,
+    /// SMS 0.3), a share φ of it before the next attempt and the rest after it; λ 3 % a day.
+    fn lagged_intervals(phi: f64, payments: usize) -> Vec<Interval> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let rho = |c: Channel| match c {
+            Channel::Email => 0.2,
+            Channel::Sms => 0.3,
+            _ => 0.0,
+        };
+        let mut out = Vec::new();
+        for _ in 0..payments {
+            let (mut prev, mut spill) = (Channel::None, false);
+            for _ in 0..4 {
+                let days: f64 = rng.random_range(1.0..6.0);
+                let r: f64 = rng.random();
+                let channel = if r < 0.4 {
+                    Channel::None
+                } else if r < 0.85 {
+                    Channel::Email
+                } else {
+                    Channel::Sms
+                };
+                let answers = rng.random::<f64>() < rho(channel);
+                let now = answers && rng.random::<f64>() < phi;
+                let updated = spill || now || rng.random::<f64>() < 1.0 - (-0.03 * days).exp();
+                out.push(Interval { days, channel, prev, updated });
+                if updated {
+                    break;
+                }
+                (prev, spill) = (channel, answers && !now);
+            }
+        }
+        out
+    }
+
+    /// Where most responses land after the next attempt, the fit finds the share and the
+    /// responses (the same-interval reading halves the email's and doubles λ); where all land
+    /// before it, it keeps φ = 1.
+    #[test]
+    fn a_response_that_lands_after_the_next_attempt_is_found() {
+        for (phi, share) in [(0.2, Some(0.2)), (1.0, Some(1.0))] {
+            let mut notes = Vec::new();
+            let r = from_update_flags(&lagged_intervals(phi, 20_000), &mut notes).expect("estimable");
+            assert!(r.own_interval_share.is_some_and(|s| (s - share.unwrap()).abs() <= 0.1), "φ {phi}: {notes:?}");
+            for (ch, truth) in [(Channel::Email, 0.2), (Channel::Sms, 0.3)] {
+                let c = r.channels.iter().find(|c| c.channel == ch).expect("estimated");
+                assert!((c.rate - truth).abs() < 3.5 * c.se + 0.01, "φ {phi}, {ch:?}: {} ± {}, {notes:?}", c.rate, c.se);
+            }
+            assert!((r.spontaneous_per_day - 0.03).abs() < 0.006, "φ {phi}: λ {}", r.spontaneous_per_day);
+        }
+        // The same-interval reading of the lagged log: what the fit chose not to use.
+        let mut by_cell: std::collections::BTreeMap<(usize, usize, i64), (f64, f64)> = Default::default();
+        for i in lagged_intervals(0.2, 20_000) {
+            let e = by_cell.entry((i.channel as usize, i.prev as usize, (i.days * 24.0).round() as i64)).or_default();
+            *(if i.updated { &mut e.0 } else { &mut e.1 }) += 1.0;
+        }
+        let cells: Vec<Cell> = by_cell.into_iter().map(|((c, p, h), (u, n))| (c, p, h as f64 / 24.0, u, n)).collect();
+        let estimable = [Channel::Email as usize, Channel::Sms as usize];
+        let Fit { lambda, rho, .. } = fit_at(&cells, &estimable, 1.0);
+        assert!(rho[Channel::Email as usize] < 0.12 && lambda > 0.045, "ρ_email {:?}, λ {lambda}", rho);
+    }
 }

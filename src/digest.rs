@@ -228,6 +228,7 @@ pub fn write_shard(dir: &Path, d: &Digest, meta: &ShardMeta) -> Result<PathBuf, 
         vec![
             Column::new("days".into(), iv.iter().map(|i| i.days).collect::<Vec<f64>>()),
             Column::new("channel".into(), iv.iter().map(|i| index_of(Channel::VARIANTS, &i.channel)).collect::<Vec<i32>>()),
+            Column::new("prev".into(), iv.iter().map(|i| index_of(Channel::VARIANTS, &i.prev)).collect::<Vec<i32>>()),
             Column::new("updated".into(), iv.iter().map(|i| i.updated).collect::<Vec<bool>>()),
         ],
     )?;
@@ -496,12 +497,13 @@ fn read_firsts(path: &Path) -> Result<Vec<FirstAttempts>, DigestError> {
 
 fn read_intervals(path: &Path) -> Result<Vec<Interval>, DigestError> {
     let v = Frame::open(path.join("intervals.parquet"))?;
-    let (days, channel, updated) = (v.f64s("days")?, v.i32s("channel")?, v.bools("updated")?);
+    let (days, channel, prev, updated) = (v.f64s("days")?, v.i32s("channel")?, v.i32s("prev")?, v.bools("updated")?);
     (0..v.df.height())
         .map(|i| {
             Ok(Interval {
                 days: v.need(&days, i, "days")?,
                 channel: v.variant(Channel::VARIANTS, channel[i], i, "channel")?,
+                prev: v.variant(Channel::VARIANTS, prev[i], i, "prev")?,
                 updated: v.need(&updated, i, "updated")?,
             })
         })

@@ -620,12 +620,22 @@ fn asks_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Success
         AskMethod::UpdateFlags => {
             let _ =
                 writeln!(s, "\nA time-to-update model over {} intervals between needs-update attempts, fitted on the log's", asks.payments);
-            let _ = writeln!(s, "`payment_method_updated` flags: an interval of d days after an ask on c ends without an update with");
-            let _ = writeln!(
-                s,
-                "probability (1 − ρ_c)·exp(−λ·d); λ = {:.2} % per day (updates without an ask).\n",
-                100.0 * asks.spontaneous_per_day
-            );
+            let phi = asks.own_interval_share.unwrap_or(1.0);
+            if phi >= 1.0 {
+                let _ = writeln!(s, "`payment_method_updated` flags: an interval of d days after an ask on c ends without an update with");
+                let _ = writeln!(
+                    s,
+                    "probability (1 − ρ_c)·exp(−λ·d); λ = {:.2} % per day (updates without an ask).\n",
+                    100.0 * asks.spontaneous_per_day
+                );
+            } else {
+                let _ =
+                    writeln!(s, "`payment_method_updated` flags: a message on c gets an update with probability ρ_c, φ = {phi:.1} of it");
+                let _ = writeln!(s, "before the next attempt and the rest in the interval after, so an interval of d days with a message");
+                let _ =
+                    writeln!(s, "on c after one on p ends without an update with probability (1 − φ·ρ_c)·(1 − ρ_p)/(1 − φ·ρ_p)·exp(−λ·d);");
+                let _ = writeln!(s, "λ = {:.2} % per day (updates without an ask).\n", 100.0 * asks.spontaneous_per_day);
+            }
         }
         AskMethod::Prior => {
             let _ = writeln!(s, "\nThe log could not identify the response; the numbers below are an assumption, not an estimate.\n");

@@ -113,6 +113,8 @@ fn ask_response_on_a_careless_log_comes_from_the_update_flags() {
     }
     let s = asks.spontaneous_per_day;
     assert!((s - cfg.behaviour.spontaneous_update_per_day).abs() < 0.01, "spontaneous {s}");
+    // This world's payers answer a message before the next attempt: no share is moved later.
+    assert_eq!(asks.own_interval_share, Some(1.0), "{:?}", asks.notes);
 
     // The same log without update flags (and with propensities as if randomized):
     // the counting estimate's assumption (no retry before an update) fails its

@@ -109,6 +109,11 @@ pub struct AskResponse {
     pub method: AskMethod,
     /// The assumption checks and fallbacks, in words (shown on the model card).
     pub notes: Vec<String>,
+    /// The time-to-update model's share of a message's response that lands before the
+    /// next attempt (the rest lands in the interval after it); `None` for other estimators
+    /// and for models that predate it (all of it, then).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub own_interval_share: Option<f64>,
 }
 
 /// One channel's response to an ask.
