@@ -43,6 +43,7 @@ diagnostics (see their --help). See `run.sh`.
 """
 
 import argparse
+import collections
 import csv
 import datetime as dt
 import hashlib
@@ -505,6 +506,17 @@ def evaluate(args):
     rng = random.Random(1)
     boots = sorted(sum(diff[rng.randrange(len(diff))] for _ in diff) / len(diff) for _ in range(300))
     print(f"\nlearned − best fixed ({best}): {sum(diff) / len(diff):.1f} per payment, 95 % [{boots[7]:.1f}, {boots[292]:.1f}]")
+    if args.detail:
+        # Where the two differ: messages by channel, payers lost to a message, and expired cards.
+        for name in ("learned", best):
+            ds = results[name]
+            per = {c: n / len(ds) for c, n in sorted(collections.Counter(c for d in ds for _, c in d.messages).items())}
+            exp = [d for d in ds if d.attempts[0][2] == "expired_card"]
+            print(f"  {name}: messages a payment {', '.join(f'{c} {v:.2f}' for c, v in per.items())}; cancelled "
+                  f"{100 * sum(d.cancelled for d in ds) / len(ds):.2f} %; expired cards {len(exp)}, recovered "
+                  f"{100 * sum(1 for d in exp if d.recovered_at) / max(len(exp), 1):.1f} %, net "
+                  f"{sum(map(net, exp)) / max(len(exp), 1):.1f}, other payments net "
+                  f"{sum(net(d) for d in ds if d.attempts[0][2] != 'expired_card') / max(len(ds) - len(exp), 1):.1f}")
     bins = [[0.0, 0.0, 0] for _ in range(10)]
     for p, ok, *_ in chosen:
         b = bins[min(int(p * 10), 9)]
