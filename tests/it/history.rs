@@ -449,3 +449,25 @@ fn parquet_pages_with_checksums_are_verified_and_a_flipped_page_is_refused() {
     let err = load(&path, &strict()).expect_err("a flipped page is refused").to_string();
     assert!(err.contains("corrupt Parquet page") && err.contains("CRC-32") && err.contains("column `"), "{err}");
 }
+
+/// recoup's optional column `update_triggered` (a retry made because the payer updated):
+/// read where given (true/false/1/0), false where empty or absent, and a value that is not a
+/// boolean is refused naming the row and the column.
+#[test]
+fn update_triggered_is_read_and_checked() {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    let values = ["", "true", "0", "1"];
+    for (r, v) in rows.iter_mut().zip(values) {
+        r.push(("update_triggered", v.to_string()));
+    }
+    let h = load_rows(&rows).expect("loads");
+    let read: Vec<bool> = h.attempts.iter().map(|a| a.update_triggered).collect();
+    assert_eq!(read, [false, true, false, true]);
+    assert!(load_rows(&recovered_payment("p3")).expect("loads").attempts.iter().all(|a| !a.update_triggered));
+    rows[2].last_mut().expect("the column").1 = "sometimes".into();
+    let err = load_rows(&rows).expect_err("must be rejected").to_string();
+    for part in ["row 3 (line 4)", "column `update_triggered`", "not a boolean", "\"sometimes\""] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
