@@ -33,6 +33,11 @@ fn every_zoo_world_trains_a_model_that_promotes_and_decides() {
         recoup().args(["models", "promote", &versions[0], "--models"]).arg(&models).assert().success();
         let card = std::fs::read_to_string(models.join(&versions[0]).join("MODEL_CARD.md")).unwrap();
         assert!(card.contains("Estimated by: **"), "{name}: the model card says how asks were estimated");
+        // A log whose channels were not drawn at random with `none` among them cannot price a
+        // message's attrition: the card says the prior prices it, and only there.
+        let unrandomized = matches!(*name, "careless-log" | "fixed-log");
+        assert_eq!(card.contains("**Prior** (a message is not assumed free)"), unrandomized, "{name}: attrition");
+        assert_eq!(stderr.contains("the prior prices every message"), unrandomized, "{name}: {stderr}");
         recoup().args(["decide", "--models"]).arg(&models).arg(&example).assert().success();
     }
 }

@@ -48,7 +48,15 @@ pub struct Attrition {
     /// channels (random-effects mean per bucket, then the line). A message the
     /// history cannot price is assumed to lose payers like an average one.
     pub other: Option<ChannelAttrition>,
+    /// Nothing could be estimated and `other` is [`Attrition::prior`]'s line.
+    pub prior: bool,
 }
+
+/// The prior's P(a message ends the dunning) with no message before, and the points it adds per
+/// message already sent: recoup's standing assumption about messages (its simulator's default
+/// world, `src/sim/config.rs`), used only where a history cannot price them.
+pub const PRIOR_BASE: f64 = 0.01;
+pub const PRIOR_PER_MESSAGE: f64 = 0.015;
 
 /// One channel's attrition.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,8 +101,36 @@ impl Attrition {
             .map_or(0.0, |c| (c.base + c.per_message * messages_before as f64).clamp(0.0, 1.0))
     }
 
-    /// Whether anything is priced.
+    /// Whether nothing is estimated (the prior, or an older model's empty estimate, prices
+    /// what `other` says).
     pub fn is_empty(&self) -> bool {
         self.channels.is_empty()
+    }
+
+    /// Where the history cannot price messages (no randomized channels with `none` among
+    /// them): every message is charged [`PRIOR_BASE`] + [`PRIOR_PER_MESSAGE`] per message
+    /// already sent, rather than nothing. Free messages are the unsafe guess: a message can
+    /// make the payer cancel, and a log without randomization cannot show how often.
+    pub fn prior() -> Attrition {
+        let line = ChannelAttrition { channel: Channel::None, base: PRIOR_BASE, per_message: PRIOR_PER_MESSAGE, buckets: Vec::new() };
+        Attrition { channels: Vec::new(), retries: 0, other: Some(line), prior: true }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The prior charges every message channel the same line, and no message nothing.
+    #[test]
+    fn the_prior_prices_every_message() {
+        let prior = Attrition::prior();
+        assert!(prior.prior && prior.is_empty());
+        for ch in [Channel::Email, Channel::Sms, Channel::Push, Channel::InApp] {
+            assert!((prior.rate(ch, 0) - PRIOR_BASE).abs() < 1e-12, "{ch:?}");
+            assert!((prior.rate(ch, 2) - (PRIOR_BASE + 2.0 * PRIOR_PER_MESSAGE)).abs() < 1e-12, "{ch:?}");
+        }
+        assert_eq!(prior.rate(Channel::None, 3), 0.0);
+        assert_eq!(Attrition::default().rate(Channel::Email, 0), 0.0, "an older model's empty estimate");
     }
 }

@@ -257,7 +257,12 @@ fn asking_model(email: (f64, f64), sms: (f64, f64)) -> SuccessModel {
         intercept: 0.5,
         platt_a: 1.0,
         platt_b: 0.0,
-        attrition: Attrition { channels: vec![line(Channel::Email, email), line(Channel::Sms, sms)], retries: 100, other: None },
+        attrition: Attrition {
+            channels: vec![line(Channel::Email, email), line(Channel::Sms, sms)],
+            retries: 100,
+            other: None,
+            prior: false,
+        },
         asks: AskResponse {
             channels: vec![response(Channel::Email, 0.2), response(Channel::Sms, 0.3)],
             spontaneous_per_day: 0.02,
