@@ -555,3 +555,41 @@ fn a_sharded_fit_without_its_history_skips_the_refit_and_says_why() {
     assert!(card.contains("Calibration where the policy acts: not done for this version (reading"), "{card}");
     assert!(card.contains("history.parquet"), "the card names the file it could not read: {card}");
 }
+
+/// What the ask estimate reads survives sharding: a careless log's intervals (each with the
+/// message before it, for the lagged-response fit), with a third of its updated retries marked
+/// `update_triggered`, trains to the same model.json in one process and in two shards.
+#[test]
+fn sharded_training_keeps_the_ask_inputs() {
+    let cfg = recoup::sim::zoo::preset("careless-log").unwrap().check().expect("a valid world");
+    let mut h = recoup::sim::generate::chunk(&World::new(cfg, 47, 12), 0..4_000).history;
+    let mut marked = 0;
+    for a in h.attempts.iter_mut().filter(|a| a.payment_method_updated == Some(true) && a.payment.0 % 3 == 0) {
+        a.update_triggered = true;
+        marked += 1;
+    }
+    assert!(marked > 20, "{marked} retries marked");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("careless.parquet");
+    let mut df = recoup::history::to_frame(&h).expect("a frame");
+    recoup::history::write_frame(&mut df, &path).expect("writes");
+    let (single, sharded, features) = (tmp.path().join("single"), tmp.path().join("sharded"), tmp.path().join("features"));
+    let args = ["--family", "logistic", "--name", "v1"];
+    recoup().args(["train", "-q", "--history"]).arg(&path).arg("--out").arg(&single).args(args).assert().success();
+    for k in 0..2 {
+        let shard = format!("{k}/2");
+        recoup()
+            .args(["train", "-q", "--features-only", "--shard", &shard, "--history"])
+            .arg(&path)
+            .arg("--features")
+            .arg(&features)
+            .assert()
+            .success();
+    }
+    recoup().args(["train", "-q", "--features"]).arg(&features).arg("--out").arg(&sharded).args(args).assert().success();
+    let (x, y) = (std::fs::read(single.join("v1/model.json")).unwrap(), std::fs::read(sharded.join("v1/model.json")).unwrap());
+    assert!(x == y, "model.json differs between the single and the sharded train");
+    let model = String::from_utf8(x).unwrap();
+    assert!(model.contains("needs-update payments left out of the intervals"), "the marks reached the ask estimate");
+    assert!(model.contains("\"own_interval_share\""), "the time-to-update model was fitted");
+}
