@@ -158,7 +158,7 @@ pub fn from_sums(counted: &AttritionSums) -> Attrition {
             ChannelAttrition { channel, base, per_message, buckets }
         })
         .collect();
-    Attrition { channels, retries, other, prior: false }
+    Attrition { channels, retries, other, unmeasured: false }
 }
 
 /// An estimate and its standard error.
@@ -244,7 +244,7 @@ mod tests {
         assert_eq!(a, 0.0);
         assert!(b > 0.0);
         let line = |channel, base, per_message| ChannelAttrition { channel, base, per_message, buckets: vec![] };
-        let mut model = Attrition { channels: vec![line(Channel::Sms, 0.02, 0.5)], retries: 0, other: None, prior: false };
+        let mut model = Attrition { channels: vec![line(Channel::Sms, 0.02, 0.5)], retries: 0, other: None, unmeasured: false };
         assert_eq!(model.rate(Channel::None, 3), 0.0);
         assert_eq!(model.rate(Channel::Email, 3), 0.0);
         model.other = Some(line(Channel::None, 0.01, 0.01));

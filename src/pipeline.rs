@@ -280,11 +280,7 @@ fn fit_and_write(
     trained.model.attrition = crate::attrition::from_sums(&digest.attrition);
     trained.report.population = digest.population.clone();
     if trained.model.attrition.is_empty() {
-        progress(&format!(
-            "message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; the prior prices every message: {:.1} % + {:.1} %/earlier message",
-            100.0 * crate::attrition::PRIOR_BASE,
-            100.0 * crate::attrition::PRIOR_PER_MESSAGE
-        ));
+        progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; email and in-app are not charged for the payers they lose, and SMS and push are not used");
     } else {
         let a = &trained.model.attrition;
         let rates: Vec<String> = a
@@ -294,10 +290,9 @@ fn fit_and_write(
             .collect();
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
-    // The ask estimate corrects for attrition only where it was measured.
     trained.model.asks = crate::asks::estimate_from(&digest.asks, &trained.model.attrition);
     if trained.model.attrition.is_empty() {
-        trained.model.attrition = crate::attrition::Attrition::prior();
+        trained.model.attrition = crate::attrition::Attrition::unmeasured();
     }
     trained.model.support = crate::support::estimate(&digest.observed);
     for c in &trained.model.support.classes {

@@ -559,22 +559,15 @@ fn attrition_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Su
     let _ = writeln!(s, "\n## Message attrition (whole history)\n");
     if attrition.is_empty() {
         let _ = writeln!(s, "Not estimated: the history has no retries after soft declines whose channel was drawn at random with `none` among the choices.");
-        match &attrition.other {
-            Some(o) if attrition.prior => {
-                let _ = writeln!(
-                    s,
-                    "**Prior** (a message is not assumed free): every message makes {:.1} % of payers cancel, {:.1} points more per message",
-                    100.0 * o.base,
-                    100.0 * o.per_message
-                );
-                let _ = writeln!(
-                    s,
-                    "already sent in the dunning; the engine multiplies a slot's value by (1 − attrition). An assumption, not an estimate."
-                );
-            }
-            _ => {
-                let _ = writeln!(s, "The engine does not charge a message for the payers it may lose (a model trained before the prior).");
-            }
+        if attrition.unmeasured {
+            let _ =
+                writeln!(s, "Email and in-app messages are not charged for the payers they may lose; **SMS and push are not used**, for");
+            let _ = writeln!(s, "retries' messages or asks: they interrupt the payer, and what they cost in payers lost is not measured.");
+        } else {
+            let _ = writeln!(
+                s,
+                "The engine does not charge a message for the payers it may lose (a model trained before SMS and push were held back)."
+            );
         }
     } else {
         let _ = writeln!(

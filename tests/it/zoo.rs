@@ -34,10 +34,14 @@ fn every_zoo_world_trains_a_model_that_promotes_and_decides() {
         let card = std::fs::read_to_string(models.join(&versions[0]).join("MODEL_CARD.md")).unwrap();
         assert!(card.contains("Estimated by: **"), "{name}: the model card says how asks were estimated");
         // A log whose channels were not drawn at random with `none` among them cannot price a
-        // message's attrition: the card says the prior prices it, and only there.
+        // message's attrition: SMS and push are held back, the card says so, and only there.
         let unrandomized = matches!(*name, "careless-log" | "fixed-log");
-        assert_eq!(card.contains("**Prior** (a message is not assumed free)"), unrandomized, "{name}: attrition");
-        assert_eq!(stderr.contains("the prior prices every message"), unrandomized, "{name}: {stderr}");
+        assert_eq!(card.contains("**SMS and push are not used**"), unrandomized, "{name}: attrition");
+        assert_eq!(stderr.contains("SMS and push are not used"), unrandomized, "{name}: {stderr}");
+        // And the model served carries it (a model.json without it would use every channel).
+        let model = std::fs::read_to_string(models.join(&versions[0]).join("model.json")).unwrap();
+        let attrition = serde_json::from_str::<serde_json::Value>(&model).unwrap()["attrition"].clone();
+        assert_eq!(attrition["unmeasured"].as_bool().unwrap_or(false), unrandomized, "{name}: {attrition}");
         recoup().args(["decide", "--models"]).arg(&models).arg(&example).assert().success();
     }
 }

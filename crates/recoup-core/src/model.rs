@@ -36,7 +36,7 @@ pub struct SuccessModel {
     /// Share of payers a message on each channel loses (estimated from the
     /// history's randomized channels; empty for models trained before it
     /// existed or on histories without randomized channels: nothing priced).
-    #[serde(default, skip_serializing_if = "Attrition::is_empty")]
+    #[serde(default, skip_serializing_if = "Attrition::is_unset")]
     pub attrition: Attrition,
     /// P(a payer asked for a new payment method on each channel provides one)
     /// (estimated from the history's randomized channels; empty when it could

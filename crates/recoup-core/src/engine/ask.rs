@@ -172,7 +172,7 @@ pub(super) fn plan_ask(
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)))
+        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)) && !model.attrition.unpriced(ch))
         .map(|ch| (ch, response.rate_discounted(ch, cfg.channel_pessimism)))
         .filter(|&(_, rho)| rho > 0.0)
         .map(|(ch, rho)| (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch)))

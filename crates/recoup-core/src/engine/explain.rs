@@ -76,6 +76,16 @@ pub(super) fn retry(
             ),
         ));
     }
+    if !c.channels.unpriced.is_empty() {
+        let names: Vec<&str> = c.channels.unpriced.iter().map(|&ch| ch.into()).collect();
+        reasons.push(reason(
+            "channel_unpriced",
+            format!(
+                "{} not used: the training log cannot show how many payers they lose (no randomized channels), and they interrupt the payer",
+                names.join(" and ")
+            ),
+        ));
+    }
     if c.scored.edge_bound_hours > 0 {
         reasons.push(reason(
             "level_edge_bound",

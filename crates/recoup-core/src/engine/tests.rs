@@ -261,7 +261,7 @@ fn asking_model(email: (f64, f64), sms: (f64, f64)) -> SuccessModel {
             channels: vec![line(Channel::Email, email), line(Channel::Sms, sms)],
             retries: 100,
             other: None,
-            prior: false,
+            unmeasured: false,
         },
         asks: AskResponse {
             channels: vec![response(Channel::Email, 0.2), response(Channel::Sms, 0.3)],
@@ -637,4 +637,34 @@ fn a_retry_away_from_the_spacing_a_fixed_schedule_logged_says_its_p_is_extrapola
     let req = Request { constraints: Constraints { earliest: Some(t0 + Duration::hours(80)), ..request().constraints }, ..request() };
     let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
     assert!(d.chosen.is_some() && !d.reasons.iter().any(|r| r.code == "extrapolated_spacing"), "{:?}", d.reasons);
+}
+
+/// Where attrition is unmeasured, SMS and push are not used, for a retry's message or an
+/// ask, whatever lift they have, and the answer says why; with measured attrition they are.
+#[test]
+fn sms_and_push_wait_for_a_measured_attrition() {
+    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[sms] = 1.0;
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let req = request();
+    let unpriced = |d: &Decision| d.reasons.iter().find(|r| r.code == "channel_unpriced").map(|r| r.detail.clone());
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    assert_eq!(d.chosen.as_ref().map(|c| c.channel), Some(Channel::Sms), "measured attrition: the SMS's lift is bought");
+    assert_eq!(unpriced(&d), None);
+    m.attrition = crate::attrition::Attrition::unmeasured();
+    let d = decide(&m, &cfg, &req, (0.5, 0.5)).expect("decides");
+    let chosen = d.chosen.as_ref().expect("a retry");
+    assert!(!matches!(chosen.channel, Channel::Sms | Channel::Push), "{chosen:?}");
+    assert!(unpriced(&d).is_some_and(|t| t.starts_with("sms and push not used")), "{:?}", d.reasons);
+    // The ask plan: SMS answers more, and is still not asked on.
+    let mut asking = asking_model((0.0, 0.0), (0.0, 0.0));
+    asking.asks.channels.iter_mut().find(|c| c.channel == Channel::Sms).expect("sms").rate = 0.6;
+    let mut expired = req.clone();
+    expired.attempts[0].decline = DeclineCode::ExpiredCard;
+    let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!(plan.channel, Channel::Sms, "measured attrition: the better answer");
+    asking.attrition = crate::attrition::Attrition::unmeasured();
+    let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert_eq!(plan.channel, Channel::Email, "{plan:?}");
 }

@@ -31,10 +31,12 @@ pub(super) struct ChannelTerms {
     pub attrition: f64,
 }
 
-/// The allowed channels, and the lifts that were discounted: (channel, estimated, kept).
+/// The allowed channels, the lifts that were discounted: (channel, estimated, kept), and the
+/// allowed channels left unused because the log could not price their attrition.
 pub(super) struct Channels {
     pub list: Vec<ChannelTerms>,
     pub discounted: Vec<(Channel, f64, f64)>,
+    pub unpriced: Vec<Channel>,
 }
 
 /// The request's allowed channels (`none` always) with their terms.
@@ -49,10 +51,13 @@ pub(super) fn channels(
     let c = &req.constraints;
     let none_logit = model.channel_logit(&p.state, Channel::None, scratch);
     let mut discounted: Vec<(Channel, f64, f64)> = Vec::new();
+    let allowed = |&ch: &Channel| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch);
+    let unpriced: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(allowed).filter(|&ch| model.attrition.unpriced(ch)).collect();
     let list = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch))
+        .filter(allowed)
+        .filter(|ch| !unpriced.contains(ch))
         .map(|ch| {
             let (logit, cut) = valued_channel_logit(model, cfg, &p.state, ch, none_logit, scratch);
             discounted.extend(cut.map(|(lift, kept)| (ch, lift, kept)));
@@ -65,7 +70,7 @@ pub(super) fn channels(
             }
         })
         .collect();
-    Channels { list, discounted }
+    Channels { list, discounted, unpriced }
 }
 
 /// One hour's logit as the channels are valued against it: the estimate, its
