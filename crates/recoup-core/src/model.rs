@@ -34,8 +34,9 @@ pub struct SuccessModel {
     pub platt_a: f64,
     pub platt_b: f64,
     /// Share of payers a message on each channel loses (estimated from the
-    /// history's randomized channels; empty for models trained before it
-    /// existed or on histories without randomized channels: nothing priced).
+    /// history's randomized channels; on histories without them `unmeasured`:
+    /// nothing priced, SMS and push unused; unset in models trained before
+    /// either: nothing priced, every channel used).
     #[serde(default, skip_serializing_if = "Attrition::is_unset")]
     pub attrition: Attrition,
     /// P(a payer asked for a new payment method on each channel provides one)
