@@ -172,7 +172,7 @@ pub(super) fn plan_ask(
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| ch != Channel::None && (c.channels.is_empty() || c.channels.contains(&ch)) && !model.attrition.unpriced(ch))
+        .filter(|&ch| ch != Channel::None && c.allows(ch) && !model.attrition.unpriced(ch))
         .map(|ch| (ch, response.rate_discounted(ch, cfg.channel_pessimism)))
         .filter(|&(_, rho)| rho > 0.0)
         .map(|(ch, rho)| (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch)))
@@ -256,6 +256,5 @@ pub(super) fn plan_ask(
 /// Channel to ask for a new payment method: email if allowed (cheap, carries a
 /// link), else the first allowed channel.
 fn best_ask_channel(c: &Constraints) -> Channel {
-    let allowed = |ch: Channel| c.channels.is_empty() || c.channels.contains(&ch);
-    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| allowed(ch)).unwrap_or(Channel::None)
+    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| c.allows(ch)).unwrap_or(Channel::None)
 }

@@ -56,6 +56,13 @@ pub struct Constraints {
     pub channels: Vec<Channel>,
 }
 
+impl Constraints {
+    /// Whether the caller allows `channel` (`none`, no message, always).
+    pub fn allows(&self, channel: Channel) -> bool {
+        channel == Channel::None || self.channels.is_empty() || self.channels.contains(&channel)
+    }
+}
+
 /// One decision request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {

@@ -51,13 +51,11 @@ pub(super) fn channels(
     let c = &req.constraints;
     let none_logit = model.channel_logit(&p.state, Channel::None, scratch);
     let mut discounted: Vec<(Channel, f64, f64)> = Vec::new();
-    let allowed = |&ch: &Channel| ch == Channel::None || c.channels.is_empty() || c.channels.contains(&ch);
-    let unpriced: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(allowed).filter(|&ch| model.attrition.unpriced(ch)).collect();
+    let unpriced: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(|&ch| c.allows(ch) && model.attrition.unpriced(ch)).collect();
     let list = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(allowed)
-        .filter(|ch| !unpriced.contains(ch))
+        .filter(|&ch| c.allows(ch) && !model.attrition.unpriced(ch))
         .map(|ch| {
             let (logit, cut) = valued_channel_logit(model, cfg, &p.state, ch, none_logit, scratch);
             discounted.extend(cut.map(|(lift, kept)| (ch, lift, kept)));
