@@ -207,6 +207,16 @@ fn neg_log_lik(cells: &[Cell], lambda: f64, rho: &[f64], phi: f64) -> f64 {
         .sum()
 }
 
+/// The intervals by (channel, channel before, whole hours): the likelihood depends on nothing else.
+fn cells_of(intervals: &[Interval]) -> Vec<Cell> {
+    let mut cells: std::collections::BTreeMap<(usize, usize, i64), (f64, f64)> = Default::default();
+    for i in intervals {
+        let e = cells.entry((i.channel as usize, i.prev as usize, (i.days * 24.0).round() as i64)).or_default();
+        *(if i.updated { &mut e.0 } else { &mut e.1 }) += 1.0;
+    }
+    cells.into_iter().map(|((c, p, h), (u, n))| (c, p, h as f64 / 24.0, u, n)).collect()
+}
+
 /// The shares φ of a message's response before the next attempt that the fit compares.
 const SHARES: [f64; 11] = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0];
 /// How much more likely (2·Δ log-likelihood, χ² with 1 degree of freedom at 95 %) a share
@@ -262,20 +272,11 @@ fn golden(mut lo: f64, mut hi: f64, mut f: impl FnMut(f64) -> f64) -> f64 {
 /// the curvature of the likelihood; `None` when no message channel has enough intervals.
 fn from_update_flags(intervals: &[Interval], notes: &mut Vec<String>) -> Option<AskResponse> {
     let k = Channel::VARIANTS.len();
-    // Aggregate by (channel, channel before, whole hours): the likelihood depends on nothing else.
-    let mut cells_map: std::collections::BTreeMap<(usize, usize, i64), (f64, f64)> = Default::default();
+    let cells = cells_of(intervals);
     let mut per_channel = vec![0usize; k];
     for i in intervals {
-        let hours = (i.days * 24.0).round() as i64;
-        let e = cells_map.entry((i.channel as usize, i.prev as usize, hours)).or_default();
-        if i.updated {
-            e.0 += 1.0;
-        } else {
-            e.1 += 1.0;
-        }
         per_channel[i.channel as usize] += 1;
     }
-    let cells: Vec<Cell> = cells_map.into_iter().map(|((c, p, h), (u, n))| (c, p, h as f64 / 24.0, u, n)).collect();
     let none = Channel::None as usize;
     let estimable: Vec<usize> = (0..k).filter(|&c| c != none && per_channel[c] >= MIN_ROWS).collect();
     if estimable.is_empty() {
@@ -507,12 +508,7 @@ mod tests {
             assert!((r.spontaneous_per_day - 0.03).abs() < 0.006, "φ {phi}: λ {}", r.spontaneous_per_day);
         }
         // The same-interval reading of the lagged log: what the fit chose not to use.
-        let mut by_cell: std::collections::BTreeMap<(usize, usize, i64), (f64, f64)> = Default::default();
-        for i in lagged_intervals(0.2, 20_000) {
-            let e = by_cell.entry((i.channel as usize, i.prev as usize, (i.days * 24.0).round() as i64)).or_default();
-            *(if i.updated { &mut e.0 } else { &mut e.1 }) += 1.0;
-        }
-        let cells: Vec<Cell> = by_cell.into_iter().map(|((c, p, h), (u, n))| (c, p, h as f64 / 24.0, u, n)).collect();
+        let cells = cells_of(&lagged_intervals(0.2, 20_000));
         let estimable = [Channel::Email as usize, Channel::Sms as usize];
         let Fit { lambda, rho, .. } = fit_at(&cells, &estimable, 1.0);
         assert!(rho[Channel::Email as usize] < 0.12 && lambda > 0.045, "ρ_email {:?}, λ {lambda}", rho);
