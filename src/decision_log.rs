@@ -768,12 +768,16 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
         let mut ds = by_payment.remove(pid).unwrap_or_default();
         ds.sort_by_key(|d| d.decided_at);
         let Some(latest) = ds.last() else { continue };
-        let req = match v1::DecideRequest::decode(latest.request.as_slice()) {
-            Ok(r) => r,
-            Err(e) => {
+        // Every request of the payment decoded once: the latest gives its facts, all give its asks and updates.
+        let requests: Vec<Result<v1::DecideRequest, prost::DecodeError>> =
+            ds.iter().map(|d| v1::DecideRequest::decode(d.request.as_slice())).collect();
+        let req = match requests.last() {
+            Some(Ok(r)) => r,
+            Some(Err(e)) => {
                 note_inconsistent(&mut report, format!("payment {pid}: its logged request does not decode: {e}"));
                 continue;
             }
+            None => continue,
         };
         let payment = req.payment.clone().unwrap_or_default();
         let mut rows: Vec<Row> = req
@@ -846,8 +850,8 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
                 _ => report.retries_without_a_decision += 1,
             }
         }
-        report.asks_as_messages += asks_as_messages(&ds, &mut rows);
-        report.update_triggered += mark_update_triggered(&ds, &mut rows);
+        report.asks_as_messages += asks_as_messages(&requests, &mut rows);
+        report.update_triggered += mark_update_triggered(&ds, &requests, &mut rows);
         let customer = [latest.customer_id.as_str(), payment.customer_id.as_str()]
             .into_iter()
             .find(|c| !c.is_empty())
@@ -866,12 +870,16 @@ pub fn to_history(decisions: &[DecisionRecord], outcomes: &[OutcomeRecord]) -> R
 /// whose request says `payment_method_updated`. Such a retry waited for the update, so the
 /// interval before it measures when the payer updated, not a schedule (the ask estimator
 /// leaves it out, `src/asks.rs`). Returns how many were marked.
-fn mark_update_triggered(decisions: &[&DecisionRecord], rows: &mut [Row]) -> usize {
+fn mark_update_triggered(
+    decisions: &[&DecisionRecord],
+    requests: &[Result<v1::DecideRequest, prost::DecodeError>],
+    rows: &mut [Row],
+) -> usize {
     let mut marked = 0;
     for k in 1..rows.len() {
         let (prev, at) = (rows[k - 1].at, rows[k].at);
-        let Some(d) = decisions.iter().rev().find(|d| d.decided_at < at) else { continue };
-        if d.decided_at > prev && v1::DecideRequest::decode(d.request.as_slice()).is_ok_and(|r| r.payment_method_updated) {
+        let Some(j) = decisions.iter().rposition(|d| d.decided_at < at) else { continue };
+        if decisions[j].decided_at > prev && requests[j].as_ref().is_ok_and(|r| r.payment_method_updated) {
             rows[k].update_triggered = true;
             marked += 1;
         }
@@ -885,11 +893,11 @@ fn mark_update_triggered(decisions: &[&DecisionRecord], rows: &mut [Row]) -> usi
 /// attempt. Without it a retrain reads every update after an ask as one made unasked. Run after
 /// the propensities: a retry's stays that of the decision it followed (its hour and message).
 /// Returns how many attempts took an ask's channel.
-fn asks_as_messages(decisions: &[&DecisionRecord], rows: &mut [Row]) -> usize {
-    let asks: Vec<(DateTime<Utc>, String)> = decisions
+fn asks_as_messages(requests: &[Result<v1::DecideRequest, prost::DecodeError>], rows: &mut [Row]) -> usize {
+    let asks: Vec<(DateTime<Utc>, String)> = requests
         .iter()
-        .filter_map(|d| v1::DecideRequest::decode(d.request.as_slice()).ok())
-        .flat_map(|r| r.asks)
+        .filter_map(|r| r.as_ref().ok())
+        .flat_map(|r| &r.asks)
         .filter_map(|a| Some((crate::api::time_of(&a.sent_at)?, channel_name(&a.channel))))
         .filter(|(_, c)| c != "none")
         .collect();
