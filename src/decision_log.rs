@@ -1354,6 +1354,14 @@ mod tests {
         }
     }
 
+    /// `d` with its logged request changed by `edit`.
+    fn edited(mut d: DecisionRecord, edit: impl FnOnce(&mut v1::DecideRequest)) -> DecisionRecord {
+        let mut r = v1::DecideRequest::decode(d.request.as_slice()).expect("decodes");
+        edit(&mut r);
+        d.request = r.encode_to_vec();
+        d
+    }
+
     fn outcome(pid: &str, n: u32, at: i64, outcome: &str, code: &str, channel: &str) -> OutcomeRecord {
         OutcomeRecord {
             reported_at: t(at + 1),
@@ -1527,12 +1535,7 @@ mod tests {
             sent_at: Some(prost_types::Timestamp { seconds: t(h).timestamp(), nanos: 0 }),
             channel: channel.into(),
         };
-        let with_asks = |mut d: DecisionRecord, asks: Vec<v1::Ask>| {
-            let mut r = v1::DecideRequest::decode(d.request.as_slice()).expect("decodes");
-            r.asks = asks;
-            d.request = r.encode_to_vec();
-            d
-        };
+        let with_asks = |d: DecisionRecord, asks: Vec<v1::Ask>| edited(d, |r| r.asks = asks);
         // p1: expired card at 0; asked by email at 2 (DO_NOT_RETRY), the platform says at 40 the
         // method was updated (the request lists the ask), recoup retries at 41 with no message.
         let mut wait = decision("p1", 2, 2, "CHANNEL_NONE", 1.0, &[(0, "expired_card")]);
@@ -1575,12 +1578,7 @@ mod tests {
     /// before the attempt before it. The column loads back into the history.
     #[test]
     fn a_retry_decided_after_an_update_is_marked_update_triggered() {
-        let updated = |mut d: DecisionRecord| {
-            let mut r = v1::DecideRequest::decode(d.request.as_slice()).expect("decodes");
-            r.payment_method_updated = true;
-            d.request = r.encode_to_vec();
-            d
-        };
+        let updated = |d: DecisionRecord| edited(d, |r| r.payment_method_updated = true);
         // p1: expired card at 0, recoup waits; the payer updates, the platform asks at 40, retry at 41.
         let mut wait = decision("p1", 1, 1, "CHANNEL_NONE", 1.0, &[(0, "expired_card")]);
         wait.action = "DO_NOT_RETRY".into();
