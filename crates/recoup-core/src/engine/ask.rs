@@ -43,7 +43,13 @@ pub(super) fn not_retryable(model: &SuccessModel, cfg: &EngineConfig, req: &Requ
     }
     let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, p.earlier, &p.evidence, p.messages_before)).flatten();
     let Some((plan, p_recovery)) = plan else {
-        let ask = best_ask_channel(&req.constraints);
+        let Some(ask) = best_ask_channel(model, &req.constraints) else {
+            reasons.push(reason(
+                "no_ask_channel",
+                "no allowed channel to ask for a new payment method (SMS and push are held back where the training log cannot show how many payers they lose): wait for the payer to update it",
+            ));
+            return Decision { next: NextStep::WaitForUpdate, ..p.not_retrying(reasons, 0, 0) };
+        };
         reasons.push(reason("ask_for_new_payment_method", format!("ask the payer for a new payment method by {}", <&str>::from(ask))));
         return Decision { next: NextStep::AskForPaymentMethod, ask_channel: Some(ask), ..p.not_retrying(reasons, 0, 0) };
     };
@@ -253,8 +259,9 @@ pub(super) fn plan_ask(
     Some((plan, p_recovery))
 }
 
-/// Channel to ask for a new payment method: email if allowed (cheap, carries a
-/// link), else the first allowed channel.
-fn best_ask_channel(c: &Constraints) -> Channel {
-    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| c.allows(ch)).unwrap_or(Channel::None)
+/// Channel to ask for a new payment method when there is no ask plan: email if allowed
+/// (cheap, carries a link), else the first allowed channel whose attrition the model can
+/// price (SMS and push are held back where it cannot, as in the plan). `None`: no such channel.
+fn best_ask_channel(model: &SuccessModel, c: &Constraints) -> Option<Channel> {
+    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| c.allows(ch) && !model.attrition.unpriced(ch))
 }

@@ -667,4 +667,17 @@ fn sms_and_push_wait_for_a_measured_attrition() {
     asking.attrition = crate::attrition::Attrition::unmeasured();
     let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
     assert_eq!(plan.channel, Channel::Email, "{plan:?}");
+    // Without an ask plan (a model with no ask response), the suggested channel skips them
+    // too; with nothing else allowed there is no ask: a wait for the update, saying why.
+    let sms_only = Request { constraints: Constraints { channels: vec![Channel::Sms], ..expired.constraints.clone() }, ..expired.clone() };
+    let mut planless = model();
+    let d = decide(&planless, &cfg, &sms_only, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.ask.is_none(), d.next, d.ask_channel), (true, NextStep::AskForPaymentMethod, Some(Channel::Sms)), "measured attrition");
+    planless.attrition = crate::attrition::Attrition::unmeasured();
+    let d = decide(&planless, &cfg, &sms_only, (0.5, 0.5)).expect("decides");
+    assert_eq!((d.action, d.next, d.ask_channel), (Action::DoNotRetry, NextStep::WaitForUpdate, None), "{:?}", d.reasons);
+    assert!(d.reasons.iter().any(|r| r.code == "no_ask_channel"), "{:?}", d.reasons);
+    let both =
+        Request { constraints: Constraints { channels: vec![Channel::Sms, Channel::InApp], ..sms_only.constraints.clone() }, ..sms_only };
+    assert_eq!(decide(&planless, &cfg, &both, (0.5, 0.5)).expect("decides").ask_channel, Some(Channel::InApp));
 }
