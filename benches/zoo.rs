@@ -17,7 +17,7 @@
 //!
 //! `RECOUP_ZOO_WORLDS=bills,fixed-log` runs only those worlds; `RECOUP_ZOO_DETAIL=1` adds,
 //! per world, the chosen retries' mean predicted vs realised success (and the world's own P)
-//! per decline class and stage.
+//! per decline class and stage, and within those by hours after the attempt before.
 //! `RECOUP_ZOO_FAMILY=trees|auto` fits that model family instead of the default `logistic`
 //! (`auto` fits trees from 100,000 fit examples: a log of about 65,000 payers).
 //! `RECOUP_ZOO_TEST_FRACTION` / `RECOUP_ZOO_CAL_FRACTION` (training's defaults, 0.25 / 0.15)
@@ -34,7 +34,7 @@ use std::time::Instant;
 
 use strum::VariantArray;
 
-use recoup::backtest::{self, Learned, Lineup, Oracle, Schedule, Strategy};
+use recoup::backtest::{self, Learned, Lineup, Oracle, Prediction, Schedule, Strategy};
 use recoup::domain::Channel;
 use recoup::sim::{generate, zoo, World};
 
@@ -131,32 +131,49 @@ fn main() {
             t0.elapsed().as_secs_f64()
         );
         if detail {
-            for c in &cal {
-                println!(
-                    "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}  world's P {:.3}  ECE against it {:.3}",
-                    c.segment, c.retries, c.mean_predicted, c.realised, c.ece, c.truth, c.ece_truth
-                );
-            }
-            // Per decline class and stage: where a class's error sits.
-            let preds: Vec<_> = out[n].iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
-            for c in recoup::declines::DeclineClass::VARIANTS {
-                for (stage, later) in [("first", false), ("later", true)] {
-                    let ps: Vec<_> = preds.iter().filter(|p| p.class == *c as u8 && (p.retry > 1) == later).collect();
-                    if ps.len() >= 30 {
-                        let mean = |f: &dyn Fn(&&recoup::backtest::Prediction) -> f64| ps.iter().map(f).sum::<f64>() / ps.len() as f64;
-                        println!(
-                            "      {:<12} {stage:<5} {:>6} retries  predicted {:.3}  realised {:.3}  world's P {:.3}",
-                            <&str>::from(*c),
-                            ps.len(),
-                            mean(&|p| p.p as f64),
-                            mean(&|p| p.succeeded as u8 as f64),
-                            mean(&|p| p.truth as f64)
-                        );
-                    }
-                }
-            }
+            print_detail(&cal, &out[n]);
         }
     }
     println!("\npeak RSS {:.0} MiB", common::vm_hwm_mib());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `RECOUP_ZOO_DETAIL=1`: the chosen retries' calibration per segment, then per decline
+/// class and stage, and within those by hours after the attempt before (where a log's
+/// spacing ends, extrapolation starts).
+fn print_detail(cal: &[backtest::ChosenCalibration], outcomes: &[backtest::Outcome1]) {
+    for c in cal {
+        println!(
+            "    {:<14} {:>6} retries  predicted {:.3}  realised {:.3}  ECE {:.3}  world's P {:.3}  ECE against it {:.3}",
+            c.segment, c.retries, c.mean_predicted, c.realised, c.ece, c.truth, c.ece_truth
+        );
+    }
+    let preds: Vec<_> = outcomes.iter().flat_map(|o| o.predictions[..o.predicted as usize].iter().copied()).collect();
+    let line = |indent: usize, label: String, ps: &[&Prediction]| {
+        let mean = |f: &dyn Fn(&Prediction) -> f64| ps.iter().map(|p| f(p)).sum::<f64>() / ps.len() as f64;
+        println!(
+            "{:indent$}{label} {:>6} retries  predicted {:.3}  realised {:.3}  world's P {:.3}",
+            "",
+            ps.len(),
+            mean(&|p| p.p as f64),
+            mean(&|p| p.succeeded as u8 as f64),
+            mean(&|p| p.truth as f64)
+        );
+    };
+    for c in recoup::declines::DeclineClass::VARIANTS {
+        for (stage, later) in [("first", false), ("later", true)] {
+            let ps: Vec<&Prediction> = preds.iter().filter(|p| p.class == *c as u8 && (p.retry > 1) == later).collect();
+            if ps.len() < 30 {
+                continue;
+            }
+            line(6, format!("{:<12} {stage:<5}", <&str>::from(*c)), &ps);
+            for (lo, hi) in [(0.0, 12.0), (12.0, 24.0), (24.0, 48.0), (48.0, 96.0), (96.0, 168.0), (168.0, f32::INFINITY)] {
+                let qs: Vec<&Prediction> = ps.iter().copied().filter(|p| (lo..hi).contains(&p.spacing_h)).collect();
+                if qs.len() >= 30 {
+                    let span = if hi.is_finite() { format!("{lo:.0}–{hi:.0} h") } else { format!("{lo:.0}+ h") };
+                    line(10, format!("{span:<10}"), &qs);
+                }
+            }
+        }
+    }
 }

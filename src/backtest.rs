@@ -127,6 +127,8 @@ pub struct Prediction {
     /// truth, message included): what a perfect model would have said. Calibration
     /// against it has none of the outcomes' noise.
     pub truth: f32,
+    /// Hours between the retry and the attempt before it (diagnostics).
+    pub spacing_h: f32,
 }
 
 // ---------------------------------------------------------------------------
@@ -553,12 +555,13 @@ pub fn run(world: &World, case: &Case, strategy: &dyn Strategy) -> Outcome1 {
             continue;
         }
         let class = st.attempts.last().and_then(|a| a.past.decline).map_or(0, |d| d.class() as u8);
+        let spacing_h = (action.retry_at - st.last().past.at).num_minutes() as f32 / 60.0;
         match world.attempt(&mut st, action.retry_at) {
             StepResult::Attempted { succeeded, .. } => {
                 not_before = action.retry_at;
                 if let (Some(p), Some(truth)) = (p, truth) {
                     let retry = (st.attempts.len() - 1).min(255) as u8;
-                    predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded, truth: truth as f32 };
+                    predictions[predicted] = Prediction { p: p as f32, class, retry, succeeded, truth: truth as f32, spacing_h };
                     predicted += 1;
                 }
             }
@@ -861,7 +864,7 @@ mod tests {
     fn chosen_calibration_compares_with_the_outcomes_and_with_the_truth() {
         let outcome = |p: f32, truth: f32, succeeded: bool| {
             let mut o = Outcome1 { predicted: 1, ..Default::default() };
-            o.predictions[0] = Prediction { p, class: DeclineClass::SoftFunds as u8, retry: 1, succeeded, truth };
+            o.predictions[0] = Prediction { p, class: DeclineClass::SoftFunds as u8, retry: 1, succeeded, truth, spacing_h: 48.0 };
             o
         };
         // Bin 0.7–0.8: predicted 0.75, truth 0.75, 6 of 10 succeeded. Bin 0.2–0.3: predicted

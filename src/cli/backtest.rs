@@ -377,7 +377,7 @@ mod parts {
     use crate::backtest::{Case, Outcome1, Prediction, PREDICTIONS_KEPT};
 
     /// The part file format this build writes and reads.
-    const FORMAT: &str = "recoup-backtest-part/v2";
+    const FORMAT: &str = "recoup-backtest-part/v3";
 
     /// What a part was run with; every part of one merge must agree, and with the merge's own arguments.
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -429,8 +429,8 @@ mod parts {
         cancelled: bool,
         violations: u32,
         forbidden_proposals: u32,
-        /// (predicted, class, retry number, succeeded, the world's own P).
-        predictions: Vec<(f32, u8, u8, bool, f32)>,
+        /// (predicted, class, retry number, succeeded, the world's own P, hours after the attempt before).
+        predictions: Vec<(f32, u8, u8, bool, f32, f32)>,
     }
 
     impl From<&Outcome1> for Stored {
@@ -448,7 +448,7 @@ mod parts {
                 forbidden_proposals: o.forbidden_proposals,
                 predictions: o.predictions[..(o.predicted as usize).min(PREDICTIONS_KEPT)]
                     .iter()
-                    .map(|p| (p.p, p.class, p.retry, p.succeeded, p.truth))
+                    .map(|p| (p.p, p.class, p.retry, p.succeeded, p.truth, p.spacing_h))
                     .collect(),
             }
         }
@@ -457,8 +457,8 @@ mod parts {
     impl From<&Stored> for Outcome1 {
         fn from(s: &Stored) -> Outcome1 {
             let mut predictions = [Prediction::default(); PREDICTIONS_KEPT];
-            for (slot, &(p, class, retry, succeeded, truth)) in predictions.iter_mut().zip(&s.predictions) {
-                *slot = Prediction { p, class, retry, succeeded, truth };
+            for (slot, &(p, class, retry, succeeded, truth, spacing_h)) in predictions.iter_mut().zip(&s.predictions) {
+                *slot = Prediction { p, class, retry, succeeded, truth, spacing_h };
             }
             Outcome1 {
                 recovered: s.recovered,

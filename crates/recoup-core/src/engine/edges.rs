@@ -24,7 +24,7 @@
 
 use std::sync::LazyLock;
 
-use crate::features::{PaymentState, TimeLevels, LOCAL_HOUR_EDGES, SPACING_EDGES_HOURS};
+use crate::features::{bucket, PaymentState, TimeLevels, LOCAL_HOUR_EDGES, SPACING_EDGES_HOURS};
 use crate::model::SuccessModel;
 
 /// Per spacing group, per level: its centre in hours (the open last level's lies as far
@@ -45,6 +45,10 @@ static HOUR_CENTRES: LazyLock<Vec<f64>> = LazyLock::new(|| {
 pub(super) struct EdgeBound {
     levels: [Vec<Line>; 2],
     hours: Vec<Vec<Line>>,
+    /// Per spacing group, per level: the most its value may lie above the level of the
+    /// longest spacing the log gave this retry number, where the log fixed that spacing
+    /// ([`EdgeBound::new`]'s `fixed_up_to`); ≤ 0 above that level, +∞ (no cap) elsewhere.
+    caps: [Vec<f64>; 2],
 }
 
 /// A level's centre (hours), and how fast the line to a neighbouring level's centre
@@ -88,10 +92,30 @@ fn lines(parts: &[f64], centres: &[f64]) -> Vec<Line> {
 impl EdgeBound {
     /// The bound for one payment, from the model's linear weights (a forest's splits on
     /// spacing or the hour are not bounded: a model of trees only gets no bound).
-    pub fn new(model: &SuccessModel, state: &PaymentState) -> EdgeBound {
+    ///
+    /// `fixed_up_to`: the longest spacing (hours) the log gave this retry number, when it
+    /// fixed that spacing ([`crate::support::ClassSupport::fixed_spacing`]). A plain
+    /// schedule moves a retry's spacing and its number together, so what a longer wait does
+    /// to this retry is not in the log: the model's gain past that spacing's level is
+    /// borrowed from later retries (whose retry-number terms share it with the spacing
+    /// terms, split by the penalty, not by evidence). Past that level the spacing terms are
+    /// then valued no higher than at it: the log's own behaviour (README: what recoup
+    /// assumes). A first retry's time since the failure is its spacing: both groups are
+    /// capped for it; a later retry's only the time since the last attempt.
+    pub fn new(model: &SuccessModel, state: &PaymentState, fixed_up_to: Option<f64>, first_retry: bool) -> EdgeBound {
         let parts = state.spacing_parts(&model.weights);
         let hours = state.hour_parts(&model.weights).iter().map(|p| lines(p, &HOUR_CENTRES)).collect();
-        EdgeBound { levels: [0, 1].map(|g| lines(&parts[g], &CENTRES[g])), hours }
+        let caps = [0, 1].map(|g| {
+            let n = parts[g].len();
+            match fixed_up_to.filter(|_| g == 0 || first_retry) {
+                Some(h) => {
+                    let top = bucket(h, SPACING_EDGES_HOURS[g]).min(n - 1);
+                    (0..n).map(|l| if l > top { (parts[g][top] - parts[g][l]).min(0.0) } else { f64::INFINITY }).collect()
+                }
+                None => vec![f64::INFINITY; n],
+            }
+        });
+        EdgeBound { levels: [0, 1].map(|g| lines(&parts[g], &CENTRES[g])), hours, caps }
     }
 
     /// What to take off (≤ 0) the logit of a candidate at `levels`, `since` hours after
@@ -99,21 +123,55 @@ impl EdgeBound {
     /// `local_hour` (0–23; the candidate is placed at the middle of its hour, so a
     /// level's whole hours lie symmetrically about its centre). A candidate inside a
     /// level lies between its neighbours' centres, so the line is never followed past them.
+    /// Also whether the cap past a fixed spacing took more off than the lines.
     #[inline]
-    pub fn penalty(&self, levels: &TimeLevels, since: [f64; 2], local_hour: u32) -> f64 {
+    pub fn penalty(&self, levels: &TimeLevels, since: [f64; 2], local_hour: u32) -> (f64, bool) {
         let below = |line: &Line, x: f64| if x < line.centre { line.before * (line.centre - x) } else { line.after * (x - line.centre) };
-        let mut out = 0.0;
+        let (mut out, mut capped) = (0.0, false);
         for (g, level) in levels.spacing().into_iter().enumerate() {
-            out -= below(&self.levels[g][level], since[g]);
+            let (edge, cap) = (-below(&self.levels[g][level], since[g]), self.caps[g][level]);
+            capped |= cap < edge;
+            out += edge.min(cap);
         }
         let [hour, pay] = levels.hour_and_pay();
-        out - below(&self.hours[pay][hour], f64::from(local_hour) + 0.5)
+        (out - below(&self.hours[pay][hour], f64::from(local_hour) + 0.5), capped)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn uncapped() -> [Vec<f64>; 2] {
+        [vec![f64::INFINITY; 8], vec![f64::INFINITY; 8]]
+    }
+
+    /// Past a fixed spacing's level, a candidate is valued no higher than that level (the
+    /// cap wins where it takes more than the lines, and says so); at and below it, and on a
+    /// worse level past it, the lines alone.
+    #[test]
+    fn past_a_fixed_spacing_the_value_stays_at_its_level() {
+        // Levels 0–24 h (part 0), 24–48 h (part 1), 48 h+ (part 0.5), the log's spacing fixed in 0–24 h.
+        let parts = [0.0, 1.0, 0.5];
+        let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
+        let hours = vec![lines(&[0.0; LOCAL_HOUR_EDGES.len() + 1], &HOUR_CENTRES)];
+        let caps = [vec![f64::INFINITY, -1.0, -0.5], vec![f64::INFINITY; 2]];
+        let bound = EdgeBound { levels: [lines(&parts, &centres(&[24.0, 48.0])), flat], hours, caps };
+        let pen = |since: f64| {
+            let l = usize::from(since >= 24.0) + usize::from(since >= 48.0);
+            bound.penalty(&TimeLevels::with_spacing([l, 0]), [since, 10.0], 12)
+        };
+        assert_eq!(pen(12.0), (0.0, false));
+        // At 24–48 h's centre the lines take nothing; the cap takes the level back to 0–24 h's.
+        assert_eq!(pen(36.0), (-1.0, true));
+        // Just past 24 h the line takes half; the cap the whole.
+        assert_eq!(pen(25.0), (-1.0, true));
+        assert_eq!(pen(60.0), (-0.5, true));
+        for h in 0..80 {
+            let (p, _) = pen(f64::from(h));
+            assert!(parts[usize::from(h >= 24) + usize::from(h >= 48)] + p <= parts[0] + 1e-12, "{h}");
+        }
+    }
 
     #[test]
     fn centres_lie_midway_and_the_open_level_past_its_edge() {
@@ -126,14 +184,14 @@ mod tests {
         // One group: levels 0–24 h (part 0), 24–48 h (part 1), 48 h+ (part 0.5); the other flat.
         let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
         let flat_hours = vec![lines(&[0.0; LOCAL_HOUR_EDGES.len() + 1], &HOUR_CENTRES)];
-        let bound = EdgeBound { levels: [lines(&[0.0, 1.0, 0.5], &centres(&[24.0, 48.0])), flat], hours: flat_hours };
+        let bound = EdgeBound { levels: [lines(&[0.0, 1.0, 0.5], &centres(&[24.0, 48.0])), flat], hours: flat_hours, caps: uncapped() };
         let levels = |since: f64| {
             let l = usize::from(since >= 24.0) + usize::from(since >= 48.0);
             (l, [since, 10.0])
         };
         let pen = |since: f64| {
             let (l, s) = levels(since);
-            bound.penalty(&TimeLevels::with_spacing([l, 0]), s, 12)
+            bound.penalty(&TimeLevels::with_spacing([l, 0]), s, 12).0
         };
         // Just past the 24 h edge (centres 12 h and 36 h) the better level is valued halfway back to the worse one's.
         assert!((pen(24.0) + 0.5).abs() < 1e-12, "{}", pen(24.0));
@@ -157,11 +215,11 @@ mod tests {
         // 07–09 is rated 1 above every other level; spacing flat.
         let flat = lines(&[0.0, 0.0], &centres(&[1000.0]));
         let hours = vec![lines(&[0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0], &HOUR_CENTRES)];
-        let bound = EdgeBound { levels: [flat.clone(), flat], hours };
+        let bound = EdgeBound { levels: [flat.clone(), flat], hours, caps: uncapped() };
         let mut levels = TimeLevels::default();
         let pen = |hour: u32, levels: &mut TimeLevels| {
             *levels = levels.with_hour(crate::features::bucket(f64::from(hour), &LOCAL_HOUR_EDGES));
-            bound.penalty(levels, [10.0, 10.0], hour)
+            bound.penalty(levels, [10.0, 10.0], hour).0
         };
         // 08:00 is the level's middle; 07:00 and 09:00 lie an hour from it, 3 and 3.5 hours
         // from the neighbours' centres (5.5 and 12).

@@ -96,7 +96,7 @@ pub(super) fn retry(
             ),
         ));
     }
-    extrapolated_spacing(model, req, p, &chosen, &mut reasons);
+    fixed_spacing(model, req, p, &chosen, c.scored.spacing_capped_hours, &mut reasons);
     if chosen.attrition > 0.0 {
         reasons.push(reason(
             "message_attrition",
@@ -130,15 +130,25 @@ pub(super) fn retry(
 /// about this distance of a choice as alike (its kernel's bandwidth).
 pub const EXTRAPOLATION_HOURS: f64 = 12.0;
 
-/// A reason when the log retried this retry number on a fixed schedule and the chosen retry
-/// lies more than [`EXTRAPOLATION_HOURS`] from it (README: what recoup assumes).
-fn extrapolated_spacing(model: &SuccessModel, req: &Request, p: &Prepared, chosen: &Slot, reasons: &mut Vec<Reason>) {
+/// Reasons when the log retried this retry number on a fixed schedule: how many hours
+/// past it were valued no higher than its spacing's level (`spacing_capped`, from the
+/// grid), and when the chosen retry lies more than [`EXTRAPOLATION_HOURS`] from it, that
+/// its P is an extrapolation (README: what recoup assumes).
+fn fixed_spacing(model: &SuccessModel, req: &Request, p: &Prepared, chosen: &Slot, spacing_capped: usize, reasons: &mut Vec<Reason>) {
     let k = p.retries(req) + 1;
     let Some(support) = model.support.for_class(p.last.decline.class()) else { return };
     let Some([lo, hi]) = support.fixed_spacing(k) else { return };
+    let logged = if hi - lo < 1.0 { format!("{lo:.0} h") } else { format!("{lo:.0}–{hi:.0} h") };
+    if spacing_capped > 0 {
+        reasons.push(reason(
+            "spacing_not_credited",
+            format!(
+                "the training log made retry {k} after this decline only {logged} after the attempt before: {spacing_capped} later hours were valued no higher than that spacing's level, since what a longer wait does to this retry is not in the log"
+            ),
+        ));
+    }
     let spacing = (chosen.retry_at - p.last.at).num_minutes() as f64 / 60.0;
     if spacing < lo - EXTRAPOLATION_HOURS || spacing > hi + EXTRAPOLATION_HOURS {
-        let logged = if hi - lo < 1.0 { format!("{lo:.0} h") } else { format!("{lo:.0}–{hi:.0} h") };
         reasons.push(reason(
             "extrapolated_spacing",
             format!(

@@ -64,6 +64,9 @@ pub(super) struct ScoredGrid {
     pub removed: Removed,
     /// Hours valued below their lower bound by the bound at levels' edges ([`EdgeBound`]).
     pub edge_bound_hours: usize,
+    /// Of those, hours past the spacing the log fixed for this retry number, valued no
+    /// higher than at that spacing's level ([`EdgeBound::new`]).
+    pub spacing_capped_hours: usize,
 }
 
 /// A scored candidate: hours after the grid's start, channel, P(success), expected
@@ -222,14 +225,18 @@ impl Grid {
             hour_best_a: vec![0.0f64; n],
             removed: Removed::default(),
             edge_bound_hours: 0,
+            spacing_capped_hours: 0,
         };
         // The lower confidence bound is `support_pessimism` SDs of the time terms (the
         // weights' posterior variances; for trees, their leaves' bootstrap spread) below
         // the logit, so a time the log says little about is not chosen on a noisy estimate.
         let kappa = if valuer.pessimistic { cfg.support_pessimism } else { 0.0 };
         let mut walk = TimeWalk::new(model, &p.state, fixed_logit, kappa > 0.0);
-        // Where a level's average may not hold (spacing, local hour), never above the line to the neighbouring level.
-        let edges = valuer.pessimistic.then(|| EdgeBound::new(model, &p.state));
+        // Where a level's average may not hold (spacing, local hour), never above the line to
+        // the neighbouring level; past a spacing the log fixed for this retry, not above its level.
+        let k = p.retries(req) + 1;
+        let fixed_up_to = valuer.support.and_then(|s| s.fixed_spacing(k)).map(|[_, hi]| hi);
+        let edges = valuer.pessimistic.then(|| EdgeBound::new(model, &p.state, fixed_up_to, k == 1));
         let (last_ts, first_ts) = (p.last.at.timestamp(), p.first.at.timestamp());
         let hourly_discount = (1.0 - cfg.daily_discount).powf(1.0 / 24.0);
         let first_discount = (1.0 - cfg.daily_discount).powf(((self.start - req.now).num_minutes() as f64 / 1440.0).max(0.0));
@@ -248,9 +255,11 @@ impl Grid {
             }
             let (logit, time_var) = walk.at(here.levels);
             let since = |from: i64| (t - from) as f64 / 3600.0;
-            let edge = edges.as_ref().map_or(0.0, |e| e.penalty(&here.levels, [since(last_ts), since(first_ts)], here.local_hour));
+            let (edge, capped) =
+                edges.as_ref().map_or((0.0, false), |e| e.penalty(&here.levels, [since(last_ts), since(first_ts)], here.local_hour));
             if edge < 0.0 {
                 out.edge_bound_hours += 1;
+                out.spacing_capped_hours += usize::from(capped);
             }
             // The message goes out `lead` hours before: on the grid when that is not before its start.
             let send_hour = || match usize::try_from(hour - cfg.message_lead_hours) {

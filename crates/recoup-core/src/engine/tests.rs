@@ -639,6 +639,61 @@ fn a_retry_away_from_the_spacing_a_fixed_schedule_logged_says_its_p_is_extrapola
     assert!(d.chosen.is_some() && !d.reasons.iter().any(|r| r.code == "extrapolated_spacing"), "{:?}", d.reasons);
 }
 
+/// Past the spacing a fixed schedule logged for a retry, waiting longer is not credited:
+/// a model rating 96–168 h after the attempt before far above everything else retries there
+/// when the log's first retries varied, and within the 48–96 h level (the logged 48 h's)
+/// when they all came 48 h after the failure, saying why; the P it reports stays the estimate.
+#[test]
+fn past_the_spacing_a_fixed_schedule_logged_waiting_longer_is_not_credited() {
+    use crate::support::{estimate, Observed};
+    // First retries at `spacing`, and later ones (retry 2, 48 h after it) up to 12 days after the failure.
+    let log = |spacing: &dyn Fn(u32) -> f64| -> Vec<Observed> {
+        let retry = |i: u32, retry_number: u32, spacing_hours: f64, hours_since_failure: f64| Observed {
+            class: DeclineClass::SoftFunds,
+            spacing_hours,
+            hours_since_failure,
+            retry_number,
+            local_hour: i % 24,
+            channel: Channel::None,
+        };
+        (0..2_000u32).flat_map(|i| [retry(i, 1, spacing(i), spacing(i)), retry(i, 2, 48.0, spacing(i) + 48.0)]).collect()
+    };
+    let long = SCHEMA.columns.iter().position(|c| c == "hours_since_last=96-168").expect("a spacing column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], weight_variances: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[long] = 2.0;
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let req = request();
+    assert_eq!(req.attempts[0].decline.class(), DeclineClass::SoftFunds);
+    let t0 = req.attempts[0].at;
+    let decide_with = |m: &SuccessModel| {
+        let d = decide(m, &cfg, &req, (0.5, 0.5)).expect("decides");
+        let chosen = d.chosen.clone().expect("a retry");
+        ((chosen.retry_at - t0).num_minutes() as f64 / 60.0, chosen.p_success, d)
+    };
+    // First retries 48–240 h after the failure: the longer wait is in the log, and taken.
+    m.support = estimate(&log(&|i| 48.0 + (i % 193) as f64));
+    assert_eq!(m.support.for_class(DeclineClass::SoftFunds).and_then(|c| c.fixed_spacing(1)), None);
+    let (h, p, d) = decide_with(&m);
+    assert!((96.0..168.0).contains(&h), "{h}: {:?}", d.reasons);
+    assert!(!d.reasons.iter().any(|r| r.code == "spacing_not_credited"), "{:?}", d.reasons);
+    assert!((p - m.calibrate(m.intercept + 2.0)).abs() < 1e-12);
+    // All 48 h after it: not credited, and said.
+    m.support = estimate(&log(&|_| 48.0));
+    assert!(m.support.for_class(DeclineClass::SoftFunds).and_then(|c| c.fixed_spacing(1)).is_some());
+    let (h, p, d) = decide_with(&m);
+    assert!((48.0..96.0).contains(&h), "{h}: {:?}", d.reasons);
+    assert!((p - m.calibrate(m.intercept)).abs() < 1e-12, "the estimate there: {p}");
+    let why = d.reasons.iter().find(|r| r.code == "spacing_not_credited").unwrap_or_else(|| panic!("says why: {:?}", d.reasons));
+    assert!(
+        why.detail.starts_with("the training log made retry 1 after this decline only 48 h after the attempt before"),
+        "{}",
+        why.detail
+    );
+    // Without weight variances (no lower bound), a model is taken at its word, as before.
+    m.weight_variances.clear();
+    assert!((96.0..168.0).contains(&decide_with(&m).0));
+}
+
 /// Where attrition is unmeasured, SMS and push are not used, for a retry's message or an
 /// ask, whatever lift they have, and the answer says why; with measured attrition they are.
 #[test]
