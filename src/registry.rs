@@ -700,9 +700,9 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
         );
         for c in model.support.classes.iter().chain(&model.support.pooled) {
             let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
-            let fixed = c
-                .describe_fixed_spacing()
-                .map_or(String::new(), |f| format!("; spacing fixed by the log's schedule (other spacings extrapolated): {f}"));
+            let fixed = c.describe_fixed_spacing().map_or(String::new(), |f| {
+                format!("; spacing fixed by the log's schedule (other spacings extrapolated, a longer wait not credited): {f}")
+            });
             let _ = writeln!(s, "- {label}: {}{fixed}", c.describe());
         }
     }
@@ -842,6 +842,31 @@ mod tests {
         std::fs::write(dir.path().join(&v).join("model.json"), serde_json::to_string(&huge).unwrap()).unwrap();
         let e = load_version(dir.path(), &v).expect_err("refused").to_string();
         assert!(e.contains(&v) && e.contains("sane range"), "{e}");
+    }
+
+    /// The support section names the retry numbers whose spacing the log fixed, and says
+    /// that other spacings are extrapolated and a longer wait is not credited.
+    #[test]
+    fn the_card_says_where_the_log_fixed_a_retrys_spacing() {
+        use recoup_core::support::{estimate, Observed};
+        let (version, mut m) = shipped();
+        let (manifest, report) = describe(&Path::new(env!("CARGO_MANIFEST_DIR")).join("models"), &version).expect("described");
+        let retry = |i: u32, retry_number: u32, spacing_hours: f64| Observed {
+            class: crate::declines::DeclineClass::SoftFunds,
+            spacing_hours,
+            hours_since_failure: 48.0 * retry_number as f64,
+            retry_number,
+            local_hour: i % 24,
+            channel: crate::domain::Channel::None,
+        };
+        m.support = estimate(&(0..1_000u32).flat_map(|i| [retry(i, 1, 48.0), retry(i, 2, 24.0 + (i % 72) as f64)]).collect::<Vec<_>>());
+        let mut card = String::new();
+        support_section(&mut card, &manifest, &report, &m);
+        let line = card.lines().find(|l| l.starts_with("- soft_funds:")).unwrap_or_else(|| panic!("{card}"));
+        assert!(
+            line.ends_with("; spacing fixed by the log's schedule (other spacings extrapolated, a longer wait not credited): retry 1 48 h"),
+            "{line}"
+        );
     }
 
     /// The held-out table places each cell against its refit, and names the cells where the
