@@ -700,9 +700,12 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
         );
         for c in model.support.classes.iter().chain(&model.support.pooled) {
             let label = c.class.map_or("all pooled (classes with fewer than 200 retries)", |k| k.into());
-            let fixed = c.describe_fixed_spacing().map_or(String::new(), |f| {
-                format!("; spacing fixed by the log's schedule (other spacings extrapolated, a longer wait not credited): {f}")
-            });
+            // The engine's bound past a fixed spacing works on the linear terms' lower bound
+            // (engine/edges.rs): a model with trees or without weight variances does not get it.
+            let capped = if model.trees.is_empty() && !model.weight_variances.is_empty() { ", a longer wait not credited" } else { "" };
+            let fixed = c
+                .describe_fixed_spacing()
+                .map_or(String::new(), |f| format!("; spacing fixed by the log's schedule (other spacings extrapolated{capped}): {f}"));
             let _ = writeln!(s, "- {label}: {}{fixed}", c.describe());
         }
     }
@@ -867,6 +870,11 @@ mod tests {
             line.ends_with("; spacing fixed by the log's schedule (other spacings extrapolated, a longer wait not credited): retry 1 48 h"),
             "{line}"
         );
+        // Without weight variances the engine has no lower bound to cap: the card does not claim it.
+        m.weight_variances.clear();
+        let mut card = String::new();
+        support_section(&mut card, &manifest, &report, &m);
+        assert!(card.contains("; spacing fixed by the log's schedule (other spacings extrapolated): retry 1 48 h"), "{card}");
     }
 
     /// The held-out table places each cell against its refit, and names the cells where the
