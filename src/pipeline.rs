@@ -281,6 +281,8 @@ fn fit_and_write(
     trained.report.population = digest.population.clone();
     if trained.model.attrition.is_empty() {
         progress("message attrition: no retries with randomized channels (propensity < 1, `none` among them) after soft declines; email and in-app are not charged for the payers they lose, and SMS and push are not used");
+        // Prices every channel at 0 as the empty estimate did (the ask fit below reads rates only).
+        trained.model.attrition = crate::attrition::Attrition::unmeasured();
     } else {
         let a = &trained.model.attrition;
         let rates: Vec<String> = a
@@ -291,9 +293,6 @@ fn fit_and_write(
         progress(&format!("message attrition from {} randomized retries: {}", a.retries, rates.join(", ")));
     }
     trained.model.asks = crate::asks::estimate_from(&digest.asks, &trained.model.attrition);
-    if trained.model.attrition.is_empty() {
-        trained.model.attrition = crate::attrition::Attrition::unmeasured();
-    }
     trained.model.support = crate::support::estimate(&digest.observed);
     for c in &trained.model.support.classes {
         progress(&format!("support after {}: {}", c.class.map_or("any decline", |c| c.into()), c.describe()));

@@ -11,7 +11,7 @@ use super::config::EngineConfig;
 use super::decision::{describe, reason, AskPlan, Decision, NextStep};
 use super::grid::in_quiet;
 use super::request::{Constraints, Prepared, Request};
-use super::value::valued_channel_logit;
+use super::value::{usable, valued_channel_logit};
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::Channel;
 use crate::features::{evidence_with_retries, Candidate, EarlierAttempt, PaymentState};
@@ -178,7 +178,7 @@ pub(super) fn plan_ask(
     let channels: Vec<(Channel, f64, f64, f64)> = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| ch != Channel::None && c.allows(ch) && !model.attrition.unpriced(ch))
+        .filter(|&ch| ch != Channel::None && usable(model, c, ch))
         .map(|ch| (ch, response.rate_discounted(ch, cfg.channel_pessimism)))
         .filter(|&(_, rho)| rho > 0.0)
         .map(|(ch, rho)| (ch, rho + (1.0 - rho) * s, p_after(ch), cfg.message_cost(ch)))
@@ -263,5 +263,5 @@ pub(super) fn plan_ask(
 /// (cheap, carries a link), else the first allowed channel whose attrition the model can
 /// price (SMS and push are held back where it cannot, as in the plan). `None`: no such channel.
 fn best_ask_channel(model: &SuccessModel, c: &Constraints) -> Option<Channel> {
-    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| c.allows(ch) && !model.attrition.unpriced(ch))
+    [Channel::Email, Channel::InApp, Channel::Push, Channel::Sms].into_iter().find(|&ch| usable(model, c, ch))
 }

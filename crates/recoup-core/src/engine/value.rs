@@ -12,7 +12,7 @@ use strum::VariantArray;
 use super::config::EngineConfig;
 use super::decision::{reason, Reason};
 use super::grid::{Scored, ScoredGrid};
-use super::request::{Prepared, Request};
+use super::request::{Constraints, Prepared, Request};
 use crate::domain::Channel;
 use crate::features::{evidence_with_retries, Candidate, EarlierAttempt, PaymentFacts, PaymentState};
 use crate::model::{Platt, SuccessModel};
@@ -39,6 +39,13 @@ pub(super) struct Channels {
     pub unpriced: Vec<Channel>,
 }
 
+/// Whether the engine may send a message on `channel`: the caller allows it, and the model can
+/// price what it costs in payers lost ([`crate::attrition::Attrition::unpriced`]). The one rule
+/// for retries' messages, the ask plan and the fallback ask channel.
+pub(super) fn usable(model: &SuccessModel, c: &Constraints, channel: Channel) -> bool {
+    c.allows(channel) && !model.attrition.unpriced(channel)
+}
+
 /// The request's allowed channels (`none` always) with their terms.
 pub(super) fn channels(
     model: &SuccessModel,
@@ -51,11 +58,11 @@ pub(super) fn channels(
     let c = &req.constraints;
     let none_logit = model.channel_logit(&p.state, Channel::None, scratch);
     let mut discounted: Vec<(Channel, f64, f64)> = Vec::new();
-    let unpriced: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(|&ch| c.allows(ch) && model.attrition.unpriced(ch)).collect();
+    let unpriced: Vec<Channel> = Channel::VARIANTS.iter().copied().filter(|&ch| c.allows(ch) && !usable(model, c, ch)).collect();
     let list = Channel::VARIANTS
         .iter()
         .copied()
-        .filter(|&ch| c.allows(ch) && !model.attrition.unpriced(ch))
+        .filter(|&ch| usable(model, c, ch))
         .map(|ch| {
             let (logit, cut) = valued_channel_logit(model, cfg, &p.state, ch, none_logit, scratch);
             discounted.extend(cut.map(|(lift, kept)| (ch, lift, kept)));
