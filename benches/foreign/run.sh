@@ -8,7 +8,8 @@
 # PAYERS (20000) is the history's size (12 months), EVAL_PAYERS (20000) the other draw's;
 # RECOUP_FOREIGN_SEED (3) and RECOUP_FOREIGN_EVAL_SEED (11) draw them; RECOUP_BIN picks
 # the recoup binary (default: a release build); RECOUP_FOREIGN_LOG (random) the merchant's
-# logging policy (`random`, `fixed` or `fixed-silent`: world.py history --help);
+# logging policy (`random`, `random-short`, `fixed` or `fixed-silent`: world.py history
+# --help); RECOUP_FOREIGN_VARIANT (base) the world's dynamics (`base` or `wide`);
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
 # see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
 # update_triggered marks). Pinned Python packages go to
@@ -20,6 +21,7 @@ eval_payers="${2:-20000}"
 seed="${RECOUP_FOREIGN_SEED:-3}"
 eval_seed="${RECOUP_FOREIGN_EVAL_SEED:-11}"
 log_policy="${RECOUP_FOREIGN_LOG:-random}"
+variant="${RECOUP_FOREIGN_VARIANT:-base}"
 out=target/foreign
 if [ -z "${RECOUP_BIN:-}" ]; then
   cargo build --release --quiet
@@ -33,8 +35,8 @@ py=target/foreign-venv/bin/python
 rm -rf "$out" && mkdir -p "$out/gen"
 $py -m grpc_tools.protoc -Iproto --python_out="$out/gen" --grpc_python_out="$out/gen" proto/recoup/v1/recoup.proto
 touch "$out/gen/recoup/__init__.py" "$out/gen/recoup/v1/__init__.py"
-echo "== history: $payers payers, seed $seed, logging policy $log_policy"
-$py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed" --log-policy "$log_policy"
+echo "== history: $payers payers, seed $seed, logging policy $log_policy, world $variant"
+$py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed" --log-policy "$log_policy" --variant "$variant"
 echo "== recoup train --promote"
 "$RECOUP_BIN" train --history "$out/history.csv" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
@@ -53,7 +55,7 @@ evaluate() { # SEED [more world.py evaluate arguments]
   local s="$1"
   shift
   echo "== evaluate: the first failures of $eval_payers payers of draw $s"
-  $py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$s" --addr "127.0.0.1:$port" --gen "$out/gen" ${RECOUP_FOREIGN_DETAIL:+--detail} "$@"
+  $py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$s" --addr "127.0.0.1:$port" --gen "$out/gen" --variant "$variant" ${RECOUP_FOREIGN_DETAIL:+--detail} "$@"
 }
 serve
 if [ -z "${RECOUP_FOREIGN_LOOP:-}" ]; then

@@ -29,7 +29,16 @@ The logging policy (the merchant's history)
   one hour before the retry; expired cards retried on the same schedule (before or
   after an update); no propensities; 40 % of declines carry only the raw network code.
   `history --log-policy fixed` (or `fixed-silent`) logs a plain schedule instead: days 2,
-  4, 7 and 11 at the failure's time of day, an email before each retry (or none).
+  4, 7 and 11 at the failure's time of day, an email before each retry (or none);
+  `random-short` retries 2–48 h after the failure, then 12–72 h apart, up to six times.
+
+`--variant wide` (on every command) changes the world's structure, not its parameters:
+payers also in India (UTC+5:30), Australia (southern-hemisphere summer time), Japan (a
+currency without minor units) and Brazil, each charged at a billing hour of their own local
+day; 3 % of cards are reported lost or stolen some time in the year (`lost_card` 41 /
+`stolen_card` 43), declined from then on until the payer updates them, like an expired
+card. The evaluation counts a retry of such a card before the update as a rule violation,
+and the fixed schedules skip those retries (a network rule every platform follows).
 
 `python world.py history OUT.csv --payers 20000 --seed 3` writes the history;
 `python world.py evaluate --payers 20000 --seed 11 --addr 127.0.0.1:50051 --gen DIR` dunns
@@ -37,8 +46,8 @@ the first failure of each payer of another draw with the eight fixed schedules r
 ships (with and without an email) and with recoup's decisions over gRPC, and prints each
 strategy's recovery, net, retries and messages per payment, the learned policy against
 the best fixed schedule (paired bootstrap 95 %), and the chosen retries' calibration
-(ECE, and per decline code and stage). It exits 1 if any request was refused. The world
-checks no network rules: no violations are counted. `probe` and `score-log` are
+(ECE, and per decline code and stage). It exits 1 if any request was refused, or (`--variant
+wide`) a lost or stolen card was retried before its payer updated it. `probe` and `score-log` are
 diagnostics (see their --help). See `run.sh`.
 """
 
@@ -80,6 +89,17 @@ COUNTRIES = [  # country, time zone, currency, weight
     ("DE", "Europe/Berlin", "EUR", 0.15),
     ("FR", "Europe/Paris", "EUR", 0.15),
 ]
+# `--variant wide`: other payers and other ways a card dies (see the docstring).
+WIDE_COUNTRIES = [
+    ("US", "America/Chicago", "USD", 0.25),
+    ("GB", "Europe/London", "GBP", 0.10),
+    ("IN", "Asia/Kolkata", "INR", 0.15),
+    ("AU", "Australia/Sydney", "AUD", 0.15),
+    ("JP", "Asia/Tokyo", "JPY", 0.15),
+    ("BR", "America/Sao_Paulo", "BRL", 0.20),
+]
+VARIANT = "base"
+HARD = ("lost_card", "stolen_card")
 
 
 def business_day_before(d):
@@ -115,7 +135,7 @@ class Payer:
         self.id = f"cus_{world}_{i:06d}"
         r = u(key, "country")
         acc = 0.0
-        for c, z, cur, w in COUNTRIES:
+        for c, z, cur, w in WIDE_COUNTRIES if VARIANT == "wide" else COUNTRIES:
             acc += w
             if r < acc:
                 break
@@ -126,9 +146,20 @@ class Payer:
         self.bill_day = 1 + int(u(key, "billday") * 28)
         self.signup = (START - dt.timedelta(days=int(u(key, "tenure") * 900))).date()
         self.expiry_month = int(u(key, "expiry") * 36)  # months after START
-        if c == "US":
+        # wide: a billing hour of the payer's local day, and 3 % of cards lost or stolen
+        # some time in the year (then declined until the payer updates it, like an expired one).
+        self.bill_hour = int(u(key, "billhour") * 24) if VARIANT == "wide" else None
+        self.lost_at = None
+        if VARIANT == "wide" and u(key, "lost") < 0.03:
+            self.lost_at = START + dt.timedelta(hours=int(u(key, "lost_at") * 24 * 365))
+            self.lost_code = "stolen_card" if u(key, "lost_code") < 0.5 else "lost_card"
+        if c in ("US", "AU"):
             r = u(key, "schedule")
             kind = "weekly" if r < 0.15 else "biweekly" if r < 0.65 else "semimonthly"
+        elif c == "JP":
+            kind = "25th"
+        elif c == "BR":
+            kind = "semimonthly"
         else:
             kind = "month_end" if u(key, "schedule") < 0.8 else "25th"
         first, last = START.date() - dt.timedelta(days=40), START.date() + dt.timedelta(days=DAYS)
@@ -181,6 +212,13 @@ class Payer:
         y, mo = 2025 + m // 12, m % 12 + 1
         return dt.datetime(y, mo, 1, tzinfo=self.tz).astimezone(dt.timezone.utc)
 
+    def dead_since(self):
+        """When the card stopped working (expired, or lost or stolen): the code, and the time."""
+        exp = self.expiry()
+        if self.lost_at is not None and self.lost_at < exp:
+            return self.lost_code, self.lost_at
+        return "expired_card", exp
+
 
 class Dunning:
     """One failed payment, as the world sees it while some strategy works on it."""
@@ -214,7 +252,7 @@ class Dunning:
         """Whether the payer updated an expired card by t (3 % a day, more the day after a message)."""
         if self.updated_at is not None:
             return self.updated_at <= t
-        exp = self.payer.expiry()
+        exp = self.payer.dead_since()[1]
         start = max(exp, self.attempts[0][0])
         d = start
         while d <= t:
@@ -233,8 +271,9 @@ class Dunning:
         updated_now = bool(self.attempts) and self.updated_by(t) and not any(a[5] for a in self.attempts)
         loc = p.local(t)
         code = None
-        if t >= p.expiry() and not (self.updated_by(t) if self.attempts else False):
-            code = "expired_card"
+        dead, since = p.dead_since()
+        if t >= since and not (self.updated_by(t) if self.attempts else False):
+            code = dead
         elif self.outage_until and t < self.outage_until:
             code = "issuer_not_available"
         elif u(key, "outage") < 0.015:
@@ -260,15 +299,19 @@ class Dunning:
         return self.recovered_at is None and not self.cancelled
 
 
-NETWORK = {"insufficient_funds": "51", "do_not_honor": "05", "issuer_not_available": "91", "expired_card": "54"}
+NETWORK = {"insufficient_funds": "51", "do_not_honor": "05", "issuer_not_available": "91", "expired_card": "54",
+           "lost_card": "41", "stolen_card": "43"}
 
 
 def charges(payer, last):
-    """The payer's monthly charge times at 08:00 UTC on the billing day, up to `last`."""
+    """The payer's monthly charge times at 08:00 UTC on the billing day (wide: at the payer's
+    billing hour of the local day), up to `last`."""
     out, y, m = [], START.year, START.month
     while True:
         day = min(payer.bill_day, 28)
         t = dt.datetime(y, m, day, 8, tzinfo=dt.timezone.utc)
+        if payer.bill_hour is not None:
+            t = dt.datetime(y, m, day, payer.bill_hour, tzinfo=payer.tz).astimezone(dt.timezone.utc)
         if t > last:
             return out
         out.append(t)
@@ -279,6 +322,17 @@ def logging_retries(d, pid, policy="random"):
     """The merchant's retry plan: 1–4 days, then 2–6 days apart, ≤ 4 within 21 days
     (`random`); or a plain schedule on days 2, 4, 7 and 11 at the failure's time of day,
     with an email before each retry (`fixed`) or no message (`fixed-silent`)."""
+    if policy == "random-short":
+        # Short and many: 2–48 h after the failure, then 12–72 h apart, ≤ 6 within 21 days.
+        out, t, key = [], d.attempts[0][0], (d.payer.id, pid, "log")
+        for k in range(6):
+            lo, hi = (2, 48) if k == 0 else (12, 72)
+            t = t + dt.timedelta(hours=int(lo + u(key, k, "gap") * (hi - lo)))
+            if t >= d.window_end:
+                break
+            r = u(key, k, "channel")
+            out.append((t, "none" if r < 0.4 else "email" if r < 0.85 else "sms"))
+        return out
     if policy != "random":
         out = []
         for day in (2, 4, 7, 11):
@@ -349,8 +403,9 @@ def history(args):
                 if d.cancelled or (not d.recovered_at and u(p.id, pid, "churn") < 0.5):
                     break
                 if d.updated_at is not None:
-                    # The new card replaces the expired one for the next charges.
+                    # The new card replaces the dead one for the next charges.
                     p.expiry_month += 36
+                    p.lost_at = None
             if i and i % 5000 == 0:
                 print(f"  {i} payers, {rows} rows", file=sys.stderr)
     print(f"wrote {rows} attempts of {args.payers} payers to {args.out}", file=sys.stderr)
@@ -387,7 +442,8 @@ def fixed(case, days, channel):
         if rt >= d.window_end or not d.open:
             break
         d.message(rt - dt.timedelta(hours=1), channel)
-        if d.open:
+        # Lost and stolen cards are not retried until the payer updates them (network rule).
+        if d.open and not (d.attempts[-1][2] in HARD and not d.updated_by(rt)):
             d.charge(rt, channel)
     return d
 
@@ -429,6 +485,8 @@ def step(s, item, chan):
             d.message(send, ch)
         if d.open:
             before, later = d.attempts[-1][2], len(d.attempts) > 1
+            if before in HARD and not d.updated_by(rt):
+                s["violations"] = s.get("violations", 0) + 1
             spacing = (rt - d.attempts[-1][0]).total_seconds() / 3600
             ok = d.charge(rt, ch)
             s["chosen"].append((r.p_success, ok, before, later, spacing))
@@ -539,9 +597,11 @@ def evaluate(args):
                         if len(b) >= 20:
                             print(f"      {lo:>4}–{hi if hi < 1e9 else '':<4} h after the attempt before {len(b):6} retries  "
                                   f"predicted {sum(c[0] for c in b) / len(b):.3f}  realised {sum(c[1] for c in b) / len(b):.3f}")
+    violations = sum(s.get("violations", 0) for s in states)
+    print(f"rule violations (a lost or stolen card retried before the payer updated it): {violations}")
     errors = [e for s in states for e in s.get("errors", [])]
     print(f"request errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
-    if errors:
+    if errors or violations:
         sys.exit(1)
 
 
@@ -673,8 +733,9 @@ def main():
     h.add_argument("out")
     h.add_argument("--payers", type=int, default=20000)
     h.add_argument("--seed", type=int, default=3)
-    h.add_argument("--log-policy", choices=["random", "fixed", "fixed-silent"], default="random",
-                   help="the merchant's retries: random delays and messages (the default), or a plain schedule "
+    h.add_argument("--log-policy", choices=["random", "random-short", "fixed", "fixed-silent"], default="random",
+                   help="the merchant's retries: random delays and messages (the default), shorter and more of "
+                        "them (random-short: 2-48 h, then 12-72 h apart, up to six), or a plain schedule "
                         "(days 2, 4, 7, 11 at the failure's time of day) with an email before each retry or none")
     e = sub.add_parser("evaluate", help="dunn another draw's first failures: fixed schedules and recoup over gRPC")
     e.add_argument("--payers", type=int, default=20000)
@@ -695,7 +756,13 @@ def main():
         x.add_argument("--seed", type=int, default=11)
         x.add_argument("--addr", default="127.0.0.1:50051")
         x.add_argument("--gen", required=True, help="directory of the Python code grpc_tools generated from proto/")
+    for x in (h, e, pr, sl):
+        x.add_argument("--variant", choices=["base", "wide"], default="base",
+                       help="the world's dynamics: base, or wide (payers in India, Australia, Japan and Brazil too, "
+                            "charges at a billing hour of the payer's day, 3 %% of cards lost or stolen)")
     a = ap.parse_args()
+    global VARIANT
+    VARIANT = a.variant
     {"history": history, "evaluate": evaluate, "probe": probe, "score-log": score_log}[a.cmd](a)
 
 
