@@ -108,7 +108,14 @@ pub fn run(a: &Args) -> anyhow::Result<ExitCode> {
         }
     }
     if !d.alternatives.is_empty() {
-        println!("alternatives:");
+        // `value` is not the top line's expected value: it is what the grid ranks by.
+        match &d.chosen {
+            Some(c) => println!(
+                "alternatives (value: what slots are ranked by, the retry at its valued P plus the best later one if it fails; the chosen slot's {:.1}):",
+                c.value
+            ),
+            None => println!("alternatives (value: what slots are ranked by, the retry at its valued P plus the best later one if it fails):"),
+        }
         for s in &d.alternatives {
             println!(
                 "  {}  {:<7} P {:.3}  value {:.1}",

@@ -33,7 +33,8 @@ pub struct Slot {
     /// Expected value of this retry alone, minor units, discounted:
     /// `(1 − attrition) × (p × amount − attempt cost) − message cost`.
     pub expected_value: f64,
-    /// With the look-ahead: this retry, then the best later one if it fails.
+    /// What the grid ranks by: this retry at its valued P (the lower confidence bound and
+    /// the edge bounds, not `p_success`), then the best later one if it fails.
     pub value: f64,
 }
 
