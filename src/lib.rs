@@ -42,7 +42,7 @@
 
 // The pure core is its own crate (crates/recoup-core: the compiler keeps I/O out of
 // it); its modules are re-exported here under the same paths.
-pub use recoup_core::{attempt, calendar, checked, declines, domain, engine, features, limits, model, payday, rules, support};
+pub use recoup_core::{attempt, calendar, checked, declines, domain, engine, features, imputation, limits, model, payday, rules, support};
 
 pub mod api;
 pub mod asks;

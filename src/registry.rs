@@ -709,6 +709,22 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
             let _ = writeln!(s, "- {label}: {}{fixed}", c.describe());
         }
     }
+    let filled: Vec<String> = ["card_brand", "card_funding", "billing_interval", "tenure_days"]
+        .into_iter()
+        .filter(|f| model.imputation.describe(f) != "unknown")
+        .map(|f| format!("{f} as {}", model.imputation.describe(f)))
+        .collect();
+    if !filled.is_empty() {
+        let _ = writeln!(
+            s,
+            "
+Nearly every retry of the fit split had these optional fields (at most {:.0} % without), so a request without one is
+scored at the log's most common value, not at a level \"unknown\" the model never saw (reason `imputed:FIELD`; the
+network rules still read the request as sent): {}.",
+            100.0 * crate::imputation::MAX_MISSING_SHARE,
+            filled.join(", ")
+        );
+    }
 }
 
 /// Where the model is wrong on the test split ([`crate::residuals`]).
@@ -875,6 +891,15 @@ mod tests {
         let mut card = String::new();
         support_section(&mut card, &manifest, &report, &m);
         assert!(card.contains("; spacing fixed by the log's schedule (other spacings extrapolated): retry 1 48 h"), "{card}");
+        // The fields a request may leave out, scored at the log's most common value (the
+        // shipped model predates them: nothing said).
+        assert!(!card.contains("optional fields"), "{card}");
+        m.imputation.card_funding = Some(crate::domain::CardFunding::Debit);
+        m.imputation.tenure_days = Some(500);
+        let mut card = String::new();
+        support_section(&mut card, &manifest, &report, &m);
+        assert!(card.contains("reason `imputed:FIELD`"), "{card}");
+        assert!(card.contains(": card_funding as debit, tenure_days as 500 days."), "{card}");
     }
 
     /// The held-out table places each cell against its refit, and names the cells where the

@@ -1472,6 +1472,8 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         support: Default::default(),
         failed_retries: Default::default(),
         class_platt: Vec::new(),
+        // What a request without an optional field the fit split always had is scored at.
+        imputation: crate::imputation::Imputation::from_columns(&set.columns[..fit_end * ACTIVE]),
     };
     let mut model = model;
     // What each payment's own failed retries say beyond their number (crate::failed_retries),

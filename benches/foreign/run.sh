@@ -12,7 +12,8 @@
 # --help); RECOUP_FOREIGN_VARIANT (base) the world's dynamics (`base` or `wide`);
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
 # see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
-# update_triggered marks). Pinned Python packages go to
+# update_triggered marks); RECOUP_FOREIGN_MINIMAL=1 makes the client send only the required
+# request fields (world.py evaluate --minimal). Pinned Python packages go to
 # target/foreign-venv/, everything else to target/foreign/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -55,7 +56,7 @@ evaluate() { # SEED [more world.py evaluate arguments]
   local s="$1"
   shift
   echo "== evaluate: the first failures of $eval_payers payers of draw $s"
-  $py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$s" --addr "127.0.0.1:$port" --gen "$out/gen" --variant "$variant" ${RECOUP_FOREIGN_DETAIL:+--detail} "$@"
+  $py benches/foreign/world.py evaluate --payers "$eval_payers" --seed "$s" --addr "127.0.0.1:$port" --gen "$out/gen" --variant "$variant" ${RECOUP_FOREIGN_DETAIL:+--detail} ${RECOUP_FOREIGN_MINIMAL:+--minimal} "$@"
 }
 serve
 if [ -z "${RECOUP_FOREIGN_LOOP:-}" ]; then

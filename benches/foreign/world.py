@@ -455,8 +455,19 @@ def ts(t):
     return x
 
 
+MINIMAL = False
+
+
 def request(pb, case, d, now, asks):
     p = case[0]
+    if MINIMAL:
+        # A platform that sends only what the contract requires: no card details, tenure,
+        # earlier payments or asks.
+        pay = pb.Payment(payment_id=d.pid, customer_id=p.id, amount_minor=d.amount, currency=p.currency, payment_method="card",
+                         country=p.country)
+        atts = [pb.Attempt(attempted_at=ts(a[0]), network_code=a[3], channel=a[4], payment_method_updated=a[5]) for a in d.attempts]
+        updated = d.updated_at is not None and d.updated_at <= now and d.updated_at > d.attempts[-1][0]
+        return pb.DecideRequest(payment=pay, attempts=atts, payment_method_updated=updated, now=ts(now))
     pay = pb.Payment(payment_id=d.pid, customer_id=p.id, amount_minor=d.amount, currency=p.currency, payment_method="card",
                      card_brand=p.brand, card_funding=p.funding, country=p.country, timezone=p.tz.key,
                      billing_interval="month", tenure_days=(d.attempts[0][0].date() - p.signup).days)
@@ -746,6 +757,9 @@ def main():
     e.add_argument("--no-loop-marks", dest="loop_marks", action="store_false",
                    help="leave update_triggered false in --loop-out (what a history without recoup's column reads as)")
     e.add_argument("--detail", action="store_true", help="the chosen retries' calibration also by hours since the attempt before")
+    e.add_argument("--minimal", action="store_true",
+                   help="requests with only what the contract requires (no card brand or funding, time zone, tenure, "
+                        "billing interval, earlier payments or asks): a platform that sends little")
     pr = sub.add_parser("probe", help="score one retry a fixed delay after each first failure, no message, and charge it")
     pr.add_argument("--hours", type=int, default=48)
     pr.add_argument("--world", default="e", help="e: the evaluation's draws; h: the history's")
@@ -761,8 +775,9 @@ def main():
                        help="the world's dynamics: base, or wide (payers in India, Australia, Japan and Brazil too, "
                             "charges at a billing hour of the payer's day, 3 %% of cards lost or stolen)")
     a = ap.parse_args()
-    global VARIANT
+    global VARIANT, MINIMAL
     VARIANT = a.variant
+    MINIMAL = getattr(a, "minimal", False)
     {"history": history, "evaluate": evaluate, "probe": probe, "score-log": score_log}[a.cmd](a)
 
 

@@ -197,6 +197,26 @@ fn training_twice_gives_identical_artifacts_and_the_registry_promotes_atomically
     recoup().args(["models", "promote", &va, "--dir"]).arg(&a).assert().success();
     assert_eq!(recoup::registry::current(&a).unwrap(), va);
     recoup().args(["models", "list", "--dir"]).arg(&a).assert().success().stdout(predicates::str::contains(format!("* {va}")));
+    // The log always had the card's funding and the tenure: a request without them is scored
+    // at the log's most common values, and the answer says so; one with them is scored as sent.
+    let model = recoup::registry::load_current(&a).expect("loads").1;
+    assert!(model.imputation.card_funding.is_some() && model.imputation.tenure_days.is_some(), "{:?}", model.imputation);
+    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json")).unwrap();
+    let bare = tmp.path().join("bare.json");
+    std::fs::write(&bare, example.replace("\"card_funding\": \"debit\",", "").replace("\"tenure_days\": 400,", "")).unwrap();
+    let decided = |req: &Path| {
+        let out = recoup().args(["decide", "--json", "--models"]).arg(&a).arg(req).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["code"].as_str().filter(|c| c.starts_with("imputed:")).map(String::from))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(decided(&bare), ["imputed:card_funding", "imputed:tenure_days"]);
+    assert!(decided(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json")).is_empty());
     recoup().args(["models", "show", "current", "--dir"]).arg(&a).assert().success().stdout(
         predicates::str::contains("baseline: rate per decline code")
             .and(predicates::str::contains("## Where the model is wrong (test split)"))

@@ -641,9 +641,11 @@ const G_CLASS: usize = 1;
 const G_RETRIES: usize = 2;
 const G_AMOUNT: usize = 3;
 const G_COUNTRY: usize = 4;
-const G_METHOD: usize = 5;
-const G_FUNDING: usize = 7;
-const G_TENURE: usize = 9;
+pub(crate) const G_METHOD: usize = 5;
+pub(crate) const G_BRAND: usize = 6;
+pub(crate) const G_FUNDING: usize = 7;
+pub(crate) const G_INTERVAL: usize = 8;
+pub(crate) const G_TENURE: usize = 9;
 const G_MESSAGES: usize = 10;
 const G_UPDATED: usize = 11;
 const G_ADVICE: usize = 12;
@@ -1011,7 +1013,7 @@ pub fn group_levels(active: &[u16]) -> GroupLevels {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The index constants name the table's rows, and the table's flags are the ones
@@ -1066,7 +1068,8 @@ mod tests {
     use crate::calendar::PaySchedule;
     use chrono::TimeZone;
 
-    fn facts() -> PaymentFacts {
+    /// A US debit Visa card's payment (other modules' tests start from it too).
+    pub(crate) fn facts() -> PaymentFacts {
         PaymentFacts {
             amount_minor: 1299,
             currency: "USD".parse().expect("USD"),
@@ -1286,7 +1289,7 @@ mod tests {
     }
 
     /// An original charge declined for insufficient funds at `at`.
-    fn funds_failure(at: DateTime<Utc>) -> EarlierAttempt {
+    pub(crate) fn funds_failure(at: DateTime<Utc>) -> EarlierAttempt {
         EarlierAttempt {
             network_code: None,
             card: None,

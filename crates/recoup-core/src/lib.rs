@@ -15,6 +15,7 @@
 //! - [`payday`]: pay-schedule inference from funds declines and recoveries.
 //! - [`features`]: the one feature definition shared by training and scoring.
 //! - [`support`]: where the training log holds evidence; the engine decides only there.
+//! - [`imputation`]: an optional field a request leaves out that the training log always had.
 //! - [`trees`]: boosted trees over the feature groups' levels and their scoring.
 //! - [`failed_retries`]: what a payment's own failed retries say beyond their number.
 //! - [`attrition`]: how many payers a message loses (the learned quantity and its use).
@@ -32,6 +33,7 @@ pub mod domain;
 pub mod engine;
 pub mod failed_retries;
 pub mod features;
+pub mod imputation;
 pub mod limits;
 pub mod model;
 pub mod payday;

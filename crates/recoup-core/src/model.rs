@@ -18,6 +18,7 @@ use crate::attrition::Attrition;
 use crate::domain::Channel;
 use crate::failed_retries::FailedRetries;
 use crate::features::{group_levels, PaymentState, Schema, TimeLevels, DAY_GROUPS, N_FIXED, SCHEMA};
+use crate::imputation::Imputation;
 use crate::support::Support;
 use crate::trees::{Bound, Forest};
 
@@ -69,6 +70,11 @@ pub struct SuccessModel {
     /// (the global scaling everywhere).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub class_platt: Vec<[Platt; 2]>,
+    /// The value a request without an optional field is scored at, where the training log
+    /// nearly always had it ([`crate::imputation`]); empty for models trained before it
+    /// existed (such a request is scored at the level "unknown").
+    #[serde(default, skip_serializing_if = "Imputation::is_empty")]
+    pub imputation: Imputation,
 }
 
 /// Platt scaling of a raw logit: `p = σ(a·z + b)`.

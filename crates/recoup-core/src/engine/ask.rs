@@ -14,7 +14,7 @@ use super::request::{Constraints, Prepared, Request};
 use super::value::{usable, valued_channel_logit};
 use crate::declines::{DeclineClass, DeclineCode};
 use crate::domain::Channel;
-use crate::features::{evidence_with_retries, Candidate, EarlierAttempt, PaymentState};
+use crate::features::{evidence_with_retries, Candidate, EarlierAttempt, PaymentFacts, PaymentState};
 use crate::limits::ceil_hour;
 use crate::model::SuccessModel;
 use crate::payday::Evidence;
@@ -41,7 +41,7 @@ pub(super) fn not_retryable(model: &SuccessModel, cfg: &EngineConfig, req: &Requ
         reasons.push(reason("stop", "the payer (or the bank for them) revoked the authorization or asked to stop: no retry and no ask"));
         return p.not_retrying(reasons, 0, 0);
     }
-    let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, p.earlier, &p.evidence, p.messages_before)).flatten();
+    let plan = (!probe.is_hopeless()).then(|| plan_ask(model, cfg, req, &p.facts, p.earlier, &p.evidence, p.messages_before)).flatten();
     let Some((plan, p_recovery)) = plan else {
         let Some(ask) = best_ask_channel(model, &req.constraints) else {
             reasons.push(reason(
@@ -54,6 +54,7 @@ pub(super) fn not_retryable(model: &SuccessModel, cfg: &EngineConfig, req: &Requ
         return Decision { next: NextStep::AskForPaymentMethod, ask_channel: Some(ask), ..p.not_retrying(reasons, 0, 0) };
     };
     reasons.push(plan_reason(cfg, &plan, p_recovery));
+    reasons.extend(p.imputed_reasons(model));
     // Ask now only when the plan's first ask is due now; a later one is a wait.
     let ask_now = plan.channel != Channel::None && plan.send_at <= req.now + Duration::hours(1);
     Decision {
@@ -146,6 +147,7 @@ pub(super) fn plan_ask(
     model: &SuccessModel,
     cfg: &EngineConfig,
     req: &Request,
+    facts: &PaymentFacts,
     earlier: &[EarlierAttempt],
     evidence: &[Evidence],
     messages_before: u32,
@@ -163,7 +165,7 @@ pub(super) fn plan_ask(
     }
     // The retry once the method is updated, scored as the log shows it: updated, after the
     // ask's channel, whose lift is valued as the grid values it.
-    let updated = PaymentState::new(req.facts.clone(), earlier, true, &evidence_with_retries(evidence, req.facts.timezone, earlier))?;
+    let updated = PaymentState::new(facts.clone(), earlier, true, &evidence_with_retries(evidence, req.facts.timezone, earlier))?;
     let platt = model.platt_for(earlier.last()?.decline.class(), earlier.len() as u32 - 1);
     let mut scratch = Vec::with_capacity(64);
     let none_logit = model.channel_logit(&updated, Channel::None, &mut scratch);

@@ -70,7 +70,7 @@ pub fn decide_fixed(
         return Ok(stopped(reasons));
     };
     // The model's P of the schedule's slot: what the live calibration compares against.
-    let p_success = scored_payment(req).1.map_or(f64::NAN, |state| {
+    let p_success = scored_payment(req, &model.imputation.fill(&req.facts).0).1.map_or(f64::NAN, |state| {
         let z = model.logit(&state.encode(&Candidate { at, channel }));
         model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1).calibrate(z)
     });

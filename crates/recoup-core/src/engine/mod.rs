@@ -73,9 +73,9 @@ pub fn retry_logit(
     channel: crate::domain::Channel,
 ) -> Result<f64, InvalidField> {
     req.validate()?;
-    let p = Prepared::new(req)?;
+    let p = Prepared::new(req, model)?;
     let mut scratch = Vec::with_capacity(64);
-    let shift = value::failed_retries_shift(model, &req.facts, p.earlier, &p.evidence, &mut Vec::new(), &mut scratch);
+    let shift = value::failed_retries_shift(model, &p.facts, p.earlier, &p.evidence, &mut Vec::new(), &mut scratch);
     scratch.clear();
     scratch.extend_from_slice(p.state.fixed());
     p.state.candidate_columns(&crate::features::Candidate { at, channel }, &mut scratch);
@@ -86,7 +86,7 @@ pub fn retry_logit(
 /// (callers pass a hash of the request for reproducible answers, or a random draw).
 pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (f64, f64)) -> Result<Decision, InvalidField> {
     req.validate()?;
-    let p = Prepared::new(req)?;
+    let p = Prepared::new(req, model)?;
     // Permanent violations: probe at the earliest sensible time.
     let probe = rules::check_retry_on_card(
         rule_facts(req),
@@ -98,7 +98,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     if probe.is_permanent() {
         return Ok(ask::not_retryable(model, cfg, req, &p, &probe));
     }
-    let mut reasons = Vec::new();
+    let mut reasons = p.imputed_reasons(model);
     // Decide only where the training log holds evidence (crate::support).
     let support = model.support.for_class(p.last.decline.class());
     if let Some(Err(out)) = support.map(|s| s.retry_number(req.attempts.len() as u32)) {
@@ -119,7 +119,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     let grid = Grid::new(cfg, req, &p);
     let mut scratch = Vec::with_capacity(64);
     let fixed_logit =
-        model.fixed_logit(&p.state) + value::failed_retries_shift(model, &req.facts, p.earlier, &p.evidence, &mut reasons, &mut scratch);
+        model.fixed_logit(&p.state) + value::failed_retries_shift(model, &p.facts, p.earlier, &p.evidence, &mut reasons, &mut scratch);
     // This decline class's calibration at this retry stage.
     let platt = model.platt_for(p.last.decline.class(), p.retries(req));
     let channels = value::channels(model, cfg, req, &p, platt, &mut scratch);

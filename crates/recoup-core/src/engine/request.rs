@@ -13,6 +13,7 @@ use crate::declines::DeclineCode;
 use crate::domain::{CardId, Channel, Outcome};
 use crate::features::{evidence_with_retries, payment_evidence, PaymentFacts, PaymentState};
 use crate::limits::{self, InvalidField};
+use crate::model::SuccessModel;
 use crate::payday::Evidence;
 use crate::rules::{self, PastAttempt};
 
@@ -201,16 +202,16 @@ pub(super) fn rule_history(req: &Request) -> (Vec<PastAttempt>, Vec<PastAttempt>
     (past, elsewhere)
 }
 
-/// The payment as the model scores its next retry: the pay-day evidence of its earlier
-/// payments (reduced once to what inference reads: the failed-retries correction infers per
-/// earlier retry), and the state before the next retry (its own failed funds
-/// retries count as evidence too).
-pub(super) fn scored_payment(req: &Request) -> (Vec<Evidence>, Option<PaymentState>) {
+/// The payment as the model scores its next retry, with `facts` as the model reads them
+/// ([`crate::imputation`]): the pay-day evidence of its earlier payments (reduced once to
+/// what inference reads: the failed-retries correction infers per earlier retry), and the
+/// state before the next retry (its own failed funds retries count as evidence too).
+pub(super) fn scored_payment(req: &Request, facts: &PaymentFacts) -> (Vec<Evidence>, Option<PaymentState>) {
     let evidence: Vec<Evidence> = req.past_payments.iter().flat_map(|p| payment_evidence(req.facts.timezone, p)).map(|(_, e)| e).collect();
     let evidence = crate::payday::most_recent(&evidence);
     let earlier = &req.attempts;
     let state = PaymentState::new(
-        req.facts.clone(),
+        facts.clone(),
         earlier,
         req.payment_method_updated,
         &evidence_with_retries(&evidence, req.facts.timezone, earlier),
@@ -235,6 +236,12 @@ pub(super) struct Prepared<'r> {
     /// Pay-day evidence of the payer's earlier payments.
     pub evidence: Vec<Evidence>,
     pub earlier: &'r [EarlierAttempt],
+    /// The payment's facts as the success model reads them: the request's, with each
+    /// optional field it left out that the training log always had filled in
+    /// ([`crate::imputation`]); the rules read `req.facts`.
+    pub facts: PaymentFacts,
+    /// The fields filled in.
+    pub imputed: Vec<&'static str>,
     /// The state before the next retry.
     pub state: PaymentState,
     /// Messages already sent in this dunning (before retries, and asks): each one makes
@@ -243,18 +250,36 @@ pub(super) struct Prepared<'r> {
 }
 
 impl<'r> Prepared<'r> {
-    /// Read a request that passed [`Request::validate`].
-    pub fn new(req: &'r Request) -> Result<Prepared<'r>, InvalidField> {
+    /// Read a request that passed [`Request::validate`], for `model`.
+    pub fn new(req: &'r Request, model: &SuccessModel) -> Result<Prepared<'r>, InvalidField> {
         let none = || invalid("attempts", "must hold at least the failed original charge");
         let (Some(first), Some(last)) = (req.attempts.first(), req.attempts.last()) else {
             return Err(none());
         };
         let (past, elsewhere) = rule_history(req);
-        let (evidence, state) = scored_payment(req);
+        let (facts, imputed) = model.imputation.fill(&req.facts);
+        let (evidence, state) = scored_payment(req, &facts);
         let earlier = &req.attempts;
         let state = state.ok_or_else(none)?;
         let messages_before = state.messages() + req.asks.len() as u32;
-        Ok(Prepared { first, last, past, elsewhere, evidence, earlier, state, messages_before })
+        Ok(Prepared { first, last, past, elsewhere, evidence, earlier, facts, imputed, state, messages_before })
+    }
+
+    /// One reason per optional field the success model read at the training log's most
+    /// common value ([`crate::imputation`]).
+    pub fn imputed_reasons(&self, model: &SuccessModel) -> Vec<Reason> {
+        self.imputed
+            .iter()
+            .map(|f| {
+                super::decision::reason(
+                    format!("imputed:{f}"),
+                    format!(
+                        "the request has no {f}; nearly every retry the model learned from had one, so it is scored as {} (the log's most common)",
+                        model.imputation.describe(f)
+                    ),
+                )
+            })
+            .collect()
     }
 
     /// The card the rules count caps on, with its attempts elsewhere.

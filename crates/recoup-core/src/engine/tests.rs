@@ -36,6 +36,7 @@ fn model() -> SuccessModel {
         support: Default::default(),
         failed_retries: Default::default(),
         class_platt: Vec::new(),
+        imputation: Default::default(),
     }
 }
 
@@ -276,6 +277,7 @@ fn asking_model(email: (f64, f64), sms: (f64, f64)) -> SuccessModel {
         support: Default::default(),
         failed_retries: Default::default(),
         class_platt: Vec::new(),
+        imputation: Default::default(),
     }
 }
 
@@ -735,4 +737,38 @@ fn sms_and_push_wait_for_a_measured_attrition() {
     let both =
         Request { constraints: Constraints { channels: vec![Channel::Sms, Channel::InApp], ..sms_only.constraints.clone() }, ..sms_only };
     assert_eq!(decide(&planless, &cfg, &both, (0.5, 0.5)).expect("decides").ask_channel, Some(Channel::InApp));
+}
+
+#[test]
+fn a_field_left_out_that_the_log_always_had_is_scored_at_its_most_common_value_and_the_rules_read_the_request() {
+    // Debit cards succeed far more often in this model; the log always had the funding.
+    let debit = SCHEMA.columns.iter().position(|c| c == "card_funding=debit").expect("a debit column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[debit] = 2.0;
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let full = request();
+    let bare = Request { facts: PaymentFacts { card_funding: None, card_brand: None, ..full.facts.clone() }, ..full.clone() };
+    let p = |m: &SuccessModel, r: &Request| decide(m, &cfg, r, (0.5, 0.5)).expect("decides").chosen.expect("a retry").p_success;
+    let imputed = |d: &Decision| d.reasons.iter().filter(|r| r.code.starts_with("imputed:")).map(|r| r.code.clone()).collect::<Vec<_>>();
+    // A model trained before imputation (or on a log that often lacked the field) scores "unknown".
+    assert!(p(&m, &bare) < p(&m, &full) - 0.2, "unknown funding has none of debit's weight");
+    m.imputation.card_funding = Some(CardFunding::Debit);
+    m.imputation.card_brand = Some(CardBrand::Visa);
+    assert!((p(&m, &bare) - p(&m, &full)).abs() < 1e-12, "scored as debit");
+    let d = decide(&m, &cfg, &bare, (0.5, 0.5)).expect("decides");
+    assert_eq!(imputed(&d), ["imputed:card_brand", "imputed:card_funding"]);
+    assert!(d.reasons.iter().any(|r| r.code == "imputed:card_funding" && r.detail.contains("scored as debit")), "{:?}", d.reasons);
+    assert!(imputed(&decide(&m, &cfg, &full, (0.5, 0.5)).expect("decides")).is_empty(), "a request that sent it is scored as sent");
+    // The rules read the card as sent: without a brand, Mastercard's daily cap binds as for
+    // any unknown network, though the model scores the card as a Visa.
+    let t0 = bare.attempts[0].at;
+    let mut capped = bare.clone();
+    capped.attempts = (0..=crate::rules::MASTERCARD_DAILY_LIMIT as i64)
+        .map(|k| EarlierAttempt { at: t0 + Duration::hours(k), ..bare.attempts[0].clone() })
+        .collect();
+    capped.now = t0 + Duration::hours(11);
+    let codes = |r: &Request| decide(&m, &cfg, r, (0.5, 0.5)).expect("decides").reasons.into_iter().map(|r| r.code).collect::<Vec<_>>();
+    assert!(codes(&capped).contains(&"rule:mastercard_daily_cap".to_string()), "{:?}", codes(&capped));
+    let visa = Request { facts: PaymentFacts { card_brand: Some(CardBrand::Visa), ..capped.facts.clone() }, ..capped.clone() };
+    assert!(!codes(&visa).contains(&"rule:mastercard_daily_cap".to_string()), "a Visa card has no Mastercard cap");
 }
