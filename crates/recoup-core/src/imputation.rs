@@ -47,8 +47,8 @@ pub struct Imputation {
     pub tenure_days: Option<u32>,
 }
 
-/// One field's count in the log: examples that could have it, how many lacked it, and the
-/// examples per level (level 0 is "unknown").
+/// One field's count in the log: examples that could have it, and the examples per level
+/// (level 0, "unknown": those that lacked it).
 struct Count {
     could: usize,
     levels: Vec<usize>,
