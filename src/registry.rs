@@ -717,10 +717,9 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
     if !filled.is_empty() {
         let _ = writeln!(
             s,
-            "
-Nearly every retry of the fit split had these optional fields (at most {:.0} % without), so a request without one is
-scored at the log's most common value, not at a level \"unknown\" the model never saw (reason `imputed:FIELD`; the
-network rules still read the request as sent): {}.",
+            "\nNearly every retry of the fit split had these optional fields (at most {:.0} % without), so a request without one is \
+             scored at the log's most common value, not at a level \"unknown\" the model never saw (reason `imputed:FIELD`; the \
+             network rules still read the request as sent): {}.",
             100.0 * crate::imputation::MAX_MISSING_SHARE,
             filled.join(", ")
         );
