@@ -191,6 +191,11 @@ class Payer:
     def local(self, t):
         return t.astimezone(self.tz)
 
+    def tenure(self, t):
+        """Days since signup, by UTC date; never negative (the wide variant charges a payer
+        east of UTC on their signup day while it is still the day before in UTC)."""
+        return max(0, (t.date() - self.signup).days)
+
     def balance(self, t, topups):
         loc = self.local(t)
         d = (loc.date() - self.first_day).days
@@ -371,7 +376,7 @@ def write_attempts(w, p, pid, attempts, card, triggered=None):
         row = [f"att_{pid}_{k}", pid, p.id, at.strftime("%Y-%m-%dT%H:%M:%SZ"), k, p.price, p.currency, "card",
                p.brand, p.funding, p.country, p.tz.key, outcome, "" if (masked or not code) else code,
                net if code else "", ch, "true" if upd else "false", "month",
-               (at.date() - p.signup).days, f"pm_{p.id}_{card}"]
+               p.tenure(at), f"pm_{p.id}_{card}"]
         if triggered is not None:
             row.append("true" if k in triggered else "false")
         w.writerow(row)
@@ -470,7 +475,7 @@ def request(pb, case, d, now, asks):
         return pb.DecideRequest(payment=pay, attempts=atts, payment_method_updated=updated, now=ts(now))
     pay = pb.Payment(payment_id=d.pid, customer_id=p.id, amount_minor=d.amount, currency=p.currency, payment_method="card",
                      card_brand=p.brand, card_funding=p.funding, country=p.country, timezone=p.tz.key,
-                     billing_interval="month", tenure_days=(d.attempts[0][0].date() - p.signup).days)
+                     billing_interval="month", tenure_days=p.tenure(d.attempts[0][0]))
     atts = [pb.Attempt(attempted_at=ts(a[0]), network_code=a[3], channel=a[4], payment_method_updated=a[5]) for a in d.attempts]
     past = [pb.PastPayment(attempts=[pb.PastAttempt(attempted_at=ts(t), outcome="succeeded")]) for t in case[3][-12:]]
     updated = d.updated_at is not None and d.updated_at <= now and d.updated_at > d.attempts[-1][0]
