@@ -337,6 +337,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
     };
     let req = engine::Request {
         payment_id: p.payment_id.clone(),
+        timezone_assumed: p.timezone.trim().is_empty(),
         facts,
         attempts,
         payment_method_updated: r.payment_method_updated,

@@ -387,6 +387,8 @@ impl Learned {
         engine::Request {
             asks,
             payment_id: format!("pay_{}_{}", p.id, st.episode.cycle),
+            // The simulator knows every payer's zone.
+            timezone_assumed: false,
             facts,
             attempts,
             // A billing platform learns of a card update when it happens.

@@ -292,6 +292,8 @@ pub fn request(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>) -> 
     Request {
         asks: Vec::new(),
         payment_id: h.payment_id(p.first()).to_string(),
+        // The loaded history has a zone for every payer (the country's when its column was empty).
+        timezone_assumed: false,
         facts: facts_of(p.last()),
         attempts,
         // History records an update on the attempt after it: one since the last attempt is not known yet.

@@ -218,6 +218,8 @@ pub fn to_engine(r: &decider::DeciderRequest, clock: DateTime<Utc>, default_coun
     let req = engine::Request {
         asks: Vec::new(),
         payment_id: text(&r.payment_id).unwrap_or("hyperswitch").to_string(),
+        // hyperswitch sends a billing country, never a zone (and its retries carry no message).
+        timezone_assumed: true,
         facts,
         attempts,
         // A card that has not failed in this invoice is new to it: the model knows.

@@ -93,6 +93,7 @@ pub fn probe(model: &SuccessModel) -> Result<(), String> {
     for (method, brand, decline) in cases {
         let req = Request {
             payment_id: "probe".into(),
+            timezone_assumed: false,
             facts: facts(method, brand),
             attempts: vec![EarlierAttempt {
                 at: t0,

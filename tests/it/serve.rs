@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Timelike, Utc};
 use recoup::api::v1::{self, retry_decider_client::RetryDeciderClient};
 use recoup::engine::EngineConfig;
 use recoup::rules::{self, PastAttempt, Proposal, RulesConfig};
@@ -221,7 +221,15 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     }
 
     // An expired card: no retry until the payer updates it; the shipped model values the ask.
+    // Without a time zone the payer may be in Honolulu, where 15:00 UTC is 05:00: the ask waits.
     let r = s.client.decide(request("visa", "expired_card")).await.expect("decides").into_inner();
+    assert_eq!((r.action, r.next_step), (v1::Action::DoNotRetry as i32, v1::NextStep::WaitForUpdate as i32), "{:?}", r.reasons);
+    assert!(r.reasons.iter().any(|x| x.code == "timezone_assumed" && x.detail.contains("Pacific/Honolulu")), "{:?}", r.reasons);
+    let send_at = time(&r.ask.expect("a plan").send_at).with_timezone(&chrono_tz::Pacific::Honolulu);
+    assert!((8..21).contains(&send_at.hour()), "{send_at}");
+    let mut in_new_york = request("visa", "expired_card");
+    in_new_york.payment.as_mut().unwrap().timezone = "America/New_York".into();
+    let r = s.client.decide(in_new_york).await.expect("decides").into_inner();
     assert_eq!(r.action, v1::Action::DoNotRetry as i32);
     let plan = r.ask.expect("the shipped model has an ask response: a valued plan");
     assert_eq!((plan.channel, r.next_step), (r.ask_channel, v1::NextStep::AskForPaymentMethod as i32));
@@ -305,16 +313,16 @@ async fn decides_rejects_bad_fields_and_never_schedules_hard_declines() {
     let (status, body) = scrape(s.metrics_addr).await;
     assert!(status.contains("200"), "{status}");
     assert_eq!(sample(&body, r#"recoup_requests_total{code="INVALID_ARGUMENT",rpc="Decide"}"#), 21.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 8.0);
+    assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="Decide"}"#), 9.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="DecideBatch"}"#), 1.0);
     assert_eq!(sample(&body, r#"recoup_requests_total{code="OK",rpc="GetModel"}"#), 1.0);
-    // 1 + 1 (batch) retries; 6 + 1 (batch) hard declines and an expired card.
-    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 8.0);
+    // 1 + 1 (batch) retries; 6 + 1 (batch) hard declines and an expired card (asked twice).
+    assert_eq!(sample(&body, r#"recoup_decisions_total{action="DO_NOT_RETRY",channel="CHANNEL_NONE"}"#), 9.0);
     let retries: f64 =
         body.lines().filter(|l| l.starts_with(r#"recoup_decisions_total{action="RETRY""#)).map(|l| sample(l, "recoup")).sum();
     assert_eq!(retries, 2.0, "{body}");
-    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 29.0);
-    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 29.0);
+    assert_eq!(sample(&body, r#"recoup_request_duration_seconds_count{rpc="Decide"}"#), 30.0);
+    assert!(sample(&body, r#"recoup_request_duration_seconds_bucket{rpc="Decide",le="+Inf"}"#) == 30.0);
     let version = std::fs::read_to_string(models.join("CURRENT")).unwrap().trim().to_string();
     assert_eq!(sample(&body, &format!(r#"recoup_model_info{{version="{version}"}}"#)), 1.0);
     assert_eq!(sample(&body, "recoup_in_flight"), 0.0);

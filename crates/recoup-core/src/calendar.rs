@@ -647,6 +647,35 @@ pub fn schedule_kind_at(country: Country, u: f64) -> ScheduleKind {
     mix[mix.len() - 1].0
 }
 
+/// Every time zone a payer of `country` may live in (the mainland's and the larger
+/// islands'), for a country that spans several; empty for one that does not (or is not
+/// listed: [`default_timezone`] is all there is). Messages and asks to a payer whose
+/// request gives no time zone keep quiet hours in each (a text at 8:00 in New York is
+/// 2:00 or 3:00 in Honolulu).
+pub fn country_time_zones(country: Country) -> &'static [Tz] {
+    use chrono_tz::{America, Asia, Atlantic, Australia, Europe, Pacific};
+    match country.as_str() {
+        "US" => &[
+            America::New_York,
+            America::Chicago,
+            America::Denver,
+            America::Phoenix,
+            America::Los_Angeles,
+            America::Anchorage,
+            Pacific::Honolulu,
+        ],
+        "CA" => &[America::St_Johns, America::Halifax, America::Toronto, America::Winnipeg, America::Edmonton, America::Vancouver],
+        "MX" => &[America::Cancun, America::Mexico_City, America::Mazatlan, America::Tijuana],
+        "BR" => &[America::Noronha, America::Sao_Paulo, America::Manaus, America::Rio_Branco],
+        "AU" => &[Australia::Sydney, Australia::Brisbane, Australia::Adelaide, Australia::Darwin, Australia::Perth],
+        "ID" => &[Asia::Jayapura, Asia::Makassar, Asia::Jakarta],
+        "ES" => &[Europe::Madrid, Atlantic::Canary],
+        "PT" => &[Europe::Lisbon, Atlantic::Azores],
+        "CL" => &[America::Santiago, America::Punta_Arenas],
+        _ => &[],
+    }
+}
+
 /// The time zone assumed for a payer whose `timezone` is absent: the
 /// country's capital or most populous zone; UTC for countries not listed.
 pub fn default_timezone(country: Country) -> Tz {

@@ -9,7 +9,7 @@ use strum::VariantArray;
 
 use super::config::EngineConfig;
 use super::decision::{describe, reason, AskPlan, Decision, NextStep};
-use super::grid::in_quiet;
+use super::grid::{in_quiet, quiet_elsewhere};
 use super::request::{Constraints, Prepared, Request};
 use super::value::{usable, valued_channel_logit};
 use crate::declines::{DeclineClass, DeclineCode};
@@ -54,7 +54,7 @@ pub(super) fn not_retryable(model: &SuccessModel, cfg: &EngineConfig, req: &Requ
         return Decision { next: NextStep::AskForPaymentMethod, ask_channel: Some(ask), ..p.not_retrying(reasons, 0, 0) };
     };
     reasons.push(plan_reason(cfg, &plan, p_recovery));
-    reasons.extend(p.imputed_reasons(model));
+    reasons.extend(p.assumption_reasons(model, req));
     // Ask now only when the plan's first ask is due now; a later one is a wait.
     let ask_now = plan.channel != Channel::None && plan.send_at <= req.now + Duration::hours(1);
     Decision {
@@ -111,8 +111,11 @@ fn ask_opportunities(cfg: &EngineConfig, req: &Request) -> Vec<DateTime<Utc>> {
     let window_end = req.attempts[0].at + Duration::days(cfg.dunning_window_days);
     let latest = c.latest.map_or(window_end, |l| l.min(window_end));
     let tz = req.facts.timezone;
-    let quiet =
-        |t: DateTime<Utc>| c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe));
+    let quiet = |t: DateTime<Utc>| {
+        c.quiet_hours
+            .or(cfg.message_quiet_hours)
+            .is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe) || quiet_elsewhere(req, t, (qs, qe)))
+    };
     let mut t =
         [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");
     let mut times = Vec::new();

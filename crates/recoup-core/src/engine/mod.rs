@@ -98,7 +98,7 @@ pub fn decide(model: &SuccessModel, cfg: &EngineConfig, req: &Request, random: (
     if probe.is_permanent() {
         return Ok(ask::not_retryable(model, cfg, req, &p, &probe));
     }
-    let mut reasons = p.imputed_reasons(model);
+    let mut reasons = p.assumption_reasons(model, req);
     // Decide only where the training log holds evidence (crate::support).
     let support = model.support.for_class(p.last.decline.class());
     if let Some(Err(out)) = support.map(|s| s.retry_number(req.attempts.len() as u32)) {

@@ -69,6 +69,10 @@ impl Constraints {
 pub struct Request {
     pub payment_id: String,
     pub facts: PaymentFacts,
+    /// The request gave no time zone: `facts.timezone` is the country's default
+    /// ([`crate::calendar::default_timezone`]), and messages and asks keep quiet hours in
+    /// every zone of the country ([`crate::calendar::country_time_zones`]).
+    pub timezone_assumed: bool,
     /// The payment's attempts so far, original charge first, all failed.
     pub attempts: Vec<EarlierAttempt>,
     /// The payer updated the payment method since the last attempt.
@@ -265,9 +269,26 @@ impl<'r> Prepared<'r> {
         Ok(Prepared { first, last, past, elsewhere, evidence, earlier, facts, imputed, state, messages_before })
     }
 
-    /// One reason per optional field the success model read at the training log's most
-    /// common value ([`crate::imputation`]).
-    pub fn imputed_reasons(&self, model: &SuccessModel) -> Vec<Reason> {
+    /// What the decision assumed about the payment: one reason per optional field the
+    /// success model read at the training log's most common value ([`crate::imputation`]),
+    /// and the time zone when the request gave none.
+    pub fn assumption_reasons(&self, model: &SuccessModel, req: &Request) -> Vec<Reason> {
+        let zones = crate::calendar::country_time_zones(req.facts.country);
+        let zone = req.timezone_assumed.then(|| {
+            super::decision::reason(
+                "timezone_assumed",
+                if zones.is_empty() {
+                    format!("the request has no timezone: the payer is placed in {}, the country's default", req.facts.timezone)
+                } else {
+                    format!(
+                        "the request has no timezone: the payer is placed in {}, the country's default; messages and asks keep quiet hours in each of its {} zones ({})",
+                        req.facts.timezone,
+                        zones.len(),
+                        zones.iter().map(|z| z.name()).collect::<Vec<_>>().join(", ")
+                    )
+                },
+            )
+        });
         self.imputed
             .iter()
             .map(|f| {
@@ -279,6 +300,7 @@ impl<'r> Prepared<'r> {
                     ),
                 )
             })
+            .chain(zone)
             .collect()
     }
 

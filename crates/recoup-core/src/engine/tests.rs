@@ -44,6 +44,7 @@ fn request() -> Request {
     let t0 = Utc.with_ymd_and_hms(2026, 3, 5, 14, 20, 0).unwrap(); // the US switches to DST on 2026-03-08
     Request {
         payment_id: "inv_1".into(),
+        timezone_assumed: false,
         facts: PaymentFacts {
             amount_minor: 4_999,
             currency: "USD".parse().expect("USD"),
@@ -771,4 +772,43 @@ fn a_field_left_out_that_the_log_always_had_is_scored_at_its_most_common_value_a
     assert!(codes(&capped).contains(&"rule:mastercard_daily_cap".to_string()), "{:?}", codes(&capped));
     let visa = Request { facts: PaymentFacts { card_brand: Some(CardBrand::Visa), ..capped.facts.clone() }, ..capped.clone() };
     assert!(!codes(&visa).contains(&"rule:mastercard_daily_cap".to_string()), "a Visa card has no Mastercard cap");
+}
+
+/// A request without a time zone is scored in the country's default zone, but its messages
+/// and asks keep quiet hours in every zone of the country: 8:00 in New York is 2:00 in Honolulu.
+#[test]
+fn without_a_time_zone_messages_and_asks_keep_quiet_hours_in_every_zone_of_the_country() {
+    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[sms] = 1.0;
+    let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
+    let given = Request {
+        facts: PaymentFacts { timezone: chrono_tz::America::New_York, ..request().facts },
+        constraints: Constraints { quiet_hours: Some((21, 8)), channels: vec![Channel::Sms], ..request().constraints },
+        ..request()
+    };
+    let assumed = Request { timezone_assumed: true, ..given.clone() };
+    let zones = crate::calendar::country_time_zones(given.facts.country);
+    assert!(zones.contains(&chrono_tz::Pacific::Honolulu) && zones.len() >= 5, "{zones:?}");
+    let awake = |t: chrono::DateTime<Utc>| zones.iter().all(|z| !in_quiet(t.with_timezone(z).hour(), 21, 8));
+    let quiet_removed = |d: &Decision| {
+        d.reasons.iter().find(|r| r.code == "constraint:quiet_hours_message").map_or(0, |r| {
+            r.detail.rsplit('(').next().and_then(|x| x.split_whitespace().next()).and_then(|n| n.parse::<u32>().ok()).unwrap_or(0)
+        })
+    };
+    let (d_given, d_assumed) =
+        (decide(&m, &cfg, &given, (0.5, 0.5)).expect("decides"), decide(&m, &cfg, &assumed, (0.5, 0.5)).expect("decides"));
+    let sent = |d: &Decision| d.chosen.iter().chain(&d.alternatives).filter_map(|s| s.send_at).collect::<Vec<_>>();
+    assert!(!sent(&d_assumed).is_empty() && sent(&d_assumed).into_iter().all(awake), "{:?}", sent(&d_assumed));
+    assert!(sent(&d_given).into_iter().any(|t| !awake(t)), "with New York given, a text may go out while Hawaii sleeps");
+    assert!(quiet_removed(&d_assumed) > quiet_removed(&d_given), "{:?}", d_assumed.reasons);
+    let said = |d: &Decision| d.reasons.iter().find(|r| r.code == "timezone_assumed").map(|r| r.detail.clone());
+    assert!(said(&d_assumed).is_some_and(|t| t.contains("America/New_York") && t.contains("Pacific/Honolulu")), "{:?}", d_assumed.reasons);
+    assert_eq!(said(&d_given), None);
+    // The asks for a new card, too.
+    let asking = asking_model((0.3, 0.0), (0.3, 0.0));
+    let mut expired = Request { constraints: Constraints { channels: vec![Channel::Email], ..assumed.constraints.clone() }, ..assumed };
+    expired.attempts[0].decline = DeclineCode::ExpiredCard;
+    let plan = decide(&asking, &cfg, &expired, (0.5, 0.5)).expect("decides").ask.expect("a plan");
+    assert!(awake(plan.send_at), "{plan:?}");
 }
