@@ -275,7 +275,8 @@ impl Grid {
                 _ => self.send_time(self.start + Duration::hours(hour)).with_timezone(&tz).hour(),
             };
             let message_quiet = c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| {
-                in_quiet(send_hour(), qs, qe) || quiet_elsewhere(req, self.send_time(self.start + Duration::hours(hour)), (qs, qe))
+                in_quiet(send_hour(), qs, qe)
+                    || (req.timezone_assumed && quiet_elsewhere(req, self.send_time(self.start + Duration::hours(hour)), (qs, qe)))
             });
             let odds = valuer.platt.odds_against(logit, true);
             let valued_odds = if kappa > 0.0 || edge < 0.0 {
