@@ -278,7 +278,10 @@ impl<'r> Prepared<'r> {
             super::decision::reason(
                 "timezone_assumed",
                 if zones.is_empty() {
-                    format!("the request has no timezone: the payer is placed in {}, the country's default", req.facts.timezone)
+                    format!(
+                        "the request has no timezone: the payer is placed in {}, the country's default (UTC where recoup knows none)",
+                        req.facts.timezone
+                    )
                 } else {
                     format!(
                         "the request has no timezone: the payer is placed in {}, the country's default; messages and asks keep quiet hours in each of its {} zones ({})",
