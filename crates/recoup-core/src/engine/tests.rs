@@ -40,6 +40,13 @@ fn model() -> SuccessModel {
     }
 }
 
+/// A model whose every weight is 0 but `column`'s.
+fn one_term(column: &str, weight: f64) -> SuccessModel {
+    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
+    m.weights[SCHEMA.columns.iter().position(|c| c == column).expect("a schema column")] = weight;
+    m
+}
+
 fn request() -> Request {
     let t0 = Utc.with_ymd_and_hms(2026, 3, 5, 14, 20, 0).unwrap(); // the US switches to DST on 2026-03-08
     Request {
@@ -402,9 +409,7 @@ fn an_expired_card_gets_a_valued_plan_of_asks() {
 
 #[test]
 fn a_retry_is_valued_with_its_decline_class_and_stage_calibration() {
-    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
-    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
-    m.weights[sms] = 0.5;
+    let mut m = one_term("channel=sms", 0.5);
     let mut req = request();
     req.constraints.channels = vec![Channel::Sms];
     let cfg = EngineParams { exploration: 0.0, channel_pessimism: 0.0, ..Default::default() }.check().expect("valid");
@@ -701,9 +706,7 @@ fn past_the_spacing_a_fixed_schedule_logged_waiting_longer_is_not_credited() {
 /// ask, whatever lift they have, and the answer says why; with measured attrition they are.
 #[test]
 fn sms_and_push_wait_for_a_measured_attrition() {
-    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
-    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
-    m.weights[sms] = 1.0;
+    let mut m = one_term("channel=sms", 1.0);
     let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
     let req = request();
     let unpriced = |d: &Decision| d.reasons.iter().find(|r| r.code == "channel_unpriced").map(|r| r.detail.clone());
@@ -743,9 +746,7 @@ fn sms_and_push_wait_for_a_measured_attrition() {
 #[test]
 fn a_field_left_out_that_the_log_always_had_is_scored_at_its_most_common_value_and_the_rules_read_the_request() {
     // Debit cards succeed far more often in this model; the log always had the funding.
-    let debit = SCHEMA.columns.iter().position(|c| c == "card_funding=debit").expect("a debit column");
-    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
-    m.weights[debit] = 2.0;
+    let mut m = one_term("card_funding=debit", 2.0);
     let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
     let full = request();
     let bare = Request { facts: PaymentFacts { card_funding: None, card_brand: None, ..full.facts.clone() }, ..full.clone() };
@@ -778,9 +779,7 @@ fn a_field_left_out_that_the_log_always_had_is_scored_at_its_most_common_value_a
 /// and asks keep quiet hours in every zone of the country: 8:00 in New York is 2:00 in Honolulu.
 #[test]
 fn without_a_time_zone_messages_and_asks_keep_quiet_hours_in_every_zone_of_the_country() {
-    let sms = SCHEMA.columns.iter().position(|c| c == "channel=sms").expect("an SMS column");
-    let mut m = SuccessModel { weights: vec![0.0; SCHEMA.len()], ..model() };
-    m.weights[sms] = 1.0;
+    let m = one_term("channel=sms", 1.0);
     let cfg = EngineParams { exploration: 0.0, ..Default::default() }.check().expect("valid");
     let given = Request {
         facts: PaymentFacts { timezone: chrono_tz::America::New_York, ..request().facts },
