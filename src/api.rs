@@ -244,10 +244,11 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
     let p = r.payment.as_ref().ok_or_else(|| bad("payment", "is required"))?;
     let method: PaymentMethod = required("payment.payment_method", &p.payment_method, &METHODS)?;
     let country: Country = required("payment.country", &p.country, "an ISO 3166-1 alpha-2 code in upper case (US)")?;
-    let timezone: Tz = match optional::<Tz>("payment.timezone", &p.timezone, "an IANA time zone (America/New_York)")? {
-        Some(tz) => tz,
-        None => crate::calendar::default_timezone(country),
-    };
+    let (timezone, timezone_assumed): (Tz, bool) =
+        match optional::<Tz>("payment.timezone", &p.timezone, "an IANA time zone (America/New_York)")? {
+            Some(tz) => (tz, false),
+            None => (crate::calendar::default_timezone(country), true),
+        };
     let facts = PaymentFacts {
         amount_minor: p.amount_minor,
         currency: required::<Currency>("payment.currency", &p.currency, "an ISO 4217 code in upper case (USD)")?,
@@ -337,7 +338,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
     };
     let req = engine::Request {
         payment_id: p.payment_id.clone(),
-        timezone_assumed: p.timezone.trim().is_empty(),
+        timezone_assumed,
         facts,
         attempts,
         payment_method_updated: r.payment_method_updated,

@@ -114,7 +114,7 @@ fn ask_opportunities(cfg: &EngineConfig, req: &Request) -> Vec<DateTime<Utc>> {
     let quiet = |t: DateTime<Utc>| {
         c.quiet_hours
             .or(cfg.message_quiet_hours)
-            .is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe) || quiet_elsewhere(req, t, (qs, qe)))
+            .is_some_and(|(qs, qe)| in_quiet(t.with_timezone(&tz).hour(), qs, qe) || quiet_elsewhere(req, || t, (qs, qe)))
     };
     let mut t =
         [Some(req.now), req.asks.last().map(|a| a.at + spacing), c.earliest.map(|e| e - lead)].into_iter().flatten().max().expect("now");

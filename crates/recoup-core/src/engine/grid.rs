@@ -85,12 +85,14 @@ pub(super) struct Scored {
     pub value: f64,
 }
 
-/// Whether `t` is in quiet hours `(start, end)` in another zone the payer may live in: when
-/// the request gave no time zone, every zone of the country
-/// ([`crate::calendar::country_time_zones`]); else none.
-pub(super) fn quiet_elsewhere(req: &Request, t: DateTime<Utc>, (start, end): (u32, u32)) -> bool {
-    req.timezone_assumed
-        && crate::calendar::country_time_zones(req.facts.country).iter().any(|z| in_quiet(t.with_timezone(z).hour(), start, end))
+/// Whether the time `t()` is in quiet hours `(start, end)` in another zone the payer may live
+/// in: when the request gave no time zone, every zone of the country
+/// ([`crate::calendar::country_time_zones`]); else none (and `t` is not called).
+pub(super) fn quiet_elsewhere(req: &Request, t: impl FnOnce() -> DateTime<Utc>, (start, end): (u32, u32)) -> bool {
+    req.timezone_assumed && {
+        let t = t();
+        crate::calendar::country_time_zones(req.facts.country).iter().any(|z| in_quiet(t.with_timezone(z).hour(), start, end))
+    }
 }
 
 pub(super) fn in_quiet(hour: u32, start: u32, end: u32) -> bool {
@@ -275,8 +277,7 @@ impl Grid {
                 _ => self.send_time(self.start + Duration::hours(hour)).with_timezone(&tz).hour(),
             };
             let message_quiet = c.quiet_hours.or(cfg.message_quiet_hours).is_some_and(|(qs, qe)| {
-                in_quiet(send_hour(), qs, qe)
-                    || (req.timezone_assumed && quiet_elsewhere(req, self.send_time(self.start + Duration::hours(hour)), (qs, qe)))
+                in_quiet(send_hour(), qs, qe) || quiet_elsewhere(req, || self.send_time(self.start + Duration::hours(hour)), (qs, qe))
             });
             let odds = valuer.platt.odds_against(logit, true);
             let valued_odds = if kappa > 0.0 || edge < 0.0 {
