@@ -710,11 +710,7 @@ fn support_section(s: &mut String, _m: &Manifest, _r: &TrainReport, model: &Succ
             let _ = writeln!(s, "- {label}: {}{fixed}", c.describe());
         }
     }
-    let filled: Vec<String> = ["card_brand", "card_funding", "billing_interval", "tenure_days"]
-        .into_iter()
-        .filter(|f| model.imputation.describe(f) != "unknown")
-        .map(|f| format!("{f} as {}", model.imputation.describe(f)))
-        .collect();
+    let filled: Vec<String> = model.imputation.recorded().into_iter().map(|(f, v)| format!("{f} as {v}")).collect();
     if !filled.is_empty() {
         let _ = writeln!(
             s,

@@ -128,17 +128,24 @@ impl Imputation {
         (out, filled)
     }
 
-    /// The value a field is scored at when a request leaves it out, for people (the reason
-    /// and the model card).
+    /// Each recorded field and the value a request without it is scored at, for people (the
+    /// model card), in the order [`Imputation::fill`] names them.
+    pub fn recorded(&self) -> Vec<(&'static str, String)> {
+        [
+            ("card_brand", self.card_brand.map(|b| <&str>::from(b).to_string())),
+            ("card_funding", self.card_funding.map(|f| <&str>::from(f).to_string())),
+            ("billing_interval", self.billing_interval.map(|b| <&str>::from(b).to_string())),
+            ("tenure_days", self.tenure_days.map(|t| format!("{t} days"))),
+        ]
+        .into_iter()
+        .filter_map(|(field, value)| Some((field, value?)))
+        .collect()
+    }
+
+    /// The value `field` is scored at when a request leaves it out (the answer's reason);
+    /// "unknown" when none is recorded.
     pub fn describe(&self, field: &str) -> String {
-        match field {
-            "card_brand" => self.card_brand.map(|b| <&str>::from(b).to_string()),
-            "card_funding" => self.card_funding.map(|f| <&str>::from(f).to_string()),
-            "billing_interval" => self.billing_interval.map(|b| <&str>::from(b).to_string()),
-            "tenure_days" => self.tenure_days.map(|t| format!("{t} days")),
-            _ => None,
-        }
-        .unwrap_or_else(|| "unknown".into())
+        self.recorded().into_iter().find(|(f, _)| *f == field).map_or_else(|| "unknown".into(), |(_, v)| v)
     }
 }
 
