@@ -574,13 +574,27 @@ fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError>
     let pe = |source| LoadError::Polars { path: path.to_path_buf(), source };
     let type_err = |expected| LoadError::ColumnType { path: path.to_path_buf(), column: name, dtype: dtype.to_string(), expected };
     let text = |s: &Series| -> Result<Col, LoadError> { Ok(Col::Text(s.cast(&DataType::String).map_err(pe)?.str().map_err(pe)?.clone())) };
+    let float =
+        |s: &Series| -> Result<Col, LoadError> { Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone())) };
     match (want(ix), &dtype) {
         (_, DataType::String) => text(s),
-        (Want::Text, d) if d.is_primitive_numeric() || d.is_bool() => text(s),
+        // pandas writes a code column with a missing value as floats (51.0):
+        // whole numbers read as the integers they were.
+        (Want::Text, d) if d.is_float() => {
+            let f = s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.rechunk().into_owned();
+            let whole = |v: f64| if v.fract() == 0.0 && v.abs() <= MAX_EXACT_INT { (v as i64).to_string() } else { v.to_string() };
+            Ok(Col::Text((0..f.len()).map(|i| value(&f, i).map(whole)).collect::<StringChunked>()))
+        }
+        // pandas' `category` columns and Arrow dictionaries come back categorical.
+        (Want::Text, d) if d.is_primitive_numeric() || d.is_bool() || d.is_categorical() || d.is_enum() => text(s),
         (Want::Text, _) => Err(type_err("text")),
         (Want::Int, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
+        // pandas writes an integer column with a missing value as floats, and
+        // warehouses write integers as DECIMAL(38, 0): read as numbers, and
+        // each row must hold a whole one (`Col::int`).
+        (Want::Int, d) if d.is_float() || d.is_decimal() => float(s),
         (Want::Int, _) => Err(type_err("an integer")),
-        (Want::Float, d) if d.is_primitive_numeric() => Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone())),
+        (Want::Float, d) if d.is_primitive_numeric() || d.is_decimal() => float(s),
         (Want::Float, _) => Err(type_err("a number")),
         (Want::Bool, DataType::Boolean) => Ok(Col::Bool(s.bool().map_err(pe)?.clone())),
         (Want::Bool, d) if d.is_integer() => Ok(Col::Int(s.cast(&DataType::Int64).map_err(pe)?.i64().map_err(pe)?.clone())),
@@ -589,6 +603,10 @@ fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError>
         (Want::Time, _) => Err(type_err("a timestamp (Parquet timestamp or RFC 3339 text)")),
     }
 }
+
+/// The largest whole number a float column carries exactly (2^53): an integer
+/// column read as floats must stay within it.
+const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
 /// A problem with one cell, before the file and row are attached.
 struct CellError {
@@ -630,6 +648,13 @@ impl Col {
     fn int(&self, i: usize, ix: usize) -> Cell<Option<i64>> {
         match self {
             Col::Int(ca) => Ok(value(ca, i)),
+            // A float column (see `column_view`): NaN is pandas' missing value.
+            Col::Float(ca) => match value(ca, i) {
+                None => Ok(None),
+                Some(v) if v.is_nan() => Ok(None),
+                Some(v) if v.fract() == 0.0 && v.abs() <= MAX_EXACT_INT => Ok(Some(v as i64)),
+                Some(v) => Err(bad(ix, v.to_string(), "not a whole number")),
+            },
             Col::Text(_) => match self.text(i) {
                 None => Ok(None),
                 Some(s) => s.parse::<i64>().map(Some).map_err(|_| bad(ix, s, "not an integer")),
@@ -685,6 +710,12 @@ impl Col {
                 Some(s) => match DateTime::parse_from_rfc3339(s) {
                     Ok(t) if crate::limits::time_in_range(t.with_timezone(&Utc)) => Ok(Some(t.with_timezone(&Utc))),
                     Ok(_) => Err(bad(ix, s, OUT_OF_RANGE)),
+                    Err(_)
+                        if chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").is_ok()
+                            || chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").is_ok() =>
+                    {
+                        Err(bad(ix, s, "has no UTC offset: the contract's timestamps are UTC, written like 2026-01-31T08:00:00Z"))
+                    }
                     Err(e) => Err(bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
                 },
             },

@@ -73,7 +73,10 @@ fn missing_required_values_are_rejected() {
 #[test]
 fn unparseable_timestamp_is_rejected() {
     expect_rejected("attempted_at", "2026-03-01 9am", "RFC 3339");
-    expect_rejected("attempted_at", "2026-03-01T09:00:00", "RFC 3339"); // no offset: ambiguous
+    // No offset: ambiguous, and the message says what is missing (not a
+    // parser's "premature end of input").
+    expect_rejected("attempted_at", "2026-03-01T09:00:00", "has no UTC offset");
+    expect_rejected("attempted_at", "2026-03-01 09:00:00", "has no UTC offset");
 }
 
 #[test]
@@ -470,4 +473,72 @@ fn update_triggered_is_read_and_checked() {
     for part in ["row 3 (line 4)", "column `update_triggered`", "not a boolean", "\"sometimes\""] {
         assert!(err.contains(part), "{part}: {err}");
     }
+}
+
+/// A history written by pandas or a warehouse types its columns its own way:
+/// categorical text, integers as floats (pandas, when a value is missing) or
+/// narrow integers, codes as numbers that lost their leading zero (`5` for
+/// `05`). Each loads to the same history as the text it stands for; a float
+/// that is not a whole number is refused naming its row and column.
+#[test]
+fn parquet_columns_typed_by_pandas_or_a_warehouse_load_as_their_text_would() {
+    use polars::prelude::{Categories, Column, DataType, NamedFrom, ParquetWriter, Series};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("h.csv");
+    // Card payments only: their network codes are numbers (51, 05, 91).
+    let rows: Vec<_> = varied_rows(300).into_iter().filter(|r| r.iter().any(|(k, v)| *k == "payment_method" && v == "card")).collect();
+    write_csv(&csv, &rows);
+    let as_text = load(&csv, &strict()).expect("csv loads");
+    assert!(as_text.attempts.iter().any(|a| a.network_code.is_some_and(|c| c.as_str() == "05")), "a code with a leading zero");
+    assert!(as_text.attempts.iter().any(|a| a.tenure_days.is_none()), "a missing tenure");
+
+    let mut df = to_frame(&as_text).expect("frame");
+    let cast = |df: &polars::prelude::DataFrame, name: &str, to: &DataType| df.column(name).unwrap().cast(to).unwrap();
+    let categorical = DataType::from_categories(Categories::global());
+    for (name, to) in [
+        ("amount_minor", DataType::Float64),
+        ("tenure_days", DataType::Float64),
+        ("attempt_number", DataType::Int16),
+        ("payment_method_updated", DataType::Int8),
+        ("network_code", DataType::Float64),
+        ("currency", categorical.clone()),
+        ("outcome", categorical.clone()),
+        ("decline_code", categorical),
+    ] {
+        let c = cast(&df, name, &to);
+        df.with_column(c).unwrap();
+    }
+    assert_eq!(df.column("network_code").unwrap().dtype(), &DataType::Float64, "the codes are numbers now");
+    let typed = dir.path().join("typed.parquet");
+    ParquetWriter::new(std::fs::File::create(&typed).unwrap()).finish(&mut df).unwrap();
+    let from_typed = load(&typed, &strict()).expect("typed parquet loads");
+    let strip =
+        |h: &History| h.attempts.iter().map(|a| recoup::attempt::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>();
+    assert_eq!(strip(&as_text), strip(&from_typed));
+
+    // Tenure 12.5 days is not a whole number: refused, naming row 4.
+    let tenure: Vec<Option<f64>> = (0..df.height()).map(|i| if i == 3 { Some(12.5) } else { Some(365.0) }).collect();
+    df.with_column(Column::from(Series::new("tenure_days".into(), tenure))).unwrap();
+    let bad = dir.path().join("bad.parquet");
+    ParquetWriter::new(std::fs::File::create(&bad).unwrap()).finish(&mut df).unwrap();
+    let err = load(&bad, &strict()).expect_err("12.5 days").to_string();
+    for part in ["bad.parquet row 4", "column `tenure_days`", "not a whole number", "12.5"] {
+        assert!(err.contains(part), "{part}: {err}");
+    }
+}
+
+/// A code column typed as integers by the exporter loses its leading zeros;
+/// a lone digit is read as the two-digit code (Mastercard advice `3` is `03`:
+/// never retry), in CSV as in Parquet.
+#[test]
+fn a_one_digit_code_is_the_two_digit_code_that_lost_its_zero() {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    rows[0] = set(set(rows[0].clone(), "decline_code", ""), "network_code", "5");
+    rows[2] = set(set(set(rows[2].clone(), "decline_code", ""), "card_brand", "mastercard"), "advice_code", "3");
+    let h = load_rows(&rows).expect("loads");
+    assert_eq!(h.attempts[0].network_code.map(|c| c.to_string()).as_deref(), Some("05"));
+    assert_eq!(h.attempts[0].decline, Some(DeclineCode::DoNotHonor));
+    assert_eq!(h.attempts[2].decline, Some(DeclineCode::DoNotTryAgain), "advice 3 is 03 and overrides the 51 beside it");
+    assert_eq!(h.report.unknown_codes.len(), 0, "{:?}", h.report.unknown_codes);
 }

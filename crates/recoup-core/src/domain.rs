@@ -292,7 +292,8 @@ impl CardId {
 }
 
 /// A raw issuer / network / advice code as received (`51`, `R01`, `AM04`, `N7`).
-/// Up to 8 ASCII alphanumeric characters, stored inline and upper-cased.
+/// Up to 8 ASCII alphanumeric characters, stored inline and upper-cased; a
+/// lone digit is read as the two-digit code it lost its zero from (`5` → `05`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RawCode {
     len: u8,
@@ -313,6 +314,11 @@ impl FromStr for RawCode {
         let b = s.as_bytes();
         if b.is_empty() || b.len() > 8 || !b.iter().all(|c| c.is_ascii_alphanumeric()) {
             return Err(CodeError { what: "code", expected: "1 to 8 ASCII letters or digits", value: s.to_owned() });
+        }
+        // One digit is a two-digit code (ISO 8583 response, Mastercard advice)
+        // whose leading zero an integer column dropped: 5 is 05, 3 is 03.
+        if let [d @ b'0'..=b'9'] = b {
+            return Ok(RawCode { len: 2, bytes: [b'0', *d, 0, 0, 0, 0, 0, 0] });
         }
         let mut bytes = [0u8; 8];
         for (o, c) in bytes.iter_mut().zip(b) {
