@@ -529,6 +529,15 @@ fn read_csv(path: &Path, unknown: &mut Vec<String>) -> Result<(DataFrame, Vec<cs
         .into_reader_with_file_handle(std::io::Cursor::new(scanned.bytes))
         .finish()
         .map_err(pe)?;
+    if let [only] = df.get_column_names().as_slice() {
+        if let Some(sep) = [';', '\t', '|'].into_iter().find(|c| only.contains(*c)) {
+            let message = format!(
+                "the header is one column ({:?}): contract v1 CSV is comma-separated, and this file looks separated by {sep:?}",
+                only.as_str()
+            );
+            return Err(LoadError::CsvHeader { path: path.to_path_buf(), message });
+        }
+    }
     note_unknown_columns(df.get_column_names().into_iter().map(|n| n.to_string()), unknown);
     let keep: Vec<PlSmallStr> = df.get_column_names().into_iter().filter(|n| is_contract_column(n.as_str())).cloned().collect();
     Ok((df.select(keep).map_err(pe)?, scanned.bad))
@@ -966,6 +975,11 @@ impl<'o> Loader<'o> {
 
     /// Validate and take the rows of `df`, whose first row is data row `first_row + 1` of the file.
     fn ingest(&mut self, path: &Path, file_ix: u32, csv: bool, mut df: DataFrame, first_row: usize) -> Result<(), LoadError> {
+        // Checked here, not only per chunk: a frame without any contract
+        // column has no chunks, and its rows would pass unread.
+        if let Some((column, _)) = CONTRACT_COLUMNS.iter().find(|(name, required)| *required && df.column(name).is_err()) {
+            return Err(LoadError::MissingColumn { path: path.to_path_buf(), column });
+        }
         let height = df.height();
         // A shard keeps about 1/n of the rows.
         let expected = height / self.opts.shard.map_or(1, |(_, n)| n.max(1) as usize);

@@ -202,6 +202,19 @@ fn missing_required_column_and_unknown_columns() {
     let err = load_rows(&rows).expect_err("no currency column").to_string();
     assert!(err.contains("required column `currency` is missing"), "{err}");
 
+    // A file with none of the contract's columns (here: another separator, so
+    // the header is one column) is refused, not read as 0 accepted rows.
+    let (_dir, path) = temp_file("semicolons.csv");
+    write_csv(&path, &recovered_payment("p1"));
+    let text = std::fs::read_to_string(&path).unwrap().replace(',', ";");
+    std::fs::write(&path, text).unwrap();
+    let err = load(&path, &strict()).expect_err("one column").to_string();
+    assert!(err.contains("comma-separated") && err.contains("';'"), "{err}");
+    let (_dir, path) = temp_file("other.csv");
+    std::fs::write(&path, "id,amount\n1,2\n").unwrap();
+    let err = load(&path, &strict()).expect_err("no contract columns").to_string();
+    assert!(err.contains("required column `attempt_id` is missing"), "{err}");
+
     let rows: Vec<_> = recovered_payment("p1")
         .into_iter()
         .map(|mut r| {
