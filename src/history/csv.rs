@@ -99,6 +99,13 @@ pub fn scan(mut bytes: &[u8]) -> Result<Scanned, String> {
         Ok(spans) => spans.iter().map(|&(a, b)| header_text[a..b].trim_matches('"').trim().to_string()).collect(),
         Err((_, why)) => return Err(format!("line 1 (the header): {why}")),
     };
+    // A name twice is ambiguous (which `currency` is the payment's?): refused, not
+    // one of them ignored as `currency_duplicated_0`.
+    for (j, name) in names.iter().enumerate() {
+        if let Some(i) = names[..j].iter().position(|n| n == name) {
+            return Err(format!("line 1 (the header): column `{name}` appears twice (fields {} and {})", i + 1, j + 1));
+        }
+    }
     let width = names.len();
     let empty: Vec<u8> = std::iter::repeat_n(b',', width.saturating_sub(1)).chain(std::iter::once(b'\n')).collect();
     let mut out = Vec::with_capacity(bytes.len() + 1);
@@ -180,5 +187,7 @@ mod tests {
     fn a_bad_header_is_an_error_naming_line_1() {
         assert!(scan(b"a,\xff\n1,2\n").unwrap_err().contains("line 1"));
         assert!(scan(b"a,\"b\n1,2\n").unwrap_err().contains("line 1"));
+        let twice = scan(b"a,currency,b,currency\n1,2,3,4\n").unwrap_err();
+        assert!(twice.contains("line 1") && twice.contains("`currency` appears twice (fields 2 and 4)"), "{twice}");
     }
 }
