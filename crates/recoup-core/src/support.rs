@@ -14,7 +14,8 @@
 //! level it falls in: the model gives every day of a level the same terms); a
 //! retry number whose `retries_before` level (0–4, 5+) the log reached at
 //! least [`MIN_CELL`] times; a local hour
-//! and a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's).
+//! and a channel with at least [`MIN_CELL`] retries (or 0.5 % of the class's;
+//! a local hour of a log under 960 retries, half its even share of them).
 //! A class with fewer than [`MIN_CLASS`] retries uses the pooled support of all
 //! classes; a model without support (trained before it existed) decides
 //! everywhere, as it did.
@@ -36,6 +37,9 @@ pub const FIXED_SPACING_HOURS: f64 = 24.0;
 
 /// Fewest retries in a cell (a local hour, a channel, a retry number) for it to count as supported.
 pub const MIN_CELL: u32 = 20;
+/// Fewest retries at a local hour for it to count as supported in a small log
+/// ([`ClassSupport::local_hour`]).
+pub const MIN_HOUR_SMALL_LOG: u32 = 3;
 /// Fewest retries after a class for its own support; fewer: the pooled one.
 pub const MIN_CLASS: usize = 200;
 
@@ -96,6 +100,16 @@ impl ClassSupport {
         n >= MIN_CELL.max((self.retries as f64 * 0.005) as u32)
     }
 
+    /// A local hour is one of 24 cells: in a log too small to give each
+    /// [`MIN_CELL`] retries, an hour counts as tried with half its even share
+    /// (at least [`MIN_HOUR_SMALL_LOG`]). Otherwise a small history supports
+    /// no hour at all and every payment is given up. Logs of 960 retries and
+    /// more are judged as before.
+    fn enough_at_hour(&self, n: u32) -> bool {
+        let half_even_share = (self.retries / 48) as u32;
+        self.enough(n) || n >= half_even_share.clamp(MIN_HOUR_SMALL_LOG, MIN_CELL)
+    }
+
     /// Whether retry number `k` (1 = first retry) is supported, at the model's resolution: it
     /// sees the retries before as 0–4 and 5+, so retry 7 is as supported as retry 6 (the
     /// failed-retries correction keeps lowering it as failures add up).
@@ -138,7 +152,7 @@ impl ClassSupport {
 
     /// Whether a retry at this local hour is supported.
     pub fn local_hour(&self, hour: u32) -> Result<(), Outside> {
-        if self.enough(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) {
+        if self.enough_at_hour(self.by_local_hour.get(hour as usize).copied().unwrap_or(0)) {
             Ok(())
         } else {
             Err(Outside::LocalHour)
@@ -307,6 +321,22 @@ mod tests {
         // A class the log hardly saw uses the pooled support.
         assert_eq!(s.for_class(DeclineClass::Technical).map(|c| c.class), Some(None));
         assert!(Support::default().for_class(DeclineClass::SoftFunds).is_none(), "no support recorded: decide everywhere");
+    }
+
+    /// A log of 240 retries gives no hour 20: each hour it retried at with at
+    /// least half its even share (5) counts, an hour it never used does not.
+    #[test]
+    fn a_small_log_supports_the_local_hours_it_used() {
+        let log: Vec<Observed> = (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, 8 + i % 12, Channel::None)).collect();
+        let c = estimate(&log).pooled.clone().expect("pooled");
+        assert_eq!(c.retries, 240);
+        assert!(c.local_hour(8).is_ok() && c.local_hour(19).is_ok(), "20 retries an hour");
+        assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "never used");
+        let thin: Vec<Observed> =
+            (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, if i < 4 { 3 } else { 9 + i % 8 }, Channel::None)).collect();
+        let c = estimate(&thin).pooled.clone().expect("pooled");
+        assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "4 retries: under half the even share (5)");
+        assert!(c.local_hour(9).is_ok());
     }
 
     #[test]
