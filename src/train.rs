@@ -658,12 +658,22 @@ fn stretch_sweep(
     now
 }
 
+/// The least prior precision of a weight in [`weight_variances`] (a standard
+/// deviation of at most 1 in logit: a level moving the odds by more than e² ≈
+/// 7.4 times is implausible before any data). The fit's own prior, n · l2, is
+/// weaker than that only on small logs (n · 1e-5 < 1 below 100,000 fit
+/// examples at the weakest penalty): there, without it, a level a few
+/// retries have gets a variance of up to 1 / (n · l2) (6.5 on a 240-retry
+/// history), the engine's lower bound sank every slot's P toward 0, and the
+/// model gave up payments the log recovered.
+pub const MIN_PRIOR_PRECISION: f64 = 1.0;
+
 /// Posterior variance of each weight of a fit on `set` with penalty `l2`, by
 /// the diagonal Laplace approximation: n × the objective (Σ log loss +
 /// n · l2/2 · |w|²) is the negative log posterior under a Gaussian prior, so a
 /// column's precision is Σ p(1 − p) over the examples where it is active, plus
-/// n · l2. A column no example has gets the prior's variance 1 / (n · l2): the
-/// data says nothing.
+/// the prior's: n · l2, but at least [`MIN_PRIOR_PRECISION`]. A column no
+/// example has gets the prior's variance: the data says nothing.
 pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64, offset: Option<&[f64]>) -> Vec<f64> {
     let d = w.len();
     let parts: Vec<Vec<f64>> = (0..set.len().div_ceil(CHUNK))
@@ -680,7 +690,7 @@ pub fn weight_variances(set: &TrainingSet, w: &[f64], b: f64, l2: f64, offset: O
             h
         })
         .collect();
-    let prior = set.len() as f64 * l2;
+    let prior = (set.len() as f64 * l2).max(MIN_PRIOR_PRECISION);
     let mut h = vec![prior; d];
     for part in parts {
         h.iter_mut().zip(part).for_each(|(a, b)| *a += b);
@@ -1792,7 +1802,8 @@ mod tests {
         // A column no example has keeps the prior's variance; more data, less variance.
         let few = set.range(0..50);
         let unseen = (0..w.len()).find(|&k| !few.columns.contains(&(k as u16))).expect("an unused column");
-        assert!((weight_variances(&few, &w, b, l2, None)[unseen] - 1.0 / (50.0 * l2)).abs() < 1e-9);
+        assert!(50.0 * l2 < MIN_PRIOR_PRECISION, "a small set, whose own prior is weaker than the least");
+        assert!((weight_variances(&few, &w, b, l2, None)[unseen] - 1.0 / MIN_PRIOR_PRECISION).abs() < 1e-9);
         let more = synthetic(16_000, 9);
         let (w2, b2, _) = fit_logistic(&more, l2, 100, None).expect("fits");
         let v2 = weight_variances(&more, &w2, b2, l2, None);

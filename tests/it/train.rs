@@ -613,3 +613,33 @@ fn sharded_training_keeps_the_ask_inputs() {
     assert!(model.contains("needs-update payments left out of the intervals"), "the marks reached the ask estimate");
     assert!(model.contains("\"own_interval_share\""), "the time-to-update model was fitted");
 }
+
+/// A merchant with a small history (138 retries here) gets a model that
+/// retries a funds decline the way its log recovered them, not one that gives
+/// every payment up: a local hour the log retried at a handful of times is
+/// inside the support (with 20 retries an hour required, no hour was, and this
+/// answer was "stop for good"). The lower bound's prior floor, which a foreign
+/// tiny log needed too, is `train::tests::weight_variances_are_the_inverse_diagonal_precision`
+/// (this simulator's small logs pick a strong penalty, so it does not bind here).
+#[test]
+fn a_small_history_trains_a_model_that_still_retries() {
+    let world = World::new(WorldConfig::default(), SEED, 12);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("small.parquet");
+    let mut df = recoup::sim::generate::chunk(&world, 0..60).to_frame().expect("frame");
+    polars::prelude::ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
+    let h = load(&path, &LoadOptions::default()).expect("loads");
+    let retries = h.attempts.iter().filter(|a| a.attempt_number > 0).count();
+    assert!((100..960).contains(&retries), "a small log: {retries} retries");
+    let models = tmp.path().join("m");
+    recoup().args(["train", "-q", "--promote", "--history"]).arg(&path).arg("--out").arg(&models).assert().success();
+    let out = recoup()
+        .args(["decide", "--json", "--models"])
+        .arg(&models)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "RETRY", "{}", serde_json::to_string_pretty(&v["reasons"]).unwrap());
+}
