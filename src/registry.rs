@@ -381,6 +381,9 @@ fn overview(s: &mut String, m: &Manifest, r: &TrainReport, model: &SuccessModel)
         r.test_examples,
         d(r.test_from)
     );
+    if let Some(small) = r.small_history() {
+        let _ = writeln!(s, "**Warning:** {small}.\n");
+    }
     let _ = writeln!(s, "## Held-out metrics (test split)\n");
     let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");
     *s += &metrics_row("this model", &r.model);

@@ -242,6 +242,9 @@ pub fn run(a: &Args, quiet: bool) -> anyhow::Result<ExitCode> {
     ] {
         println!("{name:<44} {:>9.4} {:>7.4} {:>7.4} {:>7.4}", m.log_loss, m.auc, m.brier, m.ece);
     }
+    if let Some(small) = r.small_history() {
+        tracing::warn!("{small}");
+    }
     say("done");
     Ok(ExitCode::SUCCESS)
 }

@@ -632,7 +632,16 @@ fn a_small_history_trains_a_model_that_still_retries() {
     let retries = h.attempts.iter().filter(|a| a.attempt_number > 0).count();
     assert!((100..960).contains(&retries), "a small log: {retries} retries");
     let models = tmp.path().join("m");
-    recoup().args(["train", "-q", "--promote", "--history"]).arg(&path).arg("--out").arg(&models).assert().success();
+    recoup()
+        .args(["train", "--promote", "--history"])
+        .arg(&path)
+        .arg("--out")
+        .arg(&models)
+        .assert()
+        .success()
+        .stderr(predicates::str::contains("a small history: 138 retries to learn from (fewer than 1000)"));
+    let card = std::fs::read_to_string(models.join(only_version(&models)).join("MODEL_CARD.md")).unwrap();
+    assert!(card.contains("**Warning:** a small history: 138 retries"), "{card}");
     let out = recoup()
         .args(["decide", "--json", "--models"])
         .arg(&models)
