@@ -227,6 +227,9 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
     if l.defaulted_timezones > 0 {
         writeln!(out, "time zone derived from country for {} rows", l.defaulted_timezones)?;
     }
+    if let Some(warning) = l.without_original_warning(s.payments) {
+        writeln!(out, "{warning}")?;
+    }
     if !l.unknown_columns.is_empty() {
         writeln!(out, "ignored columns not in the contract: {}", l.unknown_columns.join(", "))?;
     }

@@ -233,10 +233,33 @@ pub struct LoadReport {
     pub derived_decline_codes: u64,
     /// Rows whose time zone was derived from the country.
     pub defaulted_timezones: u64,
+    /// Payments whose first row is not the original charge (`attempt_number` 0): the
+    /// export began after it, or (when it is every payment) numbers attempts from 1.
+    pub payments_without_original: u64,
     /// Parquet pages whose CRC-32 matched.
     pub pages_verified: u64,
     /// Parquet pages whose writer stored no checksum (polars writes none): not verifiable.
     pub pages_without_checksum: u64,
+}
+
+impl LoadReport {
+    /// What to tell the user about payments without their original charge, given
+    /// how many payments were accepted: every payment (attempt numbers that look
+    /// 1-based), or some (an export that began while they were being retried).
+    pub fn without_original_warning(&self, payments: u64) -> Option<String> {
+        match self.payments_without_original {
+            0 => None,
+            n if n == payments => Some(format!(
+                "no payment has its original charge (attempt_number 0) among its {n} payments: contract v1 numbers the \
+                 original charge 0 and retries 1, 2, …; attempt numbers that start at 1 make every original charge count \
+                 as a retry where rules count retries (training reads a payment's attempts by their order)"
+            )),
+            n => Some(format!(
+                "{n} of {payments} payments have no original charge (attempt_number 0) in the history (an export that \
+                 began while they were being retried?): training reads each one's first row as its original charge"
+            )),
+        }
+    }
 }
 
 /// A loaded, validated history: attempts grouped by payment, in attempt order.
@@ -1096,6 +1119,15 @@ impl<'o> Loader<'o> {
         // In place: a stable sort would allocate half the table again; attempt_ix makes the key total.
         self.attempts.sort_unstable_by_key(|a| (a.payment, a.attempt_number, a.attempted_at, a.attempt_ix));
         self.check_sequences()?;
+        self.report.payments_without_original = self
+            .attempts
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| a.attempt_number != 0 && (*i == 0 || self.attempts[i - 1].payment != a.payment))
+            .count() as u64;
+        if let Some(warning) = self.report.without_original_warning(self.payment_ids.len() as u64) {
+            tracing::warn!("{warning}");
+        }
         if !self.unknown_columns.is_empty() {
             tracing::warn!(columns = %self.unknown_columns.join(", "), "ignoring columns that are not in history contract v1");
         }

@@ -555,3 +555,32 @@ fn a_one_digit_code_is_the_two_digit_code_that_lost_its_zero() {
     assert_eq!(h.attempts[2].decline, Some(DeclineCode::DoNotTryAgain), "advice 3 is 03 and overrides the 51 beside it");
     assert_eq!(h.report.unknown_codes.len(), 0, "{:?}", h.report.unknown_codes);
 }
+
+/// Attempt numbers that start at 1 (the original charge numbered 1) are the
+/// contract misread, not a broken row: the load says so, and says it apart
+/// from a few payments whose original charge is before the export's start.
+#[test]
+fn payments_without_their_original_charge_are_counted_and_one_based_numbers_named() {
+    let mut rows = recovered_payment("p1");
+    rows.extend(recovered_payment("p2"));
+    rows.extend(recovered_payment("p3"));
+    let h = load_rows(&rows).expect("loads");
+    assert_eq!((h.report.payments_without_original, h.report.without_original_warning(3)), (0, None));
+
+    let shifted: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            let n: u32 = r.iter().find(|(k, _)| *k == "attempt_number").unwrap().1.parse().unwrap();
+            set(r.clone(), "attempt_number", &(n + 1).to_string())
+        })
+        .collect();
+    let h = load_rows(&shifted).expect("loads: the rows keep the contract");
+    assert_eq!(h.report.payments_without_original, 3);
+    let warning = h.report.without_original_warning(3).expect("warned");
+    assert!(warning.contains("no payment has its original charge") && warning.contains("start at 1"), "{warning}");
+
+    let cut: Vec<_> = rows.iter().enumerate().filter(|(i, _)| *i != 0).map(|(_, r)| r.clone()).collect();
+    let h = load_rows(&cut).expect("loads");
+    assert_eq!(h.report.payments_without_original, 1);
+    assert!(h.report.without_original_warning(3).expect("warned").starts_with("1 of 3 payments have no original charge"));
+}
