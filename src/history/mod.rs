@@ -610,12 +610,12 @@ fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError>
         |s: &Series| -> Result<Col, LoadError> { Ok(Col::Float(s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.clone())) };
     match (want(ix), &dtype) {
         (_, DataType::String) => text(s),
-        // pandas writes a code column with a missing value as floats (51.0):
-        // whole numbers read as the integers they were.
+        // pandas writes a code column with a missing value as floats (51.0,
+        // NaN): whole numbers read as the integers they were, NaN as missing.
         (Want::Text, d) if d.is_float() => {
             let f = s.cast(&DataType::Float64).map_err(pe)?.f64().map_err(pe)?.rechunk().into_owned();
-            let whole = |v: f64| if v.fract() == 0.0 && v.abs() <= MAX_EXACT_INT { (v as i64).to_string() } else { v.to_string() };
-            Ok(Col::Text((0..f.len()).map(|i| value(&f, i).map(whole)).collect::<StringChunked>()))
+            let text = |v: f64| whole(v).map_or_else(|| v.to_string(), |n| n.to_string());
+            Ok(Col::Text((0..f.len()).map(|i| value(&f, i).filter(|v| !v.is_nan()).map(text)).collect::<StringChunked>()))
         }
         // pandas' `category` columns and Arrow dictionaries come back categorical.
         (Want::Text, d) if d.is_primitive_numeric() || d.is_bool() || d.is_categorical() || d.is_enum() => text(s),
@@ -636,9 +636,10 @@ fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError>
     }
 }
 
-/// The largest whole number a float column carries exactly (2^53): an integer
-/// column read as floats must stay within it.
-const MAX_EXACT_INT: f64 = 9_007_199_254_740_992.0;
+/// A float that holds a whole number a float carries exactly (up to 2^53), as that integer.
+fn whole(v: f64) -> Option<i64> {
+    (v.fract() == 0.0 && v.abs() <= 9_007_199_254_740_992.0).then_some(v as i64)
+}
 
 /// A problem with one cell, before the file and row are attached.
 struct CellError {
@@ -684,8 +685,7 @@ impl Col {
             Col::Float(ca) => match value(ca, i) {
                 None => Ok(None),
                 Some(v) if v.is_nan() => Ok(None),
-                Some(v) if v.fract() == 0.0 && v.abs() <= MAX_EXACT_INT => Ok(Some(v as i64)),
-                Some(v) => Err(bad(ix, v.to_string(), "not a whole number")),
+                Some(v) => whole(v).map(Some).ok_or_else(|| bad(ix, v.to_string(), "not a whole number")),
             },
             Col::Text(_) => match self.text(i) {
                 None => Ok(None),
@@ -1119,13 +1119,11 @@ impl<'o> Loader<'o> {
         // In place: a stable sort would allocate half the table again; attempt_ix makes the key total.
         self.attempts.sort_unstable_by_key(|a| (a.payment, a.attempt_number, a.attempted_at, a.attempt_ix));
         self.check_sequences()?;
-        self.report.payments_without_original = self
-            .attempts
-            .iter()
-            .enumerate()
-            .filter(|(i, a)| a.attempt_number != 0 && (*i == 0 || self.attempts[i - 1].payment != a.payment))
-            .count() as u64;
-        if let Some(warning) = self.report.without_original_warning(self.payment_ids.len() as u64) {
+        // Each payment's first row (attempts are grouped by payment here).
+        let firsts = self.attempts.iter().enumerate().filter(|(i, a)| *i == 0 || self.attempts[i - 1].payment != a.payment);
+        let (payments, without) = firsts.fold((0u64, 0u64), |(n, w), (_, a)| (n + 1, w + u64::from(a.attempt_number != 0)));
+        self.report.payments_without_original = without;
+        if let Some(warning) = self.report.without_original_warning(payments) {
             tracing::warn!("{warning}");
         }
         if !self.unknown_columns.is_empty() {

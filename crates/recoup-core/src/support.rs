@@ -328,13 +328,13 @@ mod tests {
     #[test]
     fn a_small_log_supports_the_local_hours_it_used() {
         let log: Vec<Observed> = (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, 8 + i % 12, Channel::None)).collect();
-        let c = estimate(&log).pooled.clone().expect("pooled");
+        let c = estimate(&log).pooled.expect("pooled");
         assert_eq!(c.retries, 240);
         assert!(c.local_hour(8).is_ok() && c.local_hour(19).is_ok(), "20 retries an hour");
         assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "never used");
         let thin: Vec<Observed> =
             (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, if i < 4 { 3 } else { 9 + i % 8 }, Channel::None)).collect();
-        let c = estimate(&thin).pooled.clone().expect("pooled");
+        let c = estimate(&thin).pooled.expect("pooled");
         assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "4 retries: under half the even share (5)");
         assert!(c.local_hour(9).is_ok());
     }
