@@ -13,8 +13,10 @@
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
 # see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
 # update_triggered marks); RECOUP_FOREIGN_MINIMAL=1 makes the client send only the required
-# request fields (world.py evaluate --minimal). Pinned Python packages go to
-# target/foreign-venv/, everything else to target/foreign/.
+# request fields (world.py evaluate --minimal); RECOUP_FOREIGN_FORMAT=pandas trains on the
+# history as pandas writes it to Parquet (to_parquet.py), after checking that recoup reads
+# it as the CSV. Pinned Python packages go to target/foreign-venv/, everything else to
+# target/foreign/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 payers="${1:-20000}"
@@ -28,9 +30,10 @@ if [ -z "${RECOUP_BIN:-}" ]; then
   cargo build --release --quiet
   RECOUP_BIN=./target/release/recoup
 fi
-if [ ! -x target/foreign-venv/bin/python ]; then
-  python3 -m venv target/foreign-venv
+if ! cmp -s benches/foreign/requirements.txt target/foreign-venv/requirements.txt; then
+  [ -x target/foreign-venv/bin/python ] || python3 -m venv target/foreign-venv
   target/foreign-venv/bin/pip install --quiet -r benches/foreign/requirements.txt
+  cp benches/foreign/requirements.txt target/foreign-venv/requirements.txt
 fi
 py=target/foreign-venv/bin/python
 rm -rf "$out" && mkdir -p "$out/gen"
@@ -38,8 +41,17 @@ $py -m grpc_tools.protoc -Iproto --python_out="$out/gen" --grpc_python_out="$out
 touch "$out/gen/recoup/__init__.py" "$out/gen/recoup/v1/__init__.py"
 echo "== history: $payers payers, seed $seed, logging policy $log_policy, world $variant"
 $py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed" --log-policy "$log_policy" --variant "$variant"
+history="$out/history.csv"
+if [ "${RECOUP_FOREIGN_FORMAT:-csv}" = pandas ]; then
+  echo "== the history as pandas writes it to Parquet"
+  $py benches/foreign/to_parquet.py "$out/history.csv" "$out/history.parquet"
+  "$RECOUP_BIN" history check --json --quiet "$out/history.csv" > "$out/summary-csv.json"
+  "$RECOUP_BIN" history check --json --quiet "$out/history.parquet" > "$out/summary-parquet.json"
+  $py benches/foreign/to_parquet.py compare "$out/summary-csv.json" "$out/summary-parquet.json"
+  history="$out/history.parquet"
+fi
 echo "== recoup train --promote"
-"$RECOUP_BIN" train --history "$out/history.csv" --out "$out/models" --promote --quiet
+"$RECOUP_BIN" train --history "$history" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server=
