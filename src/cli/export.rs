@@ -274,6 +274,14 @@ fn finish(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<ExitCode> {
     if !a.by.is_empty() {
+        if let Some((key, t)) = totals.iter().find(|(_, t)| i64::try_from(t.amount).is_err()) {
+            anyhow::bail!(
+                "segment {}: its payments' amounts sum to {} minor units, more than the 64-bit amount_minor column holds; \
+                 check amount_minor in the history (no such segment file was written)",
+                key.join(" / "),
+                t.amount
+            );
+        }
         let mut w = Writer::create(out, out_format)?;
         w.write(&segment_frame(&a.by, totals, a.as_of, version)?)?;
         w.finish()?;
@@ -481,7 +489,8 @@ fn row(h: &History, payers: &Payers, p: &Open, as_of: DateTime<Utc>, fc: &Foreca
 #[derive(Debug, Default, Clone)]
 struct Total {
     payments: u64,
-    amount: i64,
+    /// Summed wide: a segment of large amounts must not wrap (2 × 9e18 did, to a negative total).
+    amount: i128,
     expected: f64,
     sum_p: f64,
 }
@@ -489,7 +498,7 @@ struct Total {
 impl Total {
     fn add(&mut self, amount_minor: i64, expected: f64, p_recovery: f64) {
         self.payments += 1;
-        self.amount += amount_minor;
+        self.amount += i128::from(amount_minor);
         self.expected += expected;
         self.sum_p += p_recovery;
     }
@@ -559,7 +568,8 @@ fn segment_frame(by: &[Segment], totals: &BTreeMap<Vec<String>, Total>, as_of: D
     cols.extend([
         Column::new("currency".into(), totals.keys().map(|k| k.last().expect("currency").as_str()).collect::<Vec<_>>()),
         Column::new("payments".into(), t.iter().map(|t| t.payments).collect::<Vec<_>>()),
-        Column::new("amount_minor".into(), t.iter().map(|t| t.amount).collect::<Vec<_>>()),
+        // Within i64: `finish` refuses a segment beyond it.
+        Column::new("amount_minor".into(), t.iter().map(|t| t.amount as i64).collect::<Vec<_>>()),
         Column::new("expected_recovered_minor".into(), t.iter().map(|t| t.expected).collect::<Vec<_>>()),
         Column::new("expected_recovery_rate".into(), t.iter().map(|t| t.rate()).collect::<Vec<_>>()),
         Column::new("mean_p_recovery".into(), t.iter().map(|t| t.sum_p / t.payments.max(1) as f64).collect::<Vec<_>>()),

@@ -279,3 +279,37 @@ fn sharded_export_merges_to_the_totals_of_one_process() {
         .failure()
         .stderr(predicates::str::contains("another time than --as-of"));
 }
+
+/// Amounts near the 64-bit limit (no real payment, but the contract sets no
+/// maximum): a segment whose amounts sum beyond it is refused naming the
+/// segment, where a debug build panicked and a release build wrote a negative
+/// total; the headline per currency sums wide.
+#[test]
+fn a_segment_whose_amounts_overflow_is_refused_not_wrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h.csv");
+    std::fs::write(
+        &history,
+        "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code\n\
+         a1,p1,c1,2026-11-20T10:00:00Z,0,9000000000000000000,USD,card,visa,US,failed,insufficient_funds\n\
+         a2,p2,c2,2026-11-20T11:00:00Z,0,9000000000000000000,USD,card,visa,US,failed,insufficient_funds\n",
+    )
+    .unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let export = |out: &str, by: &[&str]| {
+        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
+        c.args(["export", "-q", "--as-of", "2026-11-21", "--history"])
+            .arg(&history)
+            .arg("--models")
+            .arg(&models)
+            .arg("--out")
+            .arg(dir.path().join(out))
+            .args(by);
+        c.assert()
+    };
+    export("seg.csv", &["--by", "currency"])
+        .failure()
+        .stderr(predicates::str::contains("segment USD / USD: its payments' amounts sum to 18000000000000000000 minor units"));
+    assert!(!dir.path().join("seg.csv").exists(), "no segment file");
+    export("open.csv", &[]).success().stdout(predicates::str::contains("18000000000000000000"));
+}
