@@ -886,7 +886,9 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     let billing_interval: Option<BillingInterval> = vocab(cols, i, C_INTERVAL)?;
     let tenure_days = match cols[C_TENURE].int(i, C_TENURE)? {
         None => None,
-        Some(v) => Some(u32::try_from(v).map_err(|_| bad(C_TENURE, v.to_string(), "must not be negative"))?),
+        Some(v) => Some(u32::try_from(v).map_err(|_| {
+            bad(C_TENURE, v.to_string(), if v < 0 { "must not be negative" } else { "more days than a u32 holds (at most 4294967295)" })
+        })?),
     };
     let propensity = cols[C_PROPENSITY].float(i, C_PROPENSITY)?;
     if let Some(p) = propensity {

@@ -113,6 +113,7 @@ fn vocabulary_and_code_columns_are_checked() {
     expect_rejected("timezone", "Europe/Atlantis", "IANA");
     expect_rejected("attempt_number", "-1", "0 or a positive integer");
     expect_rejected("tenure_days", "-5", "must not be negative");
+    expect_rejected("tenure_days", "1000000000000", "more days than a u32 holds");
     expect_rejected("network_code", "5-1", "letters or digits");
 }
 
