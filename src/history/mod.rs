@@ -807,10 +807,21 @@ fn required<T>(v: Option<T>, ix: usize) -> Cell<T> {
 fn vocab<T: std::str::FromStr + strum::VariantArray + Copy + Into<&'static str>>(cols: &[Col], i: usize, ix: usize) -> Cell<Option<T>> {
     match cols[ix].text(i) {
         None => Ok(None),
-        Some(s) => {
-            s.parse::<T>().map(Some).map_err(|_| bad(ix, s, format!("unknown value; expected one of {}", crate::domain::vocabulary::<T>())))
-        }
+        // Exports spell the vocabulary in their own case (`SUCCEEDED`, `Card`): read as lower case.
+        Some(s) => s
+            .parse::<T>()
+            .or_else(|e| if s.bytes().any(|b| b.is_ascii_uppercase()) { s.to_ascii_lowercase().parse() } else { Err(e) })
+            .map(Some)
+            .map_err(|_| bad(ix, s, format!("unknown value; expected one of {}", crate::domain::vocabulary::<T>()))),
     }
+}
+
+/// An ISO code column (currency, country): exports write them in lower case too
+/// (Stripe's `usd`), read as upper case.
+fn iso_code<T: std::str::FromStr<Err = crate::domain::CodeError>>(s: &str, ix: usize) -> Cell<T> {
+    s.parse()
+        .or_else(|e| if s.bytes().any(|b| b.is_ascii_lowercase()) { s.to_ascii_uppercase().parse() } else { Err(e) })
+        .map_err(|e: crate::domain::CodeError| bad(ix, s, e.to_string()))
 }
 
 /// Notes from one parsed row for the load report.
@@ -837,12 +848,12 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
         return Err(bad(C_AMOUNT, minor.to_string(), "amount must not be negative"));
     }
     let currency_text = required(cols[C_CURRENCY].text(i), C_CURRENCY)?;
-    let currency: Currency = currency_text.parse().map_err(|e: crate::domain::CodeError| bad(C_CURRENCY, currency_text, e.to_string()))?;
+    let currency: Currency = iso_code(currency_text, C_CURRENCY)?;
     let method: PaymentMethod = required(vocab(cols, i, C_METHOD)?, C_METHOD)?;
     let card_brand: Option<CardBrand> = vocab(cols, i, C_BRAND)?;
     let card_funding: Option<CardFunding> = vocab(cols, i, C_FUNDING)?;
     let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
-    let country: Country = country_text.parse().map_err(|e: crate::domain::CodeError| bad(C_COUNTRY, country_text, e.to_string()))?;
+    let country: Country = iso_code(country_text, C_COUNTRY)?;
     let timezone = match cols[C_TIMEZONE].text(i) {
         Some(s) => parse_tz(s).ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
         None => {

@@ -103,13 +103,14 @@ fn propensity_outside_unit_interval_is_rejected() {
 #[test]
 fn vocabulary_and_code_columns_are_checked() {
     expect_rejected("payment_method", "paypal", "unknown value");
-    expect_rejected("card_brand", "VISA", "unknown value");
+    expect_rejected("card_brand", "diners", "unknown value");
     expect_rejected("card_funding", "charge", "unknown value");
     expect_rejected("channel", "letter", "unknown value");
     expect_rejected("billing_interval", "quarter", "unknown value");
     expect_rejected("payment_method_updated", "maybe", "not a boolean");
     expect_rejected("country", "Denmark", "ISO 3166-1");
-    expect_rejected("currency", "eur", "ISO 4217");
+    expect_rejected("currency", "EURO", "ISO 4217");
+    expect_rejected("currency", "zzz", "ISO 4217");
     expect_rejected("timezone", "Europe/Atlantis", "IANA");
     expect_rejected("attempt_number", "-1", "0 or a positive integer");
     expect_rejected("tenure_days", "-5", "must not be negative");
@@ -584,4 +585,29 @@ fn payments_without_their_original_charge_are_counted_and_one_based_numbers_name
     let h = load_rows(&cut).expect("loads");
     assert_eq!(h.report.payments_without_original, 1);
     assert!(h.report.without_original_warning(3).expect("warned").starts_with("1 of 3 payments have no original charge"));
+}
+
+/// Exports spell codes and the vocabulary in their own case (Stripe writes `usd`;
+/// some ledgers `SUCCEEDED`, `Card`): read as the contract's case. The gRPC API
+/// keeps the contract's spelling (its clients are programs).
+#[test]
+fn codes_and_vocabulary_in_another_case_read_as_the_contract_s() {
+    let rows: Vec<_> = recovered_payment("p1")
+        .into_iter()
+        .map(|r| {
+            let outcome = r.iter().find(|(k, _)| *k == "outcome").unwrap().1.to_uppercase();
+            set(
+                set(set(set(set(r, "currency", "usd"), "country", "dk"), "outcome", &outcome), "payment_method", "Card"),
+                "channel",
+                "EMAIL",
+            )
+        })
+        .collect();
+    let h = load_rows(&rows).expect("loads");
+    let a = &h.attempts[0];
+    assert_eq!(
+        (a.amount.currency.as_str(), a.country.as_str(), a.method, a.channel),
+        ("USD", "DK", PaymentMethod::Card, Some(Channel::Email))
+    );
+    assert_eq!(h.attempts[1].outcome, Outcome::Succeeded);
 }
