@@ -820,7 +820,7 @@ fn vocab<T: std::str::FromStr + strum::VariantArray + Copy + Into<&'static str>>
 /// (Stripe's `usd`), read as upper case.
 fn iso_code<T: std::str::FromStr<Err = crate::domain::CodeError>>(s: &str, ix: usize) -> Cell<T> {
     s.parse()
-        .or_else(|e| if s.bytes().any(|b| b.is_ascii_lowercase()) { s.to_ascii_uppercase().parse() } else { Err(e) })
+        .or_else(|e| if s.bytes().any(|b| b.is_ascii_lowercase()) { s.to_ascii_uppercase().parse().map_err(|_| e) } else { Err(e) })
         .map_err(|e: crate::domain::CodeError| bad(ix, s, e.to_string()))
 }
 

@@ -108,7 +108,7 @@ fn vocabulary_and_code_columns_are_checked() {
     expect_rejected("channel", "letter", "unknown value");
     expect_rejected("billing_interval", "quarter", "unknown value");
     expect_rejected("payment_method_updated", "maybe", "not a boolean");
-    expect_rejected("country", "Denmark", "ISO 3166-1");
+    expect_rejected("country", "Denmark", "got \"Denmark\"");
     expect_rejected("currency", "EURO", "ISO 4217");
     expect_rejected("currency", "zzz", "ISO 4217");
     expect_rejected("timezone", "Europe/Atlantis", "IANA");
