@@ -855,7 +855,10 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
     let country: Country = iso_code(country_text, C_COUNTRY)?;
     let timezone = match cols[C_TIMEZONE].text(i) {
-        Some(s) => parse_tz(s).ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
+        // In another case (`europe/copenhagen`): the failing path only looks the name up.
+        Some(s) => parse_tz(s)
+            .or_else(|| chrono_tz::TZ_VARIANTS.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s)))
+            .ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
         None => {
             notes.defaulted_tz = true;
             default_timezone(country)

@@ -587,8 +587,8 @@ fn payments_without_their_original_charge_are_counted_and_one_based_numbers_name
     assert!(h.report.without_original_warning(3).expect("warned").starts_with("1 of 3 payments have no original charge"));
 }
 
-/// Exports spell codes and the vocabulary in their own case (Stripe writes `usd`;
-/// some ledgers `SUCCEEDED`, `Card`): read as the contract's case. The gRPC API
+/// Exports spell codes, the vocabulary and zone names in their own case (Stripe
+/// writes `usd`; some ledgers `SUCCEEDED`, `Card`): read as the contract's. The gRPC API
 /// keeps the contract's spelling (its clients are programs).
 #[test]
 fn codes_and_vocabulary_in_another_case_read_as_the_contract_s() {
@@ -596,11 +596,8 @@ fn codes_and_vocabulary_in_another_case_read_as_the_contract_s() {
         .into_iter()
         .map(|r| {
             let outcome = r.iter().find(|(k, _)| *k == "outcome").unwrap().1.to_uppercase();
-            set(
-                set(set(set(set(r, "currency", "usd"), "country", "dk"), "outcome", &outcome), "payment_method", "Card"),
-                "channel",
-                "EMAIL",
-            )
+            let r = set(set(set(set(r, "currency", "usd"), "country", "dk"), "outcome", &outcome), "payment_method", "Card");
+            set(set(r, "channel", "EMAIL"), "timezone", "europe/copenhagen")
         })
         .collect();
     let h = load_rows(&rows).expect("loads");
@@ -610,4 +607,5 @@ fn codes_and_vocabulary_in_another_case_read_as_the_contract_s() {
         ("USD", "DK", PaymentMethod::Card, Some(Channel::Email))
     );
     assert_eq!(h.attempts[1].outcome, Outcome::Succeeded);
+    assert_eq!(a.timezone, chrono_tz::Europe::Copenhagen);
 }
