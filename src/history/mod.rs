@@ -774,16 +774,18 @@ fn trim(s: &str) -> &str {
     }
 }
 
-/// Parse a time-zone name, remembering the thread's last one: rows of a payer
-/// come together and repeat the same zone.
+/// Parse a time-zone name in any case, remembering the thread's last one: rows
+/// of a payer come together and repeat the same zone (a name in another case
+/// than IANA's is looked up among all zones once per run of rows).
 fn parse_tz(s: &str) -> Option<Tz> {
     thread_local! {
         static LAST: std::cell::Cell<Option<Tz>> = const { std::cell::Cell::new(None) };
     }
     LAST.with(|last| match last.get() {
-        Some(tz) if tz.name() == s => Some(tz),
+        // IANA names are unique in any case: `europe/copenhagen` is the same zone.
+        Some(tz) if tz.name().eq_ignore_ascii_case(s) => Some(tz),
         _ => {
-            let tz = s.parse::<Tz>().ok()?;
+            let tz = s.parse::<Tz>().ok().or_else(|| chrono_tz::TZ_VARIANTS.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s)))?;
             last.set(Some(tz));
             Some(tz)
         }
@@ -855,10 +857,7 @@ fn parse_row(cols: &[Col], i: usize, source: SourceRow) -> Cell<(Attempt, RowNot
     let country_text = required(cols[C_COUNTRY].text(i), C_COUNTRY)?;
     let country: Country = iso_code(country_text, C_COUNTRY)?;
     let timezone = match cols[C_TIMEZONE].text(i) {
-        // In another case (`europe/copenhagen`): the failing path only looks the name up.
-        Some(s) => parse_tz(s)
-            .or_else(|| chrono_tz::TZ_VARIANTS.iter().copied().find(|t| t.name().eq_ignore_ascii_case(s)))
-            .ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
+        Some(s) => parse_tz(s).ok_or_else(|| bad(C_TIMEZONE, s, "not an IANA time zone name"))?,
         None => {
             notes.defaulted_tz = true;
             default_timezone(country)
