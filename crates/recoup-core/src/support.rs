@@ -323,19 +323,20 @@ mod tests {
         assert!(Support::default().for_class(DeclineClass::SoftFunds).is_none(), "no support recorded: decide everywhere");
     }
 
-    /// A log of 240 retries gives no hour 20: each hour it retried at with at
-    /// least half its even share (5) counts, an hour it never used does not.
+    /// A log of 240 retries spread over the day gives each hour 10, none the 20 a
+    /// larger log needs: each hour with at least half its even share (5) counts,
+    /// one with fewer does not.
     #[test]
     fn a_small_log_supports_the_local_hours_it_used() {
-        let log: Vec<Observed> = (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, 8 + i % 12, Channel::None)).collect();
+        let log: Vec<Observed> = (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, i % 24, Channel::None)).collect();
         let c = estimate(&log).pooled.expect("pooled");
         assert_eq!(c.retries, 240);
-        assert!(c.local_hour(8).is_ok() && c.local_hour(19).is_ok(), "20 retries an hour");
-        assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "never used");
+        assert!((0..24).all(|h| c.local_hour(h).is_ok()), "10 retries an hour: {}", c.describe());
         let thin: Vec<Observed> =
             (0..240u32).map(|i| retry(DeclineClass::SoftFunds, 30.0, 30.0, 1, if i < 4 { 3 } else { 9 + i % 8 }, Channel::None)).collect();
         let c = estimate(&thin).pooled.expect("pooled");
         assert_eq!(c.local_hour(3), Err(Outside::LocalHour), "4 retries: under half the even share (5)");
+        assert_eq!(c.local_hour(20), Err(Outside::LocalHour), "never used");
         assert!(c.local_hour(9).is_ok());
     }
 
