@@ -318,6 +318,48 @@ fn hive_partitioned_parquet_directory_loads_every_part() {
     assert_eq!(a, b);
 }
 
+/// pandas (`to_parquet(partition_cols=[…])`) and Spark write a partition
+/// column into the path, not the file: a contract column given that way is
+/// read from the path, percent-decoded (`America%2FChicago`), Hive's default
+/// partition is a missing value, and the history is the one the columns
+/// would have given.
+#[test]
+fn contract_columns_given_as_hive_partitions_are_read_from_the_path() {
+    use polars::prelude::ParquetWriter;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let csv = dir.path().join("all.csv");
+    let rows = varied_rows(120);
+    write_csv(&csv, &rows);
+    let all = load(&csv, &strict()).expect("loads");
+    let root = dir.path().join("history");
+    let cell = |r: &Vec<(&'static str, String)>, c: &str| r.iter().find(|(k, _)| *k == c).unwrap().1.clone();
+    let mut parts: Vec<(String, String)> = rows.iter().map(|r| (cell(r, "country"), cell(r, "timezone"))).collect();
+    parts.sort();
+    parts.dedup();
+    assert!(parts.len() >= 3 && parts.iter().any(|(_, tz)| tz.is_empty()), "{parts:?}");
+    for (country, tz) in &parts {
+        let sub: Vec<_> = rows.iter().filter(|r| cell(r, "country") == *country && cell(r, "timezone") == *tz).cloned().collect();
+        let tmp = dir.path().join(format!("{country}.csv"));
+        write_csv(&tmp, &sub);
+        let mut part = to_frame(&load(&tmp, &strict()).expect("part loads")).expect("frame").drop_many(["country", "timezone"]);
+        let tz = if tz.is_empty() { "__HIVE_DEFAULT_PARTITION__".to_string() } else { tz.replace('/', "%2F") };
+        let at = root.join(format!("country={country}")).join(format!("timezone={tz}"));
+        std::fs::create_dir_all(&at).unwrap();
+        ParquetWriter::new(std::fs::File::create(at.join("part-0.parquet")).unwrap()).finish(&mut part).unwrap();
+    }
+    let h = load(&root, &strict()).expect("the partitions give the columns");
+    assert_eq!(h.files.len(), parts.len());
+    let key = |h: &History| {
+        let mut v: Vec<_> =
+            h.attempts.iter().map(|a| (h.attempt_id(a).to_string(), a.country.as_str().to_string(), a.timezone.name())).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(key(&h), key(&all));
+    assert!(all.report.defaulted_timezones > 0);
+    assert_eq!(h.report.defaulted_timezones, all.report.defaulted_timezones, "the default partition is a missing zone");
+}
+
 #[test]
 fn parquet_bad_values_name_row_and_column_too() {
     let dir = tempfile::tempdir().expect("tempdir");
