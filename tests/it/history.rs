@@ -283,13 +283,19 @@ fn csv_and_parquet_round_trip_to_identical_tables() {
     }
 }
 
+/// `varied_rows(payments)` written to `dir/all.csv`, and the history it loads to.
+fn varied_history(dir: &std::path::Path, payments: usize) -> (Vec<Vec<(&'static str, String)>>, History) {
+    let csv = dir.join("all.csv");
+    let rows = varied_rows(payments);
+    write_csv(&csv, &rows);
+    let all = load(&csv, &strict()).expect("loads");
+    (rows, all)
+}
+
 #[test]
 fn hive_partitioned_parquet_directory_loads_every_part() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let csv = dir.path().join("all.csv");
-    let rows = varied_rows(120);
-    write_csv(&csv, &rows);
-    let all = load(&csv, &strict()).expect("loads");
+    let (rows, all) = varied_history(dir.path(), 120);
     // split by payment into two partitions
     let root = dir.path().join("history");
     for (k, part) in ["month=2026-01", "month=2026-02"].iter().enumerate() {
@@ -327,10 +333,7 @@ fn hive_partitioned_parquet_directory_loads_every_part() {
 fn contract_columns_given_as_hive_partitions_are_read_from_the_path() {
     use polars::prelude::ParquetWriter;
     let dir = tempfile::tempdir().expect("tempdir");
-    let csv = dir.path().join("all.csv");
-    let rows = varied_rows(120);
-    write_csv(&csv, &rows);
-    let all = load(&csv, &strict()).expect("loads");
+    let (rows, all) = varied_history(dir.path(), 120);
     let root = dir.path().join("history");
     let cell = |r: &Vec<(&'static str, String)>, c: &str| r.iter().find(|(k, _)| *k == c).unwrap().1.clone();
     let mut parts: Vec<(String, String)> = rows.iter().map(|r| (cell(r, "country"), cell(r, "timezone"))).collect();
