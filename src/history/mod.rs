@@ -457,6 +457,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
     let mut loader = Loader::new(opts, &files);
     for (file_ix, file) in files.iter().enumerate() {
         let kind = file_kind(file).ok_or_else(|| LoadError::UnsupportedFile { path: file.clone() })?;
+        let partitions = partition_values(file);
         let rows = match kind {
             FileKind::Parquet => {
                 // Pages first: polars would decode a page with flipped bits without a word.
@@ -483,7 +484,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
                         }
                     });
                     for (start, df) in rx {
-                        loader.ingest(file, file_ix as u32, false, with_partitions(file, df?)?, start)?;
+                        loader.ingest(file, file_ix as u32, false, with_partitions(file, &partitions, df?)?, start)?;
                     }
                     Ok(())
                 })?;
@@ -493,7 +494,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
                 let (df, bad) = read_csv(file, &mut loader.unknown_columns)?;
                 let rows = df.height();
                 loader.csv_bad = bad.into_iter().map(|b| (b.row, b)).collect();
-                loader.ingest(file, file_ix as u32, true, with_partitions(file, df)?, 0)?;
+                loader.ingest(file, file_ix as u32, true, with_partitions(file, &partitions, df)?, 0)?;
                 loader.csv_bad.clear();
                 rows
             }
@@ -511,41 +512,27 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<History, LoadError> {
 /// `__HIVE_DEFAULT_PARTITION__` is a missing value. Other keys (`month=…`) are
 /// not the contract's and are ignored.
 fn partition_values(file: &Path) -> Vec<(&'static str, Option<String>)> {
-    let decode = |v: &str| -> String {
-        let b = v.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            match (b[i], b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
-                (b'%', Some(x)) => {
-                    out.push(x);
-                    i += 3;
-                }
-                (c, _) => {
-                    out.push(c);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
     file.parent()
         .into_iter()
         .flat_map(Path::components)
         .filter_map(|c| {
             let (key, value) = c.as_os_str().to_str()?.split_once('=')?;
             let (name, _) = CONTRACT_COLUMNS.iter().find(|(n, _)| *n == key)?;
-            Some((*name, (value != "__HIVE_DEFAULT_PARTITION__").then(|| decode(value))))
+            Some((
+                *name,
+                (value != "__HIVE_DEFAULT_PARTITION__")
+                    .then(|| percent_encoding::percent_decode_str(value).decode_utf8_lossy().into_owned()),
+            ))
         })
         .collect()
 }
 
 /// `df` with the contract columns its file's path gives as hive partitions and the
 /// file itself lacks (a column in the file wins over its path).
-fn with_partitions(file: &Path, mut df: DataFrame) -> Result<DataFrame, LoadError> {
-    for (name, value) in partition_values(file) {
+fn with_partitions(file: &Path, partitions: &[(&'static str, Option<String>)], mut df: DataFrame) -> Result<DataFrame, LoadError> {
+    for (name, value) in partitions {
         if df.column(name).is_err() {
-            let column = Column::new(name.into(), vec![value; df.height()]);
+            let column = Column::new((*name).into(), vec![value.clone(); df.height()]);
             df.with_column(column).map_err(|source| LoadError::Polars { path: file.to_path_buf(), source })?;
         }
     }
