@@ -626,9 +626,8 @@ fn a_small_history_trains_a_model_that_still_retries() {
     let world = World::new(WorldConfig::default(), SEED, 12);
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("small.parquet");
-    let mut df = recoup::sim::generate::chunk(&world, 0..60).to_frame().expect("frame");
-    polars::prelude::ParquetWriter::new(std::fs::File::create(&path).unwrap()).finish(&mut df).unwrap();
-    let h = load(&path, &LoadOptions::default()).expect("loads");
+    let h = recoup::sim::generate::chunk(&world, 0..60).history;
+    recoup::history::write(&h, &path).expect("written");
     let retries = h.attempts.iter().filter(|a| a.attempt_number > 0).count();
     assert!((100..960).contains(&retries), "a small log: {retries} retries");
     let models = tmp.path().join("m");
