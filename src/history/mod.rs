@@ -630,10 +630,9 @@ const fn want(ix: usize) -> Want {
 }
 
 fn column_view(path: &Path, df: &DataFrame, ix: usize) -> Result<Col, LoadError> {
-    let (name, required) = CONTRACT_COLUMNS[ix];
-    let Ok(col) = df.column(name) else {
-        return if required { Err(LoadError::MissingColumn { path: path.to_path_buf(), column: name }) } else { Ok(Col::Missing) };
-    };
+    let (name, _) = CONTRACT_COLUMNS[ix];
+    // A required column's absence is refused once per frame, in `Loader::ingest`.
+    let Ok(col) = df.column(name) else { return Ok(Col::Missing) };
     // One chunk per column view, so rows are read straight from the array.
     let s = &col.as_materialized_series().rechunk();
     let dtype = s.dtype().clone();
