@@ -390,6 +390,17 @@ fn merge(a: &Args, dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
             let ca = pctx(ca.f64(), || format!("{}: column {name}", path.display()))?.clone();
             Ok((0..ca.len()).map(|i| ca.get(i).unwrap_or(f64::NAN)).collect())
         };
+        // Amounts as the integers they were written as: through f64 an amount past 2^53 lost
+        // its last digits, and a missing one counted as 0.
+        let amounts = |name: &str| -> anyhow::Result<Vec<i64>> {
+            let c = pctx(df.column(name), || format!("{}: no column {name}", path.display()))?;
+            let ca = c.i64().map_err(|_| {
+                anyhow::anyhow!("{}: column {name} is {}, not the 64-bit integers `recoup export` writes", path.display(), c.dtype())
+            })?;
+            (0..ca.len())
+                .map(|i| ca.get(i).ok_or_else(|| anyhow::anyhow!("{}: row {}: {name} is missing", path.display(), i + 1)))
+                .collect()
+        };
         let as_of = pctx(df.column("as_of"), || format!("{}: no column as_of", path.display()))?;
         let as_of = pctx(as_of.cast(&DataType::Int64), || format!("{}: column as_of", path.display()))?;
         let want = a.as_of.timestamp_micros();
@@ -413,11 +424,11 @@ fn merge(a: &Args, dir: &Path, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
         let segments: Vec<Vec<Option<String>>> =
             a.by.iter().map(|s| text(if *s == Segment::Currency { "currency" } else { s.column() })).collect::<anyhow::Result<_>>()?;
         let (currency, amount, expected, p) =
-            (text("currency")?, num("amount_minor")?, num("expected_recovered_minor")?, num("p_recovery")?);
+            (text("currency")?, amounts("amount_minor")?, num("expected_recovered_minor")?, num("p_recovery")?);
         for i in 0..df.height() {
             let mut key: Vec<String> = segments.iter().map(|c| c[i].clone().unwrap_or_default()).collect();
             key.push(currency[i].clone().unwrap_or_default());
-            totals.entry(key).or_default().add(amount[i] as i64, expected[i], p[i]);
+            totals.entry(key).or_default().add(amount[i], expected[i], p[i]);
         }
         open_total += df.height();
         if let Some(w) = writer.as_mut() {

@@ -313,3 +313,35 @@ fn a_segment_whose_amounts_overflow_is_refused_not_wrapped() {
     assert!(!dir.path().join("seg.csv").exists(), "no segment file");
     export("open.csv", &[]).success().stdout(predicates::str::contains("18000000000000000000"));
 }
+
+/// The merge of a sharded export sums the parts' amounts as the integers they were
+/// written as: read through f64, 2^53 + 1 minor units lost its last unit, so the merged
+/// segment total differed from one process's.
+#[test]
+fn merged_parts_keep_every_unit_of_amounts_past_two_to_the_53() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h.csv");
+    std::fs::write(
+        &history,
+        "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code\n\
+         a1,p1,c1,2026-11-20T10:00:00Z,0,9007199254740993,USD,card,visa,US,failed,insufficient_funds\n\
+         a2,p2,c2,2026-11-20T11:00:00Z,0,3,USD,card,visa,US,failed,insufficient_funds\n",
+    )
+    .unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let (parts, p) = (dir.path().join("parts"), |name: &str| dir.path().join(name));
+    let export = |args: &[&std::ffi::OsStr]| {
+        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
+        c.args(["export", "-q", "--as-of", "2026-11-21", "--models"]).arg(&models).args(args);
+        c.assert().success();
+    };
+    let os = |s: &'static str| std::ffi::OsStr::new(s);
+    export(&[os("--history"), history.as_os_str(), os("--by"), os("currency"), os("--out"), p("one.csv").as_os_str()]);
+    for k in ["0/2", "1/2"] {
+        export(&[os("--history"), history.as_os_str(), os("--shard"), std::ffi::OsStr::new(k), os("--out"), parts.as_os_str()]);
+    }
+    export(&[os("--merge"), parts.as_os_str(), os("--by"), os("currency"), os("--out"), p("merged.csv").as_os_str()]);
+    let (one, merged) = (std::fs::read_to_string(p("one.csv")).unwrap(), std::fs::read_to_string(p("merged.csv")).unwrap());
+    assert!(one.contains("9007199254740996"), "one process sums 2^53 + 1 and 3 exactly:\n{one}");
+    assert_eq!(one, merged);
+}
