@@ -452,3 +452,29 @@ fn hyperswitch_payments_in_the_holdout_follow_the_control_schedule() {
     assert_eq!(model_arm.arm, "model");
     assert_eq!(retry_time(&model_arm), retry_time(&decide(&r)), "outside the holdout, the model decides as before");
 }
+
+/// The holdout's control arm values its slot as the model's arm values a candidate
+/// (`engine::retry_logit`: the payment's failed retries included), so the live
+/// calibration compares the two arms on one scale. It used the weights alone: on a
+/// payment with nine failed retries the two differed.
+#[test]
+fn the_control_arms_p_is_the_engines_own_score_of_its_slot() {
+    let started = clock() - Duration::hours(20);
+    let retries: Vec<DateTime<Utc>> = (1..=9).map(|i| started + Duration::hours(2 * i)).collect();
+    let r = request("Visa", started, Some("insufficient_funds"), ("insufficient_funds", "51"), &retries);
+    let hyperswitch::Mapped::Decide(req) = hyperswitch::to_engine(&r, clock(), "US".parse().unwrap()).expect("a valid request") else {
+        panic!("a payment to decide")
+    };
+    let daily = |after: DateTime<Utc>| Some((after + Duration::days(1), recoup::domain::Channel::None));
+    let d = fixed_decision(&r, &daily).expect("decided");
+    let slot = d.chosen.expect("the schedule's retry");
+    let m = model();
+    let platt = m.platt_for(req.attempts.last().unwrap().decline.class(), req.attempts.len() as u32 - 1);
+    let z = engine::retry_logit(m, &req, slot.retry_at, slot.channel).expect("scored");
+    assert!((slot.p_success - platt.calibrate(z)).abs() < 1e-12, "{} vs {}", slot.p_success, platt.calibrate(z));
+    // The failed retries move this payment's score: without them (what it used) the P differs.
+    let mut plain = m.clone();
+    plain.failed_retries = Default::default();
+    let alone = platt.calibrate(engine::retry_logit(&plain, &req, slot.retry_at, slot.channel).expect("scored"));
+    assert!((alone - slot.p_success).abs() > 1e-4, "{alone} vs {}", slot.p_success);
+}

@@ -7,9 +7,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::config::EngineConfig;
 use super::decision::{describe, reason, stopped, Action, Decision, NextStep, Slot};
-use super::request::{invalid, rule_facts, rule_history, scored_payment, Request};
+use super::request::{invalid, rule_facts, rule_history, Request};
 use crate::domain::Channel;
-use crate::features::Candidate;
 use crate::limits::InvalidField;
 use crate::model::SuccessModel;
 use crate::rules::{self, Proposal};
@@ -69,11 +68,11 @@ pub fn decide_fixed(
             .push(reason("stop", format!("the control schedule {name:?} has no retry left in the {}-day window", cfg.dunning_window_days)));
         return Ok(stopped(reasons));
     };
-    // The model's P of the schedule's slot: what the live calibration compares against.
-    let p_success = scored_payment(req, &model.imputation.fill(&req.facts).0).1.map_or(f64::NAN, |state| {
-        let z = model.logit(&state.encode(&Candidate { at, channel }));
-        model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1).calibrate(z)
-    });
+    // The model's P of the schedule's slot, scored as the model's arm scores its candidates
+    // (imputation and the payment's failed retries included): what the live calibration
+    // compares the two arms by.
+    let p_success = super::retry_logit(model, req, at, channel)
+        .map_or(f64::NAN, |z| model.platt_for(last.decline.class(), req.attempts.len() as u32 - 1).calibrate(z));
     let send_at = (channel != Channel::None).then(|| (at - Duration::hours(cfg.message_lead_hours.max(0))).max(req.now));
     Ok(Decision {
         action: Action::Retry,
