@@ -890,8 +890,11 @@ mod tests {
         let mut card = String::new();
         support_section(&mut card, &manifest, &report, &m);
         assert!(card.contains("; spacing fixed by the log's schedule (other spacings extrapolated): retry 1 48 h"), "{card}");
-        // The fields a request may leave out, scored at the log's most common value (the
-        // shipped model predates them: nothing said).
+        // The fields a request may leave out, scored at the log's most common value: a model
+        // trained before them says nothing.
+        m.imputation = Default::default();
+        let mut card = String::new();
+        support_section(&mut card, &manifest, &report, &m);
         assert!(!card.contains("optional fields"), "{card}");
         m.imputation.card_funding = Some(crate::domain::CardFunding::Debit);
         m.imputation.tenure_days = Some(500);

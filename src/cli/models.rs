@@ -98,7 +98,7 @@ Exit code 0 whatever is flagged (it is a report); 2 on a bad version or history.
 
 Examples:
   recoup models residuals current --history data/sample/
-  recoup models residuals 20261202-221706-63e0a43d --history new-month.parquet --since all
+  recoup models residuals 20261205-042820-c553afb8 --history new-month.parquet --since all
   recoup models residuals current --history h.parquet --cut day_of_month_exact --json
   recoup models residuals current --history h.parquet --plot residuals/   # then open residuals/index.html";
 
