@@ -224,6 +224,13 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
             writeln!(out, "  {k:<32} {n:>10}")?;
         }
     }
+    if l.updates_from_method_id > 0 {
+        writeln!(
+            out,
+            "{} retries charged to another payment_method_id than the attempt before them read as payment_method_updated",
+            l.updates_from_method_id
+        )?;
+    }
     if l.defaulted_timezones > 0 {
         writeln!(out, "time zone derived from country for {} rows", l.defaulted_timezones)?;
     }

@@ -654,3 +654,42 @@ fn codes_and_vocabulary_in_another_case_read_as_the_contract_s() {
     assert_eq!(h.attempts[1].outcome, Outcome::Succeeded);
     assert_eq!(a.timezone, chrono_tz::Europe::Copenhagen);
 }
+
+/// A retry charged to another `payment_method_id` than the attempt before it was made
+/// after the payer replaced the method: read as `payment_method_updated`, as the card rules
+/// read it, whether the history has no flag column (a platform's export) or left the flag
+/// false. The same method, or a method not identified, sets nothing.
+#[test]
+fn a_retry_on_another_payment_method_id_is_read_as_updated() {
+    let with_ids = |rows: Vec<Vec<(&'static str, String)>>, ids: &[&str], flag_column: bool| -> Vec<Vec<(&'static str, String)>> {
+        rows.into_iter()
+            .zip(ids)
+            .map(|(mut r, id)| {
+                r.push(("payment_method_id", id.to_string()));
+                if !flag_column {
+                    r.retain(|(c, _)| *c != "payment_method_updated");
+                }
+                r
+            })
+            .collect()
+    };
+    let mut rows = recovered_payment("p1");
+    rows.insert(1, set(row("p1_b", "p1", 1, "2026-03-02T09:00:00Z", "failed"), "decline_code", "expired_card"));
+    rows[2] = set(rows[2].clone(), "attempt_number", "2");
+    rows.extend(recovered_payment("p2"));
+    // p1: two attempts on pm_old, then the recovery on pm_new; p2: one method throughout, but
+    // its second row's method is not given.
+    let ids = ["pm_old", "pm_old", "pm_new", "pm_x", ""];
+    for flag_column in [false, true] {
+        let h = load_rows(&with_ids(rows.clone(), &ids, flag_column)).expect("loads");
+        let updated: Vec<bool> = h.attempts.iter().map(|a| a.method_updated()).collect();
+        assert_eq!(updated, [false, false, true, false, false], "flag column {flag_column}");
+        assert_eq!(h.report.updates_from_method_id, 1);
+    }
+    // A flag already set is not counted again.
+    let mut flagged = with_ids(rows.clone(), &ids, true);
+    flagged[2] = set(flagged[2].clone(), "payment_method_updated", "true");
+    let h = load_rows(&flagged).expect("loads");
+    assert!(h.attempts[2].method_updated());
+    assert_eq!(h.report.updates_from_method_id, 0);
+}
