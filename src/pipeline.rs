@@ -324,6 +324,13 @@ fn fit_and_write(
     for line in trained.report.acting_calibration.lines() {
         progress(&line);
     }
+    // A log with no retry after an update: a replaced method's P from a prior (after the
+    // scalings, which it is centred through).
+    let original_success = 1.0 - digest.population.payments as f64 / digest.payments as f64;
+    trained.report.updated_prior = crate::train::updated_prior(&mut trained.model, set, original_success);
+    if let Some(u) = &trained.report.updated_prior {
+        progress(&u.describe());
+    }
     // Where the final model is wrong on the test split, finer than its levels when the
     // examples carry their local times (built from a history or read from v2 shards, they do).
     let test_start = crate::train::split_points(set.len(), &job.cfg).1;

@@ -384,6 +384,9 @@ fn overview(s: &mut String, m: &Manifest, r: &TrainReport, model: &SuccessModel)
     if let Some(small) = r.small_history() {
         let _ = writeln!(s, "**Warning:** {small}.\n");
     }
+    if let Some(u) = &r.updated_prior {
+        let _ = writeln!(s, "**Not learned from this log:** {}.\n", u.describe());
+    }
     let _ = writeln!(s, "## Held-out metrics (test split)\n");
     let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");
     *s += &metrics_row("this model", &r.model);

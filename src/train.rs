@@ -1002,6 +1002,82 @@ pub struct TrainReport {
     /// model trained before it existed.
     #[serde(default)]
     pub residuals: Option<crate::residuals::Summary>,
+    /// The prior a needs-update retry on a replaced method is scored at, when the log has
+    /// no retry after an update ([`updated_prior`]); `None` when it has some.
+    #[serde(default)]
+    pub updated_prior: Option<UpdatedPrior>,
+}
+
+/// What a log with no retry after an update (no `payment_method_updated` flags and no
+/// `payment_method_id` changes) leaves of the replaced method's P: a prior ([`updated_prior`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UpdatedPrior {
+    /// The share of the log's payments whose original charge succeeded: the mean P given to
+    /// the log's needs-update retries had their method been replaced.
+    pub original_success: f64,
+    /// The logit put on `decline_class=needs_update&method_updated=true` to get it there.
+    pub weight: f64,
+    /// The needs-update retries it was centred on.
+    pub examples: usize,
+}
+
+impl UpdatedPrior {
+    /// One line for the training output and the model card.
+    pub fn describe(&self) -> String {
+        format!(
+            "no retry in the log followed an update (no payment_method_updated flags, no change of payment_method_id), so \
+             what a replaced method does is not learned: a needs-update payment's retry on a replaced method is scored at \
+             the log's original-charge success rate, {:.3} on average over its {} needs-update retries (logit {:+.2} on \
+             decline_class=needs_update&method_updated=true), a prior, not an estimate",
+            self.original_success, self.examples, self.weight
+        )
+    }
+}
+
+/// Where no example of `set` had its method updated, the model has no weight for an updated
+/// payment, and an expired card's retry after the payer replaced it would be scored as the
+/// log's retries of the dead card (0.29 against 0.94 realised on the foreign world's log
+/// without flags). A needs-update decline says the method cannot be charged, so those
+/// retries say nothing of a new one. The prior: a replaced method is charged like a
+/// payment's original charge, `original_success` (the log's share of original charges that
+/// succeeded, identifiable from any history). The weight of the class × updated column is
+/// set so that the needs-update examples, re-encoded as updated and scored with the
+/// class's scaling, average that P; the time terms keep their shape. `None` (and the model
+/// unchanged) when some example was updated, no example is of the class, or the rate is
+/// not a number.
+pub fn updated_prior(model: &mut SuccessModel, set: &TrainingSet, original_success: f64) -> Option<UpdatedPrior> {
+    use crate::features::{class_updated_column, group_level, with_level, RETRIES_GROUP, UPDATED_GROUP};
+    if !original_success.is_finite() || (0..set.len()).any(|i| group_level(set.row(i), UPDATED_GROUP) == 1) {
+        return None;
+    }
+    let p0 = original_success.clamp(0.01, 0.99);
+    let class = DeclineClass::NeedsUpdate;
+    let column = class_updated_column(class) as usize;
+    let scored: Vec<(f64, Platt)> = (0..set.len())
+        .filter(|&i| set.declines[i].class() == class)
+        .map(|i| {
+            let updated = with_level(set.row(i), UPDATED_GROUP, 1);
+            let z = model.logit(&updated) - model.weights[column];
+            (z, model.platt_for(class, group_level(set.row(i), RETRIES_GROUP) as u32))
+        })
+        .collect();
+    if scored.is_empty() {
+        return None;
+    }
+    let mean_p = |w: f64| scored.iter().map(|(z, p)| p.calibrate(z + w)).sum::<f64>() / scored.len() as f64;
+    // Increasing in w (the scalings' slopes are positive): bisect.
+    let (mut lo, mut hi) = (-crate::model::MAX_ABS_PARAMETER, crate::model::MAX_ABS_PARAMETER);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if mean_p(mid) < p0 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let weight = 0.5 * (lo + hi);
+    model.weights[column] = weight;
+    Some(UpdatedPrior { original_success: p0, weight, examples: scored.len() })
 }
 
 /// Fewer retry examples than this make a small history: training says so
@@ -1579,6 +1655,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         population: Default::default(),
         acting_calibration: Default::default(),
         residuals: None,
+        updated_prior: None,
     };
     Ok(Trained { model, report, fit_seconds, test_examples: examples[test_start..].to_vec() })
 }

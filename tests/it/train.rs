@@ -651,3 +651,64 @@ fn a_small_history_trains_a_model_that_still_retries() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["action"], "RETRY", "{}", serde_json::to_string_pretty(&v["reasons"]).unwrap());
 }
+
+/// A log with no retry after an update (no flags, no method ids: a platform's bare export)
+/// cannot teach what a replaced method does. Training says so, in its output and the model
+/// card, and scores a needs-update retry on a replaced method at the log's original-charge
+/// success rate (a prior) instead of at the rate of the log's retries of the dead card. The
+/// same log with its flags learns it and says nothing.
+#[test]
+fn a_log_without_updates_scores_a_replaced_method_at_its_original_charges_rate() {
+    let cfg = recoup::sim::zoo::preset("careless-log").expect("preset").check().expect("valid");
+    let world = World::new(cfg, SEED, 12);
+    let mut h = recoup::sim::generate::chunk(&world, 0..3_000).history;
+    let tmp = tempfile::tempdir().unwrap();
+    let flagged = tmp.path().join("flagged.parquet");
+    recoup::history::write(&h, &flagged).expect("written");
+    for a in &mut h.attempts {
+        a.payment_method_updated = None;
+        a.card = None;
+    }
+    let bare = tmp.path().join("bare.parquet");
+    recoup::history::write(&h, &bare).expect("written");
+    let train = |history: &Path, out: &str| {
+        let models = tmp.path().join(out);
+        let run = recoup().args(["train", "--promote", "--history"]).arg(history).arg("--out").arg(&models).output().unwrap();
+        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        let version = only_version(&models);
+        let card = std::fs::read_to_string(models.join(&version).join("MODEL_CARD.md")).unwrap();
+        (models, String::from_utf8_lossy(&run.stderr).into_owned(), card)
+    };
+    let (_, said, card) = train(&flagged, "flagged");
+    assert!(!said.contains("no retry in the log followed an update") && !card.contains("Not learned from this log"), "{card}");
+    let (models, said, card) = train(&bare, "bare");
+    assert!(said.contains("no retry in the log followed an update"), "{said}");
+    assert!(card.contains("**Not learned from this log:** no retry in the log followed an update"), "{card}");
+
+    // The failed share of the log's payments, from the history itself.
+    let payments = h.payments().count() as f64;
+    let failed = h.payments().filter(|p| p[0].outcome == recoup::domain::Outcome::Failed).count() as f64;
+    let original_success = 1.0 - failed / payments;
+    // An expired card the payer replaced: retried, near that rate; the log's own retries of
+    // needs-update payments (mostly the dead card) succeed far less.
+    let needs_update: Vec<bool> = h
+        .payments()
+        .flat_map(|p| p.windows(2).filter(|w| w[0].decline.is_some_and(|d| d.class() == recoup::declines::DeclineClass::NeedsUpdate)))
+        .map(|w| w[1].outcome == recoup::domain::Outcome::Succeeded)
+        .collect();
+    let logged = needs_update.iter().filter(|&&s| s).count() as f64 / needs_update.len() as f64;
+    assert!(logged < original_success - 0.3, "the log's needs-update retries {logged:.3}, originals {original_success:.3}");
+    let mut req: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/decide.json")).unwrap())
+            .unwrap();
+    req["attempts"][0]["network_code"] = "54".into();
+    req["attempts"][0]["decline_code"] = "expired_card".into();
+    req["payment_method_updated"] = true.into();
+    req["past_payments"] = serde_json::json!([]);
+    let out = recoup().args(["decide", "--json", "--models"]).arg(&models).arg("-").write_stdin(req.to_string()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["action"], "RETRY", "{}", serde_json::to_string_pretty(&v["reasons"]).unwrap());
+    let p = v["chosen"]["p_success"].as_f64().unwrap();
+    assert!((p - original_success).abs() < 0.15, "P {p:.3} against the originals' {original_success:.3} (the log's retries {logged:.3})");
+}

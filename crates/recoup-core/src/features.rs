@@ -739,24 +739,48 @@ pub fn group_level(active: &[u16], g: usize) -> usize {
 /// counterfactual behind the channel-lift report (what each channel adds over
 /// no message, same payment, same time).
 pub fn with_channel(active: &[u16], channel: Channel) -> Vec<u16> {
+    with_level(active, G_CHANNEL, channel as usize)
+}
+
+/// The vector `active` would be with group `g` at `level`: its own slot and every cross
+/// and triple involving it re-encoded, the other groups' levels kept.
+pub fn with_level(active: &[u16], g: usize, level: usize) -> Vec<u16> {
     let mut v = active.to_vec();
-    let ch = channel as usize;
-    let level = |g: usize| if g == G_CHANNEL { ch } else { group_level(active, g) };
+    let at = |h: usize| if h == g { level } else { group_level(active, h) };
     let fc = FIXED_CROSSES.len();
-    v[G_CHANNEL + fc] = SCHEMA.column(G_CHANNEL, ch);
+    v[if g < N_FIXED { g } else { g + fc }] = SCHEMA.column(g, level);
+    for (k, &(a, b)) in FIXED_CROSSES.iter().enumerate() {
+        if a == g || b == g {
+            v[N_FIXED + k] = SCHEMA.cross(k, at(a), at(b));
+        }
+    }
     let cross_base = N_FIXED + fc + N_CAND;
     for (k, &(a, b)) in CAND_CROSSES.iter().enumerate() {
-        if a == G_CHANNEL || b == G_CHANNEL {
-            v[cross_base + k] = SCHEMA.cross(fc + k, level(a), level(b));
+        if a == g || b == g {
+            v[cross_base + k] = SCHEMA.cross(fc + k, at(a), at(b));
         }
     }
     let triple_base = cross_base + CAND_CROSSES.len();
     for (k, &(a, b, c)) in TRIPLES.iter().enumerate() {
-        if [a, b, c].contains(&G_CHANNEL) {
-            v[triple_base + k] = SCHEMA.triple(k, level(a), level(b), level(c));
+        if [a, b, c].contains(&g) {
+            v[triple_base + k] = SCHEMA.triple(k, at(a), at(b), at(c));
         }
     }
     v
+}
+
+/// Group index of `method_updated` (for [`group_level`] and [`with_level`]; level 1 is "true").
+pub const UPDATED_GROUP: usize = G_UPDATED;
+/// Group index of the decline class.
+pub const CLASS_GROUP: usize = G_CLASS;
+/// Group index of the retries before the candidate.
+pub const RETRIES_GROUP: usize = G_RETRIES;
+
+/// The column `decline_class=<class>&method_updated=true`: what a method replaced since the
+/// last attempt adds to a retry after a decline of `class`.
+pub fn class_updated_column(class: crate::declines::DeclineClass) -> u16 {
+    let k = FIXED_CROSSES.iter().position(|&x| x == (G_CLASS, G_UPDATED)).expect("the class × updated cross exists");
+    SCHEMA.cross(k, class as usize, 1)
 }
 
 /// The slots (indices into an encoded vector) whose column involves the channel:
@@ -1222,6 +1246,12 @@ pub(crate) mod tests {
             for &ch in Channel::VARIANTS {
                 let full = st.encode(&Candidate { at, channel: ch });
                 assert_eq!(with_channel(&email, ch), full, "{ch:?} at +{h}h");
+                // A payment-level group re-encoded the same way: the method replaced.
+                let updated = PaymentState::new(facts(), &earlier, true, &[]).expect("state").encode(&Candidate { at, channel: ch });
+                assert_ne!(updated, full);
+                assert_eq!(with_level(&full, UPDATED_GROUP, 1), updated, "updated, {ch:?} at +{h}h");
+                assert_eq!(with_level(&updated, UPDATED_GROUP, 0), full);
+                assert!(updated.contains(&class_updated_column(DeclineCode::DoNotHonor.class())));
                 // The grid's split: fixed + time-only + channel-only is the same set of columns.
                 let mut split = st.fixed().to_vec();
                 split.extend(&time);
