@@ -326,8 +326,7 @@ fn fit_and_write(
     }
     // A log with no retry after an update: a replaced method's P from a prior (after the
     // scalings, which it is centred through).
-    let original_success = 1.0 - digest.population.payments as f64 / digest.payments as f64;
-    trained.report.updated_prior = crate::train::updated_prior(&mut trained.model, set, original_success);
+    trained.report.updated_prior = crate::train::updated_prior(&mut trained.model, set, digest.payments, digest.population.payments);
     if let Some(u) = &trained.report.updated_prior {
         progress(&u.describe());
     }

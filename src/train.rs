@@ -1008,13 +1008,22 @@ pub struct TrainReport {
     pub updated_prior: Option<UpdatedPrior>,
 }
 
+/// The P a replaced method's retry is scored at where the log has no update and does not show
+/// its original charges' success rate either: about what card-not-present recurring charges
+/// are approved at (0.85–0.95 is typical; the lower end, so as not to over-promise).
+pub const DEFAULT_REPLACED_SUCCESS: f64 = 0.85;
+
 /// What a log with no retry after an update (no `payment_method_updated` flags and no
 /// `payment_method_id` changes) leaves of the replaced method's P: a prior ([`updated_prior`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpdatedPrior {
-    /// The share of the log's payments whose original charge succeeded: the mean P given to
+    /// The share of the log's payments whose original charge succeeded (or
+    /// [`DEFAULT_REPLACED_SUCCESS`] where the log holds too few of them): the mean P given to
     /// the log's needs-update retries had their method been replaced.
     pub original_success: f64,
+    /// Where `original_success` came from, in words.
+    #[serde(default)]
+    pub source: String,
     /// The logit put on `decline_class=needs_update&method_updated=true` to get it there.
     pub weight: f64,
     /// The needs-update retries it was centred on.
@@ -1027,9 +1036,9 @@ impl UpdatedPrior {
         format!(
             "no retry in the log followed an update (no payment_method_updated flags, no change of payment_method_id), so \
              what a replaced method does is not learned: a needs-update payment's retry on a replaced method is scored at \
-             the log's original-charge success rate, {:.3} on average over its {} needs-update retries (logit {:+.2} on \
+             {}, {:.3} on average over its {} needs-update retries (logit {:+.2} on \
              decline_class=needs_update&method_updated=true), a prior, not an estimate",
-            self.original_success, self.examples, self.weight
+            self.source, self.original_success, self.examples, self.weight
         )
     }
 }
@@ -1045,12 +1054,30 @@ impl UpdatedPrior {
 /// class's scaling, average that P; the time terms keep their shape. `None` (and the model
 /// unchanged) when some example was updated, no example is of the class, or the rate is
 /// not a number.
-pub fn updated_prior(model: &mut SuccessModel, set: &TrainingSet, original_success: f64) -> Option<UpdatedPrior> {
+///
+/// `payments` and `failed`: the log's payments and those whose original charge failed. A log
+/// where fewer than half the original charges succeeded (an export of failed payments holds
+/// none) does not show the merchant's rate: [`DEFAULT_REPLACED_SUCCESS`] then, said so.
+pub fn updated_prior(model: &mut SuccessModel, set: &TrainingSet, payments: u64, failed: u64) -> Option<UpdatedPrior> {
     use crate::features::{class_updated_column, group_level, with_level, RETRIES_GROUP, UPDATED_GROUP};
-    if !original_success.is_finite() || (0..set.len()).any(|i| group_level(set.row(i), UPDATED_GROUP) == 1) {
+    if (0..set.len()).any(|i| group_level(set.row(i), UPDATED_GROUP) == 1) {
         return None;
     }
-    let p0 = original_success.clamp(0.01, 0.99);
+    let succeeded = payments.saturating_sub(failed);
+    let (p0, source) = if payments > 0 && succeeded as f64 >= 0.5 * payments as f64 {
+        (
+            (succeeded as f64 / payments as f64).min(0.99),
+            format!("the log's original-charge success rate ({succeeded} of {payments} payments)"),
+        )
+    } else {
+        (
+            DEFAULT_REPLACED_SUCCESS,
+            format!(
+                "a default rate: only {succeeded} of the log's {payments} payments succeeded on their original charge (an export of \
+                 failed payments?), so it does not show how a working method is charged"
+            ),
+        )
+    };
     let class = DeclineClass::NeedsUpdate;
     let column = class_updated_column(class) as usize;
     let scored: Vec<(f64, Platt)> = (0..set.len())
@@ -1077,7 +1104,7 @@ pub fn updated_prior(model: &mut SuccessModel, set: &TrainingSet, original_succe
     }
     let weight = 0.5 * (lo + hi);
     model.weights[column] = weight;
-    Some(UpdatedPrior { original_success: p0, weight, examples: scored.len() })
+    Some(UpdatedPrior { original_success: p0, source, weight, examples: scored.len() })
 }
 
 /// Fewer retry examples than this make a small history: training says so

@@ -686,9 +686,9 @@ fn a_log_without_updates_scores_a_replaced_method_at_its_original_charges_rate()
     assert!(card.contains("**Not learned from this log:** no retry in the log followed an update"), "{card}");
 
     // The failed share of the log's payments, from the history itself.
-    let payments = h.payments().count() as f64;
-    let failed = h.payments().filter(|p| p[0].outcome == recoup::domain::Outcome::Failed).count() as f64;
-    let original_success = 1.0 - failed / payments;
+    let payments = h.payments().count();
+    let failed = h.payments().filter(|p| p[0].outcome == recoup::domain::Outcome::Failed).count();
+    let original_success = 1.0 - failed as f64 / payments as f64;
     // An expired card the payer replaced: retried, near that rate; the log's own retries of
     // needs-update payments (mostly the dead card) succeed far less.
     let needs_update: Vec<bool> = h
@@ -711,4 +711,13 @@ fn a_log_without_updates_scores_a_replaced_method_at_its_original_charges_rate()
     assert_eq!(v["action"], "RETRY", "{}", serde_json::to_string_pretty(&v["reasons"]).unwrap());
     let p = v["chosen"]["p_success"].as_f64().unwrap();
     assert!((p - original_success).abs() < 0.15, "P {p:.3} against the originals' {original_success:.3} (the log's retries {logged:.3})");
+    assert!(card.contains(&format!("the log's original-charge success rate ({} of {} payments)", payments - failed, payments)), "{card}");
+
+    // An export of failed payments only shows no working method's charges: a default, said so.
+    let failed_only = tmp.path().join("failed-only.parquet");
+    h.attempts.retain(|a| a.attempt_number > 0 || a.outcome == recoup::domain::Outcome::Failed);
+    recoup::history::write(&h, &failed_only).expect("written");
+    let (_, _, card) = train(&failed_only, "failed-only");
+    assert!(card.contains("a default rate: only 0 of the log's"), "{card}");
+    assert!(card.contains(&format!("{:.3} on average", recoup::train::DEFAULT_REPLACED_SUCCESS)), "{card}");
 }
