@@ -278,12 +278,24 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
             card: card_id(&f("payment_method_id"), &a.payment_method_id)?,
         });
     }
+    // An attempt charged to another method than the attempt before it came after the payer
+    // replaced it, as the card rules read it and as training reads a history
+    // (`history::updates_from_method_id`): flagged, so the model scores it as trained.
+    for k in 1..attempts.len() {
+        if matches!((attempts[k - 1].card, attempts[k].card), (Some(x), Some(y)) if x != y) {
+            attempts[k].payment_method_updated = true;
+        }
+    }
     // The card the retry charges: the one named, else the last attempt's unless the payer replaced it.
-    let card = match card_id("payment.payment_method_id", &p.payment_method_id)? {
+    let named = card_id("payment.payment_method_id", &p.payment_method_id)?;
+    let card = match named {
         Some(c) => Some(c),
         None if !r.payment_method_updated => attempts.last().and_then(|a| a.card),
         None => None,
     };
+    // The retry charges another method than the last attempt did: the payer replaced it.
+    let payment_method_updated =
+        r.payment_method_updated || matches!((named, attempts.last().and_then(|a| a.card)), (Some(x), Some(y)) if x != y);
     let mut card_attempts = Vec::new();
     let mut past_payments = Vec::with_capacity(r.past_payments.len());
     for (i, pp) in r.past_payments.iter().enumerate() {
@@ -341,7 +353,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         timezone_assumed,
         facts,
         attempts,
-        payment_method_updated: r.payment_method_updated,
+        payment_method_updated,
         asks,
         past_payments,
         card,

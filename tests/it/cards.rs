@@ -478,3 +478,41 @@ fn the_control_arms_p_is_the_engines_own_score_of_its_slot() {
     let alone = platt.calibrate(engine::retry_logit(&plain, &req, slot.retry_at, slot.channel).expect("scored"));
     assert!((alone - slot.p_success).abs() > 1e-4, "{alone} vs {}", slot.p_success);
 }
+
+/// A request that names another payment method for the retry than its last attempt charged
+/// (or an attempt charged to another method than the one before it) says the payer replaced
+/// it, as the card rules and training read it: the engine decides as if told
+/// `payment_method_updated`. An expired card told only by its ids was scored as the dead card.
+#[test]
+fn a_replaced_payment_method_id_counts_as_an_update_for_the_model_too() {
+    let failed = clock() - Duration::days(1);
+    let on = |id: &str| {
+        let mut a = attempt(failed, "expired_card", "54", "");
+        a.payment_method_id = id.into();
+        a
+    };
+    let mut by_id = v1_request(vec![on("pm_old")]);
+    by_id.payment.as_mut().unwrap().payment_method_id = "pm_new".into();
+    let mut by_flag = by_id.clone();
+    by_flag.payment_method_updated = true;
+    let (id, flag) = (recoup::api::to_engine(&by_id, clock()).unwrap(), recoup::api::to_engine(&by_flag, clock()).unwrap());
+    assert!(id.payment_method_updated);
+    let (a, b) = (decide_v1(&by_id), decide_v1(&by_flag));
+    assert_eq!(a.action, Action::Retry, "{:?}", a.reasons);
+    assert_eq!(
+        (a.action, a.chosen.as_ref().map(|c| (c.retry_at, c.p_success))),
+        (b.action, b.chosen.as_ref().map(|c| (c.retry_at, c.p_success)))
+    );
+    assert_eq!(id.attempts.len(), flag.attempts.len());
+    // The same method named again is no update.
+    let mut same = v1_request(vec![on("pm_old")]);
+    same.payment.as_mut().unwrap().payment_method_id = "pm_old".into();
+    assert!(!recoup::api::to_engine(&same, clock()).unwrap().payment_method_updated);
+    // A retry on another method than the original charge: that attempt is flagged.
+    let mut later = on("pm_new");
+    later.attempted_at = ts(failed + Duration::hours(5));
+    later.decline_code = "insufficient_funds".into();
+    later.network_code = "51".into();
+    let r = recoup::api::to_engine(&v1_request(vec![on("pm_old"), later]), clock()).unwrap();
+    assert_eq!(r.attempts.iter().map(|a| a.payment_method_updated).collect::<Vec<_>>(), [false, true]);
+}
