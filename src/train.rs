@@ -1088,11 +1088,13 @@ pub fn updated_prior(model: &mut SuccessModel, set: &TrainingSet, payments: u64,
             (z, model.platt_for(class, group_level(set.row(i), RETRIES_GROUP) as u32))
         })
         .collect();
-    if scored.is_empty() {
+    // Increasing in w only where every scaling's slope is positive (a fit that inverts the
+    // logit has nothing to centre).
+    if scored.is_empty() || scored.iter().any(|(z, p)| !(p.a > 0.0 && z.is_finite())) {
         return None;
     }
     let mean_p = |w: f64| scored.iter().map(|(z, p)| p.calibrate(z + w)).sum::<f64>() / scored.len() as f64;
-    // Increasing in w (the scalings' slopes are positive): bisect.
+    // Bisect.
     let (mut lo, mut hi) = (-crate::model::MAX_ABS_PARAMETER, crate::model::MAX_ABS_PARAMETER);
     for _ in 0..100 {
         let mid = 0.5 * (lo + hi);
