@@ -785,12 +785,32 @@ impl Col {
                     {
                         Err(bad(ix, s, "has no UTC offset: the contract's timestamps are UTC, written like 2026-01-31T08:00:00Z"))
                     }
+                    Err(_) if epoch_hint(s).is_some() => Err(bad(ix, s, epoch_hint(s).unwrap_or_default())),
                     Err(e) => Err(bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
                 },
             },
             _ => Ok(None),
         }
     }
+}
+
+/// What to say of a timestamp written as a Unix time (9–10 digits: seconds, 12–13:
+/// milliseconds, since 1970), the usual export of a database column: the RFC 3339 time it
+/// would be, so the fix is plain. `None` for anything else.
+fn epoch_hint(s: &str) -> Option<String> {
+    if !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: i64 = s.parse().ok()?;
+    let (t, unit) = match s.len() {
+        9 | 10 => (DateTime::from_timestamp(n, 0)?, "seconds"),
+        12 | 13 => (DateTime::from_timestamp_millis(n)?, "milliseconds"),
+        _ => return None,
+    };
+    Some(format!(
+        "looks like a Unix time in {unit}; the contract's timestamps are RFC 3339 text in CSV (this one would be {}) or a Parquet timestamp",
+        t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    ))
 }
 
 /// Row `i` of a single-chunk numeric column (the column views are rechunked):

@@ -77,6 +77,12 @@ fn unparseable_timestamp_is_rejected() {
     // parser's "premature end of input").
     expect_rejected("attempted_at", "2026-03-01T09:00:00", "has no UTC offset");
     expect_rejected("attempted_at", "2026-03-01 09:00:00", "has no UTC offset");
+    // A Unix time (a database column exported as is): named, with the time it would be.
+    expect_rejected("attempted_at", "1772355600", "looks like a Unix time in seconds");
+    expect_rejected("attempted_at", "1772355600", "would be 2026-03-01T09:00:00Z");
+    expect_rejected("attempted_at", "1772355600000", "Unix time in milliseconds; the contract's timestamps are RFC 3339");
+    // Digits of another length are no Unix time: the parser's message.
+    expect_rejected("attempted_at", "20260301", "not an RFC 3339 timestamp");
 }
 
 #[test]
