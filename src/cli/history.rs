@@ -224,6 +224,14 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
             writeln!(out, "  {k:<32} {n:>10}")?;
         }
     }
+    if !l.naive_timestamp_files.is_empty() {
+        writeln!(
+            out,
+            "attempted_at without a time zone in {} file(s) (e.g. {}), read as UTC: if they hold local times, every hour is off",
+            l.naive_timestamp_files.len(),
+            l.naive_timestamp_files[0].display()
+        )?;
+    }
     if l.updates_from_method_id > 0 {
         writeln!(
             out,

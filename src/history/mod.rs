@@ -240,6 +240,8 @@ pub struct LoadReport {
     /// without `payment_method_updated` saying so: read as updated (the payer replaced
     /// the method; the card rules already count them so).
     pub updates_from_method_id: u64,
+    /// Parquet files whose `attempted_at` is a timestamp without a time zone (read as UTC).
+    pub naive_timestamp_files: Vec<PathBuf>,
     /// Parquet pages whose CRC-32 matched.
     pub pages_verified: u64,
     /// Parquet pages whose writer stored no checksum (polars writes none): not verifiable.
@@ -1074,6 +1076,16 @@ impl<'o> Loader<'o> {
         // column has no chunks, and its rows would pass unread.
         if let Some((column, _)) = CONTRACT_COLUMNS.iter().find(|(name, required)| *required && df.column(name).is_err()) {
             return Err(LoadError::MissingColumn { path: path.to_path_buf(), column });
+        }
+        // A Parquet timestamp without a time zone (pandas' naive datetime64, Parquet's
+        // isAdjustedToUTC = false) is read as UTC, as most writers mean it; where it holds
+        // local times every hour is off by the payer's offset, and nothing in the file says
+        // which. Said once per file (CSV text without an offset is refused: there it is the row's).
+        if matches!(df.column("attempted_at").map(|c| c.dtype().clone()), Ok(DataType::Datetime(_, None)))
+            && !self.report.naive_timestamp_files.iter().any(|f| f == path)
+        {
+            tracing::warn!(file = %path.display(), "attempted_at is a timestamp without a time zone: read as UTC");
+            self.report.naive_timestamp_files.push(path.to_path_buf());
         }
         let height = df.height();
         // A shard keeps about 1/n of the rows.

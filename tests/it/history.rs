@@ -581,6 +581,17 @@ fn parquet_columns_typed_by_pandas_or_a_warehouse_load_as_their_text_would() {
     let strip =
         |h: &History| h.attempts.iter().map(|a| recoup::attempt::Attempt { source: Default::default(), ..a.clone() }).collect::<Vec<_>>();
     assert_eq!(strip(&as_text), strip(&from_typed));
+    assert!(from_typed.report.naive_timestamp_files.is_empty(), "a UTC timestamp column is not naive");
+
+    // A timestamp column without a time zone (pandas' naive datetime64): read as UTC, and said.
+    let mut naive_df = df.clone();
+    let naive = cast(&naive_df, "attempted_at", &DataType::Datetime(polars::prelude::TimeUnit::Microseconds, None));
+    naive_df.with_column(naive).unwrap();
+    let naive_path = dir.path().join("naive.parquet");
+    ParquetWriter::new(std::fs::File::create(&naive_path).unwrap()).finish(&mut naive_df).unwrap();
+    let from_naive = load(&naive_path, &strict()).expect("naive timestamps load");
+    assert_eq!(strip(&as_text), strip(&from_naive), "read as the UTC times they were");
+    assert_eq!(from_naive.report.naive_timestamp_files, [naive_path]);
 
     // Tenure 12.5 days is not a whole number: refused, naming row 4.
     let tenure: Vec<Option<f64>> = (0..df.height()).map(|i| if i == 3 { Some(12.5) } else { Some(365.0) }).collect();
