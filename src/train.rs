@@ -1562,7 +1562,11 @@ pub enum FitError {
     #[error("no training examples (the history has no retries)")]
     NoExamples,
     /// Too few retries for a time split into fit, calibration and test.
-    #[error("only {0} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1)")]
+    #[error(
+        "only {0} retry examples in the history; training needs at least 100 (retries are attempts with attempt_number ≥ 1, \
+         sharing the payment_id of the failed original charge: where a platform gives each retry its own charge id, payment_id \
+         must be the invoice, the money all its attempts collect)"
+    )]
     TooFewExamples(usize),
     /// Inputs that do not fit together, or a setting out of range.
     #[error("{0}")]
