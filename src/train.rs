@@ -1052,8 +1052,8 @@ impl UpdatedPrior {
 /// succeeded, identifiable from any history). The weight of the class × updated column is
 /// set so that the needs-update examples, re-encoded as updated and scored with the
 /// class's scaling, average that P; the time terms keep their shape. `None` (and the model
-/// unchanged) when some example was updated, no example is of the class, or the rate is
-/// not a number.
+/// unchanged) when some example was updated, no example is of the class, or a scaling does
+/// not increase with the logit.
 ///
 /// `payments` and `failed`: the log's payments and those whose original charge failed. A log
 /// where fewer than half the original charges succeeded (an export of failed payments holds

@@ -771,8 +771,6 @@ pub fn with_level(active: &[u16], g: usize, level: usize) -> Vec<u16> {
 
 /// Group index of `method_updated` (for [`group_level`] and [`with_level`]; level 1 is "true").
 pub const UPDATED_GROUP: usize = G_UPDATED;
-/// Group index of the decline class.
-pub const CLASS_GROUP: usize = G_CLASS;
 /// Group index of the retries before the candidate.
 pub const RETRIES_GROUP: usize = G_RETRIES;
 
