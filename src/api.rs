@@ -239,6 +239,38 @@ pub fn decline_of(
     Ok(n.map(|n| n.code))
 }
 
+/// A request's `attempts`, checked field by field (errors name `attempts[i].field`); an
+/// attempt charged to another method than the one before it is flagged as updated.
+fn earlier_attempts(given: &[v1::Attempt], method: PaymentMethod, brand: Option<CardBrand>) -> Result<Vec<EarlierAttempt>, InvalidField> {
+    let mut attempts = Vec::with_capacity(given.len());
+    for (i, a) in given.iter().enumerate() {
+        let f = |name: &str| format!("attempts[{i}].{name}");
+        let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
+        let network_code = optional::<RawCode>(&f("network_code"), &a.network_code, "1 to 8 letters or digits")?;
+        let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
+        let decline = decline_of(&f("decline_code"), &a.decline_code, network_code, advice_code, method, brand)?
+            .ok_or_else(|| bad(f("decline_code"), "is required: give decline_code, network_code or advice_code"))?;
+        attempts.push(EarlierAttempt {
+            at,
+            decline,
+            network_code,
+            advice_code,
+            channel: optional::<Channel>(&f("channel"), &a.channel, &CHANNELS)?,
+            payment_method_updated: a.payment_method_updated,
+            card: card_id(&f("payment_method_id"), &a.payment_method_id)?,
+        });
+    }
+    // An attempt charged to another method than the attempt before it came after the payer
+    // replaced it, as the card rules read it and as training reads a history
+    // (`history::updates_from_method_id`): flagged, so the model scores it as trained.
+    for k in 1..attempts.len() {
+        if matches!((attempts[k - 1].card, attempts[k].card), (Some(x), Some(y)) if x != y) {
+            attempts[k].payment_method_updated = true;
+        }
+    }
+    Ok(attempts)
+}
+
 /// Turn a `DecideRequest` into the engine's request; `clock` is used when `now` is unset.
 pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::Request, InvalidField> {
     let p = r.payment.as_ref().ok_or_else(|| bad("payment", "is required"))?;
@@ -260,32 +292,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         billing_interval: optional::<BillingInterval>("payment.billing_interval", &p.billing_interval, &INTERVALS)?,
         tenure_days: p.tenure_days,
     };
-    let mut attempts = Vec::with_capacity(r.attempts.len());
-    for (i, a) in r.attempts.iter().enumerate() {
-        let f = |name: &str| format!("attempts[{i}].{name}");
-        let at = time(&f("attempted_at"), a.attempted_at.as_ref().ok_or_else(|| bad(f("attempted_at"), "is required"))?)?;
-        let network_code = optional::<RawCode>(&f("network_code"), &a.network_code, "1 to 8 letters or digits")?;
-        let advice_code = optional::<RawCode>(&f("advice_code"), &a.advice_code, "1 to 8 letters or digits")?;
-        let decline = decline_of(&f("decline_code"), &a.decline_code, network_code, advice_code, method, facts.card_brand)?
-            .ok_or_else(|| bad(f("decline_code"), "is required: give decline_code, network_code or advice_code"))?;
-        attempts.push(EarlierAttempt {
-            at,
-            decline,
-            network_code,
-            advice_code,
-            channel: optional::<Channel>(&f("channel"), &a.channel, &CHANNELS)?,
-            payment_method_updated: a.payment_method_updated,
-            card: card_id(&f("payment_method_id"), &a.payment_method_id)?,
-        });
-    }
-    // An attempt charged to another method than the attempt before it came after the payer
-    // replaced it, as the card rules read it and as training reads a history
-    // (`history::updates_from_method_id`): flagged, so the model scores it as trained.
-    for k in 1..attempts.len() {
-        if matches!((attempts[k - 1].card, attempts[k].card), (Some(x), Some(y)) if x != y) {
-            attempts[k].payment_method_updated = true;
-        }
-    }
+    let attempts = earlier_attempts(&r.attempts, method, facts.card_brand)?;
     // The card the retry charges: the one named, else the last attempt's unless the payer replaced it.
     let named = card_id("payment.payment_method_id", &p.payment_method_id)?;
     let card = match named {
