@@ -1443,6 +1443,10 @@ pub struct Summary {
     pub recovered_payments: u64,
     /// Rows per payment method.
     pub payment_methods: BTreeMap<String, u64>,
+    /// Retries made after the payer updated the payment method (flagged, or charged to
+    /// another `payment_method_id` than the attempt before): what training learns a replaced
+    /// method from.
+    pub updated_retries: u64,
     /// The load report.
     pub load: LoadReport,
 }
@@ -1486,6 +1490,7 @@ pub fn summarize(h: &History) -> Summary {
         failed_payments,
         recovered_payments,
         payment_methods,
+        updated_retries: h.attempts.iter().filter(|a| a.attempt_number > 0 && a.method_updated()).count() as u64,
         load: h.report.clone(),
     }
 }

@@ -703,6 +703,20 @@ fn a_retry_on_another_payment_method_id_is_read_as_updated() {
         assert_eq!(updated, [false, false, true, false, false], "flag column {flag_column}");
         assert_eq!(h.report.updates_from_method_id, 1);
     }
+    assert_eq!(recoup::history::summarize(&load_rows(&with_ids(rows.clone(), &ids, false)).unwrap()).updated_retries, 1);
+    // Neither flags nor ids: `history check` says training cannot learn a replaced method.
+    let (_dir, csv) = temp_file("bare.csv");
+    write_csv(&csv, &with_ids(rows.clone(), &["", "", "", "", ""], false));
+    let check = |path: &std::path::Path| {
+        let out = assert_cmd::Command::cargo_bin("recoup").unwrap().args(["history", "check"]).arg(path).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(check(&csv).contains("no retry follows an update"), "{}", check(&csv));
+    write_csv(&csv, &with_ids(rows.clone(), &ids, false));
+    let said = check(&csv);
+    assert!(!said.contains("no retry follows an update"), "{said}");
+    assert!(said.contains("1 retries charged to another payment_method_id"), "{said}");
     // A flag already set is not counted again.
     let mut flagged = with_ids(rows.clone(), &ids, true);
     flagged[2] = set(flagged[2].clone(), "payment_method_updated", "true");
