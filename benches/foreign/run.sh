@@ -10,6 +10,9 @@
 # the recoup binary (default: a release build); RECOUP_FOREIGN_LOG (random) the merchant's
 # logging policy (`random`, `random-short`, `fixed` or `fixed-silent`: world.py history
 # --help); RECOUP_FOREIGN_VARIANT (base) the world's dynamics (`base` or `wide`);
+# RECOUP_FOREIGN_COLUMNS=required trains on the history cut to a bare export (columns.py:
+# the contract's required columns and network_code; no update flags or method ids) and
+# checks that the model card says the replaced method's P is a prior;
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
 # see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
 # update_triggered marks); RECOUP_FOREIGN_MINIMAL=1 makes the client send only the required
@@ -42,10 +45,17 @@ touch "$out/gen/recoup/__init__.py" "$out/gen/recoup/v1/__init__.py"
 echo "== history: $payers payers, seed $seed, logging policy $log_policy, world $variant"
 $py benches/foreign/world.py history "$out/history.csv" --payers "$payers" --seed "$seed" --log-policy "$log_policy" --variant "$variant"
 history="$out/history.csv"
+if [ "${RECOUP_FOREIGN_COLUMNS:-all}" = required ]; then
+  echo "== the history cut to a bare export: the contract's required columns and network_code"
+  $py benches/foreign/columns.py "$out/history.csv" "$out/history-required.csv"
+  history="$out/history-required.csv"
+  "$RECOUP_BIN" history check "$history" | grep "no retry follows an update" \
+    || { echo "history check did not say that no retry follows an update"; exit 1; }
+fi
 if [ "${RECOUP_FOREIGN_FORMAT:-csv}" = pandas ]; then
   echo "== the history as pandas writes it to Parquet"
-  $py benches/foreign/to_parquet.py "$out/history.csv" "$out/history.parquet"
-  "$RECOUP_BIN" history check --json --quiet "$out/history.csv" > "$out/summary-csv.json"
+  $py benches/foreign/to_parquet.py "$history" "$out/history.parquet"
+  "$RECOUP_BIN" history check --json --quiet "$history" > "$out/summary-csv.json"
   "$RECOUP_BIN" history check --json --quiet "$out/history.parquet" > "$out/summary-parquet.json"
   $py benches/foreign/to_parquet.py compare "$out/summary-csv.json" "$out/summary-parquet.json"
   history="$out/history.parquet"
@@ -53,6 +63,10 @@ fi
 echo "== recoup train --promote"
 "$RECOUP_BIN" train --history "$history" --out "$out/models" --promote --quiet
 "$RECOUP_BIN" models list --models "$out/models"
+if [ "${RECOUP_FOREIGN_COLUMNS:-all}" = required ]; then
+  grep -h "Not learned from this log" "$out"/models/*/MODEL_CARD.md \
+    || { echo "the model card does not say that a replaced method's P is a prior"; exit 1; }
+fi
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server=
 trap 'kill $server 2>/dev/null || true' EXIT
