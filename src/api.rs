@@ -264,7 +264,7 @@ fn earlier_attempts(given: &[v1::Attempt], method: PaymentMethod, brand: Option<
     // replaced it, as the card rules read it and as training reads a history
     // (`history::updates_from_method_id`): flagged, so the model scores it as trained.
     for k in 1..attempts.len() {
-        if matches!((attempts[k - 1].card, attempts[k].card), (Some(x), Some(y)) if x != y) {
+        if CardId::replaced(attempts[k - 1].card, attempts[k].card) {
             attempts[k].payment_method_updated = true;
         }
     }
@@ -301,8 +301,7 @@ pub fn to_engine(r: &v1::DecideRequest, clock: DateTime<Utc>) -> Result<engine::
         None => None,
     };
     // The retry charges another method than the last attempt did: the payer replaced it.
-    let payment_method_updated =
-        r.payment_method_updated || matches!((named, attempts.last().and_then(|a| a.card)), (Some(x), Some(y)) if x != y);
+    let payment_method_updated = r.payment_method_updated || CardId::replaced(attempts.last().and_then(|a| a.card), named);
     let mut card_attempts = Vec::new();
     let mut past_payments = Vec::with_capacity(r.past_payments.len());
     for (i, pp) in r.past_payments.iter().enumerate() {

@@ -787,8 +787,7 @@ impl Col {
                     {
                         Err(bad(ix, s, "has no UTC offset: the contract's timestamps are UTC, written like 2026-01-31T08:00:00Z"))
                     }
-                    Err(_) if epoch_hint(s).is_some() => Err(bad(ix, s, epoch_hint(s).unwrap_or_default())),
-                    Err(e) => Err(bad(ix, s, format!("not an RFC 3339 timestamp ({e})"))),
+                    Err(e) => Err(bad(ix, s, epoch_hint(s).unwrap_or_else(|| format!("not an RFC 3339 timestamp ({e})")))),
                 },
             },
             _ => Ok(None),
@@ -1080,9 +1079,10 @@ impl<'o> Loader<'o> {
         // A Parquet timestamp without a time zone (pandas' naive datetime64, Parquet's
         // isAdjustedToUTC = false) is read as UTC, as most writers mean it; where it holds
         // local times every hour is off by the payer's offset, and nothing in the file says
-        // which. Said once per file (CSV text without an offset is refused: there it is the row's).
+        // which. Said once per file (its slices come one after another; CSV text without an
+        // offset is refused: there it is the row's).
         if matches!(df.column("attempted_at").map(|c| c.dtype().clone()), Ok(DataType::Datetime(_, None)))
-            && !self.report.naive_timestamp_files.iter().any(|f| f == path)
+            && self.report.naive_timestamp_files.last().map(PathBuf::as_path) != Some(path)
         {
             tracing::warn!(file = %path.display(), "attempted_at is a timestamp without a time zone: read as UTC");
             self.report.naive_timestamp_files.push(path.to_path_buf());
@@ -1361,7 +1361,7 @@ fn updates_from_method_id(attempts: &mut [Attempt]) -> u64 {
     let mut set = 0;
     for k in 1..attempts.len() {
         let (before, a) = (&attempts[k - 1], &attempts[k]);
-        let replaced = before.payment == a.payment && matches!((before.card, a.card), (Some(x), Some(y)) if x != y);
+        let replaced = before.payment == a.payment && CardId::replaced(before.card, a.card);
         if replaced && !a.method_updated() {
             attempts[k].payment_method_updated = Some(true);
             set += 1;

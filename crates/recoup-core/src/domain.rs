@@ -289,6 +289,13 @@ impl CardId {
         (!text.is_empty())
             .then(|| CardId(text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))))
     }
+
+    /// Whether an attempt on `now` followed one on `before` after the payer replaced the
+    /// method: both identified, and different (an unidentified side says nothing). How the
+    /// loader and the API read a change of `payment_method_id` as an update.
+    pub fn replaced(before: Option<CardId>, now: Option<CardId>) -> bool {
+        matches!((before, now), (Some(x), Some(y)) if x != y)
+    }
 }
 
 /// A raw issuer / network / advice code as received (`51`, `R01`, `AM04`, `N7`).
