@@ -280,6 +280,30 @@ fn sharded_export_merges_to_the_totals_of_one_process() {
         .stderr(predicates::str::contains("another time than --as-of"));
 }
 
+/// A history of two open USD payments whose original charges failed, of `amounts`
+/// minor units, written to `dir`/h.csv.
+fn two_open_payments(dir: &std::path::Path, amounts: [&str; 2]) -> std::path::PathBuf {
+    let history = dir.join("h.csv");
+    std::fs::write(
+        &history,
+        format!(
+            "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code\n\
+             a1,p1,c1,2026-11-20T10:00:00Z,0,{},USD,card,visa,US,failed,insufficient_funds\n\
+             a2,p2,c2,2026-11-20T11:00:00Z,0,{},USD,card,visa,US,failed,insufficient_funds\n",
+            amounts[0], amounts[1]
+        ),
+    )
+    .unwrap();
+    history
+}
+
+/// `recoup export` as of 2026-11-21 with the shipped model: the caller adds the rest.
+fn export_with_shipped_model() -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
+    c.args(["export", "-q", "--as-of", "2026-11-21", "--models"]).arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
+    c
+}
+
 /// Amounts near the 64-bit limit (no real payment, but the contract sets no
 /// maximum): a segment whose amounts sum beyond it is refused naming the
 /// segment, where a debug build panicked and a release build wrote a negative
@@ -287,25 +311,9 @@ fn sharded_export_merges_to_the_totals_of_one_process() {
 #[test]
 fn a_segment_whose_amounts_overflow_is_refused_not_wrapped() {
     let dir = tempfile::tempdir().unwrap();
-    let history = dir.path().join("h.csv");
-    std::fs::write(
-        &history,
-        "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code\n\
-         a1,p1,c1,2026-11-20T10:00:00Z,0,9000000000000000000,USD,card,visa,US,failed,insufficient_funds\n\
-         a2,p2,c2,2026-11-20T11:00:00Z,0,9000000000000000000,USD,card,visa,US,failed,insufficient_funds\n",
-    )
-    .unwrap();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let history = two_open_payments(dir.path(), ["9000000000000000000", "9000000000000000000"]);
     let export = |out: &str, by: &[&str]| {
-        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
-        c.args(["export", "-q", "--as-of", "2026-11-21", "--history"])
-            .arg(&history)
-            .arg("--models")
-            .arg(&models)
-            .arg("--out")
-            .arg(dir.path().join(out))
-            .args(by);
-        c.assert()
+        export_with_shipped_model().arg("--history").arg(&history).arg("--out").arg(dir.path().join(out)).args(by).assert()
     };
     export("seg.csv", &["--by", "currency"])
         .failure()
@@ -320,27 +328,13 @@ fn a_segment_whose_amounts_overflow_is_refused_not_wrapped() {
 #[test]
 fn merged_parts_keep_every_unit_of_amounts_past_two_to_the_53() {
     let dir = tempfile::tempdir().unwrap();
-    let history = dir.path().join("h.csv");
-    std::fs::write(
-        &history,
-        "attempt_id,payment_id,customer_id,attempted_at,attempt_number,amount_minor,currency,payment_method,card_brand,country,outcome,decline_code\n\
-         a1,p1,c1,2026-11-20T10:00:00Z,0,9007199254740993,USD,card,visa,US,failed,insufficient_funds\n\
-         a2,p2,c2,2026-11-20T11:00:00Z,0,3,USD,card,visa,US,failed,insufficient_funds\n",
-    )
-    .unwrap();
-    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let history = two_open_payments(dir.path(), ["9007199254740993", "3"]);
     let (parts, p) = (dir.path().join("parts"), |name: &str| dir.path().join(name));
-    let export = |args: &[&std::ffi::OsStr]| {
-        let mut c = assert_cmd::Command::cargo_bin("recoup").unwrap();
-        c.args(["export", "-q", "--as-of", "2026-11-21", "--models"]).arg(&models).args(args);
-        c.assert().success();
-    };
-    let os = |s: &'static str| std::ffi::OsStr::new(s);
-    export(&[os("--history"), history.as_os_str(), os("--by"), os("currency"), os("--out"), p("one.csv").as_os_str()]);
+    export_with_shipped_model().arg("--history").arg(&history).args(["--by", "currency", "--out"]).arg(p("one.csv")).assert().success();
     for k in ["0/2", "1/2"] {
-        export(&[os("--history"), history.as_os_str(), os("--shard"), std::ffi::OsStr::new(k), os("--out"), parts.as_os_str()]);
+        export_with_shipped_model().arg("--history").arg(&history).args(["--shard", k, "--out"]).arg(&parts).assert().success();
     }
-    export(&[os("--merge"), parts.as_os_str(), os("--by"), os("currency"), os("--out"), p("merged.csv").as_os_str()]);
+    export_with_shipped_model().arg("--merge").arg(&parts).args(["--by", "currency", "--out"]).arg(p("merged.csv")).assert().success();
     let (one, merged) = (std::fs::read_to_string(p("one.csv")).unwrap(), std::fs::read_to_string(p("merged.csv")).unwrap());
     assert!(one.contains("9007199254740996"), "one process sums 2^53 + 1 and 3 exactly:\n{one}");
     assert_eq!(one, merged);
