@@ -324,12 +324,7 @@ fn fit_and_write(
     for line in trained.report.acting_calibration.lines() {
         progress(&line);
     }
-    // A log with no retry after an update: a replaced method's P from a prior (after the
-    // scalings, which it is centred through).
-    trained.report.updated_prior = crate::train::updated_prior(&mut trained.model, set, digest.payments, digest.population.payments);
-    if let Some(u) = &trained.report.updated_prior {
-        progress(&u.describe());
-    }
+    updated_prior(&mut trained, set, &job.cfg, &digest, progress);
     // Where the final model is wrong on the test split, finer than its levels when the
     // examples carry their local times (built from a history or read from v2 shards, they do).
     let test_start = crate::train::split_points(set.len(), &job.cfg).1;
@@ -374,6 +369,28 @@ fn fit_and_write(
     }
     let dir = store.name().join(&version);
     Ok(Written { version, dir, report: trained.report })
+}
+/// A replaced method's P pulled toward a prior where the log has few or no retries after an
+/// update ([`crate::train::updated_prior`]; after the scalings, which the prior is centred
+/// through), and the test split rescored when it moved the weight: a payment's failed
+/// retries after an update count at the new weight too.
+fn updated_prior(
+    trained: &mut crate::train::Trained,
+    set: &TrainingSet,
+    cfg: &TrainConfig,
+    digest: &Digest,
+    progress: &mut dyn FnMut(&str),
+) {
+    let (fit_end, test_start) = crate::train::split_points(set.len(), cfg);
+    trained.report.updated_prior =
+        crate::train::updated_prior(&mut trained.model, set, digest.payments, digest.population.payments, 0..fit_end);
+    if let Some(u) = trained.report.updated_prior.as_ref().filter(|u| u.partly_prior()) {
+        progress(&u.describe());
+    }
+    if trained.report.updated_prior.as_ref().is_some_and(|u| u.weight != u.fitted_weight) {
+        trained.test_examples = crate::train::failed_retry_examples(set, &trained.model).split_off(test_start);
+        trained.rescore_test(set, cfg);
+    }
 }
 
 /// Write the exact feature tables a training run uses, for peer pipelines
