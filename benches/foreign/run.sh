@@ -12,7 +12,9 @@
 # --help); RECOUP_FOREIGN_VARIANT (base) the world's dynamics (`base` or `wide`);
 # RECOUP_FOREIGN_COLUMNS=required trains on the history cut to a bare export (columns.py:
 # the contract's required columns and network_code; no update flags or method ids) and
-# checks that the model card says the replaced method's P is a prior;
+# checks that the model card says the replaced method's P is a prior; RECOUP_FOREIGN_UPDATES=N
+# keeps the retries after an update of only N payments (few_updates.py) and checks that the
+# model card says the replaced method's P is partly a prior;
 # RECOUP_FOREIGN_LOOP=1 adds one closed loop (retrain on the learned policy's own attempts;
 # see the end of this script; RECOUP_FOREIGN_LOOP_MARKS=0 writes them without recoup's
 # update_triggered marks); RECOUP_FOREIGN_MINIMAL=1 makes the client send only the required
@@ -52,6 +54,11 @@ if [ "${RECOUP_FOREIGN_COLUMNS:-all}" = required ]; then
   "$RECOUP_BIN" history check "$history" | grep "no retry follows an update" \
     || { echo "history check did not say that no retry follows an update"; exit 1; }
 fi
+if [ -n "${RECOUP_FOREIGN_UPDATES:-}" ]; then
+  echo "== the retries after an update of only $RECOUP_FOREIGN_UPDATES payments kept"
+  $py benches/foreign/few_updates.py "$history" "$out/history-few-updates.csv" "$RECOUP_FOREIGN_UPDATES"
+  history="$out/history-few-updates.csv"
+fi
 if [ "${RECOUP_FOREIGN_FORMAT:-csv}" = pandas ]; then
   echo "== the history as pandas writes it to Parquet"
   $py benches/foreign/to_parquet.py "$history" "$out/history.parquet"
@@ -66,6 +73,10 @@ echo "== recoup train --promote"
 if [ "${RECOUP_FOREIGN_COLUMNS:-all}" = required ]; then
   grep -h "Not learned from this log" "$out"/models/*/MODEL_CARD.md \
     || { echo "the model card does not say that a replaced method's P is a prior"; exit 1; }
+fi
+if [ -n "${RECOUP_FOREIGN_UPDATES:-}" ]; then
+  grep -h "Partly a prior" "$out"/models/*/MODEL_CARD.md \
+    || { echo "the model card does not say that a replaced method's P is partly a prior"; exit 1; }
 fi
 port=$($py -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 server=
