@@ -1042,6 +1042,12 @@ pub struct UpdatedPrior {
     /// The weight the fit gave the column before the prior.
     #[serde(default)]
     pub fitted_weight: f64,
+    /// The prior's mean weight: the one at which the examples average `original_success`.
+    #[serde(default)]
+    pub prior_weight: f64,
+    /// What the examples average at `weight`.
+    #[serde(default)]
+    pub mean_p: f64,
 }
 
 /// Below this evidence share the prior is said in the training output and the model card
@@ -1061,23 +1067,28 @@ impl UpdatedPrior {
 
     /// One line for the training output and the model card.
     pub fn describe(&self) -> String {
-        let prior = format!(
-            "a needs-update payment's retry on a replaced method is scored at {}, {:.3} on average over its {} needs-update \
-             retries (logit {:+.2} on decline_class=needs_update&method_updated=true)",
-            self.source, self.original_success, self.examples, self.weight
-        );
+        let column = "decline_class=needs_update&method_updated=true";
         if self.unlearned() {
             format!(
                 "no retry in the log followed an update (no payment_method_updated flags, no change of payment_method_id), so \
-                 what a replaced method does is not learned: {prior}, a prior, not an estimate"
+                 what a replaced method does is not learned: a needs-update payment's retry on a replaced method is scored at \
+                 {}, {:.3} on average over its {} needs-update retries (logit {:+.2} on {column}), a prior, not an estimate",
+                self.source, self.original_success, self.examples, self.weight
             )
         } else {
             format!(
-                "only {} retries in the log followed an update ({} succeeded), too few to learn alone what a replaced method does: \
-                 their weight is a prior updated by them ({:.0} % the log's evidence; the fit, which shrinks every weight toward 0, \
-                 had {:+.2}): {prior}",
+                "only {} retries in the log followed an update ({} succeeded), too few to learn alone what a replaced method \
+                 does, so they update a prior: that it is charged like the log's original charges, {}, {:.3} on average over \
+                 its {} needs-update retries (logit {:+.2} on {column}). With them: {:.3} on average (logit {:+.2}; {:.0} % the log's \
+                 evidence; the fit, which shrinks every weight toward 0, had {:+.2})",
                 self.updated_retries,
                 self.updated_succeeded,
+                self.source,
+                self.original_success,
+                self.examples,
+                self.prior_weight,
+                self.mean_p,
+                self.weight,
                 100.0 * self.evidence_share,
                 self.fitted_weight
             )
@@ -1194,6 +1205,8 @@ pub fn updated_prior(
         updated_succeeded: evidence.iter().filter(|e| e.2).count(),
         evidence_share: curvature / (curvature + precision),
         fitted_weight,
+        prior_weight: mu,
+        mean_p: mean_p(w),
     })
 }
 
