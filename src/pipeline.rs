@@ -370,8 +370,9 @@ fn fit_and_write(
     let dir = store.name().join(&version);
     Ok(Written { version, dir, report: trained.report })
 }
-/// A replaced method's P pulled toward a prior where the log has few or no retries after an
-/// update ([`crate::train::updated_prior`]; after the scalings, which the prior is centred
+
+/// A replaced method's P from a prior and the log's retries after an update, where it has
+/// any ([`crate::train::updated_prior`]; after the scalings, which the prior is centred
 /// through), and the test split rescored when it moved the weight: a payment's failed
 /// retries after an update count at the new weight too.
 fn updated_prior(

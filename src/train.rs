@@ -1002,8 +1002,9 @@ pub struct TrainReport {
     /// model trained before it existed.
     #[serde(default)]
     pub residuals: Option<crate::residuals::Summary>,
-    /// The replaced method's weight pulled toward a prior ([`updated_prior`]); `None` when the
-    /// log has no needs-update retry (or a scaling that inverts the logit).
+    /// The replaced method's weight from a prior and the log's retries after an update
+    /// ([`updated_prior`]); `None` when it was left as fitted (no needs-update retry, a
+    /// scaling that inverts the logit, or trees with such retries to learn from).
     #[serde(default)]
     pub updated_prior: Option<UpdatedPrior>,
 }
@@ -1013,9 +1014,9 @@ pub struct TrainReport {
 /// are approved at (0.85–0.95 is typical; the lower end, so as not to over-promise).
 pub const DEFAULT_REPLACED_SUCCESS: f64 = 0.85;
 
-/// The P a needs-update retry on a replaced method is scored at, where the log has few or no
-/// retries after an update (no `payment_method_updated` flags and no `payment_method_id`
-/// changes, or a handful): the fitted weight pulled toward a prior ([`updated_prior`]).
+/// What sets the P a needs-update retry on a replaced method is scored at: a prior, updated
+/// by the log's retries after an update where it has some (`payment_method_updated` flags or
+/// `payment_method_id` changes; [`updated_prior`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpdatedPrior {
     /// The share of the log's payments whose original charge succeeded (or
@@ -1035,8 +1036,8 @@ pub struct UpdatedPrior {
     /// Of them, those that succeeded.
     #[serde(default)]
     pub updated_succeeded: usize,
-    /// The evidence's share of the weight: its precision over the evidence's and the
-    /// fit's penalty together (0 without evidence; near 1 where the log has many).
+    /// The evidence's share of the weight: its precision (the log-likelihood's curvature) over
+    /// its own and the prior's together (0 without evidence; near 1 where the log has many).
     #[serde(default)]
     pub evidence_share: f64,
     /// The weight the fit gave the column before the prior.
@@ -1112,10 +1113,10 @@ impl UpdatedPrior {
 /// deviation of 1 in logit ([`MIN_PRIOR_PRECISION`]: it is a guess; on our simulator's
 /// careless log updated retries succeed 0.57 where originals do 0.91, 2 logits apart). The
 /// column's weight is its maximum a posteriori on the fit split's updated needs-update
-/// retries (`fit_rows`), scored as served (with their scaling; the other weights held): exactly `mu` without such retries, the
-/// log's own estimate where it has many. `None` (and the model unchanged) when no example is
-/// of the class, a scaling does not increase with the logit, or trees (which do not fit the
-/// column) have some evidence to learn from.
+/// retries (`fit_rows`), scored as served (with their scaling; the other weights held):
+/// exactly `mu` without such retries, the log's own estimate where it has many. `None` (and
+/// the model unchanged) when no example is of the class, a scaling does not increase with
+/// the logit, or trees (which do not fit the column) have some evidence to learn from.
 ///
 /// `payments` and `failed`: the log's payments and those whose original charge failed. A log
 /// where fewer than half the original charges succeeded (an export of failed payments holds

@@ -659,8 +659,8 @@ fn a_small_history_trains_a_model_that_still_retries() {
 /// the penalty that shrinks every weight toward 0. Training says so, in its output and the
 /// model card, and scores a needs-update retry on a replaced method near the log's
 /// original-charge success rate (a prior) instead of at the rate of the log's retries of the
-/// dead card. The same log with all its flags learns it: the prior barely moves the fit's
-/// weight, and nothing is said.
+/// dead card. The same log with all its flags learns it: its own retries after an update set
+/// the weight (the prior carries a tenth of it at most), and nothing is said.
 #[test]
 fn a_log_with_few_or_no_updates_scores_a_replaced_method_near_its_original_charges_rate() {
     let cfg = recoup::sim::zoo::preset("careless-log").expect("preset").check().expect("valid");
