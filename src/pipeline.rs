@@ -383,12 +383,16 @@ fn updated_prior(
     progress: &mut dyn FnMut(&str),
 ) {
     let (fit_end, test_start) = crate::train::split_points(set.len(), cfg);
-    trained.report.updated_prior =
-        crate::train::updated_prior(&mut trained.model, set, digest.payments, digest.population.payments, 0..fit_end);
-    if let Some(u) = trained.report.updated_prior.as_ref().filter(|u| u.partly_prior()) {
+    trained.report.updated_priors = crate::train::REPLACED_CLASSES
+        .iter()
+        .filter_map(|&class| {
+            crate::train::updated_prior(&mut trained.model, set, digest.payments, digest.population.payments, 0..fit_end, class)
+        })
+        .collect();
+    for u in trained.report.updated_priors.iter().filter(|u| u.partly_prior()) {
         progress(&u.describe());
     }
-    if trained.report.updated_prior.as_ref().is_some_and(|u| u.weight != u.fitted_weight) {
+    if trained.report.updated_priors.iter().any(|u| u.weight != u.fitted_weight) {
         trained.test_examples = crate::train::failed_retry_examples(set, &trained.model).split_off(test_start);
         trained.rescore_test(set, cfg);
     }

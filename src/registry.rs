@@ -384,14 +384,12 @@ fn overview(s: &mut String, m: &Manifest, r: &TrainReport, model: &SuccessModel)
     if let Some(small) = r.small_history() {
         let _ = writeln!(s, "**Warning:** {small}.\n");
     }
-    match &r.updated_prior {
-        Some(u) if u.unlearned() => {
+    for u in r.replaced_priors() {
+        if u.unlearned() {
             let _ = writeln!(s, "**Not learned from this log:** {}.\n", u.describe());
-        }
-        Some(u) if u.partly_prior() => {
+        } else if u.partly_prior() {
             let _ = writeln!(s, "**Partly a prior, not this log:** {}.\n", u.describe());
         }
-        _ => {}
     }
     let _ = writeln!(s, "## Held-out metrics (test split)\n");
     let _ = writeln!(s, "| predictor | log loss | AUC | Brier | ECE |\n|---|---|---|---|---|");

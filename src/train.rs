@@ -1002,11 +1002,23 @@ pub struct TrainReport {
     /// model trained before it existed.
     #[serde(default)]
     pub residuals: Option<crate::residuals::Summary>,
-    /// The replaced method's weight from a prior and the log's retries after an update
-    /// ([`updated_prior`]); `None` when it was left as fitted (no needs-update retry, a
-    /// scaling that inverts the logit, or trees with such retries to learn from).
+    /// The replaced method's weight from a prior and the log's retries after an update, per
+    /// class whose declines need a new method ([`updated_prior`], [`REPLACED_CLASSES`]); a
+    /// class is left out where its weight stayed as fitted (no retry of the class, a scaling
+    /// that inverts the logit, or trees with such retries to learn from).
     #[serde(default)]
+    pub updated_priors: Vec<UpdatedPrior>,
+    /// What a model trained before the prior covered hard declines wrote (needs-update only);
+    /// read, never written ([`TrainReport::replaced_priors`]).
+    #[serde(default, skip_serializing)]
     pub updated_prior: Option<UpdatedPrior>,
+}
+
+impl TrainReport {
+    /// The replaced method's priors, whichever field the model was written with.
+    pub fn replaced_priors(&self) -> impl Iterator<Item = &UpdatedPrior> {
+        self.updated_priors.iter().chain(self.updated_prior.as_ref().filter(|_| self.updated_priors.is_empty()))
+    }
 }
 
 /// The P a replaced method's retry is scored at where the log has no update and does not show
@@ -1019,6 +1031,9 @@ pub const DEFAULT_REPLACED_SUCCESS: f64 = 0.85;
 /// `payment_method_id` changes; [`updated_prior`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpdatedPrior {
+    /// The decline class whose retry on a replaced method this is.
+    #[serde(default = "needs_update")]
+    pub class: DeclineClass,
     /// The share of the log's payments whose original charge succeeded (or
     /// [`DEFAULT_REPLACED_SUCCESS`] where the log holds too few of them): the mean P given to
     /// the log's needs-update retries had their method been replaced.
@@ -1051,6 +1066,14 @@ pub struct UpdatedPrior {
     pub mean_p: f64,
 }
 
+fn needs_update() -> DeclineClass {
+    DeclineClass::NeedsUpdate
+}
+
+/// The classes whose declines a retry clears only on a replaced payment method: an expired or
+/// mistyped card, and a lost, stolen or revoked one (the rules allow its retry only then).
+pub const REPLACED_CLASSES: [DeclineClass; 2] = [DeclineClass::NeedsUpdate, DeclineClass::Hard];
+
 /// Below this evidence share the prior is said in the training output and the model card
 /// (a share above it is the log's own estimate, nudged).
 pub const UPDATED_PRIOR_SAID_BELOW: f64 = 0.9;
@@ -1068,20 +1091,22 @@ impl UpdatedPrior {
 
     /// One line for the training output and the model card.
     pub fn describe(&self) -> String {
-        let column = "decline_class=needs_update&method_updated=true";
+        let class = <&str>::from(self.class);
+        let column = format!("decline_class={class}&method_updated=true");
         if self.unlearned() {
             format!(
-                "no retry in the log followed an update (no payment_method_updated flags, no change of payment_method_id), so \
-                 what a replaced method does is not learned: a needs-update payment's retry on a replaced method is scored at \
-                 {}, {:.3} on average over its {} needs-update retries (logit {:+.2} on {column}), a prior, not an estimate",
+                "no retry after a {class} decline followed an update (no payment_method_updated flags, no change of \
+                 payment_method_id), so what a replaced method does is not learned: such a retry on a replaced method is \
+                 scored at {}, {:.3} on average over the log's {} {class} retries (logit {:+.2} on {column}), a prior, not an \
+                 estimate",
                 self.source, self.original_success, self.examples, self.weight
             )
         } else {
             format!(
-                "only {} retries in the log followed an update ({} succeeded), too few to learn alone what a replaced method \
-                 does, so they update a prior: that it is charged like the log's original charges, {}, {:.3} on average over \
-                 its {} needs-update retries (logit {:+.2} on {column}). With them: {:.3} on average (logit {:+.2}; {:.0} % the log's \
-                 evidence; the fit, which shrinks every weight toward 0, had {:+.2})",
+                "only {} retries after a {class} decline followed an update ({} succeeded), too few to learn alone what a \
+                 replaced method does, so they update a prior: that it is charged like the log's original charges, {}, {:.3} \
+                 on average over the log's {} {class} retries (logit {:+.2} on {column}). With them: {:.3} on average (logit \
+                 {:+.2}; {:.0} % the log's evidence; the fit, which shrinks every weight toward 0, had {:+.2})",
                 self.updated_retries,
                 self.updated_succeeded,
                 self.source,
@@ -1127,6 +1152,7 @@ pub fn updated_prior(
     payments: u64,
     failed: u64,
     fit_rows: std::ops::Range<usize>,
+    class: DeclineClass,
 ) -> Option<UpdatedPrior> {
     use crate::features::{class_updated_column, group_level, with_level, RETRIES_GROUP, UPDATED_GROUP};
     let succeeded = payments.saturating_sub(failed);
@@ -1144,7 +1170,6 @@ pub fn updated_prior(
             ),
         )
     };
-    let class = DeclineClass::NeedsUpdate;
     let column = class_updated_column(class) as usize;
     let fitted_weight = model.weights[column];
     let scored: Vec<(f64, Platt)> = (0..set.len())
@@ -1198,6 +1223,7 @@ pub fn updated_prior(
     }
     model.weights[column] = w;
     Some(UpdatedPrior {
+        class,
         original_success: p0,
         source,
         weight: w,
@@ -1804,6 +1830,7 @@ pub fn train(set: &TrainingSet, cfg: &TrainConfig, progress: &mut dyn FnMut(&str
         population: Default::default(),
         acting_calibration: Default::default(),
         residuals: None,
+        updated_priors: Vec::new(),
         updated_prior: None,
     };
     Ok(Trained { model, report, fit_seconds, test_examples: examples[test_start..].to_vec() })
