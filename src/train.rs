@@ -1026,8 +1026,8 @@ impl TrainReport {
 /// are approved at (0.85–0.95 is typical; the lower end, so as not to over-promise).
 pub const DEFAULT_REPLACED_SUCCESS: f64 = 0.85;
 
-/// What sets the P a needs-update retry on a replaced method is scored at: a prior, updated
-/// by the log's retries after an update where it has some (`payment_method_updated` flags or
+/// What sets the P a retry on a replaced method is scored at, after a decline of a class in
+/// [`REPLACED_CLASSES`]: a prior, updated by the log's retries after an update where it has some (`payment_method_updated` flags or
 /// `payment_method_id` changes; [`updated_prior`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UpdatedPrior {
@@ -1035,17 +1035,17 @@ pub struct UpdatedPrior {
     #[serde(default = "needs_update")]
     pub class: DeclineClass,
     /// The share of the log's payments whose original charge succeeded (or
-    /// [`DEFAULT_REPLACED_SUCCESS`] where the log holds too few of them): the mean P given to
-    /// the log's needs-update retries had their method been replaced.
+    /// [`DEFAULT_REPLACED_SUCCESS`] where the log holds too few of them): the prior's mean P
+    /// for the log's retries of the class, had their method been replaced.
     pub original_success: f64,
     /// Where `original_success` came from, in words.
     #[serde(default)]
     pub source: String,
-    /// The logit put on `decline_class=needs_update&method_updated=true`.
+    /// The logit put on `decline_class=<class>&method_updated=true`.
     pub weight: f64,
-    /// The needs-update retries it was centred on.
+    /// The class's retries it was centred on.
     pub examples: usize,
-    /// The fit split's needs-update retries after an update: the evidence (0: none).
+    /// The fit split's retries of the class after an update: the evidence (0: none).
     #[serde(default)]
     pub updated_retries: usize,
     /// Of them, those that succeeded.
@@ -1122,9 +1122,10 @@ impl UpdatedPrior {
     }
 }
 
-/// A needs-update decline says the method cannot be charged, so the log's retries of the dead
-/// card say nothing of a replaced one, and what a replaced method does is learned only from
-/// retries after an update. Where the log has none, the model has no weight for it and an
+/// A needs-update decline says the method cannot be charged (a hard one, that it must not be),
+/// so the log's retries of the dead card say nothing of a replaced one, and what a replaced
+/// method does is learned only from retries after an update. `class` is one of
+/// [`REPLACED_CLASSES`]; the figures here are of needs-update declines. Where the log has none, the model has no weight for it and an
 /// expired card's retry after the payer replaced it was scored as the dead card's (0.29
 /// against 0.94 realised on the foreign world's log without flags); where it has a few, the
 /// fit's penalty, which shrinks every weight toward 0 ("like the dead card"), kept it there
@@ -1133,12 +1134,12 @@ impl UpdatedPrior {
 /// So the class × updated column gets a prior of its own: a replaced method is charged like
 /// a payment's original charge, `original_success` (the log's share of original charges that
 /// succeeded, identifiable from any history). `mu` is the column's weight at which the
-/// needs-update examples, re-encoded as updated and scored with the class's scaling, average
+/// class's examples, re-encoded as updated and scored with the class's scaling, average
 /// it (the time terms keep their shape), and the prior is normal around `mu` with a standard
 /// deviation of 1 in logit ([`MIN_PRIOR_PRECISION`]: it is a guess; on our simulator's
 /// careless log updated retries succeed 0.57 where originals do 0.91, 2 logits apart). The
-/// column's weight is its maximum a posteriori on the fit split's updated needs-update
-/// retries (`fit_rows`), scored as served (with their scaling; the other weights held):
+/// column's weight is its maximum a posteriori on the fit split's updated retries of the
+/// class (`fit_rows`), scored as served (with their scaling; the other weights held):
 /// exactly `mu` without such retries, the log's own estimate where it has many. `None` (and
 /// the model unchanged) when no example is of the class, a scaling does not increase with
 /// the logit, or trees (which do not fit the column) have some evidence to learn from.

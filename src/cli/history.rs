@@ -237,14 +237,15 @@ fn print_summary(out: &mut impl Write, s: &Summary, elapsed: std::time::Duration
             l.naive_timestamp_files[0].display()
         )?;
     }
-    if s.updated_retries == 0 && s.decline_classes.get("needs_update").is_some_and(|&n| n > 0) {
+    let needs_update = s.decline_classes.get("needs_update").is_some_and(|&n| n > 0);
+    if needs_update && s.updated_retries == 0 {
         writeln!(
             out,
             "no retry follows an update (no payment_method_updated flags, no change of payment_method_id): training cannot learn \
              what a replaced payment method does, and scores a needs-update payment's retry on one at a prior (README: what recoup \
              assumes about your history)"
         )?;
-    } else if s.updated_retries < FEW_UPDATED_RETRIES && s.decline_classes.get("needs_update").is_some_and(|&n| n > 0) {
+    } else if needs_update && s.updated_retries < FEW_UPDATED_RETRIES {
         writeln!(
             out,
             "only {} retries follow an update: what a replaced payment method does is a prior that training updates with \
