@@ -109,7 +109,7 @@ impl Attrition {
     /// their cost in payers lost is not, and a lift bought with cancellations the model cannot
     /// see is not taken on the model's word (in a world where an SMS cancels 3 % of payers and
     /// an email 0.5 %, SMS before retries cost the learned policy about 50 per payment:
-    /// README, #20).
+    /// docs/issue-20-log.md, section 2).
     pub fn unpriced(&self, channel: Channel) -> bool {
         self.unmeasured && matches!(channel, Channel::Sms | Channel::Push)
     }
@@ -121,7 +121,7 @@ impl Attrition {
 
     /// What a history that cannot measure attrition gets: email and in-app charged nothing
     /// (a prior charging them 1 % + 1.5 points per message already sent made the ask plan
-    /// give up on expired cards a payer would have updated: README, #20), SMS and push unused.
+    /// give up on expired cards a payer would have updated: docs/issue-20-log.md), SMS and push unused.
     pub fn unmeasured() -> Attrition {
         Attrition { unmeasured: true, ..Attrition::default() }
     }

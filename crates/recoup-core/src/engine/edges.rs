@@ -9,7 +9,7 @@
 //! level it takes that level's last. The chosen retries were over-predicted right
 //! after each spacing edge (the foreign world's `do_not_honor` and funds first
 //! retries) and at the last hour of a local-hour level (09:00 in every zoo world
-//! looked at, README #20).
+//! looked at; docs/issue-20-log.md).
 //!
 //! The model cannot tell where inside a level the truth changes, so a candidate
 //! is valued no higher than the straight line between its level's centre and the
